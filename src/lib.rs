@@ -1,0 +1,21 @@
+//! PeerStore: a peer-to-peer, end-to-end encrypted file store on a Chord ring.
+//!
+//! # Layout
+//!
+//! Bottom up; a module uses only the ones above it in this list.
+//!
+//! - [`id`]: 256-bit identifiers and ring arithmetic.
+//! - [`record`]: signed, sequence-numbered mutable records.
+//! - [`wire`]: message enums and length-prefixed framing.
+//! - [`net`]: connections, multiplexed calls with timeouts, the bounded server.
+//! - [`chord`]: the ring maintenance and lookup state machine (sans I/O).
+//! - [`replica`]: which nodes must hold a key; grouping keys by owner for repair.
+//! - [`store`]: this node's blocks and records on disk.
+//! - [`dht`]: put/get of blocks and records = lookup + calls to the replicas.
+//! - [`node`]: the node process: drives `chord` over `net`, serves requests,
+//!   repairs replicas, leaves gracefully.
+//! - [`cli`]: the command-line client commands.
+
+pub mod id;
+pub mod record;
+pub mod wire;

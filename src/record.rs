@@ -1,0 +1,165 @@
+//! Signed, sequence-numbered mutable records (DESIGN.md, "Data model").
+//!
+//! A record's key is `SHA-256(owner public key ‖ name)`, so only the holder of
+//! the owner's ed25519 key can produce a record that verifies under that key.
+//! Each version carries a sequence number; storage nodes keep the highest one
+//! and refuse older ones. A delete is a signed tombstone (`value == None`)
+//! with a higher sequence number, so replicas cannot resurrect a deleted
+//! record during repair.
+
+use crate::id::Id;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Largest record value, in bytes (the same bound as a block).
+pub const MAX_RECORD_VALUE: usize = 1 << 20;
+/// Largest record name, in bytes.
+pub const MAX_RECORD_NAME: usize = 1024;
+/// Domain separation for record signatures.
+const SIGN_CONTEXT: &[u8] = b"peerstore-record-v1";
+
+/// One version of a mutable record.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The owner's ed25519 public key; the record key hangs off it.
+    pub owner: [u8; 32],
+    /// The owner's name for the record (opaque bytes, often itself a hash).
+    pub name: Vec<u8>,
+    /// Version number; a store keeps the highest it has seen.
+    pub seq: u64,
+    /// The payload, or `None` for a signed delete (tombstone).
+    pub value: Option<Vec<u8>>,
+    /// ed25519 signature over the key, sequence number and value.
+    pub sig: Vec<u8>,
+}
+
+/// Why a record was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record owner is not a valid ed25519 public key")]
+    BadOwner,
+    #[error("record signature does not verify")]
+    BadSignature,
+    #[error("record name is {0} bytes (max {MAX_RECORD_NAME})")]
+    NameTooLong(usize),
+    #[error("record value is {0} bytes (max {MAX_RECORD_VALUE})")]
+    ValueTooLarge(usize),
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key())
+            .field("seq", &self.seq)
+            .field("len", &self.value.as_ref().map(|v| v.len()))
+            .finish()
+    }
+}
+
+/// The key of the record `name` owned by `owner`.
+pub fn record_key(owner: &[u8; 32], name: &[u8]) -> Id {
+    Id::hash_parts(&[owner, name])
+}
+
+fn signed_bytes(key: &Id, seq: u64, value: &Option<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGN_CONTEXT.len() + 41 + value.as_ref().map_or(0, |v| v.len()));
+    out.extend_from_slice(SIGN_CONTEXT);
+    out.extend_from_slice(&key.0);
+    out.extend_from_slice(&seq.to_be_bytes());
+    match value {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(v);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+impl Record {
+    /// Creates and signs a record version (`value == None` for a delete).
+    pub fn sign(key: &SigningKey, name: &[u8], seq: u64, value: Option<Vec<u8>>) -> Record {
+        let owner = key.verifying_key().to_bytes();
+        let rkey = record_key(&owner, name);
+        let sig = key.sign(&signed_bytes(&rkey, seq, &value));
+        Record {
+            owner,
+            name: name.to_vec(),
+            seq,
+            value,
+            sig: sig.to_bytes().to_vec(),
+        }
+    }
+
+    /// The record's DHT key.
+    pub fn key(&self) -> Id {
+        record_key(&self.owner, &self.name)
+    }
+
+    /// Whether this version is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Size bounds and signature check.
+    pub fn verify(&self) -> Result<(), RecordError> {
+        if self.name.len() > MAX_RECORD_NAME {
+            return Err(RecordError::NameTooLong(self.name.len()));
+        }
+        if let Some(v) = &self.value
+            && v.len() > MAX_RECORD_VALUE
+        {
+            return Err(RecordError::ValueTooLarge(v.len()));
+        }
+        let vk = VerifyingKey::from_bytes(&self.owner).map_err(|_| RecordError::BadOwner)?;
+        let sig_bytes: [u8; 64] = self
+            .sig
+            .as_slice()
+            .try_into()
+            .map_err(|_| RecordError::BadSignature)?;
+        let sig = Signature::from_bytes(&sig_bytes);
+        vk.verify_strict(&signed_bytes(&self.key(), self.seq, &self.value), &sig)
+            .map_err(|_| RecordError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    #[test]
+    fn signed_record_verifies() {
+        let r = Record::sign(&key(), b"dir", 3, Some(b"hello".to_vec()));
+        assert_eq!(r.verify(), Ok(()));
+        assert_eq!(r.key(), record_key(&key().verifying_key().to_bytes(), b"dir"));
+        let t = Record::sign(&key(), b"dir", 4, None);
+        assert!(t.is_tombstone());
+        assert_eq!(t.verify(), Ok(()));
+    }
+
+    #[test]
+    fn tampering_breaks_signature() {
+        let r = Record::sign(&key(), b"dir", 3, Some(b"hello".to_vec()));
+        let mut v = r.clone();
+        v.value = Some(b"hellO".to_vec());
+        assert_eq!(v.verify(), Err(RecordError::BadSignature));
+        let mut s = r.clone();
+        s.seq = 4;
+        assert_eq!(s.verify(), Err(RecordError::BadSignature));
+        let mut n = r.clone();
+        n.name = b"other".to_vec();
+        assert_eq!(n.verify(), Err(RecordError::BadSignature));
+        // Another key claiming the same owner cannot sign for it.
+        let forged = Record::sign(&SigningKey::from_bytes(&[9u8; 32]), b"dir", 5, None);
+        let mut f = forged.clone();
+        f.owner = r.owner;
+        assert_eq!(f.verify(), Err(RecordError::BadSignature));
+        let mut short = r;
+        short.sig.truncate(10);
+        assert_eq!(short.verify(), Err(RecordError::BadSignature));
+    }
+}

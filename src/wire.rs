@@ -1,0 +1,360 @@
+//! The messages peers exchange and how they are framed on a byte stream.
+//!
+//! A frame is `u32` big-endian length `L`, then `L` bytes: one version byte
+//! ([`VERSION`]) followed by the postcard encoding of a [`Frame`]. `L` counts
+//! the version byte. A frame longer than [`MAX_FRAME`] is refused before any
+//! of it is buffered, so a peer claiming a 4 GiB frame costs nothing. The codec
+//! works on byte buffers, not sockets, so it is tested without I/O.
+//!
+//! Requests come in three families, one enum each, each with its response
+//! enum beside it: [`ChordRequest`] (ring maintenance and lookup steps),
+//! [`ReplicaRequest`] (one node's own store, no routing) and [`ClientRequest`]
+//! (what the command-line client asks of any node, which routes it). Any
+//! request may instead be answered with a [`RemoteError`].
+
+use crate::id::Id;
+use crate::record::Record;
+use serde::{Deserialize, Serialize};
+
+/// Wire protocol version, the first byte of every frame body.
+pub const VERSION: u8 = 1;
+/// Largest block, in bytes.
+pub const MAX_BLOCK: usize = 1 << 20;
+/// Largest frame body (version byte included): a full block plus headroom.
+pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
+/// Largest batch of items in one [`ReplicaRequest::Missing`].
+pub const MAX_BATCH: usize = 4096;
+
+/// A ring member: its ID and the address its node listens on.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    /// SHA-256 of the node's public key.
+    pub id: Id,
+    /// `host:port` of the node's listener.
+    pub addr: String,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.id.short(), self.addr)
+    }
+}
+
+/// One frame on a connection: a request or the response to one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A call; the answer carries the same `id`.
+    Request { id: u64, body: Request },
+    /// The answer to request `id`.
+    Response { id: u64, body: Response },
+}
+
+/// Every request, by family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Chord(ChordRequest),
+    Replica(ReplicaRequest),
+    Client(ClientRequest),
+}
+
+/// Every response, by family, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Chord(ChordResponse),
+    Replica(ReplicaResponse),
+    Client(ClientResponse),
+    Error(RemoteError),
+}
+
+/// Ring maintenance and lookup steps (the `chord` state machine's messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChordRequest {
+    /// Liveness check; always answered, even by a joining node. → `Pong`.
+    Ping,
+    /// Ask for predecessor and successor list. → `State` or `Busy`.
+    GetState,
+    /// "I think I am your predecessor" (answered `Ack`; the receiver rectifies).
+    Notify(Peer),
+    /// One step of an iterative lookup for `key`. → `Found` or `Next`.
+    FindSuccessor(Id),
+    /// The sender is leaving gracefully; its keys are already handed over.
+    /// `succs` is its successor list, for its predecessor. → `Ack`.
+    Leaving { succs: Vec<Peer> },
+}
+
+/// Answers to [`ChordRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChordResponse {
+    Pong,
+    Ack,
+    /// The node's state is in flux (it is joining): retry later.
+    Busy,
+    /// Predecessor and successor list of the answering node.
+    State {
+        pred: Option<Peer>,
+        succs: Vec<Peer>,
+    },
+    /// The key's owner, and the nodes that follow it (its replicas come first).
+    Found { owner: Peer, next: Vec<Peer> },
+    /// Nodes closer to the key, best first: ask them.
+    Next(Vec<Peer>),
+}
+
+/// What one node's kind of item and version is, for replica sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemVersion {
+    /// A block (immutable: present or not).
+    Block,
+    /// A record at this sequence number.
+    Record(u64),
+}
+
+/// Operations on the receiving node's own store; no routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaRequest {
+    /// Store a block replica. → `Stored`.
+    StoreBlock { key: Id, data: Vec<u8> },
+    /// Read a local block replica. → `Block`.
+    FetchBlock { key: Id },
+    /// Store a record version (refused if not newer). `expected_seq`
+    /// makes it a compare-and-swap on the current sequence. → `Stored`.
+    StoreRecord {
+        record: Record,
+        expected_seq: Option<u64>,
+    },
+    /// Read a local record. → `Record`.
+    FetchRecord { key: Id },
+    /// Which of these items does the node lack (or hold an older version of)?
+    /// At most [`MAX_BATCH`] items. → `Missing`.
+    Missing { items: Vec<(Id, ItemVersion)> },
+}
+
+/// Answers to [`ReplicaRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaResponse {
+    Stored,
+    Block(Vec<u8>),
+    Record(Record),
+    /// Indexes into the request's item list.
+    Missing(Vec<u32>),
+}
+
+/// What the command-line client asks of any node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Find the owner of `key`. → `Lookup`.
+    Lookup { key: Id },
+    /// Store a block on its r replicas. → `Put`.
+    PutBlock { data: Vec<u8> },
+    /// Read a block from its replicas. → `Block`.
+    GetBlock { key: Id },
+    /// Store a record on its r replicas. → `Put`.
+    PutRecord {
+        record: Record,
+        expected_seq: Option<u64>,
+    },
+    /// Read a record from its replicas. → `Record`.
+    GetRecord { key: Id },
+    /// The node's view of itself. → `Info`.
+    Info,
+}
+
+/// A node's description of itself, for `peerstore ring`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub me: Peer,
+    pub pred: Option<Peer>,
+    pub succs: Vec<Peer>,
+    /// Distinct finger table entries.
+    pub fingers: Vec<Peer>,
+    pub blocks: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub replicas: u32,
+}
+
+/// Answers to [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    Lookup { owner: Peer, next: Vec<Peer>, hops: u32 },
+    /// Stored under `key` on `copies` nodes.
+    Put { key: Id, copies: u32 },
+    Block(Vec<u8>),
+    Record(Record),
+    Info(NodeInfo),
+}
+
+/// An error that crosses the wire as an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    #[error("node busy, retry later")]
+    Busy,
+    #[error("not found")]
+    NotFound,
+    #[error("block bytes do not hash to the key")]
+    BadHash,
+    #[error("record signature does not verify")]
+    BadSignature,
+    #[error("record sequence number {offered} is not newer than {current}")]
+    Stale { offered: u64, current: u64 },
+    #[error("compare-and-swap failed: current sequence is {current:?}")]
+    Conflict { current: Option<u64> },
+    #[error("too large: {0} bytes")]
+    TooLarge(u64),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("unexpected message")]
+    Unexpected,
+}
+
+/// Why a byte stream could not be decoded into a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the maximum of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unsupported protocol version {0} (this node speaks {VERSION})")]
+    BadVersion(u8),
+    #[error("malformed frame body: {0}")]
+    Malformed(String),
+}
+
+/// Appends the encoding of `frame` to `out`.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, VERSION]);
+    let body = postcard::to_extend(frame, std::mem::take(out))
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    *out = body;
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(FrameError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Reads the length prefix at the start of `buf`, if complete, and checks it
+/// against [`MAX_FRAME`] before anything else is read.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(Some(len))
+}
+
+/// Decodes one frame body (version byte and postcard bytes, without the
+/// length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+    let (&version, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    if version != VERSION {
+        return Err(FrameError::BadVersion(version));
+    }
+    match postcard::take_from_bytes::<Frame>(rest) {
+        Ok((frame, [])) => Ok(frame),
+        Ok((_, extra)) => Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            extra.len()
+        ))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// Decodes the first complete frame in `buf`: `Ok(Some((frame, used)))`,
+/// `Ok(None)` if more bytes are needed, or an error that ends the stream.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+    let Some(len) = frame_len(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((decode_body(&buf[4..4 + len])?, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Frame {
+        Frame::Request {
+            id: 42,
+            body: Request::Replica(ReplicaRequest::StoreBlock {
+                key: Id::hash(b"abc"),
+                data: b"abc".to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf).unwrap();
+        encode(&sample(), &mut buf).unwrap();
+        let (f, used) = decode(&buf).unwrap().unwrap();
+        assert_eq!(f, sample());
+        let (g, used2) = decode(&buf[used..]).unwrap().unwrap();
+        assert_eq!(g, sample());
+        assert_eq!(used + used2, buf.len());
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert_eq!(decode(&buf[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn huge_length_is_refused_from_the_prefix() {
+        let buf = [0xff, 0xff, 0xff, 0xff];
+        assert_eq!(decode(&buf), Err(FrameError::TooLarge(u32::MAX as usize)));
+        assert_eq!(decode(&[0, 0, 0, 0]), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn bad_version_and_garbage_are_errors() {
+        let mut buf = Vec::new();
+        encode(&sample(), &mut buf).unwrap();
+        buf[4] = 99;
+        assert_eq!(decode(&buf), Err(FrameError::BadVersion(99)));
+        let garbage = [0, 0, 0, 5, VERSION, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(decode(&garbage), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn oversized_frame_is_not_encoded() {
+        let f = Frame::Request {
+            id: 1,
+            body: Request::Client(ClientRequest::PutBlock {
+                data: vec![0; MAX_FRAME + 1],
+            }),
+        };
+        let mut buf = vec![1, 2, 3];
+        assert!(matches!(encode(&f, &mut buf), Err(FrameError::TooLarge(_))));
+        assert_eq!(buf, vec![1, 2, 3]);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

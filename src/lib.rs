@@ -19,3 +19,8 @@
 pub mod id;
 pub mod record;
 pub mod wire;
+pub mod net;
+pub mod store;
+pub mod chord;
+pub mod replica;
+pub mod sim;

@@ -8,7 +8,7 @@
 //! record during repair.
 
 use crate::id::Id;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// Largest record value, in bytes (the same bound as a block).

@@ -77,9 +77,9 @@ pub enum ChordRequest {
     Notify(Peer),
     /// One step of an iterative lookup for `key`. → `Found` or `Next`.
     FindSuccessor(Id),
-    /// The sender is leaving gracefully; its keys are already handed over.
+    /// `peer` is leaving gracefully; its keys are already handed over.
     /// `succs` is its successor list, for its predecessor. → `Ack`.
-    Leaving { succs: Vec<Peer> },
+    Leaving { peer: Peer, succs: Vec<Peer> },
 }
 
 /// Answers to [`ChordRequest`].

@@ -1,0 +1,822 @@
+//! Chord ring maintenance and lookup as a state machine without I/O.
+//!
+//! The caller (the node's driver over TCP, or the deterministic simulator)
+//! feeds in requests from peers ([`ChordNode::handle_request`], answered at
+//! once), replies to this node's own calls ([`ChordNode::handle_reply`], a
+//! timeout is a [`Failure`]), and timer ticks ([`ChordNode::stabilize`],
+//! [`ChordNode::fix_fingers`], [`ChordNode::check_predecessor`]). It drains
+//! calls to send with [`ChordNode::poll_outgoing`] and results with
+//! [`ChordNode::poll_event`]. No clock, socket or thread is touched here.
+//!
+//! The protocol is Chord (Stoica et al., SIGCOMM 2001) with Zave's
+//! corrections ("Reasoning about identifier spaces: How to make Chord
+//! correct", IEEE TSE 2017):
+//! - a node becomes a member only after it holds a successor list taken from
+//!   a live member (`succ :: succ.list`);
+//! - stabilize adopts a new successor only after that node has answered;
+//! - notify is replaced by rectify: a notifier outside `(pred, self)` replaces
+//!   the predecessor only if a ping shows the old one dead;
+//! - while not yet a member, state queries get "busy" but pings are answered;
+//! - fingers only shorten lookups: every decision about ring membership uses
+//!   the successor list and the predecessor.
+//!
+//! Successor lists never contain the node itself and never repeat a node, so
+//! in a ring smaller than the list length the list is simply shorter.
+
+mod fingers;
+mod lookup;
+
+pub use fingers::FingerTable;
+pub use lookup::{Lookup, LookupError, LookupResult, Purpose};
+
+use crate::id::Id;
+use crate::wire::{ChordRequest, ChordResponse, Peer};
+use std::collections::{HashMap, VecDeque};
+
+/// Tunables of the ring protocol.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Successor list length `s` (the replication factor must not exceed it).
+    pub succ_list_len: usize,
+    /// A lookup gives up after this many calls.
+    pub max_hops: u32,
+    /// At most this many candidates are offered in a `Next` answer.
+    pub next_fanout: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            succ_list_len: 8,
+            max_hops: 64,
+            next_fanout: 4,
+        }
+    }
+}
+
+/// Where the node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Created, neither `create` nor `join` called yet.
+    Idle,
+    /// Looking for its successor; not a member, answers state queries busy.
+    Joining,
+    /// A ring member.
+    Member,
+    /// Left the ring (gracefully); answers everything busy.
+    Left,
+}
+
+/// Identifies one outgoing call; its reply must come back with it.
+pub type Token = u64;
+
+/// Identifies one lookup started with [`ChordNode::start_lookup`].
+pub type LookupId = u64;
+
+/// A call this node wants sent.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Return this with the reply (or the failure).
+    pub token: Token,
+    /// Who to call.
+    pub to: Peer,
+    /// What to send.
+    pub req: ChordRequest,
+}
+
+/// Why a call got no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within the call's timeout.
+    Timeout,
+    /// Could not connect or the connection broke.
+    Unreachable,
+    /// The peer answered with something that is not a chord answer.
+    Protocol,
+}
+
+/// Something the driver should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The join finished: the node is a ring member.
+    Joined,
+    /// The join could not find a live successor; call `join` again later.
+    JoinFailed,
+    /// A lookup started with `start_lookup` finished.
+    LookupDone {
+        id: LookupId,
+        result: Result<LookupResult, LookupError>,
+    },
+    /// Predecessor or successor list changed (replicas may need repair).
+    Topology,
+    /// The graceful leave finished notifying the neighbours.
+    LeaveDone,
+}
+
+/// What an outstanding call was for.
+#[derive(Debug)]
+enum Pending {
+    /// One hop of a lookup.
+    LookupHop(LookupId),
+    /// Join: fetching the successor list of the successor found.
+    JoinState { target: Peer, fallbacks: Vec<Peer> },
+    /// Stabilize: asking the first successor for its state.
+    StabilizeSucc(Peer),
+    /// Stabilize: checking a node between us and our successor.
+    StabilizeCandidate(Peer),
+    /// A notify we sent; the answer carries nothing.
+    Notify,
+    /// Rectify: is the old predecessor still alive?
+    RectifyPing { old: Peer, candidate: Peer },
+    /// check_predecessor's ping.
+    CheckPred(Peer),
+    /// A `Leaving` message we sent.
+    Leaving,
+}
+
+/// One node's ring state.
+#[derive(Debug)]
+pub struct ChordNode {
+    /// This node.
+    me: Peer,
+    /// Protocol tunables.
+    cfg: Config,
+    /// Life-cycle phase.
+    status: Status,
+    /// Believed predecessor; `None` until someone notifies us.
+    pred: Option<Peer>,
+    /// Nearest successors, first is the successor; never contains `me`.
+    /// Empty while alone in the ring.
+    succs: Vec<Peer>,
+    /// Shortcuts for lookups.
+    fingers: FingerTable,
+    /// Calls sent and not yet answered.
+    pending: HashMap<Token, Pending>,
+    /// Source of fresh tokens.
+    next_token: Token,
+    /// Lookups in flight.
+    lookups: HashMap<LookupId, Lookup>,
+    /// Source of fresh lookup IDs.
+    next_lookup: LookupId,
+    /// Calls waiting to be sent by the driver.
+    outbox: VecDeque<Outgoing>,
+    /// Results waiting for the driver.
+    events: VecDeque<Event>,
+    /// A stabilize round is in progress (one at a time).
+    stabilizing: bool,
+    /// A finger refresh is in progress (one at a time).
+    fixing: bool,
+    /// A predecessor check is in progress (one at a time).
+    checking_pred: bool,
+    /// Leave messages not yet answered.
+    leaving_left: usize,
+}
+
+impl ChordNode {
+    /// A node that is not yet in any ring.
+    pub fn new(me: Peer, cfg: Config) -> Self {
+        let fingers = FingerTable::new(me.id);
+        ChordNode {
+            me,
+            cfg,
+            status: Status::Idle,
+            pred: None,
+            succs: Vec::new(),
+            fingers,
+            pending: HashMap::new(),
+            next_token: 1,
+            lookups: HashMap::new(),
+            next_lookup: 1,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stabilizing: false,
+            fixing: false,
+            checking_pred: false,
+            leaving_left: 0,
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &Peer {
+        &self.me
+    }
+
+    /// Life-cycle phase.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Whether the node is a ring member.
+    pub fn is_member(&self) -> bool {
+        self.status == Status::Member
+    }
+
+    /// Believed predecessor.
+    pub fn pred(&self) -> Option<&Peer> {
+        self.pred.as_ref()
+    }
+
+    /// Successor list (empty while alone).
+    pub fn succs(&self) -> &[Peer] {
+        &self.succs
+    }
+
+    /// The successor: the first list entry, or this node when alone.
+    pub fn successor(&self) -> &Peer {
+        self.succs.first().unwrap_or(&self.me)
+    }
+
+    /// Distinct finger entries.
+    pub fn fingers(&self) -> Vec<Peer> {
+        self.fingers.distinct()
+    }
+
+    /// Whether this node believes it owns `key`: `key ∈ (pred, me]`, or it
+    /// is alone.
+    pub fn owns(&self, key: Id) -> bool {
+        match &self.pred {
+            _ if self.succs.is_empty() => true,
+            Some(p) => key.in_half_open(p.id, self.me.id),
+            None => false,
+        }
+    }
+
+    /// Starts a new ring with this node as its only member.
+    pub fn create(&mut self) {
+        self.status = Status::Member;
+        self.pred = None;
+        self.succs.clear();
+        self.events.push_back(Event::Joined);
+    }
+
+    /// Starts joining the ring that `via` belongs to. `via.id` may be
+    /// unknown (any value): it is only used as an address.
+    pub fn join(&mut self, via: Peer) {
+        self.status = Status::Joining;
+        self.pred = None;
+        self.succs.clear();
+        let id = self.new_lookup(self.me.id, Purpose::Join, vec![via]);
+        self.advance_lookup(id);
+    }
+
+    /// Starts a lookup for `key`; the answer comes as [`Event::LookupDone`].
+    pub fn start_lookup(&mut self, key: Id) -> LookupId {
+        self.start_lookup_for(key, Purpose::User)
+    }
+
+    fn start_lookup_for(&mut self, key: Id, purpose: Purpose) -> LookupId {
+        let id = self.next_lookup;
+        if !self.is_member() {
+            self.next_lookup += 1;
+            self.events.push_back(Event::LookupDone {
+                id,
+                result: Err(LookupError::NotMember),
+            });
+            return id;
+        }
+        if let Some((owner, next)) = self.local_answer(key) {
+            self.next_lookup += 1;
+            self.finish_lookup(
+                id,
+                purpose,
+                Ok(LookupResult {
+                    key,
+                    owner,
+                    next,
+                    hops: 0,
+                }),
+            );
+            return id;
+        }
+        let start = self.closest_preceding(key, usize::MAX);
+        let id = self.new_lookup(key, purpose, start);
+        self.advance_lookup(id);
+        id
+    }
+
+    /// The owner of `key` if this node can tell without asking anyone:
+    /// itself (alone, or `key ∈ (pred, me]`) or its successor
+    /// (`key ∈ (me, succ]`). Returns the owner and the nodes after it.
+    pub fn local_answer(&self, key: Id) -> Option<(Peer, Vec<Peer>)> {
+        if self.succs.is_empty() {
+            return Some((self.me.clone(), Vec::new()));
+        }
+        if let Some(p) = &self.pred
+            && key.in_half_open(p.id, self.me.id)
+        {
+            return Some((self.me.clone(), self.succs.clone()));
+        }
+        if key.in_half_open(self.me.id, self.succs[0].id) {
+            return Some((self.succs[0].clone(), self.succs[1..].to_vec()));
+        }
+        None
+    }
+
+    /// Known nodes strictly between this node and `key`, closest to the key
+    /// first, at most `limit` of them.
+    pub fn closest_preceding(&self, key: Id, limit: usize) -> Vec<Peer> {
+        let mut out: Vec<Peer> = Vec::new();
+        for p in self.succs.iter().chain(self.fingers.iter()) {
+            if p.id.in_open(self.me.id, key) && !out.iter().any(|q| q.id == p.id) {
+                out.push(p.clone());
+            }
+        }
+        out.sort_by_key(|p| p.id.distance_to(key));
+        out.truncate(limit);
+        out
+    }
+
+    /// Answers a request from a peer. Pings are always answered; state
+    /// queries get `Busy` while the node is not a member.
+    pub fn handle_request(&mut self, req: ChordRequest) -> ChordResponse {
+        match req {
+            ChordRequest::Ping => match self.status {
+                Status::Left => ChordResponse::Busy,
+                _ => ChordResponse::Pong,
+            },
+            ChordRequest::GetState => match self.status {
+                Status::Member => ChordResponse::State {
+                    pred: self.pred.clone(),
+                    succs: self.succs.clone(),
+                },
+                _ => ChordResponse::Busy,
+            },
+            ChordRequest::Notify(n) => {
+                if self.is_member() {
+                    self.rectify(n);
+                }
+                ChordResponse::Ack
+            }
+            ChordRequest::FindSuccessor(key) => {
+                if !self.is_member() {
+                    return ChordResponse::Busy;
+                }
+                match self.local_answer(key) {
+                    Some((owner, next)) => ChordResponse::Found { owner, next },
+                    None => ChordResponse::Next(self.closest_preceding(key, self.cfg.next_fanout)),
+                }
+            }
+            ChordRequest::Leaving { peer, succs } => {
+                self.handle_leaving(peer, succs);
+                ChordResponse::Ack
+            }
+        }
+    }
+
+    /// Feeds the reply (or failure) of call `token`.
+    pub fn handle_reply(&mut self, token: Token, reply: Result<ChordResponse, Failure>) {
+        let Some(pending) = self.pending.remove(&token) else {
+            return; // late reply to a call already given up on
+        };
+        match pending {
+            Pending::LookupHop(id) => self.on_lookup_reply(id, reply),
+            Pending::JoinState { target, fallbacks } => self.on_join_state(target, fallbacks, reply),
+            Pending::StabilizeSucc(succ) => self.on_stabilize_succ(succ, reply),
+            Pending::StabilizeCandidate(cand) => self.on_stabilize_candidate(cand, reply),
+            Pending::Notify => {
+                if reply.is_err() {
+                    // The successor may be dead; the next stabilize finds out.
+                }
+            }
+            Pending::RectifyPing { old, candidate } => {
+                let alive = matches!(reply, Ok(ChordResponse::Pong));
+                if !alive && self.pred.as_ref().is_some_and(|p| p.id == old.id) {
+                    self.forget_peer(old.id);
+                    self.set_pred(Some(candidate));
+                }
+            }
+            Pending::CheckPred(p) => {
+                self.checking_pred = false;
+                let alive = matches!(reply, Ok(ChordResponse::Pong));
+                if !alive && self.pred.as_ref().is_some_and(|q| q.id == p.id) {
+                    self.forget_peer(p.id);
+                    self.set_pred(None);
+                }
+            }
+            Pending::Leaving => {
+                self.leaving_left = self.leaving_left.saturating_sub(1);
+                if self.leaving_left == 0 {
+                    self.events.push_back(Event::LeaveDone);
+                }
+            }
+        }
+    }
+
+    /// The next call to send, if any.
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event for the driver, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Number of calls awaiting replies (for tests and metrics).
+    pub fn pending_calls(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn send(&mut self, to: Peer, req: ChordRequest, why: Pending) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(token, why);
+        self.outbox.push_back(Outgoing { token, to, req });
+    }
+
+    fn set_pred(&mut self, pred: Option<Peer>) {
+        if self.pred != pred {
+            self.pred = pred;
+            self.events.push_back(Event::Topology);
+        }
+    }
+
+    /// Sets the successor list to `head :: tail`, dropping this node and
+    /// repeats and stopping where the list comes back round to this node.
+    fn set_succs(&mut self, head: Peer, tail: Vec<Peer>) {
+        let mut list: Vec<Peer> = Vec::with_capacity(self.cfg.succ_list_len);
+        for p in std::iter::once(head).chain(tail) {
+            if p.id == self.me.id {
+                break;
+            }
+            if list.iter().any(|q| q.id == p.id) {
+                break;
+            }
+            list.push(p);
+            if list.len() == self.cfg.succ_list_len {
+                break;
+            }
+        }
+        if list != self.succs {
+            self.succs = list;
+            self.events.push_back(Event::Topology);
+        }
+    }
+
+    /// Removes a node known to be dead or gone from the successor list (not
+    /// the predecessor: that goes through rectify and check_predecessor),
+    /// the fingers and running lookups.
+    fn forget_peer(&mut self, id: Id) {
+        self.fingers.remove(id);
+        for l in self.lookups.values_mut() {
+            l.forget(id);
+        }
+    }
+
+    fn drop_successor(&mut self, id: Id) {
+        let before = self.succs.len();
+        self.succs.retain(|p| p.id != id);
+        if self.succs.len() != before {
+            self.events.push_back(Event::Topology);
+        }
+        self.forget_peer(id);
+    }
+
+    // ---- stabilize -------------------------------------------------------
+
+    /// One stabilize round: ask the successor for its predecessor and list.
+    pub fn stabilize(&mut self) {
+        if !self.is_member() || self.stabilizing {
+            return;
+        }
+        match self.succs.first().cloned() {
+            Some(succ) => {
+                self.stabilizing = true;
+                self.send(succ.clone(), ChordRequest::GetState, Pending::StabilizeSucc(succ));
+            }
+            None => {
+                // Alone: our own predecessor, if any, is the candidate
+                // successor (this is how a one-node ring admits the second).
+                if let Some(p) = self.pred.clone()
+                    && p.id != self.me.id
+                {
+                    self.stabilizing = true;
+                    self.send(p.clone(), ChordRequest::GetState, Pending::StabilizeCandidate(p));
+                }
+            }
+        }
+    }
+
+    fn on_stabilize_succ(&mut self, succ: Peer, reply: Result<ChordResponse, Failure>) {
+        match reply {
+            Ok(ChordResponse::State { pred, succs }) => {
+                if self.status != Status::Member {
+                    self.stabilizing = false;
+                    return;
+                }
+                self.set_succs(succ.clone(), succs);
+                match pred {
+                    Some(p) if p.id.in_open(self.me.id, succ.id) => {
+                        self.send(p.clone(), ChordRequest::GetState, Pending::StabilizeCandidate(p));
+                    }
+                    _ => {
+                        self.stabilizing = false;
+                        self.notify_successor();
+                    }
+                }
+            }
+            Ok(ChordResponse::Busy) => {
+                // Successor alive but in flux: keep it, try next round.
+                self.stabilizing = false;
+                self.notify_successor();
+            }
+            _ => {
+                // Dead (or talking nonsense): drop it, shift the list and try
+                // the next successor straight away.
+                self.stabilizing = false;
+                self.drop_successor(succ.id);
+                if self.succs.is_empty() {
+                    self.recover_empty_list();
+                }
+                self.stabilize();
+            }
+        }
+    }
+
+    fn on_stabilize_candidate(&mut self, cand: Peer, reply: Result<ChordResponse, Failure>) {
+        self.stabilizing = false;
+        if self.status != Status::Member {
+            return;
+        }
+        match reply {
+            Ok(ChordResponse::State { succs, .. }) => {
+                // The candidate answered: adopt it with its list.
+                self.set_succs(cand, succs);
+            }
+            _ => {
+                self.forget_peer(cand.id);
+                if self.pred.as_ref().is_some_and(|p| p.id == cand.id) && self.succs.is_empty() {
+                    // Alone and our predecessor is gone.
+                    self.set_pred(None);
+                }
+            }
+        }
+        self.notify_successor();
+    }
+
+    /// Every successor is gone: fall back on any other node we know of, in
+    /// ring order, and let stabilize verify it. If there is none, the node
+    /// is alone.
+    fn recover_empty_list(&mut self) {
+        let mut known: Vec<Peer> = self.fingers.distinct();
+        if let Some(p) = &self.pred {
+            known.push(p.clone());
+        }
+        known.retain(|p| p.id != self.me.id);
+        let me = self.me.id;
+        known.sort_by_key(|p| me.distance_to(p.id));
+        if let Some(first) = known.into_iter().next() {
+            self.succs = vec![first];
+            self.events.push_back(Event::Topology);
+        }
+    }
+
+    fn notify_successor(&mut self) {
+        if let Some(s) = self.succs.first().cloned() {
+            let me = self.me.clone();
+            self.send(s, ChordRequest::Notify(me), Pending::Notify);
+        }
+    }
+
+    /// Zave's rectify: adopt `n` if it lies in `(pred, me)`; otherwise only
+    /// if the old predecessor turns out to be dead.
+    fn rectify(&mut self, n: Peer) {
+        if n.id == self.me.id {
+            return;
+        }
+        match self.pred.clone() {
+            None => self.set_pred(Some(n)),
+            Some(p) if p.id == n.id => {
+                if p.addr != n.addr {
+                    self.set_pred(Some(n));
+                }
+            }
+            Some(p) if n.id.in_open(p.id, self.me.id) => self.set_pred(Some(n)),
+            Some(p) => {
+                self.send(p.clone(), ChordRequest::Ping, Pending::RectifyPing { old: p, candidate: n });
+            }
+        }
+    }
+
+    /// Pings the predecessor; a dead one is cleared.
+    pub fn check_predecessor(&mut self) {
+        if !self.is_member() || self.checking_pred {
+            return;
+        }
+        if let Some(p) = self.pred.clone() {
+            self.checking_pred = true;
+            self.send(p.clone(), ChordRequest::Ping, Pending::CheckPred(p));
+        }
+    }
+
+    // ---- fingers ---------------------------------------------------------
+
+    /// Refreshes the next finger with a lookup of its start.
+    pub fn fix_fingers(&mut self) {
+        if !self.is_member() || self.fixing {
+            return;
+        }
+        let (i, start) = self.fingers.next_to_fix();
+        self.fixing = true;
+        self.start_lookup_for(start, Purpose::Finger(i));
+    }
+
+    // ---- lookups ---------------------------------------------------------
+
+    fn new_lookup(&mut self, key: Id, purpose: Purpose, start: Vec<Peer>) -> LookupId {
+        let id = self.next_lookup;
+        self.next_lookup += 1;
+        self.lookups.insert(id, Lookup::new(key, purpose, start));
+        id
+    }
+
+    /// Sends the lookup's next hop, or ends it if no candidate is left.
+    fn advance_lookup(&mut self, id: LookupId) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        if l.hops >= self.cfg.max_hops {
+            let (purpose, hops) = (l.purpose, l.hops);
+            self.lookups.remove(&id);
+            self.finish_lookup(id, purpose, Err(LookupError::TooManyHops(hops)));
+            return;
+        }
+        match l.next_candidate() {
+            Some(p) => {
+                let key = l.key;
+                self.send(p, ChordRequest::FindSuccessor(key), Pending::LookupHop(id));
+            }
+            None => {
+                let purpose = l.purpose;
+                self.lookups.remove(&id);
+                self.finish_lookup(id, purpose, Err(LookupError::NoRoute));
+            }
+        }
+    }
+
+    fn on_lookup_reply(&mut self, id: LookupId, reply: Result<ChordResponse, Failure>) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let asked = l.asking.take();
+        match reply {
+            Ok(ChordResponse::Found { owner, next }) => {
+                let l = self.lookups.remove(&id).expect("lookup present");
+                let result = LookupResult {
+                    key: l.key,
+                    owner,
+                    next,
+                    hops: l.hops,
+                };
+                self.finish_lookup(id, l.purpose, Ok(result));
+            }
+            Ok(ChordResponse::Next(offered)) => {
+                // A bootstrap node's ID is unknown: accept any offer from it.
+                let from = asked.filter(|_| l.hops > 1 || l.purpose != Purpose::Join).map(|p| p.id);
+                l.offer(from, offered);
+                self.advance_lookup(id);
+            }
+            Ok(ChordResponse::Busy) => self.advance_lookup(id),
+            _ => {
+                if let Some(p) = asked {
+                    self.forget_peer(p.id);
+                }
+                self.advance_lookup(id);
+            }
+        }
+    }
+
+    fn finish_lookup(&mut self, id: LookupId, purpose: Purpose, result: Result<LookupResult, LookupError>) {
+        match purpose {
+            Purpose::User => self.events.push_back(Event::LookupDone { id, result }),
+            Purpose::Finger(i) => {
+                self.fixing = false;
+                if let Ok(r) = result
+                    && self.is_member()
+                {
+                    self.fingers.set(i, r.owner);
+                }
+            }
+            Purpose::Join => match result {
+                Ok(r) => {
+                    // The owner of our own ID is our successor-to-be; if the
+                    // ring still lists an old incarnation of us, skip it.
+                    let mut cands: Vec<Peer> = std::iter::once(r.owner)
+                        .chain(r.next)
+                        .filter(|p| p.id != self.me.id)
+                        .collect();
+                    if cands.is_empty() {
+                        self.events.push_back(Event::JoinFailed);
+                        self.status = Status::Idle;
+                        return;
+                    }
+                    let target = cands.remove(0);
+                    self.send(
+                        target.clone(),
+                        ChordRequest::GetState,
+                        Pending::JoinState { target, fallbacks: cands },
+                    );
+                }
+                Err(_) => {
+                    self.status = Status::Idle;
+                    self.events.push_back(Event::JoinFailed);
+                }
+            },
+        }
+    }
+
+    fn on_join_state(&mut self, target: Peer, mut fallbacks: Vec<Peer>, reply: Result<ChordResponse, Failure>) {
+        if self.status != Status::Joining {
+            return;
+        }
+        match reply {
+            Ok(ChordResponse::State { succs, .. }) => {
+                // Zave's join: take `succ :: succ.list`, only then a member.
+                self.status = Status::Member;
+                self.set_succs(target, succs);
+                self.events.push_back(Event::Joined);
+                self.stabilize();
+            }
+            _ => {
+                if fallbacks.is_empty() {
+                    self.status = Status::Idle;
+                    self.events.push_back(Event::JoinFailed);
+                } else {
+                    let next = fallbacks.remove(0);
+                    self.send(
+                        next.clone(),
+                        ChordRequest::GetState,
+                        Pending::JoinState { target: next, fallbacks },
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- leave -----------------------------------------------------------
+
+    /// Leaves gracefully: tells predecessor and successor. The caller must
+    /// have handed this node's keys over first. [`Event::LeaveDone`] follows
+    /// once both have answered (or failed).
+    pub fn leave(&mut self) {
+        if self.status != Status::Member {
+            self.status = Status::Left;
+            self.events.push_back(Event::LeaveDone);
+            return;
+        }
+        self.status = Status::Left;
+        let me = self.me.clone();
+        let succs = self.succs.clone();
+        let mut targets: Vec<Peer> = Vec::new();
+        if let Some(s) = self.succs.first() {
+            targets.push(s.clone());
+        }
+        if let Some(p) = &self.pred
+            && !targets.iter().any(|t| t.id == p.id)
+        {
+            targets.push(p.clone());
+        }
+        if targets.is_empty() {
+            self.events.push_back(Event::LeaveDone);
+            return;
+        }
+        self.leaving_left = targets.len();
+        for t in targets {
+            self.send(
+                t,
+                ChordRequest::Leaving {
+                    peer: me.clone(),
+                    succs: succs.clone(),
+                },
+                Pending::Leaving,
+            );
+        }
+    }
+
+    fn handle_leaving(&mut self, peer: Peer, their_succs: Vec<Peer>) {
+        if !self.is_member() || peer.id == self.me.id {
+            return;
+        }
+        let was_succ = self.succs.iter().any(|p| p.id == peer.id);
+        if was_succ {
+            self.drop_successor(peer.id);
+            if self.succs.is_empty() {
+                // Take the leaver's list; stabilize checks it before use.
+                let tail: Vec<Peer> = their_succs.into_iter().filter(|p| p.id != peer.id).collect();
+                if let Some((h, t)) = tail.split_first() {
+                    self.set_succs(h.clone(), t.to_vec());
+                }
+            }
+            // Check the new first successor now (a no-op if a round is
+            // already running; it will see the change).
+            self.stabilize();
+        }
+        if self.pred.as_ref().is_some_and(|p| p.id == peer.id) {
+            self.set_pred(None);
+        }
+        self.forget_peer(peer.id);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! Unit tests of the chord state machine on hand-driven message exchanges.
+
+use super::*;
+
+fn small(n: u8) -> Id {
+    let mut b = [0u8; 32];
+    b[31] = n;
+    Id(b)
+}
+
+fn peer(n: u8) -> Peer {
+    Peer {
+        id: small(n),
+        addr: format!("n{n}"),
+    }
+}
+
+#[test]
+fn joining_node_answers_pings_but_not_state() {
+    let mut a = ChordNode::new(peer(10), Config::default());
+    a.join(peer(20));
+    assert_eq!(a.handle_request(ChordRequest::Ping), ChordResponse::Pong);
+    assert_eq!(a.handle_request(ChordRequest::GetState), ChordResponse::Busy);
+    assert_eq!(a.handle_request(ChordRequest::FindSuccessor(small(5))), ChordResponse::Busy);
+}
+
+#[test]
+fn join_takes_successor_list_from_live_successor() {
+    let mut j = ChordNode::new(peer(15), Config::default());
+    j.join(peer(0));
+    let hop = j.poll_outgoing().unwrap();
+    assert_eq!(hop.req, ChordRequest::FindSuccessor(small(15)));
+    j.handle_reply(
+        hop.token,
+        Ok(ChordResponse::Found {
+            owner: peer(20),
+            next: vec![peer(30)],
+        }),
+    );
+    assert!(!j.is_member(), "not a member before the successor answered");
+    let get = j.poll_outgoing().unwrap();
+    assert_eq!(get.to, peer(20));
+    assert_eq!(get.req, ChordRequest::GetState);
+    j.handle_reply(
+        get.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(10)),
+            succs: vec![peer(30), peer(40), peer(15)],
+        }),
+    );
+    assert!(j.is_member());
+    // The list stops where it comes back to the joiner.
+    assert_eq!(j.succs(), &[peer(20), peer(30), peer(40)]);
+}
+
+#[test]
+fn rectify_keeps_live_predecessor() {
+    let mut n = ChordNode::new(peer(50), Config::default());
+    n.create();
+    n.handle_request(ChordRequest::Notify(peer(40)));
+    assert_eq!(n.pred(), Some(&peer(40)));
+    // 30 is not in (40, 50): ping 40 first.
+    n.handle_request(ChordRequest::Notify(peer(30)));
+    let ping = n.poll_outgoing().unwrap();
+    assert_eq!((ping.to.clone(), ping.req.clone()), (peer(40), ChordRequest::Ping));
+    n.handle_reply(ping.token, Ok(ChordResponse::Pong));
+    assert_eq!(n.pred(), Some(&peer(40)));
+    n.handle_request(ChordRequest::Notify(peer(30)));
+    let ping = n.poll_outgoing().unwrap();
+    n.handle_reply(ping.token, Err(Failure::Timeout));
+    assert_eq!(n.pred(), Some(&peer(30)));
+    // 45 is in (30, 50): adopted at once.
+    n.handle_request(ChordRequest::Notify(peer(45)));
+    assert_eq!(n.pred(), Some(&peer(45)));
+}
+
+#[test]
+fn stabilize_adopts_new_successor_only_if_it_answers() {
+    let mut n = ChordNode::new(peer(10), Config::default());
+    n.create();
+    n.succs = vec![peer(30), peer(40)];
+    n.stabilize();
+    let get = n.poll_outgoing().unwrap();
+    n.handle_reply(
+        get.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(20)),
+            succs: vec![peer(40), peer(50)],
+        }),
+    );
+    let check = n.poll_outgoing().unwrap();
+    assert_eq!(check.to, peer(20));
+    n.handle_reply(check.token, Err(Failure::Timeout));
+    assert_eq!(n.successor(), &peer(30), "dead candidate not adopted");
+    // Notify goes to the kept successor.
+    let notify = n.poll_outgoing().unwrap();
+    assert_eq!((notify.to, notify.req), (peer(30), ChordRequest::Notify(peer(10))));
+}
+
+#[test]
+fn dead_successor_is_dropped_and_next_tried() {
+    let mut n = ChordNode::new(peer(10), Config::default());
+    n.create();
+    n.succs = vec![peer(30), peer(40)];
+    n.stabilize();
+    let get = n.poll_outgoing().unwrap();
+    n.handle_reply(get.token, Err(Failure::Unreachable));
+    assert_eq!(n.succs(), &[peer(40)]);
+    let again = n.poll_outgoing().unwrap();
+    assert_eq!((again.to, again.req), (peer(40), ChordRequest::GetState));
+}
+
+#[test]
+fn lookup_routes_through_closer_nodes_and_skips_dead_ones() {
+    let mut n = ChordNode::new(peer(10), Config::default());
+    n.create();
+    n.succs = vec![peer(20)];
+    n.fingers.set(3, peer(60));
+    n.fingers.set(5, peer(100));
+    while n.poll_event().is_some() {}
+    let id = n.start_lookup(small(150));
+    let hop = n.poll_outgoing().unwrap();
+    assert_eq!(hop.to, peer(100), "closest preceding finger first");
+    n.handle_reply(hop.token, Err(Failure::Timeout));
+    let hop = n.poll_outgoing().unwrap();
+    assert_eq!(hop.to, peer(60), "falls back to the next best");
+    n.handle_reply(hop.token, Ok(ChordResponse::Next(vec![peer(140), peer(200)])));
+    let hop = n.poll_outgoing().unwrap();
+    assert_eq!(hop.to, peer(140));
+    n.handle_reply(
+        hop.token,
+        Ok(ChordResponse::Found {
+            owner: peer(160),
+            next: vec![peer(170)],
+        }),
+    );
+    match n.poll_event() {
+        Some(Event::LookupDone { id: got, result: Ok(r) }) => {
+            assert_eq!(got, id);
+            assert_eq!(r.owner, peer(160));
+            assert_eq!(r.hops, 3);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn leaving_successor_is_replaced_by_the_next() {
+    let mut n = ChordNode::new(peer(10), Config::default());
+    n.create();
+    n.succs = vec![peer(20), peer(30)];
+    n.handle_request(ChordRequest::Leaving {
+        peer: peer(20),
+        succs: vec![peer(30), peer(40)],
+    });
+    assert_eq!(n.succs(), &[peer(30)]);
+}

@@ -1,0 +1,228 @@
+//! Durable, atomic file replacement, and the small file-system helpers the
+//! store needs.
+//!
+//! A write goes through three steps, so that a crash or a full disk at any
+//! point leaves either the old file or the new one in place, never a mix:
+//!
+//! 1. [`stage`]: the bytes go to a fresh file in the store's `tmp/` directory
+//!    (opened with `create_new`, named `<pid>-<counter>-<random>.tmp`), then
+//!    `sync_all`. Any error here removes the temp file; nothing else changed.
+//! 2. [`Staged::commit`]: `rename` over the destination. POSIX makes this
+//!    atomic: readers see the old file or the new one. On error the temp
+//!    file is removed and the destination is untouched.
+//! 3. [`sync_dir`] on the destination's parent, so the rename itself is on
+//!    disk. The caller does this after updating its index, because the file
+//!    *is* in place once the rename succeeded, even if this step fails.
+//!
+//! `tmp/` must be on the same file system as the destinations (it is a
+//! sibling of them), or `rename` would fail with `EXDEV`.
+//!
+//! Every error becomes [`StoreError::Io`] naming the operation, the path and
+//! the OS error, e.g. `write /d/tmp/1-2-ab.tmp: No space left on device`.
+
+use super::StoreError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Suffix of staged files; anything in `tmp/` is a leftover on open anyway.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Per-process counter making temp names unique between threads.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An [`StoreError::Io`] for operation `op` on `path`.
+pub fn io_err(op: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{op} {}: {e}", path.display()))
+}
+
+/// A fully written and synced temp file, not yet in place. Dropping it
+/// without [`commit`](Staged::commit) removes the temp file.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where the bytes are now (inside `tmp/`); `None` once renamed away.
+    path: Option<PathBuf>,
+}
+
+/// Writes `bytes` to a new uniquely named file in `tmp_dir` and syncs it.
+pub fn stage(tmp_dir: &Path, bytes: &[u8]) -> Result<Staged, StoreError> {
+    let name = format!(
+        "{}-{}-{:016x}{TMP_SUFFIX}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u64>()
+    );
+    let path = tmp_dir.join(name);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io_err("create", &path, e))?;
+    // From here on, dropping `staged` on an error path removes the file.
+    let staged = Staged {
+        path: Some(path.clone()),
+    };
+    file.write_all(bytes)
+        .map_err(|e| io_err("write", &path, e))?;
+    file.sync_all().map_err(|e| io_err("fsync", &path, e))?;
+    Ok(staged)
+}
+
+impl Staged {
+    /// Renames the temp file over `dest` (creating `dest`'s parent directory
+    /// if needed). The caller must then [`sync_dir`] `dest`'s parent.
+    pub fn commit(mut self, dest: &Path) -> Result<(), StoreError> {
+        let Some(from) = self.path.as_deref() else {
+            // Unreachable: only `commit` (which consumes `self`) clears it.
+            return Err(StoreError::Io(format!(
+                "rename to {}: no temp file",
+                dest.display()
+            )));
+        };
+        if let Some(parent) = dest.parent() {
+            ensure_dir(parent)?;
+        }
+        // On error `self` is dropped with its path set: the temp file goes.
+        fs::rename(from, dest)
+            .map_err(|e| io_err(&format!("rename {} to", from.display()), dest, e))?;
+        self.path = None;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take()
+            && let Err(e) = fs::remove_file(&p)
+            && e.kind() != ErrorKind::NotFound
+        {
+            log::warn!("could not remove temp file {}: {e}", p.display());
+        }
+    }
+}
+
+/// Fsyncs directory `dir`, making renames and unlinks inside it durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync directory", dir, e))
+}
+
+/// Creates `dir` if it is missing, and syncs its parent so the new entry is
+/// durable. An existing non-directory at `dir` is an error.
+pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(StoreError::Io(format!(
+                "{}: exists and is not a directory",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", dir, e)),
+    }
+    match fs::create_dir_all(dir) {
+        Ok(()) => {}
+        // Another thread created it in between: fine.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(io_err("create directory", dir, e)),
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Removes `path`; a file that is already gone is not an error. Returns
+/// whether a file was removed.
+pub fn remove_file(path: &Path) -> Result<bool, StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("remove", path, e)),
+    }
+}
+
+/// Reads `path`; `Ok(None)` if it does not exist.
+pub fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", path, e)),
+    }
+}
+
+/// Removes every entry of `tmp_dir` (leftovers of writes cut short by a
+/// crash) and returns how many were removed. Entries that cannot be removed
+/// are logged and left.
+pub fn clear_dir(tmp_dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    let entries = fs::read_dir(tmp_dir).map_err(|e| io_err("list", tmp_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("list", tmp_dir, e))?;
+        let path = entry.path();
+        let res = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match res {
+            Ok(()) => {
+                log::info!("removed leftover temp file {}", path.display());
+                removed += 1;
+            }
+            Err(e) => log::warn!("could not remove leftover {}: {e}", path.display()),
+        }
+    }
+    if removed > 0 {
+        sync_dir(tmp_dir)?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_commit_and_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let dest = dir.path().join("a/b/file");
+        stage(&tmp, b"one").unwrap().commit(&dest).unwrap();
+        sync_dir(dest.parent().unwrap()).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"one");
+        // A staged file that is dropped leaves nothing behind.
+        drop(stage(&tmp, b"two").unwrap());
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert_eq!(fs::read(&dest).unwrap(), b"one");
+    }
+
+    #[test]
+    fn failed_rename_removes_temp_and_keeps_dest() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        // The destination is a non-empty directory: rename must fail.
+        let dest = dir.path().join("d");
+        fs::create_dir_all(dest.join("x")).unwrap();
+        let err = stage(&tmp, b"x").unwrap().commit(&dest).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Io(ref m) if m.contains("rename")),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert!(dest.join("x").is_dir());
+    }
+
+    #[test]
+    fn clear_dir_removes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("1-2-3.tmp"), b"junk").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        assert_eq!(clear_dir(dir.path()).unwrap(), 2);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

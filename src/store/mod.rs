@@ -1,0 +1,404 @@
+//! This node's blocks and records on disk (DESIGN.md, "Data model").
+//!
+//! The store knows nothing of the ring or the network: it keeps what it is
+//! given, checks it, and says what it holds. Its API is synchronous
+//! (`std::fs`); the node shares one [`Store`] in an `Arc` and calls it from
+//! `spawn_blocking`.
+//!
+//! # On-disk layout
+//!
+//! ```text
+//! DIR/blocks/<xx>/<key>    raw block bytes, exactly as put (≤ MAX_BLOCK)
+//! DIR/records/<xx>/<key>   postcard encoding of the stored `Record`
+//! DIR/tmp/                 staged writes; emptied on open
+//! ```
+//!
+//! `<key>` is the 64 lower-case hex digits of the item's [`Id`] and `<xx>` its
+//! first two, spreading items over 256 directories. A block file holds the
+//! block and nothing else, so its SHA-256 is its file name. A record file
+//! holds the postcard encoding of [`Record`], fields in order:
+//!
+//! ```text
+//! owner  32 bytes     ed25519 public key, raw (a fixed array: no length)
+//! name   varint n, n bytes
+//! seq    varint       (postcard varints are LEB128: 7 bits a byte, low first)
+//! value  0x00                      tombstone
+//!        0x01, varint n, n bytes   a value
+//! sig    varint 64, 64 bytes       ed25519 signature
+//! ```
+//!
+//! # Invariants
+//!
+//! - Every file in `blocks/` and `records/` was written whole: bytes go to a
+//!   temp file in `tmp/`, are fsynced, renamed into place, and the directory
+//!   is fsynced ([`fsutil`]). A failed write (a full disk) leaves the old
+//!   version in place and no temp file.
+//! - The in-memory [`Index`] lists exactly the files on disk, with block sizes
+//!   and record sequence numbers, so version queries never touch the disk.
+//! - Nothing unverified is served: every block read is re-hashed, every
+//!   record read re-verified (signature, and key = file name). A bad copy is
+//!   logged, deleted and reported as [`StoreError::Corrupt`], so the caller
+//!   fetches it again from a replica.
+//! - A stored record's sequence number only grows while it is held.
+//!
+//! # Locking
+//!
+//! Lock order: `record_lock`, then one of `block_locks`, then `index`. The
+//! index lock is only held for in-memory work, never across I/O. Record puts
+//! hold `record_lock` across check and write (records are small). Block puts
+//! hold only the stripe of their key, so different blocks are written and
+//! fsynced in parallel. All are `std::sync::Mutex`es: no `.await` is ever
+//! held under them.
+
+mod error;
+mod fsutil;
+mod index;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+
+use crate::id::Id;
+use crate::record::Record;
+use crate::wire::{ItemVersion, MAX_BLOCK};
+use fsutil::{read_opt, remove_file, stage, sync_dir};
+use index::{Index, RecordMeta};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Name of the block directory under the store root.
+const BLOCKS_DIR: &str = "blocks";
+/// Name of the record directory under the store root.
+const RECORDS_DIR: &str = "records";
+/// Name of the staging directory under the store root.
+const TMP_DIR: &str = "tmp";
+/// Number of block lock stripes. Two blocks share a stripe with chance
+/// 1/64; then their writes take turns, which costs time but not correctness.
+const BLOCK_STRIPES: usize = 64;
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Blocks held.
+    pub blocks: u64,
+    /// Records held, tombstones included.
+    pub records: u64,
+    /// Bytes of all block files and record files.
+    pub bytes: u64,
+}
+
+/// The two kinds of item, each in its own directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Block,
+    Record,
+}
+
+/// This node's blocks and records, on disk under one directory.
+#[derive(Debug)]
+pub struct Store {
+    /// The root directory; holds `blocks/`, `records/` and `tmp/`.
+    root: PathBuf,
+    /// `root/tmp`, where writes are staged before the rename.
+    tmp: PathBuf,
+    /// What is on disk; see [`Index`]. Held only for in-memory work.
+    index: Mutex<Index>,
+    /// Serializes record puts, record corruption handling and removals, so
+    /// a record's check-and-write is atomic.
+    record_lock: Mutex<()>,
+    /// Serializes writes and removals of blocks, striped by key so unrelated
+    /// blocks do not wait on each other's fsync.
+    block_locks: Vec<Mutex<()>>,
+}
+
+/// Locks `m`, carrying on after a panic in another holder: every critical
+/// section leaves disk and index consistent at each step, so the data behind
+/// a poisoned lock is still sound.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Decodes and checks a record file that should hold the record `key`.
+/// The error is a reason for the log.
+fn decode_record(bytes: &[u8], key: Id) -> Result<Record, String> {
+    let rec = match postcard::take_from_bytes::<Record>(bytes) {
+        Ok((rec, [])) => rec,
+        Ok((_, extra)) => return Err(format!("{} trailing bytes", extra.len())),
+        Err(e) => return Err(format!("undecodable: {e}")),
+    };
+    rec.verify().map_err(|e| e.to_string())?;
+    if rec.key() != key {
+        return Err(format!("holds the record of key {}", rec.key()));
+    }
+    Ok(rec)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: makes `blocks/`,
+    /// `records/` and `tmp/`, removes leftover temp files, and indexes what
+    /// is on disk. Unreadable or misplaced files are logged and skipped;
+    /// record files that do not decode or verify are removed.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fsutil::ensure_dir(dir)?;
+        for sub in [BLOCKS_DIR, RECORDS_DIR, TMP_DIR] {
+            fsutil::ensure_dir(&dir.join(sub))?;
+        }
+        let tmp = dir.join(TMP_DIR);
+        fsutil::clear_dir(&tmp)?;
+        let index = scan::build_index(&dir.join(BLOCKS_DIR), &dir.join(RECORDS_DIR))?;
+        let t = index.totals();
+        log::info!(
+            "store {}: {} blocks, {} records, {} bytes",
+            dir.display(),
+            t.blocks,
+            t.records,
+            t.bytes
+        );
+        Ok(Store {
+            root: dir.to_path_buf(),
+            tmp,
+            index: Mutex::new(index),
+            record_lock: Mutex::new(()),
+            block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// The store's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the item `key` of `kind` lives.
+    fn path(&self, kind: Kind, key: Id) -> PathBuf {
+        let hex = key.to_hex();
+        let dir = match kind {
+            Kind::Block => BLOCKS_DIR,
+            Kind::Record => RECORDS_DIR,
+        };
+        self.root.join(dir).join(&hex[..2]).join(hex)
+    }
+
+    /// The lock stripe guarding writes of block `key`.
+    fn block_lock(&self, key: Id) -> &Mutex<()> {
+        &self.block_locks[key.0[31] as usize % self.block_locks.len()]
+    }
+
+    /// Fsyncs the directory holding `path`.
+    fn sync_parent(path: &Path) -> Result<(), StoreError> {
+        match path.parent() {
+            Some(p) => sync_dir(p),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores block `data` under `key`. `Ok(true)` if newly stored,
+    /// `Ok(false)` if it was already held (the file is not rewritten).
+    pub fn put_block(&self, key: Id, data: &[u8]) -> Result<bool, StoreError> {
+        if data.len() > MAX_BLOCK {
+            return Err(StoreError::TooLarge(data.len()));
+        }
+        if Id::hash(data) != key {
+            return Err(StoreError::BadHash);
+        }
+        let _stripe = lock(self.block_lock(key));
+        if lock(&self.index).block(key).is_some() {
+            return Ok(false);
+        }
+        let path = self.path(Kind::Block, key);
+        stage(&self.tmp, data)?.commit(&path)?;
+        lock(&self.index).set_block(key, data.len() as u64);
+        Self::sync_parent(&path)?;
+        Ok(true)
+    }
+
+    /// Reads block `key`, checking that its bytes still hash to `key`.
+    /// A bad copy is deleted and reported as [`StoreError::Corrupt`].
+    pub fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        if lock(&self.index).block(key).is_none() {
+            return Ok(None);
+        }
+        let path = self.path(Kind::Block, key);
+        match read_opt(&path)? {
+            Some(data) if Id::hash(&data) == key => Ok(Some(data)),
+            _ => self.recheck_block(key, &path),
+        }
+    }
+
+    /// The slow path of [`get_block`](Self::get_block): under the block's
+    /// stripe (so no put or remove races with it), read again and, if the
+    /// copy is still bad, delete it.
+    fn recheck_block(&self, key: Id, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        let _stripe = lock(self.block_lock(key));
+        if lock(&self.index).block(key).is_none() {
+            return Ok(None);
+        }
+        match read_opt(path)? {
+            Some(data) if Id::hash(&data) == key => Ok(Some(data)),
+            None => {
+                log::warn!("block {key} was indexed but {} is gone", path.display());
+                lock(&self.index).drop_block(key);
+                Ok(None)
+            }
+            Some(data) => {
+                log::error!(
+                    "corrupt block {key} at {}: its {} bytes do not hash to the key; removing it",
+                    path.display(),
+                    data.len()
+                );
+                remove_file(path)?;
+                lock(&self.index).drop_block(key);
+                Self::sync_parent(path)?;
+                Err(StoreError::Corrupt(key))
+            }
+        }
+    }
+
+    /// Stores record version `rec` if it verifies and is newer than the one
+    /// held. With `expected_seq == Some(e)` it is also a compare-and-swap:
+    /// stored only if the held record's sequence is `e` (an absent record
+    /// counts as 0, so `Some(0)` means "only if absent").
+    ///
+    /// `Ok(true)` if stored. `Ok(false)` if this exact version (same
+    /// sequence, same bytes) is already held, whatever `expected_seq` says:
+    /// replica repair and a client's retry after a lost answer are then
+    /// idempotent.
+    pub fn put_record(&self, rec: &Record, expected_seq: Option<u64>) -> Result<bool, StoreError> {
+        rec.verify()?;
+        let key = rec.key();
+        let bytes = postcard::to_stdvec(rec)
+            .map_err(|e| StoreError::Io(format!("encode record {key}: {e}")))?;
+        let path = self.path(Kind::Record, key);
+        let _records = lock(&self.record_lock);
+        let current = lock(&self.index).record(key);
+        if let Some(cur) = current
+            && cur.seq == rec.seq
+            && cur.len == bytes.len() as u64
+            && read_opt(&path)?.as_deref() == Some(&bytes[..])
+        {
+            return Ok(false);
+        }
+        let current_seq = current.map(|c| c.seq);
+        if let Some(e) = expected_seq
+            && current_seq.unwrap_or(0) != e
+        {
+            return Err(StoreError::Conflict {
+                current: current_seq,
+            });
+        }
+        if let Some(cur) = current_seq
+            && rec.seq <= cur
+        {
+            return Err(StoreError::Stale {
+                offered: rec.seq,
+                current: cur,
+            });
+        }
+        stage(&self.tmp, &bytes)?.commit(&path)?;
+        let meta = RecordMeta {
+            seq: rec.seq,
+            len: bytes.len() as u64,
+        };
+        lock(&self.index).set_record(key, meta);
+        Self::sync_parent(&path)?;
+        Ok(true)
+    }
+
+    /// Reads record `key` (a tombstone too), re-verifying its signature and
+    /// key. A bad copy is deleted and reported as [`StoreError::Corrupt`].
+    pub fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
+        if lock(&self.index).record(key).is_none() {
+            return Ok(None);
+        }
+        let path = self.path(Kind::Record, key);
+        if let Some(bytes) = read_opt(&path)?
+            && let Ok(rec) = decode_record(&bytes, key)
+        {
+            return Ok(Some(rec));
+        }
+        self.recheck_record(key, &path)
+    }
+
+    /// The slow path of [`get_record`](Self::get_record), under
+    /// `record_lock`: read again and, if the copy is still bad, delete it.
+    fn recheck_record(&self, key: Id, path: &Path) -> Result<Option<Record>, StoreError> {
+        let _records = lock(&self.record_lock);
+        if lock(&self.index).record(key).is_none() {
+            return Ok(None);
+        }
+        let Some(bytes) = read_opt(path)? else {
+            log::warn!("record {key} was indexed but {} is gone", path.display());
+            lock(&self.index).drop_record(key);
+            return Ok(None);
+        };
+        match decode_record(&bytes, key) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(why) => {
+                log::error!(
+                    "corrupt record {key} at {}: {why}; removing it",
+                    path.display()
+                );
+                remove_file(path)?;
+                lock(&self.index).drop_record(key);
+                Self::sync_parent(path)?;
+                Err(StoreError::Corrupt(key))
+            }
+        }
+    }
+
+    /// What is held under `key`: the record's version if a record is held,
+    /// else `Block` if a block is.
+    pub fn version(&self, key: Id) -> Option<ItemVersion> {
+        lock(&self.index).version(key)
+    }
+
+    /// Indexes (into `items`) of the items this store lacks: blocks it does
+    /// not hold and records it does not hold or holds an older version of.
+    pub fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32> {
+        let index = lock(&self.index);
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, (key, v))| index.lacks(*key, *v))
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Drops the local copies under `key` (block and record), once they
+    /// have been handed to the replicas that now own them. Removing what
+    /// is not held is not an error.
+    pub fn remove(&self, key: Id) -> Result<(), StoreError> {
+        let _records = lock(&self.record_lock);
+        let _stripe = lock(self.block_lock(key));
+        for kind in [Kind::Block, Kind::Record] {
+            let path = self.path(kind, key);
+            let removed = remove_file(&path)?;
+            let mut index = lock(&self.index);
+            match kind {
+                Kind::Block => index.drop_block(key),
+                Kind::Record => index.drop_record(key),
+            };
+            drop(index);
+            if removed {
+                Self::sync_parent(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item held, sorted by key (a block before a record of the
+    /// same key).
+    pub fn items(&self) -> Vec<(Id, ItemVersion)> {
+        lock(&self.index).items()
+    }
+
+    /// Counts of items and bytes held.
+    pub fn stats(&self) -> StoreStats {
+        let t = lock(&self.index).totals();
+        StoreStats {
+            blocks: t.blocks,
+            records: t.records,
+            bytes: t.bytes,
+        }
+    }
+}

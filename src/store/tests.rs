@@ -1,0 +1,416 @@
+//! Tests of the store against a real temporary directory.
+
+use super::*;
+use crate::record::{Record, RecordError};
+use ed25519_dalek::SigningKey;
+use std::fs;
+use std::sync::Arc;
+
+fn signer(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn rec(seq: u64, value: &[u8]) -> Record {
+    Record::sign(&signer(1), b"dir", seq, Some(value.to_vec()))
+}
+
+fn block(n: u32) -> (Id, Vec<u8>) {
+    let data = format!("block number {n}").into_bytes();
+    (Id::hash(&data), data)
+}
+
+/// Every item file under `kind_dir`, as (key, size).
+fn files_on_disk(root: &Path, kind_dir: &str) -> Vec<(Id, u64)> {
+    let mut out = Vec::new();
+    for sub in fs::read_dir(root.join(kind_dir)).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let f = f.unwrap();
+            let key = f.file_name().to_str().unwrap().parse().unwrap();
+            out.push((key, f.metadata().unwrap().len()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+}
+
+#[test]
+fn block_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (key, data) = block(1);
+    assert_eq!(store.get_block(key), Ok(None));
+    assert_eq!(store.put_block(key, &data), Ok(true));
+    assert_eq!(store.get_block(key), Ok(Some(data.clone())));
+    assert_eq!(store.put_block(key, &data), Ok(false));
+    assert_eq!(store.version(key), Some(ItemVersion::Block));
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            blocks: 1,
+            records: 0,
+            bytes: data.len() as u64
+        }
+    );
+    let hex = key.to_hex();
+    let path = dir.path().join("blocks").join(&hex[..2]).join(&hex);
+    assert_eq!(fs::read(path).unwrap(), data);
+}
+
+#[test]
+fn bad_blocks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (key, _) = block(1);
+    assert_eq!(
+        store.put_block(key, b"other bytes"),
+        Err(StoreError::BadHash)
+    );
+    let big = vec![7u8; MAX_BLOCK + 1];
+    assert_eq!(
+        store.put_block(Id::hash(&big), &big),
+        Err(StoreError::TooLarge(MAX_BLOCK + 1))
+    );
+    let max = vec![7u8; MAX_BLOCK];
+    assert_eq!(store.put_block(Id::hash(&max), &max), Ok(true));
+    assert_eq!(store.stats().blocks, 1);
+}
+
+#[test]
+fn corrupt_block_is_detected_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (key, data) = block(1);
+    let (other, other_data) = block(2);
+    store.put_block(key, &data).unwrap();
+    store.put_block(other, &other_data).unwrap();
+    let path = store.path(Kind::Block, key);
+    fs::write(&path, b"bit rot").unwrap();
+    assert_eq!(store.get_block(key), Err(StoreError::Corrupt(key)));
+    assert!(!path.exists());
+    assert_eq!(store.version(key), None);
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(store.stats().bytes, other_data.len() as u64);
+    assert_eq!(store.get_block(key), Ok(None));
+    // Repair from a replica works.
+    assert_eq!(store.put_block(key, &data), Ok(true));
+    assert_eq!(store.get_block(key), Ok(Some(data)));
+    assert_eq!(store.stats().blocks, 2);
+}
+
+#[test]
+fn corrupt_record_is_detected_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r = rec(1, b"v1");
+    store.put_record(&r, None).unwrap();
+    let path = store.path(Kind::Record, r.key());
+    // A valid record, but of another key, is as bad as garbage here.
+    let foreign = Record::sign(&signer(2), b"dir", 1, None);
+    fs::write(&path, postcard::to_stdvec(&foreign).unwrap()).unwrap();
+    assert_eq!(store.get_record(r.key()), Err(StoreError::Corrupt(r.key())));
+    assert!(!path.exists());
+    assert_eq!(store.stats(), StoreStats::default());
+    assert_eq!(store.put_record(&r, None), Ok(true));
+    assert_eq!(store.get_record(r.key()), Ok(Some(r)));
+}
+
+#[test]
+fn record_versions_only_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r1 = rec(1, b"v1");
+    let key = r1.key();
+    assert_eq!(store.get_record(key), Ok(None));
+    assert_eq!(store.put_record(&r1, None), Ok(true));
+    assert_eq!(store.get_record(key), Ok(Some(r1.clone())));
+    let r2 = rec(2, b"v2");
+    assert_eq!(store.put_record(&r2, None), Ok(true));
+    assert_eq!(store.version(key), Some(ItemVersion::Record(2)));
+    // The identical copy is accepted as already held.
+    assert_eq!(store.put_record(&r2, None), Ok(false));
+    // Same seq, other bytes; and an older seq.
+    assert_eq!(
+        store.put_record(&rec(2, b"other"), None),
+        Err(StoreError::Stale {
+            offered: 2,
+            current: 2
+        })
+    );
+    assert_eq!(
+        store.put_record(&r1, None),
+        Err(StoreError::Stale {
+            offered: 1,
+            current: 2
+        })
+    );
+    assert_eq!(store.get_record(key), Ok(Some(r2.clone())));
+    // A forged version is refused.
+    let mut forged = rec(9, b"evil");
+    forged.value = Some(b"EVIL".to_vec());
+    assert_eq!(
+        store.put_record(&forged, None),
+        Err(StoreError::BadRecord(RecordError::BadSignature))
+    );
+    // A tombstone is a version like any other.
+    let t = Record::sign(&signer(1), b"dir", 3, None);
+    assert_eq!(store.put_record(&t, None), Ok(true));
+    let got = store.get_record(key).unwrap().unwrap();
+    assert!(got.is_tombstone());
+    assert_eq!(got, t);
+    assert_eq!(
+        store.put_record(&r2, None),
+        Err(StoreError::Stale {
+            offered: 2,
+            current: 3
+        })
+    );
+    let len = postcard::to_stdvec(&t).unwrap().len() as u64;
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            blocks: 0,
+            records: 1,
+            bytes: len
+        }
+    );
+}
+
+#[test]
+fn compare_and_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let key = rec(1, b"").key();
+    assert_eq!(
+        store.put_record(&rec(1, b"a"), Some(4)),
+        Err(StoreError::Conflict { current: None })
+    );
+    assert_eq!(store.put_record(&rec(1, b"a"), Some(0)), Ok(true));
+    assert_eq!(
+        store.put_record(&rec(2, b"b"), Some(0)),
+        Err(StoreError::Conflict { current: Some(1) })
+    );
+    assert_eq!(
+        store.put_record(&rec(2, b"b"), Some(5)),
+        Err(StoreError::Conflict { current: Some(1) })
+    );
+    assert_eq!(store.put_record(&rec(2, b"b"), Some(1)), Ok(true));
+    // A retry of the same successful swap is idempotent.
+    assert_eq!(store.put_record(&rec(2, b"b"), Some(1)), Ok(false));
+    // Matching expectation does not lift the newer-seq rule.
+    assert_eq!(
+        store.put_record(&rec(2, b"c"), Some(2)),
+        Err(StoreError::Stale {
+            offered: 2,
+            current: 2
+        })
+    );
+    assert_eq!(store.version(key), Some(ItemVersion::Record(2)));
+}
+
+#[test]
+fn reopen_restores_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (items, stats, r) = {
+        let store = Store::open(dir.path()).unwrap();
+        for n in 0..20 {
+            let (k, d) = block(n);
+            store.put_block(k, &d).unwrap();
+        }
+        let r = rec(7, b"manifest");
+        store.put_record(&r, None).unwrap();
+        let t = Record::sign(&signer(3), b"gone", 2, None);
+        store.put_record(&t, None).unwrap();
+        (store.items(), store.stats(), r)
+    };
+    fs::write(dir.path().join("tmp").join("123-4-5.tmp"), b"half a write").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(store.items(), items);
+    assert_eq!(store.stats(), stats);
+    assert_eq!(stats.blocks, 20);
+    assert_eq!(stats.records, 2);
+    for n in 0..20 {
+        let (k, d) = block(n);
+        assert_eq!(store.get_block(k), Ok(Some(d)));
+    }
+    assert_eq!(store.get_record(r.key()), Ok(Some(r)));
+    let keys: Vec<Id> = items.iter().map(|(k, _)| *k).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
+#[test]
+fn open_drops_bad_records_and_ignores_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rec(1, b"x");
+    let path = {
+        let store = Store::open(dir.path()).unwrap();
+        store.put_record(&r, None).unwrap();
+        store.path(Kind::Record, r.key())
+    };
+    fs::write(&path, b"\x01\x02garbage").unwrap();
+    let stranger = dir.path().join("blocks").join("README");
+    fs::write(&stranger, b"not a block").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!path.exists());
+    assert!(stranger.exists());
+    assert_eq!(store.stats(), StoreStats::default());
+}
+
+#[test]
+fn missing_compares_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (held, d) = block(1);
+    let (absent, _) = block(2);
+    store.put_block(held, &d).unwrap();
+    let r = rec(5, b"v");
+    store.put_record(&r, None).unwrap();
+    let other_record = rec(1, b"").key().pred();
+    let asked = vec![
+        (held, ItemVersion::Block),
+        (absent, ItemVersion::Block),
+        (r.key(), ItemVersion::Record(4)),
+        (r.key(), ItemVersion::Record(5)),
+        (r.key(), ItemVersion::Record(6)),
+        (other_record, ItemVersion::Record(0)),
+        (held, ItemVersion::Record(1)),
+    ];
+    assert_eq!(store.missing(&asked), vec![1, 4, 5, 6]);
+}
+
+#[test]
+fn remove_drops_local_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (k, d) = block(1);
+    store.put_block(k, &d).unwrap();
+    let r = rec(1, b"v");
+    store.put_record(&r, None).unwrap();
+    store.remove(k).unwrap();
+    store.remove(r.key()).unwrap();
+    store.remove(Id::ZERO).unwrap();
+    assert_eq!(store.stats(), StoreStats::default());
+    assert!(store.items().is_empty());
+    assert!(files_on_disk(dir.path(), "blocks").is_empty());
+    assert!(files_on_disk(dir.path(), "records").is_empty());
+    assert_eq!(store.get_block(k), Ok(None));
+    assert_eq!(store.get_record(r.key()), Ok(None));
+}
+
+#[test]
+fn block_and_record_may_share_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r = rec(1, b"v");
+    // A block whose bytes are owner ‖ name hashes to the record's key.
+    let data = [&r.owner[..], &r.name[..]].concat();
+    assert_eq!(Id::hash(&data), r.key());
+    store.put_record(&r, None).unwrap();
+    assert_eq!(store.put_block(r.key(), &data), Ok(true));
+    assert_eq!(store.get_record(r.key()), Ok(Some(r.clone())));
+    assert_eq!(store.get_block(r.key()), Ok(Some(data)));
+    assert_eq!(
+        store.items(),
+        vec![
+            (r.key(), ItemVersion::Block),
+            (r.key(), ItemVersion::Record(1))
+        ]
+    );
+    assert_eq!(store.version(r.key()), Some(ItemVersion::Record(1)));
+}
+
+#[test]
+fn concurrent_puts_keep_index_and_disk_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    const THREADS: u64 = 8;
+    const PER_THREAD: u64 = 12;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let (k, d) = block((t * PER_THREAD + i) as u32);
+                    assert_eq!(store.put_block(k, &d), Ok(true));
+                    // Seqs 1..=THREADS*PER_THREAD, interleaved between threads.
+                    let seq = i * THREADS + t + 1;
+                    match store.put_record(&rec(seq, &seq.to_be_bytes()), None) {
+                        Ok(true) | Err(StoreError::Stale { .. }) => {}
+                        other => panic!("seq {seq}: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let top = THREADS * PER_THREAD;
+    let got = store.get_record(rec(1, b"").key()).unwrap().unwrap();
+    assert_eq!(got, rec(top, &top.to_be_bytes()));
+    let stats = store.stats();
+    assert_eq!(stats.blocks, THREADS * PER_THREAD);
+    assert_eq!(stats.records, 1);
+    // The index matches the disk.
+    let blocks = files_on_disk(dir.path(), "blocks");
+    let records = files_on_disk(dir.path(), "records");
+    let disk_bytes: u64 = blocks.iter().chain(&records).map(|(_, n)| n).sum();
+    assert_eq!(blocks.len() as u64, stats.blocks);
+    assert_eq!(records.len() as u64, stats.records);
+    assert_eq!(disk_bytes, stats.bytes);
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    let items = store.items();
+    drop(store);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.items(), items);
+    assert_eq!(reopened.stats(), stats);
+}
+
+#[test]
+fn failed_write_reports_io_and_keeps_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r1 = rec(1, b"old");
+    store.put_record(&r1, None).unwrap();
+    let stats = store.stats();
+    // Staging cannot work once tmp/ is a regular file (chmod would not stop
+    // root, which the tests may run as).
+    let tmp = dir.path().join("tmp");
+    fs::remove_dir(&tmp).unwrap();
+    fs::write(&tmp, b"in the way").unwrap();
+    let err = store.put_record(&rec(2, b"new"), None).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Io(m) if m.contains("tmp")),
+        "{err}"
+    );
+    assert_eq!(store.get_record(r1.key()), Ok(Some(r1.clone())));
+    assert_eq!(store.version(r1.key()), Some(ItemVersion::Record(1)));
+    let (k, d) = block(1);
+    assert!(matches!(store.put_block(k, &d), Err(StoreError::Io(_))));
+    assert_eq!(store.get_block(k), Ok(None));
+    assert_eq!(store.stats(), stats);
+    // Once the disk is usable again, so is the store.
+    fs::remove_file(&tmp).unwrap();
+    fs::create_dir(&tmp).unwrap();
+    assert_eq!(store.put_record(&rec(2, b"new"), None), Ok(true));
+    assert_eq!(store.put_block(k, &d), Ok(true));
+}
+
+#[test]
+fn open_fails_cleanly_on_a_bad_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("records"), b"a file, not a directory").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Io(m) if m.contains("records")),
+        "{err}"
+    );
+}

@@ -665,3 +665,4 @@ mod tests {
         assert_eq!(sim.hops.len(), 200);
     }
 }
+

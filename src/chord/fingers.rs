@@ -63,17 +63,23 @@ impl FingerTable {
     /// Distinct entries, in finger order.
     pub fn distinct(&self) -> Vec<Peer> {
         let mut out: Vec<Peer> = Vec::new();
-        for p in self.entries.iter().flatten() {
-            if out.last().is_none_or(|l| l.id != p.id) && !out.iter().any(|q| q.id == p.id) {
+        for p in self.iter() {
+            if !out.iter().any(|q| q.id == p.id) {
                 out.push(p.clone());
             }
         }
         out
     }
 
-    /// Iterates over all present entries (with repeats).
+    /// Iterates over present entries, skipping runs of the same node (equal
+    /// entries are mostly adjacent, so this is nearly distinct and cheap).
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
-        self.entries.iter().flatten()
+        let mut last: Option<Id> = None;
+        self.entries.iter().flatten().filter(move |p| {
+            let fresh = last != Some(p.id);
+            last = Some(p.id);
+            fresh
+        })
     }
 }
 

@@ -540,8 +540,14 @@ impl ChordNode {
         }
         match reply {
             Ok(ChordResponse::State { succs, .. }) => {
-                // The candidate answered: adopt it with its list.
+                // The candidate answered: adopt it with its list, and ask it
+                // in turn straight away. Each round moves the successor
+                // strictly closer, so a burst of k joins into one interval
+                // is absorbed in k calls rather than k stabilize periods.
                 self.set_succs(cand, succs);
+                self.notify_successor();
+                self.stabilize();
+                return;
             }
             _ => {
                 self.forget_peer(cand.id);

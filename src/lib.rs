@@ -24,3 +24,6 @@ pub mod store;
 pub mod chord;
 pub mod replica;
 pub mod sim;
+pub mod dht;
+pub mod node;
+pub mod cli;

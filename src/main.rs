@@ -1,1 +1,75 @@
-fn main() {}
+//! `peerstore`: the node and the command-line client.
+
+use clap::Parser;
+use peerstore::cli::{BlockCommand, Cli, Command, NodeArgs};
+use peerstore::node::{self, NodeConfig, ring::Timers};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Node(args) => run_node(args).await,
+            Command::Block(BlockCommand::Put { peer, file }) => peerstore::cli::run_block_put(&peer.peer, &file).await,
+            Command::Block(BlockCommand::Get { peer, key, output }) => {
+                peerstore::cli::run_block_get(&peer.peer, &key, output.as_deref()).await
+            }
+            Command::Lookup { peer, key } => peerstore::cli::run_lookup(&peer.peer, &key).await,
+            Command::Ring { peer, json } => peerstore::cli::run_ring(&peer.peer, json).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM, then leaves the ring gracefully.
+async fn run_node(a: NodeArgs) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Install the handlers first, so a signal during start-up is not fatal.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
+    let cfg = NodeConfig {
+        listen: a.listen,
+        advertise: a.advertise,
+        data: a.data,
+        join: a.join,
+        replicas: a.replicas,
+        succ_list: a.successors,
+        timers: Timers {
+            stabilize: Duration::from_millis(a.stabilize_ms.max(10)),
+            ..Timers::default()
+        },
+        repair_every: Duration::from_secs(a.repair_secs.max(1)),
+        rpc_timeout: Duration::from_millis(a.rpc_timeout_ms.max(10)),
+        ..NodeConfig::default()
+    };
+    let running = tokio::select! {
+        r = node::start(cfg) => r.map_err(|e| e.to_string())?,
+        _ = term.recv() => return Err("terminated while starting".into()),
+        _ = int.recv() => return Err("interrupted while starting".into()),
+    };
+    println!("node {} listening on {}", running.node.ring.me().id, running.addr);
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: leaving the ring"),
+        _ = int.recv() => log::info!("SIGINT: leaving the ring"),
+    }
+    running.shutdown().await
+}

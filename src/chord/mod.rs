@@ -307,7 +307,13 @@ impl ChordNode {
             return Some((self.me.clone(), self.succs.clone()));
         }
         if key.in_half_open(self.me.id, self.succs[0].id) {
-            return Some((self.succs[0].clone(), self.succs[1..].to_vec()));
+            let mut next = self.succs[1..].to_vec();
+            if self.succs.len() < self.cfg.succ_list_len {
+                // A short list means the ring is just us and our list: after
+                // its last entry comes this node.
+                next.push(self.me.clone());
+            }
+            return Some((self.succs[0].clone(), next));
         }
         None
     }

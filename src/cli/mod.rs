@@ -1,0 +1,121 @@
+//! The command line: clap definitions and the client commands.
+//!
+//! Every client command talks to one node (`--peer`, default the local
+//! node's address) and lets that node route the request.
+
+mod client;
+mod ring_walk;
+
+pub use client::{call_client, run_block_get, run_block_put, run_lookup};
+pub use ring_walk::{run_ring, walk_ring};
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The address a node listens on when `--listen` is not given, and the
+/// address client commands use when `--peer` is not given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7400";
+
+/// PeerStore: a peer-to-peer, end-to-end encrypted file store on a Chord ring.
+#[derive(Debug, Parser)]
+#[command(name = "peerstore", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a ring node (until SIGINT/SIGTERM, then leave gracefully).
+    Node(NodeArgs),
+    /// Store and fetch raw blocks.
+    #[command(subcommand)]
+    Block(BlockCommand),
+    /// Find the node that owns a key.
+    Lookup {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Key to look up (64 hex digits).
+        key: String,
+    },
+    /// Walk the ring and print every member.
+    Ring {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which node a client command talks to.
+#[derive(Debug, Args)]
+pub struct PeerArg {
+    /// Address of any ring node.
+    #[arg(long, default_value = DEFAULT_ADDR, env = "PEERSTORE_PEER")]
+    pub peer: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlockCommand {
+    /// Store FILE (at most 1 MiB) as a block; prints its key.
+    Put {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// File to store.
+        file: PathBuf,
+    },
+    /// Fetch the block KEY to stdout or to a file.
+    Get {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Block key (64 hex digits).
+        key: String,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Options of `peerstore node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_ADDR)]
+    pub listen: String,
+    /// Address other nodes reach this one at (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Data directory (node key and stored blocks).
+    #[arg(long, default_value_os_t = default_data_dir())]
+    pub data: PathBuf,
+    /// Address of a ring member to join; without it a new ring starts.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Copies kept of every block and record.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Successor list length (at least --replicas).
+    #[arg(long, default_value_t = 8)]
+    pub successors: usize,
+    /// Seconds between repair passes.
+    #[arg(long, default_value_t = 5)]
+    pub repair_secs: u64,
+    /// Stabilize period in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub stabilize_ms: u64,
+    /// Timeout of every call to a peer, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub rpc_timeout_ms: u64,
+}
+
+/// `$XDG_DATA_HOME/peerstore`, or `~/.local/share/peerstore`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("peerstore");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/peerstore"),
+        None => PathBuf::from("peerstore-data"),
+    }
+}

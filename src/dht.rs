@@ -1,0 +1,385 @@
+//! The DHT client API: put and get of blocks and records.
+//!
+//! Each operation is a lookup of the key's owner followed by calls to the
+//! owner and its replicas (DESIGN.md, "Replication"). A put succeeds only
+//! once `r` nodes (fewer if the ring is smaller) have stored the item; a
+//! replica that fails is replaced by the next node after the replica set. A
+//! get tries the owner, then every following node the lookup returned, and
+//! re-hashes every block it receives, so a corrupt or missing copy on one
+//! node is skipped. The lookup and the calls go through a [`Transport`], so
+//! the same code runs in the node and in tests.
+
+use crate::chord::LookupResult;
+use crate::id::Id;
+use crate::record::Record;
+use crate::replica::replica_set;
+use crate::wire::{MAX_BLOCK, Peer, RemoteError, ReplicaRequest, ReplicaResponse};
+use futures::future::join_all;
+use std::future::Future;
+
+/// What the DHT needs from below: routing and calls to one node's store.
+pub trait Transport: Send + Sync {
+    /// The owner of `key` and the nodes after it.
+    fn lookup(&self, key: Id) -> impl Future<Output = Result<LookupResult, DhtError>> + Send;
+    /// One call to `peer`'s own store.
+    fn replica_call(
+        &self,
+        peer: &Peer,
+        req: ReplicaRequest,
+    ) -> impl Future<Output = Result<ReplicaResponse, DhtError>> + Send;
+}
+
+/// Why a DHT operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DhtError {
+    #[error("lookup failed: {0}")]
+    Lookup(String),
+    #[error("not found on any replica")]
+    NotFound,
+    #[error("refused: {0}")]
+    Refused(RemoteError),
+    #[error("call failed: {0}")]
+    Call(String),
+    #[error("only {stored} of {wanted} replicas stored the item (last error: {last})")]
+    TooFewReplicas { stored: u32, wanted: u32, last: String },
+    #[error("block of {0} bytes exceeds the 1 MiB limit")]
+    TooLarge(usize),
+}
+
+impl DhtError {
+    /// The error to send back to a remote client.
+    pub fn to_remote(&self) -> RemoteError {
+        match self {
+            DhtError::NotFound => RemoteError::NotFound,
+            DhtError::Refused(e) => e.clone(),
+            DhtError::TooLarge(n) => RemoteError::TooLarge(*n as u64),
+            other => RemoteError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Put/get over a transport with replication factor `replicas`.
+pub struct Dht<T> {
+    /// Routing and calls.
+    pub transport: T,
+    /// Copies kept of every item (r).
+    pub replicas: usize,
+}
+
+/// Whether a refusal is final (retrying elsewhere cannot help).
+fn is_final(e: &RemoteError) -> bool {
+    matches!(
+        e,
+        RemoteError::BadHash
+            | RemoteError::BadSignature
+            | RemoteError::Stale { .. }
+            | RemoteError::Conflict { .. }
+            | RemoteError::TooLarge(_)
+            | RemoteError::Invalid(_)
+    )
+}
+
+impl<T: Transport> Dht<T> {
+    /// Stores a block on its replicas; returns its key and the copy count.
+    pub async fn put_block(&self, data: Vec<u8>) -> Result<(Id, u32), DhtError> {
+        if data.len() > MAX_BLOCK {
+            return Err(DhtError::TooLarge(data.len()));
+        }
+        let key = Id::hash(&data);
+        let copies = self
+            .store_replicated(key, |_| ReplicaRequest::StoreBlock {
+                key,
+                data: data.clone(),
+            })
+            .await?;
+        Ok((key, copies))
+    }
+
+    /// Stores a record version on its replicas (compare-and-swap on
+    /// `expected_seq` if given).
+    pub async fn put_record(&self, record: Record, expected_seq: Option<u64>) -> Result<u32, DhtError> {
+        let key = record.key();
+        self.store_replicated(key, |first| ReplicaRequest::StoreRecord {
+            record: record.clone(),
+            // The owner decides the compare-and-swap; replicas take the
+            // version the owner accepted.
+            expected_seq: if first { expected_seq } else { None },
+        })
+        .await
+    }
+
+    /// Sends a store request to the replica set, replacing failed members
+    /// by later nodes, until `wanted` have stored it.
+    async fn store_replicated(
+        &self,
+        key: Id,
+        make: impl Fn(bool) -> ReplicaRequest,
+    ) -> Result<u32, DhtError> {
+        let found = self.transport.lookup(key).await?;
+        let set = replica_set(&found.owner, &found.next, self.replicas);
+        let wanted = set.len() as u32;
+        let mut spare: Vec<Peer> = found
+            .next
+            .iter()
+            .filter(|p| !set.iter().any(|q| q.id == p.id))
+            .cloned()
+            .collect();
+        // The owner first (it judges compare-and-swap), then the rest at once.
+        let mut stored = 0u32;
+        let mut last = String::from("none");
+        let mut failed = 0usize;
+        match self.transport.replica_call(&set[0], make(true)).await {
+            Ok(ReplicaResponse::Stored) => stored += 1,
+            Ok(_) => {
+                failed += 1;
+                last = "unexpected answer".into();
+            }
+            Err(DhtError::Refused(e)) if is_final(&e) => return Err(DhtError::Refused(e)),
+            Err(e) => {
+                failed += 1;
+                last = e.to_string();
+            }
+        }
+        let rest = join_all(set[1..].iter().map(|p| self.transport.replica_call(p, make(false)))).await;
+        for r in rest {
+            match r {
+                Ok(ReplicaResponse::Stored) => stored += 1,
+                Err(DhtError::Refused(e)) if is_final(&e) && stored == 0 => return Err(DhtError::Refused(e)),
+                Err(e) => {
+                    failed += 1;
+                    last = e.to_string();
+                }
+                Ok(_) => {
+                    failed += 1;
+                    last = "unexpected answer".into();
+                }
+            }
+        }
+        // Replace each failed member by the next spare node.
+        while failed > 0 && !spare.is_empty() {
+            let p = spare.remove(0);
+            match self.transport.replica_call(&p, make(false)).await {
+                Ok(ReplicaResponse::Stored) => {
+                    stored += 1;
+                    failed -= 1;
+                }
+                Err(e) => last = e.to_string(),
+                Ok(_) => last = "unexpected answer".into(),
+            }
+        }
+        if stored < wanted {
+            return Err(DhtError::TooFewReplicas { stored, wanted, last });
+        }
+        Ok(stored)
+    }
+
+    /// Reads a block: owner first, then the following nodes; every copy is
+    /// re-hashed and a bad one skipped.
+    pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
+        let found = self.transport.lookup(key).await?;
+        for p in std::iter::once(&found.owner).chain(found.next.iter()) {
+            match self.transport.replica_call(p, ReplicaRequest::FetchBlock { key }).await {
+                Ok(ReplicaResponse::Block(data)) if Id::hash(&data) == key => return Ok(data),
+                Ok(ReplicaResponse::Block(_)) => {
+                    log::warn!("block {} from {:?} does not match its hash; trying the next replica", key.short(), p);
+                }
+                _ => {}
+            }
+        }
+        Err(DhtError::NotFound)
+    }
+
+    /// Reads the newest version of a record among its replicas (tombstones
+    /// included: the caller decides what a delete means).
+    pub async fn get_record_version(&self, key: Id) -> Result<Record, DhtError> {
+        let found = self.transport.lookup(key).await?;
+        let set = replica_set(&found.owner, &found.next, self.replicas);
+        let answers = join_all(
+            set.iter()
+                .map(|p| self.transport.replica_call(p, ReplicaRequest::FetchRecord { key })),
+        )
+        .await;
+        let mut best: Option<Record> = None;
+        for a in answers {
+            if let Ok(ReplicaResponse::Record(r)) = a
+                && r.key() == key
+                && r.verify().is_ok()
+                && best.as_ref().is_none_or(|b| r.seq > b.seq)
+            {
+                best = Some(r);
+            }
+        }
+        if best.is_none() {
+            // Every replica in the set missed it: try the nodes after it.
+            for p in found.next.iter().filter(|p| !set.iter().any(|q| q.id == p.id)) {
+                if let Ok(ReplicaResponse::Record(r)) =
+                    self.transport.replica_call(p, ReplicaRequest::FetchRecord { key }).await
+                    && r.key() == key
+                    && r.verify().is_ok()
+                {
+                    best = Some(r);
+                    break;
+                }
+            }
+        }
+        best.ok_or(DhtError::NotFound)
+    }
+
+    /// Reads a record's current value; a deleted record is `NotFound`.
+    pub async fn get_record(&self, key: Id) -> Result<Record, DhtError> {
+        let r = self.get_record_version(key).await?;
+        if r.is_tombstone() {
+            return Err(DhtError::NotFound);
+        }
+        Ok(r)
+    }
+
+    /// Deletes a record: a signed tombstone with a higher sequence number.
+    pub async fn delete_record(&self, tombstone: Record, expected_seq: Option<u64>) -> Result<u32, DhtError> {
+        if !tombstone.is_tombstone() {
+            return Err(DhtError::Refused(RemoteError::Invalid("a delete must carry no value".into())));
+        }
+        self.put_record(tombstone, expected_seq).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Three in-memory stores, one of them unreachable or corrupt on demand.
+    struct Fake {
+        stores: Vec<(Peer, Store)>,
+        down: Mutex<Vec<Id>>,
+        corrupt: Mutex<HashMap<Id, Vec<u8>>>,
+        _dirs: Vec<tempfile::TempDir>,
+    }
+
+    impl Fake {
+        fn new(n: usize) -> Fake {
+            let mut stores = Vec::new();
+            let mut dirs = Vec::new();
+            for i in 0..n {
+                let d = tempfile::tempdir().unwrap();
+                let mut id = [0u8; 32];
+                id[0] = (i as u8 + 1) * 40;
+                stores.push((
+                    Peer {
+                        id: Id(id),
+                        addr: format!("fake:{i}"),
+                    },
+                    Store::open(d.path()).unwrap(),
+                ));
+                dirs.push(d);
+            }
+            Fake {
+                stores,
+                down: Mutex::new(Vec::new()),
+                corrupt: Mutex::new(HashMap::new()),
+                _dirs: dirs,
+            }
+        }
+    }
+
+    impl Transport for Fake {
+        async fn lookup(&self, _key: Id) -> Result<LookupResult, DhtError> {
+            Ok(LookupResult {
+                key: _key,
+                owner: self.stores[0].0.clone(),
+                next: self.stores[1..].iter().map(|s| s.0.clone()).collect(),
+                hops: 0,
+            })
+        }
+
+        async fn replica_call(&self, peer: &Peer, req: ReplicaRequest) -> Result<ReplicaResponse, DhtError> {
+            if self.down.lock().unwrap().contains(&peer.id) {
+                return Err(DhtError::Call("down".into()));
+            }
+            if let Some(bad) = self.corrupt.lock().unwrap().get(&peer.id)
+                && matches!(req, ReplicaRequest::FetchBlock { .. })
+            {
+                return Ok(ReplicaResponse::Block(bad.clone()));
+            }
+            let store = &self.stores.iter().find(|s| s.0.id == peer.id).unwrap().1;
+            let r = match req {
+                ReplicaRequest::StoreBlock { key, data } => store.put_block(key, &data).map(|_| ReplicaResponse::Stored),
+                ReplicaRequest::FetchBlock { key } => match store.get_block(key) {
+                    Ok(Some(d)) => Ok(ReplicaResponse::Block(d)),
+                    _ => return Err(DhtError::Refused(RemoteError::NotFound)),
+                },
+                ReplicaRequest::StoreRecord { record, expected_seq } => {
+                    store.put_record(&record, expected_seq).map(|_| ReplicaResponse::Stored)
+                }
+                ReplicaRequest::FetchRecord { key } => match store.get_record(key) {
+                    Ok(Some(r)) => Ok(ReplicaResponse::Record(r)),
+                    _ => return Err(DhtError::Refused(RemoteError::NotFound)),
+                },
+                ReplicaRequest::Missing { items } => Ok(ReplicaResponse::Missing(store.missing(&items))),
+            };
+            r.map_err(|e| DhtError::Refused(e.to_remote()))
+        }
+    }
+
+    #[tokio::test]
+    async fn put_reaches_r_replicas_and_survives_a_dead_one() {
+        let dht = Dht {
+            transport: Fake::new(4),
+            replicas: 3,
+        };
+        let (key, copies) = dht.put_block(b"hello".to_vec()).await.unwrap();
+        assert_eq!(copies, 3);
+        assert_eq!(dht.transport.stores[3].1.stats().blocks, 0);
+        // With one replica down the spare takes its place.
+        let down = dht.transport.stores[1].0.id;
+        dht.transport.down.lock().unwrap().push(down);
+        let (_, copies) = dht.put_block(b"world".to_vec()).await.unwrap();
+        assert_eq!(copies, 3);
+        assert_eq!(dht.transport.stores[3].1.stats().blocks, 1);
+        // Reads skip the dead node and a corrupt copy.
+        let owner = dht.transport.stores[0].0.id;
+        dht.transport.corrupt.lock().unwrap().insert(owner, b"junk".to_vec());
+        assert_eq!(dht.get_block(key).await.unwrap(), b"hello");
+        assert_eq!(dht.get_block(Id::hash(b"absent")).await, Err(DhtError::NotFound));
+    }
+
+    #[tokio::test]
+    async fn put_fails_without_enough_replicas() {
+        let dht = Dht {
+            transport: Fake::new(3),
+            replicas: 3,
+        };
+        let down = dht.transport.stores[2].0.id;
+        dht.transport.down.lock().unwrap().push(down);
+        assert!(matches!(
+            dht.put_block(b"x".to_vec()).await,
+            Err(DhtError::TooFewReplicas { stored: 2, wanted: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn records_newest_wins_and_forgeries_are_refused() {
+        let dht = Dht {
+            transport: Fake::new(3),
+            replicas: 3,
+        };
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
+        dht.put_record(r1.clone(), Some(0)).await.unwrap();
+        let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
+        dht.put_record(r2, Some(1)).await.unwrap();
+        assert_eq!(dht.get_record(r1.key()).await.unwrap().value.unwrap(), b"two");
+        // Stale and CAS failures are final.
+        assert!(matches!(dht.put_record(r1.clone(), None).await, Err(DhtError::Refused(RemoteError::Stale { .. }))));
+        let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
+        assert!(matches!(dht.put_record(r3, Some(1)).await, Err(DhtError::Refused(RemoteError::Conflict { .. }))));
+        let mut forged = Record::sign(&sk, b"n", 9, Some(b"evil".to_vec()));
+        forged.value = Some(b"EVIL".to_vec());
+        assert!(matches!(dht.put_record(forged, None).await, Err(DhtError::Refused(RemoteError::BadSignature))));
+        let del = Record::sign(&sk, b"n", 4, None);
+        dht.delete_record(del, None).await.unwrap();
+        assert_eq!(dht.get_record(r1.key()).await, Err(DhtError::NotFound));
+    }
+}

@@ -1,0 +1,273 @@
+//! The node process: one ring member with its store, serving peers and
+//! clients, repairing replicas, and leaving gracefully on request.
+//!
+//! Start-up: load (or create) the node key in the data directory, open the
+//! store, bind the listener, then create a ring or join one. Running: the
+//! server task answers requests, the ring timers keep the ring correct, the
+//! repair loop keeps r copies. Shutdown (SIGINT/SIGTERM, or the returned
+//! [`RunningNode::shutdown`]): hand every item to the successors, tell the
+//! neighbours, hand over what arrived meanwhile, stop serving.
+
+mod handler;
+pub mod identity;
+mod repair;
+pub mod ring;
+mod transport;
+
+pub use repair::RepairStats;
+pub use transport::{NodeTransport, apply_replica, serve_replica};
+
+use crate::chord::{ChordNode, Config as ChordConfig};
+use crate::dht::{Dht, DhtError};
+use crate::id::Id;
+use crate::net::{NetConfig, Pool, ServerConfig, serve};
+use crate::store::Store;
+use crate::wire::{Peer, ReplicaRequest, ReplicaResponse};
+use ring::{Ring, Timers};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Address other nodes should use (defaults to the bound address).
+    pub advertise: Option<String>,
+    /// Data directory: node key and store.
+    pub data: PathBuf,
+    /// A ring member to join through; `None` starts a new ring.
+    pub join: Option<String>,
+    /// Copies kept of every item (r).
+    pub replicas: usize,
+    /// Successor list length (s ≥ r).
+    pub succ_list: usize,
+    /// Ring timer periods.
+    pub timers: Timers,
+    /// Period of the repair pass.
+    pub repair_every: Duration,
+    /// Timeout of every call to a peer.
+    pub rpc_timeout: Duration,
+    /// Server limits.
+    pub server: ServerConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: "127.0.0.1:7400".into(),
+            advertise: None,
+            data: PathBuf::from("peerstore-data"),
+            join: None,
+            replicas: 3,
+            succ_list: 8,
+            timers: Timers::default(),
+            repair_every: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(3),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Identity(#[from] identity::IdentityError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Join(String),
+}
+
+/// A running node's shared state.
+pub struct Node {
+    /// Ring state and its driver.
+    pub ring: Arc<Ring>,
+    /// This node's blocks and records.
+    pub store: Arc<Store>,
+    /// Put/get through the ring.
+    pub dht: Dht<NodeTransport>,
+    /// Copies kept of every item.
+    pub replicas: usize,
+}
+
+impl Node {
+    /// A replica call through the DHT transport (local or remote).
+    async fn transport_call(&self, peer: &Peer, req: ReplicaRequest) -> Result<ReplicaResponse, DhtError> {
+        use crate::dht::Transport;
+        self.dht.transport.replica_call(peer, req).await
+    }
+
+    /// A callback that refetches a block found corrupt from its replicas.
+    fn refetcher(&self) -> impl FnOnce(Id) + use<> {
+        let ring = Arc::clone(&self.ring);
+        let store = Arc::clone(&self.store);
+        let pool = self.dht.transport.pool.clone();
+        let replicas = self.replicas;
+        move |key: Id| {
+            tokio::spawn(async move {
+                let me = ring.me().id;
+                let dht = Dht {
+                    transport: NodeTransport {
+                        ring,
+                        store: Arc::clone(&store),
+                        pool,
+                        me,
+                    },
+                    replicas,
+                };
+                match dht.get_block(key).await {
+                    Ok(data) => {
+                        let res = tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
+                        if matches!(res, Ok(Ok(_))) {
+                            log::info!("block {}: corrupt copy replaced from a replica", key.short());
+                        }
+                    }
+                    Err(e) => log::warn!("block {}: corrupt copy could not be refetched: {e}", key.short()),
+                }
+            });
+        }
+    }
+}
+
+/// A node that has started: its address, and the handle to stop it.
+pub struct RunningNode {
+    /// The node's state.
+    pub node: Arc<Node>,
+    /// The address peers use.
+    pub addr: String,
+    /// Flipped to stop background tasks and the server.
+    stop: watch::Sender<bool>,
+    /// The server task.
+    server: JoinHandle<()>,
+}
+
+/// Starts a node: identity, store, listener, ring membership, background
+/// tasks. Returns once the node is a ring member.
+pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
+    if cfg.replicas == 0 || cfg.replicas > cfg.succ_list {
+        return Err(NodeError::Config(format!(
+            "--replicas must be between 1 and the successor list length ({}), got {}",
+            cfg.succ_list, cfg.replicas
+        )));
+    }
+    let key = identity::load_or_create(&cfg.data)?;
+    let id = identity::node_id(&key);
+    let data = cfg.data.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data.join("store"))).await.map_err(
+        |e| NodeError::Config(format!("store task failed: {e}")),
+    )??);
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| NodeError::Listen(cfg.listen.clone(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| NodeError::Listen(cfg.listen.clone(), e))?;
+    let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let me = Peer { id, addr: addr.clone() };
+    let pool = Pool::new(NetConfig {
+        rpc_timeout: cfg.rpc_timeout,
+        connect_timeout: cfg.rpc_timeout,
+    });
+    let chord = ChordNode::new(
+        me,
+        ChordConfig {
+            succ_list_len: cfg.succ_list,
+            ..ChordConfig::default()
+        },
+    );
+    let ring = Ring::new(chord, pool.clone());
+    let node = Arc::new(Node {
+        ring: Arc::clone(&ring),
+        store: Arc::clone(&store),
+        dht: Dht {
+            transport: NodeTransport {
+                ring: Arc::clone(&ring),
+                store,
+                pool,
+                me: id,
+            },
+            replicas: cfg.replicas,
+        },
+        replicas: cfg.replicas,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(serve(listener, Arc::clone(&node), cfg.server.clone(), stop_rx.clone()));
+    match &cfg.join {
+        None => ring.with(|c| c.create()),
+        Some(via) => {
+            if let Err(e) = ring.join(via, 6).await {
+                let _ = stop.send(true);
+                return Err(NodeError::Join(e));
+            }
+        }
+    }
+    log::info!("node {} listening on {addr}, ring member", id.short());
+    tokio::spawn(Arc::clone(&ring).run_timers(cfg.timers.clone(), stop_rx.clone()));
+    tokio::spawn(repair_loop(Arc::clone(&node), cfg.repair_every, stop_rx));
+    Ok(RunningNode {
+        node,
+        addr,
+        stop,
+        server,
+    })
+}
+
+/// Runs repair passes every `period`, and shortly after topology changes.
+async fn repair_loop(node: Arc<Node>, period: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = node.ring.topology.notified() => {
+                // Let the ring settle a moment before moving data.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let s = node.repair_pass().await;
+        if s.pushed > 0 || s.dropped > 0 || s.failures > 0 {
+            log::info!(
+                "repair: {} groups, {} items copied, {} surplus copies dropped, {} failures",
+                s.groups,
+                s.pushed,
+                s.dropped,
+                s.failures
+            );
+        }
+    }
+}
+
+impl RunningNode {
+    /// Leaves the ring gracefully: hand items over, tell the neighbours,
+    /// hand over what arrived meanwhile, stop serving. `Err` if items could
+    /// not be handed to any live node (they stay on disk).
+    pub async fn shutdown(self) -> Result<(), String> {
+        let node = &self.node;
+        // The server keeps answering while items move: peers may still
+        // route to this node until they hear it is leaving.
+        let first = node.hand_off().await;
+        node.ring.leave(Duration::from_secs(5)).await;
+        let second = node.hand_off().await;
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        match (first, second) {
+            (Ok(a), Ok(b)) => {
+                log::info!("left the ring; handed over {} items", a + b);
+                Ok(())
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+}

@@ -41,7 +41,11 @@ pub enum DhtError {
     #[error("call failed: {0}")]
     Call(String),
     #[error("only {stored} of {wanted} replicas stored the item (last error: {last})")]
-    TooFewReplicas { stored: u32, wanted: u32, last: String },
+    TooFewReplicas {
+        stored: u32,
+        wanted: u32,
+        last: String,
+    },
     #[error("block of {0} bytes exceeds the 1 MiB limit")]
     TooLarge(usize),
 }
@@ -97,7 +101,11 @@ impl<T: Transport> Dht<T> {
 
     /// Stores a record version on its replicas (compare-and-swap on
     /// `expected_seq` if given).
-    pub async fn put_record(&self, record: Record, expected_seq: Option<u64>) -> Result<u32, DhtError> {
+    pub async fn put_record(
+        &self,
+        record: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<u32, DhtError> {
         let key = record.key();
         self.store_replicated(key, |first| ReplicaRequest::StoreRecord {
             record: record.clone(),
@@ -140,11 +148,18 @@ impl<T: Transport> Dht<T> {
                 last = e.to_string();
             }
         }
-        let rest = join_all(set[1..].iter().map(|p| self.transport.replica_call(p, make(false)))).await;
+        let rest = join_all(
+            set[1..]
+                .iter()
+                .map(|p| self.transport.replica_call(p, make(false))),
+        )
+        .await;
         for r in rest {
             match r {
                 Ok(ReplicaResponse::Stored) => stored += 1,
-                Err(DhtError::Refused(e)) if is_final(&e) && stored == 0 => return Err(DhtError::Refused(e)),
+                Err(DhtError::Refused(e)) if is_final(&e) && stored == 0 => {
+                    return Err(DhtError::Refused(e));
+                }
                 Err(e) => {
                     failed += 1;
                     last = e.to_string();
@@ -168,7 +183,11 @@ impl<T: Transport> Dht<T> {
             }
         }
         if stored < wanted {
-            return Err(DhtError::TooFewReplicas { stored, wanted, last });
+            return Err(DhtError::TooFewReplicas {
+                stored,
+                wanted,
+                last,
+            });
         }
         Ok(stored)
     }
@@ -178,10 +197,18 @@ impl<T: Transport> Dht<T> {
     pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
         let found = self.transport.lookup(key).await?;
         for p in std::iter::once(&found.owner).chain(found.next.iter()) {
-            match self.transport.replica_call(p, ReplicaRequest::FetchBlock { key }).await {
+            match self
+                .transport
+                .replica_call(p, ReplicaRequest::FetchBlock { key })
+                .await
+            {
                 Ok(ReplicaResponse::Block(data)) if Id::hash(&data) == key => return Ok(data),
                 Ok(ReplicaResponse::Block(_)) => {
-                    log::warn!("block {} from {:?} does not match its hash; trying the next replica", key.short(), p);
+                    log::warn!(
+                        "block {} from {:?} does not match its hash; trying the next replica",
+                        key.short(),
+                        p
+                    );
                 }
                 _ => {}
             }
@@ -194,10 +221,10 @@ impl<T: Transport> Dht<T> {
     pub async fn get_record_version(&self, key: Id) -> Result<Record, DhtError> {
         let found = self.transport.lookup(key).await?;
         let set = replica_set(&found.owner, &found.next, self.replicas);
-        let answers = join_all(
-            set.iter()
-                .map(|p| self.transport.replica_call(p, ReplicaRequest::FetchRecord { key })),
-        )
+        let answers = join_all(set.iter().map(|p| {
+            self.transport
+                .replica_call(p, ReplicaRequest::FetchRecord { key })
+        }))
         .await;
         let mut best: Option<Record> = None;
         for a in answers {
@@ -211,9 +238,15 @@ impl<T: Transport> Dht<T> {
         }
         if best.is_none() {
             // Every replica in the set missed it: try the nodes after it.
-            for p in found.next.iter().filter(|p| !set.iter().any(|q| q.id == p.id)) {
-                if let Ok(ReplicaResponse::Record(r)) =
-                    self.transport.replica_call(p, ReplicaRequest::FetchRecord { key }).await
+            for p in found
+                .next
+                .iter()
+                .filter(|p| !set.iter().any(|q| q.id == p.id))
+            {
+                if let Ok(ReplicaResponse::Record(r)) = self
+                    .transport
+                    .replica_call(p, ReplicaRequest::FetchRecord { key })
+                    .await
                     && r.key() == key
                     && r.verify().is_ok()
                 {
@@ -235,9 +268,15 @@ impl<T: Transport> Dht<T> {
     }
 
     /// Deletes a record: a signed tombstone with a higher sequence number.
-    pub async fn delete_record(&self, tombstone: Record, expected_seq: Option<u64>) -> Result<u32, DhtError> {
+    pub async fn delete_record(
+        &self,
+        tombstone: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<u32, DhtError> {
         if !tombstone.is_tombstone() {
-            return Err(DhtError::Refused(RemoteError::Invalid("a delete must carry no value".into())));
+            return Err(DhtError::Refused(RemoteError::Invalid(
+                "a delete must carry no value".into(),
+            )));
         }
         self.put_record(tombstone, expected_seq).await
     }
@@ -294,7 +333,11 @@ mod tests {
             })
         }
 
-        async fn replica_call(&self, peer: &Peer, req: ReplicaRequest) -> Result<ReplicaResponse, DhtError> {
+        async fn replica_call(
+            &self,
+            peer: &Peer,
+            req: ReplicaRequest,
+        ) -> Result<ReplicaResponse, DhtError> {
             if self.down.lock().unwrap().contains(&peer.id) {
                 return Err(DhtError::Call("down".into()));
             }
@@ -305,19 +348,26 @@ mod tests {
             }
             let store = &self.stores.iter().find(|s| s.0.id == peer.id).unwrap().1;
             let r = match req {
-                ReplicaRequest::StoreBlock { key, data } => store.put_block(key, &data).map(|_| ReplicaResponse::Stored),
+                ReplicaRequest::StoreBlock { key, data } => {
+                    store.put_block(key, &data).map(|_| ReplicaResponse::Stored)
+                }
                 ReplicaRequest::FetchBlock { key } => match store.get_block(key) {
                     Ok(Some(d)) => Ok(ReplicaResponse::Block(d)),
                     _ => return Err(DhtError::Refused(RemoteError::NotFound)),
                 },
-                ReplicaRequest::StoreRecord { record, expected_seq } => {
-                    store.put_record(&record, expected_seq).map(|_| ReplicaResponse::Stored)
-                }
+                ReplicaRequest::StoreRecord {
+                    record,
+                    expected_seq,
+                } => store
+                    .put_record(&record, expected_seq)
+                    .map(|_| ReplicaResponse::Stored),
                 ReplicaRequest::FetchRecord { key } => match store.get_record(key) {
                     Ok(Some(r)) => Ok(ReplicaResponse::Record(r)),
                     _ => return Err(DhtError::Refused(RemoteError::NotFound)),
                 },
-                ReplicaRequest::Missing { items } => Ok(ReplicaResponse::Missing(store.missing(&items))),
+                ReplicaRequest::Missing { items } => {
+                    Ok(ReplicaResponse::Missing(store.missing(&items)))
+                }
             };
             r.map_err(|e| DhtError::Refused(e.to_remote()))
         }
@@ -340,9 +390,16 @@ mod tests {
         assert_eq!(dht.transport.stores[3].1.stats().blocks, 1);
         // Reads skip the dead node and a corrupt copy.
         let owner = dht.transport.stores[0].0.id;
-        dht.transport.corrupt.lock().unwrap().insert(owner, b"junk".to_vec());
+        dht.transport
+            .corrupt
+            .lock()
+            .unwrap()
+            .insert(owner, b"junk".to_vec());
         assert_eq!(dht.get_block(key).await.unwrap(), b"hello");
-        assert_eq!(dht.get_block(Id::hash(b"absent")).await, Err(DhtError::NotFound));
+        assert_eq!(
+            dht.get_block(Id::hash(b"absent")).await,
+            Err(DhtError::NotFound)
+        );
     }
 
     #[tokio::test]
@@ -355,7 +412,11 @@ mod tests {
         dht.transport.down.lock().unwrap().push(down);
         assert!(matches!(
             dht.put_block(b"x".to_vec()).await,
-            Err(DhtError::TooFewReplicas { stored: 2, wanted: 3, .. })
+            Err(DhtError::TooFewReplicas {
+                stored: 2,
+                wanted: 3,
+                ..
+            })
         ));
     }
 
@@ -370,14 +431,26 @@ mod tests {
         dht.put_record(r1.clone(), Some(0)).await.unwrap();
         let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
         dht.put_record(r2, Some(1)).await.unwrap();
-        assert_eq!(dht.get_record(r1.key()).await.unwrap().value.unwrap(), b"two");
+        assert_eq!(
+            dht.get_record(r1.key()).await.unwrap().value.unwrap(),
+            b"two"
+        );
         // Stale and CAS failures are final.
-        assert!(matches!(dht.put_record(r1.clone(), None).await, Err(DhtError::Refused(RemoteError::Stale { .. }))));
+        assert!(matches!(
+            dht.put_record(r1.clone(), None).await,
+            Err(DhtError::Refused(RemoteError::Stale { .. }))
+        ));
         let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
-        assert!(matches!(dht.put_record(r3, Some(1)).await, Err(DhtError::Refused(RemoteError::Conflict { .. }))));
+        assert!(matches!(
+            dht.put_record(r3, Some(1)).await,
+            Err(DhtError::Refused(RemoteError::Conflict { .. }))
+        ));
         let mut forged = Record::sign(&sk, b"n", 9, Some(b"evil".to_vec()));
         forged.value = Some(b"EVIL".to_vec());
-        assert!(matches!(dht.put_record(forged, None).await, Err(DhtError::Refused(RemoteError::BadSignature))));
+        assert!(matches!(
+            dht.put_record(forged, None).await,
+            Err(DhtError::Refused(RemoteError::BadSignature))
+        ));
         let del = Record::sign(&sk, b"n", 4, None);
         dht.delete_record(del, None).await.unwrap();
         assert_eq!(dht.get_record(r1.key()).await, Err(DhtError::NotFound));

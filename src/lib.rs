@@ -26,4 +26,5 @@ pub mod replica;
 pub mod sim;
 pub mod dht;
 pub mod node;
+pub mod fs;
 pub mod cli;

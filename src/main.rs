@@ -12,8 +12,12 @@ fn main() -> ExitCode {
         Command::Node(_) => "info",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level)).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -23,7 +27,9 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Node(args) => run_node(args).await,
-            Command::Block(BlockCommand::Put { peer, file }) => peerstore::cli::run_block_put(&peer.peer, &file).await,
+            Command::Block(BlockCommand::Put { peer, file }) => {
+                peerstore::cli::run_block_put(&peer.peer, &file).await
+            }
             Command::Block(BlockCommand::Get { peer, key, output }) => {
                 peerstore::cli::run_block_get(&peer.peer, &key, output.as_deref()).await
             }
@@ -66,7 +72,11 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         _ = term.recv() => return Err("terminated while starting".into()),
         _ = int.recv() => return Err("interrupted while starting".into()),
     };
-    println!("node {} listening on {}", running.node.ring.me().id, running.addr);
+    println!(
+        "node {} listening on {}",
+        running.node.ring.me().id,
+        running.addr
+    );
     tokio::select! {
         _ = term.recv() => log::info!("SIGTERM: leaving the ring"),
         _ = int.recv() => log::info!("SIGINT: leaving the ring"),

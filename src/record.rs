@@ -62,7 +62,8 @@ pub fn record_key(owner: &[u8; 32], name: &[u8]) -> Id {
 }
 
 fn signed_bytes(key: &Id, seq: u64, value: &Option<Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SIGN_CONTEXT.len() + 41 + value.as_ref().map_or(0, |v| v.len()));
+    let mut out =
+        Vec::with_capacity(SIGN_CONTEXT.len() + 41 + value.as_ref().map_or(0, |v| v.len()));
     out.extend_from_slice(SIGN_CONTEXT);
     out.extend_from_slice(&key.0);
     out.extend_from_slice(&seq.to_be_bytes());
@@ -135,7 +136,10 @@ mod tests {
     fn signed_record_verifies() {
         let r = Record::sign(&key(), b"dir", 3, Some(b"hello".to_vec()));
         assert_eq!(r.verify(), Ok(()));
-        assert_eq!(r.key(), record_key(&key().verifying_key().to_bytes(), b"dir"));
+        assert_eq!(
+            r.key(),
+            record_key(&key().verifying_key().to_bytes(), b"dir")
+        );
         let t = Record::sign(&key(), b"dir", 4, None);
         assert!(t.is_tombstone());
         assert_eq!(t.verify(), Ok(()));

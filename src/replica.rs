@@ -33,7 +33,11 @@ pub fn replica_set(owner: &Peer, next: &[Peer], r: usize) -> Vec<Peer> {
 /// key in `(first, owner]` clockwise.
 pub fn group_keys(held: &BTreeSet<Id>, first: Id, owner: Id) -> Vec<Id> {
     if first == owner {
-        return if held.contains(&first) { vec![first] } else { Vec::new() };
+        return if held.contains(&first) {
+            vec![first]
+        } else {
+            Vec::new()
+        };
     }
     // Walk clockwise from `first` to `owner`, which may wrap past zero.
     let mut out: Vec<Id> = Vec::new();
@@ -48,7 +52,10 @@ pub fn group_keys(held: &BTreeSet<Id>, first: Id, owner: Id) -> Vec<Id> {
 
 /// The first held key at or after `from` clockwise (wrapping), if any.
 pub fn first_from(held: &BTreeSet<Id>, from: Id) -> Option<Id> {
-    held.range(from..).next().or_else(|| held.iter().next()).copied()
+    held.range(from..)
+        .next()
+        .or_else(|| held.iter().next())
+        .copied()
 }
 
 #[cfg(test)]
@@ -78,8 +85,14 @@ mod tests {
     #[test]
     fn groups_wrap_around_zero() {
         let held: BTreeSet<Id> = [1, 5, 9, 200, 250].into_iter().map(small).collect();
-        assert_eq!(group_keys(&held, small(200), small(5)), vec![small(200), small(250), small(1), small(5)]);
-        assert_eq!(group_keys(&held, small(5), small(100)), vec![small(5), small(9)]);
+        assert_eq!(
+            group_keys(&held, small(200), small(5)),
+            vec![small(200), small(250), small(1), small(5)]
+        );
+        assert_eq!(
+            group_keys(&held, small(5), small(100)),
+            vec![small(5), small(9)]
+        );
         assert_eq!(first_from(&held, small(251)), Some(small(1)));
         assert_eq!(first_from(&held, small(6)), Some(small(9)));
     }

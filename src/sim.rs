@@ -91,9 +91,21 @@ struct SimNode {
 /// Scheduled happenings.
 #[derive(Debug, Clone)]
 enum Ev {
-    Deliver { from: usize, to: usize, token: Token, req: ChordRequest },
-    Reply { to: usize, token: Token, resp: ChordResponse },
-    Timeout { node: usize, token: Token },
+    Deliver {
+        from: usize,
+        to: usize,
+        token: Token,
+        req: ChordRequest,
+    },
+    Reply {
+        to: usize,
+        token: Token,
+        resp: ChordResponse,
+    },
+    Timeout {
+        node: usize,
+        token: Token,
+    },
     Stabilize(usize),
     FixFingers(usize),
     CheckPred(usize),
@@ -101,7 +113,6 @@ enum Ev {
     Rejoin(usize),
     LeaveDeadline(usize),
 }
-
 
 /// The simulated network and all its nodes.
 pub struct Sim {
@@ -217,7 +228,11 @@ impl Sim {
     }
 
     fn start_join(&mut self, i: usize) {
-        let members: Vec<usize> = self.live_members().into_iter().filter(|&j| j != i).collect();
+        let members: Vec<usize> = self
+            .live_members()
+            .into_iter()
+            .filter(|&j| j != i)
+            .collect();
         if members.is_empty() {
             self.nodes[i].chord.create();
         } else {
@@ -284,7 +299,9 @@ impl Sim {
 
     /// Indexes of live nodes (members or not).
     pub fn live(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].alive).collect()
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive)
+            .collect()
     }
 
     /// A node's ring state (for tests).
@@ -312,7 +329,13 @@ impl Sim {
         while let Some(out) = self.nodes[i].chord.poll_outgoing() {
             self.nodes[i].outstanding.insert(out.token);
             let timeout_at = self.now + self.cfg.rpc_timeout;
-            self.schedule(timeout_at, Ev::Timeout { node: i, token: out.token });
+            self.schedule(
+                timeout_at,
+                Ev::Timeout {
+                    node: i,
+                    token: out.token,
+                },
+            );
             let Some(to) = index_of(&out.to.addr) else {
                 continue;
             };
@@ -440,7 +463,12 @@ impl Sim {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { from, to, token, req } => {
+            Ev::Deliver {
+                from,
+                to,
+                token,
+                req,
+            } => {
                 if !self.nodes[to].alive {
                     return;
                 }
@@ -451,7 +479,14 @@ impl Sim {
                 }
                 let d = self.rng.gen_range(self.cfg.min_delay..=self.cfg.max_delay);
                 let at = self.now + d;
-                self.schedule(at, Ev::Reply { to: from, token, resp });
+                self.schedule(
+                    at,
+                    Ev::Reply {
+                        to: from,
+                        token,
+                        resp,
+                    },
+                );
             }
             Ev::Reply { to, token, resp } => {
                 if self.nodes[to].alive && self.nodes[to].outstanding.remove(&token) {
@@ -467,10 +502,18 @@ impl Sim {
                     self.pump(node);
                 }
             }
-            Ev::Stabilize(i) => self.periodic(i, self.cfg.stabilize_every, Ev::Stabilize(i), |c| c.stabilize()),
-            Ev::FixFingers(i) => self.periodic(i, self.cfg.fix_fingers_every, Ev::FixFingers(i), |c| c.fix_fingers()),
+            Ev::Stabilize(i) => self.periodic(i, self.cfg.stabilize_every, Ev::Stabilize(i), |c| {
+                c.stabilize()
+            }),
+            Ev::FixFingers(i) => {
+                self.periodic(i, self.cfg.fix_fingers_every, Ev::FixFingers(i), |c| {
+                    c.fix_fingers()
+                })
+            }
             Ev::CheckPred(i) => {
-                self.periodic(i, self.cfg.check_pred_every, Ev::CheckPred(i), |c| c.check_predecessor())
+                self.periodic(i, self.cfg.check_pred_every, Ev::CheckPred(i), |c| {
+                    c.check_predecessor()
+                })
             }
             Ev::Repair(i) => {
                 if !self.nodes[i].alive {
@@ -478,7 +521,10 @@ impl Sim {
                 }
                 let at = self.now + self.cfg.repair_every;
                 self.schedule(at, Ev::Repair(i));
-                if self.nodes[i].chord.is_member() && self.nodes[i].repair_todo.is_empty() && !self.nodes[i].leaving {
+                if self.nodes[i].chord.is_member()
+                    && self.nodes[i].repair_todo.is_empty()
+                    && !self.nodes[i].leaving
+                {
                     self.nodes[i].repair_todo = self.nodes[i].keys.clone();
                     self.repair_step(i);
                 }
@@ -520,7 +566,10 @@ impl Sim {
 
     /// Every key stored anywhere among live nodes.
     pub fn all_keys(&self) -> BTreeSet<Id> {
-        self.live().iter().flat_map(|&i| self.nodes[i].keys.iter().copied()).collect()
+        self.live()
+            .iter()
+            .flat_map(|&i| self.nodes[i].keys.iter().copied())
+            .collect()
     }
 
     /// Zave's inductive invariant, checked now: every member has a live entry
@@ -540,10 +589,17 @@ impl Sim {
         let mut skipped = vec![false; n];
         for (k, &i) in ring.iter().enumerate() {
             let c = &self.nodes[i].chord;
-            let live_entries: Vec<usize> = c.succs().iter().filter_map(|p| pos.get(&p.id).copied()).collect();
+            let live_entries: Vec<usize> = c
+                .succs()
+                .iter()
+                .filter_map(|p| pos.get(&p.id).copied())
+                .collect();
             if live_entries.is_empty() {
-                self.zave_violations
-                    .push(format!("t={} node {} has no live successor", self.now, c.me().id.short()));
+                self.zave_violations.push(format!(
+                    "t={} node {} has no live successor",
+                    self.now,
+                    c.me().id.short()
+                ));
                 continue;
             }
             // Members strictly between consecutive live entries are skipped.
@@ -560,8 +616,10 @@ impl Sim {
         let principals = skipped.iter().filter(|s| !**s).count();
         let need = (self.cfg.chord.succ_list_len + 1).min(n);
         if principals < need {
-            self.zave_violations
-                .push(format!("t={} only {principals} principal members (need {need})", self.now));
+            self.zave_violations.push(format!(
+                "t={} only {principals} principal members (need {need})",
+                self.now
+            ));
         }
     }
 
@@ -611,16 +669,30 @@ impl Sim {
             cur = index_of(&next).ok_or("bad address")?;
         }
         if cur != start || seen.len() != n {
-            return Err(format!("successor cycle covers {} of {n} members", seen.len()));
+            return Err(format!(
+                "successor cycle covers {} of {n} members",
+                seen.len()
+            ));
         }
         // Ownership and replication of every stored key.
         let r = self.cfg.replicas.min(n);
         for key in self.all_keys() {
-            let owners: Vec<usize> = ring.iter().copied().filter(|&i| self.nodes[i].chord.owns(key)).collect();
+            let owners: Vec<usize> = ring
+                .iter()
+                .copied()
+                .filter(|&i| self.nodes[i].chord.owns(key))
+                .collect();
             if owners.len() != 1 {
-                return Err(format!("key {} owned by {} live nodes", key.short(), owners.len()));
+                return Err(format!(
+                    "key {} owned by {} live nodes",
+                    key.short(),
+                    owners.len()
+                ));
             }
-            let o = ring.iter().position(|&i| i == owners[0]).ok_or("owner not in ring")?;
+            let o = ring
+                .iter()
+                .position(|&i| i == owners[0])
+                .ok_or("owner not in ring")?;
             for d in 0..r {
                 let holder = ring[(o + d) % n];
                 if !self.nodes[holder].keys.contains(&key) {
@@ -631,9 +703,15 @@ impl Sim {
                     ));
                 }
             }
-            let copies = ring.iter().filter(|&&i| self.nodes[i].keys.contains(&key)).count();
+            let copies = ring
+                .iter()
+                .filter(|&&i| self.nodes[i].keys.contains(&key))
+                .count();
             if copies != r {
-                return Err(format!("key {} held by {copies} nodes, expected {r}", key.short()));
+                return Err(format!(
+                    "key {} held by {copies} nodes, expected {r}",
+                    key.short()
+                ));
             }
         }
         Ok(())
@@ -665,4 +743,3 @@ mod tests {
         assert_eq!(sim.hops.len(), 200);
     }
 }
-

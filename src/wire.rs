@@ -95,7 +95,10 @@ pub enum ChordResponse {
         succs: Vec<Peer>,
     },
     /// The key's owner, and the nodes that follow it (its replicas come first).
-    Found { owner: Peer, next: Vec<Peer> },
+    Found {
+        owner: Peer,
+        next: Vec<Peer>,
+    },
     /// Nodes closer to the key, best first: ask them.
     Next(Vec<Peer>),
 }
@@ -157,6 +160,8 @@ pub enum ClientRequest {
     GetRecord { key: Id },
     /// The node's view of itself. → `Info`.
     Info,
+    /// Read the newest version of a record, tombstones included. → `Record`.
+    GetLatestRecord { key: Id },
 }
 
 /// A node's description of itself, for `peerstore ring`.
@@ -176,9 +181,16 @@ pub struct NodeInfo {
 /// Answers to [`ClientRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientResponse {
-    Lookup { owner: Peer, next: Vec<Peer>, hops: u32 },
+    Lookup {
+        owner: Peer,
+        next: Vec<Peer>,
+        hops: u32,
+    },
     /// Stored under `key` on `copies` nodes.
-    Put { key: Id, copies: u32 },
+    Put {
+        key: Id,
+        copies: u32,
+    },
     Block(Vec<u8>),
     Record(Record),
     Info(NodeInfo),

@@ -145,7 +145,10 @@ mod tests {
     fn candidates_are_tried_closest_first_once() {
         let mut l = Lookup::new(small(100), Purpose::User, vec![peer(10)]);
         assert_eq!(l.next_candidate(), Some(peer(10)));
-        l.offer(Some(small(10)), vec![peer(50), peer(90), peer(120), peer(10)]);
+        l.offer(
+            Some(small(10)),
+            vec![peer(50), peer(90), peer(120), peer(10)],
+        );
         // 120 does not precede the key; 10 was tried.
         assert_eq!(l.next_candidate(), Some(peer(90)));
         assert_eq!(l.next_candidate(), Some(peer(50)));

@@ -376,7 +376,9 @@ impl ChordNode {
         };
         match pending {
             Pending::LookupHop(id) => self.on_lookup_reply(id, reply),
-            Pending::JoinState { target, fallbacks } => self.on_join_state(target, fallbacks, reply),
+            Pending::JoinState { target, fallbacks } => {
+                self.on_join_state(target, fallbacks, reply)
+            }
             Pending::StabilizeSucc(succ) => self.on_stabilize_succ(succ, reply),
             Pending::StabilizeCandidate(cand) => self.on_stabilize_candidate(cand, reply),
             Pending::Notify => {
@@ -488,7 +490,11 @@ impl ChordNode {
         match self.succs.first().cloned() {
             Some(succ) => {
                 self.stabilizing = true;
-                self.send(succ.clone(), ChordRequest::GetState, Pending::StabilizeSucc(succ));
+                self.send(
+                    succ.clone(),
+                    ChordRequest::GetState,
+                    Pending::StabilizeSucc(succ),
+                );
             }
             None => {
                 // Alone: our own predecessor, if any, is the candidate
@@ -497,7 +503,11 @@ impl ChordNode {
                     && p.id != self.me.id
                 {
                     self.stabilizing = true;
-                    self.send(p.clone(), ChordRequest::GetState, Pending::StabilizeCandidate(p));
+                    self.send(
+                        p.clone(),
+                        ChordRequest::GetState,
+                        Pending::StabilizeCandidate(p),
+                    );
                 }
             }
         }
@@ -513,7 +523,11 @@ impl ChordNode {
                 self.set_succs(succ.clone(), succs);
                 match pred {
                     Some(p) if p.id.in_open(self.me.id, succ.id) => {
-                        self.send(p.clone(), ChordRequest::GetState, Pending::StabilizeCandidate(p));
+                        self.send(
+                            p.clone(),
+                            ChordRequest::GetState,
+                            Pending::StabilizeCandidate(p),
+                        );
                     }
                     _ => {
                         self.stabilizing = false;
@@ -605,7 +619,14 @@ impl ChordNode {
             }
             Some(p) if n.id.in_open(p.id, self.me.id) => self.set_pred(Some(n)),
             Some(p) => {
-                self.send(p.clone(), ChordRequest::Ping, Pending::RectifyPing { old: p, candidate: n });
+                self.send(
+                    p.clone(),
+                    ChordRequest::Ping,
+                    Pending::RectifyPing {
+                        old: p,
+                        candidate: n,
+                    },
+                );
             }
         }
     }
@@ -684,7 +705,9 @@ impl ChordNode {
             }
             Ok(ChordResponse::Next(offered)) => {
                 // A bootstrap node's ID is unknown: accept any offer from it.
-                let from = asked.filter(|_| l.hops > 1 || l.purpose != Purpose::Join).map(|p| p.id);
+                let from = asked
+                    .filter(|_| l.hops > 1 || l.purpose != Purpose::Join)
+                    .map(|p| p.id);
                 l.offer(from, offered);
                 self.advance_lookup(id);
             }
@@ -698,7 +721,12 @@ impl ChordNode {
         }
     }
 
-    fn finish_lookup(&mut self, id: LookupId, purpose: Purpose, result: Result<LookupResult, LookupError>) {
+    fn finish_lookup(
+        &mut self,
+        id: LookupId,
+        purpose: Purpose,
+        result: Result<LookupResult, LookupError>,
+    ) {
         match purpose {
             Purpose::User => self.events.push_back(Event::LookupDone { id, result }),
             Purpose::Finger(i) => {
@@ -726,7 +754,10 @@ impl ChordNode {
                     self.send(
                         target.clone(),
                         ChordRequest::GetState,
-                        Pending::JoinState { target, fallbacks: cands },
+                        Pending::JoinState {
+                            target,
+                            fallbacks: cands,
+                        },
                     );
                 }
                 Err(_) => {
@@ -737,7 +768,12 @@ impl ChordNode {
         }
     }
 
-    fn on_join_state(&mut self, target: Peer, mut fallbacks: Vec<Peer>, reply: Result<ChordResponse, Failure>) {
+    fn on_join_state(
+        &mut self,
+        target: Peer,
+        mut fallbacks: Vec<Peer>,
+        reply: Result<ChordResponse, Failure>,
+    ) {
         if self.status != Status::Joining {
             return;
         }
@@ -758,7 +794,10 @@ impl ChordNode {
                     self.send(
                         next.clone(),
                         ChordRequest::GetState,
-                        Pending::JoinState { target: next, fallbacks },
+                        Pending::JoinState {
+                            target: next,
+                            fallbacks,
+                        },
                     );
                 }
             }
@@ -814,7 +853,10 @@ impl ChordNode {
             self.drop_successor(peer.id);
             if self.succs.is_empty() {
                 // Take the leaver's list; stabilize checks it before use.
-                let tail: Vec<Peer> = their_succs.into_iter().filter(|p| p.id != peer.id).collect();
+                let tail: Vec<Peer> = their_succs
+                    .into_iter()
+                    .filter(|p| p.id != peer.id)
+                    .collect();
                 if let Some((h, t)) = tail.split_first() {
                     self.set_succs(h.clone(), t.to_vec());
                 }

@@ -20,8 +20,14 @@ fn joining_node_answers_pings_but_not_state() {
     let mut a = ChordNode::new(peer(10), Config::default());
     a.join(peer(20));
     assert_eq!(a.handle_request(ChordRequest::Ping), ChordResponse::Pong);
-    assert_eq!(a.handle_request(ChordRequest::GetState), ChordResponse::Busy);
-    assert_eq!(a.handle_request(ChordRequest::FindSuccessor(small(5))), ChordResponse::Busy);
+    assert_eq!(
+        a.handle_request(ChordRequest::GetState),
+        ChordResponse::Busy
+    );
+    assert_eq!(
+        a.handle_request(ChordRequest::FindSuccessor(small(5))),
+        ChordResponse::Busy
+    );
 }
 
 #[test]
@@ -62,7 +68,10 @@ fn rectify_keeps_live_predecessor() {
     // 30 is not in (40, 50): ping 40 first.
     n.handle_request(ChordRequest::Notify(peer(30)));
     let ping = n.poll_outgoing().unwrap();
-    assert_eq!((ping.to.clone(), ping.req.clone()), (peer(40), ChordRequest::Ping));
+    assert_eq!(
+        (ping.to.clone(), ping.req.clone()),
+        (peer(40), ChordRequest::Ping)
+    );
     n.handle_reply(ping.token, Ok(ChordResponse::Pong));
     assert_eq!(n.pred(), Some(&peer(40)));
     n.handle_request(ChordRequest::Notify(peer(30)));
@@ -94,7 +103,10 @@ fn stabilize_adopts_new_successor_only_if_it_answers() {
     assert_eq!(n.successor(), &peer(30), "dead candidate not adopted");
     // Notify goes to the kept successor.
     let notify = n.poll_outgoing().unwrap();
-    assert_eq!((notify.to, notify.req), (peer(30), ChordRequest::Notify(peer(10))));
+    assert_eq!(
+        (notify.to, notify.req),
+        (peer(30), ChordRequest::Notify(peer(10)))
+    );
 }
 
 #[test]
@@ -124,7 +136,10 @@ fn lookup_routes_through_closer_nodes_and_skips_dead_ones() {
     n.handle_reply(hop.token, Err(Failure::Timeout));
     let hop = n.poll_outgoing().unwrap();
     assert_eq!(hop.to, peer(60), "falls back to the next best");
-    n.handle_reply(hop.token, Ok(ChordResponse::Next(vec![peer(140), peer(200)])));
+    n.handle_reply(
+        hop.token,
+        Ok(ChordResponse::Next(vec![peer(140), peer(200)])),
+    );
     let hop = n.poll_outgoing().unwrap();
     assert_eq!(hop.to, peer(140));
     n.handle_reply(
@@ -135,7 +150,10 @@ fn lookup_routes_through_closer_nodes_and_skips_dead_ones() {
         }),
     );
     match n.poll_event() {
-        Some(Event::LookupDone { id: got, result: Ok(r) }) => {
+        Some(Event::LookupDone {
+            id: got,
+            result: Ok(r),
+        }) => {
             assert_eq!(got, id);
             assert_eq!(r.owner, peer(160));
             assert_eq!(r.hops, 3);

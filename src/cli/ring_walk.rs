@@ -83,11 +83,18 @@ pub async fn run_ring(peer: &str, json: bool) -> Result<(), String> {
             "{:<16}  {:<21}  {:<16}  {:>7}  {:>7}  {:>12}  {}",
             &n.me.id.to_hex()[..16],
             n.me.addr,
-            n.pred.as_ref().map(|p| p.id.to_hex()[..16].to_string()).unwrap_or_else(|| "-".into()),
+            n.pred
+                .as_ref()
+                .map(|p| p.id.to_hex()[..16].to_string())
+                .unwrap_or_else(|| "-".into()),
             n.blocks,
             n.records,
             n.bytes,
-            n.succs.iter().map(|p| p.id.to_hex()[..8].to_string()).collect::<Vec<_>>().join(",")
+            n.succs
+                .iter()
+                .map(|p| p.id.to_hex()[..8].to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     println!("{} members", nodes.len());

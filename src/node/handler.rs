@@ -53,7 +53,10 @@ impl Node {
                 let data = self.dht.get_block(key).await.map_err(|e| e.to_remote())?;
                 Ok(ClientResponse::Block(data))
             }
-            ClientRequest::PutRecord { record, expected_seq } => {
+            ClientRequest::PutRecord {
+                record,
+                expected_seq,
+            } => {
                 let key = record.key();
                 let copies = self
                     .dht
@@ -66,6 +69,14 @@ impl Node {
                 let r = self.dht.get_record(key).await.map_err(|e| e.to_remote())?;
                 Ok(ClientResponse::Record(r))
             }
+            ClientRequest::GetLatestRecord { key } => {
+                let r = self
+                    .dht
+                    .get_record_version(key)
+                    .await
+                    .map_err(|e| e.to_remote())?;
+                Ok(ClientResponse::Record(r))
+            }
             ClientRequest::Info => Ok(ClientResponse::Info(self.info())),
         }
     }
@@ -73,9 +84,14 @@ impl Node {
     /// This node's description of itself.
     pub fn info(&self) -> NodeInfo {
         let stats = self.store.stats();
-        let (me, pred, succs, fingers) =
-            self.ring
-                .view(|c| (c.me().clone(), c.pred().cloned(), c.succs().to_vec(), c.fingers()));
+        let (me, pred, succs, fingers) = self.ring.view(|c| {
+            (
+                c.me().clone(),
+                c.pred().cloned(),
+                c.succs().to_vec(),
+                c.fingers(),
+            )
+        });
         NodeInfo {
             me,
             pred,

@@ -63,7 +63,9 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, IdentityError> {
             f.write_all(&key.to_bytes()).map_err(|e| io(&tmp, e))?;
             f.sync_all().map_err(|e| io(&tmp, e))?;
             fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(dir, e))?;
             Ok(key)
         }
         Err(e) => Err(io(&path, e)),
@@ -85,9 +87,16 @@ mod tests {
         let a = load_or_create(d.path()).unwrap();
         let b = load_or_create(d.path()).unwrap();
         assert_eq!(node_id(&a), node_id(&b));
-        let mode = fs::metadata(d.path().join(KEY_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(d.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         fs::set_permissions(d.path().join(KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(load_or_create(d.path()), Err(IdentityError::TooOpen(..))));
+        assert!(matches!(
+            load_or_create(d.path()),
+            Err(IdentityError::TooOpen(..))
+        ));
     }
 }

@@ -102,7 +102,11 @@ pub struct Node {
 
 impl Node {
     /// A replica call through the DHT transport (local or remote).
-    async fn transport_call(&self, peer: &Peer, req: ReplicaRequest) -> Result<ReplicaResponse, DhtError> {
+    async fn transport_call(
+        &self,
+        peer: &Peer,
+        req: ReplicaRequest,
+    ) -> Result<ReplicaResponse, DhtError> {
         use crate::dht::Transport;
         self.dht.transport.replica_call(peer, req).await
     }
@@ -127,12 +131,19 @@ impl Node {
                 };
                 match dht.get_block(key).await {
                     Ok(data) => {
-                        let res = tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
+                        let res =
+                            tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
                         if matches!(res, Ok(Ok(_))) {
-                            log::info!("block {}: corrupt copy replaced from a replica", key.short());
+                            log::info!(
+                                "block {}: corrupt copy replaced from a replica",
+                                key.short()
+                            );
                         }
                     }
-                    Err(e) => log::warn!("block {}: corrupt copy could not be refetched: {e}", key.short()),
+                    Err(e) => log::warn!(
+                        "block {}: corrupt copy could not be refetched: {e}",
+                        key.short()
+                    ),
                 }
             });
         }
@@ -163,9 +174,11 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let key = identity::load_or_create(&cfg.data)?;
     let id = identity::node_id(&key);
     let data = cfg.data.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(&data.join("store"))).await.map_err(
-        |e| NodeError::Config(format!("store task failed: {e}")),
-    )??);
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&data.join("store")))
+            .await
+            .map_err(|e| NodeError::Config(format!("store task failed: {e}")))??,
+    );
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| NodeError::Listen(cfg.listen.clone(), e))?;
@@ -173,7 +186,10 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         .local_addr()
         .map_err(|e| NodeError::Listen(cfg.listen.clone(), e))?;
     let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
-    let me = Peer { id, addr: addr.clone() };
+    let me = Peer {
+        id,
+        addr: addr.clone(),
+    };
     let pool = Pool::new(NetConfig {
         rpc_timeout: cfg.rpc_timeout,
         connect_timeout: cfg.rpc_timeout,
@@ -201,7 +217,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         replicas: cfg.replicas,
     });
     let (stop, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, Arc::clone(&node), cfg.server.clone(), stop_rx.clone()));
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::clone(&node),
+        cfg.server.clone(),
+        stop_rx.clone(),
+    ));
     match &cfg.join {
         None => ring.with(|c| c.create()),
         Some(via) => {

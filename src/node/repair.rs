@@ -56,8 +56,10 @@ impl Node {
             todo.remove(&first);
             stats.groups += 1;
             let set = replica_set(&found.owner, &found.next, self.replicas);
-            let versions: Vec<(Id, ItemVersion)> =
-                group.iter().filter_map(|k| items.get(k).map(|v| (*k, *v))).collect();
+            let versions: Vec<(Id, ItemVersion)> = group
+                .iter()
+                .filter_map(|k| items.get(k).map(|v| (*k, *v)))
+                .collect();
             let mut all_ok = true;
             for peer in set.iter().filter(|p| p.id != me.id) {
                 match self.sync_to(peer, &versions).await {
@@ -83,12 +85,21 @@ impl Node {
 
     /// Makes sure `peer` holds every item of `items` (at least the version
     /// listed). `Ok(pushed)`, or `Err(failures)` if anything failed.
-    pub(super) async fn sync_to(&self, peer: &Peer, items: &[(Id, ItemVersion)]) -> Result<usize, usize> {
+    pub(super) async fn sync_to(
+        &self,
+        peer: &Peer,
+        items: &[(Id, ItemVersion)],
+    ) -> Result<usize, usize> {
         let mut pushed = 0;
         let mut failures = 0;
         for chunk in items.chunks(MAX_BATCH) {
             let missing = match self
-                .transport_call(peer, ReplicaRequest::Missing { items: chunk.to_vec() })
+                .transport_call(
+                    peer,
+                    ReplicaRequest::Missing {
+                        items: chunk.to_vec(),
+                    },
+                )
                 .await
             {
                 Ok(ReplicaResponse::Missing(m)) => m,
@@ -111,7 +122,11 @@ impl Node {
                 }
             }
         }
-        if failures > 0 { Err(failures) } else { Ok(pushed) }
+        if failures > 0 {
+            Err(failures)
+        } else {
+            Ok(pushed)
+        }
     }
 
     /// Copies one local item to `peer`. An item that vanished locally (or was

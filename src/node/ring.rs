@@ -189,10 +189,15 @@ impl Ring {
             .await;
             match outcome {
                 Ok(true) => return Ok(()),
-                _ => log::warn!("join through {addr} failed (attempt {} of {tries})", attempt + 1),
+                _ => log::warn!(
+                    "join through {addr} failed (attempt {} of {tries})",
+                    attempt + 1
+                ),
             }
         }
-        Err(format!("could not join the ring through {addr} after {tries} attempts"))
+        Err(format!(
+            "could not join the ring through {addr} after {tries} attempts"
+        ))
     }
 
     /// Runs stabilize, fix_fingers and check_predecessor on their periods

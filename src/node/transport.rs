@@ -8,7 +8,9 @@ use crate::dht::{DhtError, Transport};
 use crate::id::Id;
 use crate::net::Pool;
 use crate::store::{Store, StoreError};
-use crate::wire::{Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response, MAX_BATCH};
+use crate::wire::{
+    MAX_BATCH, Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
+};
 use std::sync::Arc;
 
 /// Routing and replica calls for a node's [`crate::dht::Dht`].
@@ -26,7 +28,10 @@ pub struct NodeTransport {
 /// Applies a replica request to a local store; `Ok(None)` means the item
 /// asked for is not held. Blocking (disk I/O): call it from
 /// `spawn_blocking`. A corrupt local copy reads as `Err(Corrupt)`.
-pub fn apply_replica(store: &Store, req: ReplicaRequest) -> Result<Option<ReplicaResponse>, StoreError> {
+pub fn apply_replica(
+    store: &Store,
+    req: ReplicaRequest,
+) -> Result<Option<ReplicaResponse>, StoreError> {
     Ok(Some(match req {
         ReplicaRequest::StoreBlock { key, data } => {
             store.put_block(key, &data)?;
@@ -36,7 +41,10 @@ pub fn apply_replica(store: &Store, req: ReplicaRequest) -> Result<Option<Replic
             Some(d) => ReplicaResponse::Block(d),
             None => return Ok(None),
         },
-        ReplicaRequest::StoreRecord { record, expected_seq } => {
+        ReplicaRequest::StoreRecord {
+            record,
+            expected_seq,
+        } => {
             store.put_record(&record, expected_seq)?;
             ReplicaResponse::Stored
         }
@@ -77,12 +85,21 @@ pub async fn serve_replica(
 
 impl Transport for NodeTransport {
     async fn lookup(&self, key: Id) -> Result<LookupResult, DhtError> {
-        self.ring.lookup(key).await.map_err(|e| DhtError::Lookup(e.to_string()))
+        self.ring
+            .lookup(key)
+            .await
+            .map_err(|e| DhtError::Lookup(e.to_string()))
     }
 
-    async fn replica_call(&self, peer: &Peer, req: ReplicaRequest) -> Result<ReplicaResponse, DhtError> {
+    async fn replica_call(
+        &self,
+        peer: &Peer,
+        req: ReplicaRequest,
+    ) -> Result<ReplicaResponse, DhtError> {
         if peer.id == self.me {
-            return serve_replica(Arc::clone(&self.store), req, |_| {}).await.map_err(DhtError::Refused);
+            return serve_replica(Arc::clone(&self.store), req, |_| {})
+                .await
+                .map_err(DhtError::Refused);
         }
         match self.pool.call(&peer.addr, Request::Replica(req)).await {
             Ok(Response::Replica(r)) => Ok(r),

@@ -1,0 +1,175 @@
+//! The identity that owns a file tree: an ed25519 key from which every
+//! other key of the tree hangs.
+//!
+//! Kept at `~/.config/peerstore/identity` (32 raw secret bytes, mode 0600,
+//! refused if group/other can read it; `--identity FILE` overrides). The
+//! signing key signs every record of the tree; the root directory's record
+//! name and encryption key are derived from it with HKDF-SHA256, so a user
+//! with the same identity file on another machine finds the same tree.
+//! Later issues replace the file by password-derived user keys; the rest of
+//! the program sees only this type.
+
+use super::crypto::SecretKey;
+use crate::id::Id;
+use crate::record::{Record, record_key};
+use ed25519_dalek::SigningKey;
+use hkdf::Hkdf;
+use sha2::Sha256;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// An owner of a file tree.
+pub struct Identity {
+    /// Signs every record of the tree.
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({})", Id::hash(&self.owner()).short())
+    }
+}
+
+/// Why an identity file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: identity file is readable by group or others (mode {1:o}); run: chmod 600 {0}")]
+    TooOpen(String, u32),
+    #[error("{0}: identity file is not 32 bytes")]
+    Malformed(String),
+}
+
+/// `~/.config/peerstore/identity` (or under `$XDG_CONFIG_HOME`).
+pub fn default_identity_path() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(x).join("peerstore/identity");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".config/peerstore/identity"),
+        None => PathBuf::from("peerstore-identity"),
+    }
+}
+
+impl Identity {
+    /// An identity from its 32 secret bytes.
+    pub fn from_secret(secret: [u8; 32]) -> Identity {
+        Identity {
+            signing: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// A new random identity.
+    pub fn generate() -> Identity {
+        Identity {
+            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// Loads the identity at `path`, creating it (mode 0600) if absent.
+    pub fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
+        let shown = path.display().to_string();
+        match fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(IdentityError::TooOpen(shown, mode));
+                }
+                let bytes = fs::read(path).map_err(|e| IdentityError::Io(shown.clone(), e))?;
+                let secret: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IdentityError::Malformed(shown.clone()))?;
+                Ok(Identity::from_secret(secret))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = Identity::generate();
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    fs::create_dir_all(dir)
+                        .map_err(|e| IdentityError::Io(dir.display().to_string(), e))?;
+                }
+                let tmp = path.with_extension("tmp");
+                let write = || -> std::io::Result<()> {
+                    let mut f = fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)?;
+                    f.write_all(&id.signing.to_bytes())?;
+                    f.sync_all()?;
+                    fs::rename(&tmp, path)
+                };
+                write().map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    IdentityError::Io(shown, e)
+                })?;
+                Ok(id)
+            }
+            Err(e) => Err(IdentityError::Io(shown, e)),
+        }
+    }
+
+    /// The owner public key (records hang off it).
+    pub fn owner(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    fn derive(&self, info: &[u8]) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(b"peerstore-identity-v1"), &self.signing.to_bytes());
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
+        let _ = hk.expand(info, &mut out);
+        out
+    }
+
+    /// The record name of the tree's root directory.
+    pub fn root_name(&self) -> Vec<u8> {
+        self.derive(b"root directory record name").to_vec()
+    }
+
+    /// The encryption key of the root directory.
+    pub fn root_key(&self) -> SecretKey {
+        SecretKey(self.derive(b"root directory key"))
+    }
+
+    /// The DHT key of the record `name` owned by this identity.
+    pub fn record_key(&self, name: &[u8]) -> Id {
+        record_key(&self.owner(), name)
+    }
+
+    /// Signs a record version.
+    pub fn sign(&self, name: &[u8], seq: u64, value: Option<Vec<u8>>) -> Record {
+        Record::sign(&self.signing, name, seq, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_private_and_deterministic_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/identity");
+        let a = Identity::load_or_create(&p).unwrap();
+        let b = Identity::load_or_create(&p).unwrap();
+        assert_eq!(a.owner(), b.owner());
+        assert_eq!(a.root_key(), b.root_key());
+        assert_eq!(a.root_name(), b.root_name());
+        assert_ne!(a.root_key().0.to_vec(), a.root_name());
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            Identity::load_or_create(&p),
+            Err(IdentityError::TooOpen(..))
+        ));
+        assert_ne!(Identity::generate().owner(), a.owner());
+    }
+}

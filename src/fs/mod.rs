@@ -1,0 +1,151 @@
+//! Files and directories as encrypted objects in the DHT (the "vault").
+//!
+//! Everything here runs on the client side of the DHT: names, paths, sizes
+//! and contents are encrypted before they leave the machine
+//! ([`crypto`]); storage nodes see only signed records of random names and
+//! content-addressed blocks of ciphertext. The layer sits on a small
+//! [`BlockStore`] trait so the same code runs inside a node (over the DHT),
+//! in the command-line client (over one node's client API) and in tests
+//! (in memory). It knows nothing of FUSE.
+
+pub mod backend;
+pub mod crypto;
+pub mod file;
+pub mod identity;
+pub mod object;
+pub mod vault;
+
+pub use file::OpenFile;
+pub use identity::Identity;
+pub use object::{Attrs, Kind, Link, Object};
+pub use vault::{Vault, Versioned};
+
+use crate::id::Id;
+use crate::record::Record;
+use std::future::Future;
+
+/// Where the vault keeps blocks and records.
+pub trait BlockStore: Send + Sync + 'static {
+    /// Stores a block (on r replicas); returns its key.
+    fn put_block(&self, data: Vec<u8>) -> impl Future<Output = Result<Id, FsError>> + Send;
+    /// Reads a block; the bytes hash to `key`.
+    fn get_block(&self, key: Id) -> impl Future<Output = Result<Vec<u8>, FsError>> + Send;
+    /// Stores a record version; `expected_seq` makes it a compare-and-swap
+    /// (`Some(0)`: only if absent).
+    fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+    ) -> impl Future<Output = Result<(), FsError>> + Send;
+    /// The newest version of a record, tombstones included; `None` if absent.
+    fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send;
+}
+
+/// Why a file system operation failed; maps to one errno.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("file too large")]
+    TooBig,
+    #[error("concurrent update (current version {0:?})")]
+    Conflict(Option<u64>),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data failed to decrypt or parse: {0}")]
+    Corrupt(String),
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("permission denied")]
+    Permission,
+}
+
+impl FsError {
+    /// The errno a FUSE reply carries for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::TooBig => libc::EFBIG,
+            FsError::Conflict(_) | FsError::Unavailable(_) | FsError::Corrupt(_) => libc::EIO,
+            FsError::NotSupported => libc::ENOTSUP,
+            FsError::Permission => libc::EPERM,
+        }
+    }
+}
+
+/// Checks one path component.
+pub fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.len() > object::MAX_NAME {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(FsError::Invalid(format!(
+            "bad file name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+/// Splits an absolute or relative store path into checked components;
+/// `.` is skipped and `..` refused (paths never escape the tree).
+pub fn split_path(path: &str) -> Result<Vec<Vec<u8>>, FsError> {
+    let mut out = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(FsError::Invalid(
+                    "'..' is not allowed in store paths".into(),
+                ));
+            }
+            p => {
+                check_name(p.as_bytes())?;
+                out.push(p.as_bytes().to_vec());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths_are_checked() {
+        assert_eq!(check_name(&[b'a'; 255]), Ok(()));
+        assert_eq!(check_name(&[b'a'; 256]), Err(FsError::NameTooLong));
+        assert!(check_name(b"a/b").is_err());
+        assert!(check_name(b"..").is_err());
+        assert_eq!(
+            split_path("/a/./b/").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert!(split_path("/a/../../etc").is_err());
+        assert!(split_path("/").unwrap().is_empty());
+        assert_eq!(FsError::NameTooLong.errno(), libc::ENAMETOOLONG);
+    }
+}
+
+#[cfg(test)]
+mod vault_tests;

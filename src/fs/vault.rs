@@ -1,0 +1,458 @@
+//! The vault: loading, saving and linking encrypted objects.
+//!
+//! Every object is a record named by its [`Link`]; saving is a
+//! compare-and-swap on the record's sequence number, so two writers never
+//! silently overwrite each other's directory changes: a directory update
+//! that loses the race re-reads the directory and applies its change again
+//! ([`Vault::update`]). A file's manifest is last-writer-wins.
+//!
+//! Directory operations order their writes so that a crash between them
+//! never loses an object: a new object is saved before it is linked, a
+//! rename links the new name before unlinking the old one, and an unlinked
+//! object is deleted (tombstoned) only after it is unlinked.
+
+use super::crypto::{SEAL_OVERHEAD, open, seal};
+use super::object::{Attrs, Body, Chunk, Kind, Link, Object, Time, chunk_aad};
+use super::{BlockStore, FsError, Identity, check_name, split_path};
+use crate::id::Id;
+use crate::record::MAX_RECORD_VALUE;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Chunk uploads in flight per vault (the write pipeline's depth).
+pub const UPLOAD_SLOTS: usize = 32;
+/// Decrypted chunks kept in memory for reads.
+const PLAIN_CACHE_CHUNKS: usize = 24;
+/// Attempts of a compare-and-swap update before giving up.
+const CAS_ATTEMPTS: u32 = 16;
+
+/// An object as loaded, with the record version it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub obj: Object,
+    /// Record sequence number (0: never saved).
+    pub seq: u64,
+}
+
+/// A file tree owned by one identity, stored in `S`.
+pub struct Vault<S> {
+    /// Where blocks and records go.
+    pub store: Arc<S>,
+    /// The owner: signs records, roots the key tree.
+    identity: Identity,
+    /// Bounds chunk uploads in flight.
+    pub(crate) upload_slots: Arc<Semaphore>,
+    /// Recently decrypted chunks, by block key (content-addressed: never stale).
+    plain: Mutex<VecDeque<(Id, Arc<Vec<u8>>)>>,
+    /// Blocks being fetched ahead of readers (so each is fetched once).
+    prefetching: Mutex<HashSet<Id>>,
+}
+
+impl<S: BlockStore> Vault<S> {
+    /// A vault for `identity` over `store`.
+    pub fn new(store: Arc<S>, identity: Identity) -> Arc<Vault<S>> {
+        Arc::new(Vault {
+            store,
+            identity,
+            upload_slots: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
+            plain: Mutex::new(VecDeque::new()),
+            prefetching: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The owner of this tree.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The link of the root directory.
+    pub fn root(&self) -> Link {
+        Link {
+            kind: Kind::Dir,
+            name: self.identity.root_name(),
+            key: self.identity.root_key(),
+        }
+    }
+
+    fn is_root(&self, link: &Link) -> bool {
+        link.name == self.identity.root_name()
+    }
+
+    /// Loads an object. The root directory exists implicitly (empty, seq 0)
+    /// until first saved.
+    pub async fn load(&self, link: &Link) -> Result<Versioned, FsError> {
+        let key = self.identity.record_key(&link.name);
+        let rec = self.store.get_record(key).await?;
+        let root = self.is_root(link);
+        let (value, seq) = match rec {
+            None if root => {
+                return Ok(Versioned {
+                    obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
+                    seq: 0,
+                });
+            }
+            None => return Err(FsError::NotFound),
+            Some(r) => match r.value {
+                Some(v) => (v, r.seq),
+                None if root => {
+                    return Ok(Versioned {
+                        obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
+                        seq: r.seq,
+                    });
+                }
+                None => return Err(FsError::NotFound),
+            },
+        };
+        let plain = open(&link.key, &value, &link.name)
+            .map_err(|e| FsError::Corrupt(format!("object {}: {e}", key.short())))?;
+        let obj: Object = postcard::from_bytes(&plain)
+            .map_err(|e| FsError::Corrupt(format!("object {}: {e}", key.short())))?;
+        if obj.kind() != link.kind {
+            return Err(FsError::Corrupt(format!(
+                "object {}: kind does not match its link",
+                key.short()
+            )));
+        }
+        Ok(Versioned { obj, seq })
+    }
+
+    /// Saves `obj` as version `expected + 1`, only if the stored version is
+    /// still `expected`. Returns the new sequence number.
+    pub async fn save(&self, link: &Link, obj: &Object, expected: u64) -> Result<u64, FsError> {
+        let bytes = postcard::to_allocvec(obj).map_err(|e| FsError::Invalid(e.to_string()))?;
+        if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
+            return Err(FsError::TooBig);
+        }
+        let sealed = seal(&link.key, &bytes, &link.name);
+        let rec = self.identity.sign(&link.name, expected + 1, Some(sealed));
+        self.store.put_record(rec, Some(expected)).await?;
+        Ok(expected + 1)
+    }
+
+    /// Deletes an object (a signed tombstone), whatever its version.
+    pub async fn delete(&self, link: &Link) -> Result<(), FsError> {
+        let key = self.identity.record_key(&link.name);
+        for _ in 0..CAS_ATTEMPTS {
+            let current = match self.store.get_record(key).await? {
+                None => return Ok(()),
+                Some(r) if r.is_tombstone() => return Ok(()),
+                Some(r) => r.seq,
+            };
+            let rec = self.identity.sign(&link.name, current + 1, None);
+            match self.store.put_record(rec, Some(current)).await {
+                Err(FsError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(FsError::Conflict(None))
+    }
+
+    /// Read-modify-write of one object with compare-and-swap, retried when
+    /// another writer got there first. `f` may run several times.
+    pub async fn update<R>(
+        &self,
+        link: &Link,
+        mut f: impl FnMut(&mut Object) -> Result<R, FsError>,
+    ) -> Result<(Versioned, R), FsError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let mut v = self.load(link).await?;
+            let r = f(&mut v.obj)?;
+            match self.save(link, &v.obj, v.seq).await {
+                Ok(seq) => {
+                    v.seq = seq;
+                    return Ok((v, r));
+                }
+                Err(FsError::Conflict(_)) => {
+                    let jitter = rand::random::<u64>() % (5 << attempt.min(6));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FsError::Conflict(None))
+    }
+
+    /// Creates `name` in directory `parent` as a new object (a symlink gets
+    /// `target`). Fails with `Exists` if the name is taken.
+    pub async fn create(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        kind: Kind,
+        attrs: Attrs,
+        target: Option<Vec<u8>>,
+    ) -> Result<(Link, Versioned), FsError> {
+        check_name(name)?;
+        let link = Link::fresh(kind);
+        let mut obj = Object::empty(kind, attrs);
+        if let (Body::Symlink { target: t }, Some(v)) = (&mut obj.body, target) {
+            obj.attrs.size = v.len() as u64;
+            *t = v;
+        }
+        let seq = self.save(&link, &obj, 0).await?;
+        let linked = self
+            .update(parent, |dir| {
+                let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
+                if entries.contains_key(name) {
+                    return Err(FsError::Exists);
+                }
+                entries.insert(name.to_vec(), link.clone());
+                touch(&mut dir.attrs);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = linked {
+            let _ = self.delete(&link).await;
+            return Err(e);
+        }
+        Ok((link, Versioned { obj, seq }))
+    }
+
+    /// Removes `name` from `parent`: a directory only if `dir` (and empty),
+    /// anything else only if not `dir`. The object is deleted afterwards.
+    pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<(), FsError> {
+        check_name(name)?;
+        let pv = self.load(parent).await?;
+        let link = pv
+            .obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        match (link.kind == Kind::Dir, dir) {
+            (true, false) => return Err(FsError::IsDir),
+            (false, true) => return Err(FsError::NotDir),
+            (true, true) => {
+                let child = self.load(&link).await?;
+                if child.obj.entries().is_some_and(|e| !e.is_empty()) {
+                    return Err(FsError::NotEmpty);
+                }
+            }
+            _ => {}
+        }
+        self.update(parent, |d| {
+            let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+            match entries.get(name) {
+                Some(l) if l.name == link.name => {
+                    entries.remove(name);
+                    touch(&mut d.attrs);
+                    Ok(())
+                }
+                _ => Err(FsError::NotFound),
+            }
+        })
+        .await?;
+        if let Err(e) = self.delete(&link).await {
+            log::warn!("unlinked object could not be deleted: {e}");
+        }
+        Ok(())
+    }
+
+    /// Renames `from_parent/from` to `to_parent/to`, replacing a target of
+    /// a compatible kind (an empty directory by a directory, a non-directory
+    /// by a non-directory). The caller checks that a directory is not moved
+    /// into itself.
+    pub async fn rename(
+        &self,
+        from_parent: &Link,
+        from: &[u8],
+        to_parent: &Link,
+        to: &[u8],
+    ) -> Result<(), FsError> {
+        check_name(from)?;
+        check_name(to)?;
+        let src = self.load(from_parent).await?;
+        let moving = src
+            .obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(from)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let dst = self.load(to_parent).await?;
+        let replaced = dst.obj.entries().ok_or(FsError::NotDir)?.get(to).cloned();
+        if let Some(old) = &replaced {
+            if old.name == moving.name {
+                return Ok(()); // same object: nothing to do
+            }
+            match (moving.kind == Kind::Dir, old.kind == Kind::Dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    let o = self.load(old).await?;
+                    if o.obj.entries().is_some_and(|e| !e.is_empty()) {
+                        return Err(FsError::NotEmpty);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let same_dir = from_parent.name == to_parent.name;
+        // Link the new name first (in one update when in the same directory).
+        self.update(to_parent, |d| {
+            let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+            if same_dir {
+                match entries.get(from) {
+                    Some(l) if l.name == moving.name => {
+                        entries.remove(from);
+                    }
+                    _ => return Err(FsError::NotFound),
+                }
+            }
+            entries.insert(to.to_vec(), moving.clone());
+            touch(&mut d.attrs);
+            Ok(())
+        })
+        .await?;
+        if !same_dir {
+            self.update(from_parent, |d| {
+                let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+                if entries.get(from).is_some_and(|l| l.name == moving.name) {
+                    entries.remove(from);
+                    touch(&mut d.attrs);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        if let Some(old) = replaced
+            && let Err(e) = self.delete(&old).await
+        {
+            log::warn!("replaced object could not be deleted: {e}");
+        }
+        Ok(())
+    }
+
+    /// Finds the object at `path` (from the root).
+    pub async fn resolve(&self, path: &str) -> Result<(Link, Versioned), FsError> {
+        let mut link = self.root();
+        let mut v = self.load(&link).await?;
+        for part in split_path(path)? {
+            let next = v
+                .obj
+                .entries()
+                .ok_or(FsError::NotDir)?
+                .get(&part)
+                .cloned()
+                .ok_or(FsError::NotFound)?;
+            v = self.load(&next).await?;
+            link = next;
+        }
+        Ok((link, v))
+    }
+
+    /// The parent directory of `path` and the last component.
+    pub async fn resolve_parent(&self, path: &str) -> Result<(Link, Vec<u8>), FsError> {
+        let mut parts = split_path(path)?;
+        let name = parts
+            .pop()
+            .ok_or_else(|| FsError::Invalid("the root has no parent".into()))?;
+        let mut link = self.root();
+        for part in parts {
+            let v = self.load(&link).await?;
+            link = v
+                .obj
+                .entries()
+                .ok_or(FsError::NotDir)?
+                .get(&part)
+                .cloned()
+                .ok_or(FsError::NotFound)?;
+            if link.kind != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+        }
+        Ok((link, name))
+    }
+
+    /// Encrypts and stores chunk `index` of the object `link`.
+    pub async fn write_chunk(
+        &self,
+        link: &Link,
+        index: u64,
+        data: &[u8],
+    ) -> Result<Chunk, FsError> {
+        let sealed = seal(&link.key, data, &chunk_aad(&link.name, index));
+        let block = self.store.put_block(sealed).await?;
+        Ok(Chunk {
+            block,
+            len: data.len() as u32,
+        })
+    }
+
+    /// Fetches and decrypts chunk `index` of `link`.
+    pub async fn read_chunk(
+        &self,
+        link: &Link,
+        index: u64,
+        chunk: Chunk,
+    ) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(p) = self.cached_plain(chunk.block) {
+            return Ok(p);
+        }
+        let sealed = self.store.get_block(chunk.block).await?;
+        let plain = open(&link.key, &sealed, &chunk_aad(&link.name, index)).map_err(|e| {
+            FsError::Corrupt(format!("chunk {index} ({}): {e}", chunk.block.short()))
+        })?;
+        if plain.len() != chunk.len as usize {
+            return Err(FsError::Corrupt(format!(
+                "chunk {index}: length differs from manifest"
+            )));
+        }
+        let plain = Arc::new(plain);
+        self.remember_plain(chunk.block, Arc::clone(&plain));
+        Ok(plain)
+    }
+
+    fn cached_plain(&self, block: Id) -> Option<Arc<Vec<u8>>> {
+        let mut c = self.plain.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = c.iter().position(|(k, _)| *k == block)?;
+        let hit = c.remove(pos)?;
+        let data = Arc::clone(&hit.1);
+        c.push_front(hit);
+        Some(data)
+    }
+
+    /// Whether a decrypted copy of `block` is in memory.
+    pub(crate) fn has_plain(&self, block: Id) -> bool {
+        self.plain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(k, _)| *k == block)
+    }
+
+    /// Claims `block` for a read-ahead fetch; false if one is running.
+    pub(crate) fn claim_prefetch(&self, block: Id) -> bool {
+        self.prefetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(block)
+    }
+
+    /// Ends a read-ahead fetch.
+    pub(crate) fn release_prefetch(&self, block: Id) {
+        self.prefetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&block);
+    }
+
+    pub(crate) fn remember_plain(&self, block: Id, data: Arc<Vec<u8>>) {
+        let mut c = self.plain.lock().unwrap_or_else(|e| e.into_inner());
+        if c.iter().any(|(k, _)| *k == block) {
+            return;
+        }
+        c.push_front((block, data));
+        c.truncate(PLAIN_CACHE_CHUNKS);
+    }
+}
+
+/// Marks a directory changed now.
+fn touch(attrs: &mut Attrs) {
+    let now = Time::now();
+    attrs.mtime = now;
+    attrs.ctime = now;
+}

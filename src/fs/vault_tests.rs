@@ -1,0 +1,195 @@
+//! Vault and open-file behaviour over the in-memory backend.
+
+use super::backend::MemStore;
+use super::object::{Attrs, CHUNK_SIZE, Kind};
+use super::*;
+use std::sync::Arc;
+
+fn vault() -> Arc<Vault<MemStore>> {
+    Vault::new(Arc::new(MemStore::default()), Identity::generate())
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn write_read_across_chunks_sparse_and_truncate() {
+    let v = vault();
+    let root = v.root();
+    let (link, state) = v
+        .create(&root, b"f", Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link.clone(), state);
+    let data = pattern(3 * CHUNK_SIZE + 123, 1);
+    // Written in odd-sized pieces.
+    let mut off = 0;
+    for piece in data.chunks(300_001) {
+        f.write(&v, off as u64, piece).await.unwrap();
+        off += piece.len();
+    }
+    f.flush(&v).await.unwrap();
+    let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
+    assert_eq!(g.size(), data.len() as u64);
+    assert_eq!(g.read(&v, 0, data.len() + 10).await.unwrap(), data);
+    // Overwrite in the middle, across a chunk boundary.
+    let mid = CHUNK_SIZE as u64 - 5;
+    g.write(&v, mid, b"0123456789").await.unwrap();
+    // Sparse write far past the end.
+    let far = 10 * CHUNK_SIZE as u64 + 7;
+    g.write(&v, far, b"tail").await.unwrap();
+    g.flush(&v).await.unwrap();
+    let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
+    assert_eq!(h.size(), far + 4);
+    assert_eq!(h.read(&v, mid, 10).await.unwrap(), b"0123456789");
+    assert_eq!(h.read(&v, far - 3, 7).await.unwrap(), b"\0\0\0tail");
+    assert_eq!(
+        h.read(&v, 5 * CHUNK_SIZE as u64, 4).await.unwrap(),
+        vec![0; 4]
+    );
+    assert_eq!(h.read(&v, 0, 100).await.unwrap(), data[..100]);
+    // Truncate into the middle of a chunk, then grow again: zeros.
+    h.truncate(&v, 100).await.unwrap();
+    h.truncate(&v, 200).await.unwrap();
+    h.flush(&v).await.unwrap();
+    let mut i = OpenFile::open(&v, link).await.unwrap();
+    let got = i.read(&v, 0, 1000).await.unwrap();
+    assert_eq!(got.len(), 200);
+    assert_eq!(&got[..100], &data[..100]);
+    assert_eq!(&got[100..], &[0u8; 100][..]);
+}
+
+#[tokio::test]
+async fn directories_create_remove_rename() {
+    let v = vault();
+    let root = v.root();
+    let a = Attrs::new(0o755, 0, 0);
+    let (d1, _) = v
+        .create(&root, b"d1", Kind::Dir, a.clone(), None)
+        .await
+        .unwrap();
+    let (d2, _) = v
+        .create(&root, b"d2", Kind::Dir, a.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.create(&root, b"d1", Kind::File, a.clone(), None)
+            .await
+            .unwrap_err(),
+        FsError::Exists
+    );
+    v.create(&d1, b"x", Kind::File, a.clone(), None)
+        .await
+        .unwrap();
+    v.create(&d2, b"y", Kind::File, a.clone(), None)
+        .await
+        .unwrap();
+    v.create(
+        &d1,
+        b"s",
+        Kind::Symlink,
+        a.clone(),
+        Some(b"/target".to_vec()),
+    )
+    .await
+    .unwrap();
+    // Across directories, replacing a file.
+    v.rename(&d1, b"x", &d2, b"y").await.unwrap();
+    let (_, d2v) = v.resolve("/d2").await.unwrap();
+    assert_eq!(d2v.obj.entries().unwrap().len(), 1);
+    assert!(v.resolve("/d1/x").await.is_err());
+    assert!(v.resolve("/d2/y").await.is_ok());
+    // Directory over a file refused; non-empty directory refused.
+    assert_eq!(
+        v.rename(&root, b"d1", &d2, b"y").await.unwrap_err(),
+        FsError::NotDir
+    );
+    assert_eq!(
+        v.remove(&root, b"d1", true).await.unwrap_err(),
+        FsError::NotEmpty
+    );
+    assert_eq!(
+        v.remove(&d1, b"s", true).await.unwrap_err(),
+        FsError::NotDir
+    );
+    v.remove(&d1, b"s", false).await.unwrap();
+    v.remove(&root, b"d1", true).await.unwrap();
+    assert_eq!(v.resolve("/d1").await.unwrap_err(), FsError::NotFound);
+    // Same-directory rename.
+    v.rename(&d2, b"y", &d2, b"z").await.unwrap();
+    let (_, d2v) = v.resolve("/d2").await.unwrap();
+    assert_eq!(
+        d2v.obj.entries().unwrap().keys().collect::<Vec<_>>(),
+        vec![&b"z".to_vec()]
+    );
+    assert_eq!(
+        v.create(&root, &[b'n'; 256], Kind::File, a, None)
+            .await
+            .unwrap_err(),
+        FsError::NameTooLong
+    );
+}
+
+#[tokio::test]
+async fn concurrent_directory_updates_both_land() {
+    let v = vault();
+    let root = v.root();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let v = Arc::clone(&v);
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            v.create(
+                &root,
+                format!("f{i}").as_bytes(),
+                Kind::File,
+                Attrs::new(0o644, 0, 0),
+                None,
+            )
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, r) = v.resolve("/").await.unwrap();
+    assert_eq!(r.obj.entries().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn nothing_in_the_store_is_plaintext() {
+    let store = Arc::new(MemStore::default());
+    let v = Vault::new(Arc::clone(&store), Identity::generate());
+    let root = v.root();
+    let (link, st) = v
+        .create(
+            &root,
+            b"MARKERNAME",
+            Kind::File,
+            Attrs::new(0o644, 0, 0),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link, st);
+    f.write(&v, 0, b"MARKERCONTENT and more").await.unwrap();
+    f.flush(&v).await.unwrap();
+    let mut all = Vec::new();
+    for b in store.blocks.lock().unwrap().values() {
+        all.extend_from_slice(b);
+    }
+    for r in store.records.lock().unwrap().values() {
+        all.extend_from_slice(&postcard::to_allocvec(r).unwrap());
+    }
+    for marker in [&b"MARKERNAME"[..], b"MARKERCONTENT"] {
+        assert!(!all.windows(marker.len()).any(|w| w == marker));
+    }
+    // Another identity cannot read the tree.
+    let other = Vault::new(store, Identity::generate());
+    let (_, r) = other.resolve("/").await.unwrap();
+    assert!(r.obj.entries().unwrap().is_empty());
+}

@@ -1,7 +1,7 @@
 //! `peerstore`: the node and the command-line client.
 
 use clap::Parser;
-use peerstore::cli::{BlockCommand, Cli, Command, NodeArgs};
+use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
 use peerstore::node::{self, NodeConfig, ring::Timers};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +35,59 @@ fn main() -> ExitCode {
             }
             Command::Lookup { peer, key } => peerstore::cli::run_lookup(&peer.peer, &key).await,
             Command::Ring { peer, json } => peerstore::cli::run_ring(&peer.peer, json).await,
+            Command::Put {
+                peer,
+                identity,
+                local,
+                path,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_put(&v, &local, &path).await
+            }
+            Command::Get {
+                peer,
+                identity,
+                path,
+                local,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_get(&v, &path, &local).await
+            }
+            Command::Ls {
+                peer,
+                identity,
+                path,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_ls(&v, &path).await
+            }
+            Command::Rm {
+                peer,
+                identity,
+                recursive,
+                path,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_rm(&v, &path, recursive).await
+            }
+            Command::Backup {
+                peer,
+                identity,
+                local_dir,
+                path,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_backup(&v, &local_dir, &path).await
+            }
+            Command::Restore {
+                peer,
+                identity,
+                path,
+                dest_dir,
+            } => {
+                let v = cli::open_vault(&peer.peer, &identity.identity)?;
+                cli::run_restore(&v, &path, &dest_dir).await
+            }
         }
     });
     match result {

@@ -4,9 +4,11 @@
 //! node's address) and lets that node route the request.
 
 mod client;
+mod files;
 mod ring_walk;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
+pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, run_rm};
 pub use ring_walk::{run_ring, walk_ring};
 
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +40,73 @@ pub enum Command {
         /// Key to look up (64 hex digits).
         key: String,
     },
+    /// Copy a local file into the store at PATH (as seen in the mount).
+    Put {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Local file to copy.
+        local: PathBuf,
+        /// Store path, e.g. /photos/a.jpg.
+        path: String,
+    },
+    /// Copy the file at PATH out of the store.
+    Get {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Store path.
+        path: String,
+        /// Local file to write.
+        local: PathBuf,
+    },
+    /// List a directory of the store (default: the root).
+    Ls {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Store path.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Remove a file, link or empty directory (-r: a whole tree).
+    Rm {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Remove directories and their contents.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Store path.
+        path: String,
+    },
+    /// Copy a local directory tree into the store (default: the root).
+    Backup {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Local directory.
+        local_dir: PathBuf,
+        /// Store path to copy into.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Copy a store directory tree out to a local directory.
+    Restore {
+        #[command(flatten)]
+        peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
+        /// Store path.
+        path: String,
+        /// Local directory to create or fill.
+        dest_dir: PathBuf,
+    },
     /// Walk the ring and print every member.
     Ring {
         #[command(flatten)]
@@ -54,6 +123,14 @@ pub struct PeerArg {
     /// Address of any ring node.
     #[arg(long, default_value = DEFAULT_ADDR, env = "PEERSTORE_PEER")]
     pub peer: String,
+}
+
+/// Which identity owns the file tree.
+#[derive(Debug, Args)]
+pub struct IdentityArg {
+    /// Identity key file (created on first use).
+    #[arg(long, default_value_os_t = crate::fs::identity::default_identity_path(), env = "PEERSTORE_IDENTITY")]
+    pub identity: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

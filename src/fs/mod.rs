@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod file;
 pub mod identity;
 pub mod object;
+pub mod tree;
 pub mod vault;
 
 pub use file::OpenFile;

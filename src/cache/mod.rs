@@ -1,0 +1,326 @@
+//! The local block cache: on disk, bounded in bytes, least recently used
+//! out first, content-addressed.
+//!
+//! Blocks are immutable and named by their SHA-256, so a cached block is
+//! never stale; every read is re-hashed and a damaged file is dropped (it
+//! is only a cache: writes skip fsync, a crash at worst leaves a file that
+//! fails its hash). Blocks arrive here already encrypted, so the cache holds
+//! no plaintext. [`CachedStore`] puts it in front of any vault backend:
+//! writes go through to the backend and are kept; reads try the cache first.
+//!
+//! Layout: `DIR/<first 2 hex>/<64 hex>` holds the block bytes; `DIR/tmp/`
+//! holds files being written.
+
+use crate::fs::{BlockStore, FsError};
+use crate::id::Id;
+use crate::record::Record;
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Default cache size: 1 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// LRU bookkeeping: which blocks are cached, how big, and in what order.
+#[derive(Default)]
+struct Lru {
+    /// Block → (size, last-use tick).
+    entries: HashMap<Id, (u64, u64)>,
+    /// Last-use tick → block, oldest first.
+    order: BTreeMap<u64, Id>,
+    /// Sum of cached sizes.
+    total: u64,
+    /// Monotonic use counter.
+    tick: u64,
+}
+
+impl Lru {
+    fn touch(&mut self, key: Id) -> bool {
+        let Some((size, old)) = self.entries.get(&key).copied() else {
+            return false;
+        };
+        self.order.remove(&old);
+        self.tick += 1;
+        self.order.insert(self.tick, key);
+        self.entries.insert(key, (size, self.tick));
+        true
+    }
+
+    fn add(&mut self, key: Id, size: u64) {
+        if self.touch(key) {
+            return;
+        }
+        self.tick += 1;
+        self.entries.insert(key, (size, self.tick));
+        self.order.insert(self.tick, key);
+        self.total += size;
+    }
+
+    fn remove(&mut self, key: Id) {
+        if let Some((size, t)) = self.entries.remove(&key) {
+            self.order.remove(&t);
+            self.total -= size;
+        }
+    }
+
+    /// Removes least recently used entries until `total ≤ cap`.
+    fn evict(&mut self, cap: u64) -> Vec<Id> {
+        let mut out = Vec::new();
+        while self.total > cap {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((size, _)) = self.entries.remove(&key) {
+                self.total -= size;
+            }
+            out.push(key);
+        }
+        out
+    }
+}
+
+/// A bounded on-disk block cache.
+pub struct BlockCache {
+    /// Cache directory.
+    dir: PathBuf,
+    /// Byte budget.
+    capacity: u64,
+    /// Index; no I/O is done while it is locked.
+    lru: Mutex<Lru>,
+}
+
+/// Hit/miss counts and size, for tests and statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+impl BlockCache {
+    /// Opens (creating) the cache in `dir` with a budget of `capacity` bytes;
+    /// blocks already there are kept, oldest modification first out.
+    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<BlockCache> {
+        fs::create_dir_all(dir.join("tmp"))?;
+        for e in fs::read_dir(dir.join("tmp"))? {
+            let _ = fs::remove_file(e?.path());
+        }
+        let mut found: Vec<(std::time::SystemTime, Id, u64)> = Vec::new();
+        for sub in fs::read_dir(dir)? {
+            let sub = sub?;
+            if sub.file_name() == "tmp" || !sub.file_type()?.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(sub.path())? {
+                let f = f?;
+                let meta = f.metadata()?;
+                match f.file_name().to_str().and_then(|n| n.parse::<Id>().ok()) {
+                    Some(id) => found.push((
+                        meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                        id,
+                        meta.len(),
+                    )),
+                    None => {
+                        let _ = fs::remove_file(f.path());
+                    }
+                }
+            }
+        }
+        found.sort();
+        let mut lru = Lru::default();
+        for (_, id, size) in found {
+            lru.add(id, size);
+        }
+        let cache = BlockCache {
+            dir: dir.to_path_buf(),
+            capacity,
+            lru: Mutex::new(lru),
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn path(&self, key: Id) -> PathBuf {
+        let hex = key.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn evict(&self) {
+        let victims = self.lock().evict(self.capacity);
+        for v in victims {
+            let _ = fs::remove_file(self.path(v));
+        }
+    }
+
+    /// The cached block `key`, re-hashed; a damaged copy is dropped.
+    pub fn get(&self, key: Id) -> Option<Vec<u8>> {
+        if !self.lock().touch(key) {
+            return None;
+        }
+        match fs::read(self.path(key)) {
+            Ok(data) if Id::hash(&data) == key => Some(data),
+            _ => {
+                self.lock().remove(key);
+                let _ = fs::remove_file(self.path(key));
+                None
+            }
+        }
+    }
+
+    /// Keeps a block (whose key the caller has checked).
+    pub fn insert(&self, key: Id, data: &[u8]) {
+        if data.len() as u64 > self.capacity || self.lock().touch(key) {
+            return;
+        }
+        let path = self.path(key);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{}.{}", key.to_hex(), rand::random::<u32>()));
+        let written = (|| -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            fs::rename(&tmp, &path)
+        })();
+        match written {
+            Ok(()) => {
+                self.lock().add(key, data.len() as u64);
+                self.evict();
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                log::debug!("cache: could not keep block {}: {e}", key.short());
+            }
+        }
+    }
+
+    /// Drops everything (for cold-read measurements).
+    pub fn clear(&self) {
+        let keys: Vec<Id> = self.lock().entries.keys().copied().collect();
+        for k in keys {
+            self.lock().remove(k);
+            let _ = fs::remove_file(self.path(k));
+        }
+    }
+
+    /// Current contents.
+    pub fn stats(&self) -> CacheStats {
+        let l = self.lock();
+        CacheStats {
+            blocks: l.entries.len() as u64,
+            bytes: l.total,
+        }
+    }
+}
+
+/// A vault backend with the block cache in front.
+pub struct CachedStore<S> {
+    /// The backend.
+    pub inner: S,
+    /// The cache.
+    pub cache: Arc<BlockCache>,
+}
+
+impl<S: BlockStore> BlockStore for CachedStore<S> {
+    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
+        let key = Id::hash(&data);
+        let cache = Arc::clone(&self.cache);
+        // Keep a copy while the upload runs; the disk write overlaps the network.
+        let copy = data.clone();
+        let keep = tokio::task::spawn_blocking(move || cache.insert(key, &copy));
+        let res = self.inner.put_block(data).await;
+        let _ = keep.await;
+        res
+    }
+
+    async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
+        let cache = Arc::clone(&self.cache);
+        if let Ok(Some(d)) = tokio::task::spawn_blocking(move || cache.get(key)).await {
+            return Ok(d);
+        }
+        let data = self.inner.get_block(key).await?;
+        if Id::hash(&data) != key {
+            return Err(FsError::Corrupt(format!(
+                "block {} does not match its key",
+                key.short()
+            )));
+        }
+        let cache = Arc::clone(&self.cache);
+        let copy = data.clone();
+        tokio::task::spawn_blocking(move || cache.insert(key, &copy));
+        Ok(data)
+    }
+
+    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+        self.inner.put_record(rec, expected_seq).await
+    }
+
+    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
+        self.inner.get_record(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_lru_and_damage_detection() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path(), 3000).unwrap();
+        let blocks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        let keys: Vec<Id> = blocks.iter().map(|b| Id::hash(b)).collect();
+        for i in 0..3 {
+            c.insert(keys[i], &blocks[i]);
+        }
+        assert_eq!(c.get(keys[0]).unwrap(), blocks[0]); // 0 is now most recent
+        c.insert(keys[3], &blocks[3]); // evicts 1, the least recently used
+        assert!(c.get(keys[1]).is_none());
+        assert!(c.get(keys[0]).is_some() && c.get(keys[2]).is_some() && c.get(keys[3]).is_some());
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                blocks: 3,
+                bytes: 3000
+            }
+        );
+        // A damaged file is detected and dropped.
+        fs::write(c.path(keys[2]), b"garbage").unwrap();
+        assert!(c.get(keys[2]).is_none());
+        assert_eq!(c.stats().blocks, 2);
+        // Reopen keeps what is there, within budget.
+        drop(c);
+        let c = BlockCache::open(d.path(), 1500).unwrap();
+        assert_eq!(c.stats().blocks, 1);
+        c.clear();
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                blocks: 0,
+                bytes: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn cached_store_serves_reads_locally() {
+        let d = tempfile::tempdir().unwrap();
+        let s = CachedStore {
+            inner: crate::fs::backend::MemStore::default(),
+            cache: Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
+        };
+        let key = s.put_block(b"block".to_vec()).await.unwrap();
+        s.inner.blocks.lock().unwrap().clear();
+        assert_eq!(s.get_block(key).await.unwrap(), b"block");
+        s.cache.clear();
+        assert_eq!(s.get_block(key).await, Err(FsError::NotFound));
+    }
+}

@@ -27,5 +27,6 @@ pub mod sim;
 pub mod dht;
 pub mod node;
 pub mod fs;
+pub mod mount;
 pub mod cache;
 pub mod cli;

@@ -1,0 +1,318 @@
+//! The async file system core: every FUSE operation as an `async fn` over
+//! inode and handle numbers, returning `Result<_, FsError>`. It knows
+//! nothing of replies or of the kernel channel, so it is tested directly
+//! (see `tests.rs`), without mounting.
+//!
+//! Locking: `inodes` and `handles` are `std::sync::Mutex`es that are never
+//! held across an `.await`; when both are needed, `inodes` is taken first.
+//! An open file's own mutex (async) is held across awaits, never while
+//! taking `inodes` or `handles` for longer than a statement.
+//!
+//! Freshness (close-to-open): `lookup`, `getattr` and `readdir` may use an
+//! object loaded up to [`ATTR_TTL`] ago; `open` always reloads the manifest
+//! unless the file is open here with unsaved changes; `flush`/`fsync`
+//! return only once chunks and manifest are stored.
+
+use super::attr::{AttrChange, file_attr, file_type};
+use super::handles::{DirEntry, Handles};
+use super::inodes::{InodeTable, ROOT_INO};
+use crate::fs::object::Body;
+use crate::fs::{BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
+use fuser::{FileAttr, FileType};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long the kernel and the metadata cache may keep attributes and
+/// entries.
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+
+/// `statfs` answer: the store has no fixed size, so report large numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// The file system state of one mount.
+pub struct Core<S> {
+    /// Where the objects live.
+    pub(super) vault: Arc<Vault<S>>,
+    /// Inode numbers ↔ objects, with the metadata cache.
+    pub(super) inodes: Mutex<InodeTable>,
+    /// Open files and directories.
+    pub(super) handles: Mutex<Handles>,
+}
+
+impl<S: BlockStore> Core<S> {
+    /// A core over `vault`, its root as inode 1.
+    pub fn new(vault: Arc<Vault<S>>) -> Core<S> {
+        let root = vault.root();
+        Core {
+            vault,
+            inodes: Mutex::new(InodeTable::new(root)),
+            handles: Mutex::new(Handles::default()),
+        }
+    }
+
+    pub(super) fn inodes(&self) -> MutexGuard<'_, InodeTable> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn handles(&self) -> MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The object of `ino`, from the cache if fresh enough.
+    pub(super) async fn load_ino(&self, ino: u64) -> Result<Arc<Versioned>, FsError> {
+        let link = {
+            let t = self.inodes();
+            if let Some(v) = t.cached(ino, ATTR_TTL) {
+                return Ok(v);
+            }
+            t.link(ino)?
+        };
+        self.reload(ino, &link).await
+    }
+
+    /// The object of `ino` as stored now; refreshes the cache.
+    pub(super) async fn reload(&self, ino: u64, link: &Link) -> Result<Arc<Versioned>, FsError> {
+        let v = Arc::new(self.vault.load(link).await?);
+        self.inodes().store(ino, Arc::clone(&v));
+        Ok(v)
+    }
+
+    /// The link of `ino`, which must be a directory.
+    pub(super) fn dir_link(&self, ino: u64) -> Result<Link, FsError> {
+        let link = self.inodes().link(ino)?;
+        if link.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(link)
+    }
+
+    /// The attributes of `ino` whose object is `v`; an open file reports
+    /// its current (possibly unsaved) state.
+    pub(super) fn attr_of(&self, ino: u64, kind: Kind, v: &Versioned) -> FileAttr {
+        if let Some(e) = self.handles().entry(ino) {
+            return file_attr(ino, kind, &e.attrs);
+        }
+        file_attr(ino, kind, &v.obj.attrs)
+    }
+
+    /// Looks `name` up in directory `parent`; counts one kernel lookup.
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, FsError> {
+        check_name(name)?;
+        let dir = self.load_ino(parent).await?;
+        let link = dir
+            .obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(name)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let known = self.inodes().known(&link.name);
+        let open = known.and_then(|ino| {
+            let h = self.handles();
+            h.entry(ino).map(|e| (ino, e.attrs.clone()))
+        });
+        if let Some((_, attrs)) = open {
+            // Open here: its state is the freshest there is (and an
+            // unlinked-while-open file has no record to load).
+            let ino = self.inodes().remember(&link, parent, name);
+            return Ok(file_attr(ino, link.kind, &attrs));
+        }
+        let child = match known {
+            Some(ino) => self.inodes().cached(ino, ATTR_TTL),
+            None => None,
+        };
+        let child = match child {
+            Some(v) => v,
+            None => Arc::new(self.vault.load(&link).await?),
+        };
+        let ino = {
+            let mut t = self.inodes();
+            let ino = t.remember(&link, parent, name);
+            t.store(ino, Arc::clone(&child));
+            ino
+        };
+        Ok(self.attr_of(ino, link.kind, &child))
+    }
+
+    /// Drops `n` kernel lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut t = self.inodes();
+        let open = self.handles().is_open(ino);
+        t.forget(ino, n, open);
+    }
+
+    /// The attributes of `ino`.
+    pub async fn getattr(&self, ino: u64) -> Result<FileAttr, FsError> {
+        let (link, open) = {
+            let t = self.inodes();
+            let link = t.link(ino)?;
+            let open = self.handles().entry(ino).map(|e| e.attrs.clone());
+            (link, open)
+        };
+        if let Some(attrs) = open {
+            return Ok(file_attr(ino, link.kind, &attrs));
+        }
+        let v = self.load_ino(ino).await?;
+        Ok(self.attr_of(ino, link.kind, &v))
+    }
+
+    /// Changes the length (`size`) and attributes of `ino`.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        change: &AttrChange,
+    ) -> Result<FileAttr, FsError> {
+        let link = self.inodes().link(ino)?;
+        let open = self.handles().entry(ino).map(|e| Arc::clone(&e.file));
+        if let Some(file) = open {
+            let mut f = file.lock().await;
+            let was_dirty = f.is_dirty();
+            if let Some(size) = size {
+                f.truncate(&self.vault, size).await?;
+            }
+            change.apply(&mut f.state.obj.attrs);
+            if !change.is_empty() {
+                f.touch_attrs();
+            }
+            // A change by path (or to a clean file) is saved now; one
+            // among unsaved writes goes with them at the next flush.
+            if !was_dirty && !self.handles().is_unlinked(ino) {
+                f.flush(&self.vault).await?;
+            }
+            self.after_change(ino, &f);
+            return Ok(file_attr(ino, link.kind, &f.state.obj.attrs));
+        }
+        let v = match (link.kind, size) {
+            (Kind::File, Some(size)) => {
+                let mut f = OpenFile::open(&self.vault, link.clone()).await?;
+                f.truncate(&self.vault, size).await?;
+                change.apply(&mut f.state.obj.attrs);
+                f.touch_attrs();
+                f.flush(&self.vault).await?;
+                f.state
+            }
+            (Kind::Dir, Some(_)) => return Err(FsError::IsDir),
+            (Kind::Symlink, Some(_)) => {
+                return Err(FsError::Invalid("cannot truncate a symlink".into()));
+            }
+            (_, None) => {
+                if change.is_empty() {
+                    self.vault.load(&link).await?
+                } else {
+                    self.vault
+                        .update(&link, |obj| {
+                            change.apply(&mut obj.attrs);
+                            Ok(())
+                        })
+                        .await?
+                        .0
+                }
+            }
+        };
+        let v = Arc::new(v);
+        self.inodes().store(ino, Arc::clone(&v));
+        Ok(self.attr_of(ino, link.kind, &v))
+    }
+
+    /// Records the state of open file `ino` after a change: the handle's
+    /// attribute mirror and the metadata cache.
+    pub(super) fn after_change(&self, ino: u64, f: &OpenFile) {
+        let mut t = self.inodes();
+        self.handles().set_attrs(ino, &f.state.obj.attrs);
+        t.store(ino, Arc::new(f.state.clone()));
+    }
+
+    /// The target of symlink `ino`.
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let v = self.load_ino(ino).await?;
+        match &v.obj.body {
+            Body::Symlink { target } => Ok(target.clone()),
+            _ => Err(FsError::Invalid("not a symlink".into())),
+        }
+    }
+
+    /// Opens directory `ino`; returns the handle.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        self.dir_link(ino)?;
+        Ok(self.handles().open_dir())
+    }
+
+    /// The listing of directory `ino` through handle `fh`: `.`, `..`, then
+    /// the entries by name. Entry `i` has offset `i + 1` (the offset of the
+    /// next one), so a reader resumes at index `offset`. The listing is read
+    /// at offset 0 and kept in the handle for the later offsets.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Arc<Vec<DirEntry>>, FsError> {
+        if offset > 0
+            && let Some(l) = self.handles().listing(fh)
+        {
+            return Ok(l);
+        }
+        let dir = self.load_ino(ino).await?;
+        let entries = dir.obj.entries().ok_or(FsError::NotDir)?;
+        let listing = {
+            let t = self.inodes();
+            let mut out = Vec::with_capacity(entries.len() + 2);
+            out.push(DirEntry {
+                ino,
+                kind: FileType::Directory,
+                name: b".".to_vec(),
+            });
+            out.push(DirEntry {
+                ino: t.parent(ino),
+                kind: FileType::Directory,
+                name: b"..".to_vec(),
+            });
+            for (name, link) in entries {
+                out.push(DirEntry {
+                    ino: t.ino_of(&link.name),
+                    kind: file_type(link.kind),
+                    name: name.clone(),
+                });
+            }
+            Arc::new(out)
+        };
+        self.handles().set_listing(fh, Arc::clone(&listing));
+        Ok(listing)
+    }
+
+    /// Closes directory handle `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        self.handles().close_dir(fh);
+    }
+
+    /// File system statistics.
+    pub fn statfs(&self) -> StatFs {
+        let bsize = super::attr::BLKSIZE;
+        StatFs {
+            blocks: 1 << 30, // 1 PiB in 1 MiB blocks, reported free
+            bfree: 1 << 30,
+            bavail: 1 << 30,
+            files: 1 << 32,
+            ffree: 1 << 31,
+            bsize,
+            namelen: crate::fs::object::MAX_NAME as u32,
+            frsize: bsize,
+        }
+    }
+
+    /// The root's inode number.
+    pub fn root_ino(&self) -> u64 {
+        ROOT_INO
+    }
+}

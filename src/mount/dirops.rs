@@ -1,0 +1,201 @@
+//! Namespace operations of the core: creating, removing and renaming
+//! directory entries.
+//!
+//! Every change invalidates the cached objects of the directories it
+//! touched, so the next `lookup`/`readdir` here sees it at once (other
+//! machines see it within [`super::ATTR_TTL`]). An object unlinked or
+//! replaced while open here is marked so: its record is deleted, so its
+//! open state is no longer saved, but it can still be read and written
+//! until the last handle closes (POSIX "unlinked but open").
+
+use super::attr::file_attr;
+use super::core::Core;
+use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Versioned, check_name};
+use fuser::{FileAttr, RenameFlags};
+use std::sync::Arc;
+
+impl<S: BlockStore> Core<S> {
+    /// Creates `parent/name` as a new object; counts one kernel lookup.
+    async fn make(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        attrs: Attrs,
+        target: Option<Vec<u8>>,
+    ) -> Result<(u64, Link, Versioned), FsError> {
+        check_name(name)?;
+        let plink = self.dir_link(parent)?;
+        let (link, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
+        let mut t = self.inodes();
+        t.invalidate(parent);
+        let ino = t.remember(&link, parent, name);
+        t.store(ino, Arc::new(v.clone()));
+        Ok((ino, link, v))
+    }
+
+    /// `mkdir`.
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, FsError> {
+        let (ino, _, v) = self
+            .make(parent, name, Kind::Dir, Attrs::new(mode, uid, gid), None)
+            .await?;
+        Ok(file_attr(ino, Kind::Dir, &v.obj.attrs))
+    }
+
+    /// `mknod`: regular files only.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, FsError> {
+        let fmt = mode & libc::S_IFMT;
+        if fmt != 0 && fmt != libc::S_IFREG {
+            return Err(FsError::NotSupported);
+        }
+        let (ino, _, v) = self
+            .make(parent, name, Kind::File, Attrs::new(mode, uid, gid), None)
+            .await?;
+        Ok(file_attr(ino, Kind::File, &v.obj.attrs))
+    }
+
+    /// `symlink`: `parent/name` → `target`.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, FsError> {
+        if target.is_empty() || target.len() > libc::PATH_MAX as usize {
+            return Err(FsError::Invalid("bad symlink target".into()));
+        }
+        let (ino, _, v) = self
+            .make(
+                parent,
+                name,
+                Kind::Symlink,
+                Attrs::new(0o777, uid, gid),
+                Some(target.to_vec()),
+            )
+            .await?;
+        Ok(file_attr(ino, Kind::Symlink, &v.obj.attrs))
+    }
+
+    /// `create`: a new regular file, opened; returns its attributes and
+    /// the handle.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(FileAttr, u64), FsError> {
+        let (ino, link, v) = self
+            .make(parent, name, Kind::File, Attrs::new(mode, uid, gid), None)
+            .await?;
+        let attr = file_attr(ino, Kind::File, &v.obj.attrs);
+        let (fh, _, _) = self
+            .handles()
+            .attach_or_insert(ino, OpenFile::from_state(link, v));
+        Ok((attr, fh))
+    }
+
+    /// The entry `name` of directory `ino`, as stored now.
+    async fn entry_now(&self, ino: u64, name: &[u8]) -> Result<Option<Link>, FsError> {
+        let link = self.dir_link(ino)?;
+        let v = self.reload(ino, &link).await?;
+        Ok(v.obj.entries().ok_or(FsError::NotDir)?.get(name).cloned())
+    }
+
+    /// Notes that object `gone` left the tree (unlinked or replaced).
+    fn gone(&self, gone: &Link) {
+        let mut t = self.inodes();
+        if let Some(ino) = t.known(&gone.name) {
+            t.invalidate(ino);
+            self.handles().mark_unlinked(ino);
+        }
+    }
+
+    async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
+        check_name(name)?;
+        let plink = self.dir_link(parent)?;
+        let child = self.entry_now(parent, name).await?;
+        let res = self.vault.remove(&plink, name, dir).await;
+        self.inodes().invalidate(parent);
+        res?;
+        if let Some(c) = child {
+            self.gone(&c);
+        }
+        Ok(())
+    }
+
+    /// `unlink`: removes a non-directory.
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
+        self.remove(parent, name, false).await
+    }
+
+    /// `rmdir`: removes an empty directory.
+    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
+        self.remove(parent, name, true).await
+    }
+
+    /// `rename`, across directories, replacing a compatible target.
+    /// `RENAME_NOREPLACE` fails with `Exists` on an existing target;
+    /// `RENAME_EXCHANGE` (and whiteouts) are not supported; moving a
+    /// directory into its own subtree is `Invalid`.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: RenameFlags,
+    ) -> Result<(), FsError> {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return Err(FsError::NotSupported);
+        }
+        check_name(name)?;
+        check_name(newname)?;
+        let from = self.dir_link(parent)?;
+        let to = self.dir_link(newparent)?;
+        let moving = self
+            .entry_now(parent, name)
+            .await?
+            .ok_or(FsError::NotFound)?;
+        if moving.kind == Kind::Dir && self.inodes().has_ancestor(newparent, &moving.name) {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        let target = self.entry_now(newparent, newname).await?;
+        if flags.contains(RenameFlags::RENAME_NOREPLACE) && target.is_some() {
+            return Err(FsError::Exists);
+        }
+        let res = self.vault.rename(&from, name, &to, newname).await;
+        {
+            let mut t = self.inodes();
+            t.invalidate(parent);
+            t.invalidate(newparent);
+        }
+        res?;
+        self.inodes().moved(&moving.name, newparent, newname);
+        if let Some(old) = target
+            && old.name != moving.name
+        {
+            self.gone(&old);
+        }
+        Ok(())
+    }
+}

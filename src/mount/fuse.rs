@@ -1,0 +1,499 @@
+//! The `fuser::Filesystem` adapter: thin callbacks over [`Core`].
+//!
+//! Every callback copies its arguments, moves the reply into a task on the
+//! tokio runtime and returns at once, so the FUSE threads never block on
+//! the network; the task runs the core operation and answers. Errors become
+//! errnos in one place, [`errno`]. If the runtime is gone, the dropped
+//! reply answers EIO (fuser does this), so no request ever hangs.
+
+use super::attr::AttrChange;
+use super::core::{ATTR_TTL, Core};
+use crate::fs::{BlockStore, FsError, Vault};
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+/// Largest write the kernel sends in one request (one chunk's worth).
+const MAX_WRITE: u32 = 1 << 20;
+/// Read-ahead asked of the kernel (it may allow less).
+const MAX_READAHEAD: u32 = 1 << 20;
+/// Background requests (read-ahead, async reads) the kernel may queue.
+const MAX_BACKGROUND: u16 = 64;
+/// How long unmounting waits for unsaved files to be stored.
+const DESTROY_FLUSH_WAIT: Duration = Duration::from_secs(60);
+
+/// The errno for a core error (the one place errors are mapped).
+pub fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+/// A vault as a FUSE file system.
+pub struct PeerFs<S> {
+    /// The state and all the logic.
+    core: Arc<Core<S>>,
+    /// Where the callbacks' tasks run.
+    rt: Handle,
+    /// Set to `true` when the kernel ends the session (unmount from here
+    /// or from outside); dropping it also wakes the watchers.
+    ended: watch::Sender<bool>,
+}
+
+impl<S: BlockStore> PeerFs<S> {
+    /// A file system over `vault`, running its work on `rt`; `ended`
+    /// becomes `true` when the session ends.
+    pub fn new(vault: Arc<Vault<S>>, rt: Handle, ended: watch::Sender<bool>) -> PeerFs<S> {
+        PeerFs {
+            core: Arc::new(Core::new(vault)),
+            rt,
+            ended,
+        }
+    }
+
+    /// The async core (for tests and diagnostics).
+    pub fn core(&self) -> &Arc<Core<S>> {
+        &self.core
+    }
+
+    /// Runs `f(core)` as a task on the runtime.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Core<S>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f(Arc::clone(&self.core)));
+    }
+}
+
+fn bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+fn entry(reply: ReplyEntry, r: Result<fuser::FileAttr, FsError>) {
+    match r {
+        Ok(attr) => reply.entry(&ATTR_TTL, &attr, Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+impl<S: BlockStore> Filesystem for PeerFs<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each setter returns the nearest allowed value when refused.
+        if let Err(v) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(v);
+        }
+        if let Err(v) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(v);
+        }
+        if let Err(v) = config.set_max_background(MAX_BACKGROUND) {
+            let _ = config.set_max_background(v);
+        }
+        // FUSE_ASYNC_READ and FUSE_BIG_WRITES are requested by fuser itself.
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if self.core.has_unsaved() {
+            let core = Arc::clone(&self.core);
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.rt.spawn(async move {
+                let _ = tx.send(core.flush_all().await);
+            });
+            match rx.recv_timeout(DESTROY_FLUSH_WAIT) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("unmount: unsaved changes lost: {e}"),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    log::error!("unmount: storing open files timed out")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    log::error!("unmount: runtime gone; unsaved changes lost")
+                }
+            }
+        }
+        self.ended.send_replace(true);
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = bytes(name);
+        self.spawn(move |c| async move { entry(reply, c.lookup(parent.0, &name).await) });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |c| async move {
+            match c.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ATTR_TTL, &attr),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        };
+        self.spawn(move |c| async move {
+            match c.setattr(ino.0, size, &change).await {
+                Ok(attr) => reply.attr(&ATTR_TTL, &attr),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |c| async move {
+            match c.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |c| async move {
+            entry(
+                reply,
+                c.mknod(parent.0, &name, mode & !umask, uid, gid).await,
+            )
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |c| async move {
+            entry(
+                reply,
+                c.mkdir(parent.0, &name, mode & !umask, uid, gid).await,
+            )
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |c| async move { empty(reply, c.unlink(parent.0, &name).await) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |c| async move { empty(reply, c.rmdir(parent.0, &name).await) });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, uid, gid) = (bytes(link_name), req.uid(), req.gid());
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.spawn(move |c| async move {
+            entry(reply, c.symlink(parent.0, &name, &target, uid, gid).await)
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (bytes(name), bytes(newname));
+        self.spawn(move |c| async move {
+            empty(
+                reply,
+                c.rename(parent.0, &name, newparent.0, &newname, flags)
+                    .await,
+            )
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // Objects have one parent each: no hard links.
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |c| async move {
+            match c.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |c| async move {
+            match c.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |c| async move {
+            match c.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move { empty(reply, c.flush(fh.0).await) });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move { empty(reply, c.release(fh.0).await) });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move { empty(reply, c.flush(fh.0).await) });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |c| async move {
+            match c.readdir(ino.0, fh.0, offset).await {
+                Ok(listing) => {
+                    for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+                        let name = OsStr::from_bytes(&e.name);
+                        if reply.add(INodeNo(e.ino), i as u64 + 1, e.kind, name) {
+                            break; // buffer full
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.core.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are stored before their operation returns.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.core.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    // Extended attributes are not stored. ENOSYS (rather than ENOTSUP)
+    // makes the kernel remember that and answer EOPNOTSUPP (= ENOTSUP)
+    // itself from then on, so e.g. the security.capability check on every
+    // write does not cost a round trip.
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions (`default_permissions`).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |c| async move {
+            match c.create(parent.0, &name, mode & !umask, uid, gid).await {
+                Ok((attr, fh)) => reply.created(
+                    &ATTR_TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}

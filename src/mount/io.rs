@@ -1,0 +1,141 @@
+//! File I/O of the core: open, read, write, flush, release.
+//!
+//! All handles of one inode share one [`OpenFile`] (see `handles.rs`), so
+//! a reader sees what another handle wrote before it was flushed. `flush`
+//! (each `close`) and `fsync` store everything before they return: a later
+//! `open`, here or on another machine, sees the data (close-to-open).
+
+use super::core::Core;
+use crate::fs::{BlockStore, FsError, Kind, OpenFile};
+
+/// The part of the `open(2)` flags the core looks at.
+fn truncates(flags: i32) -> bool {
+    flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY
+}
+
+impl<S: BlockStore> Core<S> {
+    /// Opens file `ino`; returns the handle. The manifest is reloaded from
+    /// the store unless the file is open here with unsaved changes.
+    pub async fn open(&self, ino: u64, flags: i32) -> Result<u64, FsError> {
+        let link = self.inodes().link(ino)?;
+        match link.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::Symlink => return Err(FsError::Invalid("cannot open a symlink".into())),
+        }
+        let attached = self.handles().attach(ino);
+        let (fh, file, fresh) = match attached {
+            Some((fh, file)) => (fh, file, false),
+            None => {
+                let f = OpenFile::open(&self.vault, link).await?;
+                self.handles().attach_or_insert(ino, f)
+            }
+        };
+        let mut f = file.lock().await;
+        let prepared = async {
+            if !fresh {
+                f.refresh(&self.vault).await?;
+            }
+            if truncates(flags) && f.size() > 0 {
+                f.truncate(&self.vault, 0).await?;
+            }
+            Ok::<(), FsError>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            drop(f);
+            self.close(fh);
+            return Err(e);
+        }
+        self.after_change(ino, &f);
+        Ok(fh)
+    }
+
+    /// The file behind handle `fh`.
+    fn file_of(&self, fh: u64) -> Result<(u64, super::handles::SharedFile), FsError> {
+        self.handles()
+            .file(fh)
+            .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")))
+    }
+
+    /// Reads up to `size` bytes at `offset` through handle `fh`.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let (_, file) = self.file_of(fh)?;
+        let mut f = file.lock().await;
+        f.read(&self.vault, offset, size as usize).await
+    }
+
+    /// Writes `data` at `offset` through handle `fh`; returns its length.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let (ino, file) = self.file_of(fh)?;
+        let mut f = file.lock().await;
+        let n = f.write(&self.vault, offset, data).await?;
+        self.handles().set_attrs(ino, &f.state.obj.attrs);
+        Ok(n as u32)
+    }
+
+    /// Stores the file behind `fh`: chunks, then manifest (`flush` on
+    /// every close, and `fsync`).
+    pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let (ino, file) = self.file_of(fh)?;
+        let mut f = file.lock().await;
+        if self.handles().is_unlinked(ino) {
+            return Ok(());
+        }
+        let res = f.flush(&self.vault).await;
+        self.after_change(ino, &f);
+        res
+    }
+
+    /// Closes handle `fh`, storing unsaved changes first.
+    pub async fn release(&self, fh: u64) -> Result<(), FsError> {
+        let Ok((ino, file)) = self.file_of(fh) else {
+            return Ok(());
+        };
+        let res = {
+            let mut f = file.lock().await;
+            if f.is_dirty() && !self.handles().is_unlinked(ino) {
+                let res = f.flush(&self.vault).await;
+                self.after_change(ino, &f);
+                res
+            } else {
+                Ok(())
+            }
+        };
+        self.close(fh);
+        res
+    }
+
+    /// Forgets handle `fh` (and the inode, if the kernel forgot it).
+    fn close(&self, fh: u64) {
+        let mut t = self.inodes();
+        if let Some((ino, true)) = self.handles().detach(fh) {
+            t.drop_if_unused(ino);
+        }
+    }
+
+    /// Stores every open file with unsaved changes (at unmount).
+    pub async fn flush_all(&self) -> Result<(), FsError> {
+        let files = self.handles().all_files();
+        let mut first_err = None;
+        for (ino, file) in files {
+            let mut f = file.lock().await;
+            if f.is_dirty()
+                && !self.handles().is_unlinked(ino)
+                && let Err(e) = f.flush(&self.vault).await
+            {
+                log::warn!("unmount: file could not be stored: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Whether any open file has unsaved changes (without waiting).
+    pub fn has_unsaved(&self) -> bool {
+        self.handles()
+            .all_files()
+            .iter()
+            .any(|(_, f)| f.try_lock().map_or(true, |f| f.is_dirty()))
+    }
+}

@@ -1,0 +1,402 @@
+//! The async core over the in-memory store, without mounting.
+
+use super::attr::AttrChange;
+use super::core::{ATTR_TTL, Core};
+use super::inodes::ROOT_INO;
+use crate::fs::backend::MemStore;
+use crate::fs::object::CHUNK_SIZE;
+use crate::fs::{FsError, Identity, OpenFile, Vault};
+use fuser::{FileType, RenameFlags, TimeOrNow};
+use std::sync::Arc;
+
+const SECRET: [u8; 32] = [7; 32];
+
+fn core() -> Core<MemStore> {
+    Core::new(Vault::new(
+        Arc::new(MemStore::default()),
+        Identity::generate(),
+    ))
+}
+
+/// Two "machines" of one user over one store.
+fn two_cores() -> (Core<MemStore>, Core<MemStore>) {
+    let store = Arc::new(MemStore::default());
+    (
+        Core::new(Vault::new(
+            Arc::clone(&store),
+            Identity::from_secret(SECRET),
+        )),
+        Core::new(Vault::new(store, Identity::from_secret(SECRET))),
+    )
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
+    r.unwrap_err().errno()
+}
+
+/// Creates `name` in `parent` with `data`, closed.
+async fn put(c: &Core<MemStore>, parent: u64, name: &[u8], data: &[u8]) -> u64 {
+    let (attr, fh) = c.create(parent, name, 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, data).await.unwrap();
+    c.flush(fh).await.unwrap();
+    c.release(fh).await.unwrap();
+    attr.ino.0
+}
+
+async fn get(c: &Core<MemStore>, ino: u64) -> Vec<u8> {
+    let fh = c.open(ino, libc::O_RDONLY).await.unwrap();
+    let size = c.getattr(ino).await.unwrap().size;
+    let data = c.read(fh, 0, size as u32 + 10).await.unwrap();
+    c.release(fh).await.unwrap();
+    data
+}
+
+#[tokio::test]
+async fn create_lookup_getattr() {
+    let c = core();
+    let (attr, fh) = c.create(ROOT_INO, b"f", 0o640, 5, 6).await.unwrap();
+    assert_eq!(attr.kind, FileType::RegularFile);
+    assert_eq!((attr.perm, attr.uid, attr.gid, attr.size), (0o640, 5, 6, 0));
+    c.release(fh).await.unwrap();
+    let found = c.lookup(ROOT_INO, b"f").await.unwrap();
+    assert_eq!(found.ino, attr.ino);
+    assert_eq!(c.getattr(attr.ino.0).await.unwrap().perm, 0o640);
+    assert_eq!(errno(c.lookup(ROOT_INO, b"nope").await), libc::ENOENT);
+    let root = c.getattr(ROOT_INO).await.unwrap();
+    assert_eq!((root.kind, root.nlink), (FileType::Directory, 2));
+    // Lookups are counted: the inode goes after as many forgets.
+    c.forget(attr.ino.0, 2);
+    assert_eq!(errno(c.getattr(attr.ino.0).await), libc::ENOENT);
+    let again = c.lookup(ROOT_INO, b"f").await.unwrap();
+    assert_eq!(again.ino, attr.ino, "same object, same number");
+}
+
+#[tokio::test]
+async fn names_are_checked() {
+    let c = core();
+    let long = [b'n'; 256];
+    assert_eq!(errno(c.lookup(ROOT_INO, &long).await), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(c.create(ROOT_INO, &long, 0o644, 0, 0).await),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno(c.mkdir(ROOT_INO, &long, 0o755, 0, 0).await),
+        libc::ENAMETOOLONG
+    );
+    c.mkdir(ROOT_INO, &[b'n'; 255], 0o755, 0, 0).await.unwrap();
+    // Non-UTF-8 names are fine.
+    let odd = [0xff, 0xfe, b'x'];
+    let ino = put(&c, ROOT_INO, &odd, b"odd").await;
+    assert_eq!(c.lookup(ROOT_INO, &odd).await.unwrap().ino.0, ino);
+    assert_eq!(
+        errno(
+            c.mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o644, 0, 0)
+                .await
+        ),
+        libc::ENOTSUP
+    );
+    let reg = c
+        .mknod(ROOT_INO, b"reg", libc::S_IFREG | 0o600, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!((reg.kind, reg.perm), (FileType::RegularFile, 0o600));
+}
+
+#[tokio::test]
+async fn write_read_through_handles() {
+    let c = core();
+    let data = pattern(2 * CHUNK_SIZE + 77, 3);
+    let ino = put(&c, ROOT_INO, b"big", &data).await;
+    assert_eq!(c.getattr(ino).await.unwrap().size, data.len() as u64);
+    assert_eq!(get(&c, ino).await, data);
+    // Overwrite in the middle through a new handle.
+    let fh = c.open(ino, libc::O_RDWR).await.unwrap();
+    c.write(fh, CHUNK_SIZE as u64 - 2, b"XXXX").await.unwrap();
+    assert_eq!(
+        c.read(fh, CHUNK_SIZE as u64 - 3, 6).await.unwrap(),
+        [
+            &data[CHUNK_SIZE - 3..CHUNK_SIZE - 2],
+            b"XXXX",
+            &data[CHUNK_SIZE + 2..CHUNK_SIZE + 3]
+        ]
+        .concat()
+    );
+    c.release(fh).await.unwrap(); // release stores unsaved changes
+    let (_, v) = c.vault.resolve("/big").await.unwrap();
+    let mut f = OpenFile::from_state(c.vault.resolve("/big").await.unwrap().0, v);
+    assert_eq!(
+        f.read(&c.vault, CHUNK_SIZE as u64 - 2, 4).await.unwrap(),
+        b"XXXX"
+    );
+    // O_TRUNC empties.
+    let fh = c.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    assert_eq!(c.getattr(ino).await.unwrap().size, 0);
+    c.release(fh).await.unwrap();
+    assert!(get(&c, ino).await.is_empty());
+}
+
+#[tokio::test]
+async fn handles_of_one_file_share_its_state() {
+    let c = core();
+    let ino = put(&c, ROOT_INO, b"f", b"").await;
+    let w = c.open(ino, libc::O_WRONLY).await.unwrap();
+    let r = c.open(ino, libc::O_RDONLY).await.unwrap();
+    {
+        let h = c.handles();
+        let (_, a) = h.file(w).unwrap();
+        let (_, b) = h.file(r).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+    c.write(w, 0, b"unsaved").await.unwrap();
+    // Not flushed, yet visible to the other handle and in getattr.
+    assert_eq!(c.read(r, 0, 100).await.unwrap(), b"unsaved");
+    assert_eq!(c.getattr(ino).await.unwrap().size, 7);
+    assert_eq!(c.lookup(ROOT_INO, b"f").await.unwrap().size, 7);
+    c.release(w).await.unwrap();
+    // One handle left: still open, state kept.
+    assert!(c.handles().is_open(ino));
+    c.release(r).await.unwrap();
+    assert!(!c.handles().is_open(ino));
+    assert_eq!(get(&c, ino).await, b"unsaved");
+}
+
+#[tokio::test]
+async fn readdir_lists_dot_dotdot_and_sorted_entries_with_stable_offsets() {
+    let c = core();
+    let d = c.mkdir(ROOT_INO, b"d", 0o755, 0, 0).await.unwrap().ino.0;
+    for n in [&b"c"[..], b"a", b"b"] {
+        put(&c, d, n, b"x").await;
+    }
+    c.symlink(d, b"s", b"a", 0, 0).await.unwrap();
+    c.mkdir(d, b"sub", 0o755, 0, 0).await.unwrap();
+    let fh = c.opendir(d).unwrap();
+    let all = c.readdir(d, fh, 0).await.unwrap();
+    let names: Vec<&[u8]> = all.iter().map(|e| e.name.as_slice()).collect();
+    assert_eq!(names, [&b"."[..], b"..", b"a", b"b", b"c", b"s", b"sub"]);
+    assert_eq!((all[0].ino, all[1].ino), (d, ROOT_INO));
+    assert_eq!(all[5].kind, FileType::Symlink);
+    assert_eq!(all[6].kind, FileType::Directory);
+    // The number readdir reports is the one lookup gives.
+    assert_eq!(c.lookup(d, b"b").await.unwrap().ino.0, all[3].ino);
+    // A change between calls does not shift later offsets of this handle.
+    put(&c, d, b"0first", b"x").await;
+    let rest = c.readdir(d, fh, 4).await.unwrap();
+    assert_eq!(rest[4].name, b"c");
+    c.releasedir(fh);
+    let fh = c.opendir(d).unwrap();
+    assert_eq!(c.readdir(d, fh, 0).await.unwrap()[2].name, b"0first");
+    c.releasedir(fh);
+    assert_eq!(errno(c.opendir(all[3].ino)), libc::ENOTDIR);
+}
+
+#[tokio::test]
+async fn rename_moves_replaces_and_refuses() {
+    let c = core();
+    let a = c.mkdir(ROOT_INO, b"a", 0o755, 0, 0).await.unwrap().ino.0;
+    let b = c.mkdir(a, b"b", 0o755, 0, 0).await.unwrap().ino.0;
+    let x = c.mkdir(ROOT_INO, b"x", 0o755, 0, 0).await.unwrap().ino.0;
+    let f = put(&c, a, b"f", b"one").await;
+    put(&c, x, b"g", b"two").await;
+    // Into its own subtree (and onto itself as a child).
+    assert_eq!(
+        errno(
+            c.rename(ROOT_INO, b"a", b, b"a2", RenameFlags::empty())
+                .await
+        ),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(
+            c.rename(ROOT_INO, b"a", a, b"a2", RenameFlags::empty())
+                .await
+        ),
+        libc::EINVAL
+    );
+    // NOREPLACE, EXCHANGE.
+    assert_eq!(
+        errno(
+            c.rename(a, b"f", x, b"g", RenameFlags::RENAME_NOREPLACE)
+                .await
+        ),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(
+            c.rename(a, b"f", x, b"g", RenameFlags::RENAME_EXCHANGE)
+                .await
+        ),
+        libc::ENOTSUP
+    );
+    // Across directories, replacing the target; the inode moves along.
+    c.rename(a, b"f", x, b"g", RenameFlags::empty())
+        .await
+        .unwrap();
+    assert_eq!(errno(c.lookup(a, b"f").await), libc::ENOENT);
+    assert_eq!(c.lookup(x, b"g").await.unwrap().ino.0, f);
+    assert_eq!(get(&c, f).await, b"one");
+    // A directory moves, and then may go under its old sibling.
+    c.rename(ROOT_INO, b"x", b, b"x", RenameFlags::empty())
+        .await
+        .unwrap();
+    assert_eq!(c.lookup(b, b"x").await.unwrap().ino.0, x);
+    assert_eq!(
+        errno(c.rename(a, b"b", x, b"bb", RenameFlags::empty()).await),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(c.rename(a, b"nope", x, b"n", RenameFlags::empty()).await),
+        libc::ENOENT
+    );
+    // Over a non-empty directory.
+    assert_eq!(
+        errno(
+            c.rename(b, b"x", ROOT_INO, b"a", RenameFlags::empty())
+                .await
+        ),
+        libc::ENOTEMPTY
+    );
+}
+
+#[tokio::test]
+async fn unlink_and_rmdir() {
+    let c = core();
+    let d = c.mkdir(ROOT_INO, b"d", 0o755, 0, 0).await.unwrap().ino.0;
+    put(&c, d, b"f", b"x").await;
+    assert_eq!(errno(c.rmdir(ROOT_INO, b"d").await), libc::ENOTEMPTY);
+    assert_eq!(errno(c.unlink(ROOT_INO, b"d").await), libc::EISDIR);
+    assert_eq!(errno(c.rmdir(d, b"f").await), libc::ENOTDIR);
+    c.unlink(d, b"f").await.unwrap();
+    assert_eq!(errno(c.lookup(d, b"f").await), libc::ENOENT);
+    c.rmdir(ROOT_INO, b"d").await.unwrap();
+    assert_eq!(errno(c.lookup(ROOT_INO, b"d").await), libc::ENOENT);
+    assert_eq!(errno(c.unlink(ROOT_INO, b"d").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn unlinked_while_open_stays_readable() {
+    let c = core();
+    let (attr, fh) = c.create(ROOT_INO, b"tmp", 0o600, 0, 0).await.unwrap();
+    c.write(fh, 0, b"scratch").await.unwrap();
+    c.unlink(ROOT_INO, b"tmp").await.unwrap();
+    c.write(fh, 7, b" more").await.unwrap();
+    assert_eq!(c.read(fh, 0, 100).await.unwrap(), b"scratch more");
+    assert_eq!(c.getattr(attr.ino.0).await.unwrap().size, 12);
+    c.flush(fh).await.unwrap();
+    c.release(fh).await.unwrap();
+    assert_eq!(errno(c.vault.resolve("/tmp").await), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn symlink_and_readlink() {
+    let c = core();
+    let s = c
+        .symlink(ROOT_INO, b"s", b"../some/where", 1, 2)
+        .await
+        .unwrap();
+    assert_eq!((s.kind, s.size, s.perm), (FileType::Symlink, 13, 0o777));
+    assert_eq!(c.readlink(s.ino.0).await.unwrap(), b"../some/where");
+    let f = put(&c, ROOT_INO, b"f", b"x").await;
+    assert_eq!(errno(c.readlink(f).await), libc::EINVAL);
+    assert_eq!(errno(c.open(s.ino.0, libc::O_RDONLY).await), libc::EINVAL);
+}
+
+#[tokio::test]
+async fn setattr_truncates_and_changes_attributes() {
+    let c = core();
+    let data = pattern(CHUNK_SIZE + 500, 9);
+    let ino = put(&c, ROOT_INO, b"f", &data).await;
+    // Not open: a temporary open file truncates and stores at once.
+    let a = c
+        .setattr(ino, Some(100), &AttrChange::default())
+        .await
+        .unwrap();
+    assert_eq!(a.size, 100);
+    assert_eq!(get(&c, ino).await, data[..100]);
+    let (_, v) = c.vault.resolve("/f").await.unwrap();
+    assert_eq!(v.obj.attrs.size, 100);
+    // chmod, chown, utimens (now and a given time).
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_234_567);
+    let change = AttrChange {
+        mode: Some(0o600),
+        uid: Some(42),
+        gid: Some(43),
+        atime: Some(TimeOrNow::Now),
+        mtime: Some(TimeOrNow::SpecificTime(t)),
+    };
+    let a = c.setattr(ino, None, &change).await.unwrap();
+    assert_eq!((a.perm, a.uid, a.gid, a.mtime), (0o600, 42, 43, t));
+    let (_, v) = c.vault.resolve("/f").await.unwrap();
+    assert_eq!((v.obj.attrs.mode, v.obj.attrs.uid), (0o600, 42));
+    // Open and clean: changes are stored at once too.
+    let fh = c.open(ino, libc::O_RDWR).await.unwrap();
+    let a = c
+        .setattr(ino, Some(3), &AttrChange::default())
+        .await
+        .unwrap();
+    assert_eq!(a.size, 3);
+    assert_eq!(c.vault.resolve("/f").await.unwrap().1.obj.attrs.size, 3);
+    // Open with unsaved writes: growing zero-fills; saved on close.
+    c.write(fh, 3, b"abc").await.unwrap();
+    c.setattr(ino, Some(10), &AttrChange::default())
+        .await
+        .unwrap();
+    assert_eq!(c.getattr(ino).await.unwrap().size, 10);
+    c.release(fh).await.unwrap();
+    assert_eq!(get(&c, ino).await, [&data[..3], b"abc", &[0; 4]].concat());
+    // Directories: chmod yes, truncate no; the root too.
+    let d = c.mkdir(ROOT_INO, b"d", 0o755, 0, 0).await.unwrap().ino.0;
+    assert_eq!(
+        errno(c.setattr(d, Some(0), &AttrChange::default()).await),
+        libc::EISDIR
+    );
+    let chmod = AttrChange {
+        mode: Some(0o700),
+        ..Default::default()
+    };
+    assert_eq!(c.setattr(d, None, &chmod).await.unwrap().perm, 0o700);
+    assert_eq!(c.setattr(ROOT_INO, None, &chmod).await.unwrap().perm, 0o700);
+    assert_eq!(c.getattr(ROOT_INO).await.unwrap().perm, 0o700);
+}
+
+#[tokio::test]
+async fn open_sees_the_last_close_elsewhere() {
+    let (a, b) = two_cores();
+    let ino_a = put(&a, ROOT_INO, b"f", b"from a").await;
+    // B sees the new entry (its cache is empty).
+    let ino_b = b.lookup(ROOT_INO, b"f").await.unwrap().ino.0;
+    assert_eq!(get(&b, ino_b).await, b"from a");
+    // A rewrites; B's next open reloads the manifest at once.
+    let fh = a.open(ino_a, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    a.write(fh, 0, b"second version").await.unwrap();
+    a.flush(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    let fh = b.open(ino_b, libc::O_RDONLY).await.unwrap();
+    assert_eq!(b.read(fh, 0, 100).await.unwrap(), b"second version");
+    b.release(fh).await.unwrap();
+    // A new entry by A reaches B's lookups within the TTL.
+    put(&a, ROOT_INO, b"g", b"").await;
+    tokio::time::sleep(ATTR_TTL + std::time::Duration::from_millis(50)).await;
+    b.lookup(ROOT_INO, b"g").await.unwrap();
+}
+
+#[tokio::test]
+async fn flush_all_stores_open_files() {
+    let c = core();
+    let (attr, fh) = c.create(ROOT_INO, b"f", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"pending").await.unwrap();
+    assert!(c.has_unsaved());
+    c.flush_all().await.unwrap();
+    assert!(!c.has_unsaved());
+    let (_, v) = c.vault.resolve("/f").await.unwrap();
+    assert_eq!(v.obj.attrs.size, 7);
+    c.release(fh).await.unwrap();
+    assert_eq!(c.statfs().namelen, 255);
+    let _ = attr;
+}

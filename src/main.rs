@@ -3,7 +3,10 @@
 use clap::Parser;
 use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
 use peerstore::node::{self, NodeConfig, ring::Timers};
+use peerstore::cache::{BlockCache, CachedStore};
+use peerstore::fs::{Identity, Vault};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> ExitCode {
@@ -99,16 +102,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs a node until SIGINT or SIGTERM, then leaves the ring gracefully.
+/// Runs a node until SIGINT or SIGTERM (or, with `--mount`, until its
+/// folder is unmounted), then leaves the ring gracefully.
 async fn run_node(a: NodeArgs) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     // Install the handlers first, so a signal during start-up is not fatal.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
+    if let Some(dir) = &a.mount {
+        // A crashed earlier run may have left a dead mount on our folder.
+        if peerstore::mount::clear_stale_mount(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            log::warn!("cleared a stale mount at {}", dir.display());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let identity = match &a.mount {
+        Some(_) => Some(Identity::load_or_create(&a.identity.identity).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let cfg = NodeConfig {
         listen: a.listen,
         advertise: a.advertise,
-        data: a.data,
+        data: a.data.clone(),
         join: a.join,
         replicas: a.replicas,
         succ_list: a.successors,
@@ -125,14 +140,40 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         _ = term.recv() => return Err("terminated while starting".into()),
         _ = int.recv() => return Err("interrupted while starting".into()),
     };
-    println!(
-        "node {} listening on {}",
-        running.node.ring.me().id,
-        running.addr
-    );
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM: leaving the ring"),
-        _ = int.recv() => log::info!("SIGINT: leaving the ring"),
+    println!("node {} listening on {}", running.node.ring.me().id, running.addr);
+    let mounted = match (&a.mount, identity) {
+        (Some(dir), Some(identity)) => {
+            let cache = BlockCache::open(&a.data.join("cache"), a.cache_size)
+                .map_err(|e| format!("block cache in {}: {e}", a.data.display()))?;
+            let store = CachedStore {
+                inner: running.node.dht_client(),
+                cache: Arc::new(cache),
+            };
+            let vault = Vault::new(Arc::new(store), identity);
+            let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir)
+                .map_err(|e| format!("cannot mount {}: {e}", dir.display()))?;
+            println!("mounted at {}", dir.display());
+            Some(m)
+        }
+        _ => None,
+    };
+    let unmounted = mounted.as_ref().map(|m| m.unmounted());
+    let by_unmount = tokio::select! {
+        _ = term.recv() => { log::info!("SIGTERM: leaving the ring"); false }
+        _ = int.recv() => { log::info!("SIGINT: leaving the ring"); false }
+        _ = async { match unmounted { Some(u) => u.await, None => std::future::pending().await } } => {
+            log::info!("folder unmounted: leaving the ring");
+            true
+        }
+    };
+    if let Some(m) = mounted {
+        // Unmounting flushes files still open; it blocks, so off the runtime.
+        let res = tokio::task::spawn_blocking(move || if by_unmount { Ok(()) } else { m.unmount() }).await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("unmount: {e}"),
+            Err(e) => log::warn!("unmount task: {e}"),
+        }
     }
     running.shutdown().await
 }

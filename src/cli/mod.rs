@@ -184,6 +184,14 @@ pub struct NodeArgs {
     /// Timeout of every call to a peer, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub rpc_timeout_ms: u64,
+    /// Mount the file tree at this folder (unmounting it stops the node).
+    #[arg(long)]
+    pub mount: Option<PathBuf>,
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// Local block cache size in bytes (with --mount).
+    #[arg(long, default_value_t = crate::cache::DEFAULT_CACHE_BYTES)]
+    pub cache_size: u64,
 }
 
 /// `$XDG_DATA_HOME/peerstore`, or `~/.local/share/peerstore`.

@@ -111,39 +111,34 @@ impl Node {
         self.dht.transport.replica_call(peer, req).await
     }
 
+    /// A DHT client of this node, for the file system layer.
+    pub fn dht_client(&self) -> Dht<NodeTransport> {
+        let t = &self.dht.transport;
+        Dht {
+            transport: NodeTransport {
+                ring: Arc::clone(&t.ring),
+                store: Arc::clone(&t.store),
+                pool: t.pool.clone(),
+                me: t.me,
+            },
+            replicas: self.replicas,
+        }
+    }
+
     /// A callback that refetches a block found corrupt from its replicas.
     fn refetcher(&self) -> impl FnOnce(Id) + use<> {
-        let ring = Arc::clone(&self.ring);
+        let dht = self.dht_client();
         let store = Arc::clone(&self.store);
-        let pool = self.dht.transport.pool.clone();
-        let replicas = self.replicas;
         move |key: Id| {
             tokio::spawn(async move {
-                let me = ring.me().id;
-                let dht = Dht {
-                    transport: NodeTransport {
-                        ring,
-                        store: Arc::clone(&store),
-                        pool,
-                        me,
-                    },
-                    replicas,
-                };
                 match dht.get_block(key).await {
                     Ok(data) => {
-                        let res =
-                            tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
+                        let res = tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
                         if matches!(res, Ok(Ok(_))) {
-                            log::info!(
-                                "block {}: corrupt copy replaced from a replica",
-                                key.short()
-                            );
+                            log::info!("block {}: corrupt copy replaced from a replica", key.short());
                         }
                     }
-                    Err(e) => log::warn!(
-                        "block {}: corrupt copy could not be refetched: {e}",
-                        key.short()
-                    ),
+                    Err(e) => log::warn!("block {}: corrupt copy could not be refetched: {e}", key.short()),
                 }
             });
         }

@@ -24,12 +24,15 @@ pub struct Record {
     /// The owner's ed25519 public key; the record key hangs off it.
     pub owner: [u8; 32],
     /// The owner's name for the record (opaque bytes, often itself a hash).
+    #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// Version number; a store keeps the highest it has seen.
     pub seq: u64,
     /// The payload, or `None` for a signed delete (tombstone).
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     /// ed25519 signature over the key, sequence number and value.
+    #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
 }
 

@@ -116,7 +116,11 @@ pub enum ItemVersion {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaRequest {
     /// Store a block replica. → `Stored`.
-    StoreBlock { key: Id, data: Vec<u8> },
+    StoreBlock {
+        key: Id,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Read a local block replica. → `Block`.
     FetchBlock { key: Id },
     /// Store a record version (refused if not newer). `expected_seq`
@@ -136,7 +140,7 @@ pub enum ReplicaRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaResponse {
     Stored,
-    Block(Vec<u8>),
+    Block(#[serde(with = "serde_bytes")] Vec<u8>),
     Record(Record),
     /// Indexes into the request's item list.
     Missing(Vec<u32>),
@@ -148,7 +152,10 @@ pub enum ClientRequest {
     /// Find the owner of `key`. → `Lookup`.
     Lookup { key: Id },
     /// Store a block on its r replicas. → `Put`.
-    PutBlock { data: Vec<u8> },
+    PutBlock {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// Read a block from its replicas. → `Block`.
     GetBlock { key: Id },
     /// Store a record on its r replicas. → `Put`.

@@ -6,7 +6,7 @@
 //! is only a cache: writes skip fsync, a crash at worst leaves a file that
 //! fails its hash). Blocks arrive here already encrypted, so the cache holds
 //! no plaintext. [`CachedStore`] puts it in front of any vault backend:
-//! writes go through to the backend and are kept; reads try the cache first.
+//! writes go to the backend; reads try the cache first and keep what they fetch.
 //!
 //! Layout: `DIR/<first 2 hex>/<64 hex>` holds the block bytes; `DIR/tmp/`
 //! holds files being written.
@@ -231,14 +231,10 @@ pub struct CachedStore<S> {
 
 impl<S: BlockStore> BlockStore for CachedStore<S> {
     async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        let key = Id::hash(&data);
-        let cache = Arc::clone(&self.cache);
-        // Keep a copy while the upload runs; the disk write overlaps the network.
-        let copy = data.clone();
-        let keep = tokio::task::spawn_blocking(move || cache.insert(key, &copy));
-        let res = self.inner.put_block(data).await;
-        let _ = keep.await;
-        res
+        // Not kept on write: the writer's recent chunks stay decrypted in
+        // memory, and skipping the copy keeps the write path lean. Reads fill
+        // the cache.
+        self.inner.put_block(data).await
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
@@ -318,6 +314,7 @@ mod tests {
             cache: Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
         };
         let key = s.put_block(b"block".to_vec()).await.unwrap();
+        assert_eq!(s.get_block(key).await.unwrap(), b"block");
         s.inner.blocks.lock().unwrap().clear();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
         s.cache.clear();

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Chunk uploads in flight per vault (the write pipeline's depth).
-pub const UPLOAD_SLOTS: usize = 32;
+pub const UPLOAD_SLOTS: usize = 64;
 /// Decrypted chunks kept in memory for reads.
 const PLAIN_CACHE_CHUNKS: usize = 24;
 /// Attempts of a compare-and-swap update before giving up.

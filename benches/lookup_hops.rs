@@ -12,7 +12,10 @@ use peerstore::sim::{Sim, SimConfig};
 
 fn main() {
     let mut ok = true;
-    println!("{:>6} {:>8} {:>10} {:>8} {:>10} {:>8}", "N", "lookups", "mean hops", "bound", "p99 hops", "bound");
+    println!(
+        "{:>6} {:>8} {:>10} {:>8} {:>10} {:>8}",
+        "N", "lookups", "mean hops", "bound", "p99 hops", "bound"
+    );
     for &n in &[64usize, 256, 1024] {
         let mut sim = Sim::new(SimConfig {
             seed: 42,

@@ -16,17 +16,17 @@
 //!   repairs replicas, leaves gracefully.
 //! - [`cli`]: the command-line client commands.
 
-pub mod id;
-pub mod record;
-pub mod wire;
-pub mod net;
-pub mod store;
+pub mod cache;
 pub mod chord;
+pub mod cli;
+pub mod dht;
+pub mod fs;
+pub mod id;
+pub mod mount;
+pub mod net;
+pub mod node;
+pub mod record;
 pub mod replica;
 pub mod sim;
-pub mod dht;
-pub mod node;
-pub mod fs;
-pub mod mount;
-pub mod cache;
-pub mod cli;
+pub mod store;
+pub mod wire;

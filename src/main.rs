@@ -1,10 +1,10 @@
 //! `peerstore`: the node and the command-line client.
 
 use clap::Parser;
-use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
-use peerstore::node::{self, NodeConfig, ring::Timers};
 use peerstore::cache::{BlockCache, CachedStore};
+use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
 use peerstore::fs::{Identity, Vault};
+use peerstore::node::{self, NodeConfig, ring::Timers};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +111,9 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
     if let Some(dir) = &a.mount {
         // A crashed earlier run may have left a dead mount on our folder.
-        if peerstore::mount::clear_stale_mount(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        if peerstore::mount::clear_stale_mount(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+        {
             log::warn!("cleared a stale mount at {}", dir.display());
         }
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -140,7 +142,11 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         _ = term.recv() => return Err("terminated while starting".into()),
         _ = int.recv() => return Err("interrupted while starting".into()),
     };
-    println!("node {} listening on {}", running.node.ring.me().id, running.addr);
+    println!(
+        "node {} listening on {}",
+        running.node.ring.me().id,
+        running.addr
+    );
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
             let cache = BlockCache::open(&a.data.join("cache"), a.cache_size)
@@ -168,7 +174,9 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
     };
     if let Some(m) = mounted {
         // Unmounting flushes files still open; it blocks, so off the runtime.
-        let res = tokio::task::spawn_blocking(move || if by_unmount { Ok(()) } else { m.unmount() }).await;
+        let res =
+            tokio::task::spawn_blocking(move || if by_unmount { Ok(()) } else { m.unmount() })
+                .await;
         match res {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::warn!("unmount: {e}"),

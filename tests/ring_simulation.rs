@@ -40,7 +40,9 @@ fn build(seed: u64, n: usize, keys: u64) -> (Sim, BTreeSet<Id>) {
 
 fn check(seed: u64, sim: &Sim, stored: &BTreeSet<Id>, phase: &str) {
     if let Err(e) = sim.check_ring() {
-        panic!("seed {seed} ({phase}): ring invariant broken: {e}\nreplay: PEERSTORE_SIM_SEEDS={seed} cargo test --test ring_simulation");
+        panic!(
+            "seed {seed} ({phase}): ring invariant broken: {e}\nreplay: PEERSTORE_SIM_SEEDS={seed} cargo test --test ring_simulation"
+        );
     }
     let held = sim.all_keys();
     let lost: Vec<_> = stored.difference(&held).collect();
@@ -56,20 +58,37 @@ fn lookups_agree(seed: u64, sim: &mut Sim, n: usize, phase: &str) {
     let before = (sim.hops.len(), sim.wrong_owners, sim.failed_lookups);
     sim.measure_lookups(n);
     sim.run_for(10_000);
-    assert_eq!(sim.hops.len() - before.0, n, "seed {seed} ({phase}): lookups did not all finish");
-    assert_eq!(sim.wrong_owners, before.1, "seed {seed} ({phase}): lookups disagree with the true owner");
-    assert_eq!(sim.failed_lookups, before.2, "seed {seed} ({phase}): lookups failed");
+    assert_eq!(
+        sim.hops.len() - before.0,
+        n,
+        "seed {seed} ({phase}): lookups did not all finish"
+    );
+    assert_eq!(
+        sim.wrong_owners, before.1,
+        "seed {seed} ({phase}): lookups disagree with the true owner"
+    );
+    assert_eq!(
+        sim.failed_lookups, before.2,
+        "seed {seed} ({phase}): lookups failed"
+    );
 }
 
 #[test]
 fn ring_of_256_converges_and_lookups_agree() {
     for seed in seeds(&[1]) {
         let (mut sim, stored) = build(seed, 256, 500);
-        assert_eq!(sim.live_members().len(), 256, "seed {seed}: not every node joined");
+        assert_eq!(
+            sim.live_members().len(),
+            256,
+            "seed {seed}: not every node joined"
+        );
         check(seed, &sim, &stored, "after joins");
         lookups_agree(seed, &mut sim, 1000, "after joins");
         let mean = sim.hops.iter().map(|&h| h as f64).sum::<f64>() / sim.hops.len() as f64;
-        assert!(mean <= 0.5 * 8.0 + 1.0, "seed {seed}: mean hops {mean:.2} on 256 nodes");
+        assert!(
+            mean <= 0.5 * 8.0 + 1.0,
+            "seed {seed}: mean hops {mean:.2} on 256 nodes"
+        );
     }
 }
 
@@ -105,7 +124,10 @@ fn ring_survives_churn_loss_and_crashes() {
                 sim.check_zave();
             }
         }
-        assert!(joins > 10 && leaves > 10 && crashes > 3, "seed {seed}: churn too mild");
+        assert!(
+            joins > 10 && leaves > 10 && crashes > 3,
+            "seed {seed}: churn too mild"
+        );
         assert!(
             sim.zave_violations.is_empty(),
             "seed {seed}: Zave's invariant broken during churn: {:?}\nreplay: PEERSTORE_SIM_SEEDS={seed} cargo test --test ring_simulation",

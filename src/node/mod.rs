@@ -133,12 +133,19 @@ impl Node {
             tokio::spawn(async move {
                 match dht.get_block(key).await {
                     Ok(data) => {
-                        let res = tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
+                        let res =
+                            tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
                         if matches!(res, Ok(Ok(_))) {
-                            log::info!("block {}: corrupt copy replaced from a replica", key.short());
+                            log::info!(
+                                "block {}: corrupt copy replaced from a replica",
+                                key.short()
+                            );
                         }
                     }
-                    Err(e) => log::warn!("block {}: corrupt copy could not be refetched: {e}", key.short()),
+                    Err(e) => log::warn!(
+                        "block {}: corrupt copy could not be refetched: {e}",
+                        key.short()
+                    ),
                 }
             });
         }

@@ -10,7 +10,7 @@
 //! chunks being uploaded, or the stored chunks, and start fetching the
 //! next chunks ahead of a sequential reader.
 
-use super::object::{Body, CHUNK_SIZE, Chunk, Link, MAX_CHUNKS, Object, Time};
+use super::object::{Body, CHUNK_SIZE, Chunk, INLINE_MAX, Link, MAX_CHUNKS, Object, Time};
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
 use std::collections::{BTreeMap, HashMap};
@@ -43,14 +43,28 @@ pub struct OpenFile {
 
 fn chunks_of(obj: &Object) -> &[Option<Chunk>] {
     match &obj.body {
-        Body::File { chunks } => chunks,
+        Body::File { chunks, .. } => chunks,
         _ => &[],
+    }
+}
+
+fn inline_of(obj: &Object) -> Option<&Vec<u8>> {
+    match &obj.body {
+        Body::File { inline, .. } => inline.as_ref(),
+        _ => None,
+    }
+}
+
+fn inline_mut(obj: &mut Object) -> Result<&mut Option<Vec<u8>>, FsError> {
+    match &mut obj.body {
+        Body::File { inline, .. } => Ok(inline),
+        _ => Err(FsError::Invalid("not a regular file".into())),
     }
 }
 
 fn chunks_mut(obj: &mut Object) -> Result<&mut Vec<Option<Chunk>>, FsError> {
     match &mut obj.body {
-        Body::File { chunks } => Ok(chunks),
+        Body::File { chunks, .. } => Ok(chunks),
         Body::Dir { .. } => Err(FsError::IsDir),
         Body::Symlink { .. } => Err(FsError::Invalid("not a regular file".into())),
     }
@@ -165,6 +179,11 @@ impl OpenFile {
         }
         if let Some(d) = self.uploading.get(&idx) {
             return Ok(Some(Arc::clone(d)));
+        }
+        if idx == 0
+            && let Some(d) = inline_of(&self.state.obj)
+        {
+            return Ok(Some(Arc::new(d.clone())));
         }
         match chunks_of(&self.state.obj)
             .get(idx as usize)
@@ -326,6 +345,24 @@ impl OpenFile {
         Ok(())
     }
 
+    /// Small files keep their bytes in the manifest; a file that grew past
+    /// [`INLINE_MAX`] moves them into chunk 0.
+    async fn place_small_content<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+    ) -> Result<(), FsError> {
+        let size = self.size();
+        if size <= INLINE_MAX {
+            let data = self.read(vault, 0, size as usize).await?;
+            self.dirty.clear();
+            chunks_mut(&mut self.state.obj)?.clear();
+            *inline_mut(&mut self.state.obj)? = Some(data);
+        } else if let Some(d) = inline_mut(&mut self.state.obj)?.take() {
+            self.dirty.entry(0).or_insert(d);
+        }
+        Ok(())
+    }
+
     /// Marks attributes changed (chmod, utimens) so `flush` saves them.
     pub fn touch_attrs(&mut self) {
         self.modified = true;
@@ -334,6 +371,10 @@ impl OpenFile {
     /// Uploads every pending chunk, waits for all uploads, then saves the
     /// manifest. A concurrent writer's version is replaced (last writer wins).
     pub async fn flush<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
+        self.collect(true).await?;
+        if self.modified {
+            self.place_small_content(vault).await?;
+        }
         let pending: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
         for (idx, data) in pending {
             self.start_upload(vault, idx, data).await;

@@ -4,7 +4,8 @@
 //! A directory maps names to [`Link`]s (child record name, child key, kind),
 //! so whoever can read a directory can read its children and nobody else
 //! can. A file's content is a list of chunks, each an encrypted block; a
-//! missing chunk is a hole that reads as zeros. Chunk `i` covers bytes
+//! missing chunk is a hole that reads as zeros. A file of at most
+//! [`INLINE_MAX`] bytes keeps them inline in its (encrypted) manifest. Chunk `i` covers bytes
 //! `[i·CHUNK_SIZE, (i+1)·CHUNK_SIZE)`; CHUNK_SIZE leaves room for the seal
 //! overhead inside the 1 MiB block limit.
 //!
@@ -22,6 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// chunk fits a block.
 pub const CHUNK_SIZE: usize = (1 << 20) - 4096;
 const _: () = assert!(CHUNK_SIZE + SEAL_OVERHEAD <= MAX_BLOCK);
+
+/// Files up to this size keep their bytes in the manifest record.
+pub const INLINE_MAX: u64 = 8192;
 
 /// Longest file name, in bytes (as ext4).
 pub const MAX_NAME: usize = 255;
@@ -144,8 +148,12 @@ pub struct Chunk {
 /// The type-specific part of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// File content: chunk `i` or a hole.
-    File { chunks: Vec<Option<Chunk>> },
+    /// File content: chunk `i` or a hole; or, for a small file, the bytes
+    /// themselves (`inline`, with no chunks), saving a block per file.
+    File {
+        chunks: Vec<Option<Chunk>>,
+        inline: Option<Vec<u8>>,
+    },
     /// Directory entries by name.
     Dir { entries: BTreeMap<Vec<u8>, Link> },
     /// Symbolic link target.
@@ -163,7 +171,10 @@ impl Object {
     /// An empty object of `kind`.
     pub fn empty(kind: Kind, attrs: Attrs) -> Object {
         let body = match kind {
-            Kind::File => Body::File { chunks: Vec::new() },
+            Kind::File => Body::File {
+                chunks: Vec::new(),
+                inline: None,
+            },
             Kind::Dir => Body::Dir {
                 entries: BTreeMap::new(),
             },

@@ -16,9 +16,9 @@ use super::object::{Attrs, Body, Chunk, Kind, Link, Object, Time, chunk_aad};
 use super::{BlockStore, FsError, Identity, check_name, split_path};
 use crate::id::Id;
 use crate::record::MAX_RECORD_VALUE;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Chunk uploads in flight per vault (the write pipeline's depth).
@@ -48,7 +48,16 @@ pub struct Vault<S> {
     plain: Mutex<VecDeque<(Id, Arc<Vec<u8>>)>>,
     /// Blocks being fetched ahead of readers (so each is fetched once).
     prefetching: Mutex<HashSet<Id>>,
+    /// The last version of each directory this vault loaded or saved, used
+    /// as the first guess of a compare-and-swap update (a stale guess costs
+    /// one retry, never correctness).
+    dirs: Mutex<HashMap<Vec<u8>, (Versioned, Instant)>>,
 }
+
+/// How long a remembered directory version is used as a first guess.
+const DIR_GUESS_TTL: Duration = Duration::from_secs(5);
+/// Directories remembered at most.
+const DIR_GUESS_MAX: usize = 4096;
 
 impl<S: BlockStore> Vault<S> {
     /// A vault for `identity` over `store`.
@@ -59,6 +68,7 @@ impl<S: BlockStore> Vault<S> {
             upload_slots: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
             plain: Mutex::new(VecDeque::new()),
             prefetching: Mutex::new(HashSet::new()),
+            dirs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -90,6 +100,14 @@ impl<S: BlockStore> Vault<S> {
             None if root => {
                 return Ok(Versioned {
                     obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
+                    seq: 0,
+                });
+            }
+            // A linked file whose first save has not happened yet (new files
+            // are saved by their first flush) is empty.
+            None if link.kind == Kind::File => {
+                return Ok(Versioned {
+                    obj: Object::empty(Kind::File, Attrs::new(0o644, 0, 0)),
                     seq: 0,
                 });
             }
@@ -157,21 +175,63 @@ impl<S: BlockStore> Vault<S> {
         mut f: impl FnMut(&mut Object) -> Result<R, FsError>,
     ) -> Result<(Versioned, R), FsError> {
         for attempt in 0..CAS_ATTEMPTS {
-            let mut v = self.load(link).await?;
+            let mut v = match (attempt, self.guess(link)) {
+                (0, Some(g)) => g,
+                _ => self.load(link).await?,
+            };
             let r = f(&mut v.obj)?;
             match self.save(link, &v.obj, v.seq).await {
                 Ok(seq) => {
                     v.seq = seq;
+                    self.remember(link, &v);
                     return Ok((v, r));
                 }
                 Err(FsError::Conflict(_)) => {
-                    let jitter = rand::random::<u64>() % (5 << attempt.min(6));
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    self.forget(link);
+                    if attempt > 0 {
+                        let jitter = rand::random::<u64>() % (5 << attempt.min(6));
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.forget(link);
+                    return Err(e);
+                }
             }
         }
         Err(FsError::Conflict(None))
+    }
+
+    /// The remembered version of directory `link`, if recent.
+    fn guess(&self, link: &Link) -> Option<Versioned> {
+        if link.kind != Kind::Dir {
+            return None;
+        }
+        let d = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        d.get(&link.name)
+            .filter(|(_, at)| at.elapsed() < DIR_GUESS_TTL)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn remember(&self, link: &Link, v: &Versioned) {
+        if link.kind != Kind::Dir {
+            return;
+        }
+        let mut d = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if d.len() >= DIR_GUESS_MAX {
+            d.retain(|_, (_, at)| at.elapsed() < DIR_GUESS_TTL);
+            if d.len() >= DIR_GUESS_MAX {
+                d.clear();
+            }
+        }
+        d.insert(link.name.clone(), (v.clone(), Instant::now()));
+    }
+
+    fn forget(&self, link: &Link) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&link.name);
     }
 
     /// Creates `name` in directory `parent` as a new object (a symlink gets
@@ -191,23 +251,46 @@ impl<S: BlockStore> Vault<S> {
             obj.attrs.size = v.len() as u64;
             *t = v;
         }
-        let seq = self.save(&link, &obj, 0).await?;
-        let linked = self
-            .update(parent, |dir| {
-                let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
-                if entries.contains_key(name) {
-                    return Err(FsError::Exists);
-                }
-                entries.insert(name.to_vec(), link.clone());
-                touch(&mut dir.attrs);
-                Ok(())
-            })
-            .await;
-        if let Err(e) = linked {
-            let _ = self.delete(&link).await;
-            return Err(e);
+        let link_it = self.update(parent, |dir| {
+            let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
+            if entries.contains_key(name) {
+                return Err(FsError::Exists);
+            }
+            entries.insert(name.to_vec(), link.clone());
+            touch(&mut dir.attrs);
+            Ok(())
+        });
+        if kind == Kind::File {
+            // A new file's record is written by its first flush: until then
+            // the entry reads as an empty file (see `load`). The caller that
+            // keeps the returned state must flush it to keep its attributes.
+            linked_only(link_it.await)?;
+            return Ok((link, Versioned { obj, seq: 0 }));
         }
-        Ok((link, Versioned { obj, seq }))
+        let (saved, linked) = if kind == Kind::Dir {
+            // A directory must exist before anything can be linked into it.
+            let saved = self.save(&link, &obj, 0).await;
+            if let Err(e) = saved {
+                return Err(e);
+            }
+            (saved, link_it.await)
+        } else {
+            // A file or link record and its directory entry are written at
+            // once; an entry whose record is not there yet reads as an empty
+            // object (see `load`), so the order does not matter.
+            tokio::join!(self.save(&link, &obj, 0), link_it)
+        };
+        match (saved, linked) {
+            (Ok(seq), Ok(_)) => Ok((link, Versioned { obj, seq })),
+            (Err(e), Ok(_)) => {
+                let _ = self.remove(parent, name, kind == Kind::Dir).await;
+                Err(e)
+            }
+            (_, Err(e)) => {
+                let _ = self.delete(&link).await;
+                Err(e)
+            }
+        }
     }
 
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
@@ -448,6 +531,11 @@ impl<S: BlockStore> Vault<S> {
         c.push_front((block, data));
         c.truncate(PLAIN_CACHE_CHUNKS);
     }
+}
+
+/// The result of linking a new entry, without the directory itself.
+fn linked_only(r: Result<(Versioned, ()), FsError>) -> Result<(), FsError> {
+    r.map(|_| ())
 }
 
 /// Marks a directory changed now.

@@ -101,7 +101,7 @@ async fn directories_create_remove_rename() {
     let (_, d2v) = v.resolve("/d2").await.unwrap();
     assert_eq!(d2v.obj.entries().unwrap().len(), 1);
     assert!(v.resolve("/d1/x").await.is_err());
-    assert!(v.resolve("/d2/y").await.is_ok());
+    v.resolve("/d2/y").await.unwrap();
     // Directory over a file refused; non-empty directory refused.
     assert_eq!(
         v.rename(&root, b"d1", &d2, b"y").await.unwrap_err(),
@@ -192,4 +192,39 @@ async fn nothing_in_the_store_is_plaintext() {
     let other = Vault::new(store, Identity::generate());
     let (_, r) = other.resolve("/").await.unwrap();
     assert!(r.obj.entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn small_files_live_in_the_manifest() {
+    let store = Arc::new(MemStore::default());
+    let v = Vault::new(Arc::clone(&store), Identity::generate());
+    let root = v.root();
+    let (link, st) = v
+        .create(&root, b"s", Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link.clone(), st);
+    f.write(&v, 0, &pattern(4096, 3)).await.unwrap();
+    f.flush(&v).await.unwrap();
+    assert_eq!(
+        store.blocks.lock().unwrap().len(),
+        0,
+        "a 4 KiB file needs no block"
+    );
+    let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
+    assert_eq!(g.read(&v, 0, 10_000).await.unwrap(), pattern(4096, 3));
+    // Growing past the inline limit moves the bytes into a chunk.
+    g.write(&v, 20_000, b"end").await.unwrap();
+    g.flush(&v).await.unwrap();
+    assert_eq!(store.blocks.lock().unwrap().len(), 1);
+    let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
+    let all = h.read(&v, 0, 30_000).await.unwrap();
+    assert_eq!(all.len(), 20_003);
+    assert_eq!(&all[..4096], &pattern(4096, 3)[..]);
+    assert_eq!(&all[20_000..], b"end");
+    // Shrinking brings it back inline.
+    h.truncate(&v, 10).await.unwrap();
+    h.flush(&v).await.unwrap();
+    let mut i = OpenFile::open(&v, link).await.unwrap();
+    assert_eq!(i.read(&v, 0, 100).await.unwrap(), pattern(10, 3));
 }

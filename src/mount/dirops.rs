@@ -106,9 +106,11 @@ impl<S: BlockStore> Core<S> {
             .make(parent, name, Kind::File, Attrs::new(mode, uid, gid), None)
             .await?;
         let attr = file_attr(ino, Kind::File, &v.obj.attrs);
-        let (fh, _, _) = self
-            .handles()
-            .attach_or_insert(ino, OpenFile::from_state(link, v));
+        let mut file = OpenFile::from_state(link, v);
+        // The new file's record is written on its first flush (at close at
+        // the latest), with the mode and owner given here.
+        file.touch_attrs();
+        let (fh, _, _) = self.handles().attach_or_insert(ino, file);
         Ok((attr, fh))
     }
 

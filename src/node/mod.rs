@@ -120,6 +120,7 @@ impl Node {
                 store: Arc::clone(&t.store),
                 pool: t.pool.clone(),
                 me: t.me,
+                routes: Arc::clone(&t.routes),
             },
             replicas: self.replicas,
         }
@@ -213,6 +214,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
                 store,
                 pool,
                 me: id,
+                routes: Arc::default(),
             },
             replicas: cfg.replicas,
         },

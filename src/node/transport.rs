@@ -11,7 +11,9 @@ use crate::store::{Store, StoreError};
 use crate::wire::{
     MAX_BATCH, Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Routing and replica calls for a node's [`crate::dht::Dht`].
 pub struct NodeTransport {
@@ -23,6 +25,43 @@ pub struct NodeTransport {
     pub pool: Pool,
     /// This node's ID, to recognize calls to itself.
     pub me: Id,
+    /// Recent lookup answers, shared by clones of this transport.
+    pub routes: Arc<RouteCache>,
+}
+
+/// How long a lookup answer is reused by the DHT client.
+const ROUTE_TTL: Duration = Duration::from_secs(2);
+/// Lookup answers kept at most.
+const ROUTE_MAX: usize = 16_384;
+
+/// Recent lookup answers by key, so hot records (a directory being filled)
+/// do not pay a lookup per operation. Entries live [`ROUTE_TTL`]; a stale
+/// answer at worst sends a copy to a node that repair later moves on.
+/// Repair itself never uses this cache.
+#[derive(Default)]
+pub struct RouteCache {
+    /// Key → (answer, when).
+    entries: Mutex<HashMap<Id, (LookupResult, Instant)>>,
+}
+
+impl RouteCache {
+    fn get(&self, key: Id) -> Option<LookupResult> {
+        let e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        e.get(&key)
+            .filter(|(_, at)| at.elapsed() < ROUTE_TTL)
+            .map(|(r, _)| r.clone())
+    }
+
+    fn put(&self, key: Id, r: &LookupResult) {
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if e.len() >= ROUTE_MAX {
+            e.retain(|_, (_, at)| at.elapsed() < ROUTE_TTL);
+            if e.len() >= ROUTE_MAX {
+                e.clear();
+            }
+        }
+        e.insert(key, (r.clone(), Instant::now()));
+    }
 }
 
 /// Applies a replica request to a local store; `Ok(None)` means the item
@@ -85,10 +124,16 @@ pub async fn serve_replica(
 
 impl Transport for NodeTransport {
     async fn lookup(&self, key: Id) -> Result<LookupResult, DhtError> {
-        self.ring
+        if let Some(r) = self.routes.get(key) {
+            return Ok(r);
+        }
+        let r = self
+            .ring
             .lookup(key)
             .await
-            .map_err(|e| DhtError::Lookup(e.to_string()))
+            .map_err(|e| DhtError::Lookup(e.to_string()))?;
+        self.routes.put(key, &r);
+        Ok(r)
     }
 
     async fn replica_call(

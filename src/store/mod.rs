@@ -43,9 +43,9 @@
 //!
 //! # Locking
 //!
-//! Lock order: `record_lock`, then one of `block_locks`, then `index`. The
-//! index lock is only held for in-memory work, never across I/O. Record puts
-//! hold `record_lock` across check and write (records are small). Block puts
+//! Lock order: one of `record_locks`, then one of `block_locks`, then
+//! `index`. The index lock is only held for in-memory work, never across I/O.
+//! Record puts hold their key's record stripe across check and write. Block puts
 //! hold only the stripe of their key, so different blocks are written and
 //! fsynced in parallel. All are `std::sync::Mutex`es: no `.await` is ever
 //! held under them.
@@ -104,9 +104,10 @@ pub struct Store {
     tmp: PathBuf,
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
-    /// Serializes record puts, record corruption handling and removals, so
-    /// a record's check-and-write is atomic.
-    record_lock: Mutex<()>,
+    /// Serializes record puts, record corruption handling and removals of
+    /// the same key, so a record's check-and-write is atomic; striped by key
+    /// so unrelated records do not wait on each other's fsync.
+    record_locks: Vec<Mutex<()>>,
     /// Serializes writes and removals of blocks, striped by key so unrelated
     /// blocks do not wait on each other's fsync.
     block_locks: Vec<Mutex<()>>,
@@ -159,7 +160,7 @@ impl Store {
             root: dir.to_path_buf(),
             tmp,
             index: Mutex::new(index),
-            record_lock: Mutex::new(()),
+            record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
@@ -177,6 +178,11 @@ impl Store {
             Kind::Record => RECORDS_DIR,
         };
         self.root.join(dir).join(&hex[..2]).join(hex)
+    }
+
+    /// The lock stripe guarding writes of record `key`.
+    fn record_lock(&self, key: Id) -> &Mutex<()> {
+        &self.record_locks[key.0[30] as usize % self.record_locks.len()]
     }
 
     /// The lock stripe guarding writes of block `key`.
@@ -269,7 +275,7 @@ impl Store {
         let bytes = postcard::to_stdvec(rec)
             .map_err(|e| StoreError::Io(format!("encode record {key}: {e}")))?;
         let path = self.path(Kind::Record, key);
-        let _records = lock(&self.record_lock);
+        let _records = lock(self.record_lock(key));
         let current = lock(&self.index).record(key);
         if let Some(cur) = current
             && cur.seq == rec.seq
@@ -322,7 +328,7 @@ impl Store {
     /// The slow path of [`get_record`](Self::get_record), under
     /// `record_lock`: read again and, if the copy is still bad, delete it.
     fn recheck_record(&self, key: Id, path: &Path) -> Result<Option<Record>, StoreError> {
-        let _records = lock(&self.record_lock);
+        let _records = lock(self.record_lock(key));
         if lock(&self.index).record(key).is_none() {
             return Ok(None);
         }
@@ -368,7 +374,7 @@ impl Store {
     /// have been handed to the replicas that now own them. Removing what
     /// is not held is not an error.
     pub fn remove(&self, key: Id) -> Result<(), StoreError> {
-        let _records = lock(&self.record_lock);
+        let _records = lock(self.record_lock(key));
         let _stripe = lock(self.block_lock(key));
         for kind in [Kind::Block, Kind::Record] {
             let path = self.path(kind, key);

@@ -230,7 +230,7 @@ impl OpenFile {
                         None => Vec::new(),
                     }
                 };
-                self.dirty.insert(idx, base);
+                self.set_dirty(idx, base)?;
             }
             let buf = self
                 .dirty
@@ -331,7 +331,7 @@ impl OpenFile {
             if let Some(p) = self.chunk_plain(vault, idx).await? {
                 let mut head = p.as_ref().clone();
                 head.truncate(within);
-                self.dirty.insert(idx, head);
+                self.set_dirty(idx, head)?;
             }
         }
         let chunks = chunks_mut(&mut self.state.obj)?;
@@ -342,6 +342,16 @@ impl OpenFile {
         attrs.mtime = now;
         attrs.ctime = now;
         self.modified = true;
+        Ok(())
+    }
+
+    /// Starts a buffer for chunk `idx` (its current content). Chunk 0's
+    /// buffer replaces inline bytes, so no stale copy is left to read.
+    fn set_dirty(&mut self, idx: u64, data: Vec<u8>) -> Result<(), FsError> {
+        if idx == 0 {
+            *inline_mut(&mut self.state.obj)? = None;
+        }
+        self.dirty.insert(idx, data);
         Ok(())
     }
 

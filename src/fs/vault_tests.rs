@@ -228,3 +228,26 @@ async fn small_files_live_in_the_manifest() {
     let mut i = OpenFile::open(&v, link).await.unwrap();
     assert_eq!(i.read(&v, 0, 100).await.unwrap(), pattern(10, 3));
 }
+
+#[tokio::test]
+async fn growing_an_inline_file_keeps_chunk_zero() {
+    // Regression: an empty inline manifest must not shadow or replace a
+    // chunk 0 uploaded later (found by tests/mount_process.rs).
+    let v = vault();
+    let root = v.root();
+    let (link, st) = v
+        .create(&root, b"g", Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link.clone(), st);
+    f.write(&v, 0, b"tiny").await.unwrap();
+    f.truncate(&v, 0).await.unwrap();
+    f.flush(&v).await.unwrap();
+    let big = pattern(3 * CHUNK_SIZE, 9);
+    let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
+    g.write(&v, 0, &big).await.unwrap();
+    assert_eq!(g.read(&v, 0, 64).await.unwrap(), big[..64], "before close");
+    g.flush(&v).await.unwrap();
+    let mut h = OpenFile::open(&v, link).await.unwrap();
+    assert_eq!(h.read(&v, 0, big.len()).await.unwrap(), big, "after close");
+}

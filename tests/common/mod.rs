@@ -9,6 +9,15 @@
 //! this harness spawned) and removes the directory; if the test is failing,
 //! the tail of the node's logs is printed first. Every wait is bounded, and
 //! [`with_timeout`] bounds a whole test.
+//!
+//! A node started with [`NodeOpts::mounted`] also mounts its file tree
+//! (`--mount DIR --identity FILE`) on a fresh folder its guard owns
+//! ([`MountDir`], kept across a restart); dropping the guard kills the
+//! process first, then detaches whatever is still mounted there
+//! (`fusermount3 -u -z`, else `umount -l`). Shell tools run through
+//! [`run_tool`] / [`tool`] and file I/O on a mount through [`blocking`],
+//! each with a deadline, so a hung file system fails the test instead of
+//! hanging it.
 
 #![allow(dead_code)]
 
@@ -241,6 +250,10 @@ pub struct NodeOpts {
     pub replicas: usize,
     /// Further options (e.g. [`FAST`]).
     pub extra: Vec<String>,
+    /// With `Some(identity file)`, the node also mounts the file tree of
+    /// that identity (`--mount DIR --identity FILE`) on a folder its guard
+    /// owns ([`NodeGuard::mount_dir`]).
+    pub mount: Option<PathBuf>,
 }
 
 impl NodeOpts {
@@ -251,6 +264,224 @@ impl NodeOpts {
             join: join.map(str::to_string),
             replicas: 3,
             extra: FAST.iter().map(|s| s.to_string()).collect(),
+            mount: None,
+        }
+    }
+
+    /// Like [`NodeOpts::new`], and the node mounts the tree of `identity`.
+    pub fn mounted(listen: &str, join: Option<&str>, identity: &Path) -> NodeOpts {
+        NodeOpts {
+            mount: Some(identity.to_path_buf()),
+            ..NodeOpts::new(listen, join)
+        }
+    }
+}
+
+/// How long unmounting a folder (`fusermount3`, `umount`) may take.
+pub const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` (stdin closed, output captured), killing it (by PID) if it
+/// is still running after `limit`; `Err` then. Blocks the calling thread:
+/// from async code use [`tool`].
+pub fn run_tool(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    use std::io::Read;
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is its Debian package installed? see .ci/run)"
+            } else {
+                ""
+            };
+            format!("cannot run {what}: {e}{hint}")
+        })?;
+    // Drain both pipes in threads, so a chatty tool never blocks on them.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what} did not finish within {limit:?}; killed"));
+            }
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// [`run_tool`] off the async threads; panics unless the tool ran to
+/// completion and exited 0. Returns its output.
+pub async fn tool(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    // A copy to move to the worker thread (program, arguments, directory,
+    // environment changes).
+    let mut owned = Command::new(cmd.get_program());
+    owned.args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        owned.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => owned.env(k, v),
+            None => owned.env_remove(k),
+        };
+    }
+    let out = blocking(&what, limit + Duration::from_secs(5), move || {
+        run_tool(&mut owned, limit)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed with {}:\n{}{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// Runs the blocking `f` (e.g. file I/O through a mount, which hangs if the
+/// file system does) on its own thread and waits at most `limit` for it;
+/// panics with `what` on expiry, re-raises a panic of `f`. A thread stuck
+/// in a system call is left behind: it returns once the mount is gone.
+pub async fn blocking<T, F>(what: &str, limit: Duration, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(v))) => v,
+        Ok(Ok(Err(p))) => std::panic::resume_unwind(p),
+        Ok(Err(_)) => panic!("{what}: worker thread vanished"),
+        Err(_) => panic!("{what}: did not finish within {limit:?}"),
+    }
+}
+
+/// Whether something is mounted at `dir` (per /proc/mounts; `dir` must be
+/// absolute and free of symbolic links, as the temporary folders here are).
+pub fn is_mounted(dir: &Path) -> bool {
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(want.as_str()))
+}
+
+/// The /proc/mounts line of the mount at `dir`, if any.
+pub fn mount_line(dir: &Path) -> Option<String> {
+    let want = dir.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(want.as_str()))
+        .map(str::to_string)
+}
+
+/// Detaches whatever is mounted at `dir`, lazily: `fusermount3 -u -z`, else
+/// `umount -l`, each bounded. Returns whether `dir` is unmounted afterwards.
+pub fn force_unmount(dir: &Path) -> bool {
+    for _ in 0..3 {
+        if !is_mounted(dir) {
+            return true;
+        }
+        let fuse = run_tool(
+            Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(dir),
+            UNMOUNT_TIMEOUT,
+        );
+        if !fuse.is_ok_and(|o| o.status.success()) && is_mounted(dir) {
+            let _ = run_tool(Command::new("umount").arg("-l").arg(dir), UNMOUNT_TIMEOUT);
+        }
+    }
+    !is_mounted(dir)
+}
+
+/// The folder a node mounts on: `<temp dir>/mnt`. Dropping it detaches any
+/// mount left there (after the node was killed: its [`NodeGuard`] kills
+/// the process first) and removes the folder, but never removes anything
+/// while a mount is still there.
+pub struct MountDir {
+    parent: Option<tempfile::TempDir>,
+    dir: PathBuf,
+}
+
+impl MountDir {
+    /// A fresh, empty mount folder.
+    pub fn new() -> MountDir {
+        let parent = tempfile::Builder::new()
+            .prefix("peerstore-mnt-")
+            .tempdir()
+            .expect("temp dir");
+        let parent_path = parent.path().canonicalize().expect("temp dir path");
+        let dir = parent_path.join("mnt");
+        std::fs::create_dir(&dir).expect("mount folder");
+        MountDir {
+            parent: Some(parent),
+            dir,
+        }
+    }
+
+    /// The mount folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Default for MountDir {
+    fn default() -> Self {
+        MountDir::new()
+    }
+}
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        if !force_unmount(&self.dir) {
+            eprintln!(
+                "warning: {} is still mounted; leaving its folder in place",
+                self.dir.display()
+            );
+            if let Some(p) = self.parent.take() {
+                let _ = p.keep();
+            }
         }
     }
 }
@@ -265,6 +496,10 @@ pub struct NodeGuard {
     pub opts: NodeOpts,
     /// Data directory (kept across [`NodeGuard::restart`]).
     data: tempfile::TempDir,
+    /// The mount folder of a mounting node (fresh per [`NodeGuard::start`],
+    /// kept across [`NodeGuard::restart`]); dropped after the process is
+    /// killed, which detaches the mount.
+    mnt: Option<MountDir>,
     /// Log directory: `runN.out` / `runN.err` per start.
     logs: tempfile::TempDir,
     run: u32,
@@ -283,7 +518,8 @@ impl NodeGuard {
             .prefix("peerstore-logs-")
             .tempdir()
             .expect("temp dir");
-        Self::spawn(opts, data, logs, 1).await
+        let mnt = opts.mount.as_ref().map(|_| MountDir::new());
+        Self::spawn(opts, data, logs, mnt, 1).await
     }
 
     /// Starts the node again on its old data directory and address, after
@@ -300,14 +536,17 @@ impl NodeGuard {
         // Move the directories out; the dead guard has nothing left to do.
         let data = std::mem::replace(&mut self.data, tempfile::tempdir().expect("temp dir"));
         let logs = std::mem::replace(&mut self.logs, tempfile::tempdir().expect("temp dir"));
+        // The same folder: a dead mount left on it is for the node to clear.
+        let mnt = self.mnt.take();
         drop(self);
-        Self::spawn(opts, data, logs, run).await
+        Self::spawn(opts, data, logs, mnt, run).await
     }
 
     async fn spawn(
         opts: NodeOpts,
         data: tempfile::TempDir,
         logs: tempfile::TempDir,
+        mnt: Option<MountDir>,
         run: u32,
     ) -> NodeGuard {
         let out_path = logs.path().join(format!("run{run}.out"));
@@ -324,6 +563,12 @@ impl NodeGuard {
         if let Some(j) = &opts.join {
             cmd.args(["--join", j]);
         }
+        if let (Some(identity), Some(m)) = (&opts.mount, &mnt) {
+            cmd.arg("--mount")
+                .arg(m.path())
+                .arg("--identity")
+                .arg(identity);
+        }
         // Default level (info) unless PEERSTORE_TEST_LOG asks for more.
         match std::env::var("PEERSTORE_TEST_LOG") {
             Ok(l) => cmd.env("RUST_LOG", l),
@@ -337,6 +582,7 @@ impl NodeGuard {
             addr: String::new(),
             opts,
             data,
+            mnt,
             logs,
             run,
             exited: None,
@@ -357,7 +603,17 @@ impl NodeGuard {
                     g.addr, g.opts.listen,
                     "node reports another address than it was given"
                 );
-                return g;
+                // A mounting node prints "mounted at DIR" once it is.
+                let mounted = match &g.mnt {
+                    None => true,
+                    Some(m) => {
+                        text.lines().any(|l| l.starts_with("mounted at "))
+                            && mount_line(m.path()).is_some_and(|l| l.contains(" fuse"))
+                    }
+                };
+                if mounted {
+                    return g;
+                }
             }
             if let Ok(Some(status)) = g.child.try_wait() {
                 g.exited = Some(status);
@@ -384,6 +640,32 @@ impl NodeGuard {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// The mount folder (panics for a node started without a mount).
+    pub fn mount_dir(&self) -> &Path {
+        self.mnt
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} does not mount", self.addr))
+            .path()
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.exited {
+                return s;
+            }
+            if let Some(s) = self.child.try_wait().expect("wait for node") {
+                self.exited = Some(s);
+                return s;
+            }
+            if start.elapsed() > limit {
+                panic!("node {} did not exit within {limit:?}", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The log file of the current run's stderr (where the node logs).

@@ -1,0 +1,299 @@
+//! The file system benchmark: a 5-node loopback ring (r = 3, encryption on)
+//! with one node mounting its folder, against sshfs from a localhost sshd,
+//! on the same workload in the same run.
+//!
+//! Workload, on each mount:
+//! - sequential write: `cp` of a 256 MiB random file, then `sync`;
+//! - cold read: drop the page cache (and PeerStore's block cache), `cat`
+//!   the file to /dev/null;
+//! - small files: create 10,000 files of 4 KiB (100 directories of 100),
+//!   written by this process one after another.
+//!
+//! Needs root (drop_caches), `fusermount3`, `sshd` and `sshfs`
+//! (`apt-get install -y fuse3 openssh-server sshfs`). Nodes listen on
+//! 127.0.98.1..5; sshd on 127.0.0.1:2298. Everything started is stopped by
+//! PID and unmounted when the bench ends, fails or panics. Sizes:
+//! `PEERSTORE_BENCH_MIB` (default 256), `PEERSTORE_BENCH_FILES` (10000).
+//!
+//! Run: `cargo bench --bench mount_vs_sshfs`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 5;
+const SSH_PORT: u16 = 2298;
+
+/// Everything this bench started; dropping it stops and unmounts all.
+struct Setup {
+    /// Node processes (node 0 mounts).
+    nodes: Vec<Child>,
+    /// sshd, started with -D so it stays our child.
+    sshd: Option<Child>,
+    /// Mount points to unmount at the end.
+    mounts: Vec<PathBuf>,
+    /// Work directory (data, keys, mounts).
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(m)
+                .status();
+        }
+        for c in self.nodes.iter_mut().chain(self.sshd.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for m in &self.mounts {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("timed out waiting for {what}"))
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let p = p.to_string_lossy().to_string();
+    fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(p.as_str())))
+        .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let st = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {st}"))
+    }
+}
+
+fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
+    let bin = env!("CARGO_BIN_EXE_peerstore");
+    let base = setup.dir.path().to_path_buf();
+    let pmnt = base.join("peerstore-mnt");
+    for i in 0..NODES {
+        let mut cmd = Command::new(bin);
+        cmd.args(["node", "--listen", &format!("127.0.98.{}:7400", i + 1)])
+            .arg("--data")
+            .arg(base.join(format!("node{i}")))
+            .args(["--replicas", "3"])
+            .arg("--identity")
+            .arg(base.join("identity"))
+            .stdout(Stdio::null())
+            .stderr(File::create(base.join(format!("node{i}.log"))).map_err(|e| e.to_string())?);
+        if i > 0 {
+            cmd.args(["--join", "127.0.98.1:7400"]);
+        } else {
+            cmd.arg("--mount").arg(&pmnt);
+        }
+        setup
+            .nodes
+            .push(cmd.spawn().map_err(|e| format!("start node: {e}"))?);
+        if i == 0 {
+            setup.mounts.push(pmnt.clone());
+            wait_for("the PeerStore mount", Duration::from_secs(60), || {
+                is_mounted(&pmnt)
+            })?;
+        }
+    }
+    // Let the ring settle (5 members, fingers) before measuring.
+    wait_for("a 5-member ring", Duration::from_secs(60), || {
+        Command::new(bin)
+            .args(["ring", "--json", "--peer", "127.0.98.1:7400"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v["nodes"].as_array().map(|a| a.len() == NODES))
+            .unwrap_or(false)
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+
+    // sshd on loopback with throwaway keys, and sshfs from it.
+    let keys = base.join("ssh");
+    fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+    for k in ["host", "client"] {
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(keys.join(k)))?;
+    }
+    let auth = keys.join("authorized_keys");
+    fs::copy(keys.join("client.pub"), &auth).map_err(|e| e.to_string())?;
+    fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    let sshd = Command::new("/usr/sbin/sshd")
+        .args([
+            "-D",
+            "-e",
+            "-p",
+            &SSH_PORT.to_string(),
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-h",
+        ])
+        .arg(keys.join("host"))
+        .arg("-o")
+        .arg(format!("AuthorizedKeysFile={}", auth.display()))
+        .args(["-o", "StrictModes=no", "-o", "PidFile=none"])
+        .stderr(File::create(base.join("sshd.log")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("start sshd (apt-get install -y openssh-server): {e}"))?;
+    setup.sshd = Some(sshd);
+    std::thread::sleep(Duration::from_millis(500));
+    let remote = base.join("sshfs-remote");
+    let smnt = base.join("sshfs-mnt");
+    fs::create_dir_all(&remote).map_err(|e| e.to_string())?;
+    fs::create_dir_all(&smnt).map_err(|e| e.to_string())?;
+    run(Command::new("sshfs")
+        .args(["-p", &SSH_PORT.to_string(), "-o"])
+        .arg(format!(
+            "IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null",
+            keys.join("client").display()
+        ))
+        .arg(format!("root@127.0.0.1:{}", remote.display()))
+        .arg(&smnt))
+    .map_err(|e| format!("{e} (apt-get install -y sshfs)"))?;
+    setup.mounts.push(smnt.clone());
+    Ok((pmnt, smnt))
+}
+
+fn drop_caches(peerstore_cache: Option<&Path>) -> Result<(), String> {
+    if let Some(c) = peerstore_cache
+        && let Ok(rd) = fs::read_dir(c)
+    {
+        for sub in rd.flatten() {
+            if sub.path().is_dir() {
+                for f in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+    }
+    run(&mut Command::new("sync"))?;
+    fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches (needs root): {e}"))
+}
+
+/// (write MB/s, cold read MB/s, files/s) on one mount.
+fn workload(
+    mnt: &Path,
+    src: &Path,
+    mib: u64,
+    files: u64,
+    cache: Option<&Path>,
+) -> Result<(f64, f64, f64), String> {
+    let bytes = (mib << 20) as f64;
+    let dst = mnt.join("big");
+    let t = Instant::now();
+    run(Command::new("cp").arg(src).arg(&dst))?;
+    run(&mut Command::new("sync"))?;
+    let write = bytes / t.elapsed().as_secs_f64() / 1e6;
+    drop_caches(cache)?;
+    let t = Instant::now();
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat '{}' > /dev/null", dst.display())))?;
+    let read = bytes / t.elapsed().as_secs_f64() / 1e6;
+    let data = vec![0x5au8; 4096];
+    let t = Instant::now();
+    for i in 0..files {
+        let d = mnt.join(format!("small/d{}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let mut f = fs::File::create(d.join(format!("f{i}"))).map_err(|e| e.to_string())?;
+        f.write_all(&data).map_err(|e| e.to_string())?;
+    }
+    let creates = files as f64 / t.elapsed().as_secs_f64();
+    Ok((write, read, creates))
+}
+
+fn main() -> ExitCode {
+    let mib = env_num("PEERSTORE_BENCH_MIB", 256);
+    let files = env_num("PEERSTORE_BENCH_FILES", 10_000);
+    let mut setup = Setup {
+        nodes: Vec::new(),
+        sshd: None,
+        mounts: Vec::new(),
+        dir: match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("tempdir: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let result = (|| -> Result<_, String> {
+        let (pmnt, smnt) = start(&mut setup)?;
+        let src = setup.dir.path().join("random.bin");
+        run(Command::new("head")
+            .args(["-c", &(mib << 20).to_string(), "/dev/urandom"])
+            .stdout(File::create(&src).map_err(|e| e.to_string())?))?;
+        let cache = setup.dir.path().join("node0/cache");
+        let p = workload(&pmnt, &src, mib, files, Some(&cache))?;
+        let s = workload(&smnt, &src, mib, files, None)?;
+        Ok((p, s))
+    })();
+    match result {
+        Ok((p, s)) => {
+            println!(
+                "{:<22} {:>12} {:>12} {:>8}",
+                "workload", "peerstore", "sshfs", "ratio"
+            );
+            println!(
+                "{:<22} {:>9.0} MB/s {:>7.0} MB/s {:>8.2}",
+                format!("write {mib} MiB + sync"),
+                p.0,
+                s.0,
+                p.0 / s.0
+            );
+            println!(
+                "{:<22} {:>9.0} MB/s {:>7.0} MB/s {:>8.2}",
+                "cold read (cat)",
+                p.1,
+                s.1,
+                p.1 / s.1
+            );
+            println!(
+                "{:<22} {:>10.0} /s {:>9.0} /s {:>8.2}",
+                format!("create {files} x 4 KiB"),
+                p.2,
+                s.2,
+                p.2 / s.2
+            );
+            println!(
+                "targets: write >= 0.75x sshfs and >= 150 MB/s; read >= 1.0x sshfs; >= 500 files/s"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

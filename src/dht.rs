@@ -68,6 +68,9 @@ pub struct Dht<T> {
     pub transport: T,
     /// Copies kept of every item (r).
     pub replicas: usize,
+    /// Nodes that took a non-durable write from this client since its last
+    /// [`Dht::sync`].
+    unsynced: std::sync::Mutex<std::collections::HashMap<crate::id::Id, Peer>>,
 }
 
 /// Whether a refusal is final (retrying elsewhere cannot help).
@@ -83,20 +86,73 @@ fn is_final(e: &RemoteError) -> bool {
     )
 }
 
+impl<T> Dht<T> {
+    /// A DHT client over `transport` keeping `replicas` copies.
+    pub fn new(transport: T, replicas: usize) -> Dht<T> {
+        Dht {
+            transport,
+            replicas,
+            unsynced: Default::default(),
+        }
+    }
+}
+
 impl<T: Transport> Dht<T> {
-    /// Stores a block on its replicas; returns its key and the copy count.
+    /// Stores a block on its replicas, each fsynced before it answers;
+    /// returns its key and the copy count.
     pub async fn put_block(&self, data: Vec<u8>) -> Result<(Id, u32), DhtError> {
+        self.put_block_as(data, true).await
+    }
+
+    /// Stores a block on its replicas; without `durable` the replicas
+    /// answer once it is visible, and [`Dht::sync`] makes it durable.
+    pub async fn put_block_as(&self, data: Vec<u8>, durable: bool) -> Result<(Id, u32), DhtError> {
         if data.len() > MAX_BLOCK {
             return Err(DhtError::TooLarge(data.len()));
         }
         let key = Id::hash(&data);
         let copies = self
-            .store_replicated(key, |_| ReplicaRequest::StoreBlock {
+            .store_replicated(key, durable, false, |_| ReplicaRequest::StoreBlock {
                 key,
                 data: data.clone(),
+                durable,
             })
             .await?;
         Ok((key, copies))
+    }
+
+    /// Makes every non-durable write of this client durable on every node
+    /// that took one.
+    pub async fn sync(&self) -> Result<(), DhtError> {
+        let peers: Vec<Peer> = {
+            let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+            u.drain().map(|(_, p)| p).collect()
+        };
+        let results = join_all(
+            peers
+                .iter()
+                .map(|p| self.transport.replica_call(p, ReplicaRequest::Sync)),
+        )
+        .await;
+        let mut failed = Vec::new();
+        for (p, r) in peers.into_iter().zip(results) {
+            if !matches!(r, Ok(ReplicaResponse::Stored)) {
+                failed.push(p);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = failed.iter().map(|p| p.addr.clone()).collect();
+        // Keep them for the next try.
+        let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        for p in failed {
+            u.insert(p.id, p);
+        }
+        Err(DhtError::Call(format!(
+            "sync failed on {}",
+            names.join(", ")
+        )))
     }
 
     /// Stores a record version on its replicas (compare-and-swap on
@@ -106,12 +162,24 @@ impl<T: Transport> Dht<T> {
         record: Record,
         expected_seq: Option<u64>,
     ) -> Result<u32, DhtError> {
+        self.put_record_as(record, expected_seq, true).await
+    }
+
+    /// [`Dht::put_record`], durable or not (see [`Dht::put_block_as`]).
+    pub async fn put_record_as(
+        &self,
+        record: Record,
+        expected_seq: Option<u64>,
+        durable: bool,
+    ) -> Result<u32, DhtError> {
         let key = record.key();
-        self.store_replicated(key, |first| ReplicaRequest::StoreRecord {
+        // Records: the owner orders writers (compare-and-swap) first.
+        self.store_replicated(key, durable, true, |first| ReplicaRequest::StoreRecord {
             record: record.clone(),
             // The owner decides the compare-and-swap; replicas take the
             // version the owner accepted.
             expected_seq: if first { expected_seq } else { None },
+            durable,
         })
         .await
     }
@@ -121,9 +189,18 @@ impl<T: Transport> Dht<T> {
     async fn store_replicated(
         &self,
         key: Id,
+        durable: bool,
+        owner_first: bool,
         make: impl Fn(bool) -> ReplicaRequest,
     ) -> Result<u32, DhtError> {
         let found = self.transport.lookup(key).await?;
+        if !durable {
+            // Remember every node that may take the write, before sending.
+            let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+            for p in std::iter::once(&found.owner).chain(found.next.iter()) {
+                u.insert(p.id, p.clone());
+            }
+        }
         let set = replica_set(&found.owner, &found.next, self.replicas);
         let wanted = set.len() as u32;
         let mut spare: Vec<Peer> = found
@@ -132,29 +209,31 @@ impl<T: Transport> Dht<T> {
             .filter(|p| !set.iter().any(|q| q.id == p.id))
             .cloned()
             .collect();
-        // The owner first (it judges compare-and-swap), then the rest at once.
+        // With `owner_first` (records) the owner judges compare-and-swap
+        // before the rest are asked; immutable blocks go to all at once.
         let mut stored = 0u32;
         let mut last = String::from("none");
         let mut failed = 0usize;
-        match self.transport.replica_call(&set[0], make(true)).await {
-            Ok(ReplicaResponse::Stored) => stored += 1,
-            Ok(_) => {
-                failed += 1;
-                last = "unexpected answer".into();
+        let mut answers = Vec::with_capacity(set.len());
+        let rest = if owner_first {
+            answers.push(self.transport.replica_call(&set[0], make(true)).await);
+            if let Err(DhtError::Refused(e)) = &answers[0]
+                && is_final(e)
+            {
+                return Err(DhtError::Refused(e.clone()));
             }
-            Err(DhtError::Refused(e)) if is_final(&e) => return Err(DhtError::Refused(e)),
-            Err(e) => {
-                failed += 1;
-                last = e.to_string();
-            }
-        }
-        let rest = join_all(
-            set[1..]
-                .iter()
-                .map(|p| self.transport.replica_call(p, make(false))),
-        )
-        .await;
-        for r in rest {
+            &set[1..]
+        } else {
+            &set[..]
+        };
+        answers.extend(
+            join_all(
+                rest.iter()
+                    .map(|p| self.transport.replica_call(p, make(!owner_first))),
+            )
+            .await,
+        );
+        for r in answers {
             match r {
                 Ok(ReplicaResponse::Stored) => stored += 1,
                 Err(DhtError::Refused(e)) if is_final(&e) && stored == 0 => {
@@ -348,7 +427,7 @@ mod tests {
             }
             let store = &self.stores.iter().find(|s| s.0.id == peer.id).unwrap().1;
             let r = match req {
-                ReplicaRequest::StoreBlock { key, data } => {
+                ReplicaRequest::StoreBlock { key, data, .. } => {
                     store.put_block(key, &data).map(|_| ReplicaResponse::Stored)
                 }
                 ReplicaRequest::FetchBlock { key } => match store.get_block(key) {
@@ -358,6 +437,7 @@ mod tests {
                 ReplicaRequest::StoreRecord {
                     record,
                     expected_seq,
+                    ..
                 } => store
                     .put_record(&record, expected_seq)
                     .map(|_| ReplicaResponse::Stored),
@@ -365,6 +445,7 @@ mod tests {
                     Ok(Some(r)) => Ok(ReplicaResponse::Record(r)),
                     _ => return Err(DhtError::Refused(RemoteError::NotFound)),
                 },
+                ReplicaRequest::Sync => Ok(ReplicaResponse::Stored),
                 ReplicaRequest::Missing { items } => {
                     Ok(ReplicaResponse::Missing(store.missing(&items)))
                 }
@@ -375,10 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_reaches_r_replicas_and_survives_a_dead_one() {
-        let dht = Dht {
-            transport: Fake::new(4),
-            replicas: 3,
-        };
+        let dht = Dht::new(Fake::new(4), 3);
         let (key, copies) = dht.put_block(b"hello".to_vec()).await.unwrap();
         assert_eq!(copies, 3);
         assert_eq!(dht.transport.stores[3].1.stats().blocks, 0);
@@ -404,10 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_fails_without_enough_replicas() {
-        let dht = Dht {
-            transport: Fake::new(3),
-            replicas: 3,
-        };
+        let dht = Dht::new(Fake::new(3), 3);
         let down = dht.transport.stores[2].0.id;
         dht.transport.down.lock().unwrap().push(down);
         assert!(matches!(
@@ -422,10 +497,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_newest_wins_and_forgeries_are_refused() {
-        let dht = Dht {
-            transport: Fake::new(3),
-            replicas: 3,
-        };
+        let dht = Dht::new(Fake::new(3), 3);
         let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
         let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
         dht.put_record(r1.clone(), Some(0)).await.unwrap();
@@ -454,5 +526,33 @@ mod tests {
         let del = Record::sign(&sk, b"n", 4, None);
         dht.delete_record(del, None).await.unwrap();
         assert_eq!(dht.get_record(r1.key()).await, Err(DhtError::NotFound));
+    }
+
+    #[tokio::test]
+    async fn sync_reaches_every_node_written_lazily() {
+        let dht = Dht::new(Fake::new(4), 3);
+        dht.put_block_as(b"lazy".to_vec(), false).await.unwrap();
+        assert_eq!(
+            dht.unsynced.lock().unwrap().len(),
+            4,
+            "owner and every follower noted"
+        );
+        let down = dht.transport.stores[2].0.id;
+        dht.transport.down.lock().unwrap().push(down);
+        assert!(
+            dht.sync().await.is_err(),
+            "a node that cannot sync fails the sync"
+        );
+        assert_eq!(
+            dht.unsynced.lock().unwrap().len(),
+            1,
+            "and is kept for the next try"
+        );
+        dht.transport.down.lock().unwrap().clear();
+        dht.sync().await.unwrap();
+        assert!(dht.unsynced.lock().unwrap().is_empty());
+        // Durable puts need no sync.
+        dht.put_block(b"durable".to_vec()).await.unwrap();
+        assert!(dht.unsynced.lock().unwrap().is_empty());
     }
 }

@@ -115,11 +115,14 @@ pub enum ItemVersion {
 /// Operations on the receiving node's own store; no routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaRequest {
-    /// Store a block replica. → `Stored`.
+    /// Store a block replica. → `Stored`. With `durable` it is fsynced
+    /// before the answer; without, it is visible at once and made durable
+    /// by the node's periodic flush or the next `Sync`.
     StoreBlock {
         key: Id,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        durable: bool,
     },
     /// Read a local block replica. → `Block`.
     FetchBlock { key: Id },
@@ -128,7 +131,11 @@ pub enum ReplicaRequest {
     StoreRecord {
         record: Record,
         expected_seq: Option<u64>,
+        durable: bool,
     },
+    /// Make every item this node stored without `durable` durable now. →
+    /// `Stored`.
+    Sync,
     /// Read a local record. → `Record`.
     FetchRecord { key: Id },
     /// Which of these items does the node lack (or hold an older version of)?
@@ -315,6 +322,7 @@ mod tests {
             body: Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(b"abc"),
                 data: b"abc".to_vec(),
+                durable: true,
             }),
         }
     }

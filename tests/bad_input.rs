@@ -284,6 +284,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 Request::Replica(ReplicaRequest::StoreBlock {
                     key: claimed,
                     data: data.clone(),
+                    durable: true,
                 }),
             )
             .await;
@@ -314,6 +315,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(&big),
                 data: big.clone(),
+                durable: true,
             }),
         )
         .await;
@@ -409,6 +411,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             Request::Replica(ReplicaRequest::StoreRecord {
                 record: forged,
                 expected_seq: None,
+                durable: true,
             }),
         )
         .await;

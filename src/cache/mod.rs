@@ -262,6 +262,10 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
     async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
         self.inner.get_record(key).await
     }
+
+    async fn sync(&self) -> Result<(), FsError> {
+        self.inner.sync().await
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +319,14 @@ mod tests {
         };
         let key = s.put_block(b"block".to_vec()).await.unwrap();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
+        // The read keeps the block in the background; wait for it (bounded).
+        for _ in 0..200 {
+            if s.cache.stats().blocks == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.cache.stats().blocks, 1, "a read keeps the block");
         s.inner.blocks.lock().unwrap().clear();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
         s.cache.clear();

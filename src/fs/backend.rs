@@ -32,7 +32,7 @@ fn from_dht(e: DhtError) -> FsError {
 
 impl<T: Transport + 'static> BlockStore for Dht<T> {
     async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        Dht::put_block(self, data)
+        Dht::put_block_as(self, data, false)
             .await
             .map(|(k, _)| k)
             .map_err(from_dht)
@@ -43,7 +43,7 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
     }
 
     async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
-        Dht::put_record(self, rec, expected_seq)
+        Dht::put_record_as(self, rec, expected_seq, false)
             .await
             .map(|_| ())
             .map_err(from_dht)
@@ -55,6 +55,10 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
             Err(DhtError::NotFound) => Ok(None),
             Err(e) => Err(from_dht(e)),
         }
+    }
+
+    async fn sync(&self) -> Result<(), FsError> {
+        Dht::sync(self).await.map_err(from_dht)
     }
 }
 
@@ -126,6 +130,11 @@ impl BlockStore for RemoteStore {
         }
     }
 
+    async fn sync(&self) -> Result<(), FsError> {
+        // Every client put through a node is durable before it answers.
+        Ok(())
+    }
+
     async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
         match self.call(ClientRequest::GetLatestRecord { key }).await {
             Ok(ClientResponse::Record(r)) if r.key() == key && r.verify().is_ok() => Ok(Some(r)),
@@ -191,5 +200,9 @@ impl BlockStore for MemStore {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned())
+    }
+
+    async fn sync(&self) -> Result<(), FsError> {
+        Ok(())
     }
 }

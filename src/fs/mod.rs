@@ -40,6 +40,9 @@ pub trait BlockStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), FsError>> + Send;
     /// The newest version of a record, tombstones included; `None` if absent.
     fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send;
+    /// Puts are visible to every reader once they return, and durable (on
+    /// disk on every replica) once a later `sync` returns.
+    fn sync(&self) -> impl Future<Output = Result<(), FsError>> + Send;
 }
 
 /// Why a file system operation failed; maps to one errno.

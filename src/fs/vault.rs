@@ -202,6 +202,12 @@ impl<S: BlockStore> Vault<S> {
         Err(FsError::Conflict(None))
     }
 
+    /// The version of directory `link` this vault saved or loaded last, if
+    /// recent (a hint: another writer may have changed it since).
+    pub fn recent_dir(&self, link: &Link) -> Option<Versioned> {
+        self.guess(link)
+    }
+
     /// The remembered version of directory `link`, if recent.
     fn guess(&self, link: &Link) -> Option<Versioned> {
         if link.kind != Kind::Dir {

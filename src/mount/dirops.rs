@@ -27,8 +27,14 @@ impl<S: BlockStore> Core<S> {
         check_name(name)?;
         let plink = self.dir_link(parent)?;
         let (link, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
+        let fresh = self.vault.recent_dir(&plink);
         let mut t = self.inodes();
-        t.invalidate(parent);
+        match fresh {
+            // The directory as this create saved it: no reload for the next
+            // lookup in it.
+            Some(d) => t.store(parent, Arc::new(d)),
+            None => t.invalidate(parent),
+        }
         let ino = t.remember(&link, parent, name);
         t.store(ino, Arc::new(v.clone()));
         Ok((ino, link, v))

@@ -365,7 +365,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { empty(reply, c.flush(fh.0).await) });
+        self.spawn(move |c| async move { empty(reply, c.fsync(fh.0).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -419,8 +419,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are stored before their operation returns.
-        reply.ok();
+        self.spawn(move |c| async move { empty(reply, c.fsyncdir().await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

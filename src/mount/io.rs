@@ -87,6 +87,19 @@ impl<S: BlockStore> Core<S> {
         res
     }
 
+    /// `fsync`: stores the file like `flush`, then waits until everything
+    /// this mount stored is durable on every replica.
+    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        self.flush(fh).await?;
+        self.vault.store.sync().await
+    }
+
+    /// `fsyncdir`: directory changes are stored before their operation
+    /// returns; this makes them durable.
+    pub async fn fsyncdir(&self) -> Result<(), FsError> {
+        self.vault.store.sync().await
+    }
+
     /// Closes handle `fh`, storing unsaved changes first.
     pub async fn release(&self, fh: u64) -> Result<(), FsError> {
         let Ok((ino, file)) = self.file_of(fh) else {
@@ -127,6 +140,10 @@ impl<S: BlockStore> Core<S> {
                 log::warn!("unmount: file could not be stored: {e}");
                 first_err.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.vault.store.sync().await {
+            log::warn!("unmount: stored data could not be made durable: {e}");
+            first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -114,16 +114,16 @@ impl Node {
     /// A DHT client of this node, for the file system layer.
     pub fn dht_client(&self) -> Dht<NodeTransport> {
         let t = &self.dht.transport;
-        Dht {
-            transport: NodeTransport {
+        Dht::new(
+            NodeTransport {
                 ring: Arc::clone(&t.ring),
                 store: Arc::clone(&t.store),
                 pool: t.pool.clone(),
                 me: t.me,
                 routes: Arc::clone(&t.routes),
             },
-            replicas: self.replicas,
-        }
+            self.replicas,
+        )
     }
 
     /// A callback that refetches a block found corrupt from its replicas.
@@ -208,16 +208,16 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     let node = Arc::new(Node {
         ring: Arc::clone(&ring),
         store: Arc::clone(&store),
-        dht: Dht {
-            transport: NodeTransport {
+        dht: Dht::new(
+            NodeTransport {
                 ring: Arc::clone(&ring),
                 store,
                 pool,
                 me: id,
                 routes: Arc::default(),
             },
-            replicas: cfg.replicas,
-        },
+            cfg.replicas,
+        ),
         replicas: cfg.replicas,
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -238,13 +238,42 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     log::info!("node {} listening on {addr}, ring member", id.short());
     tokio::spawn(Arc::clone(&ring).run_timers(cfg.timers.clone(), stop_rx.clone()));
-    tokio::spawn(repair_loop(Arc::clone(&node), cfg.repair_every, stop_rx));
+    tokio::spawn(repair_loop(
+        Arc::clone(&node),
+        cfg.repair_every,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(flush_loop(Arc::clone(&node.store), stop_rx));
     Ok(RunningNode {
         node,
         addr,
         stop,
         server,
     })
+}
+
+/// How often writes accepted without fsync are made durable.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes the store's non-durable writes durable every [`FLUSH_EVERY`], so a
+/// write visible to readers is on disk within about a second even if its
+/// writer never asks (`fsync` asks at once).
+async fn flush_loop(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || s.sync_pending()).await {
+            Ok(Err(e)) => log::error!("flushing writes to disk failed: {e}"),
+            Err(e) => log::error!("flush task failed: {e}"),
+            Ok(Ok(_)) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 /// Runs repair passes every `period`, and shortly after topology changes.
@@ -287,6 +316,10 @@ impl RunningNode {
         let second = node.hand_off().await;
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        let store = Arc::clone(&node.store);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_pending()).await {
+            log::error!("flushing writes to disk failed: {e}");
+        }
         match (first, second) {
             (Ok(a), Ok(b)) => {
                 log::info!("left the ring; handed over {} items", a + b);

@@ -138,10 +138,15 @@ impl Node {
                 return Some(ReplicaRequest::StoreRecord {
                     record: r,
                     expected_seq: None,
+                    durable: true,
                 });
             }
             match store.get_block(key) {
-                Ok(Some(data)) => Some(ReplicaRequest::StoreBlock { key, data }),
+                Ok(Some(data)) => Some(ReplicaRequest::StoreBlock {
+                    key,
+                    data,
+                    durable: true,
+                }),
                 _ => None,
             }
         })

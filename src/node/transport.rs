@@ -72,8 +72,8 @@ pub fn apply_replica(
     req: ReplicaRequest,
 ) -> Result<Option<ReplicaResponse>, StoreError> {
     Ok(Some(match req {
-        ReplicaRequest::StoreBlock { key, data } => {
-            store.put_block(key, &data)?;
+        ReplicaRequest::StoreBlock { key, data, durable } => {
+            store.put_block_with(key, &data, durable)?;
             ReplicaResponse::Stored
         }
         ReplicaRequest::FetchBlock { key } => match store.get_block(key)? {
@@ -83,14 +83,19 @@ pub fn apply_replica(
         ReplicaRequest::StoreRecord {
             record,
             expected_seq,
+            durable,
         } => {
-            store.put_record(&record, expected_seq)?;
+            store.put_record_with(&record, expected_seq, durable)?;
             ReplicaResponse::Stored
         }
         ReplicaRequest::FetchRecord { key } => match store.get_record(key)? {
             Some(r) => ReplicaResponse::Record(r),
             None => return Ok(None),
         },
+        ReplicaRequest::Sync => {
+            store.sync_pending()?;
+            ReplicaResponse::Stored
+        }
         ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),
     }))
 }

@@ -45,8 +45,9 @@ pub struct Staged {
     path: Option<PathBuf>,
 }
 
-/// Writes `bytes` to a new uniquely named file in `tmp_dir` and syncs it.
-pub fn stage(tmp_dir: &Path, bytes: &[u8]) -> Result<Staged, StoreError> {
+/// Writes `bytes` to a new uniquely named file in `tmp_dir`, synced only if
+/// `sync` (an unsynced file is made durable later by [`sync_file`]).
+pub fn stage_with(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<Staged, StoreError> {
     let name = format!(
         "{}-{}-{:016x}{TMP_SUFFIX}",
         std::process::id(),
@@ -65,7 +66,9 @@ pub fn stage(tmp_dir: &Path, bytes: &[u8]) -> Result<Staged, StoreError> {
     };
     file.write_all(bytes)
         .map_err(|e| io_err("write", &path, e))?;
-    file.sync_all().map_err(|e| io_err("fsync", &path, e))?;
+    if sync {
+        file.sync_all().map_err(|e| io_err("fsync", &path, e))?;
+    }
     Ok(staged)
 }
 
@@ -99,6 +102,15 @@ impl Drop for Staged {
         {
             log::warn!("could not remove temp file {}: {e}", p.display());
         }
+    }
+}
+
+/// Fsyncs the file at `path`; a file removed meanwhile is not an error.
+pub fn sync_file(path: &Path) -> Result<(), StoreError> {
+    match File::open(path) {
+        Ok(f) => f.sync_all().map_err(|e| io_err("fsync", path, e)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("open for fsync", path, e)),
     }
 }
 
@@ -191,11 +203,14 @@ mod tests {
         let tmp = dir.path().join("tmp");
         fs::create_dir(&tmp).unwrap();
         let dest = dir.path().join("a/b/file");
-        stage(&tmp, b"one").unwrap().commit(&dest).unwrap();
+        stage_with(&tmp, b"one", true)
+            .unwrap()
+            .commit(&dest)
+            .unwrap();
         sync_dir(dest.parent().unwrap()).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"one");
         // A staged file that is dropped leaves nothing behind.
-        drop(stage(&tmp, b"two").unwrap());
+        drop(stage_with(&tmp, b"two", true).unwrap());
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(fs::read(&dest).unwrap(), b"one");
     }
@@ -208,7 +223,10 @@ mod tests {
         // The destination is a non-empty directory: rename must fail.
         let dest = dir.path().join("d");
         fs::create_dir_all(dest.join("x")).unwrap();
-        let err = stage(&tmp, b"x").unwrap().commit(&dest).unwrap_err();
+        let err = stage_with(&tmp, b"x", true)
+            .unwrap()
+            .commit(&dest)
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::Io(ref m) if m.contains("rename")),
             "{err}"

@@ -62,8 +62,9 @@ pub use error::StoreError;
 use crate::id::Id;
 use crate::record::Record;
 use crate::wire::{ItemVersion, MAX_BLOCK};
-use fsutil::{read_opt, remove_file, stage, sync_dir};
+use fsutil::{read_opt, remove_file, stage_with, sync_dir, sync_file};
 use index::{Index, RecordMeta};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -104,6 +105,9 @@ pub struct Store {
     tmp: PathBuf,
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
+    /// Files written without fsync (visible, not yet durable), made durable
+    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request).
+    pending: Mutex<HashSet<PathBuf>>,
     /// Serializes record puts, record corruption handling and removals of
     /// the same key, so a record's check-and-write is atomic; striped by key
     /// so unrelated records do not wait on each other's fsync.
@@ -160,6 +164,7 @@ impl Store {
             root: dir.to_path_buf(),
             tmp,
             index: Mutex::new(index),
+            pending: Mutex::new(HashSet::new()),
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
@@ -190,6 +195,48 @@ impl Store {
         &self.block_locks[key.0[31] as usize % self.block_locks.len()]
     }
 
+    /// After a rename into place: fsync the directory now, or remember the
+    /// file for the next [`sync_pending`](Self::sync_pending).
+    fn finish_write(&self, path: PathBuf, durable: bool) -> Result<(), StoreError> {
+        if durable {
+            lock(&self.pending).remove(&path);
+            Self::sync_parent(&path)
+        } else {
+            lock(&self.pending).insert(path);
+            Ok(())
+        }
+    }
+
+    /// Makes one non-durable file durable now, if it is pending.
+    fn sync_if_pending(&self, path: &Path) -> Result<(), StoreError> {
+        if lock(&self.pending).remove(path) {
+            sync_file(path)?;
+            Self::sync_parent(path)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every file written without `durable` durable: fsyncs each,
+    /// then each directory they were renamed into. Returns how many.
+    pub fn sync_pending(&self) -> Result<usize, StoreError> {
+        let paths: Vec<PathBuf> = lock(&self.pending).drain().collect();
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        for (i, p) in paths.iter().enumerate() {
+            if let Err(e) = sync_file(p) {
+                // Put back what was not synced, for the next attempt.
+                lock(&self.pending).extend(paths[i..].iter().cloned());
+                return Err(e);
+            }
+            if let Some(d) = p.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        Ok(paths.len())
+    }
+
     /// Fsyncs the directory holding `path`.
     fn sync_parent(path: &Path) -> Result<(), StoreError> {
         match path.parent() {
@@ -201,6 +248,14 @@ impl Store {
     /// Stores block `data` under `key`. `Ok(true)` if newly stored,
     /// `Ok(false)` if it was already held (the file is not rewritten).
     pub fn put_block(&self, key: Id, data: &[u8]) -> Result<bool, StoreError> {
+        self.put_block_with(key, data, true)
+    }
+
+    /// [`put_block`](Self::put_block); without `durable` the block is
+    /// written and renamed into place but not fsynced: visible at once,
+    /// durable after the next [`sync_pending`](Self::sync_pending). A
+    /// durable put of a block held non-durably syncs it.
+    pub fn put_block_with(&self, key: Id, data: &[u8], durable: bool) -> Result<bool, StoreError> {
         if data.len() > MAX_BLOCK {
             return Err(StoreError::TooLarge(data.len()));
         }
@@ -208,13 +263,16 @@ impl Store {
             return Err(StoreError::BadHash);
         }
         let _stripe = lock(self.block_lock(key));
+        let path = self.path(Kind::Block, key);
         if lock(&self.index).block(key).is_some() {
+            if durable {
+                self.sync_if_pending(&path)?;
+            }
             return Ok(false);
         }
-        let path = self.path(Kind::Block, key);
-        stage(&self.tmp, data)?.commit(&path)?;
+        stage_with(&self.tmp, data, durable)?.commit(&path)?;
         lock(&self.index).set_block(key, data.len() as u64);
-        Self::sync_parent(&path)?;
+        self.finish_write(path, durable)?;
         Ok(true)
     }
 
@@ -270,6 +328,17 @@ impl Store {
     /// replica repair and a client's retry after a lost answer are then
     /// idempotent.
     pub fn put_record(&self, rec: &Record, expected_seq: Option<u64>) -> Result<bool, StoreError> {
+        self.put_record_with(rec, expected_seq, true)
+    }
+
+    /// [`put_record`](Self::put_record), durable or not (see
+    /// [`put_block_with`](Self::put_block_with)).
+    pub fn put_record_with(
+        &self,
+        rec: &Record,
+        expected_seq: Option<u64>,
+        durable: bool,
+    ) -> Result<bool, StoreError> {
         rec.verify()?;
         let key = rec.key();
         let bytes = postcard::to_stdvec(rec)
@@ -282,6 +351,9 @@ impl Store {
             && cur.len == bytes.len() as u64
             && read_opt(&path)?.as_deref() == Some(&bytes[..])
         {
+            if durable {
+                self.sync_if_pending(&path)?;
+            }
             return Ok(false);
         }
         let current_seq = current.map(|c| c.seq);
@@ -300,13 +372,13 @@ impl Store {
                 current: cur,
             });
         }
-        stage(&self.tmp, &bytes)?.commit(&path)?;
+        stage_with(&self.tmp, &bytes, durable)?.commit(&path)?;
         let meta = RecordMeta {
             seq: rec.seq,
             len: bytes.len() as u64,
         };
         lock(&self.index).set_record(key, meta);
-        Self::sync_parent(&path)?;
+        self.finish_write(path, durable)?;
         Ok(true)
     }
 

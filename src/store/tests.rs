@@ -414,3 +414,28 @@ fn open_fails_cleanly_on_a_bad_layout() {
         "{err}"
     );
 }
+
+#[test]
+fn non_durable_writes_are_visible_then_synced() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let data = b"lazy block".to_vec();
+    let key = Id::hash(&data);
+    assert!(s.put_block_with(key, &data, false).unwrap());
+    assert_eq!(s.get_block(key).unwrap().unwrap(), data);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+    let rec = crate::record::Record::sign(&sk, b"n", 1, Some(b"v".to_vec()));
+    assert!(s.put_record_with(&rec, None, false).unwrap());
+    assert_eq!(s.sync_pending().unwrap(), 2);
+    assert_eq!(s.sync_pending().unwrap(), 0);
+    // A durable put of an item held non-durably syncs it.
+    let other = b"second".to_vec();
+    s.put_block_with(Id::hash(&other), &other, false).unwrap();
+    assert!(!s.put_block(Id::hash(&other), &other).unwrap());
+    assert_eq!(s.sync_pending().unwrap(), 0);
+    // Reopen sees everything.
+    drop(s);
+    let s = Store::open(d.path()).unwrap();
+    assert_eq!(s.stats().blocks, 2);
+    assert_eq!(s.stats().records, 1);
+}

@@ -138,16 +138,18 @@ impl FromStr for Id {
     }
 }
 
+/// The identifier `n` (a small number on the ring), for tests.
+#[cfg(test)]
+pub(crate) fn small(n: u8) -> Id {
+    let mut b = [0u8; 32];
+    b[31] = n;
+    Id(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn small(n: u8) -> Id {
-        let mut b = [0u8; 32];
-        b[31] = n;
-        Id(b)
-    }
 
     #[test]
     fn intervals_wrap() {

@@ -61,19 +61,8 @@ pub fn first_from(held: &BTreeSet<Id>, from: Id) -> Option<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn small(n: u8) -> Id {
-        let mut b = [0u8; 32];
-        b[31] = n;
-        Id(b)
-    }
-
-    fn peer(n: u8) -> Peer {
-        Peer {
-            id: small(n),
-            addr: format!("n{n}"),
-        }
-    }
+    use crate::id::small;
+    use crate::wire::test_peer as peer;
 
     #[test]
     fn replica_set_takes_owner_and_distinct_followers() {

@@ -311,6 +311,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
     Ok(Some((decode_body(&buf[4..4 + len])?, 4 + len)))
 }
 
+/// The peer with ID `small(n)` and address `n<n>`, for tests.
+#[cfg(test)]
+pub(crate) fn test_peer(n: u8) -> Peer {
+    Peer {
+        id: crate::id::small(n),
+        addr: format!("n{n}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,19 +127,8 @@ impl Lookup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn small(n: u8) -> Id {
-        let mut b = [0u8; 32];
-        b[31] = n;
-        Id(b)
-    }
-
-    fn peer(n: u8) -> Peer {
-        Peer {
-            id: small(n),
-            addr: format!("n{n}"),
-        }
-    }
+    use crate::id::small;
+    use crate::wire::test_peer as peer;
 
     #[test]
     fn candidates_are_tried_closest_first_once() {

@@ -1,19 +1,8 @@
 //! Unit tests of the chord state machine on hand-driven message exchanges.
 
 use super::*;
-
-fn small(n: u8) -> Id {
-    let mut b = [0u8; 32];
-    b[31] = n;
-    Id(b)
-}
-
-fn peer(n: u8) -> Peer {
-    Peer {
-        id: small(n),
-        addr: format!("n{n}"),
-    }
-}
+use crate::id::small;
+use crate::wire::test_peer as peer;
 
 #[test]
 fn joining_node_answers_pings_but_not_state() {

@@ -2,7 +2,8 @@
 //! with one node mounting its folder, against sshfs from a localhost sshd,
 //! on the same workload in the same run.
 //!
-//! Workload, on each mount:
+//! Workload, on each mount, after writing and removing a 16 MiB warm-up
+//! file:
 //! - sequential write: `cp` of a 256 MiB random file, then `sync`;
 //! - cold read: drop the page cache (and PeerStore's block cache), `cat`
 //!   the file to /dev/null;
@@ -207,6 +208,10 @@ fn workload(
     files: u64,
     cache: Option<&Path>,
 ) -> Result<(f64, f64, f64), String> {
+    // Warm-up, the same on both mounts: open connections, settle routes.
+    let warm = mnt.join("warm-up");
+    fs::write(&warm, vec![7u8; 16 << 20]).map_err(|e| format!("{}: {e}", warm.display()))?;
+    fs::remove_file(&warm).map_err(|e| format!("{}: {e}", warm.display()))?;
     let bytes = (mib << 20) as f64;
     let dst = mnt.join("big");
     let t = Instant::now();

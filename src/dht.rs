@@ -184,6 +184,19 @@ impl<T: Transport> Dht<T> {
         .await
     }
 
+    /// Stores the first version of a record under a name nobody else can
+    /// know (drawn at random): all replicas at once, each checking the name
+    /// is free (`expected_seq = 0`), no owner round first.
+    pub async fn put_new_record(&self, record: Record, durable: bool) -> Result<u32, DhtError> {
+        let key = record.key();
+        self.store_replicated(key, durable, false, |_| ReplicaRequest::StoreRecord {
+            record: record.clone(),
+            expected_seq: Some(0),
+            durable,
+        })
+        .await
+    }
+
     /// Sends a store request to the replica set, replacing failed members
     /// by later nodes, until `wanted` have stored it.
     async fn store_replicated(

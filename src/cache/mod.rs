@@ -266,6 +266,10 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
     async fn sync(&self) -> Result<(), FsError> {
         self.inner.sync().await
     }
+
+    async fn put_new_record(&self, rec: Record) -> Result<(), FsError> {
+        self.inner.put_new_record(rec).await
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,13 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
     async fn sync(&self) -> Result<(), FsError> {
         Dht::sync(self).await.map_err(from_dht)
     }
+
+    async fn put_new_record(&self, rec: Record) -> Result<(), FsError> {
+        Dht::put_new_record(self, rec, false)
+            .await
+            .map(|_| ())
+            .map_err(from_dht)
+    }
 }
 
 /// A vault backend that sends every operation to one node (`--peer`).

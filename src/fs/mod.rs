@@ -40,6 +40,11 @@ pub trait BlockStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), FsError>> + Send;
     /// The newest version of a record, tombstones included; `None` if absent.
     fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send;
+    /// Stores the first version of a record whose name was just drawn at
+    /// random (no other writer can know it, so nothing needs ordering).
+    fn put_new_record(&self, rec: Record) -> impl Future<Output = Result<(), FsError>> + Send {
+        self.put_record(rec, Some(0))
+    }
     /// Puts are visible to every reader once they return, and durable (on
     /// disk on every replica) once a later `sync` returns.
     fn sync(&self) -> impl Future<Output = Result<(), FsError>> + Send;

@@ -145,7 +145,12 @@ impl<S: BlockStore> Vault<S> {
         }
         let sealed = seal(&link.key, &bytes, &link.name);
         let rec = self.identity.sign(&link.name, expected + 1, Some(sealed));
-        self.store.put_record(rec, Some(expected)).await?;
+        if expected == 0 && !self.is_root(link) {
+            // A fresh random name: the first version needs no ordering.
+            self.store.put_new_record(rec).await?;
+        } else {
+            self.store.put_record(rec, Some(expected)).await?;
+        }
         Ok(expected + 1)
     }
 

@@ -149,6 +149,20 @@ impl Store {
         for sub in [BLOCKS_DIR, RECORDS_DIR, TMP_DIR] {
             fsutil::ensure_dir(&dir.join(sub))?;
         }
+        // All 256 fan-out directories up front (one fsync per parent), so
+        // the first writes do not each create and sync a directory.
+        for sub in [BLOCKS_DIR, RECORDS_DIR] {
+            let parent = dir.join(sub);
+            for b in 0..=255u8 {
+                let d = parent.join(hex::encode([b]));
+                match std::fs::create_dir(&d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(StoreError::Io(format!("create {}: {e}", d.display()))),
+                }
+            }
+            sync_dir(&parent)?;
+        }
         let tmp = dir.join(TMP_DIR);
         fsutil::clear_dir(&tmp)?;
         let index = scan::build_index(&dir.join(BLOCKS_DIR), &dir.join(RECORDS_DIR))?;

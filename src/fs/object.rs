@@ -200,6 +200,16 @@ impl Object {
         }
     }
 
+    /// The directory entry `name`: `NotDir` if this is not a directory,
+    /// `NotFound` if it has no such entry.
+    pub fn entry(&self, name: &[u8]) -> Result<Link, super::FsError> {
+        self.entries()
+            .ok_or(super::FsError::NotDir)?
+            .get(name)
+            .cloned()
+            .ok_or(super::FsError::NotFound)
+    }
+
     /// Mutable directory entries, if a directory.
     pub fn entries_mut(&mut self) -> Option<&mut BTreeMap<Vec<u8>, Link>> {
         match &mut self.body {

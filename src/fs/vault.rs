@@ -309,13 +309,7 @@ impl<S: BlockStore> Vault<S> {
     pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
         let pv = self.load(parent).await?;
-        let link = pv
-            .obj
-            .entries()
-            .ok_or(FsError::NotDir)?
-            .get(name)
-            .cloned()
-            .ok_or(FsError::NotFound)?;
+        let link = pv.obj.entry(name)?;
         match (link.kind == Kind::Dir, dir) {
             (true, false) => return Err(FsError::IsDir),
             (false, true) => return Err(FsError::NotDir),
@@ -359,13 +353,7 @@ impl<S: BlockStore> Vault<S> {
         check_name(from)?;
         check_name(to)?;
         let src = self.load(from_parent).await?;
-        let moving = src
-            .obj
-            .entries()
-            .ok_or(FsError::NotDir)?
-            .get(from)
-            .cloned()
-            .ok_or(FsError::NotFound)?;
+        let moving = src.obj.entry(from)?;
         let dst = self.load(to_parent).await?;
         let replaced = dst.obj.entries().ok_or(FsError::NotDir)?.get(to).cloned();
         if let Some(old) = &replaced {
@@ -425,13 +413,7 @@ impl<S: BlockStore> Vault<S> {
         let mut link = self.root();
         let mut v = self.load(&link).await?;
         for part in split_path(path)? {
-            let next = v
-                .obj
-                .entries()
-                .ok_or(FsError::NotDir)?
-                .get(&part)
-                .cloned()
-                .ok_or(FsError::NotFound)?;
+            let next = v.obj.entry(&part)?;
             v = self.load(&next).await?;
             link = next;
         }
@@ -447,13 +429,7 @@ impl<S: BlockStore> Vault<S> {
         let mut link = self.root();
         for part in parts {
             let v = self.load(&link).await?;
-            link = v
-                .obj
-                .entries()
-                .ok_or(FsError::NotDir)?
-                .get(&part)
-                .cloned()
-                .ok_or(FsError::NotFound)?;
+            link = v.obj.entry(&part)?;
             if link.kind != Kind::Dir {
                 return Err(FsError::NotDir);
             }

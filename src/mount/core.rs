@@ -109,13 +109,7 @@ impl<S: BlockStore> Core<S> {
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, FsError> {
         check_name(name)?;
         let dir = self.load_ino(parent).await?;
-        let link = dir
-            .obj
-            .entries()
-            .ok_or(FsError::NotDir)?
-            .get(name)
-            .cloned()
-            .ok_or(FsError::NotFound)?;
+        let link = dir.obj.entry(name)?;
         let known = self.inodes().known(&link.name);
         let open = known.and_then(|ino| {
             let h = self.handles();

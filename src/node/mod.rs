@@ -322,7 +322,10 @@ impl RunningNode {
         }
         match (first, second) {
             (Ok(a), Ok(b)) => {
-                log::info!("left the ring; handed over {} items", a + b);
+                log::info!(
+                    "left the ring; handed over {} items its successors lacked (they held the rest already)",
+                    a + b
+                );
                 Ok(())
             }
             (Err(e), _) | (_, Err(e)) => Err(e),

@@ -246,7 +246,10 @@ impl<T: Transport> Dht<T> {
             )
             .await,
         );
-        for r in answers {
+        // Members that failed for a reason a retry may fix (a timeout on a
+        // busy node), with whether they are the owner.
+        let mut retry: Vec<(Peer, bool)> = Vec::new();
+        for (i, r) in answers.into_iter().enumerate() {
             match r {
                 Ok(ReplicaResponse::Stored) => stored += 1,
                 Err(DhtError::Refused(e)) if is_final(&e) && stored == 0 => {
@@ -255,6 +258,7 @@ impl<T: Transport> Dht<T> {
                 Err(e) => {
                     failed += 1;
                     last = e.to_string();
+                    retry.push((set[i].clone(), i == 0 && owner_first));
                 }
                 Ok(_) => {
                     failed += 1;
@@ -272,6 +276,23 @@ impl<T: Transport> Dht<T> {
                 }
                 Err(e) => last = e.to_string(),
                 Ok(_) => last = "unexpected answer".into(),
+            }
+        }
+        // Still short: ask the members that failed once more (an item that
+        // landed late answers as already stored).
+        if stored < wanted && !retry.is_empty() {
+            let again = join_all(
+                retry
+                    .iter()
+                    .map(|(p, owner)| self.transport.replica_call(p, make(*owner))),
+            )
+            .await;
+            for r in again {
+                match r {
+                    Ok(ReplicaResponse::Stored) => stored += 1,
+                    Err(e) => last = e.to_string(),
+                    Ok(_) => last = "unexpected answer".into(),
+                }
             }
         }
         if stored < wanted {
@@ -385,6 +406,8 @@ mod tests {
     struct Fake {
         stores: Vec<(Peer, Store)>,
         down: Mutex<Vec<Id>>,
+        /// Calls to these nodes fail this many more times, then succeed.
+        flaky: Mutex<HashMap<Id, u32>>,
         corrupt: Mutex<HashMap<Id, Vec<u8>>>,
         _dirs: Vec<tempfile::TempDir>,
     }
@@ -409,6 +432,7 @@ mod tests {
             Fake {
                 stores,
                 down: Mutex::new(Vec::new()),
+                flaky: Mutex::new(HashMap::new()),
                 corrupt: Mutex::new(HashMap::new()),
                 _dirs: dirs,
             }
@@ -432,6 +456,12 @@ mod tests {
         ) -> Result<ReplicaResponse, DhtError> {
             if self.down.lock().unwrap().contains(&peer.id) {
                 return Err(DhtError::Call("down".into()));
+            }
+            if let Some(n) = self.flaky.lock().unwrap().get_mut(&peer.id)
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(DhtError::Call("timeout".into()));
             }
             if let Some(bad) = self.corrupt.lock().unwrap().get(&peer.id)
                 && matches!(req, ReplicaRequest::FetchBlock { .. })
@@ -567,5 +597,24 @@ mod tests {
         // Durable puts need no sync.
         dht.put_block(b"durable".to_vec()).await.unwrap();
         assert!(dht.unsynced.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_fails_once_is_asked_again() {
+        let dht = Dht::new(Fake::new(3), 3);
+        let slow = dht.transport.stores[1].0.id;
+        dht.transport.flaky.lock().unwrap().insert(slow, 1);
+        let (_, copies) = dht.put_block(b"retried".to_vec()).await.unwrap();
+        assert_eq!(copies, 3);
+        // Twice in a row is too many: the put reports the shortfall.
+        dht.transport.flaky.lock().unwrap().insert(slow, 2);
+        assert!(matches!(
+            dht.put_block(b"failed".to_vec()).await,
+            Err(DhtError::TooFewReplicas {
+                stored: 2,
+                wanted: 3,
+                ..
+            })
+        ));
     }
 }

@@ -38,59 +38,28 @@ fn main() -> ExitCode {
             }
             Command::Lookup { peer, key } => peerstore::cli::run_lookup(&peer.peer, &key).await,
             Command::Ring { peer, json } => peerstore::cli::run_ring(&peer.peer, json).await,
-            Command::Put {
-                peer,
-                identity,
-                local,
-                path,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_put(&v, &local, &path).await
+            Command::Put { vault, local, path } => {
+                cli::run_put(&vault.open()?, &local, &path).await
             }
-            Command::Get {
-                peer,
-                identity,
-                path,
-                local,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_get(&v, &path, &local).await
+            Command::Get { vault, path, local } => {
+                cli::run_get(&vault.open()?, &path, &local).await
             }
-            Command::Ls {
-                peer,
-                identity,
-                path,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_ls(&v, &path).await
-            }
+            Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await,
             Command::Rm {
-                peer,
-                identity,
+                vault,
                 recursive,
                 path,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_rm(&v, &path, recursive).await
-            }
+            } => cli::run_rm(&vault.open()?, &path, recursive).await,
             Command::Backup {
-                peer,
-                identity,
+                vault,
                 local_dir,
                 path,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_backup(&v, &local_dir, &path).await
-            }
+            } => cli::run_backup(&vault.open()?, &local_dir, &path).await,
             Command::Restore {
-                peer,
-                identity,
+                vault,
                 path,
                 dest_dir,
-            } => {
-                let v = cli::open_vault(&peer.peer, &identity.identity)?;
-                cli::run_restore(&v, &path, &dest_dir).await
-            }
+            } => cli::run_restore(&vault.open()?, &path, &dest_dir).await,
         }
     });
     match result {

@@ -84,7 +84,7 @@ struct SimNode {
     waiters: HashMap<LookupId, Waiter>,
     /// Keys still to visit in the current repair walk.
     repair_todo: BTreeSet<Id>,
-    /// Keys known to be placed (for `insert` accounting).
+    /// Handing its keys over and leaving: takes no more keys from repair.
     leaving: bool,
 }
 

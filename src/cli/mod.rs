@@ -43,9 +43,7 @@ pub enum Command {
     /// Copy a local file into the store at PATH (as seen in the mount).
     Put {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Local file to copy.
         local: PathBuf,
         /// Store path, e.g. /photos/a.jpg.
@@ -54,9 +52,7 @@ pub enum Command {
     /// Copy the file at PATH out of the store.
     Get {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Store path.
         path: String,
         /// Local file to write.
@@ -65,9 +61,7 @@ pub enum Command {
     /// List a directory of the store (default: the root).
     Ls {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Store path.
         #[arg(default_value = "/")]
         path: String,
@@ -75,9 +69,7 @@ pub enum Command {
     /// Remove a file, link or empty directory (-r: a whole tree).
     Rm {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Remove directories and their contents.
         #[arg(short, long)]
         recursive: bool,
@@ -87,9 +79,7 @@ pub enum Command {
     /// Copy a local directory tree into the store (default: the root).
     Backup {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Local directory.
         local_dir: PathBuf,
         /// Store path to copy into.
@@ -99,9 +89,7 @@ pub enum Command {
     /// Copy a store directory tree out to a local directory.
     Restore {
         #[command(flatten)]
-        peer: PeerArg,
-        #[command(flatten)]
-        identity: IdentityArg,
+        vault: VaultArgs,
         /// Store path.
         path: String,
         /// Local directory to create or fill.
@@ -123,6 +111,24 @@ pub struct PeerArg {
     /// Address of any ring node.
     #[arg(long, default_value = DEFAULT_ADDR, env = "PEERSTORE_PEER")]
     pub peer: String,
+}
+
+/// Which node a file command talks to, and whose tree it works on.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    #[command(flatten)]
+    pub peer: PeerArg,
+    #[command(flatten)]
+    pub identity: IdentityArg,
+}
+
+impl VaultArgs {
+    /// The vault of this identity through this node.
+    pub fn open(
+        &self,
+    ) -> Result<std::sync::Arc<crate::fs::Vault<crate::fs::backend::RemoteStore>>, String> {
+        open_vault(&self.peer.peer, &self.identity.identity)
+    }
 }
 
 /// Which identity owns the file tree.

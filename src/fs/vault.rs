@@ -7,9 +7,11 @@
 //! ([`Vault::update`]). A file's manifest is last-writer-wins.
 //!
 //! Directory operations order their writes so that a crash between them
-//! never loses an object: a new object is saved before it is linked, a
-//! rename links the new name before unlinking the old one, and an unlinked
-//! object is deleted (tombstoned) only after it is unlinked.
+//! never loses an object: a new directory or link is saved before it is
+//! linked (a new file is linked first and reads as empty until its first
+//! flush saves it), a rename links the new name before unlinking the old
+//! one, and an unlinked object is deleted (tombstoned) only after it is
+//! unlinked.
 
 use super::crypto::{SEAL_OVERHEAD, open, seal};
 use super::object::{Attrs, Body, Chunk, Kind, Link, Object, Time, chunk_aad};
@@ -133,7 +135,9 @@ impl<S: BlockStore> Vault<S> {
                 key.short()
             )));
         }
-        Ok(Versioned { obj, seq })
+        let v = Versioned { obj, seq };
+        self.remember(link, &v);
+        Ok(v)
     }
 
     /// Saves `obj` as version `expected + 1`, only if the stored version is
@@ -275,33 +279,16 @@ impl<S: BlockStore> Vault<S> {
             // A new file's record is written by its first flush: until then
             // the entry reads as an empty file (see `load`). The caller that
             // keeps the returned state must flush it to keep its attributes.
-            linked_only(link_it.await)?;
+            link_it.await?;
             return Ok((link, Versioned { obj, seq: 0 }));
         }
-        let (saved, linked) = if kind == Kind::Dir {
-            // A directory must exist before anything can be linked into it.
-            let saved = self.save(&link, &obj, 0).await;
-            if let Err(e) = saved {
-                return Err(e);
-            }
-            (saved, link_it.await)
-        } else {
-            // A file or link record and its directory entry are written at
-            // once; an entry whose record is not there yet reads as an empty
-            // object (see `load`), so the order does not matter.
-            tokio::join!(self.save(&link, &obj, 0), link_it)
-        };
-        match (saved, linked) {
-            (Ok(seq), Ok(_)) => Ok((link, Versioned { obj, seq })),
-            (Err(e), Ok(_)) => {
-                let _ = self.remove(parent, name, kind == Kind::Dir).await;
-                Err(e)
-            }
-            (_, Err(e)) => {
-                let _ = self.delete(&link).await;
-                Err(e)
-            }
+        // A directory or link must exist before its entry points at it.
+        let seq = self.save(&link, &obj, 0).await?;
+        if let Err(e) = link_it.await {
+            let _ = self.delete(&link).await;
+            return Err(e);
         }
+        Ok((link, Versioned { obj, seq }))
     }
 
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
@@ -518,11 +505,6 @@ impl<S: BlockStore> Vault<S> {
         c.push_front((block, data));
         c.truncate(PLAIN_CACHE_CHUNKS);
     }
-}
-
-/// The result of linking a new entry, without the directory itself.
-fn linked_only(r: Result<(Versioned, ()), FsError>) -> Result<(), FsError> {
-    r.map(|_| ())
 }
 
 /// Marks a directory changed now.

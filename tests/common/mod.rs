@@ -3,7 +3,7 @@
 //! bounded waits.
 //!
 //! Every test uses its own loopback block `127.0.<block>.<n>` (port
-//! [`PORT`]), so tests run in parallel without port clashes; no address
+//! [`port`]), so tests run in parallel without port clashes; no address
 //! outside 127.0.0.0/8 is ever used. A [`NodeGuard`] owns its process and
 //! its data directory: dropping it kills the process (by PID, only processes
 //! this harness spawned) and removes the directory; if the test is failing,
@@ -27,8 +27,15 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Port every test node listens on (the IP differs per node).
-pub const PORT: u16 = 7400;
+/// Port every test node listens on (the IP differs per node), unless
+/// `PEERSTORE_TEST_PORT` names another (so two checkouts can run their
+/// tests at once).
+pub fn port() -> u16 {
+    std::env::var("PEERSTORE_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(7400)
+}
 /// How long a node may take to start and join.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one CLI command may take before it is killed.
@@ -52,7 +59,7 @@ static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The loopback address of node `n` of the test using `block`.
 pub fn addr(block: u8, n: u8) -> String {
-    format!("127.0.{block}.{n}:{PORT}")
+    format!("127.0.{block}.{n}:{}", port())
 }
 
 /// Runs `fut`, failing the test if it takes longer than `limit`. The future

@@ -7,7 +7,10 @@
 //! - [`id`]: 256-bit identifiers and ring arithmetic.
 //! - [`record`]: signed, sequence-numbered mutable records.
 //! - [`wire`]: message enums and length-prefixed framing.
-//! - [`net`]: connections, multiplexed calls with timeouts, the bounded server.
+//! - [`keyfile`]: private key files (mode 0600, atomic).
+//! - [`net`]: secure links (Noise), multiplexed calls with timeouts, the
+//!   bounded server.
+//! - [`network`]: ring admission: the network secret and join tickets.
 //! - [`chord`]: the ring maintenance and lookup state machine (sans I/O).
 //! - [`replica`]: which nodes must hold a key; grouping keys by owner for repair.
 //! - [`store`]: this node's blocks and records on disk.
@@ -22,8 +25,10 @@ pub mod cli;
 pub mod dht;
 pub mod fs;
 pub mod id;
+pub mod keyfile;
 pub mod mount;
 pub mod net;
+pub mod network;
 pub mod node;
 pub mod record;
 pub mod replica;

@@ -30,14 +30,16 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Node(args) => run_node(args).await,
+            Command::Init { data } => cli::run_init(&data),
+            Command::Invite { data, addr } => cli::run_invite(&data, addr.as_deref()),
             Command::Block(BlockCommand::Put { peer, file }) => {
-                peerstore::cli::run_block_put(&peer.peer, &file).await
+                cli::run_block_put(&peer.target()?, &file).await
             }
             Command::Block(BlockCommand::Get { peer, key, output }) => {
-                peerstore::cli::run_block_get(&peer.peer, &key, output.as_deref()).await
+                cli::run_block_get(&peer.target()?, &key, output.as_deref()).await
             }
-            Command::Lookup { peer, key } => peerstore::cli::run_lookup(&peer.peer, &key).await,
-            Command::Ring { peer, json } => peerstore::cli::run_ring(&peer.peer, json).await,
+            Command::Lookup { peer, key } => cli::run_lookup(&peer.target()?, &key).await,
+            Command::Ring { peer, json } => cli::run_ring(&peer.target()?, json).await,
             Command::Put { vault, local, path } => {
                 cli::run_put(&vault.open()?, &local, &path).await
             }
@@ -91,11 +93,14 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         Some(_) => Some(Identity::load_or_create(&a.identity.identity).map_err(|e| e.to_string())?),
         None => None,
     };
+    let (network, join) = node_network(&a.data, a.join.as_deref())?;
+    raise_fd_limit();
     let cfg = NodeConfig {
         listen: a.listen,
         advertise: a.advertise,
         data: a.data.clone(),
-        join: a.join,
+        join,
+        network: Some(network),
         replicas: a.replicas,
         succ_list: a.successors,
         timers: Timers {
@@ -153,4 +158,54 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         }
     }
     running.shutdown().await
+}
+
+/// The network secret and join address of a node: from `--join TICKET`
+/// (the secret is kept in the data directory), or the secret already in
+/// the data directory (with `--join ADDR` or no `--join`), or a new network
+/// when there is neither.
+fn node_network(
+    data: &std::path::Path,
+    join: Option<&str>,
+) -> Result<(peerstore::net::NetworkSecret, Option<String>), String> {
+    use peerstore::network::{self, Ticket};
+    match join {
+        Some(j) if Ticket::looks_like(j) => {
+            let t = Ticket::parse(j).map_err(|e| e.to_string())?;
+            network::adopt(data, &t).map_err(|e| e.to_string())?;
+            Ok((t.secret, Some(t.addr)))
+        }
+        Some(addr) => match network::load_secret(data).map_err(|e| e.to_string())? {
+            Some(s) => Ok((s, Some(addr.to_string()))),
+            None => Err(format!(
+                "--join {addr}: {} holds no network secret; join with a ticket from `peerstore invite` instead",
+                data.display()
+            )),
+        },
+        None => {
+            let (s, created) = network::load_or_init(data).map_err(|e| e.to_string())?;
+            if created {
+                log::info!("created a new network {}", s.network_id());
+            }
+            Ok((s, None))
+        }
+    }
+}
+
+/// Raises the open-file limit to its hard maximum, so the connection caps,
+/// not the descriptor limit, bound how many peers are served.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::debug!("could not raise the open-file limit");
+            }
+        }
+    }
 }

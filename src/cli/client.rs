@@ -1,5 +1,6 @@
 //! `block put`, `block get` and `lookup`: one request to one node.
 
+use super::Target;
 use crate::id::Id;
 use crate::net::{NetConfig, Pool};
 use crate::wire::{ClientRequest, ClientResponse, MAX_BLOCK, Request, Response};
@@ -7,13 +8,25 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+/// A pool for client commands, opening links with the target's keys.
+pub fn client_pool(target: &Target) -> Pool {
+    Pool::new(
+        NetConfig {
+            rpc_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            local_ip: None,
+        },
+        target.keys.clone(),
+    )
+}
+
 /// Sends one client request to `peer` and returns its answer, or a
 /// one-line error.
-pub async fn call_client(peer: &str, req: ClientRequest) -> Result<ClientResponse, String> {
-    let pool = Pool::new(NetConfig {
-        rpc_timeout: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(5),
-    });
+pub async fn call_client(
+    pool: &Pool,
+    peer: &str,
+    req: ClientRequest,
+) -> Result<ClientResponse, String> {
     match pool.call(peer, Request::Client(req)).await {
         Ok(Response::Client(r)) => Ok(r),
         Ok(Response::Error(e)) => Err(e.to_string()),
@@ -27,7 +40,8 @@ fn parse_key(s: &str) -> Result<Id, String> {
 }
 
 /// `peerstore block put`: prints the key.
-pub async fn run_block_put(peer: &str, file: &Path) -> Result<(), String> {
+pub async fn run_block_put(target: &Target, file: &Path) -> Result<(), String> {
+    let peer = target.addr.as_str();
     let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
     if meta.len() > MAX_BLOCK as u64 {
         return Err(format!(
@@ -37,7 +51,8 @@ pub async fn run_block_put(peer: &str, file: &Path) -> Result<(), String> {
         ));
     }
     let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    match call_client(peer, ClientRequest::PutBlock { data }).await? {
+    let pool = client_pool(target);
+    match call_client(&pool, peer, ClientRequest::PutBlock { data }).await? {
         ClientResponse::Put { key, .. } => {
             println!("{key}");
             Ok(())
@@ -47,9 +62,15 @@ pub async fn run_block_put(peer: &str, file: &Path) -> Result<(), String> {
 }
 
 /// `peerstore block get`: writes the block to stdout or `output`.
-pub async fn run_block_get(peer: &str, key: &str, output: Option<&Path>) -> Result<(), String> {
+pub async fn run_block_get(
+    target: &Target,
+    key: &str,
+    output: Option<&Path>,
+) -> Result<(), String> {
+    let peer = target.addr.as_str();
     let key = parse_key(key)?;
-    let data = match call_client(peer, ClientRequest::GetBlock { key }).await {
+    let pool = client_pool(target);
+    let data = match call_client(&pool, peer, ClientRequest::GetBlock { key }).await {
         Ok(ClientResponse::Block(d)) => d,
         Ok(_) => return Err(format!("{peer} sent an unexpected answer")),
         Err(e) if e == crate::wire::RemoteError::NotFound.to_string() => {
@@ -70,9 +91,11 @@ pub async fn run_block_get(peer: &str, key: &str, output: Option<&Path>) -> Resu
 }
 
 /// `peerstore lookup`: prints owner ID, address and hops.
-pub async fn run_lookup(peer: &str, key: &str) -> Result<(), String> {
+pub async fn run_lookup(target: &Target, key: &str) -> Result<(), String> {
+    let peer = target.addr.as_str();
     let key = parse_key(key)?;
-    match call_client(peer, ClientRequest::Lookup { key }).await? {
+    let pool = client_pool(target);
+    match call_client(&pool, peer, ClientRequest::Lookup { key }).await? {
         ClientResponse::Lookup { owner, hops, .. } => {
             println!("owner {}\naddress {}\nhops {hops}", owner.id, owner.addr);
             Ok(())

@@ -11,9 +11,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A vault of `identity` through the node at `peer`.
-pub fn open_vault(peer: &str, identity: &Path) -> Result<Arc<Vault<RemoteStore>>, String> {
+pub fn open_vault(
+    target: &super::Target,
+    identity: &Path,
+) -> Result<Arc<Vault<RemoteStore>>, String> {
     let id = Identity::load_or_create(identity).map_err(|e| e.to_string())?;
-    Ok(Vault::new(Arc::new(RemoteStore::new(peer)), id))
+    let store = RemoteStore::new(&target.addr, target.keys.clone());
+    Ok(Vault::new(Arc::new(store), id))
 }
 
 fn err(path: &str) -> impl Fn(FsError) -> String + '_ {

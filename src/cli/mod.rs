@@ -1,14 +1,19 @@
 //! The command line: clap definitions and the client commands.
 //!
-//! Every client command talks to one node (`--peer`, default the local
-//! node's address) and lets that node route the request.
+//! Every client command talks to one node (`--peer`; default the ticket's
+//! address, else the address the local node recorded, else
+//! [`DEFAULT_ADDR`]) over a secure link, and lets that node route the
+//! request. The network secret comes from `--ticket` / `PEERSTORE_TICKET`,
+//! else from the data directory of a node on this machine (`--data`).
 
 mod client;
 mod files;
+mod network;
 mod ring_walk;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, run_rm};
+pub use network::{run_init, run_invite};
 pub use ring_walk::{run_ring, walk_ring};
 
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +35,22 @@ pub struct Cli {
 pub enum Command {
     /// Run a ring node (until SIGINT/SIGTERM, then leave gracefully).
     Node(NodeArgs),
+    /// Create a new network (its secret) in a data directory.
+    Init {
+        /// Data directory of the node that will start the network.
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data: PathBuf,
+    },
+    /// Print a join ticket for the network of a data directory.
+    Invite {
+        /// Data directory of a member node.
+        #[arg(long, default_value_os_t = default_data_dir())]
+        data: PathBuf,
+        /// Member address to put in the ticket (default: the address the
+        /// node in --data advertises).
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Store and fetch raw blocks.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -105,12 +126,64 @@ pub enum Command {
     },
 }
 
-/// Which node a client command talks to.
+/// Which node a client command talks to, and the network secret it proves.
 #[derive(Debug, Args)]
 pub struct PeerArg {
-    /// Address of any ring node.
-    #[arg(long, default_value = DEFAULT_ADDR, env = "PEERSTORE_PEER")]
-    pub peer: String,
+    /// Address of any ring node [default: the ticket's, else the local
+    /// node's, else 127.0.0.1:7400].
+    #[arg(long, env = "PEERSTORE_PEER")]
+    pub peer: Option<String>,
+    /// Join ticket of the network (from `peerstore invite`) [default: the
+    /// network secret in --data].
+    #[arg(long, env = "PEERSTORE_TICKET", hide_env_values = true)]
+    pub ticket: Option<String>,
+    /// Data directory of a node on this machine, whose network secret and
+    /// address are used when no ticket is given.
+    #[arg(long = "data", default_value_os_t = default_data_dir())]
+    pub data: PathBuf,
+}
+
+/// A node to talk to and the keys to open the link with.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The node's address.
+    pub addr: String,
+    /// A throwaway static key and the network secret.
+    pub keys: crate::net::LinkKeys,
+}
+
+impl PeerArg {
+    /// Resolves the node address and the network secret.
+    pub fn target(&self) -> Result<Target, String> {
+        let (secret, ticket_addr) = match &self.ticket {
+            Some(t) => {
+                let t = crate::network::Ticket::parse(t).map_err(|e| e.to_string())?;
+                (t.secret, Some(t.addr))
+            }
+            None => match crate::network::load_secret(&self.data).map_err(|e| e.to_string())? {
+                Some(s) => (s, None),
+                None => {
+                    return Err(format!(
+                        "no network secret: give --ticket TICKET (from `peerstore invite`), set PEERSTORE_TICKET, or --data DIR of a node on this machine ({} has none)",
+                        self.data.display()
+                    ));
+                }
+            },
+        };
+        let addr = self
+            .peer
+            .clone()
+            .or(ticket_addr)
+            .or_else(|| crate::network::load_address(&self.data))
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        Ok(Target {
+            addr,
+            keys: crate::net::LinkKeys {
+                key: crate::net::StaticKey::generate(),
+                secret,
+            },
+        })
+    }
 }
 
 /// Which node a file command talks to, and whose tree it works on.
@@ -127,7 +200,7 @@ impl VaultArgs {
     pub fn open(
         &self,
     ) -> Result<std::sync::Arc<crate::fs::Vault<crate::fs::backend::RemoteStore>>, String> {
-        open_vault(&self.peer.peer, &self.identity.identity)
+        open_vault(&self.peer.target()?, &self.identity.identity)
     }
 }
 
@@ -172,8 +245,11 @@ pub struct NodeArgs {
     /// Data directory (node key and stored blocks).
     #[arg(long, default_value_os_t = default_data_dir())]
     pub data: PathBuf,
-    /// Address of a ring member to join; without it a new ring starts.
-    #[arg(long)]
+    /// Join ticket (from `peerstore invite`) of the ring to join; a node
+    /// whose data directory already holds the network secret may give a
+    /// member's address instead. Without it a new ring starts (and, if the
+    /// data directory has no network yet, a new network).
+    #[arg(long, value_name = "TICKET")]
     pub join: Option<String>,
     /// Copies kept of every block and record.
     #[arg(long, default_value_t = 3)]

@@ -1,9 +1,21 @@
 //! `peerstore ring`: walk the ring from one node along successor pointers
-//! and print every member.
+//! and print every member with the fingerprint of the static key it proved
+//! on the link (a member whose key does not hash to its ID is refused).
 
-use super::client::call_client;
+use super::Target;
+use super::client::{call_client, client_pool};
+use crate::net::{Pool, fingerprint, peer_id};
 use crate::wire::{ClientRequest, ClientResponse, NodeInfo};
 use std::collections::HashSet;
+
+/// One ring member as the walk found it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// What the member says about itself.
+    pub info: NodeInfo,
+    /// The static public key it proved (its ID is the hash of it).
+    pub key: [u8; 32],
+}
 
 /// Members visited at most (a guard against a broken ring).
 const MAX_MEMBERS: usize = 100_000;
@@ -11,19 +23,20 @@ const MAX_MEMBERS: usize = 100_000;
 /// Visits the ring in successor order starting at `peer`. A member that
 /// does not answer is skipped by trying the next entry of the last answering
 /// member's successor list.
-pub async fn walk_ring(peer: &str) -> Result<Vec<NodeInfo>, String> {
-    let first = info(peer).await?;
-    let start = first.me.id;
+pub async fn walk_ring(target: &Target) -> Result<Vec<Member>, String> {
+    let pool = client_pool(target);
+    let first = info(&pool, &target.addr).await?;
+    let start = first.info.me.id;
     let mut seen = HashSet::from([start]);
     let mut out = vec![first];
     while out.len() < MAX_MEMBERS {
         let last = out.last().ok_or("empty walk")?;
         let mut next = None;
-        for s in &last.succs {
+        for s in &last.info.succs {
             if s.id == start {
                 break;
             }
-            match info(&s.addr).await {
+            match info(&pool, &s.addr).await {
                 Ok(i) => {
                     next = Some(i);
                     break;
@@ -32,8 +45,8 @@ pub async fn walk_ring(peer: &str) -> Result<Vec<NodeInfo>, String> {
             }
         }
         match next {
-            Some(i) if !seen.contains(&i.me.id) => {
-                seen.insert(i.me.id);
+            Some(i) if !seen.contains(&i.info.me.id) => {
+                seen.insert(i.info.me.id);
                 out.push(i);
             }
             _ => break,
@@ -42,22 +55,39 @@ pub async fn walk_ring(peer: &str) -> Result<Vec<NodeInfo>, String> {
     Ok(out)
 }
 
-async fn info(addr: &str) -> Result<NodeInfo, String> {
-    match call_client(addr, ClientRequest::Info).await? {
-        ClientResponse::Info(i) => Ok(i),
-        _ => Err(format!("{addr} sent an unexpected answer")),
+/// Asks the node at `addr` about itself and checks that the key it proved
+/// on the link is the key of the ID it claims.
+async fn info(pool: &Pool, addr: &str) -> Result<Member, String> {
+    let info = match call_client(pool, addr, ClientRequest::Info).await? {
+        ClientResponse::Info(i) => i,
+        _ => return Err(format!("{addr} sent an unexpected answer")),
+    };
+    let key = pool
+        .remote_key(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    if peer_id(&key) != info.me.id {
+        return Err(format!(
+            "{addr} claims ID {} but proved the key of {}",
+            info.me.id.short(),
+            peer_id(&key).short()
+        ));
     }
+    Ok(Member { info, key })
 }
 
 /// `peerstore ring [--json]`.
-pub async fn run_ring(peer: &str, json: bool) -> Result<(), String> {
-    let nodes = walk_ring(peer).await?;
+pub async fn run_ring(target: &Target, json: bool) -> Result<(), String> {
+    let members = walk_ring(target).await?;
     if json {
-        let list: Vec<serde_json::Value> = nodes
+        let list: Vec<serde_json::Value> = members
             .iter()
-            .map(|n| {
+            .map(|m| {
+                let n = &m.info;
                 serde_json::json!({
                     "id": n.me.id.to_hex(),
+                    "public_key": hex::encode(m.key),
+                    "fingerprint": fingerprint(&m.key),
                     "addr": n.me.addr,
                     "predecessor": n.pred.as_ref().map(|p| p.id.to_hex()),
                     "predecessor_addr": n.pred.as_ref().map(|p| p.addr.clone()),
@@ -75,13 +105,15 @@ pub async fn run_ring(peer: &str, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<21}  {:<16}  {:>7}  {:>7}  {:>12}  successors",
-        "id", "address", "predecessor", "blocks", "records", "bytes"
+        "{:<16}  {:<16}  {:<21}  {:<16}  {:>7}  {:>7}  {:>12}  successors",
+        "id", "key", "address", "predecessor", "blocks", "records", "bytes"
     );
-    for n in &nodes {
+    for m in &members {
+        let n = &m.info;
         println!(
-            "{:<16}  {:<21}  {:<16}  {:>7}  {:>7}  {:>12}  {}",
+            "{:<16}  {:<16}  {:<21}  {:<16}  {:>7}  {:>7}  {:>12}  {}",
             &n.me.id.to_hex()[..16],
+            fingerprint(&m.key),
             n.me.addr,
             n.pred
                 .as_ref()
@@ -97,6 +129,6 @@ pub async fn run_ring(peer: &str, json: bool) -> Result<(), String> {
                 .join(",")
         );
     }
-    println!("{} members", nodes.len());
+    println!("{} members", members.len());
     Ok(())
 }

@@ -78,14 +78,19 @@ pub struct RemoteStore {
 }
 
 impl RemoteStore {
-    /// A backend talking to the node at `peer`.
-    pub fn new(peer: &str) -> RemoteStore {
+    /// A backend talking to the node at `peer`, opening the link with
+    /// `keys`.
+    pub fn new(peer: &str, keys: crate::net::LinkKeys) -> RemoteStore {
         RemoteStore {
             peer: peer.to_string(),
-            pool: Pool::new(NetConfig {
-                rpc_timeout: Duration::from_secs(60),
-                connect_timeout: Duration::from_secs(5),
-            }),
+            pool: Pool::new(
+                NetConfig {
+                    rpc_timeout: Duration::from_secs(60),
+                    connect_timeout: Duration::from_secs(5),
+                    local_ip: None,
+                },
+                keys,
+            ),
         }
     }
 

@@ -15,6 +15,7 @@
 
 use super::NetError;
 use super::frames::{encode_frame, read_frame, write_frames};
+use super::handshake::Secured;
 use crate::wire::{Frame, Request, Response};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,8 @@ pub struct Connection {
     reader: AbortHandle,
     /// The writer task, stopped when the connection is dropped.
     writer: AbortHandle,
+    /// The peer's static public key, proven by the link handshake.
+    remote_key: Option<[u8; 32]>,
 }
 
 /// State shared between callers and the two tasks.
@@ -104,12 +107,28 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        Connection::start(stream, peer.into(), None)
+    }
+
+    /// A connection over a finished link handshake; it remembers the key
+    /// the peer proved.
+    pub fn secured<S>(secured: Secured<S>, peer: impl Into<String>) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        Connection::start(secured.stream, peer.into(), Some(secured.remote_key))
+    }
+
+    fn start<S>(stream: S, peer: String, remote_key: Option<[u8; 32]>) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 calls: HashMap::new(),
                 closed: false,
             }),
-            peer: peer.into(),
+            peer,
         });
         let (read_half, write_half) = tokio::io::split(stream);
         let (outbox, rx) = mpsc::channel(OUTBOX);
@@ -127,6 +146,7 @@ impl Connection {
             next_id: AtomicU64::new(0),
             reader: reader.abort_handle(),
             writer: writer.abort_handle(),
+            remote_key,
         }
     }
 
@@ -167,6 +187,16 @@ impl Connection {
     /// Who is on the other end.
     pub fn peer(&self) -> &str {
         &self.shared.peer
+    }
+
+    /// The static public key the peer proved, if the link is secured.
+    pub fn remote_key(&self) -> Option<[u8; 32]> {
+        self.remote_key
+    }
+
+    /// The ring ID of the peer's proven key.
+    pub fn remote_id(&self) -> Option<crate::id::Id> {
+        self.remote_key.as_ref().map(super::keys::peer_id)
     }
 
     /// Calls waiting for an answer.

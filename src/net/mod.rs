@@ -4,6 +4,10 @@
 //! the only message it ever writes on its own is
 //! `Response::Error(RemoteError::Busy)`, when the server is at capacity.
 //!
+//! - [`handshake`], [`secure`], [`keys`]: every link starts with a Noise
+//!   handshake proving both static keys and the network secret; after it,
+//!   every byte is encrypted and authenticated. A peer's ID is the hash of
+//!   its static key.
 //! - [`frames`]: socket ↔ frame (length-checked reads, a batching writer).
 //! - [`Connection`]: the client end of one stream; many calls in flight at
 //!   once, each matched to its answer by request id.
@@ -19,12 +23,18 @@
 
 mod connection;
 mod frames;
+pub mod handshake;
+pub mod keys;
 mod pool;
+mod secure;
 mod server;
 
 pub use connection::Connection;
+pub use handshake::HandshakeError;
+pub use keys::{LinkKeys, NetworkSecret, StaticKey, fingerprint, peer_id};
 pub use pool::{NetConfig, Pool};
-pub use server::{Handler, ServerConfig, serve};
+pub use secure::SecureStream;
+pub use server::{Caller, Handler, ServerConfig, serve};
 
 use crate::wire::{FrameError, RemoteError, Response};
 
@@ -52,6 +62,16 @@ pub enum NetError {
     /// The peer answered with a response of the wrong kind.
     #[error("unexpected response")]
     Unexpected,
+    /// The link handshake failed.
+    #[error("secure link failed: {0}")]
+    Handshake(String),
+    /// The node at the address proved another key than the expected ID's.
+    #[error("peer at {addr} is node {found}, not {expected}")]
+    WrongPeer {
+        addr: String,
+        expected: crate::id::Id,
+        found: crate::id::Id,
+    },
 }
 
 impl From<std::io::Error> for NetError {

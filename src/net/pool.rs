@@ -8,12 +8,15 @@
 //! leaks. Evicting a connection that calls are still using does not cut
 //! them off: they hold their own `Arc`, and the stream closes with the last.
 
-use super::{Connection, NetError};
-use crate::wire::{Request, Response};
+use super::handshake::{HandshakeError, initiate};
+use super::{Connection, LinkKeys, NetError};
+use crate::id::Id;
+use crate::wire::{Peer, Request, Response};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 /// Connections a [`Pool`] keeps by default.
@@ -24,8 +27,12 @@ pub const DEFAULT_POOL_CAPACITY: usize = 1024;
 pub struct NetConfig {
     /// How long a call waits for its answer, unless told otherwise.
     pub rpc_timeout: Duration,
-    /// How long opening a TCP connection may take.
+    /// How long opening a TCP connection may take, and then the link
+    /// handshake again.
     pub connect_timeout: Duration,
+    /// Source address of outgoing connections (a node uses its listen
+    /// address, so peers count its connections under its own address).
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for NetConfig {
@@ -33,6 +40,7 @@ impl Default for NetConfig {
         NetConfig {
             rpc_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            local_ip: None,
         }
     }
 }
@@ -48,6 +56,8 @@ pub struct Pool {
 struct Inner {
     /// Timeouts for connecting and calling.
     cfg: NetConfig,
+    /// This side's static key and the network secret, for every link.
+    keys: LinkKeys,
     /// Most connections kept at once; beyond it the least recently used go.
     capacity: usize,
     /// The cached connections. A std mutex: held only to read or update the
@@ -64,16 +74,18 @@ struct Cached {
 }
 
 impl Pool {
-    /// An empty pool keeping up to [`DEFAULT_POOL_CAPACITY`] connections.
-    pub fn new(cfg: NetConfig) -> Pool {
-        Pool::with_capacity(cfg, DEFAULT_POOL_CAPACITY)
+    /// An empty pool keeping up to [`DEFAULT_POOL_CAPACITY`] connections,
+    /// opening links with `keys`.
+    pub fn new(cfg: NetConfig, keys: LinkKeys) -> Pool {
+        Pool::with_capacity(cfg, keys, DEFAULT_POOL_CAPACITY)
     }
 
     /// An empty pool keeping up to `capacity` connections (at least one).
-    pub fn with_capacity(cfg: NetConfig, capacity: usize) -> Pool {
+    pub fn with_capacity(cfg: NetConfig, keys: LinkKeys, capacity: usize) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 cfg,
+                keys,
                 capacity: capacity.max(1),
                 conns: Mutex::new(HashMap::new()),
             }),
@@ -92,6 +104,15 @@ impl Pool {
             .await
     }
 
+    /// Calls ring member `peer`: the node at its address must prove the key
+    /// its ID is the hash of, or the call fails with
+    /// [`NetError::WrongPeer`] and nothing is sent.
+    pub async fn call_peer(&self, peer: &Peer, req: Request) -> Result<Response, NetError> {
+        let conn = self.connection_to(&peer.addr, Some(peer.id)).await?;
+        self.call_on(&peer.addr, conn, req, self.inner.cfg.rpc_timeout)
+            .await
+    }
+
     /// Calls `addr`, waiting at most `timeout` for the answer (connecting,
     /// if needed, is bounded by `connect_timeout` on top).
     pub async fn call_with_timeout(
@@ -101,6 +122,24 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Response, NetError> {
         let conn = self.connection(addr).await?;
+        self.call_on(addr, conn, req, timeout).await
+    }
+
+    /// The static public key the node at `addr` proved (connecting if
+    /// needed).
+    pub async fn remote_key(&self, addr: &str) -> Result<[u8; 32], NetError> {
+        let conn = self.connection(addr).await?;
+        conn.remote_key()
+            .ok_or_else(|| NetError::Handshake(format!("{addr}: link is not secured")))
+    }
+
+    async fn call_on(
+        &self,
+        addr: &str,
+        conn: Arc<Connection>,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
         let result = conn.call(req, timeout).await;
         if result == Err(NetError::Closed) {
             self.forget_conn(addr, &conn);
@@ -143,10 +182,26 @@ impl Pool {
 
     /// The open cached connection to `addr`, or a new one.
     async fn connection(&self, addr: &str) -> Result<Arc<Connection>, NetError> {
+        self.connection_to(addr, None).await
+    }
+
+    /// The open connection to `addr`, whose peer must be `expect` if given.
+    async fn connection_to(
+        &self,
+        addr: &str,
+        expect: Option<Id>,
+    ) -> Result<Arc<Connection>, NetError> {
         if let Some(conn) = self.cached(addr) {
-            return Ok(conn);
+            return match (expect, conn.remote_id()) {
+                (Some(expected), Some(found)) if expected != found => Err(NetError::WrongPeer {
+                    addr: addr.to_string(),
+                    expected,
+                    found,
+                }),
+                _ => Ok(conn),
+            };
         }
-        let fresh = Arc::new(self.connect(addr).await?);
+        let fresh = Arc::new(self.connect(addr, expect).await?);
         let mut conns = self.lock();
         let now = Instant::now();
         if let Some(c) = conns.get_mut(addr)
@@ -181,15 +236,43 @@ impl Pool {
         Some(c.conn.clone())
     }
 
-    /// Opens a TCP connection to `addr` within `connect_timeout`.
-    async fn connect(&self, addr: &str) -> Result<Connection, NetError> {
+    /// Opens a TCP connection to `addr` and runs the link handshake, each
+    /// within `connect_timeout`.
+    async fn connect(&self, addr: &str, expect: Option<Id>) -> Result<Connection, NetError> {
         let limit = self.inner.cfg.connect_timeout;
-        let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(limit, self.open_tcp(addr))
             .await
             .map_err(|_| NetError::Connect(format!("{addr}: timed out after {limit:?}")))?
             .map_err(|e| NetError::Connect(format!("{addr}: {e}")))?;
         stream.set_nodelay(true)?;
-        Ok(Connection::new(stream, addr))
+        match initiate(stream, &self.inner.keys, expect, limit).await {
+            Ok(secured) => Ok(Connection::secured(secured, addr)),
+            Err(HandshakeError::WrongPeer { expected, found }) => Err(NetError::WrongPeer {
+                addr: addr.to_string(),
+                expected,
+                found,
+            }),
+            Err(e) => Err(NetError::Handshake(format!("{addr}: {e}"))),
+        }
+    }
+
+    /// A TCP stream to `addr`, from `local_ip` if set.
+    async fn open_tcp(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.inner.cfg.local_ip else {
+            return TcpStream::connect(addr).await;
+        };
+        let target: SocketAddr = match tokio::net::lookup_host(addr).await?.next() {
+            Some(a) => a,
+            None => return Err(std::io::Error::other("address resolves to nothing")),
+        };
+        let socket = match target {
+            SocketAddr::V4(_) if ip.is_ipv4() => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) if ip.is_ipv6() => TcpSocket::new_v6()?,
+            // Another family than our own address: let the kernel choose.
+            _ => return TcpStream::connect(target).await,
+        };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        socket.connect(target).await
     }
 }
 
@@ -222,7 +305,7 @@ impl std::fmt::Debug for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::server::tests::{ping, start};
+    use crate::net::server::tests::{ping, start, test_keys};
     use crate::net::{ServerConfig, into_result};
     use crate::wire::{ChordResponse, RemoteError};
 
@@ -232,7 +315,7 @@ mod tests {
     async fn pool_reuses_and_reconnects() {
         let test = async {
             let server = start(ServerConfig::default(), Duration::ZERO).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             for _ in 0..3 {
                 let r = pool.call(&server.addr, ping()).await.unwrap();
                 assert_eq!(r, Response::Chord(ChordResponse::Pong));
@@ -251,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn pool_is_bounded() {
         let test = async {
-            let pool = Pool::with_capacity(NetConfig::default(), 2);
+            let pool = Pool::with_capacity(NetConfig::default(), test_keys(), 2);
             let mut servers = Vec::new();
             for _ in 0..3 {
                 let server = start(ServerConfig::default(), Duration::ZERO).await;
@@ -272,7 +355,7 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap().to_string();
             drop(l);
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             let r = pool.call(&addr, ping()).await;
             assert!(matches!(r, Err(NetError::Connect(_))), "{r:?}");
             assert!(pool.is_empty());

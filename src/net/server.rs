@@ -1,11 +1,17 @@
 //! The accept loop and one task per connection, with every resource bounded.
 //!
-//! Each connection's task reads request frames and, for each, either answers
+//! Each connection's task first runs the link handshake (see
+//! [`handshake`](super::handshake)) within `handshake_timeout`; a peer
+//! without the network secret, or one sending plaintext, is logged and cut
+//! off before any frame is read. Then it reads request frames and, for each, either answers
 //! `Busy` at once or spawns a task that waits for a worker, runs the
 //! [`Handler`], and queues the answer on the connection's writer.
 //!
-//! Bounds, and what happens past them:
+//! Bounds, and what happens past them (the first two apply before any
+//! handshake work):
 //! - `max_conns` open connections: a new socket is closed at once.
+//! - `max_conns_per_ip` open connections from one IP address: likewise.
+//! - `handshake_timeout` to finish the handshake: the socket is closed.
 //! - `max_inflight_per_conn` requests in flight on one connection: `Busy`.
 //! - `workers + queue` requests admitted server-wide (running or waiting
 //!   for one of `workers` worker permits): `Busy`.
@@ -16,20 +22,35 @@
 //! a `Response` frame sent to the server) is closed with one warning naming
 //! the peer and the reason; other connections are unaffected.
 
+use super::LinkKeys;
 use super::frames::{ReadError, encode_frame, read_frame, write_frames};
+use super::handshake::respond;
+use crate::id::Id;
 use crate::wire::{Frame, FrameError, RemoteError, Request, Response};
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+/// Who sent a request: the socket address and the key the link proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The remote socket address.
+    pub addr: SocketAddr,
+    /// The static public key proven by the handshake.
+    pub key: [u8; 32],
+    /// Its ring ID (hash of the key); a peer claiming another ID lies.
+    pub id: Id,
+}
+
 /// Answers requests; one call per request, possibly many at once.
 pub trait Handler: Send + Sync + 'static {
-    /// The answer to `req`, sent by `peer`.
-    fn handle(&self, peer: SocketAddr, req: Request) -> impl Future<Output = Response> + Send;
+    /// The answer to `req`, sent by `caller`.
+    fn handle(&self, caller: Caller, req: Request) -> impl Future<Output = Response> + Send;
 }
 
 /// Server-side limits.
@@ -41,6 +62,11 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Open connections; past it, new sockets are closed.
     pub max_conns: usize,
+    /// Open connections from one IP address; past it, new sockets from it
+    /// are closed.
+    pub max_conns_per_ip: usize,
+    /// Time a new connection has to finish the link handshake.
+    pub handshake_timeout: Duration,
     /// Requests in flight on one connection; past it, `Busy`.
     pub max_inflight_per_conn: usize,
     /// Time for a started frame to arrive whole, and for a stalled peer to
@@ -57,6 +83,8 @@ impl Default for ServerConfig {
             workers: 64,
             queue: 256,
             max_conns: 1024,
+            max_conns_per_ip: 64,
+            handshake_timeout: Duration::from_secs(5),
             max_inflight_per_conn: 128,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
@@ -75,6 +103,52 @@ struct Ctx<H> {
     admission: Arc<Semaphore>,
     /// Handlers running at once.
     workers: Arc<Semaphore>,
+    /// This node's static key and the network secret.
+    keys: LinkKeys,
+}
+
+/// Open connections per remote IP address.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerIp`], given back on drop.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Takes a slot for `ip` if it has fewer than `max` connections.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = c.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut c = self
+            .per_ip
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves `listener` until `shutdown` becomes true: stops accepting and
@@ -85,6 +159,7 @@ pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     cfg: ServerConfig,
+    keys: LinkKeys,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let workers = cfg.workers.max(1);
@@ -93,8 +168,10 @@ pub async fn serve<H: Handler>(
         admission: Arc::new(Semaphore::new(workers.saturating_add(cfg.queue))),
         workers: Arc::new(Semaphore::new(workers)),
         cfg,
+        keys,
     });
     let conns = Arc::new(Semaphore::new(ctx.cfg.max_conns));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             _ = signalled(&mut shutdown) => break,
@@ -116,6 +193,14 @@ pub async fn serve<H: Handler>(
             );
             continue;
         };
+        let Some(slot) = per_ip.take(peer.ip(), ctx.cfg.max_conns_per_ip) else {
+            log::warn!(
+                "refusing connection from {peer}: {} connections from {} already open",
+                ctx.cfg.max_conns_per_ip,
+                peer.ip()
+            );
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("connection from {peer}: set_nodelay failed: {e}");
         }
@@ -123,6 +208,7 @@ pub async fn serve<H: Handler>(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             serve_conn(stream, peer, ctx, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -153,7 +239,23 @@ async fn serve_conn<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cfg = &ctx.cfg;
-    let (read_half, write_half) = stream.into_split();
+    let secured = tokio::select! {
+        _ = signalled(&mut shutdown) => return,
+        r = respond(stream, &ctx.keys, cfg.handshake_timeout) => r,
+    };
+    let secured = match secured {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("refusing connection from {peer}: {e}");
+            return;
+        }
+    };
+    let caller = Caller {
+        addr: peer,
+        key: secured.remote_key,
+        id: secured.remote_id,
+    };
+    let (read_half, write_half) = tokio::io::split(secured.stream);
     let mut reader = BufReader::new(read_half);
     // Room for every in-flight answer plus one `Busy`, so handlers rarely
     // wait on the writer.
@@ -195,7 +297,14 @@ async fn serve_conn<H: Handler>(
         };
         match admit(&inflight, &ctx.admission) {
             Some(permits) => {
-                tokio::spawn(run_handler(ctx.clone(), peer, id, req, permits, tx.clone()));
+                tokio::spawn(run_handler(
+                    ctx.clone(),
+                    caller,
+                    id,
+                    req,
+                    permits,
+                    tx.clone(),
+                ));
             }
             None => {
                 log::debug!("connection from {peer}: busy, refusing request {id}");
@@ -240,7 +349,7 @@ fn admit(inflight: &Arc<Semaphore>, admission: &Arc<Semaphore>) -> Option<Permit
 /// Waits for a worker, runs the handler, and queues its answer.
 async fn run_handler<H: Handler>(
     ctx: Arc<Ctx<H>>,
-    peer: SocketAddr,
+    caller: Caller,
     id: u64,
     req: Request,
     permits: Permits,
@@ -252,12 +361,15 @@ async fn run_handler<H: Handler>(
         let Ok(_worker) = ctx.workers.acquire().await else {
             return;
         };
-        ctx.handler.handle(peer, req).await
+        ctx.handler.handle(caller, req).await
     };
     // The worker is released before queuing, so a peer slow to read its
     // answers holds only its own connection's permits, not a worker.
     if !queue_answer(&tx, id, resp, ctx.cfg.frame_timeout).await {
-        log::debug!("connection from {peer}: answer to {id} dropped, connection gone");
+        log::debug!(
+            "connection from {}: answer to {id} dropped, connection gone",
+            caller.addr
+        );
     }
     drop(permits);
 }
@@ -311,7 +423,7 @@ pub(crate) mod tests {
     }
 
     impl Handler for TestHandler {
-        async fn handle(&self, _peer: SocketAddr, req: Request) -> Response {
+        async fn handle(&self, _caller: Caller, req: Request) -> Response {
             tokio::time::sleep(self.delay).await;
             match req {
                 Request::Chord(ChordRequest::Ping) => Response::Chord(ChordResponse::Pong),
@@ -336,14 +448,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// The network secret of every test server and pool.
+    pub(crate) fn test_secret() -> crate::net::NetworkSecret {
+        crate::net::NetworkSecret::from_bytes([7; 32])
+    }
+
+    /// A fresh static key in the test network.
+    pub(crate) fn test_keys() -> LinkKeys {
+        LinkKeys {
+            key: crate::net::StaticKey::generate(),
+            secret: test_secret(),
+        }
+    }
+
     /// Starts a [`TestHandler`] server with `cfg`.
     pub(crate) async fn start(cfg: ServerConfig, delay: Duration) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, rx) = watch::channel(false);
         let handler = Arc::new(TestHandler { delay });
-        let task = tokio::spawn(serve(listener, handler, cfg, rx));
+        let task = tokio::spawn(serve(listener, handler, cfg, test_keys(), rx));
         TestServer { addr, stop, task }
+    }
+
+    /// A secured stream to `addr` on which a test writes raw bytes.
+    async fn secure_raw(addr: &str) -> crate::net::SecureStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        crate::net::handshake::initiate(tcp, &test_keys(), None, LIMIT)
+            .await
+            .unwrap()
+            .stream
     }
 
     pub(crate) fn ping() -> Request {
@@ -352,7 +486,7 @@ pub(crate) mod tests {
 
     /// Whether the server closes `s` within a few seconds (reading and
     /// discarding whatever it sends first).
-    async fn closed_by_server(s: &mut TcpStream) -> bool {
+    async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> bool {
         let mut buf = [0u8; 256];
         loop {
             match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
@@ -395,7 +529,7 @@ pub(crate) mod tests {
     async fn pool_call_is_served() {
         let test = async {
             let server = start(ServerConfig::default(), Duration::ZERO).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             let r = pool.call(&server.addr, ping()).await.unwrap();
             assert_eq!(r, Response::Chord(ChordResponse::Pong));
             let r = pool
@@ -414,7 +548,7 @@ pub(crate) mod tests {
     async fn garbage_closes_only_that_connection() {
         let test = async {
             let server = start(quick(), Duration::ZERO).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             pool.call(&server.addr, ping()).await.unwrap();
             let bad: [&[u8]; 4] = [
                 // Valid length and version, body not a frame.
@@ -427,8 +561,9 @@ pub(crate) mod tests {
                 b"GET / HTTP/1.1\r\n\r\n",
             ];
             for bytes in bad {
-                let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+                let mut raw = secure_raw(&server.addr).await;
                 raw.write_all(bytes).await.unwrap();
+                raw.flush().await.unwrap();
                 assert!(closed_by_server(&mut raw).await, "{bytes:?} not closed");
                 let r = pool.call(&server.addr, ping()).await.unwrap();
                 assert_eq!(r, Response::Chord(ChordResponse::Pong));
@@ -441,8 +576,9 @@ pub(crate) mod tests {
     async fn huge_length_prefix_closes_the_connection() {
         let test = async {
             let server = start(quick(), Duration::ZERO).await;
-            let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+            let mut raw = secure_raw(&server.addr).await;
             raw.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+            raw.flush().await.unwrap();
             assert!(closed_by_server(&mut raw).await);
         };
         tokio::time::timeout(LIMIT, test).await.unwrap();
@@ -452,10 +588,11 @@ pub(crate) mod tests {
     async fn truncated_frame_closes_after_frame_timeout() {
         let test = async {
             let server = start(quick(), Duration::ZERO).await;
-            let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+            let mut raw = secure_raw(&server.addr).await;
             let start = Instant::now();
             raw.write_all(&[0, 0, 0, 100]).await.unwrap();
             raw.write_all(&[1; 10]).await.unwrap();
+            raw.flush().await.unwrap();
             assert!(closed_by_server(&mut raw).await);
             let waited = start.elapsed();
             assert!(waited >= Duration::from_millis(250), "{waited:?}");
@@ -468,12 +605,13 @@ pub(crate) mod tests {
     async fn response_sent_to_server_closes_the_connection() {
         let test = async {
             let server = start(quick(), Duration::ZERO).await;
-            let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+            let mut raw = secure_raw(&server.addr).await;
             let frame = Frame::Response {
                 id: 7,
                 body: Response::Chord(ChordResponse::Pong),
             };
             raw.write_all(&encode_frame(&frame).unwrap()).await.unwrap();
+            raw.flush().await.unwrap();
             assert!(closed_by_server(&mut raw).await);
         };
         tokio::time::timeout(LIMIT, test).await.unwrap();
@@ -487,7 +625,7 @@ pub(crate) mod tests {
                 ..ServerConfig::default()
             };
             let server = start(cfg, Duration::ZERO).await;
-            let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+            let mut raw = secure_raw(&server.addr).await;
             assert!(closed_by_server(&mut raw).await);
         };
         tokio::time::timeout(LIMIT, test).await.unwrap();
@@ -502,7 +640,7 @@ pub(crate) mod tests {
                 ..ServerConfig::default()
             };
             let server = start(cfg, Duration::from_millis(300)).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             let (ok, busy) = burst(&pool, &server.addr, 6).await;
             assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
             // Once the burst is over, the server has room again.
@@ -520,12 +658,12 @@ pub(crate) mod tests {
                 ..ServerConfig::default()
             };
             let server = start(cfg, Duration::from_millis(300)).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             let (ok, busy) = burst(&pool, &server.addr, 6).await;
             assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
             assert_eq!(ok + busy, 6);
             // A second connection has its own allowance.
-            let other = Pool::new(NetConfig::default());
+            let other = Pool::new(NetConfig::default(), test_keys());
             let (ok, _) = burst(&other, &server.addr, 2).await;
             assert_eq!(ok, 2);
         };
@@ -540,7 +678,7 @@ pub(crate) mod tests {
                 ..ServerConfig::default()
             };
             let server = start(cfg, Duration::ZERO).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             pool.call(&server.addr, ping()).await.unwrap();
             let mut raw = TcpStream::connect(&server.addr).await.unwrap();
             assert!(closed_by_server(&mut raw).await);
@@ -554,13 +692,89 @@ pub(crate) mod tests {
     async fn shutdown_stops_the_server() {
         let test = async {
             let mut server = start(ServerConfig::default(), Duration::ZERO).await;
-            let pool = Pool::new(NetConfig::default());
+            let pool = Pool::new(NetConfig::default(), test_keys());
             pool.call(&server.addr, ping()).await.unwrap();
             server.stop.send(true).unwrap();
             (&mut server.task).await.unwrap();
             // The open connection closes too, failing the next call.
             let r = pool.call(&server.addr, ping()).await;
             assert!(r.is_err(), "{r:?}");
+        };
+        tokio::time::timeout(LIMIT, test).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn plaintext_frames_get_no_answer() {
+        let test = async {
+            let server = start(quick(), Duration::ZERO).await;
+            let mut raw = TcpStream::connect(&server.addr).await.unwrap();
+            let frame = Frame::Request {
+                id: 1,
+                body: ping(),
+            };
+            raw.write_all(&encode_frame(&frame).unwrap()).await.unwrap();
+            let mut got = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut got)).await;
+            // Closed without a byte of answer.
+            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?} {got:?}");
+            assert!(got.is_empty());
+        };
+        tokio::time::timeout(LIMIT, test).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_cannot_call() {
+        let test = async {
+            let server = start(quick(), Duration::ZERO).await;
+            let stranger = LinkKeys {
+                key: crate::net::StaticKey::generate(),
+                secret: crate::net::NetworkSecret::generate(),
+            };
+            let pool = Pool::new(NetConfig::default(), stranger);
+            let r = pool.call(&server.addr, ping()).await;
+            assert!(r.is_err(), "{r:?}");
+            // A member still gets served.
+            let member = Pool::new(NetConfig::default(), test_keys());
+            let r = member.call(&server.addr, ping()).await.unwrap();
+            assert_eq!(r, Response::Chord(ChordResponse::Pong));
+        };
+        tokio::time::timeout(LIMIT, test).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stalled_handshakes_are_cut_and_others_served() {
+        let test = async {
+            let cfg = ServerConfig {
+                handshake_timeout: Duration::from_millis(300),
+                ..ServerConfig::default()
+            };
+            let server = start(cfg, Duration::ZERO).await;
+            let mut stalled = Vec::new();
+            for _ in 0..20 {
+                stalled.push(TcpStream::connect(&server.addr).await.unwrap());
+            }
+            let pool = Pool::new(NetConfig::default(), test_keys());
+            let r = pool.call(&server.addr, ping()).await.unwrap();
+            assert_eq!(r, Response::Chord(ChordResponse::Pong));
+            for s in &mut stalled {
+                assert!(closed_by_server(s).await);
+            }
+        };
+        tokio::time::timeout(LIMIT, test).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn per_ip_cap_closes_extra_connections() {
+        let test = async {
+            let cfg = ServerConfig {
+                max_conns_per_ip: 2,
+                ..ServerConfig::default()
+            };
+            let server = start(cfg, Duration::ZERO).await;
+            let _a = TcpStream::connect(&server.addr).await.unwrap();
+            let _b = TcpStream::connect(&server.addr).await.unwrap();
+            let mut c = TcpStream::connect(&server.addr).await.unwrap();
+            assert!(closed_by_server(&mut c).await);
         };
         tokio::time::timeout(LIMIT, test).await.unwrap();
     }

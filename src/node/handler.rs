@@ -3,15 +3,22 @@
 
 use super::Node;
 use super::transport::serve_replica;
-use crate::net::Handler;
-use crate::wire::{ClientRequest, ClientResponse, NodeInfo, RemoteError, Request, Response};
-use std::net::SocketAddr;
+use crate::net::{Caller, Handler};
+use crate::wire::{
+    ChordRequest, ClientRequest, ClientResponse, NodeInfo, RemoteError, Request, Response,
+};
 use std::sync::Arc;
 
 impl Handler for Node {
-    async fn handle(&self, _peer: SocketAddr, req: Request) -> Response {
+    async fn handle(&self, caller: Caller, req: Request) -> Response {
         match req {
-            Request::Chord(r) => Response::Chord(self.ring.handle_request(r)),
+            Request::Chord(r) => {
+                if let Err(e) = check_claim(&caller, &r) {
+                    log::warn!("refusing a ring message from {}: {e}", caller.addr);
+                    return Response::Error(e);
+                }
+                Response::Chord(self.ring.handle_request(r))
+            }
             Request::Replica(r) => {
                 let refetch = self.refetcher();
                 match serve_replica(Arc::clone(&self.store), r, refetch).await {
@@ -25,6 +32,27 @@ impl Handler for Node {
             },
         }
     }
+}
+
+/// A ring message that speaks for its sender (`Notify`, `Leaving`) must
+/// name the sender's own ID, the one its link key proves: nobody can claim
+/// to be another node.
+fn check_claim(caller: &Caller, req: &ChordRequest) -> Result<(), RemoteError> {
+    let claimed = match req {
+        ChordRequest::Notify(p) => p,
+        ChordRequest::Leaving { peer, .. } => peer,
+        ChordRequest::Ping | ChordRequest::GetState | ChordRequest::FindSuccessor(_) => {
+            return Ok(());
+        }
+    };
+    if claimed.id == caller.id {
+        return Ok(());
+    }
+    Err(RemoteError::Invalid(format!(
+        "it claims node ID {} but its link key is node {}",
+        claimed.id.short(),
+        caller.id.short()
+    )))
 }
 
 impl Node {
@@ -102,5 +130,38 @@ impl Node {
             bytes: stats.bytes,
             replicas: self.replicas as u32,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+    use crate::wire::Peer;
+
+    fn caller(id: Id) -> Caller {
+        Caller {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            key: [0; 32],
+            id,
+        }
+    }
+
+    #[test]
+    fn claims_must_match_the_link_key() {
+        let me = Id::from_u64(1);
+        let other = Id::from_u64(2);
+        let peer = |id| Peer {
+            id,
+            addr: "x:1".into(),
+        };
+        assert!(check_claim(&caller(me), &ChordRequest::Notify(peer(me))).is_ok());
+        assert!(check_claim(&caller(me), &ChordRequest::Notify(peer(other))).is_err());
+        let leaving = ChordRequest::Leaving {
+            peer: peer(other),
+            succs: vec![],
+        };
+        assert!(check_claim(&caller(me), &leaving).is_err());
+        assert!(check_claim(&caller(me), &ChordRequest::GetState).is_ok());
     }
 }

@@ -1,8 +1,10 @@
 //! The node process: one ring member with its store, serving peers and
 //! clients, repairing replicas, and leaving gracefully on request.
 //!
-//! Start-up: load (or create) the node key in the data directory, open the
-//! store, bind the listener, then create a ring or join one. Running: the
+//! Start-up: load (or create) the node key and the network secret in the
+//! data directory, open the store, bind the listener, then create a ring or
+//! join one. Every link, in and out, is a Noise link keyed by the node key
+//! and the network secret. Running: the
 //! server task answers requests, the ring timers keep the ring correct, the
 //! repair loop keeps r copies. Shutdown (SIGINT/SIGTERM, or the returned
 //! [`RunningNode::shutdown`]): hand every item to the successors, tell the
@@ -20,7 +22,8 @@ pub use transport::{NodeTransport, apply_replica, serve_replica};
 use crate::chord::{ChordNode, Config as ChordConfig};
 use crate::dht::{Dht, DhtError};
 use crate::id::Id;
-use crate::net::{NetConfig, Pool, ServerConfig, serve};
+use crate::net::{LinkKeys, NetConfig, NetworkSecret, Pool, ServerConfig, serve};
+use crate::network::AdmissionError;
 use crate::store::Store;
 use crate::wire::{Peer, ReplicaRequest, ReplicaResponse};
 use ring::{Ring, Timers};
@@ -42,6 +45,9 @@ pub struct NodeConfig {
     pub data: PathBuf,
     /// A ring member to join through; `None` starts a new ring.
     pub join: Option<String>,
+    /// The network secret; `None`: the one in the data directory, created
+    /// there if missing.
+    pub network: Option<NetworkSecret>,
     /// Copies kept of every item (r).
     pub replicas: usize,
     /// Successor list length (s ≥ r).
@@ -63,6 +69,7 @@ impl Default for NodeConfig {
             advertise: None,
             data: PathBuf::from("peerstore-data"),
             join: None,
+            network: None,
             replicas: 3,
             succ_list: 8,
             timers: Timers::default(),
@@ -77,7 +84,9 @@ impl Default for NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("{0}")]
-    Identity(#[from] identity::IdentityError),
+    KeyFile(#[from] crate::keyfile::KeyFileError),
+    #[error("{0}")]
+    Admission(#[from] AdmissionError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {0}: {1}")]
@@ -175,7 +184,17 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         )));
     }
     let key = identity::load_or_create(&cfg.data)?;
-    let id = identity::node_id(&key);
+    let id = key.id();
+    let secret = match &cfg.network {
+        Some(s) => s.clone(),
+        None => {
+            let (s, created) = crate::network::load_or_init(&cfg.data)?;
+            if created {
+                log::info!("created a new network {}", s.network_id());
+            }
+            s
+        }
+    };
     let data = cfg.data.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&data.join("store")))
@@ -193,10 +212,17 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         id,
         addr: addr.clone(),
     };
-    let pool = Pool::new(NetConfig {
-        rpc_timeout: cfg.rpc_timeout,
-        connect_timeout: cfg.rpc_timeout,
-    });
+    crate::network::save_address(&cfg.data, &addr)?;
+    let keys = LinkKeys { key, secret };
+    let local_ip = Some(bound.ip()).filter(|ip| !ip.is_unspecified());
+    let pool = Pool::new(
+        NetConfig {
+            rpc_timeout: cfg.rpc_timeout,
+            connect_timeout: cfg.rpc_timeout,
+            local_ip,
+        },
+        keys.clone(),
+    );
     let chord = ChordNode::new(
         me,
         ChordConfig {
@@ -225,6 +251,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         listener,
         Arc::clone(&node),
         cfg.server.clone(),
+        keys,
         stop_rx.clone(),
     ));
     match &cfg.join {

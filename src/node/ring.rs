@@ -110,7 +110,18 @@ impl Ring {
         for out in outs {
             let me = Arc::clone(self);
             tokio::spawn(async move {
-                let reply = match me.pool.call(&out.to.addr, Request::Chord(out.req)).await {
+                let req = Request::Chord(out.req);
+                // A join contact is known by address only (ID zero); every
+                // other peer must prove the key behind its ID.
+                let call = if out.to.id == Id::ZERO {
+                    me.pool.call(&out.to.addr, req).await
+                } else {
+                    me.pool.call_peer(&out.to, req).await
+                };
+                if let Err(e @ NetError::WrongPeer { .. }) = &call {
+                    log::warn!("{e}: treating it as unreachable");
+                }
+                let reply = match call {
                     Ok(Response::Chord(r)) => Ok(r),
                     Ok(Response::Error(RemoteError::Busy)) => Ok(ChordResponse::Busy),
                     Ok(_) => Err(Failure::Protocol),

@@ -151,7 +151,7 @@ impl Transport for NodeTransport {
                 .await
                 .map_err(DhtError::Refused);
         }
-        match self.pool.call(&peer.addr, Request::Replica(req)).await {
+        match self.pool.call_peer(peer, Request::Replica(req)).await {
             Ok(Response::Replica(r)) => Ok(r),
             Ok(Response::Error(e)) => Err(DhtError::Refused(e)),
             Ok(_) => Err(DhtError::Call(format!("{}: unexpected answer", peer.addr))),

@@ -1,9 +1,11 @@
 //! Bad input against real node processes: each gets its clear refusal, and
 //! the node keeps serving everyone else.
 //!
-//! Raw bytes on a TCP connection (garbage, a 4 GiB length prefix, truncated
-//! and stalled frames, a response sent to the server) close that connection
-//! only, with a warning naming the peer. Well-framed but wrong requests (a
+//! Bytes that are not a link handshake (plaintext frames, garbage) are
+//! refused before any frame is read. Inside a secure link, broken frames
+//! (garbage, a 4 GiB length prefix, truncated and stalled frames, a
+//! response sent to the server) close that connection only, with a warning
+//! naming the peer. Well-framed but wrong requests (a
 //! block whose bytes do not hash to its key, forged, stale or foreign
 //! records, an oversized block) are answered with the matching
 //! `RemoteError` and change nothing.
@@ -13,7 +15,7 @@ mod common;
 use common::{NodeGuard, NodeOpts, addr, get_file, put_file};
 use ed25519_dalek::SigningKey;
 use peerstore::id::Id;
-use peerstore::net::{Connection, NetConfig, Pool};
+use peerstore::net::{Connection, NetConfig, Pool, SecureStream, handshake};
 use peerstore::record::Record;
 use peerstore::wire::{
     self, ClientRequest, ClientResponse, Frame, MAX_BLOCK, RemoteError, ReplicaRequest, Request,
@@ -22,7 +24,7 @@ use peerstore::wire::{
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Loopback blocks of the tests in this file.
@@ -48,9 +50,18 @@ async fn raw_connect(from: &str, to: &str) -> TcpStream {
         .expect("connect")
 }
 
+/// A secured link to `to` from `from`, on which the test writes raw bytes.
+async fn secure_connect(from: &str, to: &str) -> SecureStream<TcpStream> {
+    let tcp = raw_connect(from, to).await;
+    handshake::initiate(tcp, &common::test_keys(), None, CLOSE_WITHIN)
+        .await
+        .expect("handshake with the node")
+        .stream
+}
+
 /// Waits until the peer closes `s`: a read returns end of stream or a reset.
 /// Fails if the node answers anything or keeps the connection open.
-async fn assert_closed(s: &mut TcpStream, within: Duration, what: &str) {
+async fn assert_closed<S: AsyncRead + Unpin>(s: &mut S, within: Duration, what: &str) {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(within, s.read(&mut buf)).await {
         Ok(Ok(0)) => {}
@@ -72,7 +83,12 @@ async fn assert_closed(s: &mut TcpStream, within: Duration, what: &str) {
 /// Waits until the node's log has a warning about the connection from
 /// `peer` containing `reason`.
 async fn assert_logged(node: &NodeGuard, peer: SocketAddr, reason: &str) {
-    let want = format!("closing connection from {peer}: ");
+    assert_logged_as(node, &format!("closing connection from {peer}: "), reason).await
+}
+
+/// Waits until the node's log has a warning line containing `want` and
+/// `reason`.
+async fn assert_logged_as(node: &NodeGuard, want: &str, reason: &str) {
     common::wait_until(
         &format!("log line {want}…{reason}"),
         CLOSE_WITHIN,
@@ -130,17 +146,49 @@ async fn broken_frames_close_only_their_connection() {
         let from = format!("127.0.{BLOCK_FRAMES}.200");
 
         // A well-behaved connection open across everything below.
-        let good = Connection::new(TcpStream::connect(&target).await.unwrap(), target.clone());
+        let tcp = TcpStream::connect(&target).await.unwrap();
+        let link = handshake::initiate(tcp, &common::test_keys(), None, CLOSE_WITHIN)
+            .await
+            .unwrap();
+        let good = Connection::secured(link, target.clone());
         info_on(&good, &target).await;
+
+        // Without a handshake nothing is read as a frame: a well-formed
+        // plaintext request and garbage are both refused unanswered.
+        let info = frame_bytes(&Frame::Request {
+            id: 1,
+            body: Request::Client(ClientRequest::Info),
+        });
+        let plain: [(&str, Vec<u8>, &str); 2] = [
+            (
+                "plaintext Info request",
+                info,
+                "is not a PeerStore handshake",
+            ),
+            (
+                "plaintext HTTP",
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                "is not a PeerStore handshake",
+            ),
+        ];
+        for (what, bytes, reason) in plain {
+            let mut s = raw_connect(&from, &target).await;
+            let peer = s.local_addr().unwrap();
+            s.write_all(&bytes).await.unwrap();
+            assert_closed(&mut s, CLOSE_WITHIN, what).await;
+            assert_logged_as(&node, &format!("refusing connection from {peer}: "), reason).await;
+            info_on(&good, &target).await;
+        }
 
         // A frame started but never finished: closed after the frame timeout.
         // Runs alongside the cases below.
-        let mut stalled = raw_connect(&from, &target).await;
-        let stalled_peer = stalled.local_addr().unwrap();
+        let mut stalled = secure_connect(&from, &target).await;
+        let stalled_peer = stalled.get_ref().local_addr().unwrap();
         stalled
             .write_all(&[0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
             .await
             .unwrap();
+        stalled.flush().await.unwrap();
         let stall_check = tokio::spawn(async move {
             let t = std::time::Instant::now();
             assert_closed(&mut stalled, STALL_CLOSE_WITHIN, "stalled frame").await;
@@ -192,9 +240,10 @@ async fn broken_frames_close_only_their_connection() {
             ),
         ];
         for (what, bytes, shut, reason) in cases {
-            let mut s = raw_connect(&from, &target).await;
-            let peer = s.local_addr().unwrap();
+            let mut s = secure_connect(&from, &target).await;
+            let peer = s.get_ref().local_addr().unwrap();
             s.write_all(&bytes).await.unwrap();
+            s.flush().await.unwrap();
             if shut {
                 s.shutdown().await.unwrap();
             }
@@ -268,10 +317,14 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             common::ring_consistent(&addrs, &addrs)
         })
         .await;
-        let pool = Pool::new(NetConfig {
-            rpc_timeout: CALL,
-            connect_timeout: CALL,
-        });
+        let pool = Pool::new(
+            NetConfig {
+                rpc_timeout: CALL,
+                connect_timeout: CALL,
+                local_ip: None,
+            },
+            common::test_keys(),
+        );
         let a = &addrs[0];
 
         // A replica store whose bytes do not hash to the key.

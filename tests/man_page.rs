@@ -212,6 +212,8 @@ fn man_page_documents_every_command() {
         "peerstore block get",
         "peerstore lookup",
         "peerstore ring",
+        "peerstore init",
+        "peerstore invite",
     ] {
         assert!(
             page.contains(&format!(".SS \"{name}\"")),
@@ -219,7 +221,7 @@ fn man_page_documents_every_command() {
         );
     }
     for opt in [
-        "listen", "join", "data", "replicas", "peer", "json", "output",
+        "listen", "join", "data", "replicas", "peer", "json", "output", "ticket", "addr",
     ] {
         assert!(
             page.contains(&format!("\\-\\-{opt}")),

@@ -58,6 +58,11 @@ impl<S> SecureStream<S> {
         }
     }
 
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     /// The peer's static public key, as proven in the handshake.
     pub fn remote_static(&self) -> Option<[u8; 32]> {
         self.noise

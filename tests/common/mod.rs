@@ -97,13 +97,52 @@ where
     }
 }
 
-/// Runs the `peerstore` binary with `args`, killing it after
-/// [`CLI_TIMEOUT`].
+/// The network secret of every node and command this test process starts
+/// (random per process, so tests of two runs never talk to each other).
+pub fn test_secret() -> peerstore::net::NetworkSecret {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    peerstore::net::NetworkSecret::from_bytes(*SECRET.get_or_init(rand::random))
+}
+
+/// A join ticket for the test network via `addr`.
+pub fn test_ticket(addr: &str) -> String {
+    peerstore::network::Ticket {
+        secret: test_secret(),
+        addr: addr.to_string(),
+    }
+    .encode()
+}
+
+/// Link keys in the test network: a fresh static key and the test secret.
+pub fn test_keys() -> peerstore::net::LinkKeys {
+    peerstore::net::LinkKeys {
+        key: peerstore::net::StaticKey::generate(),
+        secret: test_secret(),
+    }
+}
+
+/// Puts the test network's secret into data directory `dir` (mode 0600),
+/// as `peerstore node --join TICKET` would.
+pub fn admit(dir: &Path) {
+    let t = peerstore::network::Ticket::parse(&test_ticket("127.0.0.1:1")).expect("ticket");
+    peerstore::network::adopt(dir, &t).expect("store the test network secret");
+}
+
+/// Runs the `peerstore` binary with `args` in the test network (its
+/// ticket in `PEERSTORE_TICKET`), killing it after [`CLI_TIMEOUT`].
 pub async fn cli(args: &[&str]) -> Output {
+    cli_with(args, &[("PEERSTORE_TICKET", &test_ticket("127.0.0.1:1"))]).await
+}
+
+/// Runs the `peerstore` binary with `args` and environment `env` only
+/// (no test ticket unless given), killing it after [`CLI_TIMEOUT`].
+pub async fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_peerstore"));
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("PEERSTORE_PEER")
+        .env_remove("PEERSTORE_TICKET")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -528,6 +567,7 @@ impl NodeGuard {
             .tempdir()
             .expect("temp dir");
         let mnt = opts.mount.as_ref().map(|_| MountDir::new());
+        admit(data.path());
         Self::spawn(opts, data, logs, mnt, 1).await
     }
 

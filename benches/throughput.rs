@@ -20,7 +20,7 @@
 
 use futures::stream::{self, StreamExt};
 use peerstore::id::Id;
-use peerstore::net::{NetConfig, Pool};
+use peerstore::net::{LinkKeys, NetConfig, NetworkSecret, Pool, StaticKey};
 use peerstore::wire::{ClientRequest, ClientResponse, Request, Response};
 use rand::RngCore;
 use std::fs::File;
@@ -77,6 +77,12 @@ impl Ring {
     /// Starts node `i`, joining through node 0 unless it is node 0.
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let data = self.dir.path().join(format!("node{i}"));
+        // Every node of the bench ring holds the bench network's secret.
+        let ticket = peerstore::network::Ticket {
+            secret: bench_secret(),
+            addr: addr(0),
+        };
+        peerstore::network::adopt(&data, &ticket).map_err(|e| format!("node {i}: {e}"))?;
         let log = File::create(self.log_path(i)).map_err(|e| format!("log file: {e}"))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerstore"));
         cmd.arg("node")
@@ -373,14 +379,27 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The network secret of this bench run (random per run).
+fn bench_secret() -> NetworkSecret {
+    static SECRET: std::sync::OnceLock<NetworkSecret> = std::sync::OnceLock::new();
+    SECRET.get_or_init(NetworkSecret::generate).clone()
+}
+
 async fn run() -> Result<(), String> {
     let big = env_usize("PEERSTORE_BENCH_BIG", 256);
     let small = env_usize("PEERSTORE_BENCH_SMALL", 5000);
     let concurrency = env_usize("PEERSTORE_BENCH_CONCURRENCY", 16).max(1);
-    let pool = Pool::new(NetConfig {
-        rpc_timeout: RPC_TIMEOUT,
-        connect_timeout: Duration::from_secs(5),
-    });
+    let pool = Pool::new(
+        NetConfig {
+            rpc_timeout: RPC_TIMEOUT,
+            connect_timeout: Duration::from_secs(5),
+            local_ip: None,
+        },
+        LinkKeys {
+            key: StaticKey::generate(),
+            secret: bench_secret(),
+        },
+    );
     let started = Instant::now();
     let mut ring = start_ring(&pool).await?;
     println!(

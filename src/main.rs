@@ -109,7 +109,10 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         },
         repair_every: Duration::from_secs(a.repair_secs.max(1)),
         rpc_timeout: Duration::from_millis(a.rpc_timeout_ms.max(10)),
-        ..NodeConfig::default()
+        server: peerstore::net::ServerConfig {
+            handshake_timeout: Duration::from_millis(a.handshake_timeout_ms.max(10)),
+            ..peerstore::net::ServerConfig::default()
+        },
     };
     let running = tokio::select! {
         r = node::start(cfg) => r.map_err(|e| e.to_string())?,

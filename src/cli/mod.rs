@@ -266,6 +266,10 @@ pub struct NodeArgs {
     /// Timeout of every call to a peer, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub rpc_timeout_ms: u64,
+    /// Time a new connection has to finish the secure-link handshake, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub handshake_timeout_ms: u64,
     /// Mount the file tree at this folder (unmounting it stops the node).
     #[arg(long)]
     pub mount: Option<PathBuf>,

@@ -302,6 +302,10 @@ pub struct NodeOpts {
     /// that identity (`--mount DIR --identity FILE`) on a folder its guard
     /// owns ([`NodeGuard::mount_dir`]).
     pub mount: Option<PathBuf>,
+    /// Leave the data directory without the test network's secret: the
+    /// node creates a network of its own, or adopts the one of a ticket
+    /// given as `join`.
+    pub own_network: bool,
 }
 
 impl NodeOpts {
@@ -313,6 +317,7 @@ impl NodeOpts {
             replicas: 3,
             extra: FAST.iter().map(|s| s.to_string()).collect(),
             mount: None,
+            own_network: false,
         }
     }
 
@@ -567,7 +572,9 @@ impl NodeGuard {
             .tempdir()
             .expect("temp dir");
         let mnt = opts.mount.as_ref().map(|_| MountDir::new());
-        admit(data.path());
+        if !opts.own_network {
+            admit(data.path());
+        }
         Self::spawn(opts, data, logs, mnt, 1).await
     }
 

@@ -94,7 +94,7 @@ async fn assert_logged_as(node: &NodeGuard, want: &str, reason: &str) {
         CLOSE_WITHIN,
         || async {
             let log = node.log();
-            match log.lines().find(|l| l.contains(&want)) {
+            match log.lines().find(|l| l.contains(want)) {
                 Some(l) if l.contains(reason) && l.contains("WARN") => Ok(()),
                 Some(l) => Err(format!("the line is {l:?}")),
                 None => Err("no such line".into()),

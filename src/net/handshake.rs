@@ -30,7 +30,9 @@ pub const MAX_HANDSHAKE_MESSAGE: usize = 512;
 pub enum HandshakeError {
     #[error("handshake not finished within {0:?}")]
     Timeout(Duration),
-    #[error("connection closed during the handshake")]
+    #[error(
+        "connection closed during the handshake (does the other side hold another network's secret?)"
+    )]
     Closed,
     #[error("i/o error during the handshake: {0}")]
     Io(std::io::Error),

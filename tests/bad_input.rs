@@ -306,17 +306,8 @@ async fn wrong_requests_are_refused_and_change_nothing() {
         ));
         let files = tempfile::tempdir().unwrap();
         let first = addr(BLOCK_REQUESTS, 1);
-        let mut nodes = vec![NodeGuard::start(NodeOpts::new(&first, None)).await];
-        for i in 2..=3 {
-            nodes.push(
-                NodeGuard::start(NodeOpts::new(&addr(BLOCK_REQUESTS, i), Some(&first))).await,
-            );
-        }
+        let mut nodes = common::start_ring(BLOCK_REQUESTS, 3, NodeOpts::new(&first, None)).await;
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-        common::wait_until("3-node ring", Duration::from_secs(30), || {
-            common::ring_consistent(&addrs, &addrs)
-        })
-        .await;
         let pool = Pool::new(
             NetConfig {
                 rpc_timeout: CALL,

@@ -100,7 +100,6 @@ async fn tickets_admit_members_and_strangers_get_nothing() {
         .await;
         let kept = std::fs::read(second.data_dir().join("network.secret")).unwrap();
         assert_eq!(kept, secret, "the joined node keeps the network secret");
-        let addrs = vec![first.addr.clone(), second.addr.clone()];
         common::wait_until("2-node ring", Duration::from_secs(30), || async {
             let o = cli_with(&["ring", "--json", "--ticket", &ticket], &[]).await;
             if !o.status.success() {
@@ -237,7 +236,6 @@ async fn tickets_admit_members_and_strangers_get_nothing() {
         .await;
         assert!(!o.status.success());
         assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
-        let _ = addrs;
     })
     .await;
 }
@@ -246,17 +244,7 @@ async fn tickets_admit_members_and_strangers_get_nothing() {
 async fn nobody_speaks_for_another_node() {
     common::with_timeout(Duration::from_secs(120), async {
         let first = addr(BLOCK_IMPERSONATE, 1);
-        let mut nodes = vec![NodeGuard::start(NodeOpts::new(&first, None)).await];
-        for i in 2..=3 {
-            nodes.push(
-                NodeGuard::start(NodeOpts::new(&addr(BLOCK_IMPERSONATE, i), Some(&first))).await,
-            );
-        }
-        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-        common::wait_until("3-node ring", Duration::from_secs(30), || {
-            common::ring_consistent(&addrs, &addrs)
-        })
-        .await;
+        let nodes = common::start_ring(BLOCK_IMPERSONATE, 3, NodeOpts::new(&first, None)).await;
         let victim = Peer {
             id: nodes[1].id.parse::<Id>().unwrap(),
             addr: "127.0.113.250:7400".into(),
@@ -368,16 +356,8 @@ async fn captured_traffic_has_no_plaintext() {
         let identity = work.path().join("identity");
         let capture = Capture::start(work.path(), &format!("127.0.{BLOCK_CAPTURE}.0/24")).await;
         let first = addr(BLOCK_CAPTURE, 1);
-        let mut nodes = vec![NodeGuard::start(NodeOpts::mounted(&first, None, &identity)).await];
-        for i in 2..=3 {
-            nodes
-                .push(NodeGuard::start(NodeOpts::new(&addr(BLOCK_CAPTURE, i), Some(&first))).await);
-        }
-        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-        common::wait_until("3-node ring", Duration::from_secs(30), || {
-            common::ring_consistent(&addrs, &addrs)
-        })
-        .await;
+        let nodes =
+            common::start_ring(BLOCK_CAPTURE, 3, NodeOpts::mounted(&first, None, &identity)).await;
         let marker = b"PEERSTORE-CAPTURE-MARKER-5c1d";
         let name = "capture-marker-name-5c1d.txt";
         let mut content = Vec::new();
@@ -517,15 +497,8 @@ async fn hostile_connections_do_not_stop_the_ring() {
         // below surely run while every hostile connection is still open.
         let mut opts = NodeOpts::new(&first, None);
         opts.extra.extend(["--handshake-timeout-ms".into(), "15000".into()]);
-        let mut nodes = vec![NodeGuard::start(opts).await];
-        for i in 2..=3 {
-            nodes.push(NodeGuard::start(NodeOpts::new(&addr(BLOCK_HOSTILE, i), Some(&first))).await);
-        }
+        let nodes = common::start_ring(BLOCK_HOSTILE, 3, opts).await;
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-        common::wait_until("3-node ring", Duration::from_secs(30), || {
-            common::ring_consistent(&addrs, &addrs)
-        })
-        .await;
         let pid = nodes[0].pid();
         let before = serve_check(&first, 20, 1).await;
         let rss_before = rss_kib(pid);

@@ -330,6 +330,23 @@ impl NodeOpts {
     }
 }
 
+/// Starts a ring of `n` nodes on block `block`: node 1 with `first` (which
+/// must listen on `addr(block, 1)`), the others plain and joining it; waits
+/// until the ring is consistent.
+pub async fn start_ring(block: u8, n: u8, first: NodeOpts) -> Vec<NodeGuard> {
+    let via = first.listen.clone();
+    let mut nodes = vec![NodeGuard::start(first).await];
+    for i in 2..=n {
+        nodes.push(NodeGuard::start(NodeOpts::new(&addr(block, i), Some(&via))).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+    wait_until(&format!("{n}-node ring"), Duration::from_secs(30), || {
+        ring_consistent(&addrs, &addrs)
+    })
+    .await;
+    nodes
+}
+
 /// How long unmounting a folder (`fusermount3`, `umount`) may take.
 pub const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 

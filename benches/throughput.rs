@@ -78,10 +78,8 @@ impl Ring {
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let data = self.dir.path().join(format!("node{i}"));
         // Every node of the bench ring holds the bench network's secret.
-        let ticket = peerstore::network::Ticket {
-            secret: bench_secret(),
-            addr: addr(0),
-        };
+        let ticket =
+            peerstore::network::Ticket::parse(&bench_ticket()).map_err(|e| e.to_string())?;
         peerstore::network::adopt(&data, &ticket).map_err(|e| format!("node {i}: {e}"))?;
         let log = File::create(self.log_path(i)).map_err(|e| format!("log file: {e}"))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerstore"));
@@ -169,6 +167,7 @@ async fn wait_member(ring: &mut Ring, pool: &Pool, i: usize) -> Result<(), Strin
 fn ring_complete() -> bool {
     let out = Command::new(env!("CARGO_BIN_EXE_peerstore"))
         .args(["ring", "--json", "--peer", &addr(0)])
+        .env("PEERSTORE_TICKET", bench_ticket())
         .stderr(Stdio::null())
         .output();
     let Ok(out) = out else { return false };
@@ -383,6 +382,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn bench_secret() -> NetworkSecret {
     static SECRET: std::sync::OnceLock<NetworkSecret> = std::sync::OnceLock::new();
     SECRET.get_or_init(NetworkSecret::generate).clone()
+}
+
+/// A ticket of the bench network, via node 0.
+fn bench_ticket() -> String {
+    peerstore::network::Ticket {
+        secret: bench_secret(),
+        addr: addr(0),
+    }
+    .encode()
 }
 
 async fn run() -> Result<(), String> {

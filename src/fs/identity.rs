@@ -11,13 +11,11 @@
 
 use super::crypto::SecretKey;
 use crate::id::Id;
+use crate::keyfile::{KeyFileError, read_key, write_key};
 use crate::record::{Record, record_key};
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use sha2::Sha256;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// An owner of a file tree.
@@ -33,15 +31,7 @@ impl std::fmt::Debug for Identity {
 }
 
 /// Why an identity file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    #[error("{0}: {1}")]
-    Io(String, std::io::Error),
-    #[error("{0}: identity file is readable by group or others (mode {1:o}); run: chmod 600 {0}")]
-    TooOpen(String, u32),
-    #[error("{0}: identity file is not 32 bytes")]
-    Malformed(String),
-}
+pub type IdentityError = KeyFileError;
 
 /// `~/.config/peerstore/identity` (or under `$XDG_CONFIG_HOME`).
 pub fn default_identity_path() -> PathBuf {
@@ -71,46 +61,12 @@ impl Identity {
 
     /// Loads the identity at `path`, creating it (mode 0600) if absent.
     pub fn load_or_create(path: &Path) -> Result<Identity, IdentityError> {
-        let shown = path.display().to_string();
-        match fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(IdentityError::TooOpen(shown, mode));
-                }
-                let bytes = fs::read(path).map_err(|e| IdentityError::Io(shown.clone(), e))?;
-                let secret: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IdentityError::Malformed(shown.clone()))?;
-                Ok(Identity::from_secret(secret))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Identity::generate();
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    fs::create_dir_all(dir)
-                        .map_err(|e| IdentityError::Io(dir.display().to_string(), e))?;
-                }
-                let tmp = path.with_extension("tmp");
-                let write = || -> std::io::Result<()> {
-                    let mut f = fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)?;
-                    f.write_all(&id.signing.to_bytes())?;
-                    f.sync_all()?;
-                    fs::rename(&tmp, path)
-                };
-                write().map_err(|e| {
-                    let _ = fs::remove_file(&tmp);
-                    IdentityError::Io(shown, e)
-                })?;
-                Ok(id)
-            }
-            Err(e) => Err(IdentityError::Io(shown, e)),
+        if let Some(secret) = read_key::<32>(path)? {
+            return Ok(Identity::from_secret(secret));
         }
+        let id = Identity::generate();
+        write_key(path, &id.signing.to_bytes())?;
+        Ok(id)
     }
 
     /// The owner public key (records hang off it).
@@ -150,6 +106,8 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_once_private_and_deterministic_keys() {

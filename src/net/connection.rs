@@ -101,8 +101,11 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Connection {
-    /// Starts the reader and writer tasks on `stream`; `peer` names the other
-    /// end in logs. Must be called within a tokio runtime.
+    /// Starts the reader and writer tasks on `stream` with no link
+    /// handshake (for tests of this layer over in-memory pipes; nodes only
+    /// accept [`Connection::secured`] links). `peer` names the other end in
+    /// logs. Must be called within a tokio runtime.
+    #[cfg(test)]
     pub fn new<S>(stream: S, peer: impl Into<String>) -> Connection
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,

@@ -298,6 +298,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn byte_at_a_time_reads_and_cut_messages() {
+        let s = NetworkSecret::generate();
+        let (a, b) = (keys(&s), keys(&s));
+        let (x, y) = pair(&a, &b, None).await;
+        let (mut x, mut y) = (x.unwrap(), y.unwrap());
+        for chunk in [&b"ab"[..], b"", b"cdef"] {
+            x.stream.write_all(chunk).await.unwrap();
+        }
+        x.stream.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut one = [0u8; 1];
+        while got.len() < 6 {
+            assert_eq!(y.stream.read(&mut one).await.unwrap(), 1);
+            got.push(one[0]);
+        }
+        assert_eq!(got, b"abcdef");
+        // A message cut short by the end of the stream is an error, not a
+        // clean end.
+        let mut inner = x.stream.into_inner();
+        inner.write_all(&[0, 40, 1, 2, 3]).await.unwrap();
+        inner.shutdown().await.unwrap();
+        let err = y.stream.read(&mut one).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
     async fn stalled_handshake_times_out() {
         let b = keys(&NetworkSecret::generate());
         let (_x, y) = duplex(4096);

@@ -63,6 +63,13 @@ impl<S> SecureStream<S> {
         &self.io
     }
 
+    /// The underlying stream, giving up the session (tests write raw bytes
+    /// after it).
+    #[cfg(test)]
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
     /// The peer's static public key, as proven in the handshake.
     pub fn remote_static(&self) -> Option<[u8; 32]> {
         self.noise

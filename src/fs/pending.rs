@@ -137,6 +137,26 @@ impl PendingDirs {
     }
 }
 
+/// Drops a directory's state when its storing task ends however it ends
+/// (normally the state is gone already): if the task panicked or was
+/// cancelled, the queued changes' waiters learn it (their senders drop)
+/// instead of waiting for a task that no longer runs.
+struct Running<'a> {
+    pending: &'a PendingDirs,
+    name: &'a [u8],
+    /// The task ended normally (and dropped the state itself: a state
+    /// there now belongs to a newer task).
+    finished: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pending.lock().remove(self.name);
+        }
+    }
+}
+
 /// Applies `queued` to a copy of `base`, skipping changes that fail now
 /// (they fail again, and are reported, when stored).
 fn rebuild_view(base: &Versioned, queued: &mut [Queued]) -> Versioned {
@@ -229,6 +249,18 @@ impl<S: BlockStore> Vault<S> {
     /// The background task of directory `link`: stores its queue, batch
     /// by batch, until it is empty.
     async fn store_dir_changes(self: Arc<Self>, link: Link) {
+        let mut guard = Running {
+            pending: &self.pending,
+            name: &link.name,
+            finished: false,
+        };
+        self.drain_dir(&link).await;
+        guard.finished = true;
+    }
+
+    /// The loop of [`Vault::store_dir_changes`]; returns once the queue is
+    /// empty and the directory's state dropped.
+    async fn drain_dir(&self, link: &Link) {
         loop {
             let mut batch = {
                 let mut dirs = self.pending.lock();
@@ -243,7 +275,7 @@ impl<S: BlockStore> Vault<S> {
                 st.flying = batch.iter().map(|q| q.ticket.clone()).collect();
                 batch
             };
-            let (stored, results) = self.store_batch(&link, &mut batch).await;
+            let (stored, results) = self.store_batch(link, &mut batch).await;
             {
                 let mut dirs = self.pending.lock();
                 if let Some(st) = dirs.get_mut(&link.name) {
@@ -251,7 +283,7 @@ impl<S: BlockStore> Vault<S> {
                     match &stored {
                         Ok(v) => st.base = Versioned::clone(v),
                         Err(_) => {
-                            if let Some(g) = self.guess(&link) {
+                            if let Some(g) = self.guess(link) {
                                 st.base = g;
                             }
                         }

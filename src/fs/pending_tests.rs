@@ -207,3 +207,31 @@ async fn changes_queued_behind_an_update_are_stored_together() {
     t.wait().await.unwrap();
     assert!(!stored_names(&mem).await.contains(&b"e".to_vec()));
 }
+
+#[test]
+fn a_cancelled_store_task_fails_its_waiters_instead_of_hanging() {
+    let mem = Arc::new(MemStore::default());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    let (v, ticket) = rt.block_on(async {
+        let v = gated_vault(&mem, Gate::Hold);
+        let (_, _, t) = v.create_pending(&v.root(), b"a", attrs()).await.unwrap();
+        settle_time().await; // the storing task is held in its put
+        (v, t)
+    });
+    drop(rt); // cancels the storing task
+    runtime().block_on(async {
+        let r = tokio::time::timeout(Duration::from_secs(5), ticket.wait()).await;
+        assert!(matches!(r, Ok(Err(FsError::Unavailable(_)))), "{r:?}");
+        assert!(!v.has_pending_dirs());
+        // The directory works again.
+        v.store.set(Gate::Open);
+        let (_, _, t) = v.create_pending(&v.root(), b"b", attrs()).await.unwrap();
+        t.wait().await.unwrap();
+    });
+}

@@ -291,7 +291,7 @@ impl Store {
             }
             return Ok(false);
         }
-        self.spares.write(&self.tmp, &path, data, durable)?;
+        self.spares.write(&self.tmp, &path, data, durable, false)?;
         lock(&self.index).set_block(key, data.len() as u64);
         self.finish_write(path, durable)?;
         Ok(true)
@@ -393,7 +393,8 @@ impl Store {
                 current: cur,
             });
         }
-        self.spares.write(&self.tmp, &path, &bytes, durable)?;
+        self.spares
+            .write(&self.tmp, &path, &bytes, durable, current.is_some())?;
         let meta = RecordMeta {
             seq: rec.seq,
             len: bytes.len() as u64,

@@ -77,16 +77,22 @@ impl Spares {
         stage_with(tmp_dir, bytes, sync)
     }
 
-    /// Atomically replaces `dest` (if any) by `bytes`, staged in `tmp_dir`.
-    /// The caller must then sync `dest`'s parent if it wants durability.
+    /// Atomically replaces `dest` (if any) by `bytes`, staged in `tmp_dir`;
+    /// `replaces` says whether a file is expected at `dest` (if not, it is
+    /// a plain rename, which would replace one all the same). The caller
+    /// must then sync `dest`'s parent if it wants durability.
     pub fn write(
         &self,
         tmp_dir: &Path,
         dest: &Path,
         bytes: &[u8],
         sync: bool,
+        replaces: bool,
     ) -> Result<(), StoreError> {
         let staged = self.stage(tmp_dir, bytes, sync)?;
+        if !replaces {
+            return staged.commit(dest);
+        }
         if let Some(old) = staged.commit_swap(dest)? {
             self.give(old);
         }
@@ -174,9 +180,11 @@ mod tests {
         fs::create_dir(&tmp).unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let spares = Spares::default();
-        spares.write(&tmp, &a, b"first version", false).unwrap();
+        spares
+            .write(&tmp, &a, b"first version", false, true)
+            .unwrap();
         assert_eq!(spares.len(), 0, "a new file: renamed, nothing to spare");
-        spares.write(&tmp, &a, b"second", true).unwrap();
+        spares.write(&tmp, &a, b"second", true, true).unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"second");
         assert_eq!(spares.len(), 1, "the old file is kept as a spare");
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 1);
@@ -186,7 +194,7 @@ mod tests {
             let p = fs::read_dir(&tmp).unwrap().next().unwrap().unwrap().path();
             fs::metadata(p).unwrap().ino()
         };
-        spares.write(&tmp, &b, b"x", false).unwrap();
+        spares.write(&tmp, &b, b"x", false, true).unwrap();
         assert_eq!(fs::read(&b).unwrap(), b"x");
         {
             use std::os::unix::fs::MetadataExt;
@@ -195,10 +203,17 @@ mod tests {
         assert_eq!(spares.len(), 0);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         spares
-            .write(&tmp, &b, b"a longer third version", false)
+            .write(&tmp, &b, b"a longer third version", false, true)
             .unwrap();
-        spares.write(&tmp, &a, b"y", false).unwrap();
+        spares.write(&tmp, &a, b"y", false, true).unwrap();
         assert_eq!(fs::read(&a).unwrap(), b"y");
+        // A write known to be new renames (into a spare's inode too).
+        assert_eq!(spares.len(), 1);
+        spares
+            .write(&tmp, &dir.path().join("d"), b"z", false, false)
+            .unwrap();
+        assert_eq!(fs::read(dir.path().join("d")).unwrap(), b"z");
+        assert_eq!(spares.len(), 0);
         assert_eq!(fs::read(&b).unwrap(), b"a longer third version");
     }
 
@@ -210,8 +225,8 @@ mod tests {
         let a = dir.path().join("a");
         let spares = Spares::default();
         let big = vec![1u8; MAX_SPARE_BYTES as usize + 1];
-        spares.write(&tmp, &a, &big, false).unwrap();
-        spares.write(&tmp, &a, b"small", false).unwrap();
+        spares.write(&tmp, &a, &big, false, true).unwrap();
+        spares.write(&tmp, &a, b"small", false, true).unwrap();
         assert_eq!(spares.len(), 0);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         assert_eq!(fs::read(&a).unwrap(), b"small");
@@ -224,20 +239,20 @@ mod tests {
         fs::create_dir(&tmp).unwrap();
         let a = dir.path().join("a");
         let spares = Spares::default();
-        spares.write(&tmp, &a, b"1", false).unwrap();
-        spares.write(&tmp, &a, b"2", false).unwrap();
+        spares.write(&tmp, &a, b"1", false, true).unwrap();
+        spares.write(&tmp, &a, b"2", false, true).unwrap();
         // Someone removed the spare: the next write makes a new file.
         for e in fs::read_dir(&tmp).unwrap() {
             fs::remove_file(e.unwrap().path()).unwrap();
         }
         spares
-            .write(&tmp, &dir.path().join("c"), b"3", false)
+            .write(&tmp, &dir.path().join("c"), b"3", false, true)
             .unwrap();
         assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"3");
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
         // A destination in a missing directory is created, as by a rename.
         spares
-            .write(&tmp, &dir.path().join("new/dir/x"), b"4", false)
+            .write(&tmp, &dir.path().join("new/dir/x"), b"4", false, true)
             .unwrap();
         assert_eq!(fs::read(dir.path().join("new/dir/x")).unwrap(), b"4");
         assert_eq!(fs::read(&a).unwrap(), b"2");

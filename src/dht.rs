@@ -7,7 +7,11 @@
 //! get tries the owner, then every following node the lookup returned, and
 //! re-hashes every block it receives, so a corrupt or missing copy on one
 //! node is skipped. The lookup and the calls go through a [`Transport`], so
-//! the same code runs in the node and in tests.
+//! the same code runs in the node and in tests. A put of a block or of a
+//! new record whose key lies between two ring neighbours a recent lookup
+//! named skips the lookup ([`routes`]).
+
+mod routes;
 
 use crate::chord::LookupResult;
 use crate::id::Id;
@@ -71,6 +75,8 @@ pub struct Dht<T> {
     /// Nodes that took a non-durable write from this client since its last
     /// [`Dht::sync`].
     unsynced: std::sync::Mutex<std::collections::HashMap<crate::id::Id, Peer>>,
+    /// Runs of ring members from recent lookups, to place new keys.
+    runs: routes::Runs,
 }
 
 /// Whether a refusal is final (retrying elsewhere cannot help).
@@ -93,6 +99,7 @@ impl<T> Dht<T> {
             transport,
             replicas,
             unsynced: Default::default(),
+            runs: Default::default(),
         }
     }
 }
@@ -206,7 +213,30 @@ impl<T: Transport> Dht<T> {
         owner_first: bool,
         make: impl Fn(bool) -> ReplicaRequest,
     ) -> Result<u32, DhtError> {
+        // A run from a recent lookup places an item that needs no ordering
+        // (a block, a record's first version under a fresh name) without a
+        // lookup, with one spare node at least; if that set falls short, a
+        // real lookup decides (re-sending is idempotent: a held version
+        // counts as stored). Compare-and-swap puts always look the owner up.
+        if !owner_first && let Some(found) = self.runs.locate(key, self.replicas) {
+            match self.store_on(found, durable, owner_first, &make).await {
+                Err(DhtError::TooFewReplicas { .. }) => {}
+                other => return other,
+            }
+        }
         let found = self.transport.lookup(key).await?;
+        self.runs.learn(&found);
+        self.store_on(found, durable, owner_first, &make).await
+    }
+
+    /// [`Dht::store_replicated`] on the owner and nodes of `found`.
+    async fn store_on(
+        &self,
+        found: LookupResult,
+        durable: bool,
+        owner_first: bool,
+        make: &impl Fn(bool) -> ReplicaRequest,
+    ) -> Result<u32, DhtError> {
         if !durable {
             // Remember every node that may take the write, before sending.
             let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,6 +439,8 @@ mod tests {
         /// Calls to these nodes fail this many more times, then succeed.
         flaky: Mutex<HashMap<Id, u32>>,
         corrupt: Mutex<HashMap<Id, Vec<u8>>>,
+        /// Lookups asked for.
+        lookups: std::sync::atomic::AtomicUsize,
         _dirs: Vec<tempfile::TempDir>,
     }
 
@@ -434,6 +466,7 @@ mod tests {
                 down: Mutex::new(Vec::new()),
                 flaky: Mutex::new(HashMap::new()),
                 corrupt: Mutex::new(HashMap::new()),
+                lookups: Default::default(),
                 _dirs: dirs,
             }
         }
@@ -441,6 +474,8 @@ mod tests {
 
     impl Transport for Fake {
         async fn lookup(&self, _key: Id) -> Result<LookupResult, DhtError> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(LookupResult {
                 key: _key,
                 owner: self.stores[0].0.clone(),
@@ -616,5 +651,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn new_items_between_known_neighbours_skip_the_lookup() {
+        // Nodes at 40, 80, ..., 240 (first byte); the fake's lookups always
+        // name the node at 40 and all after it.
+        let dht = Dht::new(Fake::new(6), 3);
+        dht.put_block(b"first".to_vec()).await.unwrap();
+        let lookups = || {
+            dht.transport
+                .lookups
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        assert_eq!(lookups(), 1);
+        // A block whose key lies in (80, 120]: owned by the node at 120.
+        let data = (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|d| (81..=119).contains(&Id::hash(d).0[0]))
+            .unwrap();
+        let (_, copies) = dht.put_block(data.clone()).await.unwrap();
+        assert_eq!(copies, 3);
+        assert_eq!(lookups(), 1, "placed from the first lookup's run");
+        let holders: Vec<usize> = (0..6)
+            .filter(|&i| {
+                dht.transport.stores[i]
+                    .1
+                    .get_block(Id::hash(&data))
+                    .unwrap()
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(holders, vec![2, 3, 4]);
+        // Compare-and-swap puts always look the owner up.
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let r1 = Record::sign(&sk, b"cas", 1, Some(b"one".to_vec()));
+        dht.put_record(r1, Some(0)).await.unwrap();
+        assert_eq!(lookups(), 2);
     }
 }

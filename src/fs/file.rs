@@ -6,11 +6,15 @@
 //! sequential write streams into the ring instead of paying one round trip
 //! per chunk. `flush` uploads the rest, waits for every upload, and only
 //! then saves the manifest: once it returns, content and manifest are on r
-//! replicas (close-to-open consistency). Reads come from the buffers, the
+//! replicas (close-to-open consistency). A file created with its directory
+//! entry written behind ([`Vault::create_pending`]) also waits, in every
+//! flush until it is stored, for that entry, concurrently with its own
+//! manifest: a flush that returns `Ok` leaves the file reachable. Reads come from the buffers, the
 //! chunks being uploaded, or the stored chunks, and start fetching the
 //! next chunks ahead of a sequential reader.
 
 use super::object::{Body, CHUNK_SIZE, Chunk, INLINE_MAX, Link, MAX_CHUNKS, Object, Time};
+use super::pending::DirTicket;
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +43,9 @@ pub struct OpenFile {
     modified: bool,
     /// Index of the chunk read last (to detect sequential reads).
     last_read: Option<u64>,
+    /// The directory entry of this new file, while not known to be stored
+    /// (kept after a failure, so every later flush reports it too).
+    linking: Option<DirTicket>,
 }
 
 fn chunks_of(obj: &Object) -> &[Option<Chunk>] {
@@ -87,7 +94,14 @@ impl OpenFile {
             inflight: JoinSet::new(),
             modified: false,
             last_read: None,
+            linking: None,
         }
+    }
+
+    /// Notes that this file's directory entry is being stored behind;
+    /// flushes wait for it.
+    pub fn set_linking(&mut self, ticket: DirTicket) {
+        self.linking = Some(ticket);
     }
 
     /// Current length.
@@ -97,7 +111,10 @@ impl OpenFile {
 
     /// Whether there are changes not yet saved.
     pub fn is_dirty(&self) -> bool {
-        self.modified || !self.dirty.is_empty() || !self.uploading.is_empty()
+        self.modified
+            || !self.dirty.is_empty()
+            || !self.uploading.is_empty()
+            || self.linking.as_ref().is_some_and(|t| !t.is_done())
     }
 
     /// Re-reads the manifest if nothing local is pending (close-to-open:
@@ -380,7 +397,27 @@ impl OpenFile {
 
     /// Uploads every pending chunk, waits for all uploads, then saves the
     /// manifest. A concurrent writer's version is replaced (last writer wins).
+    /// A new file's directory entry being stored behind is waited for at
+    /// the same time; if it failed, so does the flush.
     pub async fn flush<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
+        let Some(ticket) = self.linking.clone() else {
+            return self.store(vault).await;
+        };
+        let (stored, linked) = tokio::join!(self.store(vault), ticket.wait());
+        match linked {
+            Ok(_) => self.linking = None,
+            Err(e) => {
+                stored?;
+                return Err(FsError::Unavailable(format!(
+                    "the new file's directory entry could not be stored: {e}"
+                )));
+            }
+        }
+        stored
+    }
+
+    /// The content and manifest part of [`OpenFile::flush`].
+    async fn store<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
         self.collect(true).await?;
         if self.modified {
             self.place_small_content(vault).await?;

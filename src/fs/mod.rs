@@ -13,12 +13,14 @@ pub mod crypto;
 pub mod file;
 pub mod identity;
 pub mod object;
+pub mod pending;
 pub mod tree;
 pub mod vault;
 
 pub use file::OpenFile;
 pub use identity::Identity;
 pub use object::{Attrs, Kind, Link, Object};
+pub use pending::DirTicket;
 pub use vault::{Vault, Versioned};
 
 use crate::id::Id;
@@ -156,5 +158,9 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod gated;
+#[cfg(test)]
+mod pending_tests;
 #[cfg(test)]
 mod vault_tests;

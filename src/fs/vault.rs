@@ -4,22 +4,26 @@
 //! compare-and-swap on the record's sequence number, so two writers never
 //! silently overwrite each other's directory changes: a directory update
 //! that loses the race re-reads the directory and applies its change again
-//! ([`Vault::update`]). A file's manifest is last-writer-wins.
+//! ([`Vault::update`]). Directory changes are written behind: queued,
+//! visible here at once, stored in the background ([`super::pending`]).
+//! A file's manifest is last-writer-wins.
 //!
 //! Directory operations order their writes so that a crash between them
 //! never loses an object: a new directory or link is saved before it is
 //! linked (a new file is linked first and reads as empty until its first
 //! flush saves it), a rename links the new name before unlinking the old
 //! one, and an unlinked object is deleted (tombstoned) only after it is
-//! unlinked.
+//! unlinked. A file created with [`Vault::create_pending`] is linked in the
+//! background; its first flush waits for the link (see `OpenFile::flush`).
 
 use super::crypto::{SEAL_OVERHEAD, open, seal};
 use super::object::{Attrs, Body, Chunk, Kind, Link, Object, Time, chunk_aad};
+use super::pending::{DirTicket, PendingDirs};
 use super::{BlockStore, FsError, Identity, check_name, split_path};
 use crate::id::Id;
 use crate::record::MAX_RECORD_VALUE;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -28,7 +32,7 @@ pub const UPLOAD_SLOTS: usize = 64;
 /// Decrypted chunks kept in memory for reads.
 const PLAIN_CACHE_CHUNKS: usize = 24;
 /// Attempts of a compare-and-swap update before giving up.
-const CAS_ATTEMPTS: u32 = 16;
+pub(crate) const CAS_ATTEMPTS: u32 = 16;
 
 /// An object as loaded, with the record version it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +58,10 @@ pub struct Vault<S> {
     /// as the first guess of a compare-and-swap update (a stale guess costs
     /// one retry, never correctness).
     dirs: Mutex<HashMap<Vec<u8>, (Versioned, Instant)>>,
+    /// Directory changes queued or being stored (write-behind).
+    pub(crate) pending: PendingDirs,
+    /// This vault's own `Arc`, for the tasks that store directory changes.
+    pub(crate) me: Weak<Vault<S>>,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -64,13 +72,15 @@ const DIR_GUESS_MAX: usize = 4096;
 impl<S: BlockStore> Vault<S> {
     /// A vault for `identity` over `store`.
     pub fn new(store: Arc<S>, identity: Identity) -> Arc<Vault<S>> {
-        Arc::new(Vault {
+        Arc::new_cyclic(|me| Vault {
             store,
             identity,
             upload_slots: Arc::new(Semaphore::new(UPLOAD_SLOTS)),
             plain: Mutex::new(VecDeque::new()),
             prefetching: Mutex::new(HashSet::new()),
             dirs: Mutex::new(HashMap::new()),
+            pending: PendingDirs::default(),
+            me: me.clone(),
         })
     }
 
@@ -93,8 +103,20 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Loads an object. The root directory exists implicitly (empty, seq 0)
-    /// until first saved.
+    /// until first saved. A directory with changes still being stored
+    /// loads as this vault's view of it (the stored version with the
+    /// changes applied; `seq` is the stored version's).
     pub async fn load(&self, link: &Link) -> Result<Versioned, FsError> {
+        if link.kind == Kind::Dir
+            && let Some(v) = self.pending.view(&link.name)
+        {
+            return Ok(v);
+        }
+        self.load_stored(link).await
+    }
+
+    /// Loads an object as stored now (no pending changes applied).
+    pub(crate) async fn load_stored(&self, link: &Link) -> Result<Versioned, FsError> {
         let key = self.identity.record_key(&link.name);
         let rec = self.store.get_record(key).await?;
         let root = self.is_root(link);
@@ -177,48 +199,48 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Read-modify-write of one object with compare-and-swap, retried when
-    /// another writer got there first. `f` may run several times.
-    pub async fn update<R>(
+    /// another writer got there first; returns the stored version. `f` may
+    /// run several times and must leave the object untouched when it
+    /// fails. A directory change goes through the directory's queue
+    /// ([`Vault::queue_dir_change`]) and is stored when this returns.
+    pub async fn update(
         &self,
         link: &Link,
-        mut f: impl FnMut(&mut Object) -> Result<R, FsError>,
-    ) -> Result<(Versioned, R), FsError> {
+        mut f: impl FnMut(&mut Object) -> Result<(), FsError> + Send + 'static,
+    ) -> Result<Versioned, FsError> {
+        if link.kind == Kind::Dir {
+            let ticket = self.queue_dir_change(link, Box::new(f)).await?;
+            return ticket.wait().await.map(|v| Versioned::clone(&v));
+        }
         for attempt in 0..CAS_ATTEMPTS {
-            let mut v = match (attempt, self.guess(link)) {
-                (0, Some(g)) => g,
-                _ => self.load(link).await?,
-            };
-            let r = f(&mut v.obj)?;
+            let mut v = self.load(link).await?;
+            f(&mut v.obj)?;
             match self.save(link, &v.obj, v.seq).await {
                 Ok(seq) => {
                     v.seq = seq;
-                    self.remember(link, &v);
-                    return Ok((v, r));
+                    return Ok(v);
                 }
                 Err(FsError::Conflict(_)) => {
-                    self.forget(link);
                     if attempt > 0 {
                         let jitter = rand::random::<u64>() % (5 << attempt.min(6));
                         tokio::time::sleep(Duration::from_millis(jitter)).await;
                     }
                 }
-                Err(e) => {
-                    self.forget(link);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         Err(FsError::Conflict(None))
     }
 
-    /// The version of directory `link` this vault saved or loaded last, if
-    /// recent (a hint: another writer may have changed it since).
+    /// This vault's view of directory `link` with its pending changes, or
+    /// the version it saved or loaded last, if recent (a hint: another
+    /// writer may have changed it since).
     pub fn recent_dir(&self, link: &Link) -> Option<Versioned> {
-        self.guess(link)
+        self.pending.view(&link.name).or_else(|| self.guess(link))
     }
 
     /// The remembered version of directory `link`, if recent.
-    fn guess(&self, link: &Link) -> Option<Versioned> {
+    pub(crate) fn guess(&self, link: &Link) -> Option<Versioned> {
         if link.kind != Kind::Dir {
             return None;
         }
@@ -228,7 +250,7 @@ impl<S: BlockStore> Vault<S> {
             .map(|(v, _)| v.clone())
     }
 
-    fn remember(&self, link: &Link, v: &Versioned) {
+    pub(crate) fn remember(&self, link: &Link, v: &Versioned) {
         if link.kind != Kind::Dir {
             return;
         }
@@ -242,7 +264,7 @@ impl<S: BlockStore> Vault<S> {
         d.insert(link.name.clone(), (v.clone(), Instant::now()));
     }
 
-    fn forget(&self, link: &Link) {
+    pub(crate) fn forget(&self, link: &Link) {
         self.dirs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -250,7 +272,8 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Creates `name` in directory `parent` as a new object (a symlink gets
-    /// `target`). Fails with `Exists` if the name is taken.
+    /// `target`). Fails with `Exists` if the name is taken. Returns once
+    /// the entry is stored.
     pub async fn create(
         &self,
         parent: &Link,
@@ -259,6 +282,11 @@ impl<S: BlockStore> Vault<S> {
         attrs: Attrs,
         target: Option<Vec<u8>>,
     ) -> Result<(Link, Versioned), FsError> {
+        if kind == Kind::File {
+            let (link, v, ticket) = self.create_pending(parent, name, attrs).await?;
+            ticket.wait().await?;
+            return Ok((link, v));
+        }
         check_name(name)?;
         let link = Link::fresh(kind);
         let mut obj = Object::empty(kind, attrs);
@@ -266,35 +294,43 @@ impl<S: BlockStore> Vault<S> {
             obj.attrs.size = v.len() as u64;
             *t = v;
         }
-        let link_it = self.update(parent, |dir| {
-            let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
-            if entries.contains_key(name) {
-                return Err(FsError::Exists);
-            }
-            entries.insert(name.to_vec(), link.clone());
-            touch(&mut dir.attrs);
-            Ok(())
-        });
-        if kind == Kind::File {
-            // A new file's record is written by its first flush: until then
-            // the entry reads as an empty file (see `load`). The caller that
-            // keeps the returned state must flush it to keep its attributes.
-            link_it.await?;
-            return Ok((link, Versioned { obj, seq: 0 }));
-        }
         // A directory or link must exist before its entry points at it.
         let seq = self.save(&link, &obj, 0).await?;
-        if let Err(e) = link_it.await {
+        if let Err(e) = self.update(parent, link_entry(name, &link)).await {
             let _ = self.delete(&link).await;
             return Err(e);
         }
         Ok((link, Versioned { obj, seq }))
     }
 
+    /// Creates the file `name` in directory `parent`, writing the entry
+    /// behind: it is in this vault's view of `parent` at once (`Exists` if
+    /// the name is taken there), and stored in the background; the ticket
+    /// resolves when it is stored. The file's record is written by its
+    /// first flush (until then the entry reads as an empty file, see
+    /// `load`), which must also wait for the ticket.
+    pub async fn create_pending(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        attrs: Attrs,
+    ) -> Result<(Link, Versioned, DirTicket), FsError> {
+        check_name(name)?;
+        let link = Link::fresh(Kind::File);
+        let obj = Object::empty(Kind::File, attrs);
+        let ticket = self
+            .queue_dir_change(parent, Box::new(link_entry(name, &link)))
+            .await?;
+        Ok((link, Versioned { obj, seq: 0 }, ticket))
+    }
+
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
     /// anything else only if not `dir`. The object is deleted afterwards.
     pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
+        // Changes queued before this one land (or fail) first, so the
+        // checks below see the directory as stored.
+        self.settle_dir(parent).await;
         let pv = self.load(parent).await?;
         let link = pv.obj.entry(name)?;
         match (link.kind == Kind::Dir, dir) {
@@ -308,11 +344,12 @@ impl<S: BlockStore> Vault<S> {
             }
             _ => {}
         }
-        self.update(parent, |d| {
+        let (name_owned, gone) = (name.to_vec(), link.name.clone());
+        self.update(parent, move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
-            match entries.get(name) {
-                Some(l) if l.name == link.name => {
-                    entries.remove(name);
+            match entries.get(&name_owned) {
+                Some(l) if l.name == gone => {
+                    entries.remove(&name_owned);
                     touch(&mut d.attrs);
                     Ok(())
                 }
@@ -339,6 +376,8 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<(), FsError> {
         check_name(from)?;
         check_name(to)?;
+        self.settle_dir(from_parent).await;
+        self.settle_dir(to_parent).await;
         let src = self.load(from_parent).await?;
         let moving = src.obj.entry(from)?;
         let dst = self.load(to_parent).await?;
@@ -361,26 +400,31 @@ impl<S: BlockStore> Vault<S> {
         }
         let same_dir = from_parent.name == to_parent.name;
         // Link the new name first (in one update when in the same directory).
-        self.update(to_parent, |d| {
+        let (from_name, to_name, moved) = (from.to_vec(), to.to_vec(), moving.clone());
+        self.update(to_parent, move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             if same_dir {
-                match entries.get(from) {
-                    Some(l) if l.name == moving.name => {
-                        entries.remove(from);
+                match entries.get(&from_name) {
+                    Some(l) if l.name == moved.name => {
+                        entries.remove(&from_name);
                     }
                     _ => return Err(FsError::NotFound),
                 }
             }
-            entries.insert(to.to_vec(), moving.clone());
+            entries.insert(to_name.clone(), moved.clone());
             touch(&mut d.attrs);
             Ok(())
         })
         .await?;
         if !same_dir {
-            self.update(from_parent, |d| {
+            let from_name = from.to_vec();
+            self.update(from_parent, move |d| {
                 let entries = d.entries_mut().ok_or(FsError::NotDir)?;
-                if entries.get(from).is_some_and(|l| l.name == moving.name) {
-                    entries.remove(from);
+                if entries
+                    .get(&from_name)
+                    .is_some_and(|l| l.name == moving.name)
+                {
+                    entries.remove(&from_name);
                     touch(&mut d.attrs);
                 }
                 Ok(())
@@ -504,6 +548,24 @@ impl<S: BlockStore> Vault<S> {
         }
         c.push_front((block, data));
         c.truncate(PLAIN_CACHE_CHUNKS);
+    }
+}
+
+/// The directory change that links `name` to `link`, refused with
+/// `Exists` if the name is taken.
+fn link_entry(
+    name: &[u8],
+    link: &Link,
+) -> impl FnMut(&mut Object) -> Result<(), FsError> + Send + 'static {
+    let (name, link) = (name.to_vec(), link.clone());
+    move |dir| {
+        let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
+        if entries.contains_key(&name) {
+            return Err(FsError::Exists);
+        }
+        entries.insert(name.clone(), link.clone());
+        touch(&mut dir.attrs);
+        Ok(())
     }
 }
 

@@ -204,13 +204,13 @@ impl<S: BlockStore> Core<S> {
                 if change.is_empty() {
                     self.vault.load(&link).await?
                 } else {
+                    let change = change.clone();
                     self.vault
-                        .update(&link, |obj| {
+                        .update(&link, move |obj| {
                             change.apply(&mut obj.attrs);
                             Ok(())
                         })
                         .await?
-                        .0
                 }
             }
         };

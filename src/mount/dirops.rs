@@ -1,21 +1,28 @@
 //! Namespace operations of the core: creating, removing and renaming
 //! directory entries.
 //!
-//! Every change invalidates the cached objects of the directories it
-//! touched, so the next `lookup`/`readdir` here sees it at once (other
-//! machines see it within [`super::ATTR_TTL`]). An object unlinked or
+//! Every change invalidates (or refreshes) the cached objects of the
+//! directories it touched, so the next `lookup`/`readdir` here sees it at
+//! once (other machines see it within [`super::ATTR_TTL`]). `create` writes
+//! the new entry behind: it returns once the entry is in this mount's view
+//! of the directory, and the file's `flush` (close) waits until the entry
+//! is stored, so other machines see it after the close (close-to-open). An object unlinked or
 //! replaced while open here is marked so: its record is deleted, so its
 //! open state is no longer saved, but it can still be read and written
 //! until the last handle closes (POSIX "unlinked but open").
 
 use super::attr::file_attr;
 use super::core::Core;
-use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Versioned, check_name};
+use crate::fs::{
+    Attrs, BlockStore, DirTicket, FsError, Kind, Link, OpenFile, Versioned, check_name,
+};
 use fuser::{FileAttr, RenameFlags};
 use std::sync::Arc;
 
 impl<S: BlockStore> Core<S> {
     /// Creates `parent/name` as a new object; counts one kernel lookup.
+    /// With `behind` (files only) the entry is stored in the background
+    /// and the ticket tells when; otherwise it is stored on return.
     async fn make(
         &self,
         parent: u64,
@@ -23,10 +30,17 @@ impl<S: BlockStore> Core<S> {
         kind: Kind,
         attrs: Attrs,
         target: Option<Vec<u8>>,
-    ) -> Result<(u64, Link, Versioned), FsError> {
+        behind: bool,
+    ) -> Result<(u64, Link, Versioned, Option<DirTicket>), FsError> {
         check_name(name)?;
         let plink = self.dir_link(parent)?;
-        let (link, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
+        let (link, v, ticket) = if behind && kind == Kind::File {
+            let (l, v, t) = self.vault.create_pending(&plink, name, attrs).await?;
+            (l, v, Some(t))
+        } else {
+            let (l, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
+            (l, v, None)
+        };
         let fresh = self.vault.recent_dir(&plink);
         let mut t = self.inodes();
         match fresh {
@@ -37,7 +51,7 @@ impl<S: BlockStore> Core<S> {
         }
         let ino = t.remember(&link, parent, name);
         t.store(ino, Arc::new(v.clone()));
-        Ok((ino, link, v))
+        Ok((ino, link, v, ticket))
     }
 
     /// `mkdir`.
@@ -49,8 +63,15 @@ impl<S: BlockStore> Core<S> {
         uid: u32,
         gid: u32,
     ) -> Result<FileAttr, FsError> {
-        let (ino, _, v) = self
-            .make(parent, name, Kind::Dir, Attrs::new(mode, uid, gid), None)
+        let (ino, _, v, _) = self
+            .make(
+                parent,
+                name,
+                Kind::Dir,
+                Attrs::new(mode, uid, gid),
+                None,
+                false,
+            )
             .await?;
         Ok(file_attr(ino, Kind::Dir, &v.obj.attrs))
     }
@@ -68,8 +89,15 @@ impl<S: BlockStore> Core<S> {
         if fmt != 0 && fmt != libc::S_IFREG {
             return Err(FsError::NotSupported);
         }
-        let (ino, _, v) = self
-            .make(parent, name, Kind::File, Attrs::new(mode, uid, gid), None)
+        let (ino, _, v, _) = self
+            .make(
+                parent,
+                name,
+                Kind::File,
+                Attrs::new(mode, uid, gid),
+                None,
+                false,
+            )
             .await?;
         Ok(file_attr(ino, Kind::File, &v.obj.attrs))
     }
@@ -86,13 +114,14 @@ impl<S: BlockStore> Core<S> {
         if target.is_empty() || target.len() > libc::PATH_MAX as usize {
             return Err(FsError::Invalid("bad symlink target".into()));
         }
-        let (ino, _, v) = self
+        let (ino, _, v, _) = self
             .make(
                 parent,
                 name,
                 Kind::Symlink,
                 Attrs::new(0o777, uid, gid),
                 Some(target.to_vec()),
+                false,
             )
             .await?;
         Ok(file_attr(ino, Kind::Symlink, &v.obj.attrs))
@@ -108,14 +137,25 @@ impl<S: BlockStore> Core<S> {
         uid: u32,
         gid: u32,
     ) -> Result<(FileAttr, u64), FsError> {
-        let (ino, link, v) = self
-            .make(parent, name, Kind::File, Attrs::new(mode, uid, gid), None)
+        let (ino, link, v, ticket) = self
+            .make(
+                parent,
+                name,
+                Kind::File,
+                Attrs::new(mode, uid, gid),
+                None,
+                true,
+            )
             .await?;
         let attr = file_attr(ino, Kind::File, &v.obj.attrs);
         let mut file = OpenFile::from_state(link, v);
         // The new file's record is written on its first flush (at close at
-        // the latest), with the mode and owner given here.
+        // the latest), with the mode and owner given here; that flush also
+        // waits for the directory entry.
         file.touch_attrs();
+        if let Some(t) = ticket {
+            file.set_linking(t);
+        }
         let (fh, _, _) = self.handles().attach_or_insert(ino, file);
         Ok((attr, fh))
     }

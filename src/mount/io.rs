@@ -94,10 +94,12 @@ impl<S: BlockStore> Core<S> {
         self.vault.store.sync().await
     }
 
-    /// `fsyncdir`: directory changes are stored before their operation
-    /// returns; this makes them durable.
+    /// `fsyncdir`: waits for the directory changes still being stored
+    /// (new files' entries, written behind), then makes everything durable.
     pub async fn fsyncdir(&self) -> Result<(), FsError> {
-        self.vault.store.sync().await
+        let settled = self.vault.settle_all().await;
+        self.vault.store.sync().await?;
+        settled
     }
 
     /// Closes handle `fh`, storing unsaved changes first.
@@ -141,6 +143,10 @@ impl<S: BlockStore> Core<S> {
                 first_err.get_or_insert(e);
             }
         }
+        if let Err(e) = self.vault.settle_all().await {
+            log::warn!("unmount: a directory change could not be stored: {e}");
+            first_err.get_or_insert(e);
+        }
         if let Err(e) = self.vault.store.sync().await {
             log::warn!("unmount: stored data could not be made durable: {e}");
             first_err.get_or_insert(e);
@@ -148,11 +154,14 @@ impl<S: BlockStore> Core<S> {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Whether any open file has unsaved changes (without waiting).
+    /// Whether any open file or directory has unsaved changes (without
+    /// waiting).
     pub fn has_unsaved(&self) -> bool {
-        self.handles()
-            .all_files()
-            .iter()
-            .any(|(_, f)| f.try_lock().map_or(true, |f| f.is_dirty()))
+        self.vault.has_pending_dirs()
+            || self
+                .handles()
+                .all_files()
+                .iter()
+                .any(|(_, f)| f.try_lock().map_or(true, |f| f.is_dirty()))
     }
 }

@@ -400,3 +400,57 @@ async fn flush_all_stores_open_files() {
     assert_eq!(c.statfs().namelen, 255);
     let _ = attr;
 }
+
+#[tokio::test]
+async fn create_is_written_behind_and_close_and_fsyncdir_wait_for_it() {
+    use crate::fs::gated::{Gate, GatedStore};
+    let mem = Arc::new(MemStore::default());
+    let vault = Vault::new(
+        Arc::new(GatedStore::new(Arc::clone(&mem))),
+        Identity::from_secret(SECRET),
+    );
+    let root_key = vault.identity().record_key(&vault.root().name);
+    vault.store.gate(root_key, Gate::Hold);
+    let c = Arc::new(Core::new(vault));
+    let (attr, fh) = c.create(ROOT_INO, b"f", 0o644, 0, 0).await.unwrap();
+    // This mount sees the entry before it is stored.
+    assert_eq!(c.lookup(ROOT_INO, b"f").await.unwrap().ino, attr.ino);
+    let names: Vec<Vec<u8>> = c
+        .readdir(ROOT_INO, c.opendir(ROOT_INO).unwrap(), 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert!(names.contains(&b"f".to_vec()));
+    assert_eq!(
+        errno(c.create(ROOT_INO, b"f", 0o644, 0, 0).await),
+        libc::EEXIST
+    );
+    // Another machine does not, yet.
+    let other = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    assert_eq!(other.resolve("/f").await.unwrap_err(), FsError::NotFound);
+    c.write(fh, 0, b"content").await.unwrap();
+    assert!(c.has_unsaved());
+    // close (flush) and fsyncdir wait until the entry is stored.
+    let c2 = Arc::clone(&c);
+    let close = tokio::spawn(async move { c2.flush(fh).await });
+    let c3 = Arc::clone(&c);
+    let fsyncdir = tokio::spawn(async move { c3.fsyncdir().await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!close.is_finished() && !fsyncdir.is_finished());
+    c.vault.store.set(Gate::Open);
+    close.await.unwrap().unwrap();
+    fsyncdir.await.unwrap().unwrap();
+    c.release(fh).await.unwrap();
+    let (l, st) = other.resolve("/f").await.unwrap();
+    let mut f = OpenFile::from_state(l, st);
+    assert_eq!(f.read(&other, 0, 100).await.unwrap(), b"content");
+    // A failed entry update is an EIO at close.
+    c.vault.store.set(Gate::Fail);
+    let (_, fh) = c.create(ROOT_INO, b"g", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"x").await.unwrap();
+    assert_eq!(errno(c.flush(fh).await), libc::EIO);
+    let _ = c.release(fh).await;
+    assert!(!c.has_unsaved());
+}

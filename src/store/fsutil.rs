@@ -42,7 +42,7 @@ pub fn io_err(op: &str, path: &Path, e: std::io::Error) -> StoreError {
 #[derive(Debug)]
 pub struct Staged {
     /// Where the bytes are now (inside `tmp/`); `None` once renamed away.
-    path: Option<PathBuf>,
+    pub(super) path: Option<PathBuf>,
 }
 
 /// Writes `bytes` to a new uniquely named file in `tmp_dir`, synced only if
@@ -73,6 +73,11 @@ pub fn stage_with(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<Staged, St
 }
 
 impl Staged {
+    /// A staged file already written at `path`.
+    pub(super) fn at(path: PathBuf) -> Staged {
+        Staged { path: Some(path) }
+    }
+
     /// Renames the temp file over `dest` (creating `dest`'s parent directory
     /// if needed). The caller must then [`sync_dir`] `dest`'s parent.
     pub fn commit(mut self, dest: &Path) -> Result<(), StoreError> {

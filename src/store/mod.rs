@@ -30,8 +30,9 @@
 //! # Invariants
 //!
 //! - Every file in `blocks/` and `records/` was written whole: bytes go to a
-//!   temp file in `tmp/`, are fsynced, renamed into place, and the directory
-//!   is fsynced ([`fsutil`]). A failed write (a full disk) leaves the old
+//!   temp file in `tmp/`, are fsynced, renamed into place (an overwrite
+//!   swaps instead, keeping the old file as a spare to write into next,
+//!   see [`spares`]), and the directory is fsynced ([`fsutil`]). A failed write (a full disk) leaves the old
 //!   version in place and no temp file.
 //! - The in-memory [`Index`] lists exactly the files on disk, with block sizes
 //!   and record sequence numbers, so version queries never touch the disk.
@@ -54,6 +55,7 @@ mod error;
 mod fsutil;
 mod index;
 mod scan;
+mod spares;
 #[cfg(test)]
 mod tests;
 
@@ -62,8 +64,9 @@ pub use error::StoreError;
 use crate::id::Id;
 use crate::record::Record;
 use crate::wire::{ItemVersion, MAX_BLOCK};
-use fsutil::{read_opt, remove_file, stage_with, sync_dir, sync_file};
+use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{Index, RecordMeta};
+use spares::Spares;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -115,6 +118,9 @@ pub struct Store {
     /// Serializes writes and removals of blocks, striped by key so unrelated
     /// blocks do not wait on each other's fsync.
     block_locks: Vec<Mutex<()>>,
+    /// Old files swapped out by overwrites, reused by later writes (see
+    /// [`spares`]): no inode is allocated or freed per record update.
+    spares: Spares,
 }
 
 /// Locks `m`, carrying on after a panic in another holder: every critical
@@ -181,6 +187,7 @@ impl Store {
             pending: Mutex::new(HashSet::new()),
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            spares: Spares::default(),
         })
     }
 
@@ -284,7 +291,7 @@ impl Store {
             }
             return Ok(false);
         }
-        stage_with(&self.tmp, data, durable)?.commit(&path)?;
+        self.spares.write(&self.tmp, &path, data, durable, false)?;
         lock(&self.index).set_block(key, data.len() as u64);
         self.finish_write(path, durable)?;
         Ok(true)
@@ -386,7 +393,8 @@ impl Store {
                 current: cur,
             });
         }
-        stage_with(&self.tmp, &bytes, durable)?.commit(&path)?;
+        self.spares
+            .write(&self.tmp, &path, &bytes, durable, current.is_some())?;
         let meta = RecordMeta {
             seq: rec.seq,
             len: bytes.len() as u64,

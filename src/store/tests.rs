@@ -366,12 +366,16 @@ fn concurrent_puts_keep_index_and_disk_in_step() {
     assert_eq!(blocks.len() as u64, stats.blocks);
     assert_eq!(records.len() as u64, stats.records);
     assert_eq!(disk_bytes, stats.bytes);
-    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    // tmp/ holds only the spares left by overwrites (one per record
+    // version replaced at most), removed when the store is opened again.
+    let spares = fs::read_dir(dir.path().join("tmp")).unwrap().count() as u64;
+    assert!(spares < THREADS * PER_THREAD, "{spares} spares");
     let items = store.items();
     drop(store);
     let reopened = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.items(), items);
     assert_eq!(reopened.stats(), stats);
+    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
 }
 
 #[test]

@@ -1,0 +1,92 @@
+//! A test backend over a shared [`MemStore`] whose record puts to one key
+//! can be held back or failed on demand, to test what callers see while a
+//! write is in flight or after it failed.
+
+use super::backend::MemStore;
+use super::{BlockStore, FsError};
+use crate::id::Id;
+use crate::record::Record;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What happens to a put of the gated key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Goes through.
+    Open,
+    /// Waits until the gate is set to something else.
+    Hold,
+    /// Fails with `Unavailable`.
+    Fail,
+}
+
+/// A [`MemStore`] (shared with other vaults) with a gate on one record key.
+pub struct GatedStore {
+    /// Where everything is kept.
+    pub inner: Arc<MemStore>,
+    /// The gated record key.
+    key: Mutex<Option<Id>>,
+    /// The gate's state.
+    gate: watch::Sender<Gate>,
+    /// Puts of the gated key so far (each attempt counts).
+    pub puts: AtomicUsize,
+}
+
+impl GatedStore {
+    /// A store over `inner`, gating nothing yet.
+    pub fn new(inner: Arc<MemStore>) -> GatedStore {
+        GatedStore {
+            inner,
+            key: Mutex::new(None),
+            gate: watch::channel(Gate::Open).0,
+            puts: AtomicUsize::new(0),
+        }
+    }
+
+    /// Gates record `key` with `gate`.
+    pub fn gate(&self, key: Id, gate: Gate) {
+        *self.key.lock().unwrap() = Some(key);
+        self.set(gate);
+    }
+
+    /// Sets the gate.
+    pub fn set(&self, gate: Gate) {
+        self.gate.send_replace(gate);
+    }
+
+    /// Puts of the gated key so far.
+    pub fn puts(&self) -> usize {
+        self.puts.load(Ordering::SeqCst)
+    }
+}
+
+impl BlockStore for GatedStore {
+    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
+        self.inner.put_block(data).await
+    }
+
+    async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
+        self.inner.get_block(key).await
+    }
+
+    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+        if *self.key.lock().unwrap() == Some(rec.key()) {
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            let mut rx = self.gate.subscribe();
+            let gate = *rx.wait_for(|g| *g != Gate::Hold).await.unwrap();
+            if gate == Gate::Fail {
+                return Err(FsError::Unavailable("gated".into()));
+            }
+        }
+        self.inner.put_record(rec, expected_seq).await
+    }
+
+    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
+        self.inner.get_record(key).await
+    }
+
+    async fn sync(&self) -> Result<(), FsError> {
+        self.inner.sync().await
+    }
+}

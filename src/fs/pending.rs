@@ -1,0 +1,376 @@
+//! Write-behind of directory changes.
+//!
+//! A directory change (link a name, unlink one, change attributes) is put
+//! in the directory's queue and applied at once to an in-memory *view* of
+//! the directory, which [`Vault::load`] returns while changes are pending:
+//! lookups, listings and `Exists` checks through this vault see the change
+//! immediately. A background task per directory stores the queued changes
+//! as one compare-and-swap update ([`Vault::save`]): every change queued
+//! while an update is in flight goes into the next one, so a burst of
+//! changes to one directory costs one update, not one each. When the
+//! update loses a race with another writer, the task re-reads the
+//! directory and applies the changes again; a change that no longer
+//! applies (its name was taken meanwhile) fails alone.
+//!
+//! Each change has a [`DirTicket`] that resolves once the change is stored
+//! (or has failed). Whoever must not return before the change is visible
+//! elsewhere waits on it: [`Vault::update`] at once, a newly created file
+//! at its close (so the directory update overlaps the file's writes),
+//! `fsyncdir` and unmount through [`Vault::settle_all`].
+//!
+//! Invariants:
+//! - `view` = `base` with every queued and in-flight change applied, in
+//!   order; `base` is the newest stored version this vault knows.
+//! - A change leaves the object untouched when it fails (it checks before
+//!   it edits), so changes can be applied in place.
+//! - At most one task stores a given directory; a directory's state is
+//!   dropped once its queue is empty, so later loads read the store again.
+//! - The per-directory queue is bounded by [`MAX_QUEUED`]: past it,
+//!   [`Vault::queue_dir_change`] waits for its change to be stored.
+
+use super::object::{Link, Object};
+use super::vault::{CAS_ATTEMPTS, Vault, Versioned};
+use super::{BlockStore, FsError};
+use futures::channel::oneshot;
+use futures::future::{FutureExt, Shared};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A change to a directory object. It may run several times (once per
+/// attempt) and must leave the object as it was when it fails.
+pub type DirChange = Box<dyn FnMut(&mut Object) -> Result<(), FsError> + Send>;
+
+/// What a stored change resolves to: the version that holds it.
+type Outcome = Result<Arc<Versioned>, FsError>;
+
+/// Changes queued in one directory before `queue_dir_change` waits.
+pub const MAX_QUEUED: usize = 1024;
+
+/// Resolves once its directory change is stored, or has failed.
+#[derive(Clone)]
+pub struct DirTicket(Shared<oneshot::Receiver<Outcome>>);
+
+impl std::fmt::Debug for DirTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirTicket")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+impl DirTicket {
+    /// Waits for the change; `Ok` once it is stored on its replicas.
+    pub async fn wait(&self) -> Result<Arc<Versioned>, FsError> {
+        match self.0.clone().await {
+            Ok(r) => r,
+            Err(_) => Err(FsError::Unavailable(
+                "directory update abandoned (shutting down)".into(),
+            )),
+        }
+    }
+
+    /// Whether the change is stored or has failed (without waiting).
+    pub fn is_done(&self) -> bool {
+        self.0.clone().now_or_never().is_some()
+    }
+}
+
+/// One change waiting to be stored.
+struct Queued {
+    change: DirChange,
+    done: oneshot::Sender<Outcome>,
+    ticket: DirTicket,
+}
+
+/// The pending state of one directory.
+struct DirState {
+    /// The newest stored version known.
+    base: Versioned,
+    /// `base` with every queued and in-flight change applied.
+    view: Versioned,
+    /// Changes not yet handed to the storing task, in order.
+    queued: Vec<Queued>,
+    /// Changes the storing task is storing now (taken out of `queued`,
+    /// still part of `view` until the update lands or fails).
+    flying: Vec<DirTicket>,
+    /// A task is storing this directory's changes (at most one is).
+    running: bool,
+}
+
+/// Pending directory changes of a vault, by directory record name.
+/// `std::sync::Mutex`: never held across an `.await`.
+#[derive(Default)]
+pub struct PendingDirs {
+    dirs: Mutex<HashMap<Vec<u8>, DirState>>,
+}
+
+impl PendingDirs {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, DirState>> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The view of directory `name`, if it has pending changes.
+    pub fn view(&self, name: &[u8]) -> Option<Versioned> {
+        self.lock().get(name).map(|s| s.view.clone())
+    }
+
+    /// Tickets of every pending change (of one directory, or of all).
+    fn tickets(&self, name: Option<&[u8]>) -> Vec<DirTicket> {
+        let dirs = self.lock();
+        let of = |s: &DirState| -> Vec<DirTicket> {
+            s.flying
+                .iter()
+                .cloned()
+                .chain(s.queued.iter().map(|q| q.ticket.clone()))
+                .collect()
+        };
+        match name {
+            Some(n) => dirs.get(n).map(of).unwrap_or_default(),
+            None => dirs.values().flat_map(of).collect(),
+        }
+    }
+
+    /// Whether any directory change is pending.
+    pub fn any(&self) -> bool {
+        !self.lock().is_empty()
+    }
+}
+
+/// Drops a directory's state when its storing task ends however it ends
+/// (normally the state is gone already): if the task panicked or was
+/// cancelled, the queued changes' waiters learn it (their senders drop)
+/// instead of waiting for a task that no longer runs.
+struct Running<'a> {
+    pending: &'a PendingDirs,
+    name: &'a [u8],
+    /// The task ended normally (and dropped the state itself: a state
+    /// there now belongs to a newer task).
+    finished: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pending.lock().remove(self.name);
+        }
+    }
+}
+
+/// Applies `queued` to a copy of `base`, skipping changes that fail now
+/// (they fail again, and are reported, when stored).
+fn rebuild_view(base: &Versioned, queued: &mut [Queued]) -> Versioned {
+    let mut view = base.clone();
+    for q in queued {
+        let _ = (q.change)(&mut view.obj);
+    }
+    view
+}
+
+impl<S: BlockStore> Vault<S> {
+    /// Queues `change` to directory `link`: applied to the view at once
+    /// (its error, such as `Exists`, is returned here), stored in the
+    /// background. The returned ticket resolves when it is stored.
+    pub async fn queue_dir_change(
+        &self,
+        link: &Link,
+        mut change: DirChange,
+    ) -> Result<DirTicket, FsError> {
+        let mut base = None;
+        // A few rounds at most: the state may go idle between the check
+        // and the lock, and then the base must be fetched after all.
+        for _ in 0..3 {
+            if base.is_none() && !self.pending.lock().contains_key(&link.name) {
+                base = Some(match self.guess(link) {
+                    Some(g) => g,
+                    None => self.load_stored(link).await?,
+                });
+            }
+            let (ticket, start, full) = {
+                let mut dirs = self.pending.lock();
+                if !dirs.contains_key(&link.name) {
+                    let Some(b) = base.take() else {
+                        continue;
+                    };
+                    dirs.insert(
+                        link.name.clone(),
+                        DirState {
+                            view: b.clone(),
+                            base: b,
+                            queued: Vec::new(),
+                            flying: Vec::new(),
+                            running: false,
+                        },
+                    );
+                }
+                let Some(st) = dirs.get_mut(&link.name) else {
+                    continue;
+                };
+                if let Err(e) = change(&mut st.view.obj) {
+                    if !st.running {
+                        // Created just now for this change: nothing pends.
+                        dirs.remove(&link.name);
+                    }
+                    return Err(e);
+                }
+                let (done, rx) = oneshot::channel();
+                let ticket = DirTicket(rx.shared());
+                st.queued.push(Queued {
+                    change,
+                    done,
+                    ticket: ticket.clone(),
+                });
+                let start = !st.running;
+                st.running = true;
+                (ticket, start, st.queued.len() > MAX_QUEUED)
+            };
+            if start {
+                match self.me.upgrade() {
+                    Some(me) => {
+                        tokio::spawn(me.store_dir_changes(link.clone()));
+                    }
+                    None => {
+                        // Unreachable while `self` is borrowed from its Arc.
+                        self.pending.lock().remove(&link.name);
+                        return Err(FsError::Unavailable("vault is closing".into()));
+                    }
+                }
+            }
+            if full {
+                ticket.wait().await?;
+            }
+            return Ok(ticket);
+        }
+        Err(FsError::Unavailable(
+            "directory state changed too often".into(),
+        ))
+    }
+
+    /// The background task of directory `link`: stores its queue, batch
+    /// by batch, until it is empty.
+    async fn store_dir_changes(self: Arc<Self>, link: Link) {
+        let mut guard = Running {
+            pending: &self.pending,
+            name: &link.name,
+            finished: false,
+        };
+        self.drain_dir(&link).await;
+        guard.finished = true;
+    }
+
+    /// The loop of [`Vault::store_dir_changes`]; returns once the queue is
+    /// empty and the directory's state dropped.
+    async fn drain_dir(&self, link: &Link) {
+        loop {
+            let mut batch = {
+                let mut dirs = self.pending.lock();
+                let Some(st) = dirs.get_mut(&link.name) else {
+                    return;
+                };
+                if st.queued.is_empty() {
+                    dirs.remove(&link.name);
+                    return;
+                }
+                let batch = std::mem::take(&mut st.queued);
+                st.flying = batch.iter().map(|q| q.ticket.clone()).collect();
+                batch
+            };
+            let (stored, results) = self.store_batch(link, &mut batch).await;
+            {
+                let mut dirs = self.pending.lock();
+                if let Some(st) = dirs.get_mut(&link.name) {
+                    st.flying.clear();
+                    match &stored {
+                        Ok(v) => st.base = Versioned::clone(v),
+                        Err(_) => {
+                            if let Some(g) = self.guess(link) {
+                                st.base = g;
+                            }
+                        }
+                    }
+                    st.view = rebuild_view(&st.base, &mut st.queued);
+                }
+            }
+            for (i, q) in batch.into_iter().enumerate() {
+                let outcome = match (&stored, results.get(i)) {
+                    (Err(e), _) => Err(e.clone()),
+                    (Ok(_), Some(Err(e))) => Err(e.clone()),
+                    (Ok(v), _) => Ok(Arc::clone(v)),
+                };
+                let _ = q.done.send(outcome);
+            }
+        }
+    }
+
+    /// Stores `batch` in directory `link` as one compare-and-swap update,
+    /// re-reading and re-applying on conflict. Returns the stored version
+    /// (or why nothing could be stored) and each change's own result.
+    async fn store_batch(
+        &self,
+        link: &Link,
+        batch: &mut [Queued],
+    ) -> (Result<Arc<Versioned>, FsError>, Vec<Result<(), FsError>>) {
+        for attempt in 0..CAS_ATTEMPTS {
+            let guessed = if attempt == 0 { self.guess(link) } else { None };
+            let base = match guessed {
+                Some(g) => g,
+                None => match self.load_stored(link).await {
+                    Ok(v) => v,
+                    Err(e) => return (Err(e), Vec::new()),
+                },
+            };
+            let mut v = base;
+            let results: Vec<Result<(), FsError>> =
+                batch.iter_mut().map(|q| (q.change)(&mut v.obj)).collect();
+            if results.iter().all(|r| r.is_err()) {
+                return (Ok(Arc::new(v)), results);
+            }
+            match self.save(link, &v.obj, v.seq).await {
+                Ok(seq) => {
+                    v.seq = seq;
+                    self.remember(link, &v);
+                    return (Ok(Arc::new(v)), results);
+                }
+                Err(FsError::Conflict(_)) => {
+                    self.forget(link);
+                    if attempt > 0 {
+                        let jitter = rand::random::<u64>() % (5 << attempt.min(6));
+                        tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    }
+                }
+                Err(e) => {
+                    self.forget(link);
+                    return (Err(e), Vec::new());
+                }
+            }
+        }
+        (Err(FsError::Conflict(None)), Vec::new())
+    }
+
+    /// Waits until every change queued to directory `link` so far is
+    /// stored or has failed.
+    pub async fn settle_dir(&self, link: &Link) {
+        for t in self.pending.tickets(Some(&link.name)) {
+            let _ = t.wait().await;
+        }
+    }
+
+    /// Waits until every directory change queued so far is stored or has
+    /// failed; the first failure is returned.
+    pub async fn settle_all(&self) -> Result<(), FsError> {
+        let mut first = Ok(());
+        for t in self.pending.tickets(None) {
+            if let Err(e) = t.wait().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Whether directory changes are waiting to be stored.
+    pub fn has_pending_dirs(&self) -> bool {
+        self.pending.any()
+    }
+}

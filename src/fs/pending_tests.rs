@@ -1,0 +1,237 @@
+//! Write-behind of directory changes ([`super::pending`]): what is visible
+//! before an update is stored, who waits for it, and how failures and
+//! concurrent writers are handled.
+
+use super::backend::MemStore;
+use super::gated::{Gate, GatedStore};
+use super::object::{Attrs, Kind};
+use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SECRET: [u8; 32] = [9; 32];
+
+/// A vault over a gated view of `mem`, with its root's record gated.
+fn gated_vault(mem: &Arc<MemStore>, gate: Gate) -> Arc<Vault<GatedStore>> {
+    let v = Vault::new(
+        Arc::new(GatedStore::new(Arc::clone(mem))),
+        Identity::from_secret(SECRET),
+    );
+    let key = v.identity().record_key(&v.root().name);
+    v.store.gate(key, gate);
+    v
+}
+
+/// Names in the root as stored now (read by a fresh vault).
+async fn stored_names(mem: &Arc<MemStore>) -> Vec<Vec<u8>> {
+    let v = Vault::new(Arc::clone(mem), Identity::from_secret(SECRET));
+    let root = v.load(&v.root()).await.unwrap();
+    root.obj.entries().unwrap().keys().cloned().collect()
+}
+
+fn attrs() -> Attrs {
+    Attrs::new(0o644, 0, 0)
+}
+
+/// Lets spawned tasks run for a while.
+async fn settle_time() {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn pending_entry_is_visible_here_at_once_and_close_waits_for_it() {
+    let mem = Arc::new(MemStore::default());
+    let v = gated_vault(&mem, Gate::Hold);
+    let root = v.root();
+    let (link, state, ticket) = v.create_pending(&root, b"a", attrs()).await.unwrap();
+    // Visible through this vault before anything is stored...
+    let view = v.load(&root).await.unwrap();
+    assert_eq!(view.obj.entry(b"a").unwrap(), link);
+    assert_eq!(v.recent_dir(&root).unwrap().obj.entry(b"a").unwrap(), link);
+    assert_eq!(
+        v.create_pending(&root, b"a", attrs()).await.unwrap_err(),
+        FsError::Exists,
+        "the view refuses a taken name"
+    );
+    // ...but not stored.
+    settle_time().await;
+    assert!(stored_names(&mem).await.is_empty());
+    assert!(!ticket.is_done());
+    assert!(v.has_pending_dirs());
+    // A flush (close) does not return while the entry is not stored.
+    let mut f = OpenFile::from_state(link.clone(), state);
+    f.set_linking(ticket.clone());
+    f.write(&v, 0, b"hello").await.unwrap();
+    let v2 = Arc::clone(&v);
+    let closing = tokio::spawn(async move {
+        let r = f.flush(&v2).await;
+        (f, r)
+    });
+    settle_time().await;
+    assert!(
+        !closing.is_finished(),
+        "close waits for the directory entry"
+    );
+    v.store.set(Gate::Open);
+    let (f, r) = tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .unwrap()
+        .unwrap();
+    r.unwrap();
+    assert!(!f.is_dirty());
+    assert!(ticket.is_done());
+    assert_eq!(stored_names(&mem).await, vec![b"a".to_vec()]);
+    // Another vault of the same identity reads the content.
+    let other = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let (l, st) = other.resolve("/a").await.unwrap();
+    let mut g = OpenFile::from_state(l, st);
+    assert_eq!(g.read(&other, 0, 100).await.unwrap(), b"hello");
+    settle_time().await;
+    assert!(
+        !v.has_pending_dirs(),
+        "an idle directory's state is dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_background_update_fails_the_close() {
+    let mem = Arc::new(MemStore::default());
+    let v = gated_vault(&mem, Gate::Fail);
+    let root = v.root();
+    let (link, state, ticket) = v.create_pending(&root, b"lost", attrs()).await.unwrap();
+    let mut f = OpenFile::from_state(link, state);
+    f.set_linking(ticket);
+    f.write(&v, 0, b"data").await.unwrap();
+    let err = f.flush(&v).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    // Reported again by a later flush, and the view no longer shows it.
+    assert_eq!(f.flush(&v).await.unwrap_err().errno(), libc::EIO);
+    assert!(v.load(&root).await.unwrap().obj.entry(b"lost").is_err());
+    assert!(stored_names(&mem).await.is_empty());
+    // fsyncdir and unmount report a failed change too.
+    v.store.set(Gate::Hold);
+    let (_, _, t2) = v.create_pending(&root, b"second", attrs()).await.unwrap();
+    v.store.set(Gate::Fail);
+    assert!(v.settle_all().await.is_err());
+    assert!(t2.is_done());
+}
+
+#[tokio::test]
+async fn a_concurrent_writers_entry_is_kept() {
+    let mem = Arc::new(MemStore::default());
+    let v1 = gated_vault(&mem, Gate::Hold);
+    let root = v1.root();
+    let (_, _, t1) = v1.create_pending(&root, b"mine", attrs()).await.unwrap();
+    settle_time().await;
+    // Another machine links its file while ours is held back.
+    let v2 = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    v2.create(&root, b"theirs", Kind::File, attrs(), None)
+        .await
+        .unwrap();
+    v1.store.set(Gate::Open);
+    t1.wait().await.unwrap();
+    assert_eq!(
+        stored_names(&mem).await,
+        vec![b"mine".to_vec(), b"theirs".to_vec()],
+        "the conflict was retried on the new version"
+    );
+    assert!(v1.store.puts() >= 2, "one attempt lost the race");
+}
+
+#[tokio::test]
+async fn a_name_taken_meanwhile_elsewhere_fails_only_that_change() {
+    let mem = Arc::new(MemStore::default());
+    let v1 = gated_vault(&mem, Gate::Hold);
+    let root = v1.root();
+    let (_, _, first) = v1.create_pending(&root, b"first", attrs()).await.unwrap();
+    settle_time().await;
+    // Queued behind the held update: one taken elsewhere, one free.
+    let (_, _, taken) = v1.create_pending(&root, b"x", attrs()).await.unwrap();
+    let (_, _, free) = v1.create_pending(&root, b"y", attrs()).await.unwrap();
+    let v2 = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let (theirs, _) = v2
+        .create(&root, b"x", Kind::File, attrs(), None)
+        .await
+        .unwrap();
+    v1.store.set(Gate::Open);
+    first.wait().await.unwrap();
+    assert_eq!(taken.wait().await.unwrap_err(), FsError::Exists);
+    free.wait().await.unwrap();
+    assert_eq!(
+        stored_names(&mem).await,
+        vec![b"first".to_vec(), b"x".to_vec(), b"y".to_vec()]
+    );
+    assert_eq!(
+        v1.load(&root).await.unwrap().obj.entry(b"x").unwrap(),
+        theirs,
+        "the other writer's entry won"
+    );
+}
+
+#[tokio::test]
+async fn changes_queued_behind_an_update_are_stored_together() {
+    let mem = Arc::new(MemStore::default());
+    let v = gated_vault(&mem, Gate::Hold);
+    let root = v.root();
+    let mut tickets = Vec::new();
+    for name in [&b"a"[..], b"b", b"c", b"d"] {
+        tickets.push(v.create_pending(&root, name, attrs()).await.unwrap().2);
+        settle_time().await;
+    }
+    assert_eq!(v.store.puts(), 1, "only the first update is in flight");
+    // A synchronous change (mkdir) queues behind them and waits.
+    let v2 = Arc::clone(&v);
+    let root2 = root.clone();
+    let mkdir = tokio::spawn(async move {
+        v2.create(&root2, b"sub", Kind::Dir, Attrs::new(0o755, 0, 0), None)
+            .await
+    });
+    settle_time().await;
+    assert!(!mkdir.is_finished());
+    v.store.set(Gate::Open);
+    mkdir.await.unwrap().unwrap();
+    for t in &tickets {
+        t.wait().await.unwrap();
+    }
+    assert_eq!(v.store.puts(), 2, "the queued changes went in one update");
+    assert_eq!(stored_names(&mem).await.len(), 5);
+    // Removing waits for pending changes, then sees them.
+    v.store.set(Gate::Hold);
+    let (_, _, t) = v.create_pending(&root, b"e", attrs()).await.unwrap();
+    let v3 = Arc::clone(&v);
+    let root3 = root.clone();
+    let rm = tokio::spawn(async move { v3.remove(&root3, b"e", false).await });
+    settle_time().await;
+    v.store.set(Gate::Open);
+    rm.await.unwrap().unwrap();
+    t.wait().await.unwrap();
+    assert!(!stored_names(&mem).await.contains(&b"e".to_vec()));
+}
+
+#[test]
+fn a_cancelled_store_task_fails_its_waiters_instead_of_hanging() {
+    let mem = Arc::new(MemStore::default());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let rt = runtime();
+    let (v, ticket) = rt.block_on(async {
+        let v = gated_vault(&mem, Gate::Hold);
+        let (_, _, t) = v.create_pending(&v.root(), b"a", attrs()).await.unwrap();
+        settle_time().await; // the storing task is held in its put
+        (v, t)
+    });
+    drop(rt); // cancels the storing task
+    runtime().block_on(async {
+        let r = tokio::time::timeout(Duration::from_secs(5), ticket.wait()).await;
+        assert!(matches!(r, Ok(Err(FsError::Unavailable(_)))), "{r:?}");
+        assert!(!v.has_pending_dirs());
+        // The directory works again.
+        v.store.set(Gate::Open);
+        let (_, _, t) = v.create_pending(&v.root(), b"b", attrs()).await.unwrap();
+        t.wait().await.unwrap();
+    });
+}

@@ -100,6 +100,7 @@ fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
     let bin = env!("CARGO_BIN_EXE_peerstore");
     let base = setup.dir.path().to_path_buf();
     let pmnt = base.join("peerstore-mnt");
+    let mut ticket = String::new();
     for i in 0..NODES {
         let mut cmd = Command::new(bin);
         cmd.args(["node", "--listen", &format!("127.0.98.{}:7400", i + 1)])
@@ -110,8 +111,9 @@ fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
             .arg(base.join("identity"))
             .stdout(Stdio::null())
             .stderr(File::create(base.join(format!("node{i}.log"))).map_err(|e| e.to_string())?);
+        // Node 0 creates the network; the others join with its ticket.
         if i > 0 {
-            cmd.args(["--join", "127.0.98.1:7400"]);
+            cmd.args(["--join", &ticket]);
         } else {
             cmd.arg("--mount").arg(&pmnt);
         }
@@ -123,12 +125,25 @@ fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
             wait_for("the PeerStore mount", Duration::from_secs(60), || {
                 is_mounted(&pmnt)
             })?;
+            let out = Command::new(bin)
+                .args(["invite", "--data"])
+                .arg(base.join("node0"))
+                .output()
+                .map_err(|e| format!("peerstore invite: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "peerstore invite: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            ticket = String::from_utf8_lossy(&out.stdout).trim().to_string();
         }
     }
     // Let the ring settle (5 members, fingers) before measuring.
     wait_for("a 5-member ring", Duration::from_secs(60), || {
         Command::new(bin)
             .args(["ring", "--json", "--peer", "127.0.98.1:7400"])
+            .env("PEERSTORE_TICKET", &ticket)
             .output()
             .ok()
             .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())

@@ -31,6 +31,11 @@ pub trait Transport: Send + Sync {
         peer: &Peer,
         req: ReplicaRequest,
     ) -> impl Future<Output = Result<ReplicaResponse, DhtError>> + Send;
+    /// The ring ID of the node this transport runs in, if any: a read
+    /// tries its own store first when it is one of the replicas.
+    fn local_id(&self) -> Option<Id> {
+        None
+    }
 }
 
 /// Why a DHT operation failed.
@@ -339,7 +344,17 @@ impl<T: Transport> Dht<T> {
     /// re-hashed and a bad one skipped.
     pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
         let found = self.transport.lookup(key).await?;
-        for p in std::iter::once(&found.owner).chain(found.next.iter()) {
+        let mut order: Vec<&Peer> = std::iter::once(&found.owner)
+            .chain(found.next.iter())
+            .collect();
+        // A replica in this very node answers without a network hop.
+        if let Some(me) = self.transport.local_id()
+            && let Some(i) = order.iter().take(self.replicas).position(|p| p.id == me)
+        {
+            let local = order.remove(i);
+            order.insert(0, local);
+        }
+        for p in order {
             match self
                 .transport
                 .replica_call(p, ReplicaRequest::FetchBlock { key })
@@ -441,6 +456,10 @@ mod tests {
         corrupt: Mutex<HashMap<Id, Vec<u8>>>,
         /// Lookups asked for.
         lookups: std::sync::atomic::AtomicUsize,
+        /// The node this fake transport runs in.
+        local: Option<Id>,
+        /// Nodes asked for a block, in order.
+        fetched_from: Mutex<Vec<Id>>,
         _dirs: Vec<tempfile::TempDir>,
     }
 
@@ -467,12 +486,18 @@ mod tests {
                 flaky: Mutex::new(HashMap::new()),
                 corrupt: Mutex::new(HashMap::new()),
                 lookups: Default::default(),
+                local: None,
+                fetched_from: Mutex::new(Vec::new()),
                 _dirs: dirs,
             }
         }
     }
 
     impl Transport for Fake {
+        fn local_id(&self) -> Option<Id> {
+            self.local
+        }
+
         async fn lookup(&self, _key: Id) -> Result<LookupResult, DhtError> {
             self.lookups
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -489,6 +514,9 @@ mod tests {
             peer: &Peer,
             req: ReplicaRequest,
         ) -> Result<ReplicaResponse, DhtError> {
+            if matches!(req, ReplicaRequest::FetchBlock { .. }) {
+                self.fetched_from.lock().unwrap().push(peer.id);
+            }
             if self.down.lock().unwrap().contains(&peer.id) {
                 return Err(DhtError::Call("down".into()));
             }
@@ -688,5 +716,24 @@ mod tests {
         let r1 = Record::sign(&sk, b"cas", 1, Some(b"one".to_vec()));
         dht.put_record(r1, Some(0)).await.unwrap();
         assert_eq!(lookups(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_local_replica_is_read_first() {
+        let mut fake = Fake::new(5);
+        let me = fake.stores[2].0.id;
+        fake.local = Some(me);
+        let dht = Dht::new(fake, 3);
+        let (key, _) = dht.put_block(b"near".to_vec()).await.unwrap();
+        assert_eq!(dht.get_block(key).await.unwrap(), b"near");
+        assert_eq!(dht.transport.fetched_from.lock().unwrap()[0], me);
+        // Not a replica (4th node): the owner is asked first.
+        let mut far = Fake::new(5);
+        far.local = Some(far.stores[3].0.id);
+        let owner = far.stores[0].0.id;
+        let dht = Dht::new(far, 3);
+        let (key, _) = dht.put_block(b"far".to_vec()).await.unwrap();
+        dht.get_block(key).await.unwrap();
+        assert_eq!(dht.transport.fetched_from.lock().unwrap()[0], owner);
     }
 }

@@ -382,3 +382,81 @@ mod tests {
         relay.abort();
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::net::keys::{NetworkSecret, StaticKey};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Bulk throughput of a secure link against plain TCP on loopback
+    /// (`cargo test --release --lib link_speed -- --ignored --nocapture`).
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore]
+    async fn link_speed() {
+        const TOTAL: usize = 512 << 20;
+        let s = NetworkSecret::generate();
+        let k = |s: &NetworkSecret| LinkKeys {
+            key: StaticKey::generate(),
+            secret: s.clone(),
+        };
+        for secure in [false, true] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let (ka, kb) = (k(&s), k(&s));
+            let server = tokio::spawn(async move {
+                let (t, _) = l.accept().await.unwrap();
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 1 << 20];
+                if secure {
+                    let mut st = respond(t, &kb, Duration::from_secs(5))
+                        .await
+                        .unwrap()
+                        .stream;
+                    loop {
+                        let n = st.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                } else {
+                    let mut t = t;
+                    loop {
+                        let n = t.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                }
+                got
+            });
+            let t = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let chunk = vec![7u8; 1 << 20];
+            let start = std::time::Instant::now();
+            if secure {
+                let mut st = initiate(t, &ka, None, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                    .stream;
+                for _ in 0..TOTAL / chunk.len() {
+                    st.write_all(&chunk).await.unwrap();
+                }
+                st.shutdown().await.unwrap();
+            } else {
+                let mut t = t;
+                for _ in 0..TOTAL / chunk.len() {
+                    t.write_all(&chunk).await.unwrap();
+                }
+                t.shutdown().await.unwrap();
+            }
+            assert_eq!(server.await.unwrap(), TOTAL);
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "secure={secure}: {:.0} MiB/s",
+                TOTAL as f64 / secs / (1 << 20) as f64
+            );
+        }
+    }
+}

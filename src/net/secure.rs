@@ -9,7 +9,11 @@
 //! with `InvalidData`; there is no way to inject plaintext.
 //!
 //! Bounds: the read buffer holds at most two messages; a write seals at most
-//! one message and accepts no more bytes until it is on the socket.
+//! one message and accepts no more bytes until it is on the socket. The
+//! buffers are allocated once per link and never resized (no zero-filling
+//! per message), and a message is decrypted straight into the reader's
+//! buffer when it fits there, so a bulk transfer costs one copy and the
+//! cipher on each side.
 
 use snow::TransportState;
 use std::io;
@@ -34,12 +38,14 @@ pub struct SecureStream<S> {
     rbuf: Box<[u8]>,
     rstart: usize,
     rend: usize,
-    /// Decrypted bytes not yet handed out: `plain[ppos..]`.
-    plain: Vec<u8>,
+    /// Decrypted bytes not yet handed out: `plain[ppos..plen]`.
+    plain: Box<[u8]>,
     ppos: usize,
-    /// One sealed message on its way out: `out[opos..]`.
-    out: Vec<u8>,
+    plen: usize,
+    /// One sealed message on its way out: `out[opos..olen]`.
+    out: Box<[u8]>,
     opos: usize,
+    olen: usize,
 }
 
 impl<S> SecureStream<S> {
@@ -51,10 +57,12 @@ impl<S> SecureStream<S> {
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             rstart: 0,
             rend: 0,
-            plain: Vec::with_capacity(MAX_PLAIN),
+            plain: vec![0; MAX_PLAIN].into_boxed_slice(),
             ppos: 0,
-            out: Vec::with_capacity(2 + MAX_MESSAGE),
+            plen: 0,
+            out: vec![0; 2 + MAX_MESSAGE].into_boxed_slice(),
             opos: 0,
+            olen: 0,
         }
     }
 
@@ -77,12 +85,13 @@ impl<S> SecureStream<S> {
             .and_then(|k| k.try_into().ok())
     }
 
-    /// Decrypts the next whole message in the read buffer into `plain`;
-    /// false if no whole message is buffered.
-    fn decrypt_buffered(&mut self) -> io::Result<bool> {
+    /// Decrypts the next whole message in the read buffer: straight into
+    /// `direct` if its plaintext fits there (returning its length), else
+    /// into `plain`. `None` if no whole message is buffered.
+    fn decrypt_buffered(&mut self, direct: &mut [u8]) -> io::Result<Option<Direct>> {
         let have = self.rend - self.rstart;
         if have < 2 {
-            return Ok(false);
+            return Ok(None);
         }
         let len = u16::from_be_bytes([self.rbuf[self.rstart], self.rbuf[self.rstart + 1]]) as usize;
         if len < TAG {
@@ -91,23 +100,35 @@ impl<S> SecureStream<S> {
             )));
         }
         if have < 2 + len {
-            return Ok(false);
+            return Ok(None);
         }
         let msg = &self.rbuf[self.rstart + 2..self.rstart + 2 + len];
-        self.plain.resize(len - TAG, 0);
+        let fits = direct.len() >= len - TAG;
+        let out: &mut [u8] = if fits { direct } else { &mut self.plain[..] };
         let n = self
             .noise
-            .read_message(msg, &mut self.plain)
+            .read_message(msg, out)
             .map_err(|e| invalid(format!("secure message does not decrypt: {e}")))?;
-        self.plain.truncate(n);
-        self.ppos = 0;
         self.rstart += 2 + len;
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
         }
-        Ok(true)
+        if fits {
+            return Ok(Some(Direct::Into(n)));
+        }
+        self.ppos = 0;
+        self.plen = n;
+        Ok(Some(Direct::Buffered))
     }
+}
+
+/// Where [`SecureStream::decrypt_buffered`] put a message.
+enum Direct {
+    /// Into the caller's buffer, this many bytes.
+    Into(usize),
+    /// Into the stream's own plaintext buffer.
+    Buffered,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -117,15 +138,15 @@ fn invalid(msg: String) -> io::Error {
 impl<S: AsyncWrite + Unpin> SecureStream<S> {
     /// Writes the pending sealed message out.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.opos < self.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.opos..]))?;
+        while self.opos < self.olen {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.opos..self.olen]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.opos += n;
         }
-        self.out.clear();
         self.opos = 0;
+        self.olen = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -138,14 +159,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for SecureStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            if this.ppos < this.plain.len() {
-                let n = buf.remaining().min(this.plain.len() - this.ppos);
+            if this.ppos < this.plen {
+                let n = buf.remaining().min(this.plen - this.ppos);
                 buf.put_slice(&this.plain[this.ppos..this.ppos + n]);
                 this.ppos += n;
                 return Poll::Ready(Ok(()));
             }
-            if this.decrypt_buffered()? {
-                continue;
+            // Zero-filled once per buffer (tokio remembers what it filled).
+            let direct = buf.initialize_unfilled();
+            match this.decrypt_buffered(direct)? {
+                Some(Direct::Into(0)) | Some(Direct::Buffered) => continue,
+                Some(Direct::Into(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                None => {}
             }
             // Need more ciphertext: make room at the end, then read.
             if this.rend == this.rbuf.len() {
@@ -182,13 +210,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SecureStream<S> {
             return Poll::Ready(Ok(0));
         }
         let n = buf.len().min(MAX_PLAIN);
-        this.out.resize(2 + n + TAG, 0);
         let len = this
             .noise
-            .write_message(&buf[..n], &mut this.out[2..])
+            .write_message(&buf[..n], &mut this.out[2..2 + n + TAG])
             .map_err(|e| io::Error::other(format!("cannot seal message: {e}")))?;
         this.out[..2].copy_from_slice(&(len as u16).to_be_bytes());
-        this.out.truncate(2 + len);
+        this.olen = 2 + len;
         this.opos = 0;
         // Start sending now; what is left goes with the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {

@@ -128,6 +128,10 @@ pub async fn serve_replica(
 }
 
 impl Transport for NodeTransport {
+    fn local_id(&self) -> Option<Id> {
+        Some(self.me)
+    }
+
     async fn lookup(&self, key: Id) -> Result<LookupResult, DhtError> {
         if let Some(r) = self.routes.get(key) {
             return Ok(r);

@@ -3,8 +3,9 @@
 //!
 //! Invariants: the 4-byte length prefix is checked with [`wire::frame_len`]
 //! (so against [`wire::MAX_FRAME`], and for emptiness) before any body byte
-//! is read, and the body buffer grows with the bytes that actually arrive,
-//! never to the claimed length up front. Once the first byte of a frame has
+//! is read; the body buffer is then reserved at that length (at most
+//! `MAX_FRAME`, from a peer that passed the link handshake), but its memory
+//! is written, and so committed, only as bytes arrive. Once the first byte of a frame has
 //! arrived, the whole frame must arrive within the frame timeout, so a peer
 //! cannot hold a half-sent frame (and its buffer) open forever.
 
@@ -15,9 +16,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// Initial body buffer size; larger frames grow it as their bytes arrive.
-const INITIAL_BODY: usize = 64 * 1024;
 
 /// Why no frame could be read; every variant ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +72,15 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         // frame_len only answers None for fewer than 4 bytes.
         None => return Err(ReadError::Truncated),
     };
-    let mut body = Vec::with_capacity(len.min(INITIAL_BODY));
-    let read = within(deadline, (&mut *r).take(len as u64).read_to_end(&mut body)).await?;
-    if read < len {
-        return Err(ReadError::Truncated);
+    // Reserved whole (the length is checked against MAX_FRAME above), so a
+    // large frame is never copied while it grows; the memory is only
+    // touched as bytes arrive.
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let mut rest = (&mut *r).take((len - body.len()) as u64);
+        if within(deadline, rest.read_buf(&mut body)).await? == 0 {
+            return Err(ReadError::Truncated);
+        }
     }
     Ok(Some(wire::decode_body(&body)?))
 }

@@ -85,10 +85,8 @@ impl<S> SecureStream<S> {
             .and_then(|k| k.try_into().ok())
     }
 
-    /// Decrypts the next whole message in the read buffer: straight into
-    /// `direct` if its plaintext fits there (returning its length), else
-    /// into `plain`. `None` if no whole message is buffered.
-    fn decrypt_buffered(&mut self, direct: &mut [u8]) -> io::Result<Option<Direct>> {
+    /// The plaintext length of the next message if it is buffered whole.
+    fn next_message(&self) -> io::Result<Option<usize>> {
         let have = self.rend - self.rstart;
         if have < 2 {
             return Ok(None);
@@ -99,12 +97,14 @@ impl<S> SecureStream<S> {
                 "secure message of {len} bytes is too short"
             )));
         }
-        if have < 2 + len {
-            return Ok(None);
-        }
+        Ok((have >= 2 + len).then_some(len - TAG))
+    }
+
+    /// Decrypts the next message (buffered whole) into `out`, which has
+    /// room for its plaintext; returns the plaintext length.
+    fn decrypt_into(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let len = u16::from_be_bytes([self.rbuf[self.rstart], self.rbuf[self.rstart + 1]]) as usize;
         let msg = &self.rbuf[self.rstart + 2..self.rstart + 2 + len];
-        let fits = direct.len() >= len - TAG;
-        let out: &mut [u8] = if fits { direct } else { &mut self.plain[..] };
         let n = self
             .noise
             .read_message(msg, out)
@@ -114,21 +114,8 @@ impl<S> SecureStream<S> {
             self.rstart = 0;
             self.rend = 0;
         }
-        if fits {
-            return Ok(Some(Direct::Into(n)));
-        }
-        self.ppos = 0;
-        self.plen = n;
-        Ok(Some(Direct::Buffered))
+        Ok(n)
     }
-}
-
-/// Where [`SecureStream::decrypt_buffered`] put a message.
-enum Direct {
-    /// Into the caller's buffer, this many bytes.
-    Into(usize),
-    /// Into the stream's own plaintext buffer.
-    Buffered,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -165,15 +152,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for SecureStream<S> {
                 this.ppos += n;
                 return Poll::Ready(Ok(()));
             }
-            // Zero-filled once per buffer (tokio remembers what it filled).
-            let direct = buf.initialize_unfilled();
-            match this.decrypt_buffered(direct)? {
-                Some(Direct::Into(0)) | Some(Direct::Buffered) => continue,
-                Some(Direct::Into(n)) => {
+            if let Some(plain_len) = this.next_message()? {
+                if buf.remaining() >= plain_len && plain_len > 0 {
+                    // Straight into the reader's buffer: no extra copy.
+                    let n = this.decrypt_into(buf.initialize_unfilled_to(plain_len))?;
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
-                None => {}
+                let mut plain = std::mem::take(&mut this.plain);
+                let n = this.decrypt_into(&mut plain);
+                this.plain = plain;
+                this.ppos = 0;
+                this.plen = n?;
+                continue;
             }
             // Need more ciphertext: make room at the end, then read.
             if this.rend == this.rbuf.len() {

@@ -84,6 +84,18 @@ pub struct Dht<T> {
     runs: routes::Runs,
 }
 
+/// Pause before a block read that met only passing failures is retried.
+const GET_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// What one pass over a block's replicas found.
+enum Fetched {
+    Block(Vec<u8>),
+    /// No replica had it; `transient` if some failed for a passing reason.
+    Missing {
+        transient: bool,
+    },
+}
+
 /// Whether a refusal is final (retrying elsewhere cannot help).
 fn is_final(e: &RemoteError) -> bool {
     matches!(
@@ -343,6 +355,24 @@ impl<T: Transport> Dht<T> {
     /// Reads a block: owner first, then the following nodes; every copy is
     /// re-hashed and a bad one skipped.
     pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
+        // A pass in which some replica failed for a passing reason (a call
+        // that timed out or was cut, a busy node, as right after a crash)
+        // is tried once more after a pause, with a fresh lookup.
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(GET_RETRY_PAUSE).await;
+            }
+            match self.get_block_once(key).await? {
+                Fetched::Block(data) => return Ok(data),
+                Fetched::Missing { transient: false } => break,
+                Fetched::Missing { transient: true } => {}
+            }
+        }
+        Err(DhtError::NotFound)
+    }
+
+    /// One pass of [`Dht::get_block`] over the replicas.
+    async fn get_block_once(&self, key: Id) -> Result<Fetched, DhtError> {
         let found = self.transport.lookup(key).await?;
         let mut order: Vec<&Peer> = std::iter::once(&found.owner)
             .chain(found.next.iter())
@@ -354,13 +384,16 @@ impl<T: Transport> Dht<T> {
             let local = order.remove(i);
             order.insert(0, local);
         }
+        let mut transient = false;
         for p in order {
             match self
                 .transport
                 .replica_call(p, ReplicaRequest::FetchBlock { key })
                 .await
             {
-                Ok(ReplicaResponse::Block(data)) if Id::hash(&data) == key => return Ok(data),
+                Ok(ReplicaResponse::Block(data)) if Id::hash(&data) == key => {
+                    return Ok(Fetched::Block(data));
+                }
                 Ok(ReplicaResponse::Block(_)) => {
                     log::warn!(
                         "block {} from {:?} does not match its hash; trying the next replica",
@@ -368,10 +401,17 @@ impl<T: Transport> Dht<T> {
                         p
                     );
                 }
-                _ => {}
+                Err(DhtError::Refused(RemoteError::NotFound)) => {
+                    log::debug!("block {}: not on {}", key.short(), p.addr);
+                }
+                Err(e) => {
+                    log::debug!("block {}: {} failed: {e}", key.short(), p.addr);
+                    transient = true;
+                }
+                Ok(_) => transient = true,
             }
         }
-        Err(DhtError::NotFound)
+        Ok(Fetched::Missing { transient })
     }
 
     /// Reads the newest version of a record among its replicas (tombstones
@@ -735,5 +775,23 @@ mod tests {
         let (key, _) = dht.put_block(b"far".to_vec()).await.unwrap();
         dht.get_block(key).await.unwrap();
         assert_eq!(dht.transport.fetched_from.lock().unwrap()[0], owner);
+    }
+
+    #[tokio::test]
+    async fn a_read_that_met_only_passing_failures_is_retried() {
+        let dht = Dht::new(Fake::new(3), 3);
+        let (key, _) = dht.put_block(b"survivor".to_vec()).await.unwrap();
+        let ids: Vec<Id> = dht.transport.stores.iter().map(|s| s.0.id).collect();
+        dht.transport.down.lock().unwrap().extend([ids[0], ids[1]]);
+        dht.transport.flaky.lock().unwrap().insert(ids[2], 1);
+        assert_eq!(dht.get_block(key).await.unwrap(), b"survivor");
+        // A block nobody has is not found at once, without a second pass.
+        let dht = Dht::new(Fake::new(3), 3);
+        let t = std::time::Instant::now();
+        assert_eq!(
+            dht.get_block(Id::hash(b"nobody")).await,
+            Err(DhtError::NotFound)
+        );
+        assert!(t.elapsed() < GET_RETRY_PAUSE);
     }
 }

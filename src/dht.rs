@@ -36,6 +36,9 @@ pub trait Transport: Send + Sync {
     fn local_id(&self) -> Option<Id> {
         None
     }
+    /// Forgets any remembered lookup answer for `key`, so the next lookup
+    /// asks the ring (after a read found nothing where the answer said).
+    fn forget_route(&self, _key: Id) {}
 }
 
 /// Why a DHT operation failed.
@@ -355,17 +358,21 @@ impl<T: Transport> Dht<T> {
     /// Reads a block: owner first, then the following nodes; every copy is
     /// re-hashed and a bad one skipped.
     pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
-        // A pass in which some replica failed for a passing reason (a call
-        // that timed out or was cut, a busy node, as right after a crash)
-        // is tried once more after a pause, with a fresh lookup.
+        // A pass that finds nothing is tried once more with a fresh lookup
+        // (a remembered answer may predate a change of the ring: the copies
+        // have moved on), after a pause if some replica failed for a
+        // passing reason (a call that timed out or was cut, a busy node, as
+        // right after a crash).
         for attempt in 0..2 {
-            if attempt > 0 {
-                tokio::time::sleep(GET_RETRY_PAUSE).await;
-            }
             match self.get_block_once(key).await? {
                 Fetched::Block(data) => return Ok(data),
-                Fetched::Missing { transient: false } => break,
-                Fetched::Missing { transient: true } => {}
+                Fetched::Missing { transient } if attempt == 0 => {
+                    self.transport.forget_route(key);
+                    if transient {
+                        tokio::time::sleep(GET_RETRY_PAUSE).await;
+                    }
+                }
+                Fetched::Missing { .. } => {}
             }
         }
         Err(DhtError::NotFound)
@@ -385,6 +392,7 @@ impl<T: Transport> Dht<T> {
             order.insert(0, local);
         }
         let mut transient = false;
+        let mut failures: Vec<String> = Vec::new();
         for p in order {
             match self
                 .transport
@@ -402,15 +410,24 @@ impl<T: Transport> Dht<T> {
                     );
                 }
                 Err(DhtError::Refused(RemoteError::NotFound)) => {
-                    log::debug!("block {}: not on {}", key.short(), p.addr);
+                    failures.push(format!("{}: not there", p.addr));
                 }
                 Err(e) => {
-                    log::debug!("block {}: {} failed: {e}", key.short(), p.addr);
+                    failures.push(format!("{}: {e}", p.addr));
                     transient = true;
                 }
-                Ok(_) => transient = true,
+                Ok(_) => {
+                    failures.push(format!("{}: unexpected answer", p.addr));
+                    transient = true;
+                }
             }
         }
+        log::debug!(
+            "block {} not read (owner {}): {}",
+            key.short(),
+            found.owner.addr,
+            failures.join("; ")
+        );
         Ok(Fetched::Missing { transient })
     }
 
@@ -500,6 +517,8 @@ mod tests {
         local: Option<Id>,
         /// Nodes asked for a block, in order.
         fetched_from: Mutex<Vec<Id>>,
+        /// A remembered (stale) lookup answer, until `forget_route`.
+        remembered: Mutex<Option<LookupResult>>,
         _dirs: Vec<tempfile::TempDir>,
     }
 
@@ -528,6 +547,7 @@ mod tests {
                 lookups: Default::default(),
                 local: None,
                 fetched_from: Mutex::new(Vec::new()),
+                remembered: Mutex::new(None),
                 _dirs: dirs,
             }
         }
@@ -538,7 +558,14 @@ mod tests {
             self.local
         }
 
+        fn forget_route(&self, _key: Id) {
+            *self.remembered.lock().unwrap() = None;
+        }
+
         async fn lookup(&self, _key: Id) -> Result<LookupResult, DhtError> {
+            if let Some(r) = self.remembered.lock().unwrap().clone() {
+                return Ok(r);
+            }
             self.lookups
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(LookupResult {
@@ -793,5 +820,21 @@ mod tests {
             Err(DhtError::NotFound)
         );
         assert!(t.elapsed() < GET_RETRY_PAUSE);
+    }
+
+    #[tokio::test]
+    async fn a_stale_route_is_forgotten_and_the_read_looks_up_again() {
+        let dht = Dht::new(Fake::new(5), 3);
+        let (key, _) = dht.put_block(b"moved on".to_vec()).await.unwrap();
+        let peers: Vec<Peer> = dht.transport.stores.iter().map(|s| s.0.clone()).collect();
+        // An answer from before the ring changed: nodes that do not hold it.
+        *dht.transport.remembered.lock().unwrap() = Some(LookupResult {
+            key,
+            owner: peers[3].clone(),
+            next: vec![peers[4].clone()],
+            hops: 0,
+        });
+        assert_eq!(dht.get_block(key).await.unwrap(), b"moved on");
+        assert!(dht.transport.remembered.lock().unwrap().is_none());
     }
 }

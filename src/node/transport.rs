@@ -52,6 +52,13 @@ impl RouteCache {
             .map(|(r, _)| r.clone())
     }
 
+    fn forget(&self, key: Id) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
     fn put(&self, key: Id, r: &LookupResult) {
         let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if e.len() >= ROUTE_MAX {
@@ -130,6 +137,10 @@ pub async fn serve_replica(
 impl Transport for NodeTransport {
     fn local_id(&self) -> Option<Id> {
         Some(self.me)
+    }
+
+    fn forget_route(&self, key: Id) {
+        self.routes.forget(key);
     }
 
     async fn lookup(&self, key: Id) -> Result<LookupResult, DhtError> {

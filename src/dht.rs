@@ -87,6 +87,9 @@ pub struct Dht<T> {
     runs: routes::Runs,
 }
 
+/// Pause before a put whose lookup named fewer than r nodes asks again.
+const SHORT_SET_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Pause before a block read that met only passing failures is retried.
 const GET_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
 
@@ -244,7 +247,21 @@ impl<T: Transport> Dht<T> {
                 other => return other,
             }
         }
-        let found = self.transport.lookup(key).await?;
+        let mut found = self.transport.lookup(key).await?;
+        if replica_set(&found.owner, &found.next, self.replicas).len() < self.replicas {
+            // Fewer than r nodes: the ring may really be that small, or the
+            // answering node's successor list is still filling in (it just
+            // joined, or a neighbour just died). Ask once more before
+            // settling for fewer copies.
+            self.transport.forget_route(key);
+            tokio::time::sleep(SHORT_SET_PAUSE).await;
+            let again = self.transport.lookup(key).await?;
+            if replica_set(&again.owner, &again.next, self.replicas).len()
+                > replica_set(&found.owner, &found.next, self.replicas).len()
+            {
+                found = again;
+            }
+        }
         self.runs.learn(&found);
         self.store_on(found, durable, owner_first, &make).await
     }
@@ -836,5 +853,20 @@ mod tests {
         });
         assert_eq!(dht.get_block(key).await.unwrap(), b"moved on");
         assert!(dht.transport.remembered.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_put_shown_too_few_nodes_asks_again() {
+        let dht = Dht::new(Fake::new(5), 3);
+        let owner = dht.transport.stores[0].0.clone();
+        // A lookup answered by a node whose successor list is still empty.
+        *dht.transport.remembered.lock().unwrap() = Some(LookupResult {
+            key: Id::ZERO,
+            owner,
+            next: vec![],
+            hops: 0,
+        });
+        let (_, copies) = dht.put_block(b"three copies".to_vec()).await.unwrap();
+        assert_eq!(copies, 3);
     }
 }

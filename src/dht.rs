@@ -248,7 +248,8 @@ impl<T: Transport> Dht<T> {
             }
         }
         let mut found = self.transport.lookup(key).await?;
-        if replica_set(&found.owner, &found.next, self.replicas).len() < self.replicas {
+        let size = |r: &LookupResult| replica_set(&r.owner, &r.next, self.replicas).len();
+        if size(&found) < self.replicas {
             // Fewer than r nodes: the ring may really be that small, or the
             // answering node's successor list is still filling in (it just
             // joined, or a neighbour just died). Ask once more before
@@ -256,9 +257,7 @@ impl<T: Transport> Dht<T> {
             self.transport.forget_route(key);
             tokio::time::sleep(SHORT_SET_PAUSE).await;
             let again = self.transport.lookup(key).await?;
-            if replica_set(&again.owner, &again.next, self.replicas).len()
-                > replica_set(&found.owner, &found.next, self.replicas).len()
-            {
+            if size(&again) > size(&found) {
                 found = again;
             }
         }

@@ -93,14 +93,13 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         Some(_) => Some(Identity::load_or_create(&a.identity.identity).map_err(|e| e.to_string())?),
         None => None,
     };
-    let (network, join) = node_network(&a.data, a.join.as_deref())?;
+    let join = join_address(&a.data, a.join.as_deref())?;
     raise_fd_limit();
     let cfg = NodeConfig {
         listen: a.listen,
         advertise: a.advertise,
         data: a.data.clone(),
         join,
-        network: Some(network),
         replicas: a.replicas,
         succ_list: a.successors,
         timers: Timers {
@@ -163,35 +162,27 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
     running.shutdown().await
 }
 
-/// The network secret and join address of a node: from `--join TICKET`
-/// (the secret is kept in the data directory), or the secret already in
-/// the data directory (with `--join ADDR` or no `--join`), or a new network
-/// when there is neither.
-fn node_network(
-    data: &std::path::Path,
-    join: Option<&str>,
-) -> Result<(peerstore::net::NetworkSecret, Option<String>), String> {
+/// The address a node joins through: a ticket's (its secret is kept in
+/// the data directory, which must not belong to another network), or a
+/// plain address when the data directory already holds a secret. Without
+/// `--join`, the node starts a ring (and creates a network if the data
+/// directory has none; see `node::start`).
+fn join_address(data: &std::path::Path, join: Option<&str>) -> Result<Option<String>, String> {
     use peerstore::network::{self, Ticket};
     match join {
         Some(j) if Ticket::looks_like(j) => {
             let t = Ticket::parse(j).map_err(|e| e.to_string())?;
             network::adopt(data, &t).map_err(|e| e.to_string())?;
-            Ok((t.secret, Some(t.addr)))
+            Ok(Some(t.addr))
         }
         Some(addr) => match network::load_secret(data).map_err(|e| e.to_string())? {
-            Some(s) => Ok((s, Some(addr.to_string()))),
+            Some(_) => Ok(Some(addr.to_string())),
             None => Err(format!(
                 "--join {addr}: {} holds no network secret; join with a ticket from `peerstore invite` instead",
                 data.display()
             )),
         },
-        None => {
-            let (s, created) = network::load_or_init(data).map_err(|e| e.to_string())?;
-            if created {
-                log::info!("created a new network {}", s.network_id());
-            }
-            Ok((s, None))
-        }
+        None => Ok(None),
     }
 }
 

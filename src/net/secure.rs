@@ -78,13 +78,6 @@ impl<S> SecureStream<S> {
         self.io
     }
 
-    /// The peer's static public key, as proven in the handshake.
-    pub fn remote_static(&self) -> Option<[u8; 32]> {
-        self.noise
-            .get_remote_static()
-            .and_then(|k| k.try_into().ok())
-    }
-
     /// The plaintext length of the next message if it is buffered whole.
     fn next_message(&self) -> io::Result<Option<usize>> {
         let have = self.rend - self.rstart;

@@ -36,14 +36,13 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-/// Who sent a request: the socket address and the key the link proved.
+/// Who sent a request: the socket address and the ID its link proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     /// The remote socket address.
     pub addr: SocketAddr,
-    /// The static public key proven by the handshake.
-    pub key: [u8; 32],
-    /// Its ring ID (hash of the key); a peer claiming another ID lies.
+    /// The ring ID of the static key proven by the handshake; a peer
+    /// claiming another ID lies.
     pub id: Id,
 }
 
@@ -252,7 +251,6 @@ async fn serve_conn<H: Handler>(
     };
     let caller = Caller {
         addr: peer,
-        key: secured.remote_key,
         id: secured.remote_id,
     };
     let (read_half, write_half) = tokio::io::split(secured.stream);

@@ -142,7 +142,6 @@ mod tests {
     fn caller(id: Id) -> Caller {
         Caller {
             addr: "127.0.0.1:1".parse().unwrap(),
-            key: [0; 32],
             id,
         }
     }

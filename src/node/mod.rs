@@ -22,7 +22,7 @@ pub use transport::{NodeTransport, apply_replica, serve_replica};
 use crate::chord::{ChordNode, Config as ChordConfig};
 use crate::dht::{Dht, DhtError};
 use crate::id::Id;
-use crate::net::{LinkKeys, NetConfig, NetworkSecret, Pool, ServerConfig, serve};
+use crate::net::{LinkKeys, NetConfig, Pool, ServerConfig, serve};
 use crate::network::AdmissionError;
 use crate::store::Store;
 use crate::wire::{Peer, ReplicaRequest, ReplicaResponse};
@@ -45,9 +45,6 @@ pub struct NodeConfig {
     pub data: PathBuf,
     /// A ring member to join through; `None` starts a new ring.
     pub join: Option<String>,
-    /// The network secret; `None`: the one in the data directory, created
-    /// there if missing.
-    pub network: Option<NetworkSecret>,
     /// Copies kept of every item (r).
     pub replicas: usize,
     /// Successor list length (s ≥ r).
@@ -69,7 +66,6 @@ impl Default for NodeConfig {
             advertise: None,
             data: PathBuf::from("peerstore-data"),
             join: None,
-            network: None,
             replicas: 3,
             succ_list: 8,
             timers: Timers::default(),
@@ -185,16 +181,12 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let key = identity::load_or_create(&cfg.data)?;
     let id = key.id();
-    let secret = match &cfg.network {
-        Some(s) => s.clone(),
-        None => {
-            let (s, created) = crate::network::load_or_init(&cfg.data)?;
-            if created {
-                log::info!("created a new network {}", s.network_id());
-            }
-            s
-        }
-    };
+    // The network secret of the data directory (a joining node's ticket
+    // was adopted into it already); the first node creates a network.
+    let (secret, created) = crate::network::load_or_init(&cfg.data)?;
+    if created {
+        log::info!("created a new network {}", secret.network_id());
+    }
     let data = cfg.data.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&data.join("store")))

@@ -10,11 +10,13 @@
 //! - [`keyfile`]: private key files (mode 0600, atomic).
 //! - [`net`]: secure links (Noise), multiplexed calls with timeouts, the
 //!   bounded server.
+//! - [`rpc`]: one type per RPC: the request it sends, the answer it expects.
 //! - [`network`]: ring admission: the network secret and join tickets.
 //! - [`chord`]: the ring maintenance and lookup state machine (sans I/O).
 //! - [`replica`]: which nodes must hold a key; grouping keys by owner for repair.
 //! - [`store`]: this node's blocks and records on disk.
-//! - [`dht`]: put/get of blocks and records = lookup + calls to the replicas.
+//! - [`dht`]: put/get of blocks and records, lookups and repair, as request
+//!   state machines without I/O, and their driver.
 //! - [`node`]: the node process: drives `chord` over `net`, serves requests,
 //!   repairs replicas, leaves gracefully.
 //! - [`cli`]: the command-line client commands.
@@ -32,6 +34,7 @@ pub mod network;
 pub mod node;
 pub mod record;
 pub mod replica;
+pub mod rpc;
 pub mod sim;
 pub mod store;
 pub mod wire;

@@ -120,7 +120,7 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
     };
     println!(
         "node {} listening on {}",
-        running.node.ring.me().id,
+        running.node.ring().me().id,
         running.addr
     );
     let mounted = match (&a.mount, identity) {
@@ -159,7 +159,7 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
             Err(e) => log::warn!("unmount task: {e}"),
         }
     }
-    running.shutdown().await
+    running.shutdown().await.map_err(|e| e.to_string())
 }
 
 /// The address a node joins through: a ticket's (its secret is kept in

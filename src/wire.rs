@@ -17,13 +17,16 @@ use crate::record::Record;
 use serde::{Deserialize, Serialize};
 
 /// Wire protocol version, the first byte of every frame body.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest block, in bytes.
 pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame body (version byte included): a full block plus headroom.
 pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
 /// Largest batch of items in one [`ReplicaRequest::Missing`].
 pub const MAX_BATCH: usize = 4096;
+/// Largest batch of items in one [`ReplicaRequest::Prove`] (each costs the
+/// prover a read and a hash of the item).
+pub const MAX_PROVE: usize = 256;
 
 /// A ring member: its ID and the address its node listens on.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,10 +92,13 @@ pub enum ChordResponse {
     Ack,
     /// The node's state is in flux (it is joining): retry later.
     Busy,
-    /// Predecessor and successor list of the answering node.
+    /// Predecessor and successor list of the answering node; `whole` when
+    /// the list came back round to the node (it and its list are the whole
+    /// ring).
     State {
         pred: Option<Peer>,
         succs: Vec<Peer>,
+        whole: bool,
     },
     /// The key's owner, and the nodes that follow it (its replicas come first).
     Found {
@@ -141,6 +147,30 @@ pub enum ReplicaRequest {
     /// Which of these items does the node lack (or hold an older version of)?
     /// At most [`MAX_BATCH`] items. → `Missing`.
     Missing { items: Vec<(Id, ItemVersion)> },
+    /// Prove holding these items: for each, a hash over `nonce`, the key
+    /// and the held bytes ([`proof_of`]). At most [`MAX_PROVE`] items. →
+    /// `Proofs`.
+    Prove {
+        nonce: [u8; 32],
+        items: Vec<(Id, ItemVersion)>,
+    },
+}
+
+/// One answer of a [`ReplicaRequest::Prove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proof {
+    /// Not held (or an older record version).
+    Missing,
+    /// Held at exactly the version asked: `proof_of(nonce, key, bytes)`.
+    Held([u8; 32]),
+    /// A newer record version is held (its sequence number).
+    Newer(u64),
+}
+
+/// The proof that the holder of `bytes` (a block, or the postcard encoding
+/// of a record) under `key` has them: SHA-256 of nonce, key and bytes.
+pub fn proof_of(nonce: &[u8; 32], key: Id, bytes: &[u8]) -> [u8; 32] {
+    Id::hash_parts(&[b"peerstore-proof-v1", nonce, &key.0, bytes]).0
 }
 
 /// Answers to [`ReplicaRequest`].
@@ -151,6 +181,8 @@ pub enum ReplicaResponse {
     Record(Record),
     /// Indexes into the request's item list.
     Missing(Vec<u32>),
+    /// One proof per item asked, in order.
+    Proofs(Vec<Proof>),
 }
 
 /// What the command-line client asks of any node.
@@ -235,6 +267,10 @@ pub enum RemoteError {
     Storage(String),
     #[error("unexpected message")]
     Unexpected,
+    #[error("no space left: {0}")]
+    NoSpace(String),
+    #[error("not a ring member: {0}")]
+    NotMember(String),
 }
 
 /// Why a byte stream could not be decoded into a frame.

@@ -318,12 +318,63 @@ async fn wrong_requests_are_refused_and_change_nothing() {
         );
         let a = &addrs[0];
 
+        // Replica requests act on one node's own store: only ring members
+        // may send them. A client link (a throwaway key) is refused, and
+        // nothing it sent is stored.
+        let good = b"a valid block from a stranger".to_vec();
+        for to in &addrs {
+            for req in [
+                ReplicaRequest::StoreBlock {
+                    key: Id::hash(&good),
+                    data: good.clone(),
+                    durable: true,
+                },
+                ReplicaRequest::Missing { items: vec![] },
+                ReplicaRequest::Sync,
+            ] {
+                let r = call(&pool, to, Request::Replica(req.clone())).await;
+                assert!(
+                    matches!(r, Response::Error(RemoteError::NotMember(_))),
+                    "{req:?} from a client link to {to}: {r:?}"
+                );
+            }
+        }
+        // What follows comes from a member's own key: a buggy or hostile
+        // member, whose requests are checked all the same.
+        let member = Pool::new(
+            NetConfig {
+                rpc_timeout: CALL,
+                connect_timeout: CALL,
+                local_ip: None,
+            },
+            peerstore::net::LinkKeys {
+                key: peerstore::node::identity::load_or_create(nodes[2].data_dir())
+                    .expect("node 3's key"),
+                secret: common::test_secret(),
+            },
+        );
+        for to in &addrs {
+            let r = call(
+                &member,
+                to,
+                Request::Replica(ReplicaRequest::FetchBlock {
+                    key: Id::hash(&good),
+                }),
+            )
+            .await;
+            assert_eq!(
+                r,
+                Response::Error(RemoteError::NotFound),
+                "a stranger's block was stored on {to}"
+            );
+        }
+
         // A replica store whose bytes do not hash to the key.
         let data = b"the bytes actually sent".to_vec();
         let claimed = Id::hash(b"the bytes the key claims");
         for to in &addrs {
             let r = call(
-                &pool,
+                &member,
                 to,
                 Request::Replica(ReplicaRequest::StoreBlock {
                     key: claimed,
@@ -339,7 +390,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             );
             for key in [claimed, Id::hash(&data)] {
                 let r = call(
-                    &pool,
+                    &member,
                     to,
                     Request::Replica(ReplicaRequest::FetchBlock { key }),
                 )
@@ -354,7 +405,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
         // A replica store of 1 MiB + 1 with the right key.
         let big = common::random_bytes(&mut rng, MAX_BLOCK + 1);
         let r = call(
-            &pool,
+            &member,
             a,
             Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(&big),
@@ -450,7 +501,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
         let mut forged = Record::sign(&other, name, 6, None);
         forged.owner = v1.owner;
         let r = call(
-            &pool,
+            &member,
             &addrs[1],
             Request::Replica(ReplicaRequest::StoreRecord {
                 record: forged,

@@ -25,9 +25,11 @@
 
 mod fingers;
 mod lookup;
+pub mod view;
 
 pub use fingers::FingerTable;
 pub use lookup::{Lookup, LookupError, LookupResult, Purpose};
+pub use view::RingView;
 
 use crate::id::Id;
 use crate::wire::{ChordRequest, ChordResponse, Peer};
@@ -148,6 +150,9 @@ pub struct ChordNode {
     /// Nearest successors, first is the successor; never contains `me`.
     /// Empty while alone in the ring.
     succs: Vec<Peer>,
+    /// The list came back round to this node (or the node is alone):
+    /// `me :: succs` is the whole ring.
+    whole: bool,
     /// Shortcuts for lookups.
     fingers: FingerTable,
     /// Calls sent and not yet answered.
@@ -182,6 +187,7 @@ impl ChordNode {
             status: Status::Idle,
             pred: None,
             succs: Vec::new(),
+            whole: false,
             fingers,
             pending: HashMap::new(),
             next_token: 1,
@@ -231,6 +237,30 @@ impl ChordNode {
         self.fingers.distinct()
     }
 
+    /// Whether `me :: succs` is the whole ring: the list came back round
+    /// to this node, and the predecessor (if any) is the list's last entry
+    /// (a node that joined just before this one is not in the list yet).
+    pub fn whole_ring(&self) -> bool {
+        self.whole
+            && match (&self.pred, self.succs.last()) {
+                (None, _) => true,
+                (Some(p), Some(last)) => p.id == last.id,
+                (Some(_), None) => false,
+            }
+    }
+
+    /// A snapshot of the ring state, for the request machines.
+    pub fn view(&self) -> RingView {
+        RingView {
+            me: self.me.clone(),
+            member: self.is_member(),
+            pred: self.pred.clone(),
+            succs: self.succs.clone(),
+            whole: self.whole_ring(),
+            fingers: self.fingers.distinct(),
+        }
+    }
+
     /// Whether this node believes it owns `key`: `key ∈ (pred, me]`, or it
     /// is alone.
     pub fn owns(&self, key: Id) -> bool {
@@ -246,6 +276,7 @@ impl ChordNode {
         self.status = Status::Member;
         self.pred = None;
         self.succs.clear();
+        self.whole = true;
         self.events.push_back(Event::Joined);
     }
 
@@ -294,42 +325,28 @@ impl ChordNode {
         id
     }
 
-    /// The owner of `key` if this node can tell without asking anyone:
-    /// itself (alone, or `key ∈ (pred, me]`) or its successor
-    /// (`key ∈ (me, succ]`). Returns the owner and the nodes after it.
+    /// The owner of `key` if this node can tell without asking anyone
+    /// (see [`view::local_answer`]). Returns the owner and the nodes after
+    /// it.
     pub fn local_answer(&self, key: Id) -> Option<(Peer, Vec<Peer>)> {
-        if self.succs.is_empty() {
-            return Some((self.me.clone(), Vec::new()));
-        }
-        if let Some(p) = &self.pred
-            && key.in_half_open(p.id, self.me.id)
-        {
-            return Some((self.me.clone(), self.succs.clone()));
-        }
-        if key.in_half_open(self.me.id, self.succs[0].id) {
-            let mut next = self.succs[1..].to_vec();
-            if self.succs.len() < self.cfg.succ_list_len {
-                // A short list means the ring is just us and our list: after
-                // its last entry comes this node.
-                next.push(self.me.clone());
-            }
-            return Some((self.succs[0].clone(), next));
-        }
-        None
+        view::local_answer(
+            &self.me,
+            self.pred.as_ref(),
+            &self.succs,
+            self.whole_ring(),
+            key,
+        )
     }
 
     /// Known nodes strictly between this node and `key`, closest to the key
     /// first, at most `limit` of them.
     pub fn closest_preceding(&self, key: Id, limit: usize) -> Vec<Peer> {
-        let mut out: Vec<Peer> = Vec::new();
-        for p in self.succs.iter().chain(self.fingers.iter()) {
-            if p.id.in_open(self.me.id, key) && !out.iter().any(|q| q.id == p.id) {
-                out.push(p.clone());
-            }
-        }
-        out.sort_by_key(|p| p.id.distance_to(key));
-        out.truncate(limit);
-        out
+        view::closest_preceding(
+            &self.me,
+            self.succs.iter().chain(self.fingers.iter()),
+            key,
+            limit,
+        )
     }
 
     /// Answers a request from a peer. Pings are always answered; state
@@ -344,6 +361,7 @@ impl ChordNode {
                 Status::Member => ChordResponse::State {
                     pred: self.pred.clone(),
                     succs: self.succs.clone(),
+                    whole: self.whole,
                 },
                 _ => ChordResponse::Busy,
             },
@@ -441,22 +459,26 @@ impl ChordNode {
 
     /// Sets the successor list to `head :: tail`, dropping this node and
     /// repeats and stopping where the list comes back round to this node.
-    fn set_succs(&mut self, head: Peer, tail: Vec<Peer>) {
+    /// `tail_whole` says whether `tail` was its sender's whole ring; the
+    /// new list is the whole ring if it came back round to this node, or
+    /// took all of a whole `tail` without being cut at the list length.
+    fn set_succs(&mut self, head: Peer, tail: Vec<Peer>, tail_whole: bool) {
         let mut list: Vec<Peer> = Vec::with_capacity(self.cfg.succ_list_len);
+        let mut whole = tail_whole;
         for p in std::iter::once(head).chain(tail) {
             if p.id == self.me.id {
+                whole = true;
                 break;
             }
-            if list.iter().any(|q| q.id == p.id) {
+            if list.iter().any(|q| q.id == p.id) || list.len() == self.cfg.succ_list_len {
+                whole = false;
                 break;
             }
             list.push(p);
-            if list.len() == self.cfg.succ_list_len {
-                break;
-            }
         }
-        if list != self.succs {
+        if list != self.succs || whole != self.whole {
             self.succs = list;
+            self.whole = whole;
             self.events.push_back(Event::Topology);
         }
     }
@@ -515,12 +537,12 @@ impl ChordNode {
 
     fn on_stabilize_succ(&mut self, succ: Peer, reply: Result<ChordResponse, Failure>) {
         match reply {
-            Ok(ChordResponse::State { pred, succs }) => {
+            Ok(ChordResponse::State { pred, succs, whole }) => {
                 if self.status != Status::Member {
                     self.stabilizing = false;
                     return;
                 }
-                self.set_succs(succ.clone(), succs);
+                self.set_succs(succ.clone(), succs, whole);
                 match pred {
                     Some(p) if p.id.in_open(self.me.id, succ.id) => {
                         self.send(
@@ -559,12 +581,12 @@ impl ChordNode {
             return;
         }
         match reply {
-            Ok(ChordResponse::State { succs, .. }) => {
+            Ok(ChordResponse::State { succs, whole, .. }) => {
                 // The candidate answered: adopt it with its list, and ask it
                 // in turn straight away. Each round moves the successor
                 // strictly closer, so a burst of k joins into one interval
                 // is absorbed in k calls rather than k stabilize periods.
-                self.set_succs(cand, succs);
+                self.set_succs(cand, succs, whole);
                 self.notify_successor();
                 self.stabilize();
                 return;
@@ -593,8 +615,12 @@ impl ChordNode {
         known.sort_by_key(|p| me.distance_to(p.id));
         if let Some(first) = known.into_iter().next() {
             self.succs = vec![first];
-            self.events.push_back(Event::Topology);
+            self.whole = false;
+        } else {
+            // Nobody else is known alive: this node is the ring.
+            self.whole = true;
         }
+        self.events.push_back(Event::Topology);
     }
 
     fn notify_successor(&mut self) {
@@ -778,10 +804,10 @@ impl ChordNode {
             return;
         }
         match reply {
-            Ok(ChordResponse::State { succs, .. }) => {
+            Ok(ChordResponse::State { succs, whole, .. }) => {
                 // Zave's join: take `succ :: succ.list`, only then a member.
                 self.status = Status::Member;
-                self.set_succs(target, succs);
+                self.set_succs(target, succs, whole);
                 self.events.push_back(Event::Joined);
                 self.stabilize();
             }
@@ -858,7 +884,7 @@ impl ChordNode {
                     .filter(|p| p.id != peer.id)
                     .collect();
                 if let Some((h, t)) = tail.split_first() {
-                    self.set_succs(h.clone(), t.to_vec());
+                    self.set_succs(h.clone(), t.to_vec(), false);
                 }
             }
             // Check the new first successor now (a no-op if a round is

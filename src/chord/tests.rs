@@ -41,6 +41,7 @@ fn join_takes_successor_list_from_live_successor() {
         Ok(ChordResponse::State {
             pred: Some(peer(10)),
             succs: vec![peer(30), peer(40), peer(15)],
+            whole: false,
         }),
     );
     assert!(j.is_member());
@@ -77,6 +78,7 @@ fn stabilize_adopts_new_successor_only_if_it_answers() {
     let mut n = ChordNode::new(peer(10), Config::default());
     n.create();
     n.succs = vec![peer(30), peer(40)];
+    n.whole = false;
     n.stabilize();
     let get = n.poll_outgoing().unwrap();
     n.handle_reply(
@@ -84,6 +86,7 @@ fn stabilize_adopts_new_successor_only_if_it_answers() {
         Ok(ChordResponse::State {
             pred: Some(peer(20)),
             succs: vec![peer(40), peer(50)],
+            whole: false,
         }),
     );
     let check = n.poll_outgoing().unwrap();
@@ -103,6 +106,7 @@ fn dead_successor_is_dropped_and_next_tried() {
     let mut n = ChordNode::new(peer(10), Config::default());
     n.create();
     n.succs = vec![peer(30), peer(40)];
+    n.whole = false;
     n.stabilize();
     let get = n.poll_outgoing().unwrap();
     n.handle_reply(get.token, Err(Failure::Unreachable));
@@ -116,6 +120,7 @@ fn lookup_routes_through_closer_nodes_and_skips_dead_ones() {
     let mut n = ChordNode::new(peer(10), Config::default());
     n.create();
     n.succs = vec![peer(20)];
+    n.whole = false;
     n.fingers.set(3, peer(60));
     n.fingers.set(5, peer(100));
     while n.poll_event().is_some() {}
@@ -156,6 +161,7 @@ fn leaving_successor_is_replaced_by_the_next() {
     let mut n = ChordNode::new(peer(10), Config::default());
     n.create();
     n.succs = vec![peer(20), peer(30)];
+    n.whole = false;
     n.handle_request(ChordRequest::Leaving {
         peer: peer(20),
         succs: vec![peer(30), peer(40)],

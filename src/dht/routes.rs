@@ -1,135 +1,231 @@
-//! Owners of new keys from recent lookups, without another lookup.
+//! The one cache of lookup answers: key ranges and who owns them.
 //!
-//! A lookup answers with the key's owner and the nodes after it: a run of
-//! consecutive ring members. Any key on an arc between two neighbours of
-//! that run has the later one as owner and the rest of the run as its
-//! replica candidates, exactly what a lookup of it would say. Writes of
-//! fresh random keys (every new file's record) would otherwise each pay a
-//! lookup, often a network round trip.
+//! A confirmed answer says that `owner` holds the keys of `(from, owner]`
+//! (its predecessor's ID to its own, as the owner itself confirmed) and
+//! names the nodes after it. Any key in that range is placed from the
+//! cached answer without another lookup, for `ttl` milliseconds. The
+//! owner's successor list also names the owners of the ranges after it;
+//! those derived answers are unconfirmed and serve only to place new
+//! items (a block, a record's first version under a fresh random name),
+//! which need no ordering: if a derived answer is wrong, the item still
+//! sits on real nodes that each stored it, and repair moves it on.
 //!
-//! Runs are used for [`RUN_TTL`], the same staleness the node's route cache
-//! accepts: a node that joined inside a run since is missed until then, so
-//! an item goes to the replica set it had just before the join, which still
-//! shares all but one member with the new set; repair moves it on.
+//! Entries are dropped when a call to a node they name fails, and the node
+//! clears the whole cache when its own neighbours change. A get that finds
+//! nothing where a cached answer said looks the key up again. Time is the
+//! caller's (virtual in the simulator).
 
-use crate::chord::LookupResult;
+use super::Placement;
+use super::machine::Millis;
 use crate::id::Id;
 use crate::wire::Peer;
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-/// How long a learned run answers for.
-pub const RUN_TTL: Duration = Duration::from_secs(2);
-/// Runs kept (the newest first).
-const MAX_RUNS: usize = 8;
+/// How long an answer is used, by default.
+pub const ROUTE_TTL: Millis = 5_000;
+/// Entries kept at most; past it, expired ones go, then all.
+const MAX_ENTRIES: usize = 16_384;
 
-/// Recent runs of consecutive ring members.
-#[derive(Default)]
-pub struct Runs {
-    /// (owner followed by the nodes after it, when learned), newest first.
-    runs: Mutex<VecDeque<(Vec<Peer>, Instant)>>,
+/// One owner's range.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The range is `(from, owner]`.
+    from: Id,
+    owner: Peer,
+    /// Nodes after the owner, nearest first.
+    next: Vec<Peer>,
+    /// Confirmed by the owner (else derived from another owner's list).
+    confirmed: bool,
+    /// When learned.
+    at: Millis,
 }
 
-impl Runs {
-    /// Learns the run of a lookup answer.
-    pub fn learn(&self, r: &LookupResult) {
-        let mut run = Vec::with_capacity(r.next.len() + 1);
-        for p in std::iter::once(&r.owner).chain(&r.next) {
-            if run.iter().any(|q: &Peer| q.id == p.id) {
-                break; // wrapped around the ring
-            }
-            run.push(p.clone());
+/// Recent owner ranges, keyed by owner ID.
+#[derive(Debug)]
+pub struct RouteCache {
+    /// How long an entry answers.
+    ttl: Millis,
+    /// Owner ID → entry. A std mutex, held only for in-memory work.
+    entries: Mutex<BTreeMap<Id, Entry>>,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache::new(ROUTE_TTL)
+    }
+}
+
+impl RouteCache {
+    /// An empty cache whose entries answer for `ttl` ms.
+    pub fn new(ttl: Millis) -> RouteCache {
+        RouteCache {
+            ttl,
+            entries: Mutex::new(BTreeMap::new()),
         }
-        if run.len() < 2 {
-            return;
-        }
-        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.retain(|(old, at)| at.elapsed() < RUN_TTL && old[0].id != run[0].id);
-        runs.push_front((run, Instant::now()));
-        runs.truncate(MAX_RUNS);
     }
 
-    /// The owner of `key` and at least `min_next` nodes after it, if a
-    /// recent run covers `key`'s arc.
-    pub fn locate(&self, key: Id, min_next: usize) -> Option<LookupResult> {
-        let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        for (run, at) in runs.iter() {
-            if at.elapsed() >= RUN_TTL {
-                continue;
-            }
-            for i in 0..run.len() - 1 {
-                let (a, b) = (run[i].id, run[i + 1].id);
-                if a != b && key.in_half_open(a, b) && run.len() - (i + 2) >= min_next {
-                    return Some(LookupResult {
-                        key,
-                        owner: run[i + 1].clone(),
-                        next: run[i + 2..].to_vec(),
-                        hops: 0,
-                    });
-                }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Id, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The placement of `key` if a fresh entry covers it; derived entries
+    /// only with `derived_ok`.
+    pub fn get(&self, key: Id, now: Millis, derived_ok: bool) -> Option<Placement> {
+        let entries = self.lock();
+        // The owner of `key` is the first owner at or after it, round the
+        // ring.
+        let (_, e) = entries
+            .range(key..)
+            .next()
+            .or_else(|| entries.iter().next())?;
+        let fresh = now.saturating_sub(e.at) < self.ttl;
+        let covers = e.from != e.owner.id && key.in_half_open(e.from, e.owner.id);
+        (fresh && covers && (e.confirmed || derived_ok)).then(|| Placement {
+            key,
+            from: Some(e.from),
+            owner: e.owner.clone(),
+            next: e.next.clone(),
+            hops: 0,
+            cached: true,
+        })
+    }
+
+    /// Learns a confirmed placement (one with `from` set) and the ranges
+    /// its successor list implies.
+    pub fn learn(&self, p: &Placement, now: Millis) {
+        let Some(from) = p.from else {
+            return;
+        };
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ENTRIES {
+            let ttl = self.ttl;
+            entries.retain(|_, e| now.saturating_sub(e.at) < ttl);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
             }
         }
-        None
+        entries.insert(
+            p.owner.id,
+            Entry {
+                from,
+                owner: p.owner.clone(),
+                next: p.next.clone(),
+                confirmed: true,
+                at: now,
+            },
+        );
+        // Derived: the range of each node of the list ends at it and
+        // starts at the one before it.
+        let mut prev = &p.owner;
+        for (i, n) in p.next.iter().enumerate() {
+            if n.id == p.owner.id || p.next[..i].iter().any(|q| q.id == n.id) {
+                break; // came back round
+            }
+            let keep = entries
+                .get(&n.id)
+                .is_some_and(|e| e.confirmed && now.saturating_sub(e.at) < self.ttl);
+            if !keep {
+                entries.insert(
+                    n.id,
+                    Entry {
+                        from: prev.id,
+                        owner: n.clone(),
+                        next: p.next[i + 1..].to_vec(),
+                        confirmed: false,
+                        at: now,
+                    },
+                );
+            }
+            prev = n;
+        }
+    }
+
+    /// Drops every entry naming node `id` (a call to it failed).
+    pub fn forget_peer(&self, id: Id) {
+        self.lock()
+            .retain(|_, e| e.owner.id != id && !e.next.iter().any(|p| p.id == id));
+    }
+
+    /// Drops every entry whose range holds `key`.
+    pub fn forget_key(&self, key: Id) {
+        self.lock()
+            .retain(|_, e| !(e.from != e.owner.id && key.in_half_open(e.from, e.owner.id)));
+    }
+
+    /// Drops everything (the node's own neighbours changed).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Entries held (for tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::small;
+    use crate::wire::test_peer as peer;
 
-    fn peer(b: u8) -> Peer {
-        let mut id = [0u8; 32];
-        id[0] = b;
-        Peer {
-            id: Id(id),
-            addr: format!("n{b}"),
+    fn placement() -> Placement {
+        Placement {
+            key: small(15),
+            from: Some(small(10)),
+            owner: peer(20),
+            next: vec![peer(30), peer(40), peer(50)],
+            hops: 2,
+            cached: false,
         }
     }
 
-    fn key(b: u8) -> Id {
-        let mut id = [0u8; 32];
-        id[0] = b;
-        id[31] = 1;
-        Id(id)
+    #[test]
+    fn confirmed_and_derived_ranges() {
+        let c = RouteCache::new(1000);
+        c.learn(&placement(), 0);
+        let p = c.get(small(12), 10, false).unwrap();
+        assert_eq!(p.owner, peer(20));
+        assert!(p.cached);
+        assert_eq!(p.next, vec![peer(30), peer(40), peer(50)]);
+        assert!(c.get(small(10), 10, true).is_none(), "outside (10, 20]");
+        // (20, 30] is owned by 30, but only as 20's list says.
+        assert!(c.get(small(25), 10, false).is_none());
+        let d = c.get(small(25), 10, true).unwrap();
+        assert_eq!(d.owner, peer(30));
+        assert_eq!(d.next, vec![peer(40), peer(50)]);
+        assert!(c.get(small(55), 10, true).is_none(), "past the list");
+        // Expiry, and forgetting a failed node.
+        assert!(c.get(small(12), 1000, false).is_none());
+        c.forget_peer(peer(40).id);
+        assert!(c.get(small(12), 10, false).is_none());
+        assert!(c.get(small(35), 10, true).is_none());
     }
 
     #[test]
-    fn keys_between_known_neighbours_are_located() {
-        let runs = Runs::default();
-        assert!(runs.locate(key(15), 0).is_none());
-        runs.learn(&LookupResult {
-            key: key(5),
-            owner: peer(10),
-            next: vec![peer(20), peer(30), peer(40), peer(50), peer(10)],
-            hops: 1,
-        });
-        let r = runs.locate(key(15), 2).unwrap();
-        assert_eq!(r.owner, peer(20));
-        assert_eq!(r.next, vec![peer(30), peer(40), peer(50)]);
-        assert_eq!(runs.locate(key(29), 2).unwrap().owner, peer(30));
-        // Too few nodes known after the owner, or outside the run.
-        assert!(runs.locate(key(45), 2).is_none());
-        assert_eq!(runs.locate(key(45), 0).unwrap().owner, peer(50));
-        assert!(runs.locate(key(55), 0).is_none(), "past the run's end");
-        assert!(runs.locate(key(5), 0).is_none(), "before its start");
-        // Exactly on a node: that node owns it.
-        let mut on = peer(30).id;
-        on.0[31] = 0;
-        assert_eq!(runs.locate(on, 0).unwrap().owner, peer(30));
-    }
-
-    #[test]
-    fn runs_expire() {
-        let runs = Runs::default();
-        runs.learn(&LookupResult {
-            key: key(5),
-            owner: peer(10),
-            next: vec![peer(20), peer(30)],
-            hops: 0,
-        });
-        assert!(runs.locate(key(15), 1).is_some());
-        runs.runs.lock().unwrap()[0].1 -= RUN_TTL;
-        assert!(runs.locate(key(15), 1).is_none());
+    fn ranges_wrap_past_zero() {
+        let c = RouteCache::new(1000);
+        c.learn(
+            &Placement {
+                key: small(2),
+                from: Some(small(250)),
+                owner: peer(5),
+                next: vec![peer(9)],
+                hops: 1,
+                cached: false,
+            },
+            0,
+        );
+        assert_eq!(c.get(small(255), 1, false).unwrap().owner, peer(5));
+        assert_eq!(c.get(small(1), 1, false).unwrap().owner, peer(5));
+        assert!(c.get(small(249), 1, false).is_none());
+        c.forget_key(small(3));
+        assert!(c.get(small(1), 1, false).is_none());
     }
 }

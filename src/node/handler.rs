@@ -1,36 +1,28 @@
-//! Serves requests arriving at the node: one exhaustive match into
-//! `handle_*` per request family.
+//! Serves requests arriving at the node: one exhaustive match into a
+//! `handle_*` function per request family.
+//!
+//! Ring messages that speak for their sender must name the sender's own
+//! proven ID; replica requests act on this node's store and are accepted
+//! only from ring members ([`super::members`]); client requests are routed
+//! through the DHT on the client's behalf.
 
 use super::Node;
 use super::transport::serve_replica;
 use crate::net::{Caller, Handler};
 use crate::wire::{
-    ChordRequest, ClientRequest, ClientResponse, NodeInfo, RemoteError, Request, Response,
+    ChordRequest, ChordResponse, ClientRequest, ClientResponse, NodeInfo, RemoteError,
+    ReplicaRequest, ReplicaResponse, Request, Response,
 };
 use std::sync::Arc;
 
 impl Handler for Node {
     async fn handle(&self, caller: Caller, req: Request) -> Response {
-        match req {
-            Request::Chord(r) => {
-                if let Err(e) = check_claim(&caller, &r) {
-                    log::warn!("refusing a ring message from {}: {e}", caller.addr);
-                    return Response::Error(e);
-                }
-                Response::Chord(self.ring.handle_request(r))
-            }
-            Request::Replica(r) => {
-                let refetch = self.refetcher();
-                match serve_replica(Arc::clone(&self.store), r, refetch).await {
-                    Ok(r) => Response::Replica(r),
-                    Err(e) => Response::Error(e),
-                }
-            }
-            Request::Client(r) => match self.handle_client(r).await {
-                Ok(r) => Response::Client(r),
-                Err(e) => Response::Error(e),
-            },
-        }
+        let answer = match req {
+            Request::Chord(r) => self.handle_chord(&caller, r).map(Response::Chord),
+            Request::Replica(r) => self.handle_replica(&caller, r).await.map(Response::Replica),
+            Request::Client(r) => self.handle_client(r).await.map(Response::Client),
+        };
+        answer.unwrap_or_else(Response::Error)
     }
 }
 
@@ -56,23 +48,38 @@ fn check_claim(caller: &Caller, req: &ChordRequest) -> Result<(), RemoteError> {
 }
 
 impl Node {
+    fn handle_chord(
+        &self,
+        caller: &Caller,
+        req: ChordRequest,
+    ) -> Result<ChordResponse, RemoteError> {
+        if let Err(e) = check_claim(caller, &req) {
+            log::warn!("refusing a ring message from {}: {e}", caller.addr);
+            return Err(e);
+        }
+        Ok(self.core.ring.handle_request(req))
+    }
+
+    async fn handle_replica(
+        &self,
+        caller: &Caller,
+        req: ReplicaRequest,
+    ) -> Result<ReplicaResponse, RemoteError> {
+        if let Err(e) = self.check_member(caller.id).await {
+            if matches!(e, RemoteError::NotMember(_)) {
+                log::warn!("refusing a replica request from {}: {e}", caller.addr);
+            }
+            return Err(e);
+        }
+        serve_replica(Arc::clone(&self.core.store), req, self.refetcher()).await
+    }
+
     async fn handle_client(&self, req: ClientRequest) -> Result<ClientResponse, RemoteError> {
-        if !self.ring.view(|c| c.is_member()) {
+        if !self.core.ring.view(|c| c.is_member()) {
             return Err(RemoteError::Unavailable("node is not a ring member".into()));
         }
         match req {
-            ClientRequest::Lookup { key } => {
-                let r = self
-                    .ring
-                    .lookup(key)
-                    .await
-                    .map_err(|e| RemoteError::Unavailable(e.to_string()))?;
-                Ok(ClientResponse::Lookup {
-                    owner: r.owner,
-                    next: r.next,
-                    hops: r.hops,
-                })
-            }
+            ClientRequest::Lookup { key } => self.handle_lookup(key).await,
             ClientRequest::PutBlock { data } => {
                 let (key, copies) = self.dht.put_block(data).await.map_err(|e| e.to_remote())?;
                 Ok(ClientResponse::Put { key, copies })
@@ -109,10 +116,19 @@ impl Node {
         }
     }
 
+    async fn handle_lookup(&self, key: crate::id::Id) -> Result<ClientResponse, RemoteError> {
+        let p = self.dht.locate(key).await.map_err(|e| e.to_remote())?;
+        Ok(ClientResponse::Lookup {
+            owner: p.owner,
+            next: p.next,
+            hops: p.hops,
+        })
+    }
+
     /// This node's description of itself.
     pub fn info(&self) -> NodeInfo {
-        let stats = self.store.stats();
-        let (me, pred, succs, fingers) = self.ring.view(|c| {
+        let stats = self.core.store.stats();
+        let (me, pred, succs, fingers) = self.core.ring.view(|c| {
             (
                 c.me().clone(),
                 c.pred().cloned(),
@@ -128,7 +144,7 @@ impl Node {
             blocks: stats.blocks,
             records: stats.records,
             bytes: stats.bytes,
-            replicas: self.replicas as u32,
+            replicas: self.core.replicas as u32,
         }
     }
 }

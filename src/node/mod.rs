@@ -12,20 +12,21 @@
 
 mod handler;
 pub mod identity;
+mod members;
 mod repair;
 pub mod ring;
 mod transport;
 
-pub use repair::RepairStats;
 pub use transport::{NodeTransport, apply_replica, serve_replica};
 
 use crate::chord::{ChordNode, Config as ChordConfig};
-use crate::dht::{Dht, DhtError};
+use crate::dht::{Dht, Millis};
 use crate::id::Id;
 use crate::net::{LinkKeys, NetConfig, Pool, ServerConfig, serve};
 use crate::network::AdmissionError;
 use crate::store::Store;
-use crate::wire::{Peer, ReplicaRequest, ReplicaResponse};
+use crate::wire::Peer;
+use members::Members;
 use ring::{Ring, Timers};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,48 +94,70 @@ pub enum NodeError {
     Join(String),
 }
 
-/// A running node's shared state.
-pub struct Node {
-    /// Ring state and its driver.
+/// Why a graceful leave did not hand everything over.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaveError {
+    /// No successor took the items (they stay in the data directory).
+    #[error("no successor accepted the hand-off: {0}")]
+    HandOff(String),
+}
+
+/// A running node's state, held once and shared by the server, the
+/// background loops and every DHT client of the node.
+pub struct Core {
+    /// This node's ring ID.
+    pub me: Id,
+    /// Ring state and its driver (with the route cache).
     pub ring: Arc<Ring>,
     /// This node's blocks and records.
     pub store: Arc<Store>,
-    /// Put/get through the ring.
-    pub dht: Dht<NodeTransport>,
+    /// Connections to other nodes.
+    pub pool: Pool,
     /// Copies kept of every item.
     pub replicas: usize,
+    /// Callers recently verified as ring members.
+    members: Members,
+    /// The origin of [`Core::now`].
+    started: std::time::Instant,
+}
+
+impl Core {
+    /// Milliseconds since the node started (the request machines' clock).
+    pub fn now(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+}
+
+/// A running node: its state and a DHT client over it.
+pub struct Node {
+    /// The state.
+    pub core: Arc<Core>,
+    /// Put/get through the ring, for the node's own work (client requests,
+    /// repair, hand-off).
+    pub dht: Dht<NodeTransport>,
 }
 
 impl Node {
-    /// A replica call through the DHT transport (local or remote).
-    async fn transport_call(
-        &self,
-        peer: &Peer,
-        req: ReplicaRequest,
-    ) -> Result<ReplicaResponse, DhtError> {
-        use crate::dht::Transport;
-        self.dht.transport.replica_call(peer, req).await
-    }
-
-    /// A DHT client of this node, for the file system layer.
+    /// A DHT client of this node, for the file system layer (with its own
+    /// record of writes to make durable on `sync`).
     pub fn dht_client(&self) -> Dht<NodeTransport> {
-        let t = &self.dht.transport;
         Dht::new(
             NodeTransport {
-                ring: Arc::clone(&t.ring),
-                store: Arc::clone(&t.store),
-                pool: t.pool.clone(),
-                me: t.me,
-                routes: Arc::clone(&t.routes),
+                core: Arc::clone(&self.core),
             },
-            self.replicas,
+            self.core.replicas,
         )
+    }
+
+    /// The ring driver.
+    pub fn ring(&self) -> &Arc<Ring> {
+        &self.core.ring
     }
 
     /// A callback that refetches a block found corrupt from its replicas.
     fn refetcher(&self) -> impl FnOnce(Id) + use<> {
         let dht = self.dht_client();
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.core.store);
         move |key: Id| {
             tokio::spawn(async move {
                 match dht.get_block(key).await {
@@ -223,20 +246,23 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         },
     );
     let ring = Ring::new(chord, pool.clone());
-    let node = Arc::new(Node {
+    let core = Arc::new(Core {
+        me: id,
         ring: Arc::clone(&ring),
-        store: Arc::clone(&store),
+        store,
+        pool,
+        replicas: cfg.replicas,
+        members: Members::default(),
+        started: std::time::Instant::now(),
+    });
+    let node = Arc::new(Node {
         dht: Dht::new(
             NodeTransport {
-                ring: Arc::clone(&ring),
-                store,
-                pool,
-                me: id,
-                routes: Arc::default(),
+                core: Arc::clone(&core),
             },
             cfg.replicas,
         ),
-        replicas: cfg.replicas,
+        core,
     });
     let (stop, stop_rx) = watch::channel(false);
     let server = tokio::spawn(serve(
@@ -262,7 +288,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         cfg.repair_every,
         stop_rx.clone(),
     ));
-    tokio::spawn(flush_loop(Arc::clone(&node.store), stop_rx));
+    tokio::spawn(flush_loop(Arc::clone(&node.core.store), stop_rx));
     Ok(RunningNode {
         node,
         addr,
@@ -300,7 +326,7 @@ async fn repair_loop(node: Arc<Node>, period: Duration, mut stop: watch::Receive
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = node.ring.topology.notified() => {
+            _ = node.core.ring.topology.notified() => {
                 // Let the ring settle a moment before moving data.
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -310,13 +336,21 @@ async fn repair_loop(node: Arc<Node>, period: Duration, mut stop: watch::Receive
             return;
         }
         let s = node.repair_pass().await;
-        if s.pushed > 0 || s.dropped > 0 || s.failures > 0 {
-            log::info!(
-                "repair: {} groups, {} items copied, {} surplus copies dropped, {} failures",
+        if s.failures > 0 {
+            log::warn!(
+                "repair: {} groups, {} items copied, {} surplus copies dropped, {} failures: {}",
                 s.groups,
                 s.pushed,
                 s.dropped,
-                s.failures
+                s.failures,
+                s.reasons.join("; ")
+            );
+        } else if s.pushed > 0 || s.dropped > 0 {
+            log::info!(
+                "repair: {} groups, {} items copied, {} surplus copies dropped",
+                s.groups,
+                s.pushed,
+                s.dropped
             );
         }
     }
@@ -326,16 +360,16 @@ impl RunningNode {
     /// Leaves the ring gracefully: hand items over, tell the neighbours,
     /// hand over what arrived meanwhile, stop serving. `Err` if items could
     /// not be handed to any live node (they stay on disk).
-    pub async fn shutdown(self) -> Result<(), String> {
+    pub async fn shutdown(self) -> Result<(), LeaveError> {
         let node = &self.node;
         // The server keeps answering while items move: peers may still
         // route to this node until they hear it is leaving.
         let first = node.hand_off().await;
-        node.ring.leave(Duration::from_secs(5)).await;
+        node.core.ring.leave(Duration::from_secs(5)).await;
         let second = node.hand_off().await;
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        let store = Arc::clone(&node.store);
+        let store = Arc::clone(&node.core.store);
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync_pending()).await {
             log::error!("flushing writes to disk failed: {e}");
         }

@@ -6,14 +6,14 @@
 //! are awaited through one-shot channels. Timer ticks (stabilize,
 //! fix_fingers, check_predecessor) come from [`Ring::run_timers`].
 
-use crate::chord::{ChordNode, Event, Failure, LookupError, LookupResult};
+use crate::chord::{ChordNode, Event, Failure};
+use crate::dht::RouteCache;
 use crate::id::Id;
 use crate::net::{NetError, Pool};
 use crate::wire::{ChordRequest, ChordResponse, Peer, RemoteError, Request, Response};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 /// Periods of the ring maintenance timers.
 #[derive(Debug, Clone)]
@@ -33,17 +33,15 @@ impl Default for Timers {
     }
 }
 
-/// How long a lookup may take in all.
-const LOOKUP_DEADLINE: Duration = Duration::from_secs(15);
-
 /// The ring state of this node and the machinery that drives it.
 pub struct Ring {
     /// The protocol state machine. Locked only for non-blocking steps.
     chord: Mutex<ChordNode>,
     /// Connections to peers.
     pool: Pool,
-    /// Lookups awaited by callers, by lookup ID.
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Result<LookupResult, LookupError>>>>,
+    /// The node's one cache of lookup answers; cleared whenever this
+    /// node's own neighbours change.
+    pub routes: RouteCache,
     /// Wakes whoever waits for membership changes (repair).
     pub topology: Notify,
     /// Join progress: `Some(true)` joined, `Some(false)` failed.
@@ -64,7 +62,7 @@ impl Ring {
         Arc::new(Ring {
             chord: Mutex::new(chord),
             pool,
-            waiters: Mutex::new(HashMap::new()),
+            routes: RouteCache::default(),
             topology: Notify::new(),
             join_state: watch::channel(None).0,
             leave_done: Notify::new(),
@@ -133,45 +131,24 @@ impl Ring {
         }
         for ev in events {
             match ev {
-                Event::LookupDone { id, result } => {
-                    if let Some(tx) = lock(&self.waiters).remove(&id) {
-                        let _ = tx.send(result);
-                    }
-                }
+                // Lookups of the node's own users run in the DHT's request
+                // machines; the state machine's are only its own.
+                Event::LookupDone { .. } => {}
                 Event::Joined => {
                     self.join_state.send_replace(Some(true));
+                    self.routes.clear();
                     self.topology.notify_one();
                 }
                 Event::JoinFailed => {
                     self.join_state.send_replace(Some(false));
                 }
-                Event::Topology => self.topology.notify_one(),
+                Event::Topology => {
+                    self.routes.clear();
+                    self.topology.notify_one();
+                }
                 Event::LeaveDone => self.leave_done.notify_one(),
             }
         }
-    }
-
-    /// Finds the owner of `key` (a few tries if the ring is in flux).
-    pub async fn lookup(self: &Arc<Self>, key: Id) -> Result<LookupResult, LookupError> {
-        let mut last = LookupError::NoRoute;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut c = lock(&self.chord);
-                let id = c.start_lookup(key);
-                lock(&self.waiters).insert(id, tx);
-            }
-            self.pump();
-            match tokio::time::timeout(LOOKUP_DEADLINE, rx).await {
-                Ok(Ok(Ok(r))) => return Ok(r),
-                Ok(Ok(Err(e))) => last = e,
-                _ => last = LookupError::NoRoute,
-            }
-        }
-        Err(last)
     }
 
     /// Joins through `addr`, retrying with backoff; `Err` after `tries`.

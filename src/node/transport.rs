@@ -1,74 +1,24 @@
-//! The node's side of the DHT: lookups through this node's ring state, and
-//! replica calls over the pool — or straight into the local store when the
-//! replica is this node.
+//! The node's side of the DHT: its ring state, its route cache, and calls
+//! over the connection pool — or straight into the local store when the
+//! node called is this one.
 
-use super::ring::Ring;
-use crate::chord::LookupResult;
-use crate::dht::{DhtError, Transport};
+use super::Core;
+use crate::chord::RingView;
+use crate::dht::{Millis, RouteCache, Transport};
 use crate::id::Id;
-use crate::net::Pool;
+use crate::rpc::{CallError, Reply, reply_of};
 use crate::store::{Store, StoreError};
 use crate::wire::{
-    MAX_BATCH, Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
+    MAX_BATCH, MAX_PROVE, Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// Routing and replica calls for a node's [`crate::dht::Dht`].
+/// Routing and calls for a node's [`crate::dht::Dht`]: a handle on the
+/// node's one shared state.
+#[derive(Clone)]
 pub struct NodeTransport {
-    /// This node's ring driver (for lookups).
-    pub ring: Arc<Ring>,
-    /// This node's own store (for calls to itself).
-    pub store: Arc<Store>,
-    /// Connections to other nodes.
-    pub pool: Pool,
-    /// This node's ID, to recognize calls to itself.
-    pub me: Id,
-    /// Recent lookup answers, shared by clones of this transport.
-    pub routes: Arc<RouteCache>,
-}
-
-/// How long a lookup answer is reused by the DHT client.
-const ROUTE_TTL: Duration = Duration::from_secs(2);
-/// Lookup answers kept at most.
-const ROUTE_MAX: usize = 16_384;
-
-/// Recent lookup answers by key, so hot records (a directory being filled)
-/// do not pay a lookup per operation. Entries live [`ROUTE_TTL`]; a stale
-/// answer at worst sends a copy to a node that repair later moves on.
-/// Repair itself never uses this cache.
-#[derive(Default)]
-pub struct RouteCache {
-    /// Key → (answer, when).
-    entries: Mutex<HashMap<Id, (LookupResult, Instant)>>,
-}
-
-impl RouteCache {
-    fn get(&self, key: Id) -> Option<LookupResult> {
-        let e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        e.get(&key)
-            .filter(|(_, at)| at.elapsed() < ROUTE_TTL)
-            .map(|(r, _)| r.clone())
-    }
-
-    fn forget(&self, key: Id) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-    }
-
-    fn put(&self, key: Id, r: &LookupResult) {
-        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if e.len() >= ROUTE_MAX {
-            e.retain(|_, (_, at)| at.elapsed() < ROUTE_TTL);
-            if e.len() >= ROUTE_MAX {
-                e.clear();
-            }
-        }
-        e.insert(key, (r.clone(), Instant::now()));
-    }
+    /// The node's state.
+    pub core: Arc<Core>,
 }
 
 /// Applies a replica request to a local store; `Ok(None)` means the item
@@ -104,6 +54,9 @@ pub fn apply_replica(
             ReplicaResponse::Stored
         }
         ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),
+        ReplicaRequest::Prove { nonce, items } => {
+            ReplicaResponse::Proofs(store.prove(&nonce, &items))
+        }
     }))
 }
 
@@ -115,10 +68,14 @@ pub async fn serve_replica(
     req: ReplicaRequest,
     on_corrupt: impl FnOnce(Id),
 ) -> Result<ReplicaResponse, RemoteError> {
-    if let ReplicaRequest::Missing { items } = &req
-        && items.len() > MAX_BATCH
-    {
-        return Err(RemoteError::Invalid(format!("more than {MAX_BATCH} items")));
+    match &req {
+        ReplicaRequest::Missing { items } if items.len() > MAX_BATCH => {
+            return Err(RemoteError::Invalid(format!("more than {MAX_BATCH} items")));
+        }
+        ReplicaRequest::Prove { items, .. } if items.len() > MAX_PROVE => {
+            return Err(RemoteError::Invalid(format!("more than {MAX_PROVE} items")));
+        }
+        _ => {}
     }
     let res = tokio::task::spawn_blocking(move || apply_replica(&store, req))
         .await
@@ -135,42 +92,40 @@ pub async fn serve_replica(
 }
 
 impl Transport for NodeTransport {
-    fn local_id(&self) -> Option<Id> {
-        Some(self.me)
+    fn now(&self) -> Millis {
+        self.core.now()
     }
 
-    fn forget_route(&self, key: Id) {
-        self.routes.forget(key);
+    fn view(&self) -> RingView {
+        self.core.ring.view(|c| c.view())
     }
 
-    async fn lookup(&self, key: Id) -> Result<LookupResult, DhtError> {
-        if let Some(r) = self.routes.get(key) {
-            return Ok(r);
+    fn routes(&self) -> &RouteCache {
+        &self.core.ring.routes
+    }
+
+    async fn call(&self, to: &Peer, req: Request) -> Reply {
+        if to.id == self.core.me {
+            return match req {
+                Request::Replica(r) => serve_replica(Arc::clone(&self.core.store), r, |_| {})
+                    .await
+                    .map(Response::Replica)
+                    .map_err(CallError::Refused),
+                Request::Chord(r) => Ok(Response::Chord(self.core.ring.handle_request(r))),
+                Request::Client(_) => Err(CallError::Unexpected),
+            };
         }
-        let r = self
-            .ring
-            .lookup(key)
-            .await
-            .map_err(|e| DhtError::Lookup(e.to_string()))?;
-        self.routes.put(key, &r);
-        Ok(r)
+        reply_of(self.core.pool.call_peer(to, req).await)
     }
 
-    async fn replica_call(
-        &self,
-        peer: &Peer,
-        req: ReplicaRequest,
-    ) -> Result<ReplicaResponse, DhtError> {
-        if peer.id == self.me {
-            return serve_replica(Arc::clone(&self.store), req, |_| {})
-                .await
-                .map_err(DhtError::Refused);
-        }
-        match self.pool.call_peer(peer, Request::Replica(req)).await {
-            Ok(Response::Replica(r)) => Ok(r),
-            Ok(Response::Error(e)) => Err(DhtError::Refused(e)),
-            Ok(_) => Err(DhtError::Call(format!("{}: unexpected answer", peer.addr))),
-            Err(e) => Err(DhtError::Call(format!("{}: {e}", peer.addr))),
+    async fn remove_local(&self, key: Id) -> Reply {
+        let store = Arc::clone(&self.core.store);
+        match tokio::task::spawn_blocking(move || store.remove(key)).await {
+            Ok(Ok(())) => Ok(Response::Replica(ReplicaResponse::Stored)),
+            Ok(Err(e)) => Err(CallError::Refused(e.to_remote())),
+            Err(e) => Err(CallError::Refused(RemoteError::Storage(format!(
+                "store task failed: {e}"
+            )))),
         }
     }
 }

@@ -63,7 +63,7 @@ pub use error::StoreError;
 
 use crate::id::Id;
 use crate::record::Record;
-use crate::wire::{ItemVersion, MAX_BLOCK};
+use crate::wire::{ItemVersion, MAX_BLOCK, Proof, proof_of};
 use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{Index, RecordMeta};
 use spares::Spares;
@@ -461,6 +461,33 @@ impl Store {
             .enumerate()
             .filter(|(_, (key, v))| index.lacks(*key, *v))
             .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// Proofs of holding `items` ([`proof_of`] over `nonce` and the held
+    /// bytes): a block if held, a record if held at exactly the version
+    /// asked (`Newer` if a later one is held). A copy that fails its check
+    /// on read is dropped (and logged) and proves nothing.
+    pub fn prove(&self, nonce: &[u8; 32], items: &[(Id, ItemVersion)]) -> Vec<Proof> {
+        items
+            .iter()
+            .map(|&(key, v)| match v {
+                ItemVersion::Block => match self.get_block(key) {
+                    Ok(Some(d)) => Proof::Held(proof_of(nonce, key, &d)),
+                    _ => Proof::Missing,
+                },
+                ItemVersion::Record(seq) => match lock(&self.index).record(key) {
+                    Some(m) if m.seq > seq => Proof::Newer(m.seq),
+                    Some(m) if m.seq == seq => match self.get_record(key) {
+                        Ok(Some(r)) if r.seq == seq => match postcard::to_stdvec(&r) {
+                            Ok(bytes) => Proof::Held(proof_of(nonce, key, &bytes)),
+                            Err(_) => Proof::Missing,
+                        },
+                        _ => Proof::Missing,
+                    },
+                    _ => Proof::Missing,
+                },
+            })
             .collect()
     }
 

@@ -1,0 +1,589 @@
+//! Keeping every item on its replicas, and handing items over on leave, as
+//! request machines.
+//!
+//! A repair pass walks the items this node holds in ring order, grouped by
+//! owner (one lookup per group, see [`crate::replica`]). For each group it
+//! locates the owner afresh (the answer checked with the owner, see
+//! [`super::locate`]), asks every member of the replica set which items it
+//! lacks and pushes those ([`SyncTo`]). If this node is not itself in the
+//! set, it then drops its copies, but only those that every member has
+//! *proved* it holds: each member answers a [`Prove`] challenge with a hash
+//! over a fresh nonce and the item's bytes, which this node checks against
+//! the same hash over its own copy. A member's word ("I hold it", or an
+//! empty missing list) is never enough to delete data, and only the members
+//! of the set this node located count.
+//!
+//! A hand-off (a node leaving gracefully) makes sure its first r successors
+//! hold everything it holds, and drops nothing.
+
+use super::locate::{CacheUse, Locate};
+use super::machine::{CallId, Cx, Machine};
+use crate::id::Id;
+use crate::replica::{first_from, group_keys};
+use crate::rpc::{
+    CallError, FetchBlock, FetchRecord, Missing, Prove, Reply, Rpc, StoreBlock, StoreRecord,
+};
+use crate::wire::{ItemVersion, MAX_BATCH, MAX_PROVE, Peer, Proof};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Items copied to one peer at once.
+const PUSH_PARALLELISM: usize = 8;
+/// Failure reasons kept per pass, for the log.
+const MAX_REASONS: usize = 4;
+
+/// What one repair pass (or hand-off) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairStats {
+    /// Groups (distinct owners) visited.
+    pub groups: usize,
+    /// Items copied to another node.
+    pub pushed: usize,
+    /// Local copies dropped because this node is not a replica and every
+    /// replica proved it holds them.
+    pub dropped: usize,
+    /// Calls or items that failed (the next pass retries).
+    pub failures: usize,
+    /// Why, for the first few failures.
+    pub reasons: Vec<String>,
+}
+
+impl RepairStats {
+    fn fail(&mut self, why: String) {
+        self.failures += 1;
+        if self.reasons.len() < MAX_REASONS && !self.reasons.contains(&why) {
+            self.reasons.push(why);
+        }
+    }
+
+    fn absorb(&mut self, other: &SyncTo) {
+        self.pushed += other.pushed;
+        for r in &other.reasons {
+            self.fail(r.clone());
+        }
+        self.failures += other.failures.saturating_sub(other.reasons.len());
+    }
+}
+
+/// Makes sure one peer holds a list of items: asks which it lacks
+/// (batches of [`MAX_BATCH`]), reads each from the local store and
+/// stores it there, [`PUSH_PARALLELISM`] at a time.
+#[derive(Debug)]
+pub struct SyncTo {
+    /// Who must hold the items.
+    pub peer: Peer,
+    /// The items, and how far the missing-list questions got.
+    items: Vec<(Id, ItemVersion)>,
+    asked: usize,
+    /// The missing-list call in flight.
+    missing_call: Option<(CallId, usize)>,
+    /// Items it lacks, not yet pushed.
+    to_push: VecDeque<(Id, ItemVersion)>,
+    /// Local reads in flight, then stores in flight.
+    reads: HashMap<CallId, (Id, ItemVersion)>,
+    stores: HashMap<CallId, Id>,
+    replies: Vec<(CallId, Reply)>,
+    /// Items copied.
+    pub pushed: usize,
+    /// Calls that failed.
+    pub failures: usize,
+    /// Why (distinct, the first few).
+    pub reasons: Vec<String>,
+}
+
+impl SyncTo {
+    /// A sync of `items` to `peer`.
+    pub fn new(peer: Peer, items: Vec<(Id, ItemVersion)>) -> SyncTo {
+        SyncTo {
+            peer,
+            items,
+            asked: 0,
+            missing_call: None,
+            to_push: VecDeque::new(),
+            reads: HashMap::new(),
+            stores: HashMap::new(),
+            replies: Vec::new(),
+            pushed: 0,
+            failures: 0,
+            reasons: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, what: &str, e: &CallError) {
+        self.failures += 1;
+        let why = format!("{} {what}: {e}", self.peer.addr);
+        if self.reasons.len() < MAX_REASONS && !self.reasons.contains(&why) {
+            self.reasons.push(why);
+        }
+    }
+
+    /// Whether call `id` is this sync's.
+    pub fn owns(&self, id: CallId) -> bool {
+        self.missing_call.is_some_and(|(c, _)| c == id)
+            || self.reads.contains_key(&id)
+            || self.stores.contains_key(&id)
+    }
+
+    /// Takes the reply of call `id` (one of this sync's).
+    pub fn on_reply(&mut self, id: CallId, reply: Reply) {
+        self.replies.push((id, reply));
+    }
+
+    /// Advances; `true` once finished (see `failures`).
+    pub fn step(&mut self, cx: &mut Cx<'_>) -> bool {
+        let me = cx.view.me.clone();
+        for (id, reply) in std::mem::take(&mut self.replies) {
+            if let Some((c, start)) = self.missing_call
+                && c == id
+            {
+                self.missing_call = None;
+                match Missing::parse(reply) {
+                    Ok(idx) => {
+                        let end = (start + MAX_BATCH).min(self.items.len());
+                        let chunk = &self.items[start..end];
+                        self.to_push.extend(
+                            idx.into_iter()
+                                .filter_map(|i| chunk.get(i as usize).copied()),
+                        );
+                    }
+                    Err(e) => {
+                        // Without the list nothing more can be done now.
+                        self.fail("missing list", &e);
+                        self.asked = self.items.len();
+                    }
+                }
+            } else if let Some((key, v)) = self.reads.remove(&id) {
+                let sent = match v {
+                    ItemVersion::Block => FetchBlock::parse(reply).map(|data| {
+                        cx.call(
+                            &self.peer,
+                            StoreBlock {
+                                key,
+                                data: Arc::new(data),
+                                durable: true,
+                            },
+                        )
+                    }),
+                    ItemVersion::Record(_) => FetchRecord::parse(reply).map(|record| {
+                        cx.call(
+                            &self.peer,
+                            StoreRecord {
+                                record,
+                                expected_seq: None,
+                                durable: true,
+                            },
+                        )
+                    }),
+                };
+                match sent {
+                    Ok(c) => {
+                        self.stores.insert(c, key);
+                    }
+                    // Gone or corrupt here since: nothing to push.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => self.fail("local read", &e),
+                }
+            } else if self.stores.remove(&id).is_some() {
+                match StoreBlock::parse(reply) {
+                    Ok(()) => self.pushed += 1,
+                    // A newer version there is as good as ours.
+                    Err(CallError::Refused(crate::wire::RemoteError::Stale { .. })) => {}
+                    Err(e) => self.fail("copy", &e),
+                }
+            }
+        }
+        if self.missing_call.is_none() && self.asked < self.items.len() {
+            let end = (self.asked + MAX_BATCH).min(self.items.len());
+            let c = cx.call(&self.peer, Missing(self.items[self.asked..end].to_vec()));
+            self.missing_call = Some((c, self.asked));
+            self.asked = end;
+        }
+        while self.reads.len() + self.stores.len() < PUSH_PARALLELISM {
+            let Some((key, v)) = self.to_push.pop_front() else {
+                break;
+            };
+            let c = match v {
+                ItemVersion::Block => cx.call(&me, FetchBlock(key)),
+                ItemVersion::Record(_) => cx.call(&me, FetchRecord(key)),
+            };
+            self.reads.insert(c, (key, v));
+        }
+        self.missing_call.is_none()
+            && self.asked >= self.items.len()
+            && self.to_push.is_empty()
+            && self.reads.is_empty()
+            && self.stores.is_empty()
+    }
+}
+
+/// Checks, chunk by chunk, that every member of a replica set proves it
+/// holds the items, and drops the local copies of those proven.
+#[derive(Debug)]
+struct DropProven {
+    members: Vec<Peer>,
+    items: Vec<(Id, ItemVersion)>,
+    nonce: [u8; 32],
+    /// Start of the chunk being proved.
+    at: usize,
+    /// Whether the chunk's proofs were asked for.
+    sent: bool,
+    /// Proof calls in flight: `None` is this node's own.
+    calls: HashMap<CallId, Option<Id>>,
+    /// Answers to the current chunk: own, and per member.
+    own: Option<Vec<Proof>>,
+    theirs: HashMap<Id, Vec<Proof>>,
+    /// Removals in flight.
+    removals: HashMap<CallId, Id>,
+    replies: Vec<(CallId, Reply)>,
+    dropped: usize,
+    unproven: usize,
+    reasons: Vec<String>,
+}
+
+impl DropProven {
+    fn new(members: Vec<Peer>, items: Vec<(Id, ItemVersion)>, nonce: [u8; 32]) -> DropProven {
+        DropProven {
+            members,
+            items,
+            nonce,
+            at: 0,
+            sent: false,
+            calls: HashMap::new(),
+            own: None,
+            theirs: HashMap::new(),
+            removals: HashMap::new(),
+            replies: Vec::new(),
+            dropped: 0,
+            unproven: 0,
+            reasons: Vec::new(),
+        }
+    }
+
+    fn on_reply(&mut self, id: CallId, reply: Reply) -> bool {
+        let mine = self.calls.contains_key(&id) || self.removals.contains_key(&id);
+        if mine {
+            self.replies.push((id, reply));
+        }
+        mine
+    }
+
+    fn chunk(&self) -> &[(Id, ItemVersion)] {
+        &self.items[self.at..(self.at + MAX_PROVE).min(self.items.len())]
+    }
+
+    /// Advances; `true` once finished.
+    fn step(&mut self, cx: &mut Cx<'_>) -> bool {
+        for (id, reply) in std::mem::take(&mut self.replies) {
+            if let Some(who) = self.calls.remove(&id) {
+                match (who, Prove::parse(reply)) {
+                    (None, Ok(p)) => self.own = Some(p),
+                    (Some(m), Ok(p)) => {
+                        self.theirs.insert(m, p);
+                    }
+                    (_, Err(e)) => {
+                        let why = format!("proof: {e}");
+                        if self.reasons.len() < MAX_REASONS && !self.reasons.contains(&why) {
+                            self.reasons.push(why);
+                        }
+                    }
+                }
+            } else if let Some(key) = self.removals.remove(&id) {
+                match reply {
+                    Ok(_) => self.dropped += 1,
+                    Err(e) => log::warn!("repair: dropping {} failed: {e}", key.short()),
+                }
+            }
+        }
+        if !self.calls.is_empty() || !self.removals.is_empty() {
+            return false;
+        }
+        if self.at < self.items.len() && !self.sent {
+            self.sent = true;
+            // Ask this node and every member for proofs of the chunk.
+            let chunk = self.chunk().to_vec();
+            let me = cx.view.me.clone();
+            let c = cx.call(
+                &me,
+                Prove {
+                    nonce: self.nonce,
+                    items: chunk.clone(),
+                },
+            );
+            self.calls.insert(c, None);
+            for m in self.members.clone() {
+                let c = cx.call(
+                    &m,
+                    Prove {
+                        nonce: self.nonce,
+                        items: chunk.clone(),
+                    },
+                );
+                self.calls.insert(c, Some(m.id));
+            }
+            return false;
+        }
+        if self.at < self.items.len() {
+            // All answers of the chunk are in: drop what everyone proved.
+            let chunk = self.chunk().to_vec();
+            let own = self.own.take().unwrap_or_default();
+            let theirs = std::mem::take(&mut self.theirs);
+            for (i, (key, _)) in chunk.iter().enumerate() {
+                let proven = match own.get(i) {
+                    Some(Proof::Held(h)) => self.members.iter().all(|m| {
+                        theirs
+                            .get(&m.id)
+                            .and_then(|p| p.get(i))
+                            .is_some_and(|p| *p == Proof::Held(*h))
+                    }),
+                    _ => false,
+                };
+                if proven {
+                    let c = cx.remove(*key);
+                    self.removals.insert(c, *key);
+                } else {
+                    self.unproven += 1;
+                }
+            }
+            self.at += chunk.len();
+            self.sent = false;
+            if !self.removals.is_empty() {
+                return false;
+            }
+            return self.step(cx);
+        }
+        true
+    }
+}
+
+/// Where a repair pass is.
+#[derive(Debug)]
+enum Phase {
+    /// Picking the next group.
+    Next,
+    Locating(Box<Locate>),
+    /// Making sure each member holds the group.
+    Syncing {
+        members: Vec<Peer>,
+        drop_after: bool,
+        group: Vec<(Id, ItemVersion)>,
+        syncs: Vec<SyncTo>,
+    },
+    Dropping(Box<DropProven>),
+}
+
+/// One repair pass over a snapshot of the items this node holds.
+#[derive(Debug)]
+pub struct RepairPass {
+    /// The items held when the pass started, sorted by key.
+    held: Vec<(Id, ItemVersion)>,
+    /// Keys not yet visited.
+    todo: BTreeSet<Id>,
+    /// The nonce of this pass's proofs.
+    nonce: [u8; 32],
+    phase: Phase,
+    stats: RepairStats,
+}
+
+impl RepairPass {
+    /// A pass over `held` (as [`crate::store::Store::items`] lists them),
+    /// proving with `nonce` (fresh and random for every pass).
+    pub fn new(held: Vec<(Id, ItemVersion)>, nonce: [u8; 32]) -> RepairPass {
+        let todo = held.iter().map(|(k, _)| *k).collect();
+        RepairPass {
+            held,
+            todo,
+            nonce,
+            phase: Phase::Next,
+            stats: RepairStats::default(),
+        }
+    }
+
+    fn versions(&self, keys: &[Id]) -> Vec<(Id, ItemVersion)> {
+        let set: BTreeSet<Id> = keys.iter().copied().collect();
+        self.held
+            .iter()
+            .filter(|(k, _)| set.contains(k))
+            .copied()
+            .collect()
+    }
+}
+
+impl Machine for RepairPass {
+    type Output = RepairStats;
+
+    fn on_reply(&mut self, id: CallId, reply: Reply) {
+        match &mut self.phase {
+            Phase::Locating(l) => {
+                l.on_reply(id, reply);
+            }
+            Phase::Syncing { syncs, .. } => {
+                if let Some(s) = syncs.iter_mut().find(|s| s.owns(id)) {
+                    s.on_reply(id, reply);
+                }
+            }
+            Phase::Dropping(d) => {
+                d.on_reply(id, reply);
+            }
+            Phase::Next => {}
+        }
+    }
+
+    fn step(&mut self, cx: &mut Cx<'_>) -> Option<RepairStats> {
+        loop {
+            match &mut self.phase {
+                Phase::Next => {
+                    let Some(first) = first_from(&self.todo, cx.view.me.id) else {
+                        return Some(std::mem::take(&mut self.stats));
+                    };
+                    self.phase = Phase::Locating(Box::new(Locate::new(first, CacheUse::Fresh)));
+                }
+                Phase::Locating(l) => {
+                    let first = l.key();
+                    let p = match l.step(cx)? {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // The ring is in flux: the next pass retries.
+                            self.stats.fail(format!("lookup of {}: {e}", first.short()));
+                            return Some(std::mem::take(&mut self.stats));
+                        }
+                    };
+                    let keys = group_keys(&self.todo, first, p.owner.id);
+                    for k in &keys {
+                        self.todo.remove(k);
+                    }
+                    self.todo.remove(&first);
+                    self.stats.groups += 1;
+                    let group = self.versions(&keys);
+                    let set = p.replicas(cx.replicas);
+                    let in_set = set.iter().any(|q| cx.is_me(q));
+                    let members: Vec<Peer> = set.into_iter().filter(|q| !cx.is_me(q)).collect();
+                    let syncs = members
+                        .iter()
+                        .map(|m| SyncTo::new(m.clone(), group.clone()))
+                        .collect();
+                    self.phase = Phase::Syncing {
+                        drop_after: !in_set && !members.is_empty(),
+                        members,
+                        group,
+                        syncs,
+                    };
+                }
+                Phase::Syncing {
+                    members,
+                    drop_after,
+                    group,
+                    syncs,
+                } => {
+                    let mut all_done = true;
+                    for s in syncs.iter_mut() {
+                        all_done &= s.step(cx);
+                    }
+                    if !all_done {
+                        return None;
+                    }
+                    let mut clean = true;
+                    for s in syncs.iter() {
+                        self.stats.absorb(s);
+                        clean &= s.failures == 0;
+                    }
+                    if *drop_after && clean {
+                        let d = DropProven::new(
+                            std::mem::take(members),
+                            std::mem::take(group),
+                            self.nonce,
+                        );
+                        self.phase = Phase::Dropping(Box::new(d));
+                    } else {
+                        self.phase = Phase::Next;
+                    }
+                }
+                Phase::Dropping(d) => {
+                    if !d.step(cx) {
+                        return None;
+                    }
+                    self.stats.dropped += d.dropped;
+                    for r in std::mem::take(&mut d.reasons) {
+                        self.stats.fail(r);
+                    }
+                    self.phase = Phase::Next;
+                }
+            }
+        }
+    }
+}
+
+/// A graceful leave's hand-off: every item to each of the first r
+/// successors (the nodes that hold this node's ranges once it is gone).
+#[derive(Debug)]
+pub struct HandOff {
+    items: Vec<(Id, ItemVersion)>,
+    syncs: Option<Vec<SyncTo>>,
+}
+
+/// What a hand-off did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOffStats {
+    /// Successors asked.
+    pub targets: usize,
+    /// Successors that now hold everything.
+    pub reached: usize,
+    /// Items copied.
+    pub pushed: usize,
+    /// Why some failed.
+    pub reasons: Vec<String>,
+}
+
+impl HandOff {
+    /// A hand-off of `items`.
+    pub fn new(items: Vec<(Id, ItemVersion)>) -> HandOff {
+        HandOff { items, syncs: None }
+    }
+}
+
+impl Machine for HandOff {
+    type Output = HandOffStats;
+
+    fn on_reply(&mut self, id: CallId, reply: Reply) {
+        if let Some(s) = self
+            .syncs
+            .as_mut()
+            .and_then(|syncs| syncs.iter_mut().find(|s| s.owns(id)))
+        {
+            s.on_reply(id, reply);
+        }
+    }
+
+    fn step(&mut self, cx: &mut Cx<'_>) -> Option<HandOffStats> {
+        let r = cx.replicas.max(1);
+        let items = &self.items;
+        let syncs = self.syncs.get_or_insert_with(|| {
+            cx.view
+                .succs
+                .iter()
+                .take(r)
+                .map(|p| SyncTo::new(p.clone(), items.clone()))
+                .collect()
+        });
+        let mut all_done = true;
+        for s in syncs.iter_mut() {
+            all_done &= s.step(cx);
+        }
+        if !all_done {
+            return None;
+        }
+        let mut stats = HandOffStats {
+            targets: syncs.len(),
+            reached: 0,
+            pushed: 0,
+            reasons: Vec::new(),
+        };
+        for s in syncs.iter() {
+            stats.pushed += s.pushed;
+            if s.failures == 0 {
+                stats.reached += 1;
+            }
+            stats.reasons.extend(s.reasons.iter().cloned());
+        }
+        Some(stats)
+    }
+}

@@ -1,0 +1,537 @@
+//! The request machines driven by [`Dht`] over a fake ring of in-memory
+//! stores whose members can be made to fail, answer late, lie or run out
+//! of space; and [`Locate`](super::locate::Locate) over a scripted ring.
+
+use super::locate::{CacheUse, Locate};
+use super::machine::run_sync;
+use super::*;
+use crate::chord::RingView;
+use crate::node::apply_replica;
+use crate::rpc::Rpc;
+use crate::store::Store;
+use crate::wire::{ChordRequest, ChordResponse, ReplicaRequest, ReplicaResponse, Response};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A ring of in-memory stores seen from one of them.
+struct Fake {
+    stores: Vec<(Peer, Store)>,
+    /// The node this transport runs in (index into `stores`).
+    me: usize,
+    /// Members the local view still lists (the ring drops the rest).
+    listed: Mutex<Vec<Id>>,
+    down: Mutex<Vec<Id>>,
+    /// Calls to these nodes fail this many more times, then succeed.
+    flaky: Mutex<HashMap<Id, u32>>,
+    corrupt: Mutex<HashMap<Id, Vec<u8>>>,
+    full: Mutex<HashSet<Id>>,
+    /// Nodes asked for a block, in order.
+    fetched_from: Mutex<Vec<Id>>,
+    routes: RouteCache,
+    started: Instant,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Fake {
+    fn new(n: usize) -> Fake {
+        let mut stores = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..n {
+            let d = tempfile::tempdir().unwrap();
+            let mut id = [0u8; 32];
+            id[0] = (i as u8 + 1) * 40;
+            stores.push((
+                Peer {
+                    id: Id(id),
+                    addr: format!("fake:{i}"),
+                },
+                Store::open(d.path()).unwrap(),
+            ));
+            dirs.push(d);
+        }
+        let listed = stores.iter().map(|s| s.0.id).collect();
+        Fake {
+            stores,
+            me: 0,
+            listed: Mutex::new(listed),
+            down: Mutex::new(Vec::new()),
+            flaky: Mutex::new(HashMap::new()),
+            corrupt: Mutex::new(HashMap::new()),
+            full: Mutex::new(HashSet::new()),
+            fetched_from: Mutex::new(Vec::new()),
+            routes: RouteCache::default(),
+            started: Instant::now(),
+            _dirs: dirs,
+        }
+    }
+
+    fn peer(&self, i: usize) -> Peer {
+        self.stores[i].0.clone()
+    }
+
+    fn holders(&self, key: Id) -> Vec<usize> {
+        (0..self.stores.len())
+            .filter(|&i| {
+                self.stores[i].1.get_block(key).unwrap().is_some()
+                    || self.stores[i].1.get_record(key).unwrap().is_some()
+            })
+            .collect()
+    }
+}
+
+impl Transport for Fake {
+    fn now(&self) -> Millis {
+        self.started.elapsed().as_millis() as Millis
+    }
+
+    fn view(&self) -> RingView {
+        // The whole ring, from `me`, of the members still listed.
+        let listed = self.listed.lock().unwrap().clone();
+        let n = self.stores.len();
+        let succs: Vec<Peer> = (1..n)
+            .map(|d| self.peer((self.me + d) % n))
+            .filter(|p| listed.contains(&p.id))
+            .collect();
+        RingView {
+            me: self.peer(self.me),
+            member: true,
+            pred: succs.last().cloned(),
+            succs,
+            whole: true,
+            fingers: Vec::new(),
+        }
+    }
+
+    fn routes(&self) -> &RouteCache {
+        &self.routes
+    }
+
+    async fn call(&self, to: &Peer, req: Request) -> Reply {
+        let Request::Replica(req) = req else {
+            return Err(CallError::Unexpected);
+        };
+        if matches!(req, ReplicaRequest::FetchBlock { .. }) {
+            self.fetched_from.lock().unwrap().push(to.id);
+        }
+        if self.down.lock().unwrap().contains(&to.id) {
+            return Err(CallError::Unreachable("down".into()));
+        }
+        if let Some(n) = self.flaky.lock().unwrap().get_mut(&to.id)
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(CallError::Timeout);
+        }
+        if self.full.lock().unwrap().contains(&to.id)
+            && matches!(
+                req,
+                ReplicaRequest::StoreBlock { .. } | ReplicaRequest::StoreRecord { .. }
+            )
+        {
+            return Err(CallError::Refused(RemoteError::NoSpace(format!(
+                "{}: disk full",
+                to.addr
+            ))));
+        }
+        if let Some(bad) = self.corrupt.lock().unwrap().get(&to.id)
+            && matches!(req, ReplicaRequest::FetchBlock { .. })
+        {
+            return Ok(Response::Replica(ReplicaResponse::Block(bad.clone())));
+        }
+        let store = &self.stores.iter().find(|s| s.0.id == to.id).unwrap().1;
+        match apply_replica(store, req) {
+            Ok(Some(r)) => Ok(Response::Replica(r)),
+            Ok(None) => Err(CallError::Refused(RemoteError::NotFound)),
+            Err(e) => Err(CallError::Refused(e.to_remote())),
+        }
+    }
+
+    async fn remove_local(&self, key: Id) -> Reply {
+        self.stores[self.me].1.remove(key).unwrap();
+        Ok(Response::Replica(ReplicaResponse::Stored))
+    }
+}
+
+fn dht(fake: Fake, r: usize) -> Dht<Fake> {
+    let mut d = Dht::new(fake, r);
+    d.policy = Policy {
+        put_deadline: 1_500,
+        get_deadline: 1_000,
+        backoff_min: 20,
+        backoff_max: 100,
+    };
+    d
+}
+
+#[tokio::test]
+async fn put_reaches_r_replicas_and_survives_a_dead_one() {
+    let d = dht(Fake::new(4), 3);
+    let (key, copies) = d.put_block(b"hello".to_vec()).await.unwrap();
+    assert_eq!(copies, 3);
+    assert_eq!(d.transport.holders(key).len(), 3);
+    // With one replica down the node after the set takes its place.
+    let set = Placement {
+        key,
+        from: None,
+        owner: d.transport.peer(d.transport.holders(key)[0]),
+        next: vec![],
+        hops: 0,
+        cached: false,
+    };
+    let down = set.owner.id;
+    d.transport.down.lock().unwrap().push(down);
+    let (k2, copies) = d.put_block(b"world".to_vec()).await.unwrap();
+    assert_eq!(copies, 3);
+    assert_eq!(d.transport.holders(k2).len(), 3);
+    d.transport.down.lock().unwrap().clear();
+    // Reads skip a corrupt copy.
+    let first = d.transport.holders(key)[0];
+    d.transport
+        .corrupt
+        .lock()
+        .unwrap()
+        .insert(d.transport.peer(first).id, b"junk".to_vec());
+    assert_eq!(d.get_block(key).await.unwrap(), b"hello");
+    assert_eq!(
+        d.get_block(Id::hash(b"absent")).await,
+        Err(DhtError::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn a_put_short_of_copies_fails_at_its_deadline() {
+    let d = dht(Fake::new(3), 3);
+    let down = d.transport.peer(2).id;
+    d.transport.down.lock().unwrap().push(down);
+    let t = Instant::now();
+    let r = d.put_block(b"x".to_vec()).await;
+    assert!(
+        matches!(
+            r,
+            Err(DhtError::TooFewReplicas {
+                stored: 2,
+                wanted: 3,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(t.elapsed() >= std::time::Duration::from_millis(1_000));
+}
+
+#[tokio::test]
+async fn a_put_in_flight_while_the_ring_drops_a_crashed_node_succeeds() {
+    let d = dht(Fake::new(3), 3);
+    let dead = d.transport.peer(2).id;
+    d.transport.down.lock().unwrap().push(dead);
+    let put = d.put_block(b"during the crash".to_vec());
+    let heal = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        d.transport.listed.lock().unwrap().retain(|id| *id != dead);
+    };
+    let (r, ()) = tokio::join!(put, heal);
+    let (key, copies) = r.unwrap();
+    assert_eq!(copies, 2, "the two live members of a two-node ring");
+    assert_eq!(d.transport.holders(key), vec![0, 1]);
+}
+
+#[tokio::test]
+async fn rings_smaller_than_r_store_on_every_member_at_once() {
+    for n in 1..=2 {
+        let d = dht(Fake::new(n), 3);
+        let t = Instant::now();
+        let (key, copies) = d.put_block(vec![n as u8; 100]).await.unwrap();
+        assert_eq!(copies as usize, n);
+        assert_eq!(d.transport.holders(key).len(), n);
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(200),
+            "no waiting on a ring of {n}"
+        );
+        assert_eq!(d.get_block(key).await.unwrap(), vec![n as u8; 100]);
+    }
+}
+
+#[tokio::test]
+async fn records_newest_wins_and_forgeries_are_refused() {
+    let d = dht(Fake::new(3), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
+    d.put_record(r1.clone(), Some(0)).await.unwrap();
+    let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
+    d.put_record(r2, Some(1)).await.unwrap();
+    assert_eq!(d.get_record(r1.key()).await.unwrap().value.unwrap(), b"two");
+    // Stale and CAS failures are final.
+    assert!(matches!(
+        d.put_record(r1.clone(), None).await,
+        Err(DhtError::Refused(RemoteError::Stale { .. }))
+    ));
+    let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
+    assert!(matches!(
+        d.put_record(r3, Some(1)).await,
+        Err(DhtError::Refused(RemoteError::Conflict { .. }))
+    ));
+    let mut forged = Record::sign(&sk, b"n", 9, Some(b"evil".to_vec()));
+    forged.value = Some(b"EVIL".to_vec());
+    assert!(matches!(
+        d.put_record(forged, None).await,
+        Err(DhtError::Refused(RemoteError::BadSignature))
+    ));
+    let del = Record::sign(&sk, b"n", 4, None);
+    d.delete_record(del, None).await.unwrap();
+    assert_eq!(d.get_record(r1.key()).await, Err(DhtError::NotFound));
+    // A fresh name: all members at once.
+    let fresh = Record::sign(&sk, b"fresh", 1, Some(b"new".to_vec()));
+    assert_eq!(d.put_new_record(fresh.clone(), true).await.unwrap(), 3);
+    assert_eq!(d.get_record(fresh.key()).await.unwrap(), fresh);
+}
+
+#[tokio::test]
+async fn sync_reaches_every_node_written_lazily() {
+    let d = dht(Fake::new(4), 3);
+    d.put_block_as(b"lazy".to_vec(), false).await.unwrap();
+    assert_eq!(d.unsynced.lock().unwrap().len(), 3, "every member noted");
+    let holder = d.transport.peer(d.transport.holders(Id::hash(b"lazy"))[1]);
+    d.transport.down.lock().unwrap().push(holder.id);
+    assert!(
+        d.sync().await.is_err(),
+        "a node that cannot sync fails the sync"
+    );
+    assert_eq!(d.unsynced.lock().unwrap().len(), 1, "and is kept for later");
+    d.transport.down.lock().unwrap().clear();
+    d.sync().await.unwrap();
+    assert!(d.unsynced.lock().unwrap().is_empty());
+    // Durable puts need no sync.
+    d.put_block(b"durable".to_vec()).await.unwrap();
+    assert!(d.unsynced.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_replica_that_fails_for_a_while_is_asked_again() {
+    let d = dht(Fake::new(3), 3);
+    let slow = d.transport.peer(1).id;
+    d.transport.flaky.lock().unwrap().insert(slow, 3);
+    let (_, copies) = d.put_block(b"retried".to_vec()).await.unwrap();
+    assert_eq!(copies, 3);
+    assert_eq!(d.transport.flaky.lock().unwrap()[&slow], 0);
+}
+
+#[tokio::test]
+async fn a_local_replica_is_read_first() {
+    let mut fake = Fake::new(5);
+    fake.me = 2;
+    let d = dht(fake, 3);
+    // Find a block this node replicates.
+    let data = (0u32..)
+        .map(|i| i.to_be_bytes().to_vec())
+        .find(|data| {
+            let v = d.transport.view();
+            let (owner, next) = v.local_answer(Id::hash(data)).unwrap();
+            replica_set(&owner, &next, 3)
+                .iter()
+                .any(|p| p.id == v.me.id)
+                && owner.id != v.me.id
+        })
+        .unwrap();
+    let (key, _) = d.put_block(data.clone()).await.unwrap();
+    d.transport.fetched_from.lock().unwrap().clear();
+    assert_eq!(d.get_block(key).await.unwrap(), data);
+    assert_eq!(
+        d.transport.fetched_from.lock().unwrap()[0],
+        d.transport.peer(2).id
+    );
+}
+
+#[tokio::test]
+async fn unreachable_data_reads_as_unavailable_not_absent() {
+    let d = dht(Fake::new(3), 3);
+    let (key, _) = d.put_block(b"behind a partition".to_vec()).await.unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+    let rec = Record::sign(&sk, b"dir", 1, Some(b"entries".to_vec()));
+    d.put_record(rec.clone(), Some(0)).await.unwrap();
+    let others: Vec<Id> = (1..3).map(|i| d.transport.peer(i).id).collect();
+    d.transport.down.lock().unwrap().extend(others.clone());
+    // This node's own copy still answers.
+    assert!(d.get_block(key).await.is_ok());
+    d.transport.stores[0].1.remove(key).unwrap();
+    d.transport.stores[0].1.remove(rec.key()).unwrap();
+    for r in [
+        d.get_block(key).await.map(|_| ()),
+        d.get_record(rec.key()).await.map(|_| ()),
+        d.get_block(Id::hash(b"never written")).await.map(|_| ()),
+    ] {
+        assert!(matches!(r, Err(DhtError::Unavailable(_))), "{r:?}");
+    }
+    d.transport.down.lock().unwrap().clear();
+    assert!(d.get_block(key).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_full_ring_answers_no_space_at_once() {
+    let d = dht(Fake::new(3), 3);
+    let all: Vec<Id> = (0..3).map(|i| d.transport.peer(i).id).collect();
+    d.transport.full.lock().unwrap().extend(all);
+    let t = Instant::now();
+    let r = d.put_block(b"too much".to_vec()).await;
+    assert!(matches!(r, Err(DhtError::NoSpace(_))), "{r:?}");
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    assert!(matches!(
+        DhtError::NoSpace("x".into()).to_remote(),
+        RemoteError::NoSpace(_)
+    ));
+    // One full member of three: the ring cannot keep three copies.
+    d.transport.full.lock().unwrap().clear();
+    let one = d.transport.peer(1).id;
+    d.transport.full.lock().unwrap().insert(one);
+    let r = d.put_block(b"still too much".to_vec()).await;
+    assert!(matches!(r, Err(DhtError::NoSpace(_))), "{r:?}");
+    // Space is back: it works without anything restarted.
+    d.transport.full.lock().unwrap().clear();
+    assert_eq!(d.put_block(b"fits".to_vec()).await.unwrap().1, 3);
+}
+
+// ---- locate over a scripted ring ---------------------------------------
+
+/// A ring of nodes `ids` (sorted); node `liar`, if any, answers every
+/// lookup step by naming `forged` as the owner.
+struct Script {
+    ids: Vec<u8>,
+    liar: Option<u8>,
+    forged: u8,
+}
+
+impl Script {
+    fn peer(b: u8) -> Peer {
+        crate::wire::test_peer(b)
+    }
+
+    fn pos(&self, b: u8) -> usize {
+        self.ids.iter().position(|&x| x == b).unwrap()
+    }
+
+    fn succs(&self, b: u8) -> Vec<Peer> {
+        let i = self.pos(b);
+        let n = self.ids.len();
+        (1..n.min(5))
+            .map(|d| Script::peer(self.ids[(i + d) % n]))
+            .collect()
+    }
+
+    fn answer(&self, io: &Io) -> Reply {
+        let Io::Call { to, req, .. } = io else {
+            panic!("no removals here")
+        };
+        let me = to.id.0[31];
+        let n = self.ids.len();
+        let i = self.pos(me);
+        let succ = self.ids[(i + 1) % n];
+        let pred = self.ids[(i + n - 1) % n];
+        let resp = match req {
+            Request::Chord(ChordRequest::FindSuccessor(key)) => {
+                if self.liar == Some(me) {
+                    ChordResponse::Found {
+                        owner: Script::peer(self.forged),
+                        next: vec![],
+                    }
+                } else if key.in_half_open(to.id, Script::peer(succ).id) {
+                    ChordResponse::Found {
+                        owner: Script::peer(succ),
+                        next: self.succs(succ),
+                    }
+                } else {
+                    // Honest but slow routing: successors before the key.
+                    ChordResponse::Next(
+                        self.succs(me)
+                            .into_iter()
+                            .filter(|p| p.id.in_open(to.id, *key))
+                            .collect(),
+                    )
+                }
+            }
+            Request::Chord(ChordRequest::GetState) => ChordResponse::State {
+                pred: Some(Script::peer(pred)),
+                succs: self.succs(me),
+                whole: false,
+            },
+            other => panic!("unexpected call {other:?}"),
+        };
+        Ok(Response::Chord(resp))
+    }
+}
+
+/// A key just after node `b` (nodes are 10 apart).
+fn small_key(b: u8) -> Id {
+    crate::id::small(b + 5)
+}
+
+fn scripted_view(me: u8, s: &Script) -> RingView {
+    let i = s.pos(me);
+    let n = s.ids.len();
+    RingView {
+        me: Script::peer(me),
+        member: true,
+        pred: Some(Script::peer(s.ids[(i + n - 1) % n])),
+        succs: s.succs(me),
+        whole: false,
+        fingers: vec![Script::peer(s.ids[(i + n / 2) % n])],
+    }
+}
+
+#[test]
+fn locate_confirms_with_the_owner_and_learns_the_range() {
+    let s = Script {
+        ids: (1..=16).map(|i| i * 10).collect(),
+        liar: None,
+        forged: 0,
+    };
+    let view = scripted_view(10, &s);
+    let routes = RouteCache::default();
+    let policy = Policy::default();
+    // The key lies just after node 120: owner 130.
+    let key = small_key(120);
+    let mut l = super::LocateOnce(Locate::new(key, CacheUse::Fresh));
+    let (p, _) = run_sync(&mut l, &view, &routes, 3, &policy, |io, _| s.answer(io));
+    let p = p.unwrap();
+    assert_eq!(p.owner, Script::peer(130));
+    assert_eq!(p.from, Some(Script::peer(120).id));
+    assert_eq!(p.next, s.succs(130), "replicas from the owner's own list");
+    assert!(p.hops > 0);
+    // The confirmed range is cached now.
+    let cached = routes.get(key, 1, false).unwrap();
+    assert_eq!(cached.owner, Script::peer(130));
+}
+
+#[test]
+fn a_lying_hop_cannot_name_the_owner() {
+    // Node 80 answers every step by naming 50 (a real node, but not the
+    // owner); 50 does not confirm, 80 becomes a suspect, and the lookup
+    // routes around it.
+    let s = Script {
+        ids: (1..=16).map(|i| i * 10).collect(),
+        liar: Some(80),
+        forged: 50,
+    };
+    let mut view = scripted_view(10, &s);
+    view.fingers = vec![Script::peer(80)];
+    let routes = RouteCache::default();
+    let policy = Policy::default();
+    let key = small_key(120);
+    let mut l = super::LocateOnce(Locate::new(key, CacheUse::Fresh));
+    let (p, _) = run_sync(&mut l, &view, &routes, 3, &policy, |io, _| s.answer(io));
+    assert_eq!(p.unwrap().owner, Script::peer(130));
+    // A liar that names itself fails the check with its predecessor.
+    let s = Script {
+        ids: (1..=16).map(|i| i * 10).collect(),
+        liar: Some(80),
+        forged: 80,
+    };
+    let mut l = super::LocateOnce(Locate::new(key, CacheUse::Fresh));
+    let (p, _) = run_sync(&mut l, &view, &routes, 3, &policy, |io, _| s.answer(io));
+    assert_eq!(p.unwrap().owner, Script::peer(130));
+}
+
+#[test]
+fn typed_replies_of_the_wrong_kind_are_unexpected() {
+    let r = crate::rpc::FetchBlock::parse(Ok(Response::Replica(ReplicaResponse::Stored)));
+    assert_eq!(r, Err(CallError::Unexpected));
+}

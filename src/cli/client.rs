@@ -29,6 +29,9 @@ pub async fn call_client(
 ) -> Result<ClientResponse, String> {
     match pool.call(peer, Request::Client(req)).await {
         Ok(Response::Client(r)) => Ok(r),
+        Ok(Response::Error(crate::wire::RemoteError::NoSpace(m))) => {
+            Err(format!("no space left on the ring ({m})"))
+        }
         Ok(Response::Error(e)) => Err(e.to_string()),
         Ok(_) => Err(format!("{peer} sent an unexpected answer")),
         Err(e) => Err(format!("cannot reach node at {peer}: {e}")),

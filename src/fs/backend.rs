@@ -17,6 +17,7 @@ fn from_remote(e: RemoteError) -> FsError {
         RemoteError::Conflict { current } => FsError::Conflict(current),
         RemoteError::Stale { current, .. } => FsError::Conflict(Some(current)),
         RemoteError::TooLarge(_) => FsError::TooBig,
+        RemoteError::NoSpace(m) => FsError::NoSpace(m),
         other => FsError::Unavailable(other.to_string()),
     }
 }
@@ -26,6 +27,7 @@ fn from_dht(e: DhtError) -> FsError {
         DhtError::NotFound => FsError::NotFound,
         DhtError::Refused(r) => from_remote(r),
         DhtError::TooLarge(_) => FsError::TooBig,
+        DhtError::NoSpace(m) => FsError::NoSpace(m),
         other => FsError::Unavailable(other.to_string()),
     }
 }

@@ -81,9 +81,23 @@ pub enum FsError {
     NotSupported,
     #[error("permission denied")]
     Permission,
+    #[error("no space left on the ring ({0})")]
+    NoSpace(String),
 }
 
 impl FsError {
+    /// Whether the store failed (unreachable, full, lost a race, corrupt),
+    /// as opposed to a request the file system refuses by its rules.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            FsError::Unavailable(_)
+                | FsError::NoSpace(_)
+                | FsError::Conflict(_)
+                | FsError::Corrupt(_)
+        )
+    }
+
     /// The errno a FUSE reply carries for this error.
     pub fn errno(&self) -> i32 {
         match self {
@@ -98,6 +112,7 @@ impl FsError {
             FsError::Conflict(_) | FsError::Unavailable(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::NotSupported => libc::ENOTSUP,
             FsError::Permission => libc::EPERM,
+            FsError::NoSpace(_) => libc::ENOSPC,
         }
     }
 }

@@ -135,7 +135,15 @@ impl<S: BlockStore> Vault<S> {
                     seq: 0,
                 });
             }
-            None => return Err(FsError::NotFound),
+            // A directory or link is saved before its entry points at it,
+            // so one that is listed but absent exists somewhere the ring
+            // cannot reach now (a partition): never report it as absent.
+            None => {
+                return Err(FsError::Unavailable(format!(
+                    "object {} is listed in its directory but no replica has it",
+                    key.short()
+                )));
+            }
             Some(r) => match r.value {
                 Some(v) => (v, r.seq),
                 None if root => {

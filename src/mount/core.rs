@@ -68,6 +68,40 @@ impl<S: BlockStore> Core<S> {
         self.handles.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The mount path of `ino`, as last seen.
+    pub fn path_of(&self, ino: u64) -> String {
+        self.inodes().path(ino)
+    }
+
+    /// The mount path of `name` in directory `parent`.
+    pub fn path_in(&self, parent: u64, name: &[u8]) -> String {
+        let dir = self.path_of(parent);
+        let sep = if dir.ends_with('/') { "" } else { "/" };
+        format!("{dir}{sep}{}", String::from_utf8_lossy(name))
+    }
+
+    /// The mount path of the file open as handle `fh`.
+    pub fn path_of_fh(&self, fh: u64) -> String {
+        let ino = self.handles().file(fh).map(|(ino, _)| ino);
+        ino.map_or_else(|| format!("(handle {fh})"), |ino| self.path_of(ino))
+    }
+
+    /// Logs a write that failed for a storage reason, with its path and
+    /// cause (one warning per failed operation), and passes the result on.
+    pub fn logged<T>(
+        &self,
+        op: &str,
+        path: impl FnOnce() -> String,
+        r: Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        if let Err(e) = &r
+            && e.is_storage_failure()
+        {
+            log::warn!("{op} {} failed: {e}", path());
+        }
+        r
+    }
+
     /// The object of `ino`, from the cache if fresh enough.
     pub(super) async fn load_ino(&self, ino: u64) -> Result<Arc<Versioned>, FsError> {
         let link = {

@@ -174,7 +174,8 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
             mtime,
         };
         self.spawn(move |c| async move {
-            match c.setattr(ino.0, size, &change).await {
+            let r = c.setattr(ino.0, size, &change).await;
+            match c.logged("setattr", || c.path_of(ino.0), r) {
                 Ok(attr) => reply.attr(&ATTR_TTL, &attr),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -202,10 +203,8 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |c| async move {
-            entry(
-                reply,
-                c.mknod(parent.0, &name, mode & !umask, uid, gid).await,
-            )
+            let r = c.mknod(parent.0, &name, mode & !umask, uid, gid).await;
+            entry(reply, c.logged("mknod", || c.path_in(parent.0, &name), r))
         });
     }
 
@@ -220,21 +219,25 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |c| async move {
-            entry(
-                reply,
-                c.mkdir(parent.0, &name, mode & !umask, uid, gid).await,
-            )
+            let r = c.mkdir(parent.0, &name, mode & !umask, uid, gid).await;
+            entry(reply, c.logged("mkdir", || c.path_in(parent.0, &name), r))
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |c| async move { empty(reply, c.unlink(parent.0, &name).await) });
+        self.spawn(move |c| async move {
+            let r = c.unlink(parent.0, &name).await;
+            empty(reply, c.logged("unlink", || c.path_in(parent.0, &name), r))
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |c| async move { empty(reply, c.rmdir(parent.0, &name).await) });
+        self.spawn(move |c| async move {
+            let r = c.rmdir(parent.0, &name).await;
+            empty(reply, c.logged("rmdir", || c.path_in(parent.0, &name), r))
+        });
     }
 
     fn symlink(
@@ -248,7 +251,8 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         let (name, uid, gid) = (bytes(link_name), req.uid(), req.gid());
         let target = target.as_os_str().as_bytes().to_vec();
         self.spawn(move |c| async move {
-            entry(reply, c.symlink(parent.0, &name, &target, uid, gid).await)
+            let r = c.symlink(parent.0, &name, &target, uid, gid).await;
+            entry(reply, c.logged("symlink", || c.path_in(parent.0, &name), r))
         });
     }
 
@@ -264,11 +268,10 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let (name, newname) = (bytes(name), bytes(newname));
         self.spawn(move |c| async move {
-            empty(
-                reply,
-                c.rename(parent.0, &name, newparent.0, &newname, flags)
-                    .await,
-            )
+            let r = c
+                .rename(parent.0, &name, newparent.0, &newname, flags)
+                .await;
+            empty(reply, c.logged("rename", || c.path_in(parent.0, &name), r))
         });
     }
 
@@ -326,7 +329,8 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let data = data.to_vec();
         self.spawn(move |c| async move {
-            match c.write(fh.0, offset, &data).await {
+            let r = c.write(fh.0, offset, &data).await;
+            match c.logged("write", || c.path_of_fh(fh.0), r) {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -341,7 +345,10 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { empty(reply, c.flush(fh.0).await) });
+        self.spawn(move |c| async move {
+            let r = c.flush(fh.0).await;
+            empty(reply, c.logged("close", || c.path_of_fh(fh.0), r))
+        });
     }
 
     fn release(
@@ -354,7 +361,11 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { empty(reply, c.release(fh.0).await) });
+        self.spawn(move |c| async move {
+            let path = c.path_of_fh(fh.0);
+            let r = c.release(fh.0).await;
+            empty(reply, c.logged("release", || path, r))
+        });
     }
 
     fn fsync(
@@ -365,7 +376,10 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { empty(reply, c.fsync(fh.0).await) });
+        self.spawn(move |c| async move {
+            let r = c.fsync(fh.0).await;
+            empty(reply, c.logged("fsync", || c.path_of_fh(fh.0), r))
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -414,12 +428,15 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { empty(reply, c.fsyncdir().await) });
+        self.spawn(move |c| async move {
+            let r = c.fsyncdir().await;
+            empty(reply, c.logged("fsyncdir", || c.path_of(ino.0), r))
+        });
     }
 
     /// No ioctl is supported: ENOTTY at once (programs probe with TCGETS on
@@ -499,7 +516,8 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |c| async move {
-            match c.create(parent.0, &name, mode & !umask, uid, gid).await {
+            let r = c.create(parent.0, &name, mode & !umask, uid, gid).await;
+            match c.logged("create", || c.path_in(parent.0, &name), r) {
                 Ok((attr, fh)) => reply.created(
                     &ATTR_TTL,
                     &attr,

@@ -183,6 +183,30 @@ impl InodeTable {
         }
     }
 
+    /// The path of `ino` in the mount, as last seen (`?` for unknown parts).
+    pub fn path(&self, ino: u64) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut cur = ino;
+        // Bounded: a corrupted chain must not loop forever.
+        for _ in 0..256 {
+            if cur == ROOT_INO {
+                break;
+            }
+            match self.by_ino.get(&cur) {
+                Some(i) => {
+                    parts.push(String::from_utf8_lossy(&i.name).into_owned());
+                    cur = i.parent;
+                }
+                None => {
+                    parts.push("?".into());
+                    break;
+                }
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
     /// The parent of `ino` (the root for unknown numbers).
     pub fn parent(&self, ino: u64) -> u64 {
         self.by_ino.get(&ino).map_or(ROOT_INO, |i| i.parent)

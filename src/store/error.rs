@@ -30,6 +30,10 @@ pub enum StoreError {
     /// A file-system operation failed: the operation, the path, the OS error.
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The store's file system is (nearly) full: new items are refused
+    /// (the message names the data directory and what is left).
+    #[error("no space left: {0}")]
+    NoSpace(String),
 }
 
 impl StoreError {
@@ -48,6 +52,7 @@ impl StoreError {
             },
             StoreError::Conflict { current } => RemoteError::Conflict { current: *current },
             StoreError::Corrupt(_) | StoreError::Io(_) => RemoteError::Storage(self.to_string()),
+            StoreError::NoSpace(m) => RemoteError::NoSpace(m.clone()),
         }
     }
 }

@@ -32,9 +32,15 @@ const TMP_SUFFIX: &str = ".tmp";
 /// Per-process counter making temp names unique between threads.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// An [`StoreError::Io`] for operation `op` on `path`.
+/// An [`StoreError::Io`] for operation `op` on `path` ([`StoreError::NoSpace`]
+/// when the file system is full).
 pub fn io_err(op: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{op} {}: {e}", path.display()))
+    let msg = format!("{op} {}: {e}", path.display());
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == ErrorKind::StorageFull {
+        StoreError::NoSpace(msg)
+    } else {
+        StoreError::Io(msg)
+    }
 }
 
 /// A fully written and synced temp file, not yet in place. Dropping it

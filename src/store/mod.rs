@@ -55,17 +55,20 @@ mod error;
 mod fsutil;
 mod index;
 mod scan;
+mod space;
 mod spares;
 #[cfg(test)]
 mod tests;
 
 pub use error::StoreError;
+pub use space::{FsSpace, fs_space};
 
 use crate::id::Id;
 use crate::record::Record;
 use crate::wire::{ItemVersion, MAX_BLOCK, Proof, proof_of};
 use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{Index, RecordMeta};
+use space::SpaceGuard;
 use spares::Spares;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -121,6 +124,8 @@ pub struct Store {
     /// Old files swapped out by overwrites, reused by later writes (see
     /// [`spares`]): no inode is allocated or freed per record update.
     spares: Spares,
+    /// Refuses new items when the file system is nearly full ([`space`]).
+    space: SpaceGuard,
 }
 
 /// Locks `m`, carrying on after a panic in another holder: every critical
@@ -188,6 +193,7 @@ impl Store {
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             spares: Spares::default(),
+            space: SpaceGuard::new(dir),
         })
     }
 
@@ -291,6 +297,7 @@ impl Store {
             }
             return Ok(false);
         }
+        self.space.admit(data.len() as u64)?;
         self.spares.write(&self.tmp, &path, data, durable, false)?;
         lock(&self.index).set_block(key, data.len() as u64);
         self.finish_write(path, durable)?;
@@ -392,6 +399,9 @@ impl Store {
                 offered: rec.seq,
                 current: cur,
             });
+        }
+        if current.is_none() {
+            self.space.admit(bytes.len() as u64)?;
         }
         self.spares
             .write(&self.tmp, &path, &bytes, durable, current.is_some())?;

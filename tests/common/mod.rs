@@ -306,6 +306,9 @@ pub struct NodeOpts {
     /// node creates a network of its own, or adopts the one of a ticket
     /// given as `join`.
     pub own_network: bool,
+    /// With `Some(bytes)`, the node's store lives on a tmpfs of that size
+    /// (a small disk that fills up), mounted by its guard.
+    pub store_size: Option<u64>,
 }
 
 impl NodeOpts {
@@ -318,6 +321,7 @@ impl NodeOpts {
             extra: FAST.iter().map(|s| s.to_string()).collect(),
             mount: None,
             own_network: false,
+            store_size: None,
         }
     }
 
@@ -556,6 +560,60 @@ impl Drop for MountDir {
     }
 }
 
+/// A tmpfs of a fixed size mounted by a test; unmounted (lazily) on drop.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` bytes at `dir` (created if missing).
+    pub fn mount(dir: &Path, size: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("tmpfs mount point");
+        let out = run_tool(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir),
+            UNMOUNT_TIMEOUT,
+        )
+        .expect("mount tmpfs");
+        assert!(
+            out.status.success(),
+            "mount tmpfs at {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Changes its size (files stay).
+    pub fn resize(&self, size: u64) {
+        let out = run_tool(
+            Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(&self.dir),
+            UNMOUNT_TIMEOUT,
+        )
+        .expect("remount tmpfs");
+        assert!(
+            out.status.success(),
+            "resize tmpfs at {}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run_tool(
+            Command::new("umount").arg("-l").arg(&self.dir),
+            UNMOUNT_TIMEOUT,
+        );
+    }
+}
+
 /// A running (or killed) `peerstore node` process this test spawned.
 pub struct NodeGuard {
     child: Child,
@@ -564,6 +622,9 @@ pub struct NodeGuard {
     /// The address it listens on.
     pub addr: String,
     pub opts: NodeOpts,
+    /// The small file system under the store, if any (dropped before the
+    /// data directory, so it is unmounted before that is removed).
+    store_fs: Option<Tmpfs>,
     /// Data directory (kept across [`NodeGuard::restart`]).
     data: tempfile::TempDir,
     /// The mount folder of a mounting node (fresh per [`NodeGuard::start`],
@@ -592,7 +653,41 @@ impl NodeGuard {
         if !opts.own_network {
             admit(data.path());
         }
-        Self::spawn(opts, data, logs, mnt, 1).await
+        let store_fs = opts
+            .store_size
+            .map(|size| Tmpfs::mount(&data.path().join("store"), size));
+        let mut g = Self::spawn(opts, data, logs, mnt, 1).await;
+        g.store_fs = store_fs;
+        g
+    }
+
+    /// Resizes the tmpfs under the store (the node must have one).
+    pub fn resize_store(&self, size: u64) {
+        self.store_fs
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} has no store file system", self.addr))
+            .resize(size);
+    }
+
+    /// Stops the process (SIGSTOP, by PID): it holds its state and
+    /// sockets but answers nothing, as a machine cut off by a partition.
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, sig: &str) {
+        assert!(self.is_running(), "node {} is not running", self.addr);
+        let pid = self.pid().to_string();
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {pid} failed");
     }
 
     /// Starts the node again on its old data directory and address, after
@@ -611,8 +706,11 @@ impl NodeGuard {
         let logs = std::mem::replace(&mut self.logs, tempfile::tempdir().expect("temp dir"));
         // The same folder: a dead mount left on it is for the node to clear.
         let mnt = self.mnt.take();
+        let store_fs = self.store_fs.take();
         drop(self);
-        Self::spawn(opts, data, logs, mnt, run).await
+        let mut g = Self::spawn(opts, data, logs, mnt, run).await;
+        g.store_fs = store_fs;
+        g
     }
 
     async fn spawn(
@@ -654,6 +752,7 @@ impl NodeGuard {
             id: String::new(),
             addr: String::new(),
             opts,
+            store_fs: None,
             data,
             mnt,
             logs,

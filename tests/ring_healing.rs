@@ -1,0 +1,425 @@
+//! Process tests of a mounted folder while the ring heals, fills up or
+//! loses sight of a node:
+//!
+//! - a writer copying 1 MiB and 3 KB files in a loop sees no failed write,
+//!   and none slower than 10 s, while 1 of 3 nodes (and, separately, 2 of
+//!   5 at once) are killed with SIGKILL; every file reads back exactly;
+//! - a ring whose disks are full answers ENOSPC (and the CLI "no space
+//!   left on the ring"), the full nodes log it naming their data
+//!   directories, and once space is back writes work without restarts;
+//! - a directory whose only copy is on a node that stopped answering reads
+//!   as EIO, never as absent; once the node is back it reads again.
+
+mod common;
+
+use common::{NodeGuard, NodeOpts, addr, blocking, run_tool};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BLOCK_CRASH_3: u8 = 116;
+const BLOCK_CRASH_5: u8 = 117;
+const BLOCK_FULL: u8 = 118;
+const BLOCK_UNREACHABLE: u8 = 119;
+
+/// Longest one file write may take while the ring heals.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// `close(2)` with its result (dropping a `File` ignores it).
+fn close(f: File) -> io::Result<()> {
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just released by the `File`, which owned it; it is
+    // closed exactly once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates `path` with `data`, closing explicitly so the final store's
+/// error (reported by `close`) is seen.
+fn write_closed(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(data)?;
+    close(f)
+}
+
+/// One file the writer wrote.
+struct Written {
+    path: PathBuf,
+    data: Vec<u8>,
+    took: Duration,
+}
+
+/// Writes files into `dir`, alternating 1 MiB and 3 KB, until `stop` is
+/// set, `max` files are written or `budget` has passed. Every write that
+/// fails is an `Err` naming the file.
+fn write_loop(
+    dir: PathBuf,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+    max: usize,
+    budget: Duration,
+) -> Vec<Result<Written, String>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for i in 0..max {
+        if stop.load(Ordering::SeqCst) || start.elapsed() > budget {
+            break;
+        }
+        let len = if i % 2 == 0 { 1 << 20 } else { 3000 };
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        let path = dir.join(format!("f{i:04}.bin"));
+        let t = Instant::now();
+        match write_closed(&path, &data) {
+            Ok(()) => out.push(Ok(Written {
+                path,
+                data,
+                took: t.elapsed(),
+            })),
+            Err(e) => out.push(Err(format!(
+                "{} after {:?}: {e}",
+                path.display(),
+                t.elapsed()
+            ))),
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+    }
+    out
+}
+
+/// Starts a ring of `n` nodes on `block`; node 1 mounts a fresh tree.
+async fn mounted_ring(block: u8, n: u8, identity: &Path) -> Vec<NodeGuard> {
+    let first = addr(block, 1);
+    common::start_ring(block, n, NodeOpts::mounted(&first, None, identity)).await
+}
+
+/// Runs the write loop on node 1's mount, kills `victims` (SIGKILL, all at
+/// once) after a few files, and checks every write and every file.
+async fn crashes_cost_no_write(block: u8, n: u8, victims: &[usize]) {
+    let seed = common::seed(&format!("crashes_cost_no_write_{n}"));
+    let keys = tempfile::tempdir().unwrap();
+    let identity = keys.path().join("identity");
+    let mut nodes = mounted_ring(block, n, &identity).await;
+    let dir = nodes[0].mount_dir().join("loop");
+    fs::create_dir(&dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (dir, stop, count) = (dir.clone(), stop.clone(), count.clone());
+        std::thread::spawn(move || write_loop(dir, seed, stop, count, 400, Duration::from_secs(90)))
+    };
+    // Kill once the loop is going, then let it write on while the ring
+    // heals.
+    common::wait_until("the writer's first files", Duration::from_secs(30), || {
+        let c = count.load(Ordering::SeqCst);
+        async move {
+            if c >= 6 {
+                Ok(())
+            } else {
+                Err(format!("{c} files"))
+            }
+        }
+    })
+    .await;
+    for &v in victims {
+        nodes[v].kill_9();
+    }
+    let at_kill = count.load(Ordering::SeqCst);
+    eprintln!("killed {victims:?} after {at_kill} files");
+    common::wait_until(
+        "30 more files after the crash",
+        Duration::from_secs(90),
+        || {
+            let c = count.load(Ordering::SeqCst);
+            let done = writer.is_finished();
+            async move {
+                if c >= at_kill + 30 || done {
+                    Ok(())
+                } else {
+                    Err(format!("{c} files"))
+                }
+            }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let results = blocking("the writer", Duration::from_secs(120), move || {
+        writer.join().expect("writer thread")
+    })
+    .await;
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    let written: Vec<&Written> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(
+        written.len() >= at_kill + 30,
+        "only {} files written",
+        written.len()
+    );
+    let slowest = written.iter().map(|w| w.took).max().unwrap();
+    eprintln!("{} files, slowest write {slowest:?}", written.len());
+    assert!(
+        slowest <= WRITE_LIMIT,
+        "a write took {slowest:?} (limit {WRITE_LIMIT:?})"
+    );
+    // Every file reads back byte-exact (through a fresh open).
+    let files: Vec<(PathBuf, Vec<u8>)> = written
+        .iter()
+        .map(|w| (w.path.clone(), w.data.clone()))
+        .collect();
+    blocking("reading back", Duration::from_secs(120), move || {
+        for (p, want) in files {
+            let got = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+            assert!(got == want, "{} differs after the crash", p.display());
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_of_one_of_three_costs_no_write() {
+    common::with_timeout(
+        Duration::from_secs(300),
+        crashes_cost_no_write(BLOCK_CRASH_3, 3, &[2]),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_crashes_of_five_cost_no_write() {
+    common::with_timeout(
+        Duration::from_secs(300),
+        crashes_cost_no_write(BLOCK_CRASH_5, 5, &[2, 3]),
+    )
+    .await;
+}
+
+/// Size of each node's small store file system, and after it grows.
+const SMALL: u64 = 24 << 20;
+const LARGER: u64 = 160 << 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_ring_answers_enospc_and_recovers() {
+    common::with_timeout(Duration::from_secs(300), async {
+        let keys = tempfile::tempdir().unwrap();
+        let identity = keys.path().join("identity");
+        let first = addr(BLOCK_FULL, 1);
+        let mut opts = NodeOpts::mounted(&first, None, &identity);
+        opts.store_size = Some(SMALL);
+        let mut nodes = vec![NodeGuard::start(opts).await];
+        for i in 2..=3 {
+            let mut o = NodeOpts::new(&addr(BLOCK_FULL, i), Some(&first));
+            o.store_size = Some(SMALL);
+            nodes.push(NodeGuard::start(o).await);
+        }
+        let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+        common::wait_until("3-node ring", Duration::from_secs(30), || {
+            common::ring_consistent(&all, &all)
+        })
+        .await;
+        let mnt = nodes[0].mount_dir().to_path_buf();
+        // 40 MiB cannot fit three times in 3 × 24 MiB.
+        let mut rng = StdRng::seed_from_u64(common::seed("a_full_ring_answers_enospc"));
+        let big = common::random_bytes(&mut rng, 40 << 20);
+        let target = mnt.join("big.bin");
+        let (b, t) = (big.clone(), target.clone());
+        let r = blocking("the big write", Duration::from_secs(120), move || {
+            write_closed(&t, &b)
+        })
+        .await;
+        let e = r.expect_err("a write larger than the ring succeeded");
+        assert_eq!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC),
+            "the big write failed with {e}, not ENOSPC"
+        );
+        // Each full node says so once, naming its data directory.
+        for n in &nodes {
+            let store = n.data_dir().join("store");
+            let want = format!("data directory {}", store.display());
+            common::wait_until("the full store's warning", Duration::from_secs(10), || {
+                let log = n.log();
+                let want = want.clone();
+                async move {
+                    if log.contains("store full") && log.contains(&want) {
+                        Ok(())
+                    } else {
+                        Err("not logged".into())
+                    }
+                }
+            })
+            .await;
+        }
+        assert!(
+            nodes[0]
+                .log()
+                .contains("big.bin failed: no space left on the ring"),
+            "the mount logged no warning with the path"
+        );
+        // The CLI says it in words.
+        let small = keys.path().join("small.bin");
+        fs::write(&small, common::random_bytes(&mut rng, 600_000)).unwrap();
+        let o = common::cli(&["block", "put", "--peer", &first, small.to_str().unwrap()]).await;
+        assert!(!o.status.success());
+        assert!(
+            common::stderr(&o).contains("no space left on the ring"),
+            "block put on a full ring: {}",
+            common::stderr(&o)
+        );
+        // Space comes back: the same write works, nothing restarted.
+        for n in &nodes {
+            n.resize_store(LARGER);
+        }
+        let (b, t) = (big.clone(), target.clone());
+        blocking("the big write again", Duration::from_secs(120), move || {
+            write_closed(&t, &b).expect("write after space came back")
+        })
+        .await;
+        let t = target.clone();
+        let got = blocking("reading it", Duration::from_secs(60), move || {
+            fs::read(&t).unwrap()
+        })
+        .await;
+        assert!(got == big, "big.bin differs");
+        for n in nodes.iter_mut() {
+            assert!(n.is_running());
+        }
+    })
+    .await;
+}
+
+/// Record files a node's store holds.
+fn records_held(data: &Path) -> usize {
+    let mut n = 0;
+    if let Ok(dirs) = fs::read_dir(data.join("store").join("records")) {
+        for d in dirs.flatten() {
+            n += fs::read_dir(d.path()).map(|e| e.count()).unwrap_or(0);
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_directories_read_as_eio_not_absent() {
+    common::with_timeout(Duration::from_secs(300), async {
+        // One copy of everything (r = 1), so a node that stops answering
+        // takes its items out of reach.
+        let keys = tempfile::tempdir().unwrap();
+        let identity = keys.path().join("identity");
+        let first = addr(BLOCK_UNREACHABLE, 1);
+        let mut opts = NodeOpts::mounted(&first, None, &identity);
+        opts.replicas = 1;
+        let mut nodes = vec![NodeGuard::start(opts).await];
+        for i in 2..=4 {
+            let mut o = NodeOpts::new(&addr(BLOCK_UNREACHABLE, i), Some(&first));
+            o.replicas = 1;
+            nodes.push(NodeGuard::start(o).await);
+        }
+        let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+        common::wait_until("4-node ring", Duration::from_secs(30), || {
+            common::ring_consistent(&all, &all)
+        })
+        .await;
+        let mnt = nodes[0].mount_dir().to_path_buf();
+        let m = mnt.clone();
+        blocking(
+            "making 24 directories",
+            Duration::from_secs(60),
+            move || {
+                for i in 0..24 {
+                    let d = m.join(format!("d{i:02}"));
+                    fs::create_dir(&d).unwrap();
+                    write_closed(&d.join("file"), format!("file {i}").as_bytes()).unwrap();
+                }
+            },
+        )
+        .await;
+        // Stop the node (not the mounting one) holding the most records.
+        let victim = (1..4)
+            .max_by_key(|&i| records_held(nodes[i].data_dir()))
+            .unwrap();
+        assert!(records_held(nodes[victim].data_dir()) > 0);
+        nodes[victim].pause();
+        eprintln!("paused node {}", nodes[victim].addr);
+        // The others drop it from the ring (by then the mount's caches
+        // have expired too): its keys now fall to nodes that never held
+        // them, which answer "not here".
+        let live: Vec<String> = (0..4)
+            .filter(|&i| i != victim)
+            .map(|i| nodes[i].addr.clone())
+            .collect();
+        common::wait_until("the ring without it", Duration::from_secs(30), || {
+            common::ring_consistent(&live, &live)
+        })
+        .await;
+        // The mount keeps attributes for 1 s (its ATTR_TTL).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (names, errors) = {
+            let m = mnt.clone();
+            blocking("listing", Duration::from_secs(200), move || {
+                let names: Vec<String> = fs::read_dir(&m)
+                    .expect("the root is on the mounting node or reachable")
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                let mut errors = Vec::new();
+                for n in &names {
+                    let out = run_tool(
+                        Command::new("ls").arg("-l").arg(m.join(n)),
+                        Duration::from_secs(60),
+                    )
+                    .expect("ls");
+                    if !out.status.success() {
+                        errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                    }
+                }
+                (names, errors)
+            })
+            .await
+        };
+        eprintln!("{} directories, {} unreadable", names.len(), errors.len());
+        assert_eq!(names.len(), 24, "the root listing lost entries: {names:?}");
+        for e in &errors {
+            assert!(
+                !e.contains("No such file or directory"),
+                "an unreachable directory read as absent: {e}"
+            );
+            assert!(e.contains("Input/output error"), "unexpected error: {e}");
+        }
+        assert!(
+            !errors.is_empty(),
+            "no directory was out of reach: the test proves nothing"
+        );
+        // The node answers again: every directory reads back.
+        nodes[victim].resume();
+        let m = mnt.clone();
+        common::wait_until("every directory readable", Duration::from_secs(60), || {
+            let m = m.clone();
+            async move {
+                blocking("listing again", Duration::from_secs(60), move || {
+                    for i in 0..24 {
+                        let f = m.join(format!("d{i:02}")).join("file");
+                        match fs::read(&f) {
+                            Ok(d) if d == format!("file {i}").as_bytes() => {}
+                            other => return Err(format!("{}: {other:?}", f.display())),
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        })
+        .await;
+    })
+    .await;
+}

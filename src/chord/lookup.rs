@@ -19,6 +19,8 @@ pub enum Purpose {
     User,
     /// The node's own join: find its successor.
     Join,
+    /// A node left alone finding its way back into the ring it was in.
+    Rejoin,
     /// Refreshing finger `i`.
     Finger(usize),
 }

@@ -134,6 +134,10 @@ enum Pending {
     CheckPred(Peer),
     /// A `Leaving` message we sent.
     Leaving,
+    /// Rejoin: the state of the node found as our successor.
+    RejoinState(Peer),
+    /// A ping of a successor-list entry offered by another node.
+    VerifyEntry,
 }
 
 /// One node's ring state.
@@ -156,7 +160,7 @@ pub struct ChordNode {
     /// Shortcuts for lookups.
     fingers: FingerTable,
     /// Calls sent and not yet answered.
-    pending: HashMap<Token, Pending>,
+    pending: HashMap<Token, (Pending, Id)>,
     /// Source of fresh tokens.
     next_token: Token,
     /// Lookups in flight.
@@ -175,7 +179,27 @@ pub struct ChordNode {
     checking_pred: bool,
     /// Leave messages not yet answered.
     leaving_left: usize,
+    /// Members this node has had as successors or predecessor, newest
+    /// first (at most [`SEEN_MAX`]): a node left alone asks them to find
+    /// its way back into the ring.
+    seen: VecDeque<Peer>,
+    /// A rejoin is in progress (one at a time).
+    rejoining: bool,
+    /// Nodes that answered this node's last call to them: entries of a
+    /// successor list offered by another node are adopted only once they
+    /// are in here (Zave: no pointer without a liveness check).
+    answered: std::collections::HashSet<Id>,
+    /// A successor list waiting for pings of its new entries: head, tail,
+    /// whether the tail was its sender's whole ring; and pings in flight.
+    unverified: Option<(Peer, Vec<Peer>, bool)>,
+    verifying: usize,
 }
+
+/// Nodes remembered as having answered, at most.
+const ANSWERED_MAX: usize = 1024;
+
+/// Members remembered for rejoining.
+const SEEN_MAX: usize = 16;
 
 impl ChordNode {
     /// A node that is not yet in any ring.
@@ -199,6 +223,11 @@ impl ChordNode {
             fixing: false,
             checking_pred: false,
             leaving_left: 0,
+            seen: VecDeque::new(),
+            rejoining: false,
+            answered: std::collections::HashSet::new(),
+            unverified: None,
+            verifying: 0,
         }
     }
 
@@ -389,9 +418,18 @@ impl ChordNode {
 
     /// Feeds the reply (or failure) of call `token`.
     pub fn handle_reply(&mut self, token: Token, reply: Result<ChordResponse, Failure>) {
-        let Some(pending) = self.pending.remove(&token) else {
+        let Some((pending, to)) = self.pending.remove(&token) else {
             return; // late reply to a call already given up on
         };
+        // Who answered is alive now; who did not is no longer vouched for.
+        if reply.is_ok() {
+            if self.answered.len() >= ANSWERED_MAX {
+                self.answered.clear();
+            }
+            self.answered.insert(to);
+        } else {
+            self.answered.remove(&to);
+        }
         match pending {
             Pending::LookupHop(id) => self.on_lookup_reply(id, reply),
             Pending::JoinState { target, fallbacks } => {
@@ -419,6 +457,17 @@ impl ChordNode {
                     self.set_pred(None);
                 }
             }
+            Pending::RejoinState(target) => self.on_rejoin_state(target, reply),
+            Pending::VerifyEntry => {
+                self.verifying = self.verifying.saturating_sub(1);
+                if self.verifying == 0
+                    && let Some((head, tail, whole)) = self.unverified.take()
+                    && self.answered.contains(&head.id)
+                    && self.succs.first().is_none_or(|s| s.id == head.id)
+                {
+                    self.adopt(head, tail, whole, false);
+                }
+            }
             Pending::Leaving => {
                 self.leaving_left = self.leaving_left.saturating_sub(1);
                 if self.leaving_left == 0 {
@@ -438,6 +487,20 @@ impl ChordNode {
         self.events.pop_front()
     }
 
+    /// Internal flags, for diagnostics.
+    pub fn debug_flags(&self) -> String {
+        format!(
+            "stabilizing={} verifying={} unverified={:?} pending={:?}",
+            self.stabilizing,
+            self.verifying,
+            self.unverified.as_ref().map(|(h, t, _)| (h, t.len())),
+            self.pending
+                .iter()
+                .map(|(t, (p, _))| format!("{t}:{p:?}"))
+                .collect::<Vec<_>>()
+        )
+    }
+
     /// Number of calls awaiting replies (for tests and metrics).
     pub fn pending_calls(&self) -> usize {
         self.pending.len()
@@ -446,41 +509,93 @@ impl ChordNode {
     fn send(&mut self, to: Peer, req: ChordRequest, why: Pending) {
         let token = self.next_token;
         self.next_token += 1;
-        self.pending.insert(token, why);
+        self.pending.insert(token, (why, to.id));
         self.outbox.push_back(Outgoing { token, to, req });
     }
 
     fn set_pred(&mut self, pred: Option<Peer>) {
         if self.pred != pred {
+            if let Some(p) = &pred {
+                self.remember(p);
+            }
             self.pred = pred;
             self.events.push_back(Event::Topology);
         }
     }
 
-    /// Sets the successor list to `head :: tail`, dropping this node and
-    /// repeats and stopping where the list comes back round to this node.
-    /// `tail_whole` says whether `tail` was its sender's whole ring; the
-    /// new list is the whole ring if it came back round to this node, or
-    /// took all of a whole `tail` without being cut at the list length.
+    /// Sets the successor list to `head :: tail` (`head` just answered),
+    /// dropping this node and repeats and stopping where the list comes
+    /// back round to this node. `tail_whole` says whether `tail` was its
+    /// sender's whole ring; the new list is the whole ring if it came back
+    /// round to this node, or took all of a whole `tail` without being cut.
+    ///
+    /// The tail is another node's word: an entry is adopted only if it
+    /// lies further round the ring than the one before it, and only once
+    /// it has answered this node. Entries not yet heard from are pinged,
+    /// and the list is cut before the first of them until they answer.
     fn set_succs(&mut self, head: Peer, tail: Vec<Peer>, tail_whole: bool) {
+        self.adopt(head, tail, tail_whole, true);
+    }
+
+    /// [`Self::set_succs`]; `ping` sends pings to the entries not heard
+    /// from (not when adopting after such pings: the next stabilize round
+    /// brings a fresh list).
+    fn adopt(&mut self, head: Peer, tail: Vec<Peer>, tail_whole: bool, ping: bool) {
         let mut list: Vec<Peer> = Vec::with_capacity(self.cfg.succ_list_len);
         let mut whole = tail_whole;
-        for p in std::iter::once(head).chain(tail) {
+        let mut unheard: Vec<Peer> = Vec::new();
+        for p in std::iter::once(head.clone()).chain(tail.iter().cloned()) {
             if p.id == self.me.id {
                 whole = true;
                 break;
             }
-            if list.iter().any(|q| q.id == p.id) || list.len() == self.cfg.succ_list_len {
+            let out_of_order = list
+                .last()
+                .is_some_and(|prev: &Peer| !p.id.in_open(prev.id, self.me.id));
+            if out_of_order || list.len() == self.cfg.succ_list_len {
                 whole = false;
                 break;
             }
+            let heard = list.is_empty()
+                || self.answered.contains(&p.id)
+                || self.succs.iter().any(|q| q.id == p.id);
+            if !heard || !unheard.is_empty() {
+                unheard.push(p);
+                whole = false;
+                continue;
+            }
             list.push(p);
         }
+        if unheard.is_empty() {
+            self.unverified = None;
+        } else {
+            // Kept (the newest only) to adopt once the pings are answered.
+            self.unverified = Some((head, tail, tail_whole));
+            if ping && self.verifying == 0 {
+                for p in unheard {
+                    self.verifying += 1;
+                    self.send(p, ChordRequest::Ping, Pending::VerifyEntry);
+                }
+            }
+        }
         if list != self.succs || whole != self.whole {
+            for p in list.iter().rev() {
+                self.remember(p);
+            }
             self.succs = list;
             self.whole = whole;
             self.events.push_back(Event::Topology);
         }
+    }
+
+    /// Notes `p` as a member seen, for a later rejoin.
+    fn remember(&mut self, p: &Peer) {
+        if p.id == self.me.id {
+            return;
+        }
+        self.seen.retain(|q| q.id != p.id);
+        self.seen.push_front(p.clone());
+        self.seen.truncate(SEEN_MAX);
     }
 
     /// Removes a node known to be dead or gone from the successor list (not
@@ -530,8 +645,43 @@ impl ChordNode {
                         ChordRequest::GetState,
                         Pending::StabilizeCandidate(p),
                     );
+                } else {
+                    self.rejoin();
                 }
             }
+        }
+    }
+
+    /// Alone, but this node was in a ring: ask a member it remembers (in
+    /// turn) to find its successor, as a join would. A node cut off for a
+    /// while drops every successor; this is how it finds its way back once
+    /// the network does (a ring of one that never had others stays so).
+    fn rejoin(&mut self) {
+        if self.rejoining || !self.is_member() {
+            return;
+        }
+        let Some(via) = self.seen.pop_front() else {
+            return;
+        };
+        self.seen.push_back(via.clone());
+        self.rejoining = true;
+        let id = self.new_lookup(self.me.id, Purpose::Rejoin, vec![via]);
+        self.advance_lookup(id);
+    }
+
+    fn on_rejoin_state(&mut self, target: Peer, reply: Result<ChordResponse, Failure>) {
+        self.rejoining = false;
+        if !self.is_member() || !self.succs.is_empty() {
+            return;
+        }
+        if let Ok(ChordResponse::State { pred, succs, whole }) = reply
+            && pred
+                .as_ref()
+                .is_none_or(|p| p.id == self.me.id || self.me.id.in_half_open(p.id, target.id))
+        {
+            self.set_succs(target, succs, whole);
+            self.notify_successor();
+            self.stabilize();
         }
     }
 
@@ -730,11 +880,7 @@ impl ChordNode {
                 self.finish_lookup(id, l.purpose, Ok(result));
             }
             Ok(ChordResponse::Next(offered)) => {
-                // A bootstrap node's ID is unknown: accept any offer from it.
-                let from = asked
-                    .filter(|_| l.hops > 1 || l.purpose != Purpose::Join)
-                    .map(|p| p.id);
-                l.offer(from, offered);
+                l.offer(asked.map(|p| p.id), offered);
                 self.advance_lookup(id);
             }
             Ok(ChordResponse::Busy) => self.advance_lookup(id),
@@ -763,6 +909,22 @@ impl ChordNode {
                     self.fingers.set(i, r.owner);
                 }
             }
+            Purpose::Rejoin => match result {
+                Ok(r) => {
+                    match std::iter::once(r.owner)
+                        .chain(r.next)
+                        .find(|p| p.id != self.me.id)
+                    {
+                        Some(target) => self.send(
+                            target.clone(),
+                            ChordRequest::GetState,
+                            Pending::RejoinState(target),
+                        ),
+                        None => self.rejoining = false,
+                    }
+                }
+                Err(_) => self.rejoining = false,
+            },
             Purpose::Join => match result {
                 Ok(r) => {
                     // The owner of our own ID is our successor-to-be; if the
@@ -804,6 +966,26 @@ impl ChordNode {
             return;
         }
         match reply {
+            Ok(ChordResponse::State { pred: Some(p), .. })
+                if p.id != self.me.id && !self.me.id.in_half_open(p.id, target.id) =>
+            {
+                // The lookup's answer does not hold up: the named successor
+                // does not hold our ID in its range. A node between us and
+                // it is closer: ask that one; otherwise start over.
+                if p.id.in_open(self.me.id, target.id) {
+                    self.send(
+                        p.clone(),
+                        ChordRequest::GetState,
+                        Pending::JoinState {
+                            target: p,
+                            fallbacks,
+                        },
+                    );
+                } else {
+                    self.status = Status::Idle;
+                    self.events.push_back(Event::JoinFailed);
+                }
+            }
             Ok(ChordResponse::State { succs, whole, .. }) => {
                 // Zave's join: take `succ :: succ.list`, only then a member.
                 self.status = Status::Member;
@@ -884,7 +1066,17 @@ impl ChordNode {
                     .filter(|p| p.id != peer.id)
                     .collect();
                 if let Some((h, t)) = tail.split_first() {
-                    self.set_succs(h.clone(), t.to_vec(), false);
+                    if h.id == self.me.id {
+                        // The leaver's ring was it and this node.
+                        self.whole = true;
+                    } else if self.answered.contains(&h.id) {
+                        self.set_succs(h.clone(), t.to_vec(), false);
+                    } else if self.verifying == 0 {
+                        // Its list is its word: ping the head first.
+                        self.unverified = Some((h.clone(), t.to_vec(), false));
+                        self.verifying = 1;
+                        self.send(h.clone(), ChordRequest::Ping, Pending::VerifyEntry);
+                    }
                 }
             }
             // Check the new first successor now (a no-op if a round is

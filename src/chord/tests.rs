@@ -45,8 +45,69 @@ fn join_takes_successor_list_from_live_successor() {
         }),
     );
     assert!(j.is_member());
+    // Entries after the successor are its word: adopted once they answer.
+    assert_eq!(j.succs(), &[peer(20)]);
+    let mut pinged = Vec::new();
+    while let Some(o) = j.poll_outgoing() {
+        if o.req == ChordRequest::Ping {
+            pinged.push(o.to.clone());
+            j.handle_reply(o.token, Ok(ChordResponse::Pong));
+        }
+    }
+    assert_eq!(pinged, vec![peer(30), peer(40)]);
     // The list stops where it comes back to the joiner.
     assert_eq!(j.succs(), &[peer(20), peer(30), peer(40)]);
+}
+
+#[test]
+fn a_join_answer_the_successor_does_not_confirm_walks_back() {
+    let mut j = ChordNode::new(peer(15), Config::default());
+    j.join(peer(0));
+    let hop = j.poll_outgoing().unwrap();
+    // A forged (or stale) answer names 30 as the joiner's successor.
+    j.handle_reply(
+        hop.token,
+        Ok(ChordResponse::Found {
+            owner: peer(30),
+            next: vec![],
+        }),
+    );
+    let get = j.poll_outgoing().unwrap();
+    assert_eq!(get.to, peer(30));
+    // 30's predecessor 20 lies between: 30 does not hold 15, 20 is asked.
+    j.handle_reply(
+        get.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(20)),
+            succs: vec![peer(40)],
+            whole: false,
+        }),
+    );
+    assert!(!j.is_member());
+    let get = j.poll_outgoing().unwrap();
+    assert_eq!((get.to, get.req), (peer(20), ChordRequest::GetState));
+}
+
+#[test]
+fn forged_successor_lists_are_cut_where_they_break_ring_order() {
+    let mut n = ChordNode::new(peer(10), Config::default());
+    n.create();
+    n.succs = vec![peer(30)];
+    n.whole = false;
+    n.answered.extend([peer(40).id, peer(35).id, peer(50).id]);
+    n.stabilize();
+    let get = n.poll_outgoing().unwrap();
+    // 35 after 40 goes backwards round the ring: the list stops there.
+    n.handle_reply(
+        get.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(10)),
+            succs: vec![peer(40), peer(35), peer(50)],
+            whole: true,
+        }),
+    );
+    assert_eq!(n.succs(), &[peer(30), peer(40)]);
+    assert!(!n.whole_ring(), "a cut list is not the whole ring");
 }
 
 #[test]
@@ -89,7 +150,12 @@ fn stabilize_adopts_new_successor_only_if_it_answers() {
             whole: false,
         }),
     );
-    let check = n.poll_outgoing().unwrap();
+    let mut check = n.poll_outgoing().unwrap();
+    while check.req == ChordRequest::Ping {
+        // 50 is new to this node: pinged before it is adopted.
+        n.handle_reply(check.token, Ok(ChordResponse::Pong));
+        check = n.poll_outgoing().unwrap();
+    }
     assert_eq!(check.to, peer(20));
     n.handle_reply(check.token, Err(Failure::Timeout));
     assert_eq!(n.successor(), &peer(30), "dead candidate not adopted");

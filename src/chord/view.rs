@@ -67,8 +67,12 @@ impl RingView {
     }
 
     /// Owner of `key` and the nodes after it, if this node can tell on its
-    /// own (see [`local_answer`]).
+    /// own (see [`local_answer`]). A node without successors owns every key
+    /// only if it knows it is alone (else its list is being rebuilt).
     pub fn local_answer(&self, key: Id) -> Option<(Peer, Vec<Peer>)> {
+        if self.succs.is_empty() && !self.whole {
+            return None;
+        }
         local_answer(&self.me, self.pred.as_ref(), &self.succs, self.whole, key)
     }
 

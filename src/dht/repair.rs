@@ -218,6 +218,12 @@ impl SyncTo {
 
 /// Checks, chunk by chunk, that every member of a replica set proves it
 /// holds the items, and drops the local copies of those proven.
+///
+/// A member proves a block, or a record at this node's version, with the
+/// hash of the challenge over its bytes. A member that answers it holds a
+/// newer record version must show it: this node fetches that version and
+/// checks its signature and sequence number, and only then counts the
+/// member as holding the record (this node's older copy is then obsolete).
 #[derive(Debug)]
 struct DropProven {
     members: Vec<Peer>,
@@ -232,11 +238,15 @@ struct DropProven {
     /// Answers to the current chunk: own, and per member.
     own: Option<Vec<Proof>>,
     theirs: HashMap<Id, Vec<Proof>>,
+    /// Per item of the chunk: members still to show a newer version, or
+    /// `None` once the item cannot be dropped.
+    pending_newer: Vec<Option<usize>>,
+    /// Fetches of newer versions in flight: (item index in chunk, seq ours).
+    fetches: HashMap<CallId, (usize, u64)>,
     /// Removals in flight.
     removals: HashMap<CallId, Id>,
     replies: Vec<(CallId, Reply)>,
     dropped: usize,
-    unproven: usize,
     reasons: Vec<String>,
 }
 
@@ -251,24 +261,33 @@ impl DropProven {
             calls: HashMap::new(),
             own: None,
             theirs: HashMap::new(),
+            pending_newer: Vec::new(),
+            fetches: HashMap::new(),
             removals: HashMap::new(),
             replies: Vec::new(),
             dropped: 0,
-            unproven: 0,
             reasons: Vec::new(),
         }
     }
 
-    fn on_reply(&mut self, id: CallId, reply: Reply) -> bool {
-        let mine = self.calls.contains_key(&id) || self.removals.contains_key(&id);
-        if mine {
-            self.replies.push((id, reply));
-        }
-        mine
+    fn owns(&self, id: CallId) -> bool {
+        self.calls.contains_key(&id)
+            || self.fetches.contains_key(&id)
+            || self.removals.contains_key(&id)
+    }
+
+    fn on_reply(&mut self, id: CallId, reply: Reply) {
+        self.replies.push((id, reply));
     }
 
     fn chunk(&self) -> &[(Id, ItemVersion)] {
         &self.items[self.at..(self.at + MAX_PROVE).min(self.items.len())]
+    }
+
+    fn note(&mut self, why: String) {
+        if self.reasons.len() < MAX_REASONS && !self.reasons.contains(&why) {
+            self.reasons.push(why);
+        }
     }
 
     /// Advances; `true` once finished.
@@ -280,13 +299,16 @@ impl DropProven {
                     (Some(m), Ok(p)) => {
                         self.theirs.insert(m, p);
                     }
-                    (_, Err(e)) => {
-                        let why = format!("proof: {e}");
-                        if self.reasons.len() < MAX_REASONS && !self.reasons.contains(&why) {
-                            self.reasons.push(why);
-                        }
-                    }
+                    (_, Err(e)) => self.note(format!("proof: {e}")),
                 }
+            } else if let Some((i, ours)) = self.fetches.remove(&id) {
+                let key = self.chunk()[i].0;
+                let shown = FetchRecord::parse(reply)
+                    .is_ok_and(|r| r.key() == key && r.seq > ours && r.verify().is_ok());
+                self.pending_newer[i] = match self.pending_newer[i] {
+                    Some(n) if shown => Some(n - 1),
+                    _ => None,
+                };
             } else if let Some(key) = self.removals.remove(&id) {
                 match reply {
                     Ok(_) => self.dropped += 1,
@@ -294,64 +316,86 @@ impl DropProven {
                 }
             }
         }
-        if !self.calls.is_empty() || !self.removals.is_empty() {
+        if !self.calls.is_empty() || !self.fetches.is_empty() || !self.removals.is_empty() {
             return false;
         }
-        if self.at < self.items.len() && !self.sent {
-            self.sent = true;
+        if self.at >= self.items.len() {
+            return true;
+        }
+        if !self.sent {
             // Ask this node and every member for proofs of the chunk.
+            self.sent = true;
             let chunk = self.chunk().to_vec();
             let me = cx.view.me.clone();
-            let c = cx.call(
-                &me,
-                Prove {
-                    nonce: self.nonce,
-                    items: chunk.clone(),
-                },
-            );
-            self.calls.insert(c, None);
-            for m in self.members.clone() {
+            for who in std::iter::once(None).chain(self.members.iter().map(Some)) {
+                let to = who.unwrap_or(&me);
                 let c = cx.call(
-                    &m,
+                    to,
                     Prove {
                         nonce: self.nonce,
                         items: chunk.clone(),
                     },
                 );
-                self.calls.insert(c, Some(m.id));
+                self.calls.insert(c, who.map(|m| m.id));
             }
             return false;
         }
-        if self.at < self.items.len() {
-            // All answers of the chunk are in: drop what everyone proved.
+        if let Some(own) = self.own.take() {
+            // All proofs of the chunk are in: judge each item; newer
+            // versions claimed must be shown before they count.
             let chunk = self.chunk().to_vec();
-            let own = self.own.take().unwrap_or_default();
             let theirs = std::mem::take(&mut self.theirs);
-            for (i, (key, _)) in chunk.iter().enumerate() {
-                let proven = match own.get(i) {
-                    Some(Proof::Held(h)) => self.members.iter().all(|m| {
-                        theirs
-                            .get(&m.id)
-                            .and_then(|p| p.get(i))
-                            .is_some_and(|p| *p == Proof::Held(*h))
-                    }),
-                    _ => false,
+            self.pending_newer = vec![None; chunk.len()];
+            for (i, (key, v)) in chunk.iter().enumerate() {
+                let Some(Proof::Held(h)) = own.get(i) else {
+                    continue;
                 };
-                if proven {
-                    let c = cx.remove(*key);
-                    self.removals.insert(c, *key);
-                } else {
-                    self.unproven += 1;
+                let ours = match v {
+                    ItemVersion::Record(s) => Some(*s),
+                    ItemVersion::Block => None,
+                };
+                let mut newer = Vec::new();
+                let all =
+                    self.members
+                        .iter()
+                        .all(|m| match theirs.get(&m.id).and_then(|p| p.get(i)) {
+                            Some(Proof::Held(x)) => x == h,
+                            Some(Proof::Newer(s)) if ours.is_some_and(|o| *s > o) => {
+                                newer.push(m.clone());
+                                true
+                            }
+                            _ => false,
+                        });
+                if !all {
+                    continue;
+                }
+                self.pending_newer[i] = Some(newer.len());
+                for m in newer {
+                    let c = cx.call(&m, FetchRecord(*key));
+                    self.fetches.insert(c, (i, ours.unwrap_or(0)));
                 }
             }
-            self.at += chunk.len();
-            self.sent = false;
-            if !self.removals.is_empty() {
+            if !self.fetches.is_empty() {
                 return false;
             }
-            return self.step(cx);
         }
-        true
+        // Drop what every member proved, then go on to the next chunk.
+        let chunk = self.chunk().to_vec();
+        for (i, (key, _)) in chunk.iter().enumerate() {
+            if self.pending_newer.get(i) == Some(&Some(0)) {
+                let c = cx.remove(*key);
+                self.removals.insert(c, *key);
+            }
+        }
+        self.at += chunk.len();
+        self.sent = false;
+        self.own = None;
+        self.theirs.clear();
+        self.pending_newer.clear();
+        if !self.removals.is_empty() {
+            return false;
+        }
+        self.step(cx)
     }
 }
 
@@ -422,7 +466,9 @@ impl Machine for RepairPass {
                 }
             }
             Phase::Dropping(d) => {
-                d.on_reply(id, reply);
+                if d.owns(id) {
+                    d.on_reply(id, reply);
+                }
             }
             Phase::Next => {}
         }

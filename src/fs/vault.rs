@@ -62,6 +62,9 @@ pub struct Vault<S> {
     pub(crate) pending: PendingDirs,
     /// This vault's own `Arc`, for the tasks that store directory changes.
     pub(crate) me: Weak<Vault<S>>,
+    /// Whether this vault has seen the root stored (loaded or saved it):
+    /// from then on a root that no replica has is out of reach, not new.
+    root_seen: std::sync::atomic::AtomicBool,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -81,6 +84,7 @@ impl<S: BlockStore> Vault<S> {
             dirs: Mutex::new(HashMap::new()),
             pending: PendingDirs::default(),
             me: me.clone(),
+            root_seen: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -120,7 +124,17 @@ impl<S: BlockStore> Vault<S> {
         let key = self.identity.record_key(&link.name);
         let rec = self.store.get_record(key).await?;
         let root = self.is_root(link);
+        let seen = root && self.root_seen.load(std::sync::atomic::Ordering::Relaxed);
+        if root && rec.is_some() {
+            self.root_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let (value, seq) = match rec {
+            None if seen => {
+                return Err(FsError::Unavailable(
+                    "the root directory was stored, but no replica has it now".into(),
+                ));
+            }
             None if root => {
                 return Ok(Versioned {
                     obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
@@ -184,6 +198,10 @@ impl<S: BlockStore> Vault<S> {
             self.store.put_new_record(rec).await?;
         } else {
             self.store.put_record(rec, Some(expected)).await?;
+        }
+        if self.is_root(link) {
+            self.root_seen
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(expected + 1)
     }

@@ -17,7 +17,8 @@ mod repair;
 pub mod ring;
 mod transport;
 
-pub use transport::{NodeTransport, apply_replica, serve_replica};
+pub use crate::store::apply_replica;
+pub use transport::{NodeTransport, serve_replica};
 
 use crate::chord::{ChordNode, Config as ChordConfig};
 use crate::dht::{Dht, Millis};

@@ -8,7 +8,6 @@
 
 use crate::chord::{ChordNode, Event, Failure};
 use crate::dht::RouteCache;
-use crate::id::Id;
 use crate::net::{NetError, Pool};
 use crate::wire::{ChordRequest, ChordResponse, Peer, RemoteError, Request, Response};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,14 +107,8 @@ impl Ring {
         for out in outs {
             let me = Arc::clone(self);
             tokio::spawn(async move {
-                let req = Request::Chord(out.req);
-                // A join contact is known by address only (ID zero); every
-                // other peer must prove the key behind its ID.
-                let call = if out.to.id == Id::ZERO {
-                    me.pool.call(&out.to.addr, req).await
-                } else {
-                    me.pool.call_peer(&out.to, req).await
-                };
+                // Every peer must prove the key behind its ID.
+                let call = me.pool.call_peer(&out.to, Request::Chord(out.req)).await;
                 if let Err(e @ NetError::WrongPeer { .. }) = &call {
                     log::warn!("{e}: treating it as unreachable");
                 }
@@ -159,9 +152,20 @@ impl Ring {
                 tokio::time::sleep(Duration::from_millis(500 << attempt.min(4))).await;
             }
             self.join_state.send_replace(None);
-            let via = Peer {
-                id: Id::ZERO,
-                addr: addr.to_string(),
+            // The contact is known by address: its link proves its key,
+            // and its ID is the hash of that key.
+            let via = match self.pool.remote_key(addr).await {
+                Ok(key) => Peer {
+                    id: crate::net::peer_id(&key),
+                    addr: addr.to_string(),
+                },
+                Err(e) => {
+                    log::warn!(
+                        "join through {addr}: {e} (attempt {} of {tries})",
+                        attempt + 1
+                    );
+                    continue;
+                }
             };
             self.with(|c| c.join(via));
             let outcome = tokio::time::timeout(Duration::from_secs(20), async {

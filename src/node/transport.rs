@@ -7,7 +7,7 @@ use crate::chord::RingView;
 use crate::dht::{Millis, RouteCache, Transport};
 use crate::id::Id;
 use crate::rpc::{CallError, Reply, reply_of};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, apply_replica};
 use crate::wire::{
     MAX_BATCH, MAX_PROVE, Peer, RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
 };
@@ -19,45 +19,6 @@ use std::sync::Arc;
 pub struct NodeTransport {
     /// The node's state.
     pub core: Arc<Core>,
-}
-
-/// Applies a replica request to a local store; `Ok(None)` means the item
-/// asked for is not held. Blocking (disk I/O): call it from
-/// `spawn_blocking`. A corrupt local copy reads as `Err(Corrupt)`.
-pub fn apply_replica(
-    store: &Store,
-    req: ReplicaRequest,
-) -> Result<Option<ReplicaResponse>, StoreError> {
-    Ok(Some(match req {
-        ReplicaRequest::StoreBlock { key, data, durable } => {
-            store.put_block_with(key, &data, durable)?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::FetchBlock { key } => match store.get_block(key)? {
-            Some(d) => ReplicaResponse::Block(d),
-            None => return Ok(None),
-        },
-        ReplicaRequest::StoreRecord {
-            record,
-            expected_seq,
-            durable,
-        } => {
-            store.put_record_with(&record, expected_seq, durable)?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::FetchRecord { key } => match store.get_record(key)? {
-            Some(r) => ReplicaResponse::Record(r),
-            None => return Ok(None),
-        },
-        ReplicaRequest::Sync => {
-            store.sync_pending()?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),
-        ReplicaRequest::Prove { nonce, items } => {
-            ReplicaResponse::Proofs(store.prove(&nonce, &items))
-        }
-    }))
 }
 
 /// The wire answer to a replica request handled by `store`. An absent item
@@ -77,7 +38,7 @@ pub async fn serve_replica(
         }
         _ => {}
     }
-    let res = tokio::task::spawn_blocking(move || apply_replica(&store, req))
+    let res = tokio::task::spawn_blocking(move || apply_replica(store.as_ref(), req))
         .await
         .map_err(|e| RemoteError::Storage(format!("store task failed: {e}")))?;
     match res {

@@ -54,6 +54,8 @@
 mod error;
 mod fsutil;
 mod index;
+mod items;
+mod mem;
 mod scan;
 mod space;
 mod spares;
@@ -61,11 +63,13 @@ mod spares;
 mod tests;
 
 pub use error::StoreError;
+pub use items::{ItemStore, apply_replica, judge_record};
+pub use mem::MemItems;
 pub use space::{FsSpace, fs_space};
 
 use crate::id::Id;
 use crate::record::Record;
-use crate::wire::{ItemVersion, MAX_BLOCK, Proof, proof_of};
+use crate::wire::{ItemVersion, MAX_BLOCK};
 use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{Index, RecordMeta};
 use space::SpaceGuard;
@@ -384,22 +388,7 @@ impl Store {
             }
             return Ok(false);
         }
-        let current_seq = current.map(|c| c.seq);
-        if let Some(e) = expected_seq
-            && current_seq.unwrap_or(0) != e
-        {
-            return Err(StoreError::Conflict {
-                current: current_seq,
-            });
-        }
-        if let Some(cur) = current_seq
-            && rec.seq <= cur
-        {
-            return Err(StoreError::Stale {
-                offered: rec.seq,
-                current: cur,
-            });
-        }
+        judge_record(current.map(|c| c.seq), false, rec.seq, expected_seq)?;
         if current.is_none() {
             self.space.admit(bytes.len() as u64)?;
         }
@@ -474,33 +463,6 @@ impl Store {
             .collect()
     }
 
-    /// Proofs of holding `items` ([`proof_of`] over `nonce` and the held
-    /// bytes): a block if held, a record if held at exactly the version
-    /// asked (`Newer` if a later one is held). A copy that fails its check
-    /// on read is dropped (and logged) and proves nothing.
-    pub fn prove(&self, nonce: &[u8; 32], items: &[(Id, ItemVersion)]) -> Vec<Proof> {
-        items
-            .iter()
-            .map(|&(key, v)| match v {
-                ItemVersion::Block => match self.get_block(key) {
-                    Ok(Some(d)) => Proof::Held(proof_of(nonce, key, &d)),
-                    _ => Proof::Missing,
-                },
-                ItemVersion::Record(seq) => match lock(&self.index).record(key) {
-                    Some(m) if m.seq > seq => Proof::Newer(m.seq),
-                    Some(m) if m.seq == seq => match self.get_record(key) {
-                        Ok(Some(r)) if r.seq == seq => match postcard::to_stdvec(&r) {
-                            Ok(bytes) => Proof::Held(proof_of(nonce, key, &bytes)),
-                            Err(_) => Proof::Missing,
-                        },
-                        _ => Proof::Missing,
-                    },
-                    _ => Proof::Missing,
-                },
-            })
-            .collect()
-    }
-
     /// Drops the local copies under `key` (block and record), once they
     /// have been handed to the replicas that now own them. Removing what
     /// is not held is not an error.
@@ -537,5 +499,48 @@ impl Store {
             records: t.records,
             bytes: t.bytes,
         }
+    }
+}
+
+impl ItemStore for Store {
+    fn put_block_with(&self, key: Id, data: &[u8], durable: bool) -> Result<bool, StoreError> {
+        Store::put_block_with(self, key, data, durable)
+    }
+
+    fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        Store::get_block(self, key)
+    }
+
+    fn put_record_with(
+        &self,
+        rec: &Record,
+        expected_seq: Option<u64>,
+        durable: bool,
+    ) -> Result<bool, StoreError> {
+        Store::put_record_with(self, rec, expected_seq, durable)
+    }
+
+    fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
+        Store::get_record(self, key)
+    }
+
+    fn record_seq(&self, key: Id) -> Option<u64> {
+        lock(&self.index).record(key).map(|m| m.seq)
+    }
+
+    fn sync_pending(&self) -> Result<usize, StoreError> {
+        Store::sync_pending(self)
+    }
+
+    fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32> {
+        Store::missing(self, items)
+    }
+
+    fn remove(&self, key: Id) -> Result<(), StoreError> {
+        Store::remove(self, key)
+    }
+
+    fn items(&self) -> Vec<(Id, ItemVersion)> {
+        Store::items(self)
     }
 }

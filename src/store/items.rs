@@ -1,0 +1,158 @@
+//! What any store of items does, whatever keeps the bytes: the rules a
+//! record version must pass, proofs of holding, and the answer to every
+//! replica request ([`apply_replica`]).
+//!
+//! [`Store`](super::Store) keeps items on disk; [`MemItems`](super::MemItems)
+//! keeps them in memory for the simulator. Both answer replica requests
+//! through the same [`apply_replica`], so the simulated ring stores by the
+//! same rules as a real node.
+
+use super::StoreError;
+use crate::id::Id;
+use crate::record::Record;
+use crate::wire::{ItemVersion, Proof, ReplicaRequest, ReplicaResponse, proof_of};
+
+/// A node's own store of blocks and records.
+pub trait ItemStore {
+    /// Stores a block (checked against its key); `Ok(false)` if held.
+    fn put_block_with(&self, key: Id, data: &[u8], durable: bool) -> Result<bool, StoreError>;
+    /// Reads a block, re-hashed.
+    fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a record version by the rules of [`judge_record`].
+    fn put_record_with(
+        &self,
+        rec: &Record,
+        expected_seq: Option<u64>,
+        durable: bool,
+    ) -> Result<bool, StoreError>;
+    /// Reads a record (tombstones too), re-verified.
+    fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError>;
+    /// The sequence number of the record held under `key`, if any.
+    fn record_seq(&self, key: Id) -> Option<u64>;
+    /// Makes non-durable writes durable; how many.
+    fn sync_pending(&self) -> Result<usize, StoreError>;
+    /// Indexes of the items lacked (absent, or an older record version).
+    fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32>;
+    /// Drops the copies held under `key`.
+    fn remove(&self, key: Id) -> Result<(), StoreError>;
+    /// Every item held, sorted by key.
+    fn items(&self) -> Vec<(Id, ItemVersion)>;
+
+    /// Proofs of holding `items` ([`proof_of`] over `nonce` and the held
+    /// bytes): a block if held, a record if held at exactly the version
+    /// asked (`Newer` if a later one is held).
+    fn prove(&self, nonce: &[u8; 32], items: &[(Id, ItemVersion)]) -> Vec<Proof> {
+        items
+            .iter()
+            .map(|&(key, v)| match v {
+                ItemVersion::Block => match self.get_block(key) {
+                    Ok(Some(d)) => Proof::Held(proof_of(nonce, key, &d)),
+                    _ => Proof::Missing,
+                },
+                ItemVersion::Record(seq) => match self.record_seq(key) {
+                    Some(held) if held > seq => Proof::Newer(held),
+                    Some(held) if held == seq => match self.get_record(key) {
+                        Ok(Some(r)) if r.seq == seq => match postcard::to_stdvec(&r) {
+                            Ok(bytes) => Proof::Held(proof_of(nonce, key, &bytes)),
+                            Err(_) => Proof::Missing,
+                        },
+                        _ => Proof::Missing,
+                    },
+                    _ => Proof::Missing,
+                },
+            })
+            .collect()
+    }
+}
+
+/// Whether a record version `offered` may replace what is held: `Ok(false)`
+/// if exactly this version is held already (repair and retries are
+/// idempotent), `Ok(true)` to store it, or why not. With `expected_seq`
+/// the put is a compare-and-swap on the held sequence number (an absent
+/// record counts as 0); and a held version is never replaced by one that
+/// is not newer.
+pub fn judge_record(
+    held: Option<u64>,
+    same_version_held: bool,
+    offered: u64,
+    expected_seq: Option<u64>,
+) -> Result<bool, StoreError> {
+    if same_version_held {
+        return Ok(false);
+    }
+    if let Some(e) = expected_seq
+        && held.unwrap_or(0) != e
+    {
+        return Err(StoreError::Conflict { current: held });
+    }
+    if let Some(cur) = held
+        && offered <= cur
+    {
+        return Err(StoreError::Stale {
+            offered,
+            current: cur,
+        });
+    }
+    Ok(true)
+}
+
+/// Applies a replica request to a store; `Ok(None)` means the item asked
+/// for is not held. A disk store blocks: call it from `spawn_blocking`.
+pub fn apply_replica<S: ItemStore + ?Sized>(
+    store: &S,
+    req: ReplicaRequest,
+) -> Result<Option<ReplicaResponse>, StoreError> {
+    Ok(Some(match req {
+        ReplicaRequest::StoreBlock { key, data, durable } => {
+            store.put_block_with(key, &data, durable)?;
+            ReplicaResponse::Stored
+        }
+        ReplicaRequest::FetchBlock { key } => match store.get_block(key)? {
+            Some(d) => ReplicaResponse::Block(d),
+            None => return Ok(None),
+        },
+        ReplicaRequest::StoreRecord {
+            record,
+            expected_seq,
+            durable,
+        } => {
+            store.put_record_with(&record, expected_seq, durable)?;
+            ReplicaResponse::Stored
+        }
+        ReplicaRequest::FetchRecord { key } => match store.get_record(key)? {
+            Some(r) => ReplicaResponse::Record(r),
+            None => return Ok(None),
+        },
+        ReplicaRequest::Sync => {
+            store.sync_pending()?;
+            ReplicaResponse::Stored
+        }
+        ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),
+        ReplicaRequest::Prove { nonce, items } => {
+            ReplicaResponse::Proofs(store.prove(&nonce, &items))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_rules() {
+        assert_eq!(judge_record(None, false, 1, Some(0)), Ok(true));
+        assert_eq!(judge_record(Some(3), true, 3, Some(9)), Ok(false));
+        assert_eq!(
+            judge_record(Some(3), false, 4, Some(2)),
+            Err(StoreError::Conflict { current: Some(3) })
+        );
+        assert_eq!(
+            judge_record(Some(3), false, 3, None),
+            Err(StoreError::Stale {
+                offered: 3,
+                current: 3
+            })
+        );
+        assert_eq!(judge_record(Some(3), false, 5, None), Ok(true));
+    }
+}

@@ -1,0 +1,169 @@
+//! Items kept in memory, by the same rules as the disk store: for the
+//! simulator, whose nodes must store, refuse and prove exactly as real
+//! nodes do, thousands of times a second.
+
+use super::StoreError;
+use super::items::{ItemStore, judge_record};
+use crate::id::Id;
+use crate::record::Record;
+use crate::wire::{ItemVersion, MAX_BLOCK};
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// Blocks and records in memory.
+#[derive(Debug, Default)]
+pub struct MemItems {
+    /// Key → block bytes. A std mutex: never held across an await.
+    blocks: Mutex<BTreeMap<Id, Vec<u8>>>,
+    /// Key → record version.
+    records: Mutex<BTreeMap<Id, Record>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemItems {
+    /// Items held (blocks and records).
+    pub fn len(&self) -> usize {
+        lock(&self.blocks).len() + lock(&self.records).len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything (a crashed node's disk).
+    pub fn clear(&self) {
+        lock(&self.blocks).clear();
+        lock(&self.records).clear();
+    }
+}
+
+impl ItemStore for MemItems {
+    fn put_block_with(&self, key: Id, data: &[u8], _durable: bool) -> Result<bool, StoreError> {
+        if data.len() > MAX_BLOCK {
+            return Err(StoreError::TooLarge(data.len()));
+        }
+        if Id::hash(data) != key {
+            return Err(StoreError::BadHash);
+        }
+        let mut b = lock(&self.blocks);
+        if b.contains_key(&key) {
+            return Ok(false);
+        }
+        b.insert(key, data.to_vec());
+        Ok(true)
+    }
+
+    fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.blocks).get(&key).cloned())
+    }
+
+    fn put_record_with(
+        &self,
+        rec: &Record,
+        expected_seq: Option<u64>,
+        _durable: bool,
+    ) -> Result<bool, StoreError> {
+        rec.verify()?;
+        let key = rec.key();
+        let mut r = lock(&self.records);
+        let held = r.get(&key);
+        let write = judge_record(
+            held.map(|h| h.seq),
+            held == Some(rec),
+            rec.seq,
+            expected_seq,
+        )?;
+        if write {
+            r.insert(key, rec.clone());
+        }
+        Ok(write)
+    }
+
+    fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
+        Ok(lock(&self.records).get(&key).cloned())
+    }
+
+    fn record_seq(&self, key: Id) -> Option<u64> {
+        lock(&self.records).get(&key).map(|r| r.seq)
+    }
+
+    fn sync_pending(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32> {
+        let (b, r) = (lock(&self.blocks), lock(&self.records));
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, (key, v))| match v {
+                ItemVersion::Block => !b.contains_key(key),
+                ItemVersion::Record(seq) => r.get(key).is_none_or(|h| h.seq < *seq),
+            })
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    fn remove(&self, key: Id) -> Result<(), StoreError> {
+        lock(&self.blocks).remove(&key);
+        lock(&self.records).remove(&key);
+        Ok(())
+    }
+
+    fn items(&self) -> Vec<(Id, ItemVersion)> {
+        let (b, r) = (lock(&self.blocks), lock(&self.records));
+        let mut out: Vec<(Id, ItemVersion)> = b.keys().map(|k| (*k, ItemVersion::Block)).collect();
+        out.extend(r.iter().map(|(k, rec)| (*k, ItemVersion::Record(rec.seq))));
+        out.sort_by_key(|(k, v)| (*k, matches!(v, ItemVersion::Record(_))));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Proof;
+
+    #[test]
+    fn memory_store_follows_the_store_rules() {
+        let m = MemItems::default();
+        let d = b"block".to_vec();
+        let k = Id::hash(&d);
+        assert_eq!(m.put_block_with(k, &d, true), Ok(true));
+        assert_eq!(m.put_block_with(k, &d, true), Ok(false));
+        assert_eq!(
+            m.put_block_with(Id::ZERO, &d, true),
+            Err(StoreError::BadHash)
+        );
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let r1 = Record::sign(&sk, b"r", 1, Some(b"one".to_vec()));
+        assert_eq!(m.put_record_with(&r1, Some(0), true), Ok(true));
+        assert_eq!(m.put_record_with(&r1, Some(0), true), Ok(false));
+        let r2 = Record::sign(&sk, b"r", 2, Some(b"two".to_vec()));
+        assert!(matches!(
+            m.put_record_with(&r2, Some(0), true),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(
+            m.missing(&[(k, ItemVersion::Block), (r1.key(), ItemVersion::Record(2))]),
+            vec![1]
+        );
+        let nonce = [7; 32];
+        let p = m.prove(
+            &nonce,
+            &[(k, ItemVersion::Block), (r1.key(), ItemVersion::Record(1))],
+        );
+        assert_eq!(p[0], Proof::Held(crate::wire::proof_of(&nonce, k, &d)));
+        assert!(matches!(p[1], Proof::Held(_)));
+        assert_eq!(m.items().len(), 2);
+        m.remove(k).unwrap();
+        assert_eq!(
+            m.prove(&nonce, &[(k, ItemVersion::Block)]),
+            vec![Proof::Missing]
+        );
+    }
+}

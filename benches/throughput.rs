@@ -1,12 +1,13 @@
-//! Put and get throughput of a 5-node ring of real `peerstore node`
-//! processes on loopback.
+//! Put and get throughput of rings of 1, 2, 3 and 5 real `peerstore node`
+//! processes on loopback (`PEERSTORE_BENCH_RINGS`, default `1,2,3,5`).
 //!
-//! The nodes listen on 127.0.99.1..5, port 7400, with r = 3 and their data
-//! in temporary directories; they are killed (by PID) when the bench ends,
-//! fails or panics. Once `peerstore ring --json` shows all five, requests go
-//! straight to the nodes through the library's connection pool, many in
-//! flight at once and spread over the five nodes (each node routes the
-//! request to the key's replicas, as for any client):
+//! The nodes of the ring of N listen on 127.0.(98+N).1..N, port 7400, with
+//! r = 3 (so a ring smaller than 3 keeps a copy on every member) and their
+//! data in temporary directories; they are killed (by PID) when the ring's
+//! turn ends, fails or panics. Once `peerstore ring --json` shows all of
+//! them, requests go straight to the nodes through the library's connection
+//! pool, many in flight at once and spread over the nodes (each node routes
+//! the request to the key's replicas, as for any client):
 //!
 //! - 1 MiB random blocks: put, then get each through another node (user
 //!   data per second; every put writes r = 3 copies, each fsynced);
@@ -28,8 +29,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// Nodes in the ring.
-const NODES: usize = 5;
 /// Port every node listens on (each on its own loopback address).
 const PORT: u16 = 7400;
 /// Replication factor.
@@ -42,13 +41,15 @@ const PHASE_DEADLINE: Duration = Duration::from_secs(180);
 /// Timeout of one request.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Address of node `i` (0-based).
-fn addr(i: usize) -> String {
-    format!("127.0.99.{}:{PORT}", i + 1)
+/// Address of node `i` (0-based) of a ring of `n`.
+fn addr(n: usize, i: usize) -> String {
+    format!("127.0.{}.{}:{PORT}", 98 + n, i + 1)
 }
 
 /// The node processes and their data; dropping it kills every node.
 struct Ring {
+    /// Nodes in the ring.
+    n: usize,
     /// The running nodes, in start order.
     children: Vec<Child>,
     /// Holds the data directories and logs; removed on drop, after the
@@ -58,12 +59,13 @@ struct Ring {
 
 impl Ring {
     /// An empty guard with a fresh temporary directory.
-    fn new() -> Result<Ring, String> {
+    fn new(n: usize) -> Result<Ring, String> {
         let dir = tempfile::Builder::new()
             .prefix("peerstore-bench-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
         Ok(Ring {
+            n,
             children: Vec::new(),
             dir,
         })
@@ -79,13 +81,13 @@ impl Ring {
         let data = self.dir.path().join(format!("node{i}"));
         // Every node of the bench ring holds the bench network's secret.
         let ticket =
-            peerstore::network::Ticket::parse(&bench_ticket()).map_err(|e| e.to_string())?;
+            peerstore::network::Ticket::parse(&bench_ticket(self.n)).map_err(|e| e.to_string())?;
         peerstore::network::adopt(&data, &ticket).map_err(|e| format!("node {i}: {e}"))?;
         let log = File::create(self.log_path(i)).map_err(|e| format!("log file: {e}"))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerstore"));
         cmd.arg("node")
             .arg("--listen")
-            .arg(addr(i))
+            .arg(addr(self.n, i))
             .arg("--data")
             .arg(&data)
             .arg("--replicas")
@@ -95,7 +97,7 @@ impl Ring {
             .stdout(Stdio::null())
             .stderr(log);
         if i > 0 {
-            cmd.arg("--join").arg(addr(0));
+            cmd.arg("--join").arg(addr(self.n, 0));
         }
         let child = cmd.spawn().map_err(|e| format!("start node {i}: {e}"))?;
         self.children.push(child);
@@ -112,7 +114,7 @@ impl Ring {
             };
             let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            msg.push_str(&format!("\n  node {i} at {} ({status})", addr(i)));
+            msg.push_str(&format!("\n  node {i} at {} ({status})", addr(self.n, i)));
             for line in tail.into_iter().rev() {
                 msg.push_str(&format!("\n    {line}"));
             }
@@ -148,7 +150,7 @@ async fn wait_member(ring: &mut Ring, pool: &Pool, i: usize) -> Result<(), Strin
         ring.check_alive()?;
         let answer = pool
             .call_with_timeout(
-                &addr(i),
+                &addr(ring.n, i),
                 Request::Client(ClientRequest::Info),
                 Duration::from_secs(2),
             )
@@ -156,18 +158,19 @@ async fn wait_member(ring: &mut Ring, pool: &Pool, i: usize) -> Result<(), Strin
         if let Ok(Response::Client(ClientResponse::Info(_))) = answer {
             return Ok(());
         }
-        pool.forget(&addr(i));
+        pool.forget(&addr(ring.n, i));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(ring.failure(&format!("node {i} did not become a ring member")))
 }
 
-/// Whether `peerstore ring --json` run against node 0 shows every node,
-/// each with a predecessor and at least r − 1 successors.
-fn ring_complete() -> bool {
+/// Whether `peerstore ring --json` run against node 0 shows every node of
+/// a ring of `n`, each with a predecessor and at least min(r, n) − 1
+/// successors.
+fn ring_complete(n: usize) -> bool {
     let out = Command::new(env!("CARGO_BIN_EXE_peerstore"))
-        .args(["ring", "--json", "--peer", &addr(0)])
-        .env("PEERSTORE_TICKET", bench_ticket())
+        .args(["ring", "--json", "--peer", &addr(n, 0)])
+        .env("PEERSTORE_TICKET", bench_ticket(n))
         .stderr(Stdio::null())
         .output();
     let Ok(out) = out else { return false };
@@ -177,26 +180,26 @@ fn ring_complete() -> bool {
     let Some(nodes) = v["nodes"].as_array() else {
         return false;
     };
-    nodes.len() == NODES
-        && nodes.iter().all(|n| {
-            !n["predecessor"].is_null()
-                && n["successors"]
+    nodes.len() == n
+        && nodes.iter().all(|m| {
+            (n == 1 || !m["predecessor"].is_null())
+                && m["successors"]
                     .as_array()
-                    .is_some_and(|s| s.len() >= REPLICAS - 1)
+                    .is_some_and(|s| s.len() >= REPLICAS.min(n) - 1)
         })
 }
 
 /// Starts the ring: node 0 creates it, the others join one at a time.
-async fn start_ring(pool: &Pool) -> Result<Ring, String> {
-    let mut ring = Ring::new()?;
-    for i in 0..NODES {
+async fn start_ring(pool: &Pool, n: usize) -> Result<Ring, String> {
+    let mut ring = Ring::new(n)?;
+    for i in 0..n {
         ring.spawn(i)?;
         wait_member(&mut ring, pool, i).await?;
     }
     let deadline = Instant::now() + RING_DEADLINE;
     loop {
         ring.check_alive()?;
-        if tokio::task::spawn_blocking(ring_complete)
+        if tokio::task::spawn_blocking(move || ring_complete(n))
             .await
             .unwrap_or(false)
         {
@@ -260,12 +263,13 @@ fn header() -> String {
     )
 }
 
-/// Sends `reqs[i]` to node `i % NODES + shift`, `concurrency` at a time,
+/// Sends `reqs[i]` to node `(i + shift) % nodes`, `concurrency` at a time,
 /// until all are done or the phase deadline passes. `check` says whether an
 /// answer is right and how many user bytes it moved.
 async fn run_phase(
     name: &'static str,
     pool: &Pool,
+    nodes: usize,
     reqs: Vec<ClientRequest>,
     shift: usize,
     concurrency: usize,
@@ -280,7 +284,7 @@ async fn run_phase(
                 let pool = pool.clone();
                 async move {
                     let t = Instant::now();
-                    let to = addr((i + shift) % NODES);
+                    let to = addr(nodes, (i + shift) % nodes);
                     let r = match pool
                         .call_with_timeout(&to, Request::Client(req), RPC_TIMEOUT)
                         .await
@@ -340,6 +344,7 @@ fn random_blocks(n: usize, size: usize) -> Vec<(Id, Vec<u8>)> {
 async fn put_get(
     label: (&'static str, &'static str),
     pool: &Pool,
+    nodes: usize,
     blocks: &[(Id, Vec<u8>)],
     concurrency: usize,
 ) -> (Phase, Phase) {
@@ -347,9 +352,10 @@ async fn put_get(
         .iter()
         .map(|(_, data)| ClientRequest::PutBlock { data: data.clone() })
         .collect();
-    let put = run_phase(label.0, pool, puts, 0, concurrency, |i, r| match r {
+    let wanted = REPLICAS.min(nodes);
+    let put = run_phase(label.0, pool, nodes, puts, 0, concurrency, |i, r| match r {
         ClientResponse::Put { key, copies } if *key == blocks[i].0 => {
-            if *copies as usize >= REPLICAS {
+            if *copies as usize >= wanted {
                 Ok(blocks[i].1.len() as u64)
             } else {
                 Err(format!("block {i}: only {copies} copies"))
@@ -362,7 +368,7 @@ async fn put_get(
         .iter()
         .map(|(key, _)| ClientRequest::GetBlock { key: *key })
         .collect();
-    let get = run_phase(label.1, pool, gets, 2, concurrency, |i, r| match r {
+    let get = run_phase(label.1, pool, nodes, gets, 2, concurrency, |i, r| match r {
         ClientResponse::Block(data) if *data == blocks[i].1 => Ok(data.len() as u64),
         ClientResponse::Block(_) => Err(format!("block {i}: wrong bytes")),
         other => Err(format!("block {i}: unexpected answer {other:?}")),
@@ -384,11 +390,11 @@ fn bench_secret() -> NetworkSecret {
     SECRET.get_or_init(NetworkSecret::generate).clone()
 }
 
-/// A ticket of the bench network, via node 0.
-fn bench_ticket() -> String {
+/// A ticket of the bench network, via node 0 of the ring of `n`.
+fn bench_ticket(n: usize) -> String {
     peerstore::network::Ticket {
         secret: bench_secret(),
-        addr: addr(0),
+        addr: addr(n, 0),
     }
     .encode()
 }
@@ -408,50 +414,64 @@ async fn run() -> Result<(), String> {
             secret: bench_secret(),
         },
     );
-    let started = Instant::now();
-    let mut ring = start_ring(&pool).await?;
-    println!(
-        "{NODES}-node ring on 127.0.99.1-{NODES}:{PORT}, r = {REPLICAS}, formed in {:.1} s; \
-         {concurrency} requests in flight",
-        started.elapsed().as_secs_f64()
-    );
+    let sizes: Vec<usize> = std::env::var("PEERSTORE_BENCH_RINGS")
+        .unwrap_or_else(|_| "1,2,3,5".into())
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .filter(|&n| (1..=9).contains(&n))
+        .collect();
     let big_blocks = random_blocks(big, peerstore::wire::MAX_BLOCK);
     let small_blocks = random_blocks(small, 1024);
-    let mut phases = Vec::new();
-    let (p, g) = put_get(("put 1 MiB", "get 1 MiB"), &pool, &big_blocks, concurrency).await;
-    phases.push(p);
-    phases.push(g);
-    ring.check_alive()?;
-    let (p, g) = put_get(
-        ("put 1 KiB", "get 1 KiB"),
-        &pool,
-        &small_blocks,
-        concurrency,
-    )
-    .await;
-    phases.push(p);
-    phases.push(g);
-    ring.check_alive()?;
-    println!("{}", header());
-    for p in &phases {
-        println!("{}", p.row());
-    }
-    let failures: Vec<String> = phases
-        .iter()
-        .filter(|p| p.failed > 0)
-        .map(|p| {
+    println!("r = {REPLICAS}; {concurrency} requests in flight");
+    println!("{:>5} {}", "nodes", header());
+    let mut failures: Vec<String> = Vec::new();
+    for n in sizes {
+        let started = Instant::now();
+        let mut ring = start_ring(&pool, n).await?;
+        eprintln!(
+            "{n}-node ring on 127.0.{}.1-{n}:{PORT} formed in {:.1} s",
+            98 + n,
+            started.elapsed().as_secs_f64()
+        );
+        let mut phases = Vec::new();
+        let (p, g) = put_get(
+            ("put 1 MiB", "get 1 MiB"),
+            &pool,
+            n,
+            &big_blocks,
+            concurrency,
+        )
+        .await;
+        phases.push(p);
+        phases.push(g);
+        ring.check_alive()?;
+        let (p, g) = put_get(
+            ("put 1 KiB", "get 1 KiB"),
+            &pool,
+            n,
+            &small_blocks,
+            concurrency,
+        )
+        .await;
+        phases.push(p);
+        phases.push(g);
+        ring.check_alive()?;
+        for p in &phases {
+            println!("{n:>5} {}", p.row());
+        }
+        failures.extend(phases.iter().filter(|p| p.failed > 0).map(|p| {
             format!(
-                "{}: {} failed, first: {}",
+                "{n} nodes, {}: {} failed, first: {}",
                 p.name,
                 p.failed,
                 p.first_error.as_deref().unwrap_or("?")
             )
-        })
-        .collect();
+        }));
+        drop(ring);
+    }
     if !failures.is_empty() {
         return Err(failures.join("\n"));
     }
-    drop(ring);
     Ok(())
 }
 

@@ -27,42 +27,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
+    let result: anyhow::Result<()> = rt.block_on(async {
         match cli.command {
-            Command::Node(args) => run_node(args).await,
-            Command::Init { data } => cli::run_init(&data),
-            Command::Invite { data, addr } => cli::run_invite(&data, addr.as_deref()),
+            Command::Node(args) => run_node(args).await?,
+            Command::Init { data } => cli::run_init(&data)?,
+            Command::Invite { data, addr } => cli::run_invite(&data, addr.as_deref())?,
             Command::Block(BlockCommand::Put { peer, file }) => {
-                cli::run_block_put(&peer.target()?, &file).await
+                cli::run_block_put(&peer.target()?, &file).await?
             }
             Command::Block(BlockCommand::Get { peer, key, output }) => {
-                cli::run_block_get(&peer.target()?, &key, output.as_deref()).await
+                cli::run_block_get(&peer.target()?, &key, output.as_deref()).await?
             }
-            Command::Lookup { peer, key } => cli::run_lookup(&peer.target()?, &key).await,
-            Command::Ring { peer, json } => cli::run_ring(&peer.target()?, json).await,
+            Command::Lookup { peer, key } => cli::run_lookup(&peer.target()?, &key).await?,
+            Command::Ring { peer, json } => cli::run_ring(&peer.target()?, json).await?,
             Command::Put { vault, local, path } => {
-                cli::run_put(&vault.open()?, &local, &path).await
+                cli::run_put(&vault.open()?, &local, &path).await?
             }
             Command::Get { vault, path, local } => {
-                cli::run_get(&vault.open()?, &path, &local).await
+                cli::run_get(&vault.open()?, &path, &local).await?
             }
-            Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await,
+            Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await?,
             Command::Rm {
                 vault,
                 recursive,
                 path,
-            } => cli::run_rm(&vault.open()?, &path, recursive).await,
+            } => cli::run_rm(&vault.open()?, &path, recursive).await?,
             Command::Backup {
                 vault,
                 local_dir,
                 path,
-            } => cli::run_backup(&vault.open()?, &local_dir, &path).await,
+            } => cli::run_backup(&vault.open()?, &local_dir, &path).await?,
             Command::Restore {
                 vault,
                 path,
                 dest_dir,
-            } => cli::run_restore(&vault.open()?, &path, &dest_dir).await,
+            } => cli::run_restore(&vault.open()?, &path, &dest_dir).await?,
         }
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,22 +76,26 @@ fn main() -> ExitCode {
 
 /// Runs a node until SIGINT or SIGTERM (or, with `--mount`, until its
 /// folder is unmounted), then leaves the ring gracefully.
-async fn run_node(a: NodeArgs) -> Result<(), String> {
+async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Install the handlers first, so a signal during start-up is not fatal.
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signal handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signal handler: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     if let Some(dir) = &a.mount {
         // A crashed earlier run may have left a dead mount on our folder.
         if peerstore::mount::clear_stale_mount(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
         {
             log::warn!("cleared a stale mount at {}", dir.display());
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     }
     let identity = match &a.mount {
-        Some(_) => Some(Identity::load_or_create(&a.identity.identity).map_err(|e| e.to_string())?),
+        Some(_) => Some(
+            Identity::load_or_create(&a.identity.identity).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
         None => None,
     };
     let join = join_address(&a.data, a.join.as_deref())?;
@@ -114,9 +119,9 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
         },
     };
     let running = tokio::select! {
-        r = node::start(cfg) => r.map_err(|e| e.to_string())?,
-        _ = term.recv() => return Err("terminated while starting".into()),
-        _ = int.recv() => return Err("interrupted while starting".into()),
+        r = node::start(cfg) => r.map_err(|e| anyhow::anyhow!("{e}"))?,
+        _ = term.recv() => anyhow::bail!("terminated while starting"),
+        _ = int.recv() => anyhow::bail!("interrupted while starting"),
     };
     println!(
         "node {} listening on {}",
@@ -126,14 +131,14 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
             let cache = BlockCache::open(&a.data.join("cache"), a.cache_size)
-                .map_err(|e| format!("block cache in {}: {e}", a.data.display()))?;
+                .map_err(|e| anyhow::anyhow!("block cache in {}: {e}", a.data.display()))?;
             let store = CachedStore {
                 inner: running.node.dht_client(),
                 cache: Arc::new(cache),
             };
             let vault = Vault::new(Arc::new(store), identity);
             let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir)
-                .map_err(|e| format!("cannot mount {}: {e}", dir.display()))?;
+                .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
             println!("mounted at {}", dir.display());
             Some(m)
         }
@@ -159,7 +164,7 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
             Err(e) => log::warn!("unmount task: {e}"),
         }
     }
-    running.shutdown().await.map_err(|e| e.to_string())
+    running.shutdown().await.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The address a node joins through: a ticket's (its secret is kept in
@@ -167,17 +172,17 @@ async fn run_node(a: NodeArgs) -> Result<(), String> {
 /// plain address when the data directory already holds a secret. Without
 /// `--join`, the node starts a ring (and creates a network if the data
 /// directory has none; see `node::start`).
-fn join_address(data: &std::path::Path, join: Option<&str>) -> Result<Option<String>, String> {
+fn join_address(data: &std::path::Path, join: Option<&str>) -> anyhow::Result<Option<String>> {
     use peerstore::network::{self, Ticket};
     match join {
         Some(j) if Ticket::looks_like(j) => {
-            let t = Ticket::parse(j).map_err(|e| e.to_string())?;
-            network::adopt(data, &t).map_err(|e| e.to_string())?;
+            let t = Ticket::parse(j).map_err(|e| anyhow::anyhow!("{e}"))?;
+            network::adopt(data, &t).map_err(|e| anyhow::anyhow!("{e}"))?;
             Ok(Some(t.addr))
         }
-        Some(addr) => match network::load_secret(data).map_err(|e| e.to_string())? {
+        Some(addr) => match network::load_secret(data).map_err(|e| anyhow::anyhow!("{e}"))? {
             Some(_) => Ok(Some(addr.to_string())),
-            None => Err(format!(
+            None => Err(anyhow::anyhow!(
                 "--join {addr}: {} holds no network secret; join with a ticket from `peerstore invite` instead",
                 data.display()
             )),

@@ -2,6 +2,7 @@
 //! the same `fs` layer as the mount, over one node's client API, so a file
 //! put here is visible in the mounted folder and the other way round.
 
+use super::CliError;
 use crate::fs::backend::RemoteStore;
 use crate::fs::object::{Body, Kind};
 use crate::fs::{FsError, Identity, Vault};
@@ -14,14 +15,14 @@ use std::time::Instant;
 pub fn open_vault(
     target: &super::Target,
     identity: &Path,
-) -> Result<Arc<Vault<RemoteStore>>, String> {
-    let id = Identity::load_or_create(identity).map_err(|e| e.to_string())?;
+) -> Result<Arc<Vault<RemoteStore>>, CliError> {
+    let id = Identity::load_or_create(identity)?;
     let store = RemoteStore::new(&target.addr, target.keys.clone());
     Ok(Vault::new(Arc::new(store), id))
 }
 
-fn err(path: &str) -> impl Fn(FsError) -> String + '_ {
-    move |e| format!("{path}: {e}")
+fn err(path: &str) -> impl Fn(FsError) -> CliError + '_ {
+    move |e| CliError::tree(path, e)
 }
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -47,7 +48,11 @@ fn local_size(p: &Path) -> u64 {
 }
 
 /// `peerstore put LOCAL PATH`.
-pub async fn run_put(v: &Arc<Vault<RemoteStore>>, local: &Path, path: &str) -> Result<(), String> {
+pub async fn run_put(
+    v: &Arc<Vault<RemoteStore>>,
+    local: &Path,
+    path: &str,
+) -> Result<(), CliError> {
     let pb = bar(local_size(local), "put");
     let n = v
         .put_file(local, path, &mut |k| pb.inc(k))
@@ -59,7 +64,11 @@ pub async fn run_put(v: &Arc<Vault<RemoteStore>>, local: &Path, path: &str) -> R
 }
 
 /// `peerstore get PATH LOCAL`.
-pub async fn run_get(v: &Arc<Vault<RemoteStore>>, path: &str, local: &Path) -> Result<(), String> {
+pub async fn run_get(
+    v: &Arc<Vault<RemoteStore>>,
+    path: &str,
+    local: &Path,
+) -> Result<(), CliError> {
     let (_, obj) = v.resolve(path).await.map_err(err(path))?;
     let pb = bar(obj.obj.attrs.size, "get");
     let n = v
@@ -72,7 +81,7 @@ pub async fn run_get(v: &Arc<Vault<RemoteStore>>, path: &str, local: &Path) -> R
 }
 
 /// `peerstore ls [PATH]`: one line per entry, `kind mode size mtime name`.
-pub async fn run_ls(v: &Arc<Vault<RemoteStore>>, path: &str) -> Result<(), String> {
+pub async fn run_ls(v: &Arc<Vault<RemoteStore>>, path: &str) -> Result<(), CliError> {
     let (link, obj) = v.resolve(path).await.map_err(err(path))?;
     let entries = match obj.obj.entries() {
         Some(e) => e.clone(),
@@ -115,7 +124,7 @@ pub async fn run_rm(
     v: &Arc<Vault<RemoteStore>>,
     path: &str,
     recursive: bool,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let s = v.remove_path(path, recursive).await.map_err(err(path))?;
     eprintln!(
         "removed {} files, {} directories, {} links",
@@ -129,7 +138,7 @@ pub async fn run_backup(
     v: &Arc<Vault<RemoteStore>>,
     local: &Path,
     path: &str,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let start = Instant::now();
     let pb = bar(local_size(local), "backup");
     let s = v
@@ -146,7 +155,7 @@ pub async fn run_restore(
     v: &Arc<Vault<RemoteStore>>,
     path: &str,
     dest: &Path,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let start = Instant::now();
     let pb = ProgressBar::new_spinner();
     pb.set_message("restore");

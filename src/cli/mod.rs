@@ -7,11 +7,13 @@
 //! else from the data directory of a node on this machine (`--data`).
 
 mod client;
+mod error;
 mod files;
 mod network;
 mod ring_walk;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
+pub use error::CliError;
 pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, run_rm};
 pub use network::{run_init, run_invite};
 pub use ring_walk::{run_ring, walk_ring};
@@ -154,19 +156,20 @@ pub struct Target {
 
 impl PeerArg {
     /// Resolves the node address and the network secret.
-    pub fn target(&self) -> Result<Target, String> {
+    pub fn target(&self) -> Result<Target, CliError> {
         let (secret, ticket_addr) = match &self.ticket {
             Some(t) => {
-                let t = crate::network::Ticket::parse(t).map_err(|e| e.to_string())?;
+                let t = crate::network::Ticket::parse(t)
+                    .map_err(|e| CliError::Invalid(e.to_string()))?;
                 (t.secret, Some(t.addr))
             }
-            None => match crate::network::load_secret(&self.data).map_err(|e| e.to_string())? {
+            None => match crate::network::load_secret(&self.data)? {
                 Some(s) => (s, None),
                 None => {
-                    return Err(format!(
+                    return Err(CliError::Invalid(format!(
                         "no network secret: give --ticket TICKET (from `peerstore invite`), set PEERSTORE_TICKET, or --data DIR of a node on this machine ({} has none)",
                         self.data.display()
-                    ));
+                    )));
                 }
             },
         };
@@ -199,7 +202,7 @@ impl VaultArgs {
     /// The vault of this identity through this node.
     pub fn open(
         &self,
-    ) -> Result<std::sync::Arc<crate::fs::Vault<crate::fs::backend::RemoteStore>>, String> {
+    ) -> Result<std::sync::Arc<crate::fs::Vault<crate::fs::backend::RemoteStore>>, CliError> {
         open_vault(&self.peer.target()?, &self.identity.identity)
     }
 }

@@ -2,10 +2,11 @@
 //! and print every member with the fingerprint of the static key it proved
 //! on the link (a member whose key does not hash to its ID is refused).
 
-use super::Target;
 use super::client::{call_client, client_pool};
+use super::{CliError, Target};
 use crate::net::{Pool, fingerprint, peer_id};
-use crate::wire::{ClientRequest, ClientResponse, NodeInfo};
+use crate::rpc::ClientInfo;
+use crate::wire::NodeInfo;
 use std::collections::HashSet;
 
 /// One ring member as the walk found it.
@@ -23,14 +24,16 @@ const MAX_MEMBERS: usize = 100_000;
 /// Visits the ring in successor order starting at `peer`. A member that
 /// does not answer is skipped by trying the next entry of the last answering
 /// member's successor list.
-pub async fn walk_ring(target: &Target) -> Result<Vec<Member>, String> {
+pub async fn walk_ring(target: &Target) -> Result<Vec<Member>, CliError> {
     let pool = client_pool(target);
     let first = info(&pool, &target.addr).await?;
     let start = first.info.me.id;
     let mut seen = HashSet::from([start]);
     let mut out = vec![first];
     while out.len() < MAX_MEMBERS {
-        let last = out.last().ok_or("empty walk")?;
+        let Some(last) = out.last() else {
+            break;
+        };
         let mut next = None;
         for s in &last.info.succs {
             if s.id == start {
@@ -57,27 +60,24 @@ pub async fn walk_ring(target: &Target) -> Result<Vec<Member>, String> {
 
 /// Asks the node at `addr` about itself and checks that the key it proved
 /// on the link is the key of the ID it claims.
-async fn info(pool: &Pool, addr: &str) -> Result<Member, String> {
-    let info = match call_client(pool, addr, ClientRequest::Info).await? {
-        ClientResponse::Info(i) => i,
-        _ => return Err(format!("{addr} sent an unexpected answer")),
-    };
+async fn info(pool: &Pool, addr: &str) -> Result<Member, CliError> {
+    let info = call_client(pool, addr, "node", ClientInfo).await?;
     let key = pool
         .remote_key(addr)
         .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(|e| CliError::of_call(addr, "node", e.into()))?;
     if peer_id(&key) != info.me.id {
-        return Err(format!(
+        return Err(CliError::Invalid(format!(
             "{addr} claims ID {} but proved the key of {}",
             info.me.id.short(),
             peer_id(&key).short()
-        ));
+        )));
     }
     Ok(Member { info, key })
 }
 
 /// `peerstore ring [--json]`.
-pub async fn run_ring(target: &Target, json: bool) -> Result<(), String> {
+pub async fn run_ring(target: &Target, json: bool) -> Result<(), CliError> {
     let members = walk_ring(target).await?;
     if json {
         let list: Vec<serde_json::Value> = members

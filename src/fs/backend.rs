@@ -6,7 +6,10 @@ use crate::dht::{Dht, DhtError, Transport};
 use crate::id::Id;
 use crate::net::{NetConfig, Pool};
 use crate::record::Record;
-use crate::wire::{ClientRequest, ClientResponse, RemoteError, Request, Response};
+use crate::rpc::{
+    CallError, ClientGetBlock, ClientGetLatestRecord, ClientPutBlock, ClientPutRecord, Rpc,
+};
+use crate::wire::RemoteError;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -96,52 +99,44 @@ impl RemoteStore {
         }
     }
 
-    async fn call(&self, req: ClientRequest) -> Result<ClientResponse, FsError> {
-        match self.pool.call(&self.peer, Request::Client(req)).await {
-            Ok(Response::Client(r)) => Ok(r),
-            Ok(Response::Error(e)) => Err(from_remote(e)),
-            Ok(_) => Err(FsError::Unavailable(format!(
-                "{}: unexpected answer",
-                self.peer
-            ))),
-            Err(e) => Err(FsError::Unavailable(format!(
-                "cannot reach node at {}: {e}",
-                self.peer
-            ))),
-        }
+    async fn call<R: Rpc>(&self, rpc: R) -> Result<R::Ok, FsError> {
+        crate::rpc::call_addr(&self.pool, &self.peer, rpc, None)
+            .await
+            .map_err(|e| match e {
+                CallError::Refused(r) => from_remote(r),
+                CallError::Unexpected => {
+                    FsError::Unavailable(format!("{}: unexpected answer", self.peer))
+                }
+                other => {
+                    FsError::Unavailable(format!("cannot reach node at {}: {other}", self.peer))
+                }
+            })
     }
 }
 
 impl BlockStore for RemoteStore {
     async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        match self.call(ClientRequest::PutBlock { data }).await? {
-            ClientResponse::Put { key, .. } => Ok(key),
-            _ => Err(FsError::Unavailable("unexpected answer".into())),
-        }
+        Ok(self.call(ClientPutBlock(data)).await?.0)
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
-        match self.call(ClientRequest::GetBlock { key }).await? {
-            ClientResponse::Block(d) if Id::hash(&d) == key => Ok(d),
-            ClientResponse::Block(_) => Err(FsError::Corrupt(format!(
+        let d = self.call(ClientGetBlock(key)).await?;
+        if Id::hash(&d) != key {
+            return Err(FsError::Corrupt(format!(
                 "block {} does not match its key",
                 key.short()
-            ))),
-            _ => Err(FsError::Unavailable("unexpected answer".into())),
+            )));
         }
+        Ok(d)
     }
 
     async fn put_record(&self, record: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
-        match self
-            .call(ClientRequest::PutRecord {
-                record,
-                expected_seq,
-            })
-            .await?
-        {
-            ClientResponse::Put { .. } => Ok(()),
-            _ => Err(FsError::Unavailable("unexpected answer".into())),
-        }
+        self.call(ClientPutRecord {
+            record,
+            expected_seq,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn sync(&self) -> Result<(), FsError> {
@@ -150,9 +145,12 @@ impl BlockStore for RemoteStore {
     }
 
     async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
-        match self.call(ClientRequest::GetLatestRecord { key }).await {
-            Ok(ClientResponse::Record(r)) if r.key() == key && r.verify().is_ok() => Ok(Some(r)),
-            Ok(_) => Err(FsError::Unavailable("unexpected answer".into())),
+        match self.call(ClientGetLatestRecord(key)).await {
+            Ok(r) if r.key() == key && r.verify().is_ok() => Ok(Some(r)),
+            Ok(_) => Err(FsError::Corrupt(format!(
+                "record {} does not verify",
+                key.short()
+            ))),
             Err(FsError::NotFound) => Ok(None),
             Err(e) => Err(e),
         }

@@ -185,6 +185,11 @@ pub struct ChordNode {
     seen: VecDeque<Peer>,
     /// A rejoin is in progress (one at a time).
     rejoining: bool,
+    /// Stabilize rounds since every successor failed without a rejoin.
+    alone_rounds: u32,
+    /// The successor whose last state query timed out: dropped if the
+    /// next one times out too.
+    suspect: Option<Id>,
     /// Nodes that answered this node's last call to them: entries of a
     /// successor list offered by another node are adopted only once they
     /// are in here (Zave: no pointer without a liveness check).
@@ -200,6 +205,12 @@ const ANSWERED_MAX: usize = 1024;
 
 /// Members remembered for rejoining.
 const SEEN_MAX: usize = 16;
+
+/// Stabilize rounds a node whose successors all failed waits (trying to
+/// rejoin) before it takes itself for the whole ring: a node cut off from
+/// the network must not believe a ring of one at once, or it would settle
+/// for a single copy of what it is asked to store.
+const ALONE_AFTER_ROUNDS: u32 = 20;
 
 impl ChordNode {
     /// A node that is not yet in any ring.
@@ -225,6 +236,8 @@ impl ChordNode {
             leaving_left: 0,
             seen: VecDeque::new(),
             rejoining: false,
+            alone_rounds: 0,
+            suspect: None,
             answered: std::collections::HashSet::new(),
             unverified: None,
             verifying: 0,
@@ -401,7 +414,9 @@ impl ChordNode {
                 ChordResponse::Ack
             }
             ChordRequest::FindSuccessor(key) => {
-                if !self.is_member() {
+                // A node that lost its successors (and does not know it is
+                // alone) is in flux: joiners must not take it for a ring.
+                if !self.is_member() || (self.succs.is_empty() && !self.whole_ring()) {
                     return ChordResponse::Busy;
                 }
                 match self.local_answer(key) {
@@ -578,6 +593,9 @@ impl ChordNode {
                 }
             }
         }
+        if !list.is_empty() {
+            self.alone_rounds = 0;
+        }
         if list != self.succs || whole != self.whole {
             for p in list.iter().rev() {
                 self.remember(p);
@@ -634,6 +652,13 @@ impl ChordNode {
                 );
             }
             None => {
+                if !self.whole {
+                    self.alone_rounds += 1;
+                    if self.alone_rounds >= ALONE_AFTER_ROUNDS {
+                        self.whole = true;
+                        self.events.push_back(Event::Topology);
+                    }
+                }
                 // Alone: our own predecessor, if any, is the candidate
                 // successor (this is how a one-node ring admits the second).
                 if let Some(p) = self.pred.clone()
@@ -688,6 +713,7 @@ impl ChordNode {
     fn on_stabilize_succ(&mut self, succ: Peer, reply: Result<ChordResponse, Failure>) {
         match reply {
             Ok(ChordResponse::State { pred, succs, whole }) => {
+                self.suspect = None;
                 if self.status != Status::Member {
                     self.stabilizing = false;
                     return;
@@ -712,10 +738,19 @@ impl ChordNode {
                 self.stabilizing = false;
                 self.notify_successor();
             }
+            Err(Failure::Timeout) if self.suspect != Some(succ.id) => {
+                // No answer in time: a lost message looks the same as a
+                // dead node, so ask once more before dropping a successor
+                // (a node that refuses the connection is dropped at once).
+                self.stabilizing = false;
+                self.suspect = Some(succ.id);
+                self.stabilize();
+            }
             _ => {
                 // Dead (or talking nonsense): drop it, shift the list and try
                 // the next successor straight away.
                 self.stabilizing = false;
+                self.suspect = None;
                 self.drop_successor(succ.id);
                 if self.succs.is_empty() {
                     self.recover_empty_list();
@@ -767,8 +802,10 @@ impl ChordNode {
             self.succs = vec![first];
             self.whole = false;
         } else {
-            // Nobody else is known alive: this node is the ring.
-            self.whole = true;
+            // Nobody else answers. Alone, or cut off: the ring's size is
+            // unknown until the node has been alone for a while (see
+            // `stabilize`).
+            self.whole = false;
         }
         self.events.push_back(Event::Topology);
     }

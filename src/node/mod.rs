@@ -92,7 +92,7 @@ pub enum NodeError {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
-    Join(String),
+    Join(#[from] ring::JoinError),
 }
 
 /// Why a graceful leave did not hand everything over.

@@ -32,6 +32,16 @@ impl Default for Timers {
     }
 }
 
+/// A join that did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("could not join the ring through {addr} after {tries} attempts")]
+pub struct JoinError {
+    /// The contact tried.
+    pub addr: String,
+    /// How many times.
+    pub tries: u32,
+}
+
 /// The ring state of this node and the machinery that drives it.
 pub struct Ring {
     /// The protocol state machine. Locked only for non-blocking steps.
@@ -145,7 +155,7 @@ impl Ring {
     }
 
     /// Joins through `addr`, retrying with backoff; `Err` after `tries`.
-    pub async fn join(self: &Arc<Self>, addr: &str, tries: u32) -> Result<(), String> {
+    pub async fn join(self: &Arc<Self>, addr: &str, tries: u32) -> Result<(), JoinError> {
         let mut rx = self.join_state.subscribe();
         for attempt in 0..tries {
             if attempt > 0 {
@@ -187,9 +197,10 @@ impl Ring {
                 ),
             }
         }
-        Err(format!(
-            "could not join the ring through {addr} after {tries} attempts"
-        ))
+        Err(JoinError {
+            addr: addr.to_string(),
+            tries,
+        })
     }
 
     /// Runs stabilize, fix_fingers and check_predecessor on their periods

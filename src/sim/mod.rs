@@ -358,8 +358,32 @@ impl Sim {
         self.pump(i);
     }
 
+    /// Whether `key` is traced (`PEERSTORE_SIM_TRACE` = a key prefix).
+    pub(crate) fn traced(key: Id) -> bool {
+        std::env::var("PEERSTORE_SIM_TRACE")
+            .is_ok_and(|t| !t.is_empty() && key.to_hex().starts_with(&t))
+    }
+
+    /// Logs `what` about node `i` for every traced key it holds.
+    fn trace_holdings(&self, i: usize, what: &str) {
+        if std::env::var("PEERSTORE_SIM_TRACE").is_err() {
+            return;
+        }
+        for (k, _) in crate::store::ItemStore::items(&self.nodes[i].store) {
+            if Self::traced(k) {
+                eprintln!(
+                    "TRACE t={} {} node {i} holding {}",
+                    self.now,
+                    what,
+                    k.short()
+                );
+            }
+        }
+    }
+
     /// Crashes a node: it stops answering, its items are gone.
     pub fn crash(&mut self, i: usize) {
+        self.trace_holdings(i, "crash of");
         let n = &mut self.nodes[i];
         n.alive = false;
         n.store.clear();
@@ -386,6 +410,7 @@ impl Sim {
     /// Graceful leave: hand the items to the successors (a request
     /// machine), then tell the neighbours.
     pub fn leave(&mut self, i: usize) {
+        self.trace_holdings(i, "leave of");
         self.nodes[i].leaving = true;
         self.start_hand_off(i);
     }

@@ -180,6 +180,9 @@ impl Sim {
     fn send_io(&mut self, i: usize, op: OpId, io: Io) {
         match io {
             Io::Remove { id, key } => {
+                if Sim::traced(key) {
+                    eprintln!("TRACE t={} node {i} drops {}", self.now, key.short());
+                }
                 let reply = self.nodes[i]
                     .store
                     .remove(key)
@@ -255,6 +258,15 @@ impl Sim {
         if !self.nodes[to].alive {
             return;
         }
+        if let Request::Replica(crate::wire::ReplicaRequest::StoreBlock { key, .. }) = &req
+            && Sim::traced(*key)
+        {
+            eprintln!(
+                "TRACE t={} node {to} stores {} (from node {from})",
+                self.now,
+                key.short()
+            );
+        }
         let reply = if self.nodes[to].liar && from != to {
             self.lie_request(to, req)
         } else {
@@ -294,7 +306,15 @@ impl Sim {
     fn op_done(&mut self, i: usize, op: Op, done: Done) {
         match (op, done) {
             (Op::Put { acks, .. }, Done::Put(r)) => match (acks, r) {
-                (Acks::Block(d), Ok(_)) => {
+                (Acks::Block(d), Ok(s)) => {
+                    if Sim::traced(s.key) {
+                        eprintln!(
+                            "TRACE t={} node {i} put of {} acknowledged ({} copies)",
+                            self.now,
+                            s.key.short(),
+                            s.copies
+                        );
+                    }
                     self.acked_blocks.insert(Id::hash(&d), d);
                 }
                 (Acks::Record { index, record }, Ok(_)) => {

@@ -101,6 +101,7 @@ impl Get {
         } else {
             CacheUse::Fresh
         };
+        self.placement = None;
         self.phase = Phase::Locating(Box::new(Locate::new(self.key, cache)));
         self.step_locate(cx)
     }
@@ -108,6 +109,7 @@ impl Get {
     /// Looks the key up again at once (a cached answer led nowhere).
     fn relocate_now(&mut self, cx: &mut Cx<'_>) -> Option<Result<Got, DhtError>> {
         cx.routes.forget_key(self.key);
+        self.placement = None;
         self.phase = Phase::Locating(Box::new(Locate::new(self.key, CacheUse::Fresh)));
         self.step_locate(cx)
     }

@@ -285,6 +285,10 @@ impl Put {
         match l.step(cx)? {
             Ok(p) => {
                 self.start_storing(p, cx);
+                if self.pending.is_empty() {
+                    // Every member of this set stored it already.
+                    return self.end_attempt(cx);
+                }
                 None
             }
             Err(e) => {

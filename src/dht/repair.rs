@@ -488,9 +488,14 @@ impl Machine for RepairPass {
                     let p = match l.step(cx)? {
                         Ok(p) => p,
                         Err(e) => {
-                            // The ring is in flux: the next pass retries.
+                            // The ring is in flux here: the next pass
+                            // retries this key. Go on with the next one, so
+                            // one unplaceable key never starves the groups
+                            // after it.
                             self.stats.fail(format!("lookup of {}: {e}", first.short()));
-                            return Some(std::mem::take(&mut self.stats));
+                            self.todo.remove(&first);
+                            self.phase = Phase::Next;
+                            continue;
                         }
                     };
                     let keys = group_keys(&self.todo, first, p.owner.id);

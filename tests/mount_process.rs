@@ -11,13 +11,14 @@
 
 mod common;
 
+use common::write_closed;
+
 use common::{NodeGuard, NodeOpts, addr, blocking, cli, stderr, stdout, tool};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::fd::IntoRawFd;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,26 +90,6 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
 /// `n` random bytes.
 fn random(rng: &mut StdRng, n: usize) -> Vec<u8> {
     common::random_bytes(rng, n)
-}
-
-/// Writes `data` to `path` and closes it explicitly, so an error of the
-/// final store (FUSE `flush`, reported by `close`) is seen too.
-fn write_closed(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(data)?;
-    close(f)
-}
-
-/// `close(2)` with its result (dropping a `File` ignores it).
-fn close(f: File) -> io::Result<()> {
-    let fd = f.into_raw_fd();
-    // SAFETY: `fd` was just released by the `File`, which owned it; it is
-    // closed exactly once here.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// The whole content of `path`, read through a fresh open.

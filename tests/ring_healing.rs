@@ -12,12 +12,12 @@
 
 mod common;
 
+use common::write_closed;
+
 use common::{NodeGuard, NodeOpts, addr, blocking, run_tool};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::fd::IntoRawFd;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -31,26 +31,6 @@ const BLOCK_UNREACHABLE: u8 = 119;
 
 /// Longest one file write may take while the ring heals.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
-
-/// `close(2)` with its result (dropping a `File` ignores it).
-fn close(f: File) -> io::Result<()> {
-    let fd = f.into_raw_fd();
-    // SAFETY: `fd` was just released by the `File`, which owned it; it is
-    // closed exactly once here.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Creates `path` with `data`, closing explicitly so the final store's
-/// error (reported by `close`) is seen.
-fn write_closed(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(data)?;
-    close(f)
-}
 
 /// One file the writer wrote.
 struct Written {

@@ -73,6 +73,15 @@ pub struct Get {
     failures: Vec<String>,
 }
 
+impl Want {
+    fn noun(self) -> &'static str {
+        match self {
+            Want::Block => "block",
+            Want::Record => "record",
+        }
+    }
+}
+
 impl Get {
     /// A read of `key`.
     pub fn new(key: Id, want: Want) -> Get {
@@ -253,11 +262,7 @@ impl Get {
         if all_absent && !cached {
             log::debug!(
                 "{} {} absent: {}",
-                if self.want == Want::Block {
-                    "block"
-                } else {
-                    "record"
-                },
+                self.want.noun(),
                 self.key.short(),
                 self.failures.join("; ")
             );
@@ -271,11 +276,7 @@ impl Get {
         if cx.now + wait >= self.deadline {
             return Some(Err(DhtError::Unavailable(format!(
                 "{} {} could not be read: {}",
-                if self.want == Want::Block {
-                    "block"
-                } else {
-                    "record"
-                },
+                self.want.noun(),
                 self.key.short(),
                 self.failures.join("; ")
             ))));

@@ -950,3 +950,25 @@ pub fn seed(test: &str) -> u64 {
     eprintln!("{test}: seed {s} (replay with PEERSTORE_TEST_SEED={s})");
     s
 }
+
+/// `close(2)` of `f` with its result (dropping a `File` ignores it, and an
+/// error of a FUSE mount's final store is reported only there).
+pub fn close(f: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` was just released by the `File`, which owned it; it is
+    // closed exactly once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Creates (or truncates) `path` with `data` and closes it explicitly.
+pub fn write_closed(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    close(f)
+}

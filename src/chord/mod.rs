@@ -547,7 +547,7 @@ impl ChordNode {
     /// The tail is another node's word: an entry is adopted only if it
     /// lies further round the ring than the one before it, and only once
     /// it has answered this node. Entries not yet heard from are pinged,
-    /// and the list is cut before the first of them until they answer.
+    /// and left out of the list until they answer.
     fn set_succs(&mut self, head: Peer, tail: Vec<Peer>, tail_whole: bool) {
         self.adopt(head, tail, tail_whole, true);
     }
@@ -574,7 +574,9 @@ impl ChordNode {
             let heard = list.is_empty()
                 || self.answered.contains(&p.id)
                 || self.succs.iter().any(|q| q.id == p.id);
-            if !heard || !unheard.is_empty() {
+            if !heard {
+                // Skipped (not cut there: the entries after it that this
+                // node knows keep the list long) until it answers a ping.
                 unheard.push(p);
                 whole = false;
                 continue;

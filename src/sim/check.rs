@@ -113,6 +113,16 @@ impl Sim {
                 .filter_map(|p| pos.get(&p.id).copied())
                 .collect();
             if live_entries.is_empty() {
+                if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+                    eprintln!(
+                        "  {} succs {:?} pred {:?} member {} {}",
+                        c.me().id.short(),
+                        c.succs().iter().map(|p| p.addr.clone()).collect::<Vec<_>>(),
+                        c.pred().map(|p| p.addr.clone()),
+                        c.is_member(),
+                        c.debug_flags()
+                    );
+                }
                 self.zave_violations.push(format!(
                     "t={} node {} has no live successor",
                     self.now,

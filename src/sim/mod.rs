@@ -383,6 +383,9 @@ impl Sim {
 
     /// Crashes a node: it stops answering, its items are gone.
     pub fn crash(&mut self, i: usize) {
+        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+            eprintln!("  t={} crash of node {i}", self.now);
+        }
         self.trace_holdings(i, "crash of");
         let n = &mut self.nodes[i];
         n.alive = false;
@@ -410,6 +413,9 @@ impl Sim {
     /// Graceful leave: hand the items to the successors (a request
     /// machine), then tell the neighbours.
     pub fn leave(&mut self, i: usize) {
+        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+            eprintln!("  t={} node {i} leaves", self.now);
+        }
         self.trace_holdings(i, "leave of");
         self.nodes[i].leaving = true;
         self.start_hand_off(i);

@@ -489,12 +489,32 @@ impl Machine for RepairPass {
                         Ok(p) => p,
                         Err(e) => {
                             // The ring is in flux here: the next pass
-                            // retries this key. Go on with the next one, so
-                            // one unplaceable key never starves the groups
-                            // after it.
+                            // retries this key. Meanwhile its copy goes to
+                            // this node's own successors (more copies, never
+                            // fewer: they are dropped once the ring heals),
+                            // and the pass goes on with the next key, so one
+                            // unplaceable key never starves the groups after
+                            // it.
                             self.stats.fail(format!("lookup of {}: {e}", first.short()));
                             self.todo.remove(&first);
-                            self.phase = Phase::Next;
+                            let group = self.versions(&[first]);
+                            let members: Vec<Peer> = cx
+                                .view
+                                .succs
+                                .iter()
+                                .take(cx.replicas.saturating_sub(1))
+                                .cloned()
+                                .collect();
+                            let syncs = members
+                                .iter()
+                                .map(|m| SyncTo::new(m.clone(), group.clone()))
+                                .collect();
+                            self.phase = Phase::Syncing {
+                                drop_after: false,
+                                members,
+                                group,
+                                syncs,
+                            };
                             continue;
                         }
                     };

@@ -675,6 +675,23 @@ impl Sim {
                 let at = self.now + self.cfg.repair_every;
                 self.schedule(at, Ev::Repair(i));
                 let n = &self.nodes[i];
+                if std::env::var("PEERSTORE_SIM_DEBUG").is_ok_and(|v| v == "repair") {
+                    eprintln!(
+                        "  t={} node {i} repair tick: member {} repairing {} leaving {} succs {:?} pred {:?} whole {} {}",
+                        self.now,
+                        n.chord.is_member(),
+                        n.repairing,
+                        n.leaving,
+                        n.chord
+                            .succs()
+                            .iter()
+                            .map(|p| p.addr.clone())
+                            .collect::<Vec<_>>(),
+                        n.chord.pred().map(|p| p.addr.clone()),
+                        n.chord.whole_ring(),
+                        n.chord.debug_flags()
+                    );
+                }
                 if n.chord.is_member() && !n.repairing && !n.leaving && !n.liar {
                     self.start_repair(i);
                 }

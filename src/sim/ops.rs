@@ -159,6 +159,14 @@ impl Sim {
             }
             return;
         }
+        let waiting = !out.is_empty()
+            || wake.is_some()
+            || self.nodes[i].op_calls.iter().any(|(o, _)| *o == id);
+        assert!(
+            waiting,
+            "seed {}: a request machine on node {i} stalled (no call in flight, no wake-up)",
+            self.cfg.seed
+        );
         for io in out {
             self.send_io(i, id, io);
         }
@@ -201,6 +209,14 @@ impl Sim {
                 );
             }
             Io::Call { id, to, req } => {
+                if std::env::var("PEERSTORE_SIM_CALLS").is_ok_and(|v| v == i.to_string()) {
+                    eprintln!(
+                        "  t={} node {i} op {op} call {id} to {} {:?}",
+                        self.now,
+                        to.addr,
+                        format!("{req:?}").chars().take(100).collect::<String>()
+                    );
+                }
                 self.nodes[i].op_calls.insert((op, id));
                 let Some(t) = index_of(&to.addr) else {
                     let now = self.now;
@@ -354,6 +370,9 @@ impl Sim {
                 }
             }
             (Op::Repair { .. }, Done::Repair(s)) => {
+                if std::env::var("PEERSTORE_SIM_DEBUG").is_ok_and(|v| v == "repair") {
+                    eprintln!("  t={} node {i} repair pass: {s:?}", self.now);
+                }
                 self.nodes[i].repairing = false;
                 self.repaired.pushed += s.pushed;
                 self.repaired.dropped += s.dropped;

@@ -243,11 +243,7 @@ impl Sim {
                 if self.dropped(i, t) {
                     return;
                 }
-                let at = if t == i {
-                    self.now
-                } else {
-                    self.now + self.delay()
-                };
+                let at = self.arrival(i, t);
                 self.schedule(
                     at,
                     Ev::OpCall {
@@ -259,6 +255,15 @@ impl Sim {
                     },
                 );
             }
+        }
+    }
+
+    /// When a message from `a` sent now reaches `b` (at once to itself).
+    fn arrival(&mut self, a: usize, b: usize) -> u64 {
+        if a == b {
+            self.now
+        } else {
+            self.now + self.delay()
         }
     }
 
@@ -303,11 +308,7 @@ impl Sim {
         if self.dropped(to, from) {
             return;
         }
-        let at = if from == to {
-            self.now
-        } else {
-            self.now + self.delay()
-        };
+        let at = self.arrival(to, from);
         self.schedule(
             at,
             Ev::OpReply {

@@ -93,8 +93,8 @@ pub async fn run_ls(v: &Arc<Vault<RemoteStore>>, path: &str) -> Result<(), CliEr
     };
     for (name, child) in entries {
         let name = String::from_utf8_lossy(&name);
-        match v.load(&child).await {
-            Ok(c) => println!("{}", line(child.kind, &c.obj, &name)),
+        match v.load(&child.link).await {
+            Ok(c) => println!("{}", line(child.link.kind, &c.obj, &name)),
             Err(e) => println!("?  {name}  ({e})"),
         }
     }
@@ -106,6 +106,8 @@ fn line(kind: Kind, obj: &crate::fs::Object, name: &str) -> String {
         Kind::File => '-',
         Kind::Dir => 'd',
         Kind::Symlink => 'l',
+        Kind::Fifo => 'p',
+        Kind::Socket => 's',
     };
     let target = match &obj.body {
         Body::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),

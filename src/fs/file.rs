@@ -1,80 +1,79 @@
-//! An open file: buffered writes, parallel chunk uploads, chunked reads.
+//! An open file: buffered writes packed into blocks, extents laid over the
+//! file's index, parallel uploads, reads with read-ahead.
 //!
-//! Writes land in per-chunk plaintext buffers. A buffer that fills its
-//! chunk is sealed and uploaded at once in a background task (up to
-//! [`super::vault::UPLOAD_SLOTS`] per vault in flight, to many owners), so a
-//! sequential write streams into the ring instead of paying one round trip
-//! per chunk. `flush` uploads the rest, waits for every upload, and only
-//! then saves the manifest: once it returns, content and manifest are on r
-//! replicas (close-to-open consistency). A file created with its directory
-//! entry written behind ([`Vault::create_pending`]) also waits, in every
-//! flush until it is stored, for that entry, concurrently with its own
-//! manifest: a flush that returns `Ok` leaves the file reachable. Reads come from the buffers, the
-//! chunks being uploaded, or the stored chunks, and start fetching the
-//! next chunks ahead of a sequential reader.
+//! A write goes into this file's dirty ranges (coalesced in memory). Once
+//! a block's worth (`CHUNK_SIZE`) is dirty it is packed, sealed and
+//! uploaded in the background (up to [`super::vault::UPLOAD_SLOTS`] per
+//! vault in flight, to many owners), and each range becomes an extent
+//! pointing into that block, laid over the old extents: a 4 KiB write
+//! stores 4 KiB, never a read-modify-write of a larger unit. `flush`
+//! uploads the rest, waits for every upload, then saves the file's record
+//! and index: once it returns, content and index are on r replicas
+//! (close-to-open consistency). A file of at most `INLINE_MAX` bytes keeps
+//! its bytes in the record instead.
+//!
+//! The changes since the last load are kept as operations (extents laid,
+//! truncations). When another writer saved the file meanwhile, the save
+//! re-applies them to that writer's version, so concurrent writes to
+//! different ranges both land, and where they overlap the later save
+//! wins. A small file that lost such a race is saved whole (last writer
+//! wins). A file created with its directory entry written behind
+//! ([`super::Vault::create_pending`]) also waits, in every flush until it
+//! is stored, for that entry.
 
-use super::object::{Body, CHUNK_SIZE, Chunk, INLINE_MAX, Link, MAX_CHUNKS, Object, Time};
+use super::extents::{Extent, Piece};
+use super::object::{
+    Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, Link, MAX_FILE_SIZE, Object, Time,
+};
 use super::pending::DirTicket;
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
-/// Chunks fetched ahead of a sequential reader.
-const READ_AHEAD_CHUNKS: u64 = 4;
+/// Bytes fetched ahead of a sequential reader.
+const READ_AHEAD_BYTES: u64 = 4 * CHUNK_SIZE as u64;
+/// Attempts to save against concurrent writers.
+const SAVE_ATTEMPTS: usize = 16;
 
-/// What an upload task returns: chunk index, its plaintext, the result.
-type UploadDone = (u64, Arc<Vec<u8>>, Result<Chunk, FsError>);
+/// What an upload task returns: the ranges it stored (offset, bytes) and
+/// the block they went into (at consecutive offsets from 0).
+type UploadDone = (Vec<(u64, Arc<Vec<u8>>)>, Result<super::extents::BlockRef, FsError>);
+
+/// A change to a file's content, kept to re-apply over a newer version.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Extents laid over the content.
+    Lay(Vec<Extent>),
+    /// The length set.
+    Truncate(u64),
+}
 
 /// State of one open file (shared by all handles of the same file).
 pub struct OpenFile {
     /// Which object this is.
     pub link: Link,
-    /// The manifest as last loaded or saved, plus local changes.
+    /// The file as last loaded or saved, plus the changes uploaded since.
     pub state: Versioned,
-    /// Chunks being modified: index → plaintext (may be shorter than a chunk).
+    /// Bytes written and not yet uploaded: offset → bytes, coalesced
+    /// (no two ranges overlap or touch).
     dirty: BTreeMap<u64, Vec<u8>>,
-    /// Chunks being uploaded: index → plaintext, until the upload lands.
-    uploading: HashMap<u64, Arc<Vec<u8>>>,
-    /// Upload tasks: (index, plaintext, result).
+    /// Total bytes in `dirty`.
+    dirty_bytes: usize,
+    /// Ranges being uploaded (none overlaps another or a dirty range).
+    uploading: Vec<(u64, Arc<Vec<u8>>)>,
+    /// Upload tasks.
     inflight: JoinSet<UploadDone>,
-    /// The manifest differs from the stored one.
+    /// Content changes since `state` was loaded or saved.
+    ops: Vec<Op>,
+    /// The record differs from the stored one.
     modified: bool,
-    /// Index of the chunk read last (to detect sequential reads).
-    last_read: Option<u64>,
+    /// Where the last read ended (to detect sequential reads).
+    last_read_end: Option<u64>,
     /// The directory entry of this new file, while not known to be stored
     /// (kept after a failure, so every later flush reports it too).
     linking: Option<DirTicket>,
-}
-
-fn chunks_of(obj: &Object) -> &[Option<Chunk>] {
-    match &obj.body {
-        Body::File { chunks, .. } => chunks,
-        _ => &[],
-    }
-}
-
-fn inline_of(obj: &Object) -> Option<&Vec<u8>> {
-    match &obj.body {
-        Body::File { inline, .. } => inline.as_ref(),
-        _ => None,
-    }
-}
-
-fn inline_mut(obj: &mut Object) -> Result<&mut Option<Vec<u8>>, FsError> {
-    match &mut obj.body {
-        Body::File { inline, .. } => Ok(inline),
-        _ => Err(FsError::Invalid("not a regular file".into())),
-    }
-}
-
-fn chunks_mut(obj: &mut Object) -> Result<&mut Vec<Option<Chunk>>, FsError> {
-    match &mut obj.body {
-        Body::File { chunks, .. } => Ok(chunks),
-        Body::Dir { .. } => Err(FsError::IsDir),
-        Body::Symlink { .. } => Err(FsError::Invalid("not a regular file".into())),
-    }
 }
 
 impl OpenFile {
@@ -84,16 +83,18 @@ impl OpenFile {
         Ok(OpenFile::from_state(link, state))
     }
 
-    /// An open file from an already loaded manifest.
+    /// An open file from an already loaded version.
     pub fn from_state(link: Link, state: Versioned) -> OpenFile {
         OpenFile {
             link,
             state,
             dirty: BTreeMap::new(),
-            uploading: HashMap::new(),
+            dirty_bytes: 0,
+            uploading: Vec::new(),
             inflight: JoinSet::new(),
+            ops: Vec::new(),
             modified: false,
-            last_read: None,
+            last_read_end: None,
             linking: None,
         }
     }
@@ -117,13 +118,18 @@ impl OpenFile {
             || self.linking.as_ref().is_some_and(|t| !t.is_done())
     }
 
-    /// Re-reads the manifest if nothing local is pending (close-to-open:
-    /// a new open sees what the last close elsewhere saved).
+    /// Re-reads the file if nothing local is pending (close-to-open: a
+    /// new open sees what the last close elsewhere saved).
     pub async fn refresh<S: BlockStore>(&mut self, vault: &Vault<S>) -> Result<(), FsError> {
         if !self.is_dirty() {
             self.state = vault.load(&self.link).await?;
+            self.ops.clear();
         }
         Ok(())
+    }
+
+    fn content(&mut self) -> Result<&mut FileContent, FsError> {
+        self.state.obj.content_mut()
     }
 
     /// Applies finished uploads; with `wait`, waits for all of them.
@@ -136,23 +142,35 @@ impl OpenFile {
                 self.inflight.try_join_next()
             };
             let Some(joined) = next else { break };
-            let (idx, data, res) =
+            let (ranges, res) =
                 joined.map_err(|e| FsError::Unavailable(format!("upload task: {e}")))?;
-            self.uploading.remove(&idx);
+            self.uploading
+                .retain(|(o, d)| !ranges.iter().any(|(ro, rd)| ro == o && Arc::ptr_eq(rd, d)));
             match res {
-                Ok(chunk) => {
-                    let chunks = chunks_mut(&mut self.state.obj)?;
-                    if chunks.len() <= idx as usize {
-                        chunks.resize(idx as usize + 1, None);
+                Ok(block) => {
+                    let mut at = 0u32;
+                    let mut laid = Vec::with_capacity(ranges.len());
+                    for (offset, data) in &ranges {
+                        laid.push(Extent {
+                            offset: *offset,
+                            len: data.len() as u32,
+                            block,
+                            at,
+                        });
+                        at += data.len() as u32;
                     }
-                    chunks[idx as usize] = Some(chunk);
+                    let c = self.content()?;
+                    for e in &laid {
+                        c.extents.insert(*e);
+                    }
+                    self.ops.push(Op::Lay(laid));
                 }
                 Err(e) => {
-                    // Keep the data so a later flush can retry, unless the
-                    // chunk was rewritten meanwhile.
-                    self.dirty
-                        .entry(idx)
-                        .or_insert_with(|| data.as_ref().clone());
+                    // Keep the bytes so a later flush retries them (no
+                    // dirty range overlaps an upload, so none is newer).
+                    for (offset, data) in ranges {
+                        self.add_dirty(offset, &data);
+                    }
                     first_err.get_or_insert(e);
                 }
             }
@@ -163,53 +181,123 @@ impl OpenFile {
         }
     }
 
-    /// Starts uploading chunk `idx` (waits for an upload slot).
-    async fn start_upload<S: BlockStore>(
-        &mut self,
-        vault: &Arc<Vault<S>>,
-        idx: u64,
-        data: Vec<u8>,
-    ) {
+    /// Adds `data` at `offset` to the dirty ranges, merging with the
+    /// ranges it overlaps or touches.
+    fn add_dirty(&mut self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let end = offset + data.len() as u64;
+        // Ranges that overlap or touch [offset, end].
+        let first = self
+            .dirty
+            .range(..=offset)
+            .next_back()
+            .filter(|(o, d)| *o + d.len() as u64 >= offset)
+            .map(|(o, _)| *o);
+        let touching: Vec<u64> = first
+            .into_iter()
+            .chain(
+                self.dirty
+                    .range(offset..=end)
+                    .map(|(o, _)| *o)
+                    .filter(|o| Some(*o) != first),
+            )
+            .collect();
+        // Appending to, or writing inside, one range: edit it in place.
+        if let [only] = touching[..]
+            && only <= offset
+            && let Some(buf) = self.dirty.get_mut(&only)
+        {
+            let at = (offset - only) as usize;
+            let before = buf.len();
+            if buf.len() < at + data.len() {
+                buf.resize(at + data.len(), 0);
+            }
+            buf[at..at + data.len()].copy_from_slice(data);
+            self.dirty_bytes += buf.len() - before;
+            return;
+        }
+        let start = touching.first().map_or(offset, |o| (*o).min(offset));
+        let mut merged_end = end;
+        let mut parts = Vec::new();
+        for o in touching {
+            if let Some(d) = self.dirty.remove(&o) {
+                self.dirty_bytes -= d.len();
+                merged_end = merged_end.max(o + d.len() as u64);
+                parts.push((o, d));
+            }
+        }
+        let mut buf = vec![0u8; (merged_end - start) as usize];
+        for (o, d) in parts {
+            let at = (o - start) as usize;
+            buf[at..at + d.len()].copy_from_slice(&d);
+        }
+        let at = (offset - start) as usize;
+        buf[at..at + data.len()].copy_from_slice(data);
+        self.dirty_bytes += buf.len();
+        self.dirty.insert(start, buf);
+    }
+
+    /// Takes up to one block's worth of dirty bytes, in file order.
+    fn take_block(&mut self) -> Vec<(u64, Arc<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut room = CHUNK_SIZE;
+        while room > 0 {
+            let Some((offset, mut data)) = self.dirty.pop_first() else {
+                break;
+            };
+            self.dirty_bytes -= data.len();
+            if data.len() > room {
+                let rest = data.split_off(room);
+                self.dirty_bytes += rest.len();
+                self.dirty.insert(offset + room as u64, rest);
+            }
+            room -= data.len();
+            out.push((offset, Arc::new(data)));
+        }
+        out
+    }
+
+    /// Starts uploading one block of dirty bytes (waits for an upload slot).
+    async fn start_upload<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) {
+        let ranges = self.take_block();
+        if ranges.is_empty() {
+            return;
+        }
         let permit = Arc::clone(&vault.upload_slots).acquire_owned().await;
-        let data = Arc::new(data);
-        self.uploading.insert(idx, Arc::clone(&data));
+        self.uploading.extend(ranges.iter().cloned());
         let vault = Arc::clone(vault);
         let link = self.link.clone();
         self.inflight.spawn(async move {
             let _permit = permit;
-            let res = vault.write_chunk(&link, idx, &data).await;
-            if let Ok(c) = &res {
-                vault.remember_plain(c.block, Arc::clone(&data));
+            let mut plain = Vec::with_capacity(ranges.iter().map(|(_, d)| d.len()).sum());
+            for (_, d) in &ranges {
+                plain.extend_from_slice(d);
             }
-            (idx, data, res)
+            let plain = Arc::new(plain);
+            let res = vault.write_block(&link, &plain).await;
+            if let Ok(b) = &res {
+                vault.remember_plain(b.key, plain);
+            }
+            (ranges, res)
         });
     }
 
-    /// The current plaintext of chunk `idx` (buffer, upload or store).
-    async fn chunk_plain<S: BlockStore>(
-        &self,
-        vault: &Vault<S>,
-        idx: u64,
-    ) -> Result<Option<Arc<Vec<u8>>>, FsError> {
-        if let Some(d) = self.dirty.get(&idx) {
-            return Ok(Some(Arc::new(d.clone())));
+    /// Whether `[offset, end)` overlaps a range being uploaded.
+    fn overlaps_upload(&self, offset: u64, end: u64) -> bool {
+        self.uploading
+            .iter()
+            .any(|(o, d)| *o < end && offset < *o + d.len() as u64)
+    }
+
+    /// Moves a small file's inline bytes into the dirty ranges, so that
+    /// every byte of the file is in one place.
+    fn spill_inline(&mut self) -> Result<(), FsError> {
+        if let Some(d) = self.content()?.inline.take() {
+            self.add_dirty(0, &d);
         }
-        if let Some(d) = self.uploading.get(&idx) {
-            return Ok(Some(Arc::clone(d)));
-        }
-        if idx == 0
-            && let Some(d) = inline_of(&self.state.obj)
-        {
-            return Ok(Some(Arc::new(d.clone())));
-        }
-        match chunks_of(&self.state.obj)
-            .get(idx as usize)
-            .copied()
-            .flatten()
-        {
-            Some(c) => vault.read_chunk(&self.link, idx, c).await.map(Some),
-            None => Ok(None),
-        }
+        Ok(())
     }
 
     /// Writes `data` at `offset`; returns the bytes written.
@@ -221,48 +309,18 @@ impl OpenFile {
     ) -> Result<usize, FsError> {
         let end = offset
             .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
             .ok_or(FsError::TooBig)?;
-        if end.div_ceil(CHUNK_SIZE as u64) > MAX_CHUNKS as u64 {
-            return Err(FsError::TooBig);
-        }
-        chunks_mut(&mut self.state.obj)?;
+        self.content()?;
         self.collect(false).await.ok();
-        let mut pos = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let idx = pos / CHUNK_SIZE as u64;
-            let co = (pos % CHUNK_SIZE as u64) as usize;
-            let n = rest.len().min(CHUNK_SIZE - co);
-            let (piece, tail) = rest.split_at(n);
-            if self.uploading.contains_key(&idx) {
-                // Rewriting a chunk in flight: let that upload land first.
-                self.collect(true).await.ok();
-            }
-            if !self.dirty.contains_key(&idx) {
-                let base = if co == 0 && n == CHUNK_SIZE {
-                    Vec::new()
-                } else {
-                    match self.chunk_plain(vault, idx).await? {
-                        Some(p) => p.as_ref().clone(),
-                        None => Vec::new(),
-                    }
-                };
-                self.set_dirty(idx, base)?;
-            }
-            let buf = self
-                .dirty
-                .get_mut(&idx)
-                .ok_or(FsError::Invalid("chunk buffer vanished".into()))?;
-            if buf.len() < co + n {
-                buf.resize(co + n, 0);
-            }
-            buf[co..co + n].copy_from_slice(piece);
-            if buf.len() == CHUNK_SIZE {
-                let full = self.dirty.remove(&idx).unwrap_or_default();
-                self.start_upload(vault, idx, full).await;
-            }
-            pos += n as u64;
-            rest = tail;
+        if self.overlaps_upload(offset, end) {
+            // Rewriting bytes in flight: let those uploads land first.
+            self.collect(true).await.ok();
+        }
+        self.spill_inline()?;
+        self.add_dirty(offset, data);
+        while self.dirty_bytes >= CHUNK_SIZE {
+            self.start_upload(vault).await;
         }
         let attrs = &mut self.state.obj.attrs;
         attrs.size = attrs.size.max(end);
@@ -285,74 +343,91 @@ impl OpenFile {
             return Ok(Vec::new());
         }
         let end = file_size.min(offset + size as u64);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            let idx = pos / CHUNK_SIZE as u64;
-            let co = (pos % CHUNK_SIZE as u64) as usize;
-            let n = ((end - pos) as usize).min(CHUNK_SIZE - co);
-            match self.chunk_plain(vault, idx).await? {
-                Some(p) => {
-                    let have = p.len().saturating_sub(co).min(n);
-                    if have > 0 {
-                        out.extend_from_slice(&p[co..co + have]);
-                    }
-                    out.resize(out.len() + (n - have), 0);
-                }
-                None => out.resize(out.len() + n, 0),
+        let mut out = vec![0u8; (end - offset) as usize];
+        let content = self.state.obj.content().cloned().unwrap_or_default();
+        if let Some(d) = &content.inline {
+            let n = d.len().min(end as usize).saturating_sub(offset as usize);
+            if n > 0 {
+                out[..n].copy_from_slice(&d[offset as usize..offset as usize + n]);
             }
-            if self.last_read.is_some_and(|l| l + 1 == idx || l == idx) {
-                self.read_ahead(vault, idx);
-            }
-            self.last_read = Some(idx);
-            pos += n as u64;
         }
+        let mut pos = offset;
+        for p in content.extents.pieces(offset, end) {
+            match p {
+                Piece::Hole(n) => pos += n,
+                Piece::Data(e) => {
+                    let plain = vault.read_block(&self.link, e.block).await?;
+                    let at = (pos - offset) as usize;
+                    out[at..at + e.len as usize]
+                        .copy_from_slice(&plain[e.at as usize..(e.at + e.len) as usize]);
+                    pos += e.len as u64;
+                }
+            }
+        }
+        for (o, d) in self.uploading.iter().map(|(o, d)| (*o, d.as_slice())).chain(
+            self.dirty
+                .range(..end)
+                .map(|(o, d)| (*o, d.as_slice())),
+        ) {
+            let (s, e) = (o.max(offset), (o + d.len() as u64).min(end));
+            if s < e {
+                out[(s - offset) as usize..(e - offset) as usize]
+                    .copy_from_slice(&d[(s - o) as usize..(e - o) as usize]);
+            }
+        }
+        if self.last_read_end == Some(offset) {
+            self.read_ahead(vault, &content, end);
+        }
+        self.last_read_end = Some(end);
         Ok(out)
     }
 
-    /// Starts fetching the chunks after `idx` in the background.
-    fn read_ahead<S: BlockStore>(&self, vault: &Arc<Vault<S>>, idx: u64) {
-        let chunks = chunks_of(&self.state.obj);
-        for next in idx + 1..=idx + READ_AHEAD_CHUNKS {
-            if let Some(Some(c)) = chunks.get(next as usize).copied()
-                && !vault.has_plain(c.block)
-                && vault.claim_prefetch(c.block)
+    /// Starts fetching the blocks after `from` in the background.
+    fn read_ahead<S: BlockStore>(&self, vault: &Arc<Vault<S>>, content: &FileContent, from: u64) {
+        let mut seen = std::collections::HashSet::new();
+        for e in content.extents.overlapping(from, from.saturating_add(READ_AHEAD_BYTES)) {
+            if seen.insert(e.block.key)
+                && !vault.has_plain(e.block.key)
+                && vault.claim_prefetch(e.block.key)
             {
                 let v = Arc::clone(vault);
                 let link = self.link.clone();
                 tokio::spawn(async move {
-                    let _ = v.read_chunk(&link, next, c).await;
-                    v.release_prefetch(c.block);
+                    let _ = v.read_block(&link, e.block).await;
+                    v.release_prefetch(e.block.key);
                 });
             }
         }
     }
 
-    /// Sets the length: drops chunks past it, zero-fills when growing.
+    /// Sets the length: drops bytes past it, reads zeros when growing.
     pub async fn truncate<S: BlockStore>(
         &mut self,
-        vault: &Arc<Vault<S>>,
+        _vault: &Arc<Vault<S>>,
         size: u64,
     ) -> Result<(), FsError> {
-        if size.div_ceil(CHUNK_SIZE as u64) > MAX_CHUNKS as u64 {
+        if size > MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
-        chunks_mut(&mut self.state.obj)?;
+        self.content()?;
         self.collect(true).await?;
-        let keep = size.div_ceil(CHUNK_SIZE as u64);
-        self.dirty.retain(|&i, _| i < keep);
-        if size < self.size() && !size.is_multiple_of(CHUNK_SIZE as u64) {
-            // The chunk holding the new end keeps only its head.
-            let idx = size / CHUNK_SIZE as u64;
-            let within = (size % CHUNK_SIZE as u64) as usize;
-            if let Some(p) = self.chunk_plain(vault, idx).await? {
-                let mut head = p.as_ref().clone();
-                head.truncate(within);
-                self.set_dirty(idx, head)?;
+        self.spill_inline()?;
+        // Dirty bytes past the new end go.
+        let past: Vec<u64> = self.dirty.range(size..).map(|(o, _)| *o).collect();
+        for o in past {
+            if let Some(d) = self.dirty.remove(&o) {
+                self.dirty_bytes -= d.len();
             }
         }
-        let chunks = chunks_mut(&mut self.state.obj)?;
-        chunks.truncate(keep as usize);
+        if let Some((o, d)) = self.dirty.range_mut(..size).next_back()
+            && *o + d.len() as u64 > size
+        {
+            let keep = (size - *o) as usize;
+            self.dirty_bytes -= d.len() - keep;
+            d.truncate(keep);
+        }
+        self.content()?.extents.truncate(size);
+        self.ops.push(Op::Truncate(size));
         let attrs = &mut self.state.obj.attrs;
         attrs.size = size;
         let now = Time::now();
@@ -362,43 +437,15 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Starts a buffer for chunk `idx` (its current content). Chunk 0's
-    /// buffer replaces inline bytes, so no stale copy is left to read.
-    fn set_dirty(&mut self, idx: u64, data: Vec<u8>) -> Result<(), FsError> {
-        if idx == 0 {
-            *inline_mut(&mut self.state.obj)? = None;
-        }
-        self.dirty.insert(idx, data);
-        Ok(())
-    }
-
-    /// Small files keep their bytes in the manifest; a file that grew past
-    /// [`INLINE_MAX`] moves them into chunk 0.
-    async fn place_small_content<S: BlockStore>(
-        &mut self,
-        vault: &Arc<Vault<S>>,
-    ) -> Result<(), FsError> {
-        let size = self.size();
-        if size <= INLINE_MAX {
-            let data = self.read(vault, 0, size as usize).await?;
-            self.dirty.clear();
-            chunks_mut(&mut self.state.obj)?.clear();
-            *inline_mut(&mut self.state.obj)? = Some(data);
-        } else if let Some(d) = inline_mut(&mut self.state.obj)?.take() {
-            self.dirty.entry(0).or_insert(d);
-        }
-        Ok(())
-    }
-
     /// Marks attributes changed (chmod, utimens) so `flush` saves them.
     pub fn touch_attrs(&mut self) {
         self.modified = true;
     }
 
-    /// Uploads every pending chunk, waits for all uploads, then saves the
-    /// manifest. A concurrent writer's version is replaced (last writer wins).
-    /// A new file's directory entry being stored behind is waited for at
-    /// the same time; if it failed, so does the flush.
+    /// Uploads every pending byte, waits for all uploads, then saves the
+    /// file. A concurrent writer's version gets this file's changes laid
+    /// over it. A new file's directory entry being stored behind is waited
+    /// for at the same time; if it failed, so does the flush.
     pub async fn flush<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
         let Some(ticket) = self.linking.clone() else {
             return self.store(vault).await;
@@ -416,45 +463,103 @@ impl OpenFile {
         stored
     }
 
-    /// The content and manifest part of [`OpenFile::flush`].
+    /// Reads the whole (small) file as it is here.
+    async fn all_bytes<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<Vec<u8>, FsError> {
+        let keep = self.last_read_end;
+        let size = self.size() as usize;
+        let d = self.read(vault, 0, size).await?;
+        self.last_read_end = keep;
+        Ok(d)
+    }
+
+    /// The content and record part of [`OpenFile::flush`].
     async fn store<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
-        self.collect(true).await?;
-        if self.modified {
-            self.place_small_content(vault).await?;
-        }
-        let pending: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.dirty).into_iter().collect();
-        for (idx, data) in pending {
-            self.start_upload(vault, idx, data).await;
-        }
         self.collect(true).await?;
         if !self.modified {
             return Ok(());
         }
-        // Chunks past the end (from a truncate racing an upload) go.
-        let keep = self.size().div_ceil(CHUNK_SIZE as u64) as usize;
-        let chunks = chunks_mut(&mut self.state.obj)?;
-        chunks.truncate(keep);
+        let small = self.size() <= INLINE_MAX;
+        if small {
+            let bytes = self.all_bytes(vault).await?;
+            self.dirty.clear();
+            self.dirty_bytes = 0;
+            let c = self.content()?;
+            c.extents = Default::default();
+            c.inline = Some(bytes);
+        } else {
+            while !self.dirty.is_empty() {
+                self.start_upload(vault).await;
+            }
+            self.collect(true).await?;
+        }
+        let mut next = self.state.obj.clone();
         let mut expected = self.state.seq;
-        for _ in 0..16 {
-            match vault.save(&self.link, &self.state.obj, expected).await {
+        for _ in 0..SAVE_ATTEMPTS {
+            match vault.save_file(&self.link, &mut next, expected).await {
                 Ok(seq) => {
-                    self.state.seq = seq;
+                    self.state = Versioned { obj: next, seq };
+                    self.ops.clear();
                     self.modified = false;
                     return Ok(());
                 }
-                Err(FsError::Conflict(current)) => {
-                    expected = match current {
-                        Some(c) => c,
-                        None => vault
-                            .load(&self.link)
-                            .await
-                            .map(|v| v.seq)
-                            .unwrap_or(expected + 1),
+                Err(FsError::Conflict(_)) => {
+                    let theirs = vault.load(&self.link).await?;
+                    expected = theirs.seq;
+                    next = if small {
+                        // A small file is saved whole: last writer wins.
+                        self.state.obj.clone()
+                    } else {
+                        self.rebase(vault, theirs.obj).await?
                     };
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(FsError::Conflict(None))
+    }
+
+    /// This file's changes laid over `theirs`, another writer's newer
+    /// version: their content with these extents and truncations on top,
+    /// these attributes (the length as the changes leave it).
+    async fn rebase<S: BlockStore>(
+        &self,
+        vault: &Arc<Vault<S>>,
+        theirs: Object,
+    ) -> Result<Object, FsError> {
+        let mut obj = theirs;
+        let mut size = obj.attrs.size;
+        let link = &self.link;
+        let c = obj.content_mut()?;
+        if let Some(d) = c.inline.take()
+            && !d.is_empty()
+        {
+            let block = vault.write_block(link, &d).await?;
+            c.extents.insert(Extent {
+                offset: 0,
+                len: d.len() as u32,
+                block,
+                at: 0,
+            });
+        }
+        for op in &self.ops {
+            match op {
+                Op::Lay(x) => {
+                    for e in x {
+                        c.extents.insert(*e);
+                        size = size.max(e.end());
+                    }
+                }
+                Op::Truncate(n) => {
+                    c.extents.truncate(*n);
+                    size = *n;
+                }
+            }
+        }
+        obj.attrs = Attrs {
+            size,
+            nlink: obj.attrs.nlink,
+            ..self.state.obj.attrs.clone()
+        };
+        Ok(obj)
     }
 }

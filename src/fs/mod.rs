@@ -10,8 +10,11 @@
 
 pub mod backend;
 pub mod crypto;
+pub mod extents;
 pub mod file;
+pub mod format;
 pub mod identity;
+pub mod index;
 pub mod object;
 pub mod pending;
 pub mod tree;
@@ -19,7 +22,7 @@ pub mod vault;
 
 pub use file::OpenFile;
 pub use identity::Identity;
-pub use object::{Attrs, Kind, Link, Object};
+pub use object::{Attrs, Entry, Kind, Link, Object};
 pub use pending::DirTicket;
 pub use vault::{Vault, Versioned};
 

@@ -1,28 +1,29 @@
-//! The objects of a file tree as they are stored: each file, directory and
-//! symbolic link is one record, encrypted with the object's own key.
+//! The objects of a file tree as this program holds them: each file,
+//! directory, symbolic link and special file is one record (and a
+//! directory's shards, a file's index and content blocks hang off it),
+//! encrypted with the object's own key. How they are stored, byte by
+//! byte, is [`super::format`].
 //!
-//! A directory maps names to [`Link`]s (child record name, child key, kind),
-//! so whoever can read a directory can read its children and nobody else
-//! can. A file's content is a list of chunks, each an encrypted block; a
-//! missing chunk is a hole that reads as zeros. A file of at most
-//! [`INLINE_MAX`] bytes keeps them inline in its (encrypted) manifest. Chunk `i` covers bytes
-//! `[i·CHUNK_SIZE, (i+1)·CHUNK_SIZE)`; CHUNK_SIZE leaves room for the seal
-//! overhead inside the 1 MiB block limit.
-//!
-//! Record value = `seal(object key, postcard(Object), aad = record name)`.
-//! Chunk block = `seal(object key, bytes, aad = record name ‖ index u64 BE)`.
+//! A directory maps names to [`Entry`]s: a [`Link`] (child record name,
+//! child key, kind), so whoever can read a directory can read its children
+//! and nobody else can, and a copy of the child's attributes for listings.
+//! A file's content is an [`ExtentMap`] over encrypted blocks (bytes no
+//! extent covers read as zeros); a file of at most [`INLINE_MAX`] bytes
+//! keeps them inline in its record instead.
 
-use super::crypto::{SEAL_OVERHEAD, SecretKey};
-use crate::id::Id;
+use super::crypto::{GCM_OVERHEAD, SEAL_OVERHEAD, SecretKey};
+use super::extents::{BlockRef, ExtentMap};
 use crate::wire::MAX_BLOCK;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Plaintext bytes per chunk: 1 MiB less 4 KiB, page aligned, so a sealed
-/// chunk fits a block.
+/// Most plaintext bytes in one content block: 1 MiB less 4 KiB, page
+/// aligned, so a sealed block fits the ring's block limit. (Format v1 cut
+/// files into chunks of exactly this size.)
 pub const CHUNK_SIZE: usize = (1 << 20) - 4096;
 const _: () = assert!(CHUNK_SIZE + SEAL_OVERHEAD <= MAX_BLOCK);
+const _: () = assert!(CHUNK_SIZE + GCM_OVERHEAD <= MAX_BLOCK);
 
 /// Files up to this size keep their bytes in the manifest record.
 pub const INLINE_MAX: u64 = 8192;
@@ -30,9 +31,8 @@ pub const INLINE_MAX: u64 = 8192;
 /// Longest file name, in bytes (as ext4).
 pub const MAX_NAME: usize = 255;
 
-/// Most chunks in one file manifest (≈ 24 GiB), so a manifest record stays
-/// under the 1 MiB record limit.
-pub const MAX_CHUNKS: usize = 24 * 1024;
+/// Largest file size (as ext4 with 4 KiB blocks: 16 TiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
 
 /// What an object is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,10 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// A named pipe (`mkfifo`): only its attributes are stored.
+    Fifo,
+    /// A Unix socket's name (`mknod S_IFSOCK`, `bind`): attributes only.
+    Socket,
 }
 
 /// A point in time, as seconds and nanoseconds since the Unix epoch.
@@ -97,6 +101,9 @@ pub struct Attrs {
     pub atime: Time,
     pub mtime: Time,
     pub ctime: Time,
+    /// Names linking to the object (a directory: 2 + its subdirectories,
+    /// computed when it is loaded).
+    pub nlink: u32,
 }
 
 impl Attrs {
@@ -111,6 +118,7 @@ impl Attrs {
             atime: now,
             mtime: now,
             ctime: now,
+            nlink: 1,
         }
     }
 }
@@ -136,32 +144,52 @@ impl Link {
     }
 }
 
-/// One stored chunk of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Key of the block holding the sealed chunk.
-    pub block: Id,
-    /// Plaintext length (CHUNK_SIZE except maybe for the last chunk).
-    pub len: u32,
+/// A directory entry: the child's link and, for listings, a copy of its
+/// attributes as of the last change made through this entry (`None` in
+/// directories converted from format v1, whose entries carried none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub link: Link,
+    pub attrs: Option<Attrs>,
+}
+
+impl Entry {
+    /// An entry for `link` without an attribute copy.
+    pub fn bare(link: Link) -> Entry {
+        Entry { link, attrs: None }
+    }
+}
+
+/// A file's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileContent {
+    /// A small file's bytes, kept in its record (then `extents` is empty).
+    pub inline: Option<Vec<u8>>,
+    /// Where the bytes are.
+    pub extents: ExtentMap,
+    /// The blocks of the stored index tree this content was loaded from
+    /// or saved as (none while the index fits the record).
+    pub index_blocks: Vec<BlockRef>,
 }
 
 /// The type-specific part of an object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
-    /// File content: chunk `i` or a hole; or, for a small file, the bytes
-    /// themselves (`inline`, with no chunks), saving a block per file.
-    File {
-        chunks: Vec<Option<Chunk>>,
-        inline: Option<Vec<u8>>,
-    },
+    File(FileContent),
     /// Directory entries by name.
-    Dir { entries: BTreeMap<Vec<u8>, Link> },
+    Dir {
+        entries: BTreeMap<Vec<u8>, Entry>,
+    },
     /// Symbolic link target.
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A fifo or socket: nothing but attributes.
+    Special,
 }
 
 /// One stored object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
     pub attrs: Attrs,
     pub body: Body,
@@ -171,29 +199,29 @@ impl Object {
     /// An empty object of `kind`.
     pub fn empty(kind: Kind, attrs: Attrs) -> Object {
         let body = match kind {
-            Kind::File => Body::File {
-                chunks: Vec::new(),
-                inline: None,
-            },
+            Kind::File => Body::File(FileContent::default()),
             Kind::Dir => Body::Dir {
                 entries: BTreeMap::new(),
             },
             Kind::Symlink => Body::Symlink { target: Vec::new() },
+            Kind::Fifo | Kind::Socket => Body::Special,
         };
         Object { attrs, body }
     }
 
-    /// The object's kind.
-    pub fn kind(&self) -> Kind {
-        match self.body {
-            Body::File { .. } => Kind::File,
-            Body::Dir { .. } => Kind::Dir,
-            Body::Symlink { .. } => Kind::Symlink,
-        }
+    /// Whether the body can be that of an object of `kind`.
+    pub fn fits(&self, kind: Kind) -> bool {
+        matches!(
+            (&self.body, kind),
+            (Body::File(_), Kind::File)
+                | (Body::Dir { .. }, Kind::Dir)
+                | (Body::Symlink { .. }, Kind::Symlink)
+                | (Body::Special, Kind::Fifo | Kind::Socket)
+        )
     }
 
     /// Directory entries, if a directory.
-    pub fn entries(&self) -> Option<&BTreeMap<Vec<u8>, Link>> {
+    pub fn entries(&self) -> Option<&BTreeMap<Vec<u8>, Entry>> {
         match &self.body {
             Body::Dir { entries } => Some(entries),
             _ => None,
@@ -206,20 +234,38 @@ impl Object {
         self.entries()
             .ok_or(super::FsError::NotDir)?
             .get(name)
-            .cloned()
+            .map(|e| e.link.clone())
             .ok_or(super::FsError::NotFound)
     }
 
     /// Mutable directory entries, if a directory.
-    pub fn entries_mut(&mut self) -> Option<&mut BTreeMap<Vec<u8>, Link>> {
+    pub fn entries_mut(&mut self) -> Option<&mut BTreeMap<Vec<u8>, Entry>> {
         match &mut self.body {
             Body::Dir { entries } => Some(entries),
             _ => None,
         }
     }
+
+    /// A file's content, if a file.
+    pub fn content(&self) -> Option<&FileContent> {
+        match &self.body {
+            Body::File(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A file's content to change; `IsDir` or `Invalid` otherwise.
+    pub fn content_mut(&mut self) -> Result<&mut FileContent, super::FsError> {
+        match &mut self.body {
+            Body::File(c) => Ok(c),
+            Body::Dir { .. } => Err(super::FsError::IsDir),
+            _ => Err(super::FsError::Invalid("not a regular file".into())),
+        }
+    }
 }
 
-/// Associated data of chunk `index` of the object named `name`.
+/// Associated data of content block `seal` of the object named `name`
+/// (format v1: chunk number `seal`).
 pub fn chunk_aad(name: &[u8], index: u64) -> Vec<u8> {
     let mut aad = Vec::with_capacity(name.len() + 8);
     aad.extend_from_slice(name);

@@ -43,7 +43,7 @@ impl<S: BlockStore> Vault<S> {
         let mut link = self.root();
         for part in split_path(path)? {
             let v = self.load(&link).await?;
-            let existing = v.obj.entries().ok_or(FsError::NotDir)?.get(&part).cloned();
+            let existing = v.obj.entry(&part).ok();
             link = match existing {
                 Some(l) if l.kind == Kind::Dir => l,
                 Some(_) => return Err(FsError::NotDir),
@@ -54,11 +54,7 @@ impl<S: BlockStore> Vault<S> {
                     Ok((l, _)) => l,
                     Err(FsError::Exists) => {
                         let v = self.load(&link).await?;
-                        v.obj
-                            .entries()
-                            .and_then(|e| e.get(&part))
-                            .cloned()
-                            .ok_or(FsError::NotFound)?
+                        v.obj.entry(&part)?
                     }
                     Err(e) => return Err(e),
                 },
@@ -85,7 +81,12 @@ impl<S: BlockStore> Vault<S> {
         let (parent, name) = self.resolve_parent(path).await?;
         let pv = self.load(&parent).await?;
         let attrs = attrs_of(&meta);
-        let mut file = match pv.obj.entries().ok_or(FsError::NotDir)?.get(&name).cloned() {
+        let existing = match pv.obj.entry(&name) {
+            Ok(l) => Some(l),
+            Err(FsError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let mut file = match existing {
             Some(l) if l.kind == Kind::File => {
                 let mut f = OpenFile::open(self, l).await?;
                 f.truncate(self, 0).await?;
@@ -295,6 +296,7 @@ impl<S: BlockStore> Vault<S> {
                 .await?;
             let entries = v.obj.entries().cloned().unwrap_or_default();
             for (name, child) in entries {
+                let child = child.link;
                 let name_s = String::from_utf8_lossy(&name).into_owned();
                 let src = format!("{from}/{name_s}");
                 let out = into.join(&name_s);
@@ -313,6 +315,8 @@ impl<S: BlockStore> Vault<S> {
                             stats.symlinks += 1;
                         }
                     }
+                    // Fifos and sockets hold no data: a backup skips them.
+                    Kind::Fifo | Kind::Socket => {}
                 }
             }
         }

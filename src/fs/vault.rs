@@ -16,8 +16,11 @@
 //! unlinked. A file created with [`Vault::create_pending`] is linked in the
 //! background; its first flush waits for the link (see `OpenFile::flush`).
 
-use super::crypto::{SEAL_OVERHEAD, open, seal};
-use super::object::{Attrs, Body, Chunk, Kind, Link, Object, Time, chunk_aad};
+use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
+use super::extents::{BlockRef, Cipher};
+use super::format::{Decoded, decode_v2, encode_v2, object_aad, v1};
+use super::index::NodeCache;
+use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
 use super::{BlockStore, FsError, Identity, check_name, split_path};
 use crate::id::Id;
@@ -65,6 +68,8 @@ pub struct Vault<S> {
     /// Whether this vault has seen the root stored (loaded or saved it):
     /// from then on a root that no replica has is out of reach, not new.
     root_seen: std::sync::atomic::AtomicBool,
+    /// Index blocks already stored, for reuse by the next save.
+    index_nodes: NodeCache,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -85,6 +90,7 @@ impl<S: BlockStore> Vault<S> {
             pending: PendingDirs::default(),
             me: me.clone(),
             root_seen: std::sync::atomic::AtomicBool::new(false),
+            index_nodes: NodeCache::default(),
         })
     }
 
@@ -169,11 +175,8 @@ impl<S: BlockStore> Vault<S> {
                 None => return Err(FsError::NotFound),
             },
         };
-        let plain = open(&link.key, &value, &link.name)
-            .map_err(|e| FsError::Corrupt(format!("object {}: {e}", key.short())))?;
-        let obj: Object = postcard::from_bytes(&plain)
-            .map_err(|e| FsError::Corrupt(format!("object {}: {e}", key.short())))?;
-        if obj.kind() != link.kind {
+        let obj = self.decode(link, key, &value).await?;
+        if !obj.fits(link.kind) {
             return Err(FsError::Corrupt(format!(
                 "object {}: kind does not match its link",
                 key.short()
@@ -184,14 +187,63 @@ impl<S: BlockStore> Vault<S> {
         Ok(v)
     }
 
+    /// Opens and decodes a record value (format v2, else v1), fetching a
+    /// file's index tree.
+    async fn decode(&self, link: &Link, key: crate::id::Id, value: &[u8]) -> Result<Object, FsError> {
+        let corrupt = |e: String| FsError::Corrupt(format!("object {}: {e}", key.short()));
+        let mut obj = match open(&link.key, value, &object_aad(&link.name)) {
+            Ok(plain) => match decode_v2(&plain)? {
+                Decoded::Done(o) => o,
+                Decoded::FileTree { attrs, top } => {
+                    let (extents, index_blocks) =
+                        super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
+                            .await?;
+                    Object {
+                        attrs,
+                        body: Body::File(super::object::FileContent {
+                            inline: None,
+                            extents,
+                            index_blocks,
+                        }),
+                    }
+                }
+            },
+            Err(_) => {
+                let plain = open(&link.key, value, &link.name).map_err(|e| corrupt(e.to_string()))?;
+                v1::decode(&plain)?
+            }
+        };
+        if let Some(entries) = obj.entries() {
+            let subdirs = entries.values().filter(|e| e.link.kind == Kind::Dir).count();
+            obj.attrs.nlink = 2 + subdirs as u32;
+        }
+        Ok(obj)
+    }
+
     /// Saves `obj` as version `expected + 1`, only if the stored version is
     /// still `expected`. Returns the new sequence number.
     pub async fn save(&self, link: &Link, obj: &Object, expected: u64) -> Result<u64, FsError> {
-        let bytes = postcard::to_allocvec(obj).map_err(|e| FsError::Invalid(e.to_string()))?;
+        let mut o = obj.clone();
+        self.save_file(link, &mut o, expected).await
+    }
+
+    /// [`Vault::save`], which for a file also stores its index tree and
+    /// notes the tree's blocks in `obj`.
+    pub async fn save_file(&self, link: &Link, obj: &mut Object, expected: u64) -> Result<u64, FsError> {
+        let index = match &mut obj.body {
+            Body::File(c) => {
+                let (index, blocks) =
+                    super::index::save(self.store.as_ref(), link, &self.index_nodes, c).await?;
+                c.index_blocks = blocks;
+                Some(index)
+            }
+            _ => None,
+        };
+        let bytes = encode_v2(obj, index)?;
         if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
             return Err(FsError::TooBig);
         }
-        let sealed = seal(&link.key, &bytes, &link.name);
+        let sealed = seal(&link.key, &bytes, &object_aad(&link.name));
         let rec = self.identity.sign(&link.name, expected + 1, Some(sealed));
         if expected == 0 && !self.is_root(link) {
             // A fresh random name: the first version needs no ordering.
@@ -322,7 +374,11 @@ impl<S: BlockStore> Vault<S> {
         }
         // A directory or link must exist before its entry points at it.
         let seq = self.save(&link, &obj, 0).await?;
-        if let Err(e) = self.update(parent, link_entry(name, &link)).await {
+        let entry = Entry {
+            link: link.clone(),
+            attrs: Some(obj.attrs.clone()),
+        };
+        if let Err(e) = self.update(parent, link_entry(name, entry)).await {
             let _ = self.delete(&link).await;
             return Err(e);
         }
@@ -344,8 +400,12 @@ impl<S: BlockStore> Vault<S> {
         check_name(name)?;
         let link = Link::fresh(Kind::File);
         let obj = Object::empty(Kind::File, attrs);
+        let entry = Entry {
+            link: link.clone(),
+            attrs: Some(obj.attrs.clone()),
+        };
         let ticket = self
-            .queue_dir_change(parent, Box::new(link_entry(name, &link)))
+            .queue_dir_change(parent, Box::new(link_entry(name, entry)))
             .await?;
         Ok((link, Versioned { obj, seq: 0 }, ticket))
     }
@@ -374,7 +434,7 @@ impl<S: BlockStore> Vault<S> {
         self.update(parent, move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             match entries.get(&name_owned) {
-                Some(l) if l.name == gone => {
+                Some(e) if e.link.name == gone => {
                     entries.remove(&name_owned);
                     touch(&mut d.attrs);
                     Ok(())
@@ -405,9 +465,21 @@ impl<S: BlockStore> Vault<S> {
         self.settle_dir(from_parent).await;
         self.settle_dir(to_parent).await;
         let src = self.load(from_parent).await?;
-        let moving = src.obj.entry(from)?;
+        let moving_entry = src
+            .obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(from)
+            .cloned()
+            .ok_or(FsError::NotFound)?;
+        let moving = moving_entry.link.clone();
         let dst = self.load(to_parent).await?;
-        let replaced = dst.obj.entries().ok_or(FsError::NotDir)?.get(to).cloned();
+        let replaced = dst
+            .obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(to)
+            .map(|e| e.link.clone());
         if let Some(old) = &replaced {
             if old.name == moving.name {
                 return Ok(()); // same object: nothing to do
@@ -426,12 +498,12 @@ impl<S: BlockStore> Vault<S> {
         }
         let same_dir = from_parent.name == to_parent.name;
         // Link the new name first (in one update when in the same directory).
-        let (from_name, to_name, moved) = (from.to_vec(), to.to_vec(), moving.clone());
+        let (from_name, to_name, moved) = (from.to_vec(), to.to_vec(), moving_entry);
         self.update(to_parent, move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             if same_dir {
                 match entries.get(&from_name) {
-                    Some(l) if l.name == moved.name => {
+                    Some(e) if e.link.name == moved.link.name => {
                         entries.remove(&from_name);
                     }
                     _ => return Err(FsError::NotFound),
@@ -448,7 +520,7 @@ impl<S: BlockStore> Vault<S> {
                 let entries = d.entries_mut().ok_or(FsError::NotDir)?;
                 if entries
                     .get(&from_name)
-                    .is_some_and(|l| l.name == moving.name)
+                    .is_some_and(|e| e.link.name == moving.name)
                 {
                     entries.remove(&from_name);
                     touch(&mut d.attrs);
@@ -494,42 +566,39 @@ impl<S: BlockStore> Vault<S> {
         Ok((link, name))
     }
 
-    /// Encrypts and stores chunk `index` of the object `link`.
-    pub async fn write_chunk(
-        &self,
-        link: &Link,
-        index: u64,
-        data: &[u8],
-    ) -> Result<Chunk, FsError> {
-        let sealed = seal(&link.key, data, &chunk_aad(&link.name, index));
-        let block = self.store.put_block(sealed).await?;
-        Ok(Chunk {
-            block,
+    /// Encrypts and stores a content block of the file `link`.
+    pub async fn write_block(&self, link: &Link, data: &[u8]) -> Result<BlockRef, FsError> {
+        let seal_no = rand::random::<u64>();
+        let sealed = seal_gcm(&link.key, data, &chunk_aad(&link.name, seal_no));
+        let key = self.store.put_block(sealed).await?;
+        Ok(BlockRef {
+            key,
+            seal: seal_no,
+            cipher: Cipher::Aes256Gcm,
             len: data.len() as u32,
         })
     }
 
-    /// Fetches and decrypts chunk `index` of `link`.
-    pub async fn read_chunk(
-        &self,
-        link: &Link,
-        index: u64,
-        chunk: Chunk,
-    ) -> Result<Arc<Vec<u8>>, FsError> {
-        if let Some(p) = self.cached_plain(chunk.block) {
+    /// Fetches and decrypts a content block of the file `link`.
+    pub async fn read_block(&self, link: &Link, block: BlockRef) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(p) = self.cached_plain(block.key) {
             return Ok(p);
         }
-        let sealed = self.store.get_block(chunk.block).await?;
-        let plain = open(&link.key, &sealed, &chunk_aad(&link.name, index)).map_err(|e| {
-            FsError::Corrupt(format!("chunk {index} ({}): {e}", chunk.block.short()))
-        })?;
-        if plain.len() != chunk.len as usize {
+        let sealed = self.store.get_block(block.key).await?;
+        let aad = chunk_aad(&link.name, block.seal);
+        let plain = match block.cipher {
+            Cipher::Aes256Gcm => open_gcm(&link.key, &sealed, &aad),
+            Cipher::XChaCha20Poly1305 => open(&link.key, &sealed, &aad),
+        }
+        .map_err(|e| FsError::Corrupt(format!("block {}: {e}", block.key.short())))?;
+        if plain.len() != block.len as usize {
             return Err(FsError::Corrupt(format!(
-                "chunk {index}: length differs from manifest"
+                "block {}: length differs from the index",
+                block.key.short()
             )));
         }
         let plain = Arc::new(plain);
-        self.remember_plain(chunk.block, Arc::clone(&plain));
+        self.remember_plain(block.key, Arc::clone(&plain));
         Ok(plain)
     }
 
@@ -581,15 +650,15 @@ impl<S: BlockStore> Vault<S> {
 /// `Exists` if the name is taken.
 fn link_entry(
     name: &[u8],
-    link: &Link,
+    entry: Entry,
 ) -> impl FnMut(&mut Object) -> Result<(), FsError> + Send + 'static {
-    let (name, link) = (name.to_vec(), link.clone());
+    let name = name.to_vec();
     move |dir| {
         let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
         if entries.contains_key(&name) {
             return Err(FsError::Exists);
         }
-        entries.insert(name.clone(), link.clone());
+        entries.insert(name.clone(), entry.clone());
         touch(&mut dir.attrs);
         Ok(())
     }

@@ -231,8 +231,8 @@ impl<S: BlockStore> Core<S> {
                 f.state
             }
             (Kind::Dir, Some(_)) => return Err(FsError::IsDir),
-            (Kind::Symlink, Some(_)) => {
-                return Err(FsError::Invalid("cannot truncate a symlink".into()));
+            (Kind::Symlink | Kind::Fifo | Kind::Socket, Some(_)) => {
+                return Err(FsError::Invalid("only a regular file can be truncated".into()));
             }
             (_, None) => {
                 if change.is_empty() {
@@ -306,10 +306,10 @@ impl<S: BlockStore> Core<S> {
                 kind: FileType::Directory,
                 name: b"..".to_vec(),
             });
-            for (name, link) in entries {
+            for (name, e) in entries {
                 out.push(DirEntry {
-                    ino: t.ino_of(&link.name),
-                    kind: file_type(link.kind),
+                    ino: t.ino_of(&e.link.name),
+                    kind: file_type(e.link.kind),
                     name: name.clone(),
                 });
             }

@@ -164,7 +164,11 @@ impl<S: BlockStore> Core<S> {
     async fn entry_now(&self, ino: u64, name: &[u8]) -> Result<Option<Link>, FsError> {
         let link = self.dir_link(ino)?;
         let v = self.reload(ino, &link).await?;
-        Ok(v.obj.entries().ok_or(FsError::NotDir)?.get(name).cloned())
+        Ok(v.obj
+            .entries()
+            .ok_or(FsError::NotDir)?
+            .get(name)
+            .map(|e| e.link.clone()))
     }
 
     /// Notes that object `gone` left the tree (unlinked or replaced).

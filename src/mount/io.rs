@@ -22,6 +22,8 @@ impl<S: BlockStore> Core<S> {
             Kind::File => {}
             Kind::Dir => return Err(FsError::IsDir),
             Kind::Symlink => return Err(FsError::Invalid("cannot open a symlink".into())),
+            // A fifo or socket is opened by the kernel itself, never here.
+            Kind::Fifo | Kind::Socket => return Err(FsError::NotSupported),
         }
         let attached = self.handles().attach(ino);
         let (fh, file, fresh) = match attached {

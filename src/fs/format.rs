@@ -1,0 +1,298 @@
+//! How objects are stored, byte by byte (format v2), and how format v1
+//! objects, written before it, are read.
+//!
+//! An object's record value is `seal(object key, postcard(StoredObject),
+//! aad = "peerstore object v2" ‖ record name)`. A value that does not open
+//! under that associated data is tried as format v1 (`aad = record name`,
+//! `postcard(v1::Object)`) and converted in memory; the next save of the
+//! object writes it as v2. Content blocks are `seal_gcm(file key,
+//! plaintext, aad = record name ‖ seal u64 BE)` (v1 chunks: XChaCha20,
+//! the same aad with the chunk number); index blocks are `seal(file key,
+//! postcard(IndexNode), aad = "peerstore index v2" ‖ record name ‖ seal u64
+//! BE)`.
+
+use super::FsError;
+use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
+use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Object};
+use serde::{Deserialize, Serialize};
+
+/// Associated-data prefix of a v2 object record.
+const OBJECT_AAD: &[u8] = b"peerstore object v2";
+/// Associated-data prefix of an index block.
+const INDEX_AAD: &[u8] = b"peerstore index v2";
+
+/// Associated data of the v2 record of the object named `name`.
+pub fn object_aad(name: &[u8]) -> Vec<u8> {
+    [OBJECT_AAD, name].concat()
+}
+
+/// Associated data of index block `seal` of the file named `name`.
+pub fn index_aad(name: &[u8], seal: u64) -> Vec<u8> {
+    [INDEX_AAD, name, &seal.to_be_bytes()].concat()
+}
+
+/// A stored object (the plaintext of its record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub attrs: Attrs,
+    pub body: StoredBody,
+}
+
+/// The type-specific part of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredBody {
+    File(StoredIndex),
+    /// Entries sorted by name.
+    Dir(Vec<(Vec<u8>, Entry)>),
+    Symlink(Vec<u8>),
+    Special,
+}
+
+/// A file's index as kept in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredIndex {
+    /// A small file's bytes.
+    Inline(Vec<u8>),
+    /// The extents, sorted by offset (a file with few extents).
+    Extents(Vec<Extent>),
+    /// The top of an index tree: its nodes, in file order.
+    Tree(Vec<IndexRef>),
+}
+
+/// A node of a file's index tree, stored as an index block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexNode {
+    /// Extents sorted by offset.
+    Leaf(Vec<Extent>),
+    /// Child nodes in file order.
+    Inner(Vec<IndexRef>),
+}
+
+/// Where a node of an index tree is, and which file bytes it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// First file byte covered by the node's extents.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    pub block: BlockRef,
+}
+
+/// What a record held, decoded: an object whose file index may still have
+/// to be fetched (`StoredIndex::Tree`).
+pub enum Decoded {
+    /// Complete.
+    Done(Object),
+    /// A file whose index tree is in blocks.
+    FileTree { attrs: Attrs, top: Vec<IndexRef> },
+}
+
+/// Decodes a record's plaintext in format v2.
+pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
+    let s: StoredObject = postcard::from_bytes(plain)
+        .map_err(|e| FsError::Corrupt(format!("object does not parse: {e}")))?;
+    let attrs = s.attrs;
+    let body = match s.body {
+        StoredBody::File(StoredIndex::Tree(top)) => return Ok(Decoded::FileTree { attrs, top }),
+        StoredBody::File(StoredIndex::Inline(d)) => Body::File(FileContent {
+            inline: Some(d),
+            ..FileContent::default()
+        }),
+        StoredBody::File(StoredIndex::Extents(x)) => Body::File(FileContent {
+            extents: ExtentMap::from_extents(x)?,
+            ..FileContent::default()
+        }),
+        StoredBody::Dir(entries) => Body::Dir {
+            entries: entries.into_iter().collect(),
+        },
+        StoredBody::Symlink(target) => Body::Symlink { target },
+        StoredBody::Special => Body::Special,
+    };
+    Ok(Decoded::Done(Object { attrs, body }))
+}
+
+/// Encodes an object whose file index (if a file) is `index`.
+pub fn encode_v2(obj: &Object, index: Option<StoredIndex>) -> Result<Vec<u8>, FsError> {
+    let body = match (&obj.body, index) {
+        (Body::File(_), Some(i)) => StoredBody::File(i),
+        (Body::File(_), None) => {
+            return Err(FsError::Invalid("a file is saved with its index".into()));
+        }
+        (Body::Dir { entries }, _) => StoredBody::Dir(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        (Body::Symlink { target }, _) => StoredBody::Symlink(target.clone()),
+        (Body::Special, _) => StoredBody::Special,
+    };
+    let mut attrs = obj.attrs.clone();
+    if matches!(obj.body, Body::Dir { .. }) {
+        attrs.nlink = 0; // computed when loaded
+    }
+    postcard::to_allocvec(&StoredObject { attrs, body }).map_err(|e| FsError::Invalid(e.to_string()))
+}
+
+/// Format v1 (the release before issue 10), read only.
+pub mod v1 {
+    use super::super::object::{Link, Time};
+    use super::*;
+    use crate::id::Id;
+    use std::collections::BTreeMap;
+
+    /// v1 attributes (no link count).
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Attrs {
+        pub mode: u32,
+        pub uid: u32,
+        pub gid: u32,
+        pub size: u64,
+        pub atime: Time,
+        pub mtime: Time,
+        pub ctime: Time,
+    }
+
+    /// v1 chunk `i`: file bytes `[i·CHUNK_SIZE, i·CHUNK_SIZE + len)`.
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+    pub struct Chunk {
+        pub block: Id,
+        pub len: u32,
+    }
+
+    /// v1 object bodies.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub enum Body {
+        File {
+            chunks: Vec<Option<Chunk>>,
+            inline: Option<Vec<u8>>,
+        },
+        Dir {
+            entries: BTreeMap<Vec<u8>, Link>,
+        },
+        Symlink {
+            target: Vec<u8>,
+        },
+    }
+
+    /// A v1 object (record plaintext, sealed with aad = record name).
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Object {
+        pub attrs: Attrs,
+        pub body: Body,
+    }
+
+    /// Decodes a v1 record plaintext into today's object.
+    pub fn decode(plain: &[u8]) -> Result<super::Object, FsError> {
+        let o: Object = postcard::from_bytes(plain)
+            .map_err(|e| FsError::Corrupt(format!("v1 object does not parse: {e}")))?;
+        let a = o.attrs;
+        let attrs = super::Attrs {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            size: a.size,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            nlink: 1,
+        };
+        let body = match o.body {
+            Body::File { chunks, inline } => {
+                let mut extents = Vec::new();
+                for (i, c) in chunks.iter().enumerate() {
+                    let Some(c) = c else { continue };
+                    if c.len == 0 {
+                        continue;
+                    }
+                    if c.len as usize > CHUNK_SIZE {
+                        return Err(FsError::Corrupt(format!("v1 chunk {i} is too long")));
+                    }
+                    extents.push(Extent {
+                        offset: i as u64 * CHUNK_SIZE as u64,
+                        len: c.len,
+                        block: BlockRef {
+                            key: c.block,
+                            seal: i as u64,
+                            cipher: Cipher::XChaCha20Poly1305,
+                            len: c.len,
+                        },
+                        at: 0,
+                    });
+                }
+                super::Body::File(FileContent {
+                    inline,
+                    extents: ExtentMap::from_extents(extents)?,
+                    index_blocks: Vec::new(),
+                })
+            }
+            Body::Dir { entries } => super::Body::Dir {
+                entries: entries
+                    .into_iter()
+                    .map(|(n, l)| (n, Entry::bare(l)))
+                    .collect(),
+            },
+            Body::Symlink { target } => super::Body::Symlink { target },
+        };
+        Ok(super::Object { attrs, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::object::{Kind, Link, Time};
+    use crate::id::Id;
+
+    #[test]
+    fn v1_file_becomes_extents() {
+        let o = v1::Object {
+            attrs: v1::Attrs {
+                mode: 0o640,
+                uid: 1,
+                gid: 2,
+                size: CHUNK_SIZE as u64 * 2 + 10,
+                atime: Time::default(),
+                mtime: Time { secs: 5, nanos: 0 },
+                ctime: Time::default(),
+            },
+            body: v1::Body::File {
+                chunks: vec![
+                    None,
+                    Some(v1::Chunk {
+                        block: Id([1; 32]),
+                        len: 100,
+                    }),
+                ],
+                inline: None,
+            },
+        };
+        let obj = v1::decode(&postcard::to_allocvec(&o).unwrap()).unwrap();
+        assert_eq!(obj.attrs.mode, 0o640);
+        assert_eq!(obj.attrs.mtime.secs, 5);
+        let c = obj.content().unwrap();
+        let x: Vec<_> = c.extents.iter().copied().collect();
+        assert_eq!(x.len(), 1);
+        assert_eq!(x[0].offset, CHUNK_SIZE as u64);
+        assert_eq!(x[0].block.seal, 1);
+        assert_eq!(x[0].block.cipher, Cipher::XChaCha20Poly1305);
+    }
+
+    #[test]
+    fn v2_round_trip() {
+        let mut obj = Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0));
+        obj.entries_mut().unwrap().insert(
+            b"a".to_vec(),
+            Entry {
+                link: Link::fresh(Kind::File),
+                attrs: Some(Attrs::new(0o600, 1, 1)),
+            },
+        );
+        let bytes = encode_v2(&obj, None).unwrap();
+        let Decoded::Done(back) = decode_v2(&bytes).unwrap() else {
+            panic!("a directory decodes whole")
+        };
+        assert_eq!(back.entries(), obj.entries());
+        assert!(decode_v2(&bytes[..bytes.len() / 2]).is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! A file's index on the ring: its extents in the file's record while they
+//! are few, else a tree of encrypted index blocks whose top level is in the
+//! record, so a file has no size or extent-count limit.
+//!
+//! Node boundaries are chosen by the content (a node ends after an extent
+//! whose offset hashes to a chosen pattern, within size bounds), so a
+//! change to a few extents changes the nodes around them and the path to
+//! the top, not every node after them. A node whose plaintext was loaded
+//! or stored before is not stored again: [`NodeCache`] maps its hash to its
+//! block.
+
+use super::crypto::{open, seal};
+use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
+use super::format::{IndexNode, IndexRef, StoredIndex, index_aad};
+use super::object::{FileContent, Link};
+use super::{BlockStore, FsError};
+use crate::id::Id;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Extents kept in the record itself, at most.
+pub const RECORD_EXTENTS: usize = 128;
+/// Entries of one index node, at most.
+const NODE_MAX: usize = 256;
+/// Entries of one index node, at least (but the last).
+const NODE_MIN: usize = 16;
+/// A node ends after an entry whose offset hash has these bits clear
+/// (one in 64: nodes of ~64 entries, ~4 KiB).
+const CUT_MASK: u64 = 63;
+/// Top-level references kept in the record, at most.
+const TOP_MAX: usize = 128;
+/// Levels of an index tree, at most (256^8 extents).
+const MAX_DEPTH: usize = 8;
+/// Index blocks fetched at once.
+const FETCH_PARALLEL: usize = 16;
+/// Node blocks remembered for reuse.
+const CACHE_MAX: usize = 1 << 16;
+
+/// Blocks of index nodes by the hash of (record name, plaintext).
+#[derive(Default)]
+pub struct NodeCache(Mutex<HashMap<Id, BlockRef>>);
+
+impl NodeCache {
+    fn get(&self, h: &Id) -> Option<BlockRef> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(h).copied()
+    }
+
+    fn put(&self, h: Id, b: BlockRef) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= CACHE_MAX {
+            m.clear();
+        }
+        m.insert(h, b);
+    }
+}
+
+/// A 64-bit mix of `x` (splitmix64's finalizer), for node boundaries.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+/// Splits `items` into runs ending where `cut_after` says (content-defined).
+fn runs<T: Copy>(items: &[T], offset: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for it in items {
+        cur.push(*it);
+        let n = cur.len();
+        if n >= NODE_MAX || (n >= NODE_MIN && mix(offset(it)) & CUT_MASK == 0) {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Stores one node (or finds it stored) and returns its reference.
+async fn put_node<S: BlockStore>(
+    store: &S,
+    link: &Link,
+    cache: &NodeCache,
+    node: &IndexNode,
+    start: u64,
+    end: u64,
+    used: &mut Vec<BlockRef>,
+) -> Result<IndexRef, FsError> {
+    let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
+    let h = Id::hash_parts(&[&link.name, &plain]);
+    let block = match cache.get(&h) {
+        Some(b) => b,
+        None => {
+            let seal_no = rand::random::<u64>();
+            let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
+            let key = store.put_block(sealed).await?;
+            let b = BlockRef {
+                key,
+                seal: seal_no,
+                cipher: Cipher::XChaCha20Poly1305,
+                len: plain.len() as u32,
+            };
+            cache.put(h, b);
+            b
+        }
+    };
+    used.push(block);
+    Ok(IndexRef { start, end, block })
+}
+
+/// The stored form of `content`'s index, storing the index blocks it needs;
+/// also every index block it refers to.
+pub async fn save<S: BlockStore>(
+    store: &S,
+    link: &Link,
+    cache: &NodeCache,
+    content: &FileContent,
+) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
+    if let Some(d) = &content.inline {
+        return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
+    }
+    let extents: Vec<Extent> = content.extents.iter().copied().collect();
+    if extents.len() <= RECORD_EXTENTS {
+        return Ok((StoredIndex::Extents(extents), Vec::new()));
+    }
+    let mut used = Vec::new();
+    let mut level = Vec::new();
+    for run in runs(&extents, |e| e.offset) {
+        let (start, end) = (run[0].offset, run[run.len() - 1].end());
+        level.push(put_node(store, link, cache, &IndexNode::Leaf(run), start, end, &mut used).await?);
+    }
+    for _ in 0..MAX_DEPTH {
+        if level.len() <= TOP_MAX {
+            return Ok((StoredIndex::Tree(level), used));
+        }
+        let mut up = Vec::new();
+        for run in runs(&level, |r| r.start) {
+            let (start, end) = (run[0].start, run[run.len() - 1].end);
+            up.push(put_node(store, link, cache, &IndexNode::Inner(run), start, end, &mut used).await?);
+        }
+        level = up;
+    }
+    Err(FsError::TooBig)
+}
+
+/// Fetches and opens one index node.
+async fn get_node<S: BlockStore>(
+    store: &S,
+    link: &Link,
+    cache: &NodeCache,
+    r: IndexRef,
+) -> Result<IndexNode, FsError> {
+    let sealed = store.get_block(r.block.key).await?;
+    let plain = open(&link.key, &sealed, &index_aad(&link.name, r.block.seal))
+        .map_err(|e| FsError::Corrupt(format!("index block {}: {e}", r.block.key.short())))?;
+    let node: IndexNode = postcard::from_bytes(&plain)
+        .map_err(|e| FsError::Corrupt(format!("index block {}: {e}", r.block.key.short())))?;
+    cache.put(Id::hash_parts(&[&link.name, &plain]), r.block);
+    Ok(node)
+}
+
+/// Loads the extents under the top of an index tree; also every index
+/// block of the tree.
+pub async fn load<S: BlockStore>(
+    store: &S,
+    link: &Link,
+    cache: &NodeCache,
+    top: Vec<IndexRef>,
+) -> Result<(ExtentMap, Vec<BlockRef>), FsError> {
+    let mut level = top;
+    let mut used = Vec::new();
+    for _ in 0..MAX_DEPTH {
+        used.extend(level.iter().map(|r| r.block));
+        let nodes: Vec<IndexNode> = stream::iter(level.iter().copied())
+            .map(|r| get_node(store, link, cache, r))
+            .buffered(FETCH_PARALLEL)
+            .try_collect()
+            .await?;
+        if nodes.iter().all(|n| matches!(n, IndexNode::Leaf(_))) {
+            let extents = nodes.into_iter().flat_map(|n| match n {
+                IndexNode::Leaf(x) => x,
+                IndexNode::Inner(_) => Vec::new(),
+            });
+            return Ok((ExtentMap::from_extents(extents)?, used));
+        }
+        let mut next = Vec::new();
+        for n in nodes {
+            match n {
+                IndexNode::Inner(refs) => next.extend(refs),
+                IndexNode::Leaf(_) => {
+                    return Err(FsError::Corrupt("index tree of uneven depth".into()));
+                }
+            }
+        }
+        level = next;
+    }
+    Err(FsError::Corrupt("index tree too deep".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::backend::MemStore;
+    use crate::fs::object::Kind;
+
+    fn extent(i: u64) -> Extent {
+        Extent {
+            offset: i * 10,
+            len: 5,
+            block: BlockRef {
+                key: Id::hash(&i.to_be_bytes()),
+                seal: i,
+                cipher: Cipher::Aes256Gcm,
+                len: 5,
+            },
+            at: 0,
+        }
+    }
+
+    fn content(n: u64) -> FileContent {
+        FileContent {
+            extents: ExtentMap::from_extents((0..n).map(extent)).unwrap(),
+            ..FileContent::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn small_index_stays_in_the_record() {
+        let store = MemStore::default();
+        let link = Link::fresh(Kind::File);
+        let (idx, used) = save(&store, &link, &NodeCache::default(), &content(RECORD_EXTENTS as u64))
+            .await
+            .unwrap();
+        assert!(matches!(idx, StoredIndex::Extents(ref x) if x.len() == RECORD_EXTENTS));
+        assert!(used.is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_index_round_trips_and_a_small_change_stores_few_nodes() {
+        let store = MemStore::default();
+        let link = Link::fresh(Kind::File);
+        let cache = NodeCache::default();
+        let c = content(100_000);
+        let (idx, used) = save(&store, &link, &cache, &c).await.unwrap();
+        let StoredIndex::Tree(top) = idx else {
+            panic!("100 000 extents need a tree")
+        };
+        assert!(top.len() <= TOP_MAX);
+        let stored = store.blocks.lock().unwrap().len();
+        assert_eq!(stored, used.len());
+        // A fresh cache: everything is fetched.
+        let (back, used2) = load(&store, &link, &NodeCache::default(), top).await.unwrap();
+        assert_eq!(back, c.extents);
+        assert_eq!(used2.len(), used.len());
+        // One extent changed: a leaf and its path are new, nothing else.
+        let mut c2 = c.clone();
+        let mut e = extent(50_000);
+        e.len = 3;
+        c2.extents.insert(e);
+        save(&store, &link, &cache, &c2).await.unwrap();
+        let added = store.blocks.lock().unwrap().len() - stored;
+        assert!((1..=4).contains(&added), "{added} new index blocks");
+    }
+
+    #[tokio::test]
+    async fn index_blocks_from_another_file_do_not_open() {
+        let store = MemStore::default();
+        let (a, b) = (Link::fresh(Kind::File), Link::fresh(Kind::File));
+        let (StoredIndex::Tree(top), _) = save(&store, &a, &NodeCache::default(), &content(1000))
+            .await
+            .unwrap()
+        else {
+            panic!("a tree")
+        };
+        assert!(matches!(
+            load(&store, &b, &NodeCache::default(), top).await,
+            Err(FsError::Corrupt(_))
+        ));
+    }
+}

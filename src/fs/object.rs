@@ -14,7 +14,7 @@
 
 use super::crypto::{SEAL_OVERHEAD, SecretKey};
 use crate::id::Id;
-use crate::wire::MAX_BLOCK;
+use crate::item::MAX_BLOCK;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

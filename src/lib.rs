@@ -6,6 +6,8 @@
 //!
 //! - [`id`]: 256-bit identifiers and ring arithmetic.
 //! - [`record`]: signed, sequence-numbered mutable records.
+//! - [`item`]: what the ring stores: item versions, the block size limit,
+//!   proofs of holding.
 //! - [`wire`]: message enums and length-prefixed framing.
 //! - [`keyfile`]: private key files (mode 0600, atomic).
 //! - [`net`]: secure links (Noise), multiplexed calls with timeouts, the
@@ -17,9 +19,16 @@
 //! - [`store`]: this node's blocks and records on disk.
 //! - [`dht`]: put/get of blocks and records, lookups and repair, as request
 //!   state machines without I/O, and their driver.
+//! - [`fs`]: files and directories as encrypted objects (the vault), over
+//!   any [`fs::BlockStore`].
+//! - [`cache`]: the local block cache in front of a vault's store.
+//! - [`mount`]: the FUSE folder over a vault.
 //! - [`node`]: the node process: drives `chord` over `net`, serves requests,
-//!   repairs replicas, leaves gracefully.
-//! - [`cli`]: the command-line client commands.
+//!   repairs replicas, leaves gracefully; the DHT as a vault's block store.
+//! - [`cli`]: the command-line client commands, and the vault's store that
+//!   talks to one node.
+//! - [`sim`]: a deterministic, in-process network of nodes, for tests and
+//!   benchmarks.
 
 pub mod cache;
 pub mod chord;
@@ -27,6 +36,7 @@ pub mod cli;
 pub mod dht;
 pub mod fs;
 pub mod id;
+pub mod item;
 pub mod keyfile;
 pub mod mount;
 pub mod net;

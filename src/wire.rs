@@ -11,15 +11,18 @@
 //! [`ReplicaRequest`] (one node's own store, no routing) and [`ClientRequest`]
 //! (what the command-line client asks of any node, which routes it). Any
 //! request may instead be answered with a [`RemoteError`].
+//!
+//! The item types replica requests carry ([`ItemVersion`], [`Proof`]) and
+//! [`MAX_BLOCK`] are defined in [`crate::item`] and re-exported here.
 
 use crate::id::Id;
 use crate::record::Record;
 use serde::{Deserialize, Serialize};
 
+pub use crate::item::{ItemVersion, MAX_BLOCK, Proof, proof_of};
+
 /// Wire protocol version, the first byte of every frame body.
 pub const VERSION: u8 = 2;
-/// Largest block, in bytes.
-pub const MAX_BLOCK: usize = 1 << 20;
 /// Largest frame body (version byte included): a full block plus headroom.
 pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
 /// Largest batch of items in one [`ReplicaRequest::Missing`].
@@ -109,15 +112,6 @@ pub enum ChordResponse {
     Next(Vec<Peer>),
 }
 
-/// What one node's kind of item and version is, for replica sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ItemVersion {
-    /// A block (immutable: present or not).
-    Block,
-    /// A record at this sequence number.
-    Record(u64),
-}
-
 /// Operations on the receiving node's own store; no routing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaRequest {
@@ -154,23 +148,6 @@ pub enum ReplicaRequest {
         nonce: [u8; 32],
         items: Vec<(Id, ItemVersion)>,
     },
-}
-
-/// One answer of a [`ReplicaRequest::Prove`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Proof {
-    /// Not held (or an older record version).
-    Missing,
-    /// Held at exactly the version asked: `proof_of(nonce, key, bytes)`.
-    Held([u8; 32]),
-    /// A newer record version is held (its sequence number).
-    Newer(u64),
-}
-
-/// The proof that the holder of `bytes` (a block, or the postcard encoding
-/// of a record) under `key` has them: SHA-256 of nonce, key and bytes.
-pub fn proof_of(nonce: &[u8; 32], key: Id, bytes: &[u8]) -> [u8; 32] {
-    Id::hash_parts(&[b"peerstore-proof-v1", nonce, &key.0, bytes]).0
 }
 
 /// Answers to [`ReplicaRequest`].

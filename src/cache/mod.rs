@@ -318,7 +318,7 @@ mod tests {
     async fn cached_store_serves_reads_locally() {
         let d = tempfile::tempdir().unwrap();
         let s = CachedStore {
-            inner: crate::fs::backend::MemStore::default(),
+            inner: crate::fs::mem_store::MemStore::default(),
             cache: Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
         };
         let key = s.put_block(b"block".to_vec()).await.unwrap();

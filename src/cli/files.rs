@@ -2,8 +2,7 @@
 //! the same `fs` layer as the mount, over one node's client API, so a file
 //! put here is visible in the mounted folder and the other way round.
 
-use super::CliError;
-use crate::fs::backend::RemoteStore;
+use super::{CliError, RemoteStore};
 use crate::fs::object::{Body, Kind};
 use crate::fs::{FsError, Identity, Vault};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -5,17 +5,21 @@
 //! [`DEFAULT_ADDR`]) over a secure link, and lets that node route the
 //! request. The network secret comes from `--ticket` / `PEERSTORE_TICKET`,
 //! else from the data directory of a node on this machine (`--data`).
+//! The file commands run a vault over [`RemoteStore`], which sends every
+//! operation to that node's client API.
 
 mod client;
 mod error;
 mod files;
 mod network;
+mod remote_store;
 mod ring_walk;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use error::CliError;
 pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, run_rm};
 pub use network::{run_init, run_invite};
+pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
 
 use clap::{Args, Parser, Subcommand};
@@ -200,9 +204,7 @@ pub struct VaultArgs {
 
 impl VaultArgs {
     /// The vault of this identity through this node.
-    pub fn open(
-        &self,
-    ) -> Result<std::sync::Arc<crate::fs::Vault<crate::fs::backend::RemoteStore>>, CliError> {
+    pub fn open(&self) -> Result<std::sync::Arc<crate::fs::Vault<RemoteStore>>, CliError> {
         open_vault(&self.peer.target()?, &self.identity.identity)
     }
 }

@@ -6,7 +6,7 @@ use super::locate::{CacheUse, Locate};
 use super::machine::run_sync;
 use super::*;
 use crate::chord::RingView;
-use crate::node::apply_replica;
+use crate::node::{apply_replica, remote_error};
 use crate::rpc::Rpc;
 use crate::store::Store;
 use crate::wire::{ChordRequest, ChordResponse, ReplicaRequest, ReplicaResponse, Response};
@@ -143,7 +143,7 @@ impl Transport for Fake {
         match apply_replica(store, req) {
             Ok(Some(r)) => Ok(Response::Replica(r)),
             Ok(None) => Err(CallError::Refused(RemoteError::NotFound)),
-            Err(e) => Err(CallError::Refused(e.to_remote())),
+            Err(e) => Err(CallError::Refused(remote_error(&e))),
         }
     }
 

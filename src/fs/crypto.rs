@@ -116,7 +116,11 @@ pub fn open_gcm(key: &SecretKey, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, C
     let k = LessSafeKey::new(unbound);
     let mut buf = sealed[12..].to_vec();
     let n = k
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
         .map_err(|_| CryptoError)?
         .len();
     buf.truncate(n);

@@ -39,7 +39,10 @@ const SAVE_ATTEMPTS: usize = 16;
 
 /// What an upload task returns: the ranges it stored (offset, bytes) and
 /// the block they went into (at consecutive offsets from 0).
-type UploadDone = (Vec<(u64, Arc<Vec<u8>>)>, Result<super::extents::BlockRef, FsError>);
+type UploadDone = (
+    Vec<(u64, Arc<Vec<u8>>)>,
+    Result<super::extents::BlockRef, FsError>,
+);
 
 /// A change to a file's content, kept to re-apply over a newer version.
 #[derive(Debug, Clone)]
@@ -364,11 +367,12 @@ impl OpenFile {
                 }
             }
         }
-        for (o, d) in self.uploading.iter().map(|(o, d)| (*o, d.as_slice())).chain(
-            self.dirty
-                .range(..end)
-                .map(|(o, d)| (*o, d.as_slice())),
-        ) {
+        for (o, d) in self
+            .uploading
+            .iter()
+            .map(|(o, d)| (*o, d.as_slice()))
+            .chain(self.dirty.range(..end).map(|(o, d)| (*o, d.as_slice())))
+        {
             let (s, e) = (o.max(offset), (o + d.len() as u64).min(end));
             if s < e {
                 out[(s - offset) as usize..(e - offset) as usize]
@@ -385,7 +389,10 @@ impl OpenFile {
     /// Starts fetching the blocks after `from` in the background.
     fn read_ahead<S: BlockStore>(&self, vault: &Arc<Vault<S>>, content: &FileContent, from: u64) {
         let mut seen = std::collections::HashSet::new();
-        for e in content.extents.overlapping(from, from.saturating_add(READ_AHEAD_BYTES)) {
+        for e in content
+            .extents
+            .overlapping(from, from.saturating_add(READ_AHEAD_BYTES))
+        {
             if seen.insert(e.block.key)
                 && !vault.has_plain(e.block.key)
                 && vault.claim_prefetch(e.block.key)
@@ -464,7 +471,10 @@ impl OpenFile {
     }
 
     /// Reads the whole (small) file as it is here.
-    async fn all_bytes<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<Vec<u8>, FsError> {
+    async fn all_bytes<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+    ) -> Result<Vec<u8>, FsError> {
         let keep = self.last_read_end;
         let size = self.size() as usize;
         let d = self.read(vault, 0, size).await?;

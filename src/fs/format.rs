@@ -131,7 +131,8 @@ pub fn encode_v2(obj: &Object, index: Option<StoredIndex>) -> Result<Vec<u8>, Fs
     if matches!(obj.body, Body::Dir { .. }) {
         attrs.nlink = 0; // computed when loaded
     }
-    postcard::to_allocvec(&StoredObject { attrs, body }).map_err(|e| FsError::Invalid(e.to_string()))
+    postcard::to_allocvec(&StoredObject { attrs, body })
+        .map_err(|e| FsError::Invalid(e.to_string()))
 }
 
 /// Format v1 (the release before issue 10), read only.

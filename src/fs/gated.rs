@@ -2,7 +2,7 @@
 //! can be held back or failed on demand, to test what callers see while a
 //! write is in flight or after it failed.
 
-use super::backend::MemStore;
+use super::mem_store::MemStore;
 use super::{BlockStore, FsError};
 use crate::id::Id;
 use crate::record::Record;

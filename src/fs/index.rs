@@ -43,7 +43,11 @@ pub struct NodeCache(Mutex<HashMap<Id, BlockRef>>);
 
 impl NodeCache {
     fn get(&self, h: &Id) -> Option<BlockRef> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(h).copied()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(h)
+            .copied()
     }
 
     fn put(&self, h: Id, b: BlockRef) {
@@ -130,7 +134,18 @@ pub async fn save<S: BlockStore>(
     let mut level = Vec::new();
     for run in runs(&extents, |e| e.offset) {
         let (start, end) = (run[0].offset, run[run.len() - 1].end());
-        level.push(put_node(store, link, cache, &IndexNode::Leaf(run), start, end, &mut used).await?);
+        level.push(
+            put_node(
+                store,
+                link,
+                cache,
+                &IndexNode::Leaf(run),
+                start,
+                end,
+                &mut used,
+            )
+            .await?,
+        );
     }
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
@@ -139,7 +154,18 @@ pub async fn save<S: BlockStore>(
         let mut up = Vec::new();
         for run in runs(&level, |r| r.start) {
             let (start, end) = (run[0].start, run[run.len() - 1].end);
-            up.push(put_node(store, link, cache, &IndexNode::Inner(run), start, end, &mut used).await?);
+            up.push(
+                put_node(
+                    store,
+                    link,
+                    cache,
+                    &IndexNode::Inner(run),
+                    start,
+                    end,
+                    &mut used,
+                )
+                .await?,
+            );
         }
         level = up;
     }
@@ -203,7 +229,7 @@ pub async fn load<S: BlockStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::backend::MemStore;
+    use crate::fs::mem_store::MemStore;
     use crate::fs::object::Kind;
 
     fn extent(i: u64) -> Extent {
@@ -231,9 +257,14 @@ mod tests {
     async fn small_index_stays_in_the_record() {
         let store = MemStore::default();
         let link = Link::fresh(Kind::File);
-        let (idx, used) = save(&store, &link, &NodeCache::default(), &content(RECORD_EXTENTS as u64))
-            .await
-            .unwrap();
+        let (idx, used) = save(
+            &store,
+            &link,
+            &NodeCache::default(),
+            &content(RECORD_EXTENTS as u64),
+        )
+        .await
+        .unwrap();
         assert!(matches!(idx, StoredIndex::Extents(ref x) if x.len() == RECORD_EXTENTS));
         assert!(used.is_empty());
     }
@@ -252,7 +283,9 @@ mod tests {
         let stored = store.blocks.lock().unwrap().len();
         assert_eq!(stored, used.len());
         // A fresh cache: everything is fetched.
-        let (back, used2) = load(&store, &link, &NodeCache::default(), top).await.unwrap();
+        let (back, used2) = load(&store, &link, &NodeCache::default(), top)
+            .await
+            .unwrap();
         assert_eq!(back, c.extents);
         assert_eq!(used2.len(), used.len());
         // One extent changed: a leaf and its path are new, nothing else.

@@ -6,15 +6,17 @@
 //! content-addressed blocks of ciphertext. The layer sits on a small
 //! [`BlockStore`] trait so the same code runs inside a node (over the DHT),
 //! in the command-line client (over one node's client API) and in tests
-//! (in memory). It knows nothing of FUSE.
+//! (in memory, [`mem_store`]). The first two are implemented where what they
+//! talk to is in reach, in `node` and `cli`: this layer knows nothing of the
+//! DHT or the network, nor of FUSE.
 
-pub mod backend;
 pub mod crypto;
 pub mod extents;
 pub mod file;
 pub mod format;
 pub mod identity;
 pub mod index;
+pub mod mem_store;
 pub mod object;
 pub mod pending;
 pub mod tree;

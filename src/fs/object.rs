@@ -13,7 +13,7 @@
 
 use super::crypto::{GCM_OVERHEAD, SEAL_OVERHEAD, SecretKey};
 use super::extents::{BlockRef, ExtentMap};
-use crate::wire::MAX_BLOCK;
+use crate::item::MAX_BLOCK;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -2,8 +2,8 @@
 //! before an update is stored, who waits for it, and how failures and
 //! concurrent writers are handled.
 
-use super::backend::MemStore;
 use super::gated::{Gate, GatedStore};
+use super::mem_store::MemStore;
 use super::object::{Attrs, Kind};
 use super::*;
 use std::sync::Arc;

@@ -328,7 +328,7 @@ impl<S: BlockStore> Vault<S> {
 mod tests {
     use super::*;
     use crate::fs::Identity;
-    use crate::fs::backend::MemStore;
+    use crate::fs::mem_store::MemStore;
 
     #[tokio::test]
     async fn backup_then_restore_is_identical() {

@@ -189,7 +189,12 @@ impl<S: BlockStore> Vault<S> {
 
     /// Opens and decodes a record value (format v2, else v1), fetching a
     /// file's index tree.
-    async fn decode(&self, link: &Link, key: crate::id::Id, value: &[u8]) -> Result<Object, FsError> {
+    async fn decode(
+        &self,
+        link: &Link,
+        key: crate::id::Id,
+        value: &[u8],
+    ) -> Result<Object, FsError> {
         let corrupt = |e: String| FsError::Corrupt(format!("object {}: {e}", key.short()));
         let mut obj = match open(&link.key, value, &object_aad(&link.name)) {
             Ok(plain) => match decode_v2(&plain)? {
@@ -209,12 +214,16 @@ impl<S: BlockStore> Vault<S> {
                 }
             },
             Err(_) => {
-                let plain = open(&link.key, value, &link.name).map_err(|e| corrupt(e.to_string()))?;
+                let plain =
+                    open(&link.key, value, &link.name).map_err(|e| corrupt(e.to_string()))?;
                 v1::decode(&plain)?
             }
         };
         if let Some(entries) = obj.entries() {
-            let subdirs = entries.values().filter(|e| e.link.kind == Kind::Dir).count();
+            let subdirs = entries
+                .values()
+                .filter(|e| e.link.kind == Kind::Dir)
+                .count();
             obj.attrs.nlink = 2 + subdirs as u32;
         }
         Ok(obj)
@@ -229,7 +238,12 @@ impl<S: BlockStore> Vault<S> {
 
     /// [`Vault::save`], which for a file also stores its index tree and
     /// notes the tree's blocks in `obj`.
-    pub async fn save_file(&self, link: &Link, obj: &mut Object, expected: u64) -> Result<u64, FsError> {
+    pub async fn save_file(
+        &self,
+        link: &Link,
+        obj: &mut Object,
+        expected: u64,
+    ) -> Result<u64, FsError> {
         let index = match &mut obj.body {
             Body::File(c) => {
                 let (index, blocks) =

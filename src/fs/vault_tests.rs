@@ -1,6 +1,6 @@
 //! Vault and open-file behaviour over the in-memory backend.
 
-use super::backend::MemStore;
+use super::mem_store::MemStore;
 use super::object::{Attrs, CHUNK_SIZE, Kind};
 use super::*;
 use std::sync::Arc;

@@ -232,7 +232,9 @@ impl<S: BlockStore> Core<S> {
             }
             (Kind::Dir, Some(_)) => return Err(FsError::IsDir),
             (Kind::Symlink | Kind::Fifo | Kind::Socket, Some(_)) => {
-                return Err(FsError::Invalid("only a regular file can be truncated".into()));
+                return Err(FsError::Invalid(
+                    "only a regular file can be truncated".into(),
+                ));
             }
             (_, None) => {
                 if change.is_empty() {

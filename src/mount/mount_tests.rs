@@ -5,7 +5,7 @@
 //! timeout, and a guard unmounts (lazily as a fallback) whatever happens.
 
 use super::session::{Mount, is_fuse_mounted, mount};
-use crate::fs::backend::MemStore;
+use crate::fs::mem_store::MemStore;
 use crate::fs::{Identity, OpenFile, Vault};
 use std::ffi::CString;
 use std::fs;

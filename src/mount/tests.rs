@@ -3,7 +3,7 @@
 use super::attr::AttrChange;
 use super::core::{ATTR_TTL, Core};
 use super::inodes::ROOT_INO;
-use crate::fs::backend::MemStore;
+use crate::fs::mem_store::MemStore;
 use crate::fs::object::CHUNK_SIZE;
 use crate::fs::{FsError, Identity, OpenFile, Vault};
 use fuser::{FileType, RenameFlags, TimeOrNow};

@@ -7,7 +7,7 @@
 //! through the DHT on the client's behalf.
 
 use super::Node;
-use super::transport::serve_replica;
+use super::serve_replica::serve_replica;
 use crate::net::{Caller, Handler};
 use crate::wire::{
     ChordRequest, ChordResponse, ClientRequest, ClientResponse, NodeInfo, RemoteError,

@@ -9,16 +9,25 @@
 //! repair loop keeps r copies. Shutdown (SIGINT/SIGTERM, or the returned
 //! [`RunningNode::shutdown`]): hand every item to the successors, tell the
 //! neighbours, hand over what arrived meanwhile, stop serving.
+//!
+//! Replica requests are answered by [`apply_replica`] (shared with the
+//! simulator) and [`serve_replica()`]; store failures cross the wire as
+//! [`remote_error`] says. A node's [`Dht`] is also a vault's
+//! [`BlockStore`](crate::fs::BlockStore), for the mount inside a node
+//! process; [`fs_error`] says what a node's refusal means to a vault.
 
+mod block_store;
 mod handler;
 pub mod identity;
 mod members;
 mod repair;
 pub mod ring;
+mod serve_replica;
 mod transport;
 
-pub use crate::store::apply_replica;
-pub use transport::{NodeTransport, serve_replica};
+pub use block_store::fs_error;
+pub use serve_replica::{apply_replica, remote_error, serve_replica};
+pub use transport::NodeTransport;
 
 use crate::chord::{ChordNode, Config as ChordConfig};
 use crate::dht::{Dht, Millis};

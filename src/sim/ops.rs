@@ -14,9 +14,10 @@ use crate::dht::put::{Item, Put, Stored};
 use crate::dht::repair::{HandOff, HandOffStats, RepairPass, RepairStats};
 use crate::dht::{CallId, Cx, DhtError, Io, Machine, Millis, Policy, RouteCache};
 use crate::id::Id;
+use crate::node::{apply_replica, remote_error};
 use crate::record::Record;
 use crate::rpc::{CallError, Reply};
-use crate::store::{ItemStore, apply_replica};
+use crate::store::ItemStore;
 use crate::wire::{ReplicaResponse, Request, Response};
 use ed25519_dalek::SigningKey;
 use rand::Rng;
@@ -195,7 +196,7 @@ impl Sim {
                     .store
                     .remove(key)
                     .map(|()| Response::Replica(ReplicaResponse::Stored))
-                    .map_err(|e| CallError::Refused(e.to_remote()));
+                    .map_err(|e| CallError::Refused(remote_error(&e)));
                 self.nodes[i].op_calls.insert((op, id));
                 let now = self.now;
                 self.schedule(
@@ -300,7 +301,7 @@ impl Sim {
                 Request::Replica(r) => match apply_replica(&self.nodes[to].store, r) {
                     Ok(Some(resp)) => Ok(Response::Replica(resp)),
                     Ok(None) => Err(CallError::Refused(crate::wire::RemoteError::NotFound)),
-                    Err(e) => Err(CallError::Refused(e.to_remote())),
+                    Err(e) => Err(CallError::Refused(remote_error(&e))),
                 },
                 Request::Client(_) => Err(CallError::Unexpected),
             }

@@ -1,8 +1,8 @@
-//! Why a store operation failed, and how that is told to a remote caller.
+//! Why a store operation failed.
 
 use crate::id::Id;
+use crate::item::MAX_BLOCK;
 use crate::record::RecordError;
-use crate::wire::{MAX_BLOCK, RemoteError};
 
 /// A refused or failed store operation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,70 +34,4 @@ pub enum StoreError {
     /// (the message names the data directory and what is left).
     #[error("no space left: {0}")]
     NoSpace(String),
-}
-
-impl StoreError {
-    /// The error to send back to the peer whose request failed.
-    pub fn to_remote(&self) -> RemoteError {
-        match self {
-            StoreError::BadHash => RemoteError::BadHash,
-            StoreError::TooLarge(n) => RemoteError::TooLarge(*n as u64),
-            StoreError::BadRecord(RecordError::BadSignature | RecordError::BadOwner) => {
-                RemoteError::BadSignature
-            }
-            StoreError::BadRecord(e) => RemoteError::Invalid(e.to_string()),
-            StoreError::Stale { offered, current } => RemoteError::Stale {
-                offered: *offered,
-                current: *current,
-            },
-            StoreError::Conflict { current } => RemoteError::Conflict { current: *current },
-            StoreError::Corrupt(_) | StoreError::Io(_) => RemoteError::Storage(self.to_string()),
-            StoreError::NoSpace(m) => RemoteError::NoSpace(m.clone()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_mapping() {
-        assert_eq!(StoreError::BadHash.to_remote(), RemoteError::BadHash);
-        assert_eq!(
-            StoreError::TooLarge(9).to_remote(),
-            RemoteError::TooLarge(9)
-        );
-        assert_eq!(
-            StoreError::BadRecord(RecordError::BadOwner).to_remote(),
-            RemoteError::BadSignature
-        );
-        assert!(matches!(
-            StoreError::BadRecord(RecordError::NameTooLong(2000)).to_remote(),
-            RemoteError::Invalid(_)
-        ));
-        assert_eq!(
-            StoreError::Stale {
-                offered: 1,
-                current: 2
-            }
-            .to_remote(),
-            RemoteError::Stale {
-                offered: 1,
-                current: 2
-            }
-        );
-        assert_eq!(
-            StoreError::Conflict { current: None }.to_remote(),
-            RemoteError::Conflict { current: None }
-        );
-        assert!(matches!(
-            StoreError::Corrupt(Id::ZERO).to_remote(),
-            RemoteError::Storage(m) if m.contains("corrupt")
-        ));
-        assert!(matches!(
-            StoreError::Io("write /x: disk full".into()).to_remote(),
-            RemoteError::Storage(m) if m.contains("/x")
-        ));
-    }
 }

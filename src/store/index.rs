@@ -10,7 +10,7 @@
 //! indexed apart, so neither can shadow or overwrite the other.
 
 use crate::id::Id;
-use crate::wire::ItemVersion;
+use crate::item::ItemVersion;
 use std::collections::BTreeMap;
 
 /// What is known about a stored record without reading its file.

@@ -1,16 +1,16 @@
 //! What any store of items does, whatever keeps the bytes: the rules a
-//! record version must pass, proofs of holding, and the answer to every
-//! replica request ([`apply_replica`]).
+//! record version must pass, and proofs of holding.
 //!
 //! [`Store`](super::Store) keeps items on disk; [`MemItems`](super::MemItems)
-//! keeps them in memory for the simulator. Both answer replica requests
-//! through the same [`apply_replica`], so the simulated ring stores by the
-//! same rules as a real node.
+//! keeps them in memory for the simulator. Both implement [`ItemStore`]:
+//! the node answers replica requests through it, and the simulator through
+//! the same code, so the simulated ring stores by the same rules as a real
+//! node.
 
 use super::StoreError;
 use crate::id::Id;
+use crate::item::{ItemVersion, Proof, proof_of};
 use crate::record::Record;
-use crate::wire::{ItemVersion, Proof, ReplicaRequest, ReplicaResponse, proof_of};
 
 /// A node's own store of blocks and records.
 pub trait ItemStore {
@@ -94,44 +94,6 @@ pub fn judge_record(
         });
     }
     Ok(true)
-}
-
-/// Applies a replica request to a store; `Ok(None)` means the item asked
-/// for is not held. A disk store blocks: call it from `spawn_blocking`.
-pub fn apply_replica<S: ItemStore + ?Sized>(
-    store: &S,
-    req: ReplicaRequest,
-) -> Result<Option<ReplicaResponse>, StoreError> {
-    Ok(Some(match req {
-        ReplicaRequest::StoreBlock { key, data, durable } => {
-            store.put_block_with(key, &data, durable)?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::FetchBlock { key } => match store.get_block(key)? {
-            Some(d) => ReplicaResponse::Block(d),
-            None => return Ok(None),
-        },
-        ReplicaRequest::StoreRecord {
-            record,
-            expected_seq,
-            durable,
-        } => {
-            store.put_record_with(&record, expected_seq, durable)?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::FetchRecord { key } => match store.get_record(key)? {
-            Some(r) => ReplicaResponse::Record(r),
-            None => return Ok(None),
-        },
-        ReplicaRequest::Sync => {
-            store.sync_pending()?;
-            ReplicaResponse::Stored
-        }
-        ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),
-        ReplicaRequest::Prove { nonce, items } => {
-            ReplicaResponse::Proofs(store.prove(&nonce, &items))
-        }
-    }))
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use super::StoreError;
 use super::items::{ItemStore, judge_record};
 use crate::id::Id;
+use crate::item::{ItemVersion, MAX_BLOCK};
 use crate::record::Record;
-use crate::wire::{ItemVersion, MAX_BLOCK};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -126,7 +126,7 @@ impl ItemStore for MemItems {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Proof;
+    use crate::item::Proof;
 
     #[test]
     fn memory_store_follows_the_store_rules() {
@@ -157,7 +157,7 @@ mod tests {
             &nonce,
             &[(k, ItemVersion::Block), (r1.key(), ItemVersion::Record(1))],
         );
-        assert_eq!(p[0], Proof::Held(crate::wire::proof_of(&nonce, k, &d)));
+        assert_eq!(p[0], Proof::Held(crate::item::proof_of(&nonce, k, &d)));
         assert!(matches!(p[1], Proof::Held(_)));
         assert_eq!(m.items().len(), 2);
         m.remove(k).unwrap();

@@ -63,13 +63,13 @@ mod spares;
 mod tests;
 
 pub use error::StoreError;
-pub use items::{ItemStore, apply_replica, judge_record};
+pub use items::{ItemStore, judge_record};
 pub use mem::MemItems;
 pub use space::{FsSpace, fs_space};
 
 use crate::id::Id;
+use crate::item::{ItemVersion, MAX_BLOCK};
 use crate::record::Record;
-use crate::wire::{ItemVersion, MAX_BLOCK};
 use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{Index, RecordMeta};
 use space::SpaceGuard;

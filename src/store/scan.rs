@@ -12,7 +12,7 @@
 use super::index::{Index, RecordMeta};
 use super::{StoreError, decode_record, fsutil};
 use crate::id::Id;
-use crate::wire::MAX_BLOCK;
+use crate::item::MAX_BLOCK;
 use std::fs;
 use std::path::Path;
 

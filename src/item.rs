@@ -1,0 +1,38 @@
+//! What the ring stores, as every layer that keeps or moves it sees it: the
+//! kinds of item and their versions ([`ItemVersion`]), the block size limit
+//! ([`MAX_BLOCK`]), and proofs of holding an item ([`Proof`], [`proof_of`]).
+//!
+//! [`crate::wire`] re-exports all of them: they cross the wire inside
+//! replica requests, and their serde encoding is part of the protocol.
+
+use crate::id::Id;
+use serde::{Deserialize, Serialize};
+
+/// Largest block, in bytes.
+pub const MAX_BLOCK: usize = 1 << 20;
+
+/// What one node's kind of item and version is, for replica sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemVersion {
+    /// A block (immutable: present or not).
+    Block,
+    /// A record at this sequence number.
+    Record(u64),
+}
+
+/// One answer of a [`ReplicaRequest::Prove`](crate::wire::ReplicaRequest::Prove).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proof {
+    /// Not held (or an older record version).
+    Missing,
+    /// Held at exactly the version asked: `proof_of(nonce, key, bytes)`.
+    Held([u8; 32]),
+    /// A newer record version is held (its sequence number).
+    Newer(u64),
+}
+
+/// The proof that the holder of `bytes` (a block, or the postcard encoding
+/// of a record) under `key` has them: SHA-256 of nonce, key and bytes.
+pub fn proof_of(nonce: &[u8; 32], key: Id, bytes: &[u8]) -> [u8; 32] {
+    Id::hash_parts(&[b"peerstore-proof-v1", nonce, &key.0, bytes]).0
+}

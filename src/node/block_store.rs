@@ -1,0 +1,71 @@
+//! The DHT as a vault's [`BlockStore`], for a vault inside a node (the
+//! mount): every operation goes through [`Dht`], and what the ring
+//! refuses becomes an [`FsError`] ([`fs_error`], which the command-line
+//! client's store uses too).
+
+use crate::dht::{Dht, DhtError, Transport};
+use crate::fs::{BlockStore, FsError};
+use crate::id::Id;
+use crate::record::Record;
+use crate::wire::RemoteError;
+
+/// What a node's refusal means to the vault.
+pub fn fs_error(e: RemoteError) -> FsError {
+    match e {
+        RemoteError::NotFound => FsError::NotFound,
+        RemoteError::Conflict { current } => FsError::Conflict(current),
+        RemoteError::Stale { current, .. } => FsError::Conflict(Some(current)),
+        RemoteError::TooLarge(_) => FsError::TooBig,
+        RemoteError::NoSpace(m) => FsError::NoSpace(m),
+        other => FsError::Unavailable(other.to_string()),
+    }
+}
+
+fn from_dht(e: DhtError) -> FsError {
+    match e {
+        DhtError::NotFound => FsError::NotFound,
+        DhtError::Refused(r) => fs_error(r),
+        DhtError::TooLarge(_) => FsError::TooBig,
+        DhtError::NoSpace(m) => FsError::NoSpace(m),
+        other => FsError::Unavailable(other.to_string()),
+    }
+}
+
+impl<T: Transport + 'static> BlockStore for Dht<T> {
+    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
+        Dht::put_block_as(self, data, false)
+            .await
+            .map(|(k, _)| k)
+            .map_err(from_dht)
+    }
+
+    async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
+        Dht::get_block(self, key).await.map_err(from_dht)
+    }
+
+    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+        Dht::put_record_as(self, rec, expected_seq, false)
+            .await
+            .map(|_| ())
+            .map_err(from_dht)
+    }
+
+    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
+        match self.get_record_version(key).await {
+            Ok(r) => Ok(Some(r)),
+            Err(DhtError::NotFound) => Ok(None),
+            Err(e) => Err(from_dht(e)),
+        }
+    }
+
+    async fn sync(&self) -> Result<(), FsError> {
+        Dht::sync(self).await.map_err(from_dht)
+    }
+
+    async fn put_new_record(&self, rec: Record) -> Result<(), FsError> {
+        Dht::put_new_record(self, rec, false)
+            .await
+            .map(|_| ())
+            .map_err(from_dht)
+    }
+}

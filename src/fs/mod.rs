@@ -179,6 +179,8 @@ mod tests {
 }
 
 #[cfg(test)]
+mod file_tests;
+#[cfg(test)]
 pub(crate) mod gated;
 #[cfg(test)]
 mod pending_tests;

@@ -309,6 +309,9 @@ pub struct NodeOpts {
     /// With `Some(bytes)`, the node's store lives on a tmpfs of that size
     /// (a small disk that fills up), mounted by its guard.
     pub store_size: Option<u64>,
+    /// With `Some(dir)`, the data directory starts as a copy of `dir`
+    /// (for instance a node's data written by an earlier release).
+    pub data_from: Option<PathBuf>,
 }
 
 impl NodeOpts {
@@ -322,6 +325,7 @@ impl NodeOpts {
             mount: None,
             own_network: false,
             store_size: None,
+            data_from: None,
         }
     }
 
@@ -650,6 +654,15 @@ impl NodeGuard {
             .tempdir()
             .expect("temp dir");
         let mnt = opts.mount.as_ref().map(|_| MountDir::new());
+        if let Some(src) = &opts.data_from {
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(src.join("."))
+                .arg(data.path())
+                .status()
+                .expect("run cp");
+            assert!(st.success(), "copying {} failed", src.display());
+        }
         if !opts.own_network {
             admit(data.path());
         }

@@ -1,0 +1,184 @@
+//! Open files over the in-memory backend: writes cost their size, files
+//! of any size, concurrent writers, and a byte-array model.
+
+use super::mem_store::MemStore;
+use super::object::{Attrs, CHUNK_SIZE, Kind, Link};
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+const MIB: usize = 1 << 20;
+
+fn vault_on(store: &Arc<MemStore>, id: &[u8; 32]) -> Arc<Vault<MemStore>> {
+    Vault::new(Arc::clone(store), Identity::from_secret(*id))
+}
+
+/// Bytes held by the store: blocks and record values.
+fn stored_bytes(store: &MemStore) -> usize {
+    let b: usize = store.blocks.lock().unwrap().values().map(Vec::len).sum();
+    let r: usize = store
+        .records
+        .lock()
+        .unwrap()
+        .values()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    b + r
+}
+
+async fn new_file(v: &Arc<Vault<MemStore>>, name: &[u8]) -> OpenFile {
+    let (link, state) = v
+        .create(&v.root(), name, Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    OpenFile::from_state(link, state)
+}
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.r#gen()).collect()
+}
+
+#[tokio::test]
+async fn a_small_write_stores_about_its_size() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[1; 32]);
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut f = new_file(&v, b"big").await;
+    let data = random(&mut rng, 64 * MIB);
+    for (i, piece) in data.chunks(MIB).enumerate() {
+        f.write(&v, (i * MIB) as u64, piece).await.unwrap();
+    }
+    f.flush(&v).await.unwrap();
+    let before = stored_bytes(&store);
+    assert!(before < 64 * MIB + 64 * 1024, "{before} bytes for 64 MiB");
+    // 100 random 4 KiB writes, each flushed (as pwrite + fsync).
+    let mut model = data;
+    for _ in 0..100 {
+        let off = rng.gen_range(0..64 * MIB - 4096);
+        let piece = random(&mut rng, 4096);
+        f.write(&v, off as u64, &piece).await.unwrap();
+        f.flush(&v).await.unwrap();
+        model[off..off + 4096].copy_from_slice(&piece);
+    }
+    let grown = stored_bytes(&store) - before;
+    // Each flush stores its 4 KiB plus a changed index: far from the
+    // 1 MiB chunk per write of format v1.
+    assert!(
+        grown < 100 * 24 * 1024,
+        "100 small writes stored {grown} bytes"
+    );
+    let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+    assert_eq!(g.read(&v, 0, 64 * MIB).await.unwrap(), model);
+}
+
+#[tokio::test]
+async fn a_huge_sparse_file_with_spread_writes() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[2; 32]);
+    let mut f = new_file(&v, b"sparse").await;
+    let size: u64 = 100 << 30;
+    f.truncate(&v, size).await.unwrap();
+    // 2000 writes spread over 100 GiB: more extents than a record holds.
+    let step = size / 2000;
+    for i in 0..2000u64 {
+        f.write(&v, i * step + i, &i.to_be_bytes()).await.unwrap();
+    }
+    f.flush(&v).await.unwrap();
+    let link: Link = f.link.clone();
+    let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
+    assert_eq!(g.size(), size);
+    let c = g.state.obj.content().unwrap();
+    assert_eq!(c.extents.len(), 2000);
+    assert!(!c.index_blocks.is_empty(), "the index is a tree of blocks");
+    for i in [0u64, 1, 999, 1999] {
+        let at = i * step + i;
+        assert_eq!(g.read(&v, at, 8).await.unwrap(), i.to_be_bytes());
+        assert_eq!(g.read(&v, at + 8, 8).await.unwrap(), [0u8; 8]);
+    }
+    assert_eq!(g.read(&v, size - 3, 10).await.unwrap(), [0u8; 3]);
+    // The whole thing stores little: 2000 × 8 bytes and the index.
+    assert!(stored_bytes(&store) < 512 * 1024);
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_one_file_both_land() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[3; 32]), vault_on(&store, &[3; 32]));
+    let mut fa = new_file(&a, b"shared").await;
+    let base = vec![b'.'; 3 * CHUNK_SIZE];
+    fa.write(&a, 0, &base).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    // Both write different ranges; B saves second, on top of A's version.
+    fa.write(&a, 10, b"from A").await.unwrap();
+    fb.write(&b, CHUNK_SIZE as u64 * 2, b"from B")
+        .await
+        .unwrap();
+    fb.truncate(&b, 3 * CHUNK_SIZE as u64 + 100).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    fb.flush(&b).await.unwrap();
+    let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
+    assert_eq!(g.size(), 3 * CHUNK_SIZE as u64 + 100);
+    assert_eq!(g.read(&a, 10, 6).await.unwrap(), b"from A");
+    assert_eq!(
+        g.read(&a, CHUNK_SIZE as u64 * 2, 6).await.unwrap(),
+        b"from B"
+    );
+    assert_eq!(g.read(&a, 0, 10).await.unwrap(), b"..........");
+    assert_eq!(
+        g.read(&a, 3 * CHUNK_SIZE as u64, 100).await.unwrap(),
+        vec![0; 100]
+    );
+}
+
+#[tokio::test]
+async fn writes_truncates_and_reopens_match_a_byte_array() {
+    for seed in 0..12u64 {
+        let store = Arc::new(MemStore::default());
+        let v = vault_on(&store, &[4; 32]);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut f = new_file(&v, b"model").await;
+        let mut model: Vec<u8> = Vec::new();
+        for step in 0..60 {
+            match rng.gen_range(0..10) {
+                0 => {
+                    let n = rng.gen_range(0..=model.len() + 3 * CHUNK_SIZE);
+                    f.truncate(&v, n as u64).await.unwrap();
+                    model.resize(n, 0);
+                }
+                1 => f.flush(&v).await.unwrap(),
+                2 => {
+                    f.flush(&v).await.unwrap();
+                    f = OpenFile::open(&v, f.link.clone()).await.unwrap();
+                }
+                _ => {
+                    // Mostly small writes, sometimes large, some far out.
+                    let len = if rng.gen_bool(0.8) {
+                        rng.gen_range(1..10_000)
+                    } else {
+                        rng.gen_range(1..2 * CHUNK_SIZE)
+                    };
+                    let off = rng.gen_range(0..model.len() + CHUNK_SIZE);
+                    let piece = random(&mut rng, len);
+                    f.write(&v, off as u64, &piece).await.unwrap();
+                    if model.len() < off + len {
+                        model.resize(off + len, 0);
+                    }
+                    model[off..off + len].copy_from_slice(&piece);
+                }
+            }
+            assert_eq!(f.size(), model.len() as u64, "seed {seed} step {step}");
+            if step % 7 == 0 {
+                let got = f.read(&v, 0, model.len() + 10).await.unwrap();
+                assert!(got == model, "seed {seed} step {step}: content differs");
+            }
+        }
+        f.flush(&v).await.unwrap();
+        let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+        assert!(
+            g.read(&v, 0, model.len() + 10).await.unwrap() == model,
+            "seed {seed}: reopened content differs"
+        );
+    }
+}

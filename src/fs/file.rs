@@ -507,7 +507,7 @@ impl OpenFile {
         for _ in 0..SAVE_ATTEMPTS {
             match vault.save_file(&self.link, &mut next, expected).await {
                 Ok(seq) => {
-                    self.state = Versioned { obj: next, seq };
+                    self.state = Versioned::new(next, seq);
                     self.ops.clear();
                     self.modified = false;
                     return Ok(());

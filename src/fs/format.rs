@@ -42,10 +42,30 @@ pub struct StoredObject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredBody {
     File(StoredIndex),
-    /// Entries sorted by name.
-    Dir(Vec<(Vec<u8>, Entry)>),
+    /// The top node of the directory's shard tree.
+    Dir(DirNode),
     Symlink(Vec<u8>),
     Special,
+}
+
+/// A node of a directory's shard tree (the top one in the directory's
+/// record, the others in shard records).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirNode {
+    /// Entries sorted by name.
+    Leaf(Vec<(Vec<u8>, Entry)>),
+    /// Split into [`super::shards::FANOUT`] children, stored in shard
+    /// records named from this node's path and `epoch`; an absent child
+    /// is empty.
+    Split { epoch: u64 },
+}
+
+/// Associated-data prefix of a shard record.
+const SHARD_AAD: &[u8] = b"peerstore shard v2";
+
+/// Associated data of the shard record named `name`.
+pub fn shard_aad(name: &[u8]) -> Vec<u8> {
+    [SHARD_AAD, name].concat()
 }
 
 /// A file's index as kept in its record.
@@ -85,6 +105,8 @@ pub enum Decoded {
     Done(Object),
     /// A file whose index tree is in blocks.
     FileTree { attrs: Attrs, top: Vec<IndexRef> },
+    /// A directory whose entries are in shard records.
+    DirSplit { attrs: Attrs, epoch: u64 },
 }
 
 /// Decodes a record's plaintext in format v2.
@@ -102,28 +124,43 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
             extents: ExtentMap::from_extents(x)?,
             ..FileContent::default()
         }),
-        StoredBody::Dir(entries) => Body::Dir {
+        StoredBody::Dir(DirNode::Leaf(entries)) => Body::Dir {
             entries: entries.into_iter().collect(),
         },
+        StoredBody::Dir(DirNode::Split { epoch }) => {
+            return Ok(Decoded::DirSplit { attrs, epoch });
+        }
         StoredBody::Symlink(target) => Body::Symlink { target },
         StoredBody::Special => Body::Special,
     };
     Ok(Decoded::Done(Object { attrs, body }))
 }
 
-/// Encodes an object whose file index (if a file) is `index`.
-pub fn encode_v2(obj: &Object, index: Option<StoredIndex>) -> Result<Vec<u8>, FsError> {
-    let body = match (&obj.body, index) {
-        (Body::File(_), Some(i)) => StoredBody::File(i),
-        (Body::File(_), None) => {
-            return Err(FsError::Invalid("a file is saved with its index".into()));
-        }
-        (Body::Dir { entries }, _) => StoredBody::Dir(
+/// How the part of an object kept in its record is given to
+/// [`encode_v2`]: a file's index, a directory's top node.
+pub enum Top {
+    None,
+    File(StoredIndex),
+    Dir(DirNode),
+}
+
+/// Encodes an object with its top part (a file's index, a directory's
+/// top node).
+pub fn encode_v2(obj: &Object, top: Top) -> Result<Vec<u8>, FsError> {
+    let body = match (&obj.body, top) {
+        (Body::File(_), Top::File(i)) => StoredBody::File(i),
+        (Body::Dir { .. }, Top::Dir(n)) => StoredBody::Dir(n),
+        (Body::Dir { entries }, Top::None) => StoredBody::Dir(DirNode::Leaf(
             entries
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        ),
+        )),
+        (Body::File(_), _) | (_, Top::File(_) | Top::Dir(_)) => {
+            return Err(FsError::Invalid(
+                "object saved with the wrong top part".into(),
+            ));
+        }
         (Body::Symlink { target }, _) => StoredBody::Symlink(target.clone()),
         (Body::Special, _) => StoredBody::Special,
     };
@@ -289,7 +326,7 @@ mod tests {
                 attrs: Some(Attrs::new(0o600, 1, 1)),
             },
         );
-        let bytes = encode_v2(&obj, None).unwrap();
+        let bytes = encode_v2(&obj, Top::None).unwrap();
         let Decoded::Done(back) = decode_v2(&bytes).unwrap() else {
             panic!("a directory decodes whole")
         };

@@ -319,15 +319,15 @@ impl<S: BlockStore> Vault<S> {
                     Err(e) => return (Err(e), Vec::new()),
                 },
             };
-            let mut v = base;
+            let mut v = base.clone();
             let results: Vec<Result<(), FsError>> =
                 batch.iter_mut().map(|q| (q.change)(&mut v.obj)).collect();
             if results.iter().all(|r| r.is_err()) {
                 return (Ok(Arc::new(v)), results);
             }
-            match self.save(link, &v.obj, v.seq).await {
-                Ok(seq) => {
-                    v.seq = seq;
+            match self.save_dir(link, &v.obj, &base).await {
+                Ok(stored) => {
+                    v = stored;
                     self.remember(link, &v);
                     return (Ok(Arc::new(v)), results);
                 }

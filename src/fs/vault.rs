@@ -18,10 +18,11 @@
 
 use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
 use super::extents::{BlockRef, Cipher};
-use super::format::{Decoded, decode_v2, encode_v2, object_aad, v1};
+use super::format::{Decoded, Top, decode_v2, encode_v2, object_aad, v1};
 use super::index::NodeCache;
 use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
+use super::shards::Layout;
 use super::{BlockStore, FsError, Identity, check_name, split_path};
 use crate::id::Id;
 use crate::record::MAX_RECORD_VALUE;
@@ -43,6 +44,20 @@ pub struct Versioned {
     pub obj: Object,
     /// Record sequence number (0: never saved).
     pub seq: u64,
+    /// A directory's shard records and their versions (empty for other
+    /// objects and for a directory never loaded or saved).
+    pub layout: Layout,
+}
+
+impl Versioned {
+    /// A version of `obj` at `seq` with no shard records.
+    pub fn new(obj: Object, seq: u64) -> Versioned {
+        Versioned {
+            obj,
+            seq,
+            layout: Layout::default(),
+        }
+    }
 }
 
 /// A file tree owned by one identity, stored in `S`.
@@ -142,18 +157,18 @@ impl<S: BlockStore> Vault<S> {
                 ));
             }
             None if root => {
-                return Ok(Versioned {
-                    obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
-                    seq: 0,
-                });
+                return Ok(Versioned::new(
+                    Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
+                    0,
+                ));
             }
             // A linked file whose first save has not happened yet (new files
             // are saved by their first flush) is empty.
             None if link.kind == Kind::File => {
-                return Ok(Versioned {
-                    obj: Object::empty(Kind::File, Attrs::new(0o644, 0, 0)),
-                    seq: 0,
-                });
+                return Ok(Versioned::new(
+                    Object::empty(Kind::File, Attrs::new(0o644, 0, 0)),
+                    0,
+                ));
             }
             // A directory or link is saved before its entry points at it,
             // so one that is listed but absent exists somewhere the ring
@@ -167,22 +182,22 @@ impl<S: BlockStore> Vault<S> {
             Some(r) => match r.value {
                 Some(v) => (v, r.seq),
                 None if root => {
-                    return Ok(Versioned {
-                        obj: Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
-                        seq: r.seq,
-                    });
+                    return Ok(Versioned::new(
+                        Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
+                        r.seq,
+                    ));
                 }
                 None => return Err(FsError::NotFound),
             },
         };
-        let obj = self.decode(link, key, &value).await?;
+        let (obj, layout) = self.decode(link, key, &value, seq).await?;
         if !obj.fits(link.kind) {
             return Err(FsError::Corrupt(format!(
                 "object {}: kind does not match its link",
                 key.short()
             )));
         }
-        let v = Versioned { obj, seq };
+        let v = Versioned { obj, seq, layout };
         self.remember(link, &v);
         Ok(v)
     }
@@ -194,11 +209,21 @@ impl<S: BlockStore> Vault<S> {
         link: &Link,
         key: crate::id::Id,
         value: &[u8],
-    ) -> Result<Object, FsError> {
+        seq: u64,
+    ) -> Result<(Object, Layout), FsError> {
         let corrupt = |e: String| FsError::Corrupt(format!("object {}: {e}", key.short()));
         let mut obj = match open(&link.key, value, &object_aad(&link.name)) {
             Ok(plain) => match decode_v2(&plain)? {
                 Decoded::Done(o) => o,
+                Decoded::DirSplit { attrs, epoch } => {
+                    let (entries, layout) = self.load_shards(link, seq, epoch).await?;
+                    let mut obj = Object {
+                        attrs,
+                        body: Body::Dir { entries },
+                    };
+                    set_dir_nlink(&mut obj);
+                    return Ok((obj, layout));
+                }
                 Decoded::FileTree { attrs, top } => {
                     let (extents, index_blocks) =
                         super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
@@ -219,14 +244,12 @@ impl<S: BlockStore> Vault<S> {
                 v1::decode(&plain)?
             }
         };
-        if let Some(entries) = obj.entries() {
-            let subdirs = entries
-                .values()
-                .filter(|e| e.link.kind == Kind::Dir)
-                .count();
-            obj.attrs.nlink = 2 + subdirs as u32;
-        }
-        Ok(obj)
+        set_dir_nlink(&mut obj);
+        let layout = match obj.body {
+            Body::Dir { .. } => Layout::single(&link.name, seq),
+            _ => Layout::default(),
+        };
+        Ok((obj, layout))
     }
 
     /// Saves `obj` as version `expected + 1`, only if the stored version is
@@ -244,16 +267,28 @@ impl<S: BlockStore> Vault<S> {
         obj: &mut Object,
         expected: u64,
     ) -> Result<u64, FsError> {
-        let index = match &mut obj.body {
+        let top = match &mut obj.body {
             Body::File(c) => {
                 let (index, blocks) =
                     super::index::save(self.store.as_ref(), link, &self.index_nodes, c).await?;
                 c.index_blocks = blocks;
-                Some(index)
+                Top::File(index)
             }
-            _ => None,
+            _ => Top::None,
         };
-        let bytes = encode_v2(obj, index)?;
+        self.save_top(link, obj, top, expected).await
+    }
+
+    /// Writes an object's own record (with its top part) as version
+    /// `expected + 1`.
+    pub(crate) async fn save_top(
+        &self,
+        link: &Link,
+        obj: &Object,
+        top: Top,
+        expected: u64,
+    ) -> Result<u64, FsError> {
+        let bytes = encode_v2(obj, top)?;
         if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
             return Err(FsError::TooBig);
         }
@@ -396,7 +431,7 @@ impl<S: BlockStore> Vault<S> {
             let _ = self.delete(&link).await;
             return Err(e);
         }
-        Ok((link, Versioned { obj, seq }))
+        Ok((link, Versioned::new(obj, seq)))
     }
 
     /// Creates the file `name` in directory `parent`, writing the entry
@@ -421,7 +456,7 @@ impl<S: BlockStore> Vault<S> {
         let ticket = self
             .queue_dir_change(parent, Box::new(link_entry(name, entry)))
             .await?;
-        Ok((link, Versioned { obj, seq: 0 }, ticket))
+        Ok((link, Versioned::new(obj, 0), ticket))
     }
 
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
@@ -433,6 +468,7 @@ impl<S: BlockStore> Vault<S> {
         self.settle_dir(parent).await;
         let pv = self.load(parent).await?;
         let link = pv.obj.entry(name)?;
+        let mut shards = None;
         match (link.kind == Kind::Dir, dir) {
             (true, false) => return Err(FsError::IsDir),
             (false, true) => return Err(FsError::NotDir),
@@ -441,6 +477,7 @@ impl<S: BlockStore> Vault<S> {
                 if child.obj.entries().is_some_and(|e| !e.is_empty()) {
                     return Err(FsError::NotEmpty);
                 }
+                shards = Some(child.layout);
             }
             _ => {}
         }
@@ -453,12 +490,18 @@ impl<S: BlockStore> Vault<S> {
                     touch(&mut d.attrs);
                     Ok(())
                 }
-                _ => Err(FsError::NotFound),
+                // Gone already (a retry after part of a sharded update
+                // landed, or another writer removed it): done.
+                None => Ok(()),
+                Some(_) => Err(FsError::NotFound),
             }
         })
         .await?;
         if let Err(e) = self.delete(&link).await {
             log::warn!("unlinked object could not be deleted: {e}");
+        }
+        if let Some(layout) = shards {
+            self.delete_shards(&layout).await;
         }
         Ok(())
     }
@@ -669,12 +712,26 @@ fn link_entry(
     let name = name.to_vec();
     move |dir| {
         let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
-        if entries.contains_key(&name) {
-            return Err(FsError::Exists);
+        match entries.get(&name) {
+            // Applied already (a retry after part of a sharded update landed).
+            Some(e) if e.link == entry.link => return Ok(()),
+            Some(_) => return Err(FsError::Exists),
+            None => {}
         }
         entries.insert(name.clone(), entry.clone());
         touch(&mut dir.attrs);
         Ok(())
+    }
+}
+
+/// A directory's link count: 2 and one per subdirectory.
+fn set_dir_nlink(obj: &mut Object) {
+    if let Some(entries) = obj.entries() {
+        let subdirs = entries
+            .values()
+            .filter(|e| e.link.kind == Kind::Dir)
+            .count();
+        obj.attrs.nlink = 2 + subdirs as u32;
     }
 }
 

@@ -251,3 +251,121 @@ async fn growing_an_inline_file_keeps_chunk_zero() {
     let mut h = OpenFile::open(&v, link).await.unwrap();
     assert_eq!(h.read(&v, 0, big.len()).await.unwrap(), big, "after close");
 }
+
+/// Creates `n` empty files named `{prefix}{i}` in `dir`, written behind.
+async fn create_many(v: &Arc<Vault<MemStore>>, dir: &Link, prefix: &str, n: usize) {
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        let (_, _, t) = v
+            .create_pending(
+                dir,
+                format!("{prefix}{i}").as_bytes(),
+                Attrs::new(0o644, 0, 0),
+            )
+            .await
+            .unwrap();
+        tickets.push(t);
+    }
+    for t in tickets {
+        t.wait().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_large_directory_is_sharded_and_a_create_rewrites_one_shard() {
+    let store = Arc::new(MemStore::default());
+    let id = [9u8; 32];
+    let v = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    let (dir, _) = v
+        .create(&v.root(), b"big", Kind::Dir, Attrs::new(0o755, 0, 0), None)
+        .await
+        .unwrap();
+    create_many(&v, &dir, "file-", 3000).await;
+    // No record holds much more than a shard's worth.
+    let largest = store
+        .records
+        .lock()
+        .unwrap()
+        .values()
+        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .max()
+        .unwrap();
+    assert!(
+        largest < 2 * super::shards::SPLIT_BYTES,
+        "largest record {largest}"
+    );
+    // A cold vault lists all of them.
+    let cold = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    let got = cold.load(&dir).await.unwrap();
+    assert!(got.layout.is_sharded());
+    assert_eq!(got.obj.entries().unwrap().len(), 3000);
+    // One more create stores the one leaf and the directory record.
+    let before: std::collections::HashMap<_, _> = store
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, r)| (*k, r.seq))
+        .collect();
+    create_many(&cold, &dir, "one-more-", 1).await;
+    let changed = store
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, r)| before.get(k) != Some(&r.seq))
+        .count();
+    assert!(changed <= 2, "{changed} records rewritten by one create");
+    // Removing everything empties it; then it can be removed itself.
+    let names: Vec<Vec<u8>> = cold
+        .load(&dir)
+        .await
+        .unwrap()
+        .obj
+        .entries()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    for n in &names {
+        cold.remove(&dir, n, false).await.unwrap();
+    }
+    let fresh = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    assert!(
+        fresh
+            .load(&dir)
+            .await
+            .unwrap()
+            .obj
+            .entries()
+            .unwrap()
+            .is_empty()
+    );
+    fresh.remove(&fresh.root(), b"big", true).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_a_sharded_directory_both_land() {
+    let store = Arc::new(MemStore::default());
+    let id = [8u8; 32];
+    let a = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    let b = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    let (dir, _) = a
+        .create(&a.root(), b"d", Kind::Dir, Attrs::new(0o755, 0, 0), None)
+        .await
+        .unwrap();
+    create_many(&a, &dir, "base-", 600).await;
+    // Both add many names at once, splitting leaves while racing.
+    tokio::join!(
+        create_many(&a, &dir, "a-", 1500),
+        create_many(&b, &dir, "b-", 1500)
+    );
+    let cold = Vault::new(Arc::clone(&store), Identity::from_secret(id));
+    let got = cold.load(&dir).await.unwrap();
+    let entries = got.obj.entries().unwrap();
+    assert_eq!(entries.len(), 3600);
+    for i in 0..1500 {
+        assert!(entries.contains_key(format!("a-{i}").as_bytes()));
+        assert!(entries.contains_key(format!("b-{i}").as_bytes()));
+    }
+}

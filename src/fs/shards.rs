@@ -1,0 +1,427 @@
+//! Sharded directories: a directory's entries in a tree of records, so a
+//! change rewrites one bounded shard, not the whole directory.
+//!
+//! A directory's record holds its attributes and the top node of the tree:
+//! a leaf of entries, or "split at epoch e". A split node's children are
+//! [`FANOUT`] shard records named `SHA-256("peerstore shard" ‖ directory
+//! record name ‖ path ‖ e)[..16]`, where the path is the digits leading to
+//! the child; an absent child is empty. An entry's digit at depth d is
+//! byte d of `SHA-256("peerstore shard digit" ‖ directory key ‖ name)`,
+//! mod 64, so names spread evenly and storage nodes learn nothing.
+//!
+//! The program holds a directory whole (every entry in one map) and saves
+//! it by difference: a change is applied to the map, and only the leaves
+//! whose entries changed are written, each as a compare-and-swap on its
+//! own record (the top record too when the attributes changed). A leaf
+//! that grew past [`SPLIT_BYTES`] is split after it is stored: its
+//! children are a pure function of the leaf's stored version, written
+//! under an epoch derived from that version, each only if absent, then
+//! the leaf becomes "split" by compare-and-swap. Two writers splitting
+//! the same version therefore write the same children, and a split cut
+//! short by a crash is finished by the next writer or abandoned (its
+//! children are never referred to).
+
+use super::crypto::{open, seal};
+use super::format::{DirNode, shard_aad};
+use super::object::{Entry, Link};
+use super::vault::{Vault, Versioned};
+use super::{BlockStore, FsError};
+use crate::id::Id;
+use crate::record::MAX_RECORD_VALUE;
+use futures::future::join_all;
+use std::collections::{BTreeMap, HashMap};
+
+/// Children of a split node.
+pub const FANOUT: usize = 64;
+/// A leaf whose encoding is larger than this is split once stored
+/// (~400 entries).
+pub const SPLIT_BYTES: usize = 48 * 1024;
+/// Depth of the tree, at most (64^8 leaves).
+const MAX_DEPTH: usize = 8;
+
+/// A stored node of a directory's shard tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardNode {
+    /// Its record name (the top node: the directory's own).
+    pub name: Vec<u8>,
+    /// Its record's sequence number (0: not stored, empty).
+    pub seq: u64,
+    /// `Some(epoch)` once split.
+    pub split: Option<u64>,
+}
+
+/// Where a directory's entries are stored: its nodes by path (the digits
+/// from the top; the top node has the empty path). Empty for objects
+/// other than directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub nodes: BTreeMap<Vec<u8>, ShardNode>,
+}
+
+impl Layout {
+    /// The layout of a directory stored as one leaf.
+    pub fn single(name: &[u8], seq: u64) -> Layout {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            Vec::new(),
+            ShardNode {
+                name: name.to_vec(),
+                seq,
+                split: None,
+            },
+        );
+        Layout { nodes }
+    }
+
+    /// Whether the directory is split into shards.
+    pub fn is_sharded(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// The path of the leaf that holds `name` in directory `dir`.
+    fn leaf_of(&self, dir: &Link, name: &[u8]) -> Vec<u8> {
+        let h = digits(dir, name);
+        let mut path = Vec::new();
+        while let Some(ShardNode { split: Some(_), .. }) = self.nodes.get(&path) {
+            if path.len() >= MAX_DEPTH {
+                break;
+            }
+            path.push(h[path.len()]);
+        }
+        path
+    }
+
+    /// The node at `path`: stored, or an empty child of a split node.
+    fn node(&self, dir: &Link, path: &[u8]) -> ShardNode {
+        if let Some(n) = self.nodes.get(path) {
+            return n.clone();
+        }
+        let parent = &path[..path.len().saturating_sub(1)];
+        let epoch = self
+            .nodes
+            .get(parent)
+            .and_then(|p| p.split)
+            .unwrap_or_default();
+        ShardNode {
+            name: child_name(&dir.name, path, epoch),
+            seq: 0,
+            split: None,
+        }
+    }
+}
+
+/// The digits of `name` in directory `dir`, one per depth.
+fn digits(dir: &Link, name: &[u8]) -> [u8; 32] {
+    let mut h = Id::hash_parts(&[b"peerstore shard digit", &dir.key.0, name]).0;
+    for d in &mut h {
+        *d %= FANOUT as u8;
+    }
+    h
+}
+
+/// The record name of the child at `path` of a node split at `epoch`.
+fn child_name(dir_name: &[u8], path: &[u8], epoch: u64) -> Vec<u8> {
+    Id::hash_parts(&[b"peerstore shard", dir_name, path, &epoch.to_be_bytes()]).0[..16].to_vec()
+}
+
+/// Entries grouped by the leaf (path) that holds them.
+fn group<'a>(
+    layout: &Layout,
+    dir: &Link,
+    entries: &'a BTreeMap<Vec<u8>, Entry>,
+) -> HashMap<Vec<u8>, BTreeMap<&'a [u8], &'a Entry>> {
+    let mut out: HashMap<Vec<u8>, BTreeMap<&[u8], &Entry>> = HashMap::new();
+    for (n, e) in entries {
+        out.entry(layout.leaf_of(dir, n))
+            .or_default()
+            .insert(n.as_slice(), e);
+    }
+    out
+}
+
+fn leaf_node(entries: &BTreeMap<&[u8], &Entry>) -> DirNode {
+    DirNode::Leaf(
+        entries
+            .iter()
+            .map(|(n, e)| (n.to_vec(), (*e).clone()))
+            .collect(),
+    )
+}
+
+fn encode(node: &DirNode) -> Result<Vec<u8>, FsError> {
+    postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))
+}
+
+impl<S: BlockStore> Vault<S> {
+    /// Loads the shards below a split top node; returns every entry and
+    /// the layout.
+    pub(crate) async fn load_shards(
+        &self,
+        dir: &Link,
+        top_seq: u64,
+        epoch: u64,
+    ) -> Result<(BTreeMap<Vec<u8>, Entry>, Layout), FsError> {
+        let mut layout = Layout::single(&dir.name, top_seq);
+        if let Some(n) = layout.nodes.get_mut(&Vec::new()) {
+            n.split = Some(epoch);
+        }
+        let mut entries = BTreeMap::new();
+        let mut frontier: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), epoch)];
+        for _ in 0..MAX_DEPTH {
+            if frontier.is_empty() {
+                return Ok((entries, layout));
+            }
+            let children: Vec<Vec<u8>> = frontier
+                .iter()
+                .flat_map(|(p, _)| {
+                    (0..FANOUT as u8).map(move |i| {
+                        let mut c = p.clone();
+                        c.push(i);
+                        c
+                    })
+                })
+                .collect();
+            let epochs: HashMap<Vec<u8>, u64> = frontier.into_iter().collect();
+            let loads = children.iter().map(|path| {
+                let e = epochs[&path[..path.len() - 1]];
+                let name = child_name(&dir.name, path, e);
+                async move {
+                    let got = self.load_shard(dir, &name).await;
+                    (path.clone(), name, got)
+                }
+            });
+            frontier = Vec::new();
+            for (path, name, got) in join_all(loads).await {
+                let (seq, node) = got?;
+                let split = match node {
+                    DirNode::Leaf(x) => {
+                        entries.extend(x);
+                        None
+                    }
+                    DirNode::Split { epoch } => {
+                        frontier.push((path.clone(), epoch));
+                        Some(epoch)
+                    }
+                };
+                layout.nodes.insert(path, ShardNode { name, seq, split });
+            }
+        }
+        Err(FsError::Corrupt("directory shard tree too deep".into()))
+    }
+
+    /// One shard record: its sequence number and node (absent: 0, empty).
+    async fn load_shard(&self, dir: &Link, name: &[u8]) -> Result<(u64, DirNode), FsError> {
+        let key = self.identity().record_key(name);
+        let Some(rec) = self.store.get_record(key).await? else {
+            return Ok((0, DirNode::Leaf(Vec::new())));
+        };
+        let Some(value) = rec.value else {
+            return Ok((rec.seq, DirNode::Leaf(Vec::new())));
+        };
+        let plain = open(&dir.key, &value, &shard_aad(name))
+            .map_err(|e| FsError::Corrupt(format!("directory shard {}: {e}", key.short())))?;
+        let node = postcard::from_bytes(&plain)
+            .map_err(|e| FsError::Corrupt(format!("directory shard {}: {e}", key.short())))?;
+        Ok((rec.seq, node))
+    }
+
+    /// Writes shard record `name` as version `expected + 1`.
+    async fn put_shard(
+        &self,
+        dir: &Link,
+        name: &[u8],
+        node: &DirNode,
+        expected: u64,
+    ) -> Result<(), FsError> {
+        let plain = encode(node)?;
+        let sealed = seal(&dir.key, &plain, &shard_aad(name));
+        if sealed.len() > MAX_RECORD_VALUE {
+            return Err(FsError::TooBig);
+        }
+        let rec = self.identity().sign(name, expected + 1, Some(sealed));
+        self.store.put_record(rec, Some(expected)).await
+    }
+
+    /// Saves directory `new`, a changed copy of `base`, by writing the
+    /// leaves whose entries changed and, if its attributes changed or it
+    /// is a leaf that changed, the top record. Any compare-and-swap lost
+    /// is `Conflict` (the caller reloads and applies its change again:
+    /// leaves written before the loss hold it already, so changes must be
+    /// idempotent). Returns the stored version.
+    pub(crate) async fn save_dir(
+        &self,
+        dir: &Link,
+        new: &super::Object,
+        base: &Versioned,
+    ) -> Result<Versioned, FsError> {
+        let mut layout = if base.layout.nodes.is_empty() {
+            Layout::single(&dir.name, base.seq)
+        } else {
+            base.layout.clone()
+        };
+        let empty = BTreeMap::new();
+        let new_entries = new.entries().ok_or(FsError::NotDir)?;
+        let old_entries = base.obj.entries().unwrap_or(&empty);
+        let new_groups = group(&layout, dir, new_entries);
+        let old_groups = group(&layout, dir, old_entries);
+        let none = BTreeMap::new();
+        let mut changed: Vec<Vec<u8>> = new_groups
+            .keys()
+            .chain(old_groups.keys())
+            .filter(|p| new_groups.get(*p).unwrap_or(&none) != old_groups.get(*p).unwrap_or(&none))
+            .cloned()
+            .collect();
+        changed.sort();
+        changed.dedup();
+        let mut attrs = new.attrs.clone();
+        let mut old_attrs = base.obj.attrs.clone();
+        (attrs.nlink, old_attrs.nlink) = (0, 0);
+        let top_changed = attrs != old_attrs || changed.first().is_some_and(|p| p.is_empty());
+
+        // The leaves below the top, in parallel.
+        let writes = changed.iter().filter(|p| !p.is_empty()).map(|p| {
+            let node = layout.node(dir, p);
+            let leaf = leaf_node(new_groups.get(p).unwrap_or(&none));
+            async move {
+                self.put_shard(dir, &node.name, &leaf, node.seq).await?;
+                Ok::<_, FsError>((p.clone(), node, leaf))
+            }
+        });
+        let mut written = Vec::new();
+        for r in join_all(writes).await {
+            let (p, mut node, leaf) = r?;
+            node.seq += 1;
+            layout.nodes.insert(p.clone(), node);
+            written.push((p, leaf));
+        }
+        let top = layout.node(dir, &[]);
+        let mut seq = top.seq;
+        if top_changed {
+            let node = match top.split {
+                Some(epoch) => DirNode::Split { epoch },
+                None => leaf_node(new_groups.get(&Vec::new()).unwrap_or(&none)),
+            };
+            seq = self.put_top(dir, new, node.clone(), top.seq).await?;
+            layout
+                .nodes
+                .insert(Vec::new(), ShardNode { seq, ..top.clone() });
+            if top.split.is_none() {
+                written.push((Vec::new(), node));
+            }
+        }
+        // Leaves grown too large split now (best effort: a lost race
+        // leaves them whole, and the next change splits them).
+        for (p, leaf) in written {
+            if p.len() < MAX_DEPTH && encode(&leaf)?.len() > SPLIT_BYTES {
+                match self.split(dir, new, &mut layout, &p, leaf).await {
+                    Ok(()) => {}
+                    Err(FsError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                seq = layout.node(dir, &[]).seq;
+            }
+        }
+        Ok(Versioned {
+            obj: new.clone(),
+            seq,
+            layout,
+        })
+    }
+
+    /// Writes the directory's own record: attributes and top node.
+    async fn put_top(
+        &self,
+        dir: &Link,
+        obj: &super::Object,
+        node: DirNode,
+        expected: u64,
+    ) -> Result<u64, FsError> {
+        self.save_top(dir, obj, super::format::Top::Dir(node), expected)
+            .await
+    }
+
+    /// Splits the stored leaf at `path` (`leaf`, as just written) into
+    /// children, then marks it split.
+    async fn split(
+        &self,
+        dir: &Link,
+        obj: &super::Object,
+        layout: &mut Layout,
+        path: &[u8],
+        leaf: DirNode,
+    ) -> Result<(), FsError> {
+        let DirNode::Leaf(entries) = leaf else {
+            return Ok(());
+        };
+        let node = layout.node(dir, path);
+        // The children are a function of this stored version of the leaf.
+        let epoch = node.seq;
+        let mut kids: BTreeMap<u8, Vec<(Vec<u8>, Entry)>> = BTreeMap::new();
+        for (n, e) in entries {
+            kids.entry(digits(dir, &n)[path.len()])
+                .or_default()
+                .push((n, e));
+        }
+        let writes = kids.into_iter().map(|(i, x)| {
+            let mut p = path.to_vec();
+            p.push(i);
+            let name = child_name(&dir.name, &p, epoch);
+            async move {
+                match self.put_shard(dir, &name, &DirNode::Leaf(x), 0).await {
+                    // Written by another writer splitting the same version:
+                    // the same entries.
+                    Ok(()) | Err(FsError::Conflict(_)) => Ok((p, name)),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let mut kids_written = Vec::new();
+        for r in join_all(writes).await {
+            kids_written.push(r?);
+        }
+        let split = DirNode::Split { epoch };
+        let seq = if path.is_empty() {
+            self.put_top(dir, obj, split, node.seq).await?
+        } else {
+            self.put_shard(dir, &node.name, &split, node.seq).await?;
+            node.seq + 1
+        };
+        layout.nodes.insert(
+            path.to_vec(),
+            ShardNode {
+                name: node.name,
+                seq,
+                split: Some(epoch),
+            },
+        );
+        for (p, name) in kids_written {
+            layout.nodes.insert(
+                p,
+                ShardNode {
+                    name,
+                    seq: 1,
+                    split: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Tombstones the shard records of a directory being deleted (best
+    /// effort: an orphaned shard costs space, never correctness).
+    pub(crate) async fn delete_shards(&self, layout: &Layout) {
+        let dels = layout
+            .nodes
+            .iter()
+            .filter(|(p, n)| !p.is_empty() && n.seq > 0)
+            .map(|(_, n)| {
+                let rec = self.identity().sign(&n.name, n.seq + 1, None);
+                async move { self.store.put_record(rec, Some(n.seq)).await }
+            });
+        for r in join_all(dels).await {
+            if let Err(e) = r {
+                log::debug!("directory shard not deleted: {e}");
+            }
+        }
+    }
+}

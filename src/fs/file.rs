@@ -274,11 +274,17 @@ impl OpenFile {
         let link = self.link.clone();
         self.inflight.spawn(async move {
             let _permit = permit;
-            let mut plain = Vec::with_capacity(ranges.iter().map(|(_, d)| d.len()).sum());
-            for (_, d) in &ranges {
-                plain.extend_from_slice(d);
-            }
-            let plain = Arc::new(plain);
+            let plain = match &ranges[..] {
+                // One range (a sequential writer): its buffer is the block.
+                [(_, d)] => Arc::clone(d),
+                _ => {
+                    let mut p = Vec::with_capacity(ranges.iter().map(|(_, d)| d.len()).sum());
+                    for (_, d) in &ranges {
+                        p.extend_from_slice(d);
+                    }
+                    Arc::new(p)
+                }
+            };
             let res = vault.write_block(&link, &plain).await;
             if let Ok(b) = &res {
                 vault.remember_plain(b.key, plain);

@@ -15,7 +15,6 @@ use super::crypto::{GCM_OVERHEAD, SEAL_OVERHEAD, SecretKey};
 use super::extents::{BlockRef, ExtentMap};
 use crate::item::MAX_BLOCK;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Most plaintext bytes in one content block: 1 MiB less 4 KiB, page
@@ -172,13 +171,18 @@ pub struct FileContent {
     pub index_blocks: Vec<BlockRef>,
 }
 
+/// A directory's entries by name: a persistent map, so copies of a large
+/// directory (views, cached versions, the version being saved) share
+/// their structure and a change copies O(log n), not the whole map.
+pub type Entries = imbl::OrdMap<Vec<u8>, Entry>;
+
 /// The type-specific part of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     File(FileContent),
     /// Directory entries by name.
     Dir {
-        entries: BTreeMap<Vec<u8>, Entry>,
+        entries: Entries,
     },
     /// Symbolic link target.
     Symlink {
@@ -201,7 +205,7 @@ impl Object {
         let body = match kind {
             Kind::File => Body::File(FileContent::default()),
             Kind::Dir => Body::Dir {
-                entries: BTreeMap::new(),
+                entries: Entries::new(),
             },
             Kind::Symlink => Body::Symlink { target: Vec::new() },
             Kind::Fifo | Kind::Socket => Body::Special,
@@ -221,7 +225,7 @@ impl Object {
     }
 
     /// Directory entries, if a directory.
-    pub fn entries(&self) -> Option<&BTreeMap<Vec<u8>, Entry>> {
+    pub fn entries(&self) -> Option<&Entries> {
         match &self.body {
             Body::Dir { entries } => Some(entries),
             _ => None,
@@ -239,7 +243,7 @@ impl Object {
     }
 
     /// Mutable directory entries, if a directory.
-    pub fn entries_mut(&mut self) -> Option<&mut BTreeMap<Vec<u8>, Entry>> {
+    pub fn entries_mut(&mut self) -> Option<&mut Entries> {
         match &mut self.body {
             Body::Dir { entries } => Some(entries),
             _ => None,

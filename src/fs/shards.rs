@@ -23,13 +23,16 @@
 
 use super::crypto::{open, seal};
 use super::format::{DirNode, shard_aad};
-use super::object::{Entry, Link};
+use super::object::{Entries, Entry, Link};
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
 use crate::id::Id;
 use crate::record::MAX_RECORD_VALUE;
 use futures::future::join_all;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The names in one leaf (a persistent set: layouts are copied cheaply).
+pub type Names = imbl::OrdSet<Vec<u8>>;
 
 /// Children of a split node.
 pub const FANOUT: usize = 64;
@@ -48,6 +51,8 @@ pub struct ShardNode {
     pub seq: u64,
     /// `Some(epoch)` once split.
     pub split: Option<u64>,
+    /// A leaf's entry names.
+    pub names: Names,
 }
 
 /// Where a directory's entries are stored: its nodes by path (the digits
@@ -59,8 +64,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of a directory stored as one leaf.
-    pub fn single(name: &[u8], seq: u64) -> Layout {
+    /// The layout of a directory stored as one leaf holding `entries`.
+    pub fn single(name: &[u8], seq: u64, entries: &Entries) -> Layout {
         let mut nodes = BTreeMap::new();
         nodes.insert(
             Vec::new(),
@@ -68,6 +73,7 @@ impl Layout {
                 name: name.to_vec(),
                 seq,
                 split: None,
+                names: entries.keys().cloned().collect(),
             },
         );
         Layout { nodes }
@@ -91,22 +97,23 @@ impl Layout {
         path
     }
 
-    /// The node at `path`: stored, or an empty child of a split node.
-    fn node(&self, dir: &Link, path: &[u8]) -> ShardNode {
-        if let Some(n) = self.nodes.get(path) {
-            return n.clone();
-        }
+    /// The node at `path`: stored, or an empty child of a split node
+    /// (added to the layout).
+    fn node_mut(&mut self, dir: &Link, path: &[u8]) -> &mut ShardNode {
         let parent = &path[..path.len().saturating_sub(1)];
         let epoch = self
             .nodes
             .get(parent)
             .and_then(|p| p.split)
             .unwrap_or_default();
-        ShardNode {
-            name: child_name(&dir.name, path, epoch),
-            seq: 0,
-            split: None,
-        }
+        self.nodes
+            .entry(path.to_vec())
+            .or_insert_with(|| ShardNode {
+                name: child_name(&dir.name, path, epoch),
+                seq: 0,
+                split: None,
+                names: Names::new(),
+            })
     }
 }
 
@@ -124,26 +131,12 @@ fn child_name(dir_name: &[u8], path: &[u8], epoch: u64) -> Vec<u8> {
     Id::hash_parts(&[b"peerstore shard", dir_name, path, &epoch.to_be_bytes()]).0[..16].to_vec()
 }
 
-/// Entries grouped by the leaf (path) that holds them.
-fn group<'a>(
-    layout: &Layout,
-    dir: &Link,
-    entries: &'a BTreeMap<Vec<u8>, Entry>,
-) -> HashMap<Vec<u8>, BTreeMap<&'a [u8], &'a Entry>> {
-    let mut out: HashMap<Vec<u8>, BTreeMap<&[u8], &Entry>> = HashMap::new();
-    for (n, e) in entries {
-        out.entry(layout.leaf_of(dir, n))
-            .or_default()
-            .insert(n.as_slice(), e);
-    }
-    out
-}
-
-fn leaf_node(entries: &BTreeMap<&[u8], &Entry>) -> DirNode {
+/// The leaf holding `names`, with their entries in `entries`.
+fn leaf_node(names: &Names, entries: &Entries) -> DirNode {
     DirNode::Leaf(
-        entries
+        names
             .iter()
-            .map(|(n, e)| (n.to_vec(), (*e).clone()))
+            .filter_map(|n| entries.get(n).map(|e| (n.clone(), e.clone())))
             .collect(),
     )
 }
@@ -160,12 +153,12 @@ impl<S: BlockStore> Vault<S> {
         dir: &Link,
         top_seq: u64,
         epoch: u64,
-    ) -> Result<(BTreeMap<Vec<u8>, Entry>, Layout), FsError> {
-        let mut layout = Layout::single(&dir.name, top_seq);
+    ) -> Result<(Entries, Layout), FsError> {
+        let mut layout = Layout::single(&dir.name, top_seq, &Entries::new());
         if let Some(n) = layout.nodes.get_mut(&Vec::new()) {
             n.split = Some(epoch);
         }
-        let mut entries = BTreeMap::new();
+        let mut entries = Entries::new();
         let mut frontier: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), epoch)];
         for _ in 0..MAX_DEPTH {
             if frontier.is_empty() {
@@ -193,9 +186,13 @@ impl<S: BlockStore> Vault<S> {
             frontier = Vec::new();
             for (path, name, got) in join_all(loads).await {
                 let (seq, node) = got?;
+                let mut names = Names::new();
                 let split = match node {
                     DirNode::Leaf(x) => {
-                        entries.extend(x);
+                        for (n, e) in x {
+                            names.insert(n.clone());
+                            entries.insert(n, e);
+                        }
                         None
                     }
                     DirNode::Split { epoch } => {
@@ -203,7 +200,15 @@ impl<S: BlockStore> Vault<S> {
                         Some(epoch)
                     }
                 };
-                layout.nodes.insert(path, ShardNode { name, seq, split });
+                layout.nodes.insert(
+                    path,
+                    ShardNode {
+                        name,
+                        seq,
+                        split,
+                        names,
+                    },
+                );
             }
         }
         Err(FsError::Corrupt("directory shard tree too deep".into()))
@@ -254,57 +259,60 @@ impl<S: BlockStore> Vault<S> {
         new: &super::Object,
         base: &Versioned,
     ) -> Result<Versioned, FsError> {
+        let empty = Entries::new();
+        let new_entries = new.entries().ok_or(FsError::NotDir)?;
+        let old_entries = base.obj.entries().unwrap_or(&empty);
         let mut layout = if base.layout.nodes.is_empty() {
-            Layout::single(&dir.name, base.seq)
+            Layout::single(&dir.name, base.seq, old_entries)
         } else {
             base.layout.clone()
         };
-        let empty = BTreeMap::new();
-        let new_entries = new.entries().ok_or(FsError::NotDir)?;
-        let old_entries = base.obj.entries().unwrap_or(&empty);
-        let new_groups = group(&layout, dir, new_entries);
-        let old_groups = group(&layout, dir, old_entries);
-        let none = BTreeMap::new();
-        let mut changed: Vec<Vec<u8>> = new_groups
-            .keys()
-            .chain(old_groups.keys())
-            .filter(|p| new_groups.get(*p).unwrap_or(&none) != old_groups.get(*p).unwrap_or(&none))
-            .cloned()
-            .collect();
-        changed.sort();
-        changed.dedup();
+        // The leaves whose entries changed (shared structure is skipped).
+        let mut touched = BTreeSet::new();
+        for d in old_entries.diff(new_entries) {
+            let (name, present) = match d {
+                imbl::ordmap::DiffItem::Add(n, _) => (n, true),
+                imbl::ordmap::DiffItem::Update { new: (n, _), .. } => (n, true),
+                imbl::ordmap::DiffItem::Remove(n, _) => (n, false),
+            };
+            let path = layout.leaf_of(dir, name);
+            let node = layout.node_mut(dir, &path);
+            if present {
+                node.names.insert(name.clone());
+            } else {
+                node.names.remove(name);
+            }
+            touched.insert(path);
+        }
         let mut attrs = new.attrs.clone();
         let mut old_attrs = base.obj.attrs.clone();
         (attrs.nlink, old_attrs.nlink) = (0, 0);
-        let top_changed = attrs != old_attrs || changed.first().is_some_and(|p| p.is_empty());
+        let top_changed = attrs != old_attrs || touched.contains(&Vec::new());
 
         // The leaves below the top, in parallel.
-        let writes = changed.iter().filter(|p| !p.is_empty()).map(|p| {
-            let node = layout.node(dir, p);
-            let leaf = leaf_node(new_groups.get(p).unwrap_or(&none));
+        let writes = touched.iter().filter(|p| !p.is_empty()).map(|p| {
+            let node = layout.nodes[p].clone();
+            let leaf = leaf_node(&node.names, new_entries);
             async move {
                 self.put_shard(dir, &node.name, &leaf, node.seq).await?;
-                Ok::<_, FsError>((p.clone(), node, leaf))
+                Ok::<_, FsError>((p.clone(), leaf))
             }
         });
         let mut written = Vec::new();
         for r in join_all(writes).await {
-            let (p, mut node, leaf) = r?;
-            node.seq += 1;
-            layout.nodes.insert(p.clone(), node);
+            let (p, leaf) = r?;
+            layout.node_mut(dir, &p).seq += 1;
             written.push((p, leaf));
         }
-        let top = layout.node(dir, &[]);
+        let top = layout.node_mut(dir, &[]).clone();
         let mut seq = top.seq;
         if top_changed {
             let node = match top.split {
                 Some(epoch) => DirNode::Split { epoch },
-                None => leaf_node(new_groups.get(&Vec::new()).unwrap_or(&none)),
+                None => leaf_node(&top.names, new_entries),
             };
             seq = self.put_top(dir, new, node.clone(), top.seq).await?;
-            layout
-                .nodes
-                .insert(Vec::new(), ShardNode { seq, ..top.clone() });
+            layout.node_mut(dir, &[]).seq = seq;
             if top.split.is_none() {
                 written.push((Vec::new(), node));
             }
@@ -318,7 +326,7 @@ impl<S: BlockStore> Vault<S> {
                     Err(FsError::Conflict(_)) => {}
                     Err(e) => return Err(e),
                 }
-                seq = layout.node(dir, &[]).seq;
+                seq = layout.node_mut(dir, &[]).seq;
             }
         }
         Ok(Versioned {
@@ -353,7 +361,7 @@ impl<S: BlockStore> Vault<S> {
         let DirNode::Leaf(entries) = leaf else {
             return Ok(());
         };
-        let node = layout.node(dir, path);
+        let node = layout.node_mut(dir, path).clone();
         // The children are a function of this stored version of the leaf.
         let epoch = node.seq;
         let mut kids: BTreeMap<u8, Vec<(Vec<u8>, Entry)>> = BTreeMap::new();
@@ -366,11 +374,12 @@ impl<S: BlockStore> Vault<S> {
             let mut p = path.to_vec();
             p.push(i);
             let name = child_name(&dir.name, &p, epoch);
+            let names: Names = x.iter().map(|(n, _)| n.clone()).collect();
             async move {
                 match self.put_shard(dir, &name, &DirNode::Leaf(x), 0).await {
                     // Written by another writer splitting the same version:
                     // the same entries.
-                    Ok(()) | Err(FsError::Conflict(_)) => Ok((p, name)),
+                    Ok(()) | Err(FsError::Conflict(_)) => Ok((p, name, names)),
                     Err(e) => Err(e),
                 }
             }
@@ -392,15 +401,17 @@ impl<S: BlockStore> Vault<S> {
                 name: node.name,
                 seq,
                 split: Some(epoch),
+                names: Names::new(),
             },
         );
-        for (p, name) in kids_written {
+        for (p, name, names) in kids_written {
             layout.nodes.insert(
                 p,
                 ShardNode {
                     name,
                     seq: 1,
                     split: None,
+                    names,
                 },
             );
         }

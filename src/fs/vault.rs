@@ -246,7 +246,7 @@ impl<S: BlockStore> Vault<S> {
         };
         set_dir_nlink(&mut obj);
         let layout = match obj.body {
-            Body::Dir { .. } => Layout::single(&link.name, seq),
+            Body::Dir { ref entries } => Layout::single(&link.name, seq, entries),
             _ => Layout::default(),
         };
         Ok((obj, layout))

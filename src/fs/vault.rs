@@ -359,6 +359,37 @@ impl<S: BlockStore> Vault<S> {
         Err(FsError::Conflict(None))
     }
 
+    /// Brings the attribute copy in entry `name` of directory `parent` up
+    /// to date with `attrs` (if the entry still links to `link`), written
+    /// behind; returns once it is stored. The copy is what listings show;
+    /// the object's own record stays the authority.
+    pub async fn note_entry_attrs(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        link: &Link,
+        attrs: Attrs,
+    ) -> Result<(), FsError> {
+        if let Some(v) = self.recent_dir(parent)
+            && let Some(e) = v.obj.entries().and_then(|e| e.get(name))
+            && (e.link.name != link.name || e.attrs.as_ref() == Some(&attrs))
+        {
+            return Ok(());
+        }
+        let (name, record) = (name.to_vec(), link.name.clone());
+        let change = move |d: &mut Object| {
+            let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+            if let Some(e) = entries.get_mut(&name)
+                && e.link.name == record
+            {
+                e.attrs = Some(attrs.clone());
+            }
+            Ok(())
+        };
+        let ticket = self.queue_dir_change(parent, Box::new(change)).await?;
+        ticket.wait().await.map(|_| ())
+    }
+
     /// This vault's view of directory `link` with its pending changes, or
     /// the version it saved or loaded last, if recent (a hint: another
     /// writer may have changed it since).

@@ -32,7 +32,11 @@ pub fn file_attr(ino: u64, kind: Kind, attrs: &Attrs) -> FileAttr {
         crtime: attrs.ctime.to_system(),
         kind: file_type(kind),
         perm: (attrs.mode & 0o7777) as u16,
-        nlink: if kind == Kind::Dir { 2 } else { 1 },
+        nlink: if kind == Kind::Dir {
+            attrs.nlink.max(2)
+        } else {
+            attrs.nlink.max(1)
+        },
         uid: attrs.uid,
         gid: attrs.gid,
         rdev: 0,

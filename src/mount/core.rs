@@ -302,23 +302,92 @@ impl<S: BlockStore> Core<S> {
                 ino,
                 kind: FileType::Directory,
                 name: b".".to_vec(),
+                link: None,
+                hint: None,
             });
             out.push(DirEntry {
                 ino: t.parent(ino),
                 kind: FileType::Directory,
                 name: b"..".to_vec(),
+                link: None,
+                hint: None,
             });
             for (name, e) in entries {
                 out.push(DirEntry {
                     ino: t.ino_of(&e.link.name),
                     kind: file_type(e.link.kind),
                     name: name.clone(),
+                    link: Some(e.link.clone()),
+                    hint: e.attrs.clone(),
                 });
             }
             Arc::new(out)
         };
         self.handles().set_listing(fh, Arc::clone(&listing));
         Ok(listing)
+    }
+
+    /// Attributes for the listing rows `rows` of directory `ino`
+    /// (readdirplus): from the entries' attribute copies where they can be
+    /// trusted (not a directory, one link, not open here), else from the
+    /// cache or the objects themselves, loaded in parallel.
+    pub async fn plus_attrs(&self, ino: u64, rows: &[DirEntry]) -> Result<Vec<FileAttr>, FsError> {
+        let dir = self.load_ino(ino).await?;
+        let dot = file_attr(ino, Kind::Dir, &dir.obj.attrs);
+        let loads = rows.iter().map(|e| {
+            let dot = dot;
+            async move {
+                let Some(link) = &e.link else {
+                    return Ok(dot);
+                };
+                if let Some(a) = self.handles().entry(e.ino).map(|h| h.attrs.clone()) {
+                    return Ok(file_attr(e.ino, link.kind, &a));
+                }
+                if let Some(v) = self.inodes().cached(e.ino, ATTR_TTL) {
+                    return Ok(file_attr(e.ino, link.kind, &v.obj.attrs));
+                }
+                match &e.hint {
+                    Some(a) if link.kind != Kind::Dir && a.nlink <= 1 => {
+                        Ok(file_attr(e.ino, link.kind, a))
+                    }
+                    _ => {
+                        let v = self.vault.load(link).await?;
+                        Ok(file_attr(e.ino, link.kind, &v.obj.attrs))
+                    }
+                }
+            }
+        });
+        futures::future::join_all(loads).await.into_iter().collect()
+    }
+
+    /// Counts one kernel lookup of listing row `e` of directory `parent`
+    /// (a readdirplus reply carried it); returns its inode number.
+    pub fn remember_row(&self, parent: u64, e: &DirEntry) -> u64 {
+        match &e.link {
+            Some(link) => self.inodes().remember(link, parent, &e.name),
+            None => e.ino,
+        }
+    }
+
+    /// Notes that file `ino` was stored with `attrs`: its directory entry's
+    /// attribute copy (what listings show) is brought up to date, written
+    /// behind.
+    pub(super) fn note_attrs(&self, ino: u64, f: &OpenFile) {
+        let (parent, name) = {
+            let t = self.inodes();
+            match t.get(ino) {
+                Some(i) => (t.link(i.parent).ok(), i.name.clone()),
+                None => (None, Vec::new()),
+            }
+        };
+        let Some(parent) = parent else { return };
+        let vault = Arc::clone(&self.vault);
+        let (link, attrs) = (f.link.clone(), f.state.obj.attrs.clone());
+        tokio::spawn(async move {
+            if let Err(e) = vault.note_entry_attrs(&parent, &name, &link, attrs).await {
+                log::debug!("directory entry attributes not updated: {e}");
+            }
+        });
     }
 
     /// Closes directory handle `fh`.

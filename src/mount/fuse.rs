@@ -11,9 +11,9 @@ use super::core::{ATTR_TTL, Core};
 use crate::fs::{BlockStore, FsError, Vault};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::future::Future;
@@ -23,6 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
+
+/// Listing rows given attributes per readdirplus call, at most (the
+/// kernel's buffer holds ~30 of them; objects without a usable attribute
+/// copy are loaded in parallel).
+const PLUS_WINDOW: usize = 64;
 
 /// Largest write the kernel sends in one request (one chunk's worth).
 const MAX_WRITE: u32 = 1 << 20;
@@ -104,6 +109,10 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         }
         if let Err(v) = config.set_max_background(MAX_BACKGROUND) {
             let _ = config.set_max_background(v);
+        }
+        // Listings carry attributes (one fetch per directory for `ls -l`).
+        if let Err(e) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
+            log::info!("kernel without readdirplus ({e:?}): listings fetch attributes per file");
         }
         // FUSE_ASYNC_READ and FUSE_BIG_WRITES are requested by fuser itself.
         Ok(())
@@ -410,6 +419,45 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
                 }
                 Err(e) => reply.error(errno(&e)),
             }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.spawn(move |c| async move {
+            let listing = match c.readdir(ino.0, fh.0, offset).await {
+                Ok(l) => l,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let start = (offset as usize).min(listing.len());
+            let rows = &listing[start..(start + PLUS_WINDOW).min(listing.len())];
+            let attrs = match c.plus_attrs(ino.0, rows).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            for (i, (e, attr)) in rows.iter().zip(attrs).enumerate() {
+                let n = c.remember_row(ino.0, e);
+                let attr = fuser::FileAttr {
+                    ino: INodeNo(n),
+                    ..attr
+                };
+                let name = OsStr::from_bytes(&e.name);
+                let next = (start + i + 1) as u64;
+                if reply.add(INodeNo(n), next, name, &ATTR_TTL, &attr, Generation(0)) {
+                    // Not sent: the kernel holds no lookup of it.
+                    if e.link.is_some() {
+                        c.forget(n, 1);
+                    }
+                    break;
+                }
+            }
+            reply.ok();
         });
     }
 

@@ -12,7 +12,7 @@
 //! - A directory handle keeps the listing it read at offset 0, so later
 //!   offsets index the same list however the directory changes meanwhile.
 
-use crate::fs::{Attrs, OpenFile};
+use crate::fs::{Attrs, Link, OpenFile};
 use fuser::FileType;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +40,10 @@ pub struct DirEntry {
     pub ino: u64,
     pub kind: FileType,
     pub name: Vec<u8>,
+    /// The child (`None` for `.` and `..`).
+    pub link: Option<Link>,
+    /// The child's attributes as its entry carries them.
+    pub hint: Option<Attrs>,
 }
 
 /// An open directory.

@@ -86,6 +86,9 @@ impl<S: BlockStore> Core<S> {
         }
         let res = f.flush(&self.vault).await;
         self.after_change(ino, &f);
+        if res.is_ok() {
+            self.note_attrs(ino, &f);
+        }
         res
     }
 
@@ -114,6 +117,9 @@ impl<S: BlockStore> Core<S> {
             if f.is_dirty() && !self.handles().is_unlinked(ino) {
                 let res = f.flush(&self.vault).await;
                 self.after_change(ino, &f);
+                if res.is_ok() {
+                    self.note_attrs(ino, &f);
+                }
                 res
             } else {
                 Ok(())

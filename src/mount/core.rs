@@ -335,7 +335,6 @@ impl<S: BlockStore> Core<S> {
         let dir = self.load_ino(ino).await?;
         let dot = file_attr(ino, Kind::Dir, &dir.obj.attrs);
         let loads = rows.iter().map(|e| {
-            let dot = dot;
             async move {
                 let Some(link) = &e.link else {
                     return Ok(dot);

@@ -334,25 +334,23 @@ impl<S: BlockStore> Core<S> {
     pub async fn plus_attrs(&self, ino: u64, rows: &[DirEntry]) -> Result<Vec<FileAttr>, FsError> {
         let dir = self.load_ino(ino).await?;
         let dot = file_attr(ino, Kind::Dir, &dir.obj.attrs);
-        let loads = rows.iter().map(|e| {
-            async move {
-                let Some(link) = &e.link else {
-                    return Ok(dot);
-                };
-                if let Some(a) = self.handles().entry(e.ino).map(|h| h.attrs.clone()) {
-                    return Ok(file_attr(e.ino, link.kind, &a));
+        let loads = rows.iter().map(|e| async move {
+            let Some(link) = &e.link else {
+                return Ok(dot);
+            };
+            if let Some(a) = self.handles().entry(e.ino).map(|h| h.attrs.clone()) {
+                return Ok(file_attr(e.ino, link.kind, &a));
+            }
+            if let Some(v) = self.inodes().cached(e.ino, ATTR_TTL) {
+                return Ok(file_attr(e.ino, link.kind, &v.obj.attrs));
+            }
+            match &e.hint {
+                Some(a) if link.kind != Kind::Dir && a.nlink <= 1 => {
+                    Ok(file_attr(e.ino, link.kind, a))
                 }
-                if let Some(v) = self.inodes().cached(e.ino, ATTR_TTL) {
-                    return Ok(file_attr(e.ino, link.kind, &v.obj.attrs));
-                }
-                match &e.hint {
-                    Some(a) if link.kind != Kind::Dir && a.nlink <= 1 => {
-                        Ok(file_attr(e.ino, link.kind, a))
-                    }
-                    _ => {
-                        let v = self.vault.load(link).await?;
-                        Ok(file_attr(e.ino, link.kind, &v.obj.attrs))
-                    }
+                _ => {
+                    let v = self.vault.load(link).await?;
+                    Ok(file_attr(e.ino, link.kind, &v.obj.attrs))
                 }
             }
         });

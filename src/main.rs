@@ -137,7 +137,10 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 cache: Arc::new(cache),
             };
             let vault = Vault::new(Arc::new(store), identity);
-            let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir)
+            let opts = peerstore::mount::MountOpts {
+                allow_other: a.allow_other,
+            };
+            let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir, opts)
                 .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
             println!("mounted at {}", dir.display());
             Some(m)

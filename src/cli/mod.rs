@@ -283,6 +283,11 @@ pub struct NodeArgs {
     /// Local block cache size in bytes (with --mount).
     #[arg(long, default_value_t = crate::cache::DEFAULT_CACHE_BYTES)]
     pub cache_size: u64,
+    /// Let other local users use the mounted folder (FUSE `allow_other`),
+    /// with permissions checked by mode and owner as on a local disk
+    /// (a node not run by root needs `user_allow_other` in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 /// `$XDG_DATA_HOME/peerstore`, or `~/.local/share/peerstore`.

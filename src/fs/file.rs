@@ -522,8 +522,11 @@ impl OpenFile {
                     let theirs = vault.load(&self.link).await?;
                     expected = theirs.seq;
                     next = if small {
-                        // A small file is saved whole: last writer wins.
-                        self.state.obj.clone()
+                        // A small file is saved whole: last writer wins
+                        // (its names are counted by the stored version).
+                        let mut o = self.state.obj.clone();
+                        o.attrs.nlink = theirs.obj.attrs.nlink;
+                        o
                     } else {
                         self.rebase(vault, theirs.obj).await?
                     };

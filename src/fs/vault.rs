@@ -490,9 +490,80 @@ impl<S: BlockStore> Vault<S> {
         Ok((link, Versioned::new(obj, 0), ticket))
     }
 
+    /// Adds the name `parent/name` to the existing non-directory `link`
+    /// (a hard link): its link count goes up first, then the entry is
+    /// stored (a failure takes the count back). Returns the object.
+    pub async fn hard_link(
+        &self,
+        link: &Link,
+        parent: &Link,
+        name: &[u8],
+    ) -> Result<Versioned, FsError> {
+        check_name(name)?;
+        if link.kind == Kind::Dir {
+            return Err(FsError::Permission);
+        }
+        // (Storing an entry is idempotent for its own object, so a name
+        // that already links here must be refused before.)
+        if self.load(parent).await?.obj.entry(name).is_ok() {
+            return Err(FsError::Exists);
+        }
+        let v = self
+            .update(link, |o| {
+                o.attrs.nlink = o.attrs.nlink.max(1) + 1;
+                o.attrs.ctime = Time::now();
+                Ok(())
+            })
+            .await?;
+        let entry = Entry {
+            link: link.clone(),
+            attrs: Some(v.obj.attrs.clone()),
+        };
+        if let Err(e) = self.update(parent, link_entry(name, entry)).await {
+            if let Err(u) = self.unlink_object(link).await {
+                log::warn!("link count of a failed hard link not taken back: {u}");
+            }
+            return Err(e);
+        }
+        Ok(v)
+    }
+
+    /// Drops one name of object `link`, after its entry is gone: with other
+    /// names left its link count goes down, else it is deleted. Returns
+    /// whether it was deleted.
+    pub async fn unlink_object(&self, link: &Link) -> Result<bool, FsError> {
+        if link.kind == Kind::Dir {
+            self.delete(link).await?;
+            return Ok(true);
+        }
+        let last = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&last);
+        match self
+            .update(link, move |o| {
+                let last = o.attrs.nlink <= 1;
+                flag.store(last, std::sync::atomic::Ordering::Relaxed);
+                if !last {
+                    o.attrs.nlink -= 1;
+                    o.attrs.ctime = Time::now();
+                }
+                Ok(())
+            })
+            .await
+        {
+            Ok(_) if !last.load(std::sync::atomic::Ordering::Relaxed) => Ok(false),
+            // The last name (or no record left to count in).
+            Ok(_) | Err(FsError::NotFound) => {
+                self.delete(link).await?;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
-    /// anything else only if not `dir`. The object is deleted afterwards.
-    pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<(), FsError> {
+    /// anything else only if not `dir`. The object loses that name, and is
+    /// deleted if it was its last; returns whether it was.
+    pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<bool, FsError> {
         check_name(name)?;
         // Changes queued before this one land (or fail) first, so the
         // checks below see the directory as stored.
@@ -528,26 +599,31 @@ impl<S: BlockStore> Vault<S> {
             }
         })
         .await?;
-        if let Err(e) = self.delete(&link).await {
-            log::warn!("unlinked object could not be deleted: {e}");
-        }
+        let deleted = match self.unlink_object(&link).await {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("unlinked object could not be deleted: {e}");
+                false
+            }
+        };
         if let Some(layout) = shards {
             self.delete_shards(&layout).await;
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Renames `from_parent/from` to `to_parent/to`, replacing a target of
     /// a compatible kind (an empty directory by a directory, a non-directory
     /// by a non-directory). The caller checks that a directory is not moved
-    /// into itself.
+    /// into itself. Returns whether a replaced object was deleted (it was
+    /// its last name).
     pub async fn rename(
         &self,
         from_parent: &Link,
         from: &[u8],
         to_parent: &Link,
         to: &[u8],
-    ) -> Result<(), FsError> {
+    ) -> Result<bool, FsError> {
         check_name(from)?;
         check_name(to)?;
         self.settle_dir(from_parent).await;
@@ -570,7 +646,7 @@ impl<S: BlockStore> Vault<S> {
             .map(|e| e.link.clone());
         if let Some(old) = &replaced {
             if old.name == moving.name {
-                return Ok(()); // same object: nothing to do
+                return Ok(false); // same object: nothing to do
             }
             match (moving.kind == Kind::Dir, old.kind == Kind::Dir) {
                 (true, false) => return Err(FsError::NotDir),
@@ -617,12 +693,14 @@ impl<S: BlockStore> Vault<S> {
             })
             .await?;
         }
-        if let Some(old) = replaced
-            && let Err(e) = self.delete(&old).await
-        {
-            log::warn!("replaced object could not be deleted: {e}");
+        let mut deleted = false;
+        if let Some(old) = replaced {
+            match self.unlink_object(&old).await {
+                Ok(d) => deleted = d,
+                Err(e) => log::warn!("replaced object could not be deleted: {e}"),
+            }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Finds the object at `path` (from the root).

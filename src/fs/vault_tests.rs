@@ -369,3 +369,69 @@ async fn concurrent_writers_of_a_sharded_directory_both_land() {
         assert!(entries.contains_key(format!("b-{i}").as_bytes()));
     }
 }
+
+#[tokio::test]
+async fn hard_links_share_content_and_count_names() {
+    let v = vault();
+    let root = v.root();
+    let (d, _) = v
+        .create(&root, b"d", Kind::Dir, Attrs::new(0o755, 0, 0), None)
+        .await
+        .unwrap();
+    let (link, st) = v
+        .create(&root, b"a", Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link.clone(), st);
+    f.write(&v, 0, &pattern(20_000, 3)).await.unwrap();
+    f.flush(&v).await.unwrap();
+    let linked = v.hard_link(&link, &d, b"b").await.unwrap();
+    assert_eq!(linked.obj.attrs.nlink, 2);
+    assert_eq!(
+        v.hard_link(&link, &d, b"b").await.unwrap_err(),
+        FsError::Exists
+    );
+    assert_eq!(
+        v.load(&link).await.unwrap().obj.attrs.nlink,
+        2,
+        "a failed link takes its count back"
+    );
+    assert_eq!(
+        v.hard_link(&d, &root, b"dir-link").await.unwrap_err(),
+        FsError::Permission
+    );
+    // The open file saves over the changed count without losing it.
+    f.write(&v, 0, b"new head").await.unwrap();
+    f.flush(&v).await.unwrap();
+    let (bl, bv) = v.resolve("/d/b").await.unwrap();
+    assert_eq!(bl.name, link.name);
+    assert_eq!(bv.obj.attrs.nlink, 2);
+    let mut g = OpenFile::open(&v, bl.clone()).await.unwrap();
+    assert_eq!(g.read(&v, 0, 8).await.unwrap(), b"new head");
+    // Removing one name keeps the object; removing the last deletes it.
+    assert!(!v.remove(&root, b"a", false).await.unwrap());
+    let (_, bv) = v.resolve("/d/b").await.unwrap();
+    assert_eq!(bv.obj.attrs.nlink, 1);
+    assert_eq!(g.read(&v, 8, 10).await.unwrap(), pattern(20_000, 3)[8..18]);
+    assert!(v.remove(&d, b"b", false).await.unwrap());
+    assert_eq!(v.load(&link).await.unwrap_err(), FsError::NotFound);
+}
+
+#[tokio::test]
+async fn fifos_and_sockets_are_objects_with_attributes_only() {
+    let v = vault();
+    let root = v.root();
+    for (name, kind) in [(&b"fifo"[..], Kind::Fifo), (b"sock", Kind::Socket)] {
+        let (link, _) = v
+            .create(&root, name, kind, Attrs::new(0o600, 7, 8), None)
+            .await
+            .unwrap();
+        let got = Vault::new(Arc::clone(&v.store), Identity::generate());
+        drop(got);
+        let back = v.load(&link).await.unwrap();
+        assert_eq!(back.obj.attrs.uid, 7);
+        assert!(back.obj.fits(kind));
+    }
+    let listed = v.load(&root).await.unwrap();
+    assert_eq!(listed.obj.entry(b"fifo").unwrap().kind, Kind::Fifo);
+}

@@ -17,7 +17,7 @@ use super::attr::{AttrChange, file_attr, file_type};
 use super::handles::{DirEntry, Handles};
 use super::inodes::{InodeTable, ROOT_INO};
 use crate::fs::object::Body;
-use crate::fs::{BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
+use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
 use fuser::{FileAttr, FileType};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -328,33 +328,47 @@ impl<S: BlockStore> Core<S> {
     }
 
     /// Attributes for the listing rows `rows` of directory `ino`
-    /// (readdirplus): from the entries' attribute copies where they can be
-    /// trusted (not a directory, one link, not open here), else from the
-    /// cache or the objects themselves, loaded in parallel.
-    pub async fn plus_attrs(&self, ino: u64, rows: &[DirEntry]) -> Result<Vec<FileAttr>, FsError> {
+    /// (readdirplus), each with how long the kernel may keep them: from the
+    /// entries' attribute copies where they can be trusted (not a
+    /// directory, one link, not open here), else from the cache or the
+    /// objects themselves, loaded in parallel. A row whose object cannot be
+    /// loaded now is listed all the same, with its entry's copy (or bare
+    /// attributes) valid for no time, so using it asks again (and fails
+    /// with EIO while it is out of reach).
+    pub async fn plus_attrs(
+        &self,
+        ino: u64,
+        rows: &[DirEntry],
+    ) -> Result<Vec<(FileAttr, std::time::Duration)>, FsError> {
         let dir = self.load_ino(ino).await?;
         let dot = file_attr(ino, Kind::Dir, &dir.obj.attrs);
         let loads = rows.iter().map(|e| async move {
             let Some(link) = &e.link else {
-                return Ok(dot);
+                return (dot, ATTR_TTL);
             };
             if let Some(a) = self.handles().entry(e.ino).map(|h| h.attrs.clone()) {
-                return Ok(file_attr(e.ino, link.kind, &a));
+                return (file_attr(e.ino, link.kind, &a), ATTR_TTL);
             }
             if let Some(v) = self.inodes().cached(e.ino, ATTR_TTL) {
-                return Ok(file_attr(e.ino, link.kind, &v.obj.attrs));
+                return (file_attr(e.ino, link.kind, &v.obj.attrs), ATTR_TTL);
             }
-            match &e.hint {
-                Some(a) if link.kind != Kind::Dir && a.nlink <= 1 => {
-                    Ok(file_attr(e.ino, link.kind, a))
-                }
-                _ => {
-                    let v = self.vault.load(link).await?;
-                    Ok(file_attr(e.ino, link.kind, &v.obj.attrs))
+            if let Some(a) = &e.hint
+                && link.kind != Kind::Dir
+                && a.nlink <= 1
+            {
+                return (file_attr(e.ino, link.kind, a), ATTR_TTL);
+            }
+            match self.vault.load(link).await {
+                Ok(v) => (file_attr(e.ino, link.kind, &v.obj.attrs), ATTR_TTL),
+                Err(err) => {
+                    log::debug!("listing: attributes of an entry out of reach: {err}");
+                    let bare = Attrs::new(0o755, 0, 0);
+                    let a = e.hint.as_ref().unwrap_or(&bare);
+                    (file_attr(e.ino, link.kind, a), std::time::Duration::ZERO)
                 }
             }
         });
-        futures::future::join_all(loads).await.into_iter().collect()
+        Ok(futures::future::join_all(loads).await)
     }
 
     /// Counts one kernel lookup of listing row `e` of directory `parent`

@@ -76,7 +76,7 @@ impl<S: BlockStore> Core<S> {
         Ok(file_attr(ino, Kind::Dir, &v.obj.attrs))
     }
 
-    /// `mknod`: regular files only.
+    /// `mknod`: regular files, fifos and sockets (devices: `NotSupported`).
     pub async fn mknod(
         &self,
         parent: u64,
@@ -85,21 +85,17 @@ impl<S: BlockStore> Core<S> {
         uid: u32,
         gid: u32,
     ) -> Result<FileAttr, FsError> {
-        let fmt = mode & libc::S_IFMT;
-        if fmt != 0 && fmt != libc::S_IFREG {
-            return Err(FsError::NotSupported);
-        }
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => Kind::File,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            // Device nodes would give access to this machine's devices.
+            _ => return Err(FsError::NotSupported),
+        };
         let (ino, _, v, _) = self
-            .make(
-                parent,
-                name,
-                Kind::File,
-                Attrs::new(mode, uid, gid),
-                None,
-                false,
-            )
+            .make(parent, name, kind, Attrs::new(mode, uid, gid), None, false)
             .await?;
-        Ok(file_attr(ino, Kind::File, &v.obj.attrs))
+        Ok(file_attr(ino, kind, &v.obj.attrs))
     }
 
     /// `symlink`: `parent/name` → `target`.
@@ -180,15 +176,29 @@ impl<S: BlockStore> Core<S> {
         }
     }
 
+    /// Notes that object `obj` lost a name but keeps others.
+    fn fewer_links(&self, obj: &Link) {
+        let mut t = self.inodes();
+        if let Some(ino) = t.known(&obj.name) {
+            t.invalidate(ino);
+            self.handles().add_nlink(ino, -1);
+        }
+    }
+
     async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
         let plink = self.dir_link(parent)?;
         let child = self.entry_now(parent, name).await?;
         let res = self.vault.remove(&plink, name, dir).await;
         self.inodes().invalidate(parent);
-        res?;
+        let deleted = res?;
         if let Some(c) = child {
-            self.gone(&c);
+            if deleted {
+                self.gone(&c);
+            } else {
+                // Another name keeps it: only its link count changed.
+                self.fewer_links(&c);
+            }
         }
         Ok(())
     }
@@ -241,13 +251,40 @@ impl<S: BlockStore> Core<S> {
             t.invalidate(parent);
             t.invalidate(newparent);
         }
-        res?;
+        let deleted = res?;
         self.inodes().moved(&moving.name, newparent, newname);
         if let Some(old) = target
             && old.name != moving.name
         {
-            self.gone(&old);
+            if deleted {
+                self.gone(&old);
+            } else {
+                self.fewer_links(&old);
+            }
         }
         Ok(())
+    }
+
+    /// `link`: a new name `newparent/newname` for non-directory `ino`;
+    /// counts one kernel lookup.
+    pub async fn link(
+        &self,
+        ino: u64,
+        newparent: u64,
+        newname: &[u8],
+    ) -> Result<FileAttr, FsError> {
+        let link = self.inodes().link(ino)?;
+        let to = self.dir_link(newparent)?;
+        let res = self.vault.hard_link(&link, &to, newname).await;
+        self.inodes().invalidate(newparent);
+        let v = res?;
+        let n = {
+            let mut t = self.inodes();
+            let n = t.remember(&link, newparent, newname);
+            t.store(n, Arc::new(v.clone()));
+            n
+        };
+        self.handles().add_nlink(n, 1);
+        Ok(self.attr_of(n, link.kind, &v))
     }
 }

@@ -287,13 +287,19 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        // Objects have one parent each: no hard links.
-        reply.error(Errno::EPERM);
+        let newname = bytes(newname);
+        self.spawn(move |c| async move {
+            let r = c.link(ino.0, newparent.0, &newname).await;
+            entry(
+                reply,
+                c.logged("link", || c.path_in(newparent.0, &newname), r),
+            )
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -441,7 +447,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
                 Ok(a) => a,
                 Err(e) => return reply.error(errno(&e)),
             };
-            for (i, (e, attr)) in rows.iter().zip(attrs).enumerate() {
+            for (i, (e, (attr, ttl))) in rows.iter().zip(attrs).enumerate() {
                 let n = c.remember_row(ino.0, e);
                 let attr = fuser::FileAttr {
                     ino: INodeNo(n),
@@ -449,7 +455,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
                 };
                 let name = OsStr::from_bytes(&e.name);
                 let next = (start + i + 1) as u64;
-                if reply.add(INodeNo(n), next, name, &ATTR_TTL, &attr, Generation(0)) {
+                if reply.add(INodeNo(n), next, name, &ttl, &attr, Generation(0)) {
                     // Not sent: the kernel holds no lookup of it.
                     if e.link.is_some() {
                         c.forget(n, 1);

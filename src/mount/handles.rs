@@ -136,7 +136,15 @@ impl Handles {
         }
     }
 
-    /// Marks open `ino` as unlinked.
+    /// Changes the link count shown for open `ino` (a name was added or
+    /// removed elsewhere in the tree).
+    pub fn add_nlink(&mut self, ino: u64, by: i32) {
+        if let Some(e) = self.open.get_mut(&ino) {
+            e.attrs.nlink = e.attrs.nlink.saturating_add_signed(by).max(1);
+        }
+    }
+
+    /// Marks open file `ino` as unlinked (its record is gone).
     pub fn mark_unlinked(&mut self, ino: u64) {
         if let Some(e) = self.open.get_mut(&ino) {
             e.unlinked = true;

@@ -30,7 +30,7 @@ pub mod session;
 pub use self::core::{ATTR_TTL, Core, StatFs};
 pub use attr::AttrChange;
 pub use fuse::{PeerFs, errno};
-pub use session::{Mount, clear_stale_mount, is_fuse_mounted, mount};
+pub use session::{Mount, MountOpts, clear_stale_mount, is_fuse_mounted, mount};
 
 #[cfg(test)]
 mod tests;

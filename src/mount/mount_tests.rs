@@ -250,7 +250,13 @@ fn std_fs_through_a_real_mount() {
     let rt = runtime();
     let vault = Vault::new(Arc::new(MemStore::default()), Identity::generate());
     let dir = tempfile::tempdir().unwrap();
-    let m = mount(Arc::clone(&vault), rt.handle().clone(), dir.path()).unwrap();
+    let m = mount(
+        Arc::clone(&vault),
+        rt.handle().clone(),
+        dir.path(),
+        Default::default(),
+    )
+    .unwrap();
     let mut guard = Guard {
         mount: Some(m),
         dir: dir.path().to_path_buf(),
@@ -282,7 +288,7 @@ fn an_unmount_from_outside_is_noticed() {
     let rt = runtime();
     let vault = Vault::new(Arc::new(MemStore::default()), Identity::generate());
     let dir = tempfile::tempdir().unwrap();
-    let m = mount(vault, rt.handle().clone(), dir.path()).unwrap();
+    let m = mount(vault, rt.handle().clone(), dir.path(), Default::default()).unwrap();
     let guard = Guard {
         mount: Some(m),
         dir: dir.path().to_path_buf(),
@@ -321,7 +327,13 @@ fn dies_while_mounted() {
     };
     let rt = runtime();
     let vault = Vault::new(Arc::new(MemStore::default()), Identity::generate());
-    let m = mount(vault, rt.handle().clone(), Path::new(&dir)).unwrap();
+    let m = mount(
+        vault,
+        rt.handle().clone(),
+        Path::new(&dir),
+        Default::default(),
+    )
+    .unwrap();
     fs::write(Path::new(&dir).join("f"), b"x").unwrap();
     std::mem::forget(m);
     // SAFETY: kill has no memory preconditions; the process ends here.

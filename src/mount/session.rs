@@ -5,7 +5,7 @@
 
 use super::fuse::PeerFs;
 use crate::fs::{BlockStore, Vault};
-use fuser::{BackgroundSession, Config, MountOption};
+use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +29,14 @@ pub struct Mount {
     ended: watch::Receiver<bool>,
 }
 
+/// How a folder is mounted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MountOpts {
+    /// Other local users may use it (`allow_other`; the kernel checks
+    /// modes and owners, `default_permissions`).
+    pub allow_other: bool,
+}
+
 /// Mounts `vault` on `dir`; file system work runs on `rt`.
 ///
 /// Options: fsname and subtype `peerstore`, `default_permissions` (the
@@ -36,7 +44,12 @@ pub struct Mount {
 /// PR #731). Must not be called from a thread that `rt` needs to make
 /// progress on (the kernel handshake waits for nothing from it, but keep
 /// blocking calls off async threads anyway: use `spawn_blocking`).
-pub fn mount<S: BlockStore>(vault: Arc<Vault<S>>, rt: Handle, dir: &Path) -> io::Result<Mount> {
+pub fn mount<S: BlockStore>(
+    vault: Arc<Vault<S>>,
+    rt: Handle,
+    dir: &Path,
+    opts: MountOpts,
+) -> io::Result<Mount> {
     let (tx, rx) = watch::channel(false);
     let fs = PeerFs::new(vault, rt, tx);
     let mut config = Config::default();
@@ -45,6 +58,9 @@ pub fn mount<S: BlockStore>(vault: Arc<Vault<S>>, rt: Handle, dir: &Path) -> io:
         MountOption::Subtype("peerstore".into()),
         MountOption::DefaultPermissions,
     ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
     let session = fuser::spawn_mount(fs, dir, &config)?;

@@ -200,7 +200,12 @@ fn exercise(m: &Path) {
     assert_eq!(errno_of(&e), libc::ENOTEMPTY);
     let e = fs::rename(m.join("a/b"), m.join("a/b/c/inside")).unwrap_err();
     assert_eq!(errno_of(&e), libc::EINVAL);
-    let e = fs::hard_link(m.join("a/b/c/small"), m.join("hard")).unwrap_err();
+    fs::hard_link(m.join("a/b/c/small"), m.join("hard")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&fs::metadata(m.join("hard")).unwrap()),
+        2
+    );
+    let e = fs::hard_link(m.join("a/b"), m.join("dir-link")).unwrap_err();
     assert_eq!(errno_of(&e), libc::EPERM);
     let path = CString::new(m.join("a/b/c/small").as_os_str().as_bytes()).unwrap();
     let name = CString::new("user.test").unwrap();

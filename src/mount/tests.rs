@@ -96,12 +96,14 @@ async fn names_are_checked() {
     let ino = put(&c, ROOT_INO, &odd, b"odd").await;
     assert_eq!(c.lookup(ROOT_INO, &odd).await.unwrap().ino.0, ino);
     assert_eq!(
-        errno(
-            c.mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o644, 0, 0)
-                .await
-        ),
+        errno(c.mknod(ROOT_INO, b"tty", libc::S_IFCHR | 0o644, 0, 0).await),
         libc::ENOTSUP
     );
+    let fifo = c
+        .mknod(ROOT_INO, b"fifo", libc::S_IFIFO | 0o640, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!((fifo.kind, fifo.perm), (FileType::NamedPipe, 0o640));
     let reg = c
         .mknod(ROOT_INO, b"reg", libc::S_IFREG | 0o600, 0, 0)
         .await

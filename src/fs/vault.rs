@@ -564,10 +564,53 @@ impl<S: BlockStore> Vault<S> {
     /// anything else only if not `dir`. The object loses that name, and is
     /// deleted if it was its last; returns whether it was.
     pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<bool, FsError> {
+        let (link, shards, ticket) = self.queue_remove(parent, name, dir).await?;
+        ticket.wait().await?;
+        Ok(self.finish_remove(&link, shards).await)
+    }
+
+    /// [`Vault::remove`], written behind: returns (the object removed) once
+    /// the removal is in this vault's view of `parent` (checked as
+    /// `remove` checks it). The directory change is stored in the
+    /// background (with the directory's other changes; `fsyncdir` and
+    /// unmount wait for it), and only then does the object lose its name
+    /// or get deleted, so a crash leaves the name or nothing, never a name
+    /// of a deleted object.
+    pub async fn remove_behind(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        dir: bool,
+    ) -> Result<Link, FsError> {
+        let (link, shards, ticket) = self.queue_remove(parent, name, dir).await?;
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| FsError::Unavailable("vault is closing".into()))?;
+        let gone = link.clone();
+        tokio::spawn(async move {
+            match ticket.wait().await {
+                Ok(_) => {
+                    me.finish_remove(&gone, shards).await;
+                }
+                Err(e) => log::warn!("a removal could not be stored (the name stays): {e}"),
+            }
+        });
+        Ok(link)
+    }
+
+    /// Checks the removal of `name` from `parent` against this vault's
+    /// view and queues it; the object, a removed directory's shards, and
+    /// the ticket of the directory change.
+    async fn queue_remove(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        dir: bool,
+    ) -> Result<(Link, Option<Layout>, DirTicket), FsError> {
         check_name(name)?;
-        // Changes queued before this one land (or fail) first, so the
-        // checks below see the directory as stored.
-        self.settle_dir(parent).await;
+        // The view includes changes still being stored, and the removal is
+        // queued behind them.
         let pv = self.load(parent).await?;
         let link = pv.obj.entry(name)?;
         let mut shards = None;
@@ -584,7 +627,7 @@ impl<S: BlockStore> Vault<S> {
             _ => {}
         }
         let (name_owned, gone) = (name.to_vec(), link.name.clone());
-        self.update(parent, move |d| {
+        let change = move |d: &mut Object| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             match entries.get(&name_owned) {
                 Some(e) if e.link.name == gone => {
@@ -597,9 +640,15 @@ impl<S: BlockStore> Vault<S> {
                 None => Ok(()),
                 Some(_) => Err(FsError::NotFound),
             }
-        })
-        .await?;
-        let deleted = match self.unlink_object(&link).await {
+        };
+        let ticket = self.queue_dir_change(parent, Box::new(change)).await?;
+        Ok((link, shards, ticket))
+    }
+
+    /// After its entry is stored gone: the object loses the name (deleted
+    /// if it was the last; whether it was).
+    async fn finish_remove(&self, link: &Link, shards: Option<Layout>) -> bool {
+        let deleted = match self.unlink_object(link).await {
             Ok(d) => d,
             Err(e) => {
                 log::warn!("unlinked object could not be deleted: {e}");
@@ -609,7 +658,7 @@ impl<S: BlockStore> Vault<S> {
         if let Some(layout) = shards {
             self.delete_shards(&layout).await;
         }
-        Ok(deleted)
+        deleted
     }
 
     /// Renames `from_parent/from` to `to_parent/to`, replacing a target of

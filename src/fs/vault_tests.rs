@@ -435,3 +435,37 @@ async fn fifos_and_sockets_are_objects_with_attributes_only() {
     let listed = v.load(&root).await.unwrap();
     assert_eq!(listed.obj.entry(b"fifo").unwrap().kind, Kind::Fifo);
 }
+
+#[tokio::test]
+async fn a_removal_written_behind_is_seen_at_once_and_deletes_after_it_is_stored() {
+    let v = vault();
+    let root = v.root();
+    let (link, _) = v
+        .create(&root, b"f", Kind::File, Attrs::new(0o644, 0, 0), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::open(&v, link.clone()).await.unwrap();
+    f.write(&v, 0, b"bytes").await.unwrap();
+    f.flush(&v).await.unwrap();
+    let gone = v.remove_behind(&root, b"f", false).await.unwrap();
+    assert_eq!(gone.name, link.name);
+    assert_eq!(
+        v.load(&root).await.unwrap().obj.entry(b"f"),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(
+        v.remove_behind(&root, b"f", false).await.unwrap_err(),
+        FsError::NotFound
+    );
+    v.settle_all().await.unwrap();
+    // The object goes once its entry is stored gone (in the background).
+    let mut deleted = false;
+    for _ in 0..200 {
+        if v.load(&link).await == Err(FsError::NotFound) {
+            deleted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(deleted, "the removed file's record was not deleted");
+}

@@ -185,22 +185,54 @@ impl<S: BlockStore> Core<S> {
         }
     }
 
+    /// Removes `parent/name`, written behind (see
+    /// [`crate::fs::Vault::remove_behind`]), unless the object is known
+    /// here to have other names: then its link count must drop before this
+    /// returns (the next `stat` of another name shows it), and the removal
+    /// is stored first.
     async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
         let plink = self.dir_link(parent)?;
-        let child = self.entry_now(parent, name).await?;
-        let res = self.vault.remove(&plink, name, dir).await;
-        self.inodes().invalidate(parent);
-        let deleted = res?;
-        if let Some(c) = child {
-            if deleted {
-                self.gone(&c);
+        let child = self.load_ino(parent).await?.obj.entry(name).ok();
+        let shared = child
+            .as_ref()
+            .is_some_and(|l| l.kind != Kind::Dir && self.known_links(l) > 1);
+        if let (true, Some(l)) = (shared, child) {
+            let res = self.vault.remove(&plink, name, dir).await;
+            self.refresh_dir(parent, &plink);
+            if res? {
+                self.gone(&l);
             } else {
-                // Another name keeps it: only its link count changed.
-                self.fewer_links(&c);
+                self.fewer_links(&l);
             }
+            return Ok(());
         }
+        let res = self.vault.remove_behind(&plink, name, dir).await;
+        self.refresh_dir(parent, &plink);
+        self.gone(&res?);
         Ok(())
+    }
+
+    /// Caches this vault's view of directory `ino` (or drops the cache).
+    fn refresh_dir(&self, ino: u64, link: &Link) {
+        match self.vault.recent_dir(link) {
+            Some(d) => self.inodes().store(ino, Arc::new(d)),
+            None => self.inodes().invalidate(ino),
+        }
+    }
+
+    /// The link count of object `obj` as this mount last saw it (0 if
+    /// unknown).
+    fn known_links(&self, obj: &Link) -> u32 {
+        let t = self.inodes();
+        let Some(ino) = t.known(&obj.name) else {
+            return 0;
+        };
+        if let Some(e) = self.handles().entry(ino) {
+            return e.attrs.nlink;
+        }
+        t.cached(ino, std::time::Duration::MAX)
+            .map_or(0, |v| v.obj.attrs.nlink)
     }
 
     /// `unlink`: removes a non-directory.

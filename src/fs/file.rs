@@ -353,7 +353,8 @@ impl OpenFile {
         }
         let end = file_size.min(offset + size as u64);
         let mut out = vec![0u8; (end - offset) as usize];
-        let content = self.state.obj.content().cloned().unwrap_or_default();
+        let empty = FileContent::default();
+        let content = self.state.obj.content().unwrap_or(&empty);
         if let Some(d) = &content.inline {
             let n = d.len().min(end as usize).saturating_sub(offset as usize);
             if n > 0 {
@@ -386,7 +387,7 @@ impl OpenFile {
             }
         }
         if self.last_read_end == Some(offset) {
-            self.read_ahead(vault, &content, end);
+            self.read_ahead(vault, content, end);
         }
         self.last_read_end = Some(end);
         Ok(out)

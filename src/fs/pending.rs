@@ -356,7 +356,8 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Waits until every directory change queued so far is stored or has
-    /// failed; the first failure is returned.
+    /// failed, and every object removed meanwhile has lost its name; the
+    /// first failure is returned.
     pub async fn settle_all(&self) -> Result<(), FsError> {
         let mut first = Ok(());
         for t in self.pending.tickets(None) {
@@ -365,6 +366,12 @@ impl<S: BlockStore> Vault<S> {
             {
                 first = Err(e);
             }
+        }
+        // Objects whose removal was stored lose their names now.
+        let unlinking =
+            std::mem::take(&mut *self.unlinking.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in unlinking {
+            let _ = t.await;
         }
         first
     }

@@ -85,6 +85,9 @@ pub struct Vault<S> {
     root_seen: std::sync::atomic::AtomicBool,
     /// Index blocks already stored, for reuse by the next save.
     index_nodes: NodeCache,
+    /// Objects being unlinked after their removal was stored (see
+    /// [`Vault::remove_behind`]); [`Vault::settle_all`] waits for them.
+    pub(crate) unlinking: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -106,6 +109,7 @@ impl<S: BlockStore> Vault<S> {
             me: me.clone(),
             root_seen: std::sync::atomic::AtomicBool::new(false),
             index_nodes: NodeCache::default(),
+            unlinking: Mutex::new(Vec::new()),
         })
     }
 
@@ -588,7 +592,7 @@ impl<S: BlockStore> Vault<S> {
             .upgrade()
             .ok_or_else(|| FsError::Unavailable("vault is closing".into()))?;
         let gone = link.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match ticket.wait().await {
                 Ok(_) => {
                     me.finish_remove(&gone, shards).await;
@@ -596,6 +600,9 @@ impl<S: BlockStore> Vault<S> {
                 Err(e) => log::warn!("a removal could not be stored (the name stays): {e}"),
             }
         });
+        let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
         Ok(link)
     }
 

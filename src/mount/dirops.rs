@@ -41,14 +41,10 @@ impl<S: BlockStore> Core<S> {
             let (l, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
             (l, v, None)
         };
-        let fresh = self.vault.recent_dir(&plink);
+        // The directory as this create left it: no reload for the next
+        // lookup in it.
+        self.refresh_dir(parent, &plink);
         let mut t = self.inodes();
-        match fresh {
-            // The directory as this create saved it: no reload for the next
-            // lookup in it.
-            Some(d) => t.store(parent, Arc::new(d)),
-            None => t.invalidate(parent),
-        }
         let ino = t.remember(&link, parent, name);
         t.store(ino, Arc::new(v.clone()));
         Ok((ino, link, v, ticket))

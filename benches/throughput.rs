@@ -348,9 +348,13 @@ async fn put_get(
     blocks: &[(Id, Vec<u8>)],
     concurrency: usize,
 ) -> (Phase, Phase) {
+    let owner = peerstore::fs::Identity::generate();
     let puts = blocks
         .iter()
-        .map(|(_, data)| ClientRequest::PutBlock { data: data.clone() })
+        .map(|(key, data)| ClientRequest::PutBlock {
+            data: data.clone(),
+            claim: owner.claim(*key),
+        })
         .collect();
     let wanted = REPLICAS.min(nodes);
     let put = run_phase(label.0, pool, nodes, puts, 0, concurrency, |i, r| match r {

@@ -36,3 +36,27 @@ pub enum Proof {
 pub fn proof_of(nonce: &[u8; 32], key: Id, bytes: &[u8]) -> [u8; 32] {
     Id::hash_parts(&[b"peerstore-proof-v1", nonce, &key.0, bytes]).0
 }
+
+/// One node's data file system and what it holds for one owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpace {
+    /// Size of the file system holding the node's store.
+    pub total: u64,
+    /// Bytes the store may still use there (its reserve left out).
+    pub avail: u64,
+    /// Bytes of the owner's blocks and records held.
+    pub owner_bytes: u64,
+}
+
+/// The ring's space as one owner sees it: what `df` on the mount shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingSpace {
+    /// The members' data file systems, divided by the replication factor.
+    pub total: u64,
+    /// What they may still store, divided by the replication factor.
+    pub avail: u64,
+    /// The owner's stored bytes (one copy each).
+    pub used: u64,
+    /// Members counted (an estimate scales a sample up to the ring).
+    pub members: u64,
+}

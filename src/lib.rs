@@ -8,6 +8,7 @@
 //! - [`record`]: signed, sequence-numbered mutable records.
 //! - [`item`]: what the ring stores: item versions, the block size limit,
 //!   proofs of holding.
+//! - [`ownership`]: owners' signed claims on blocks and releases of them.
 //! - [`wire`]: message enums and length-prefixed framing.
 //! - [`keyfile`]: private key files (mode 0600, atomic).
 //! - [`net`]: secure links (Noise), multiplexed calls with timeouts, the
@@ -42,6 +43,7 @@ pub mod mount;
 pub mod net;
 pub mod network;
 pub mod node;
+pub mod ownership;
 pub mod record;
 pub mod replica;
 pub mod rpc;

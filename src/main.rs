@@ -32,9 +32,11 @@ fn main() -> ExitCode {
             Command::Node(args) => run_node(args).await?,
             Command::Init { data } => cli::run_init(&data)?,
             Command::Invite { data, addr } => cli::run_invite(&data, addr.as_deref())?,
-            Command::Block(BlockCommand::Put { peer, file }) => {
-                cli::run_block_put(&peer.target()?, &file).await?
-            }
+            Command::Block(BlockCommand::Put {
+                peer,
+                identity,
+                file,
+            }) => cli::run_block_put(&peer.target()?, &identity.identity, &file).await?,
             Command::Block(BlockCommand::Get { peer, key, output }) => {
                 cli::run_block_get(&peer.target()?, &key, output.as_deref()).await?
             }
@@ -128,6 +130,8 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         running.node.ring().me().id,
         running.addr
     );
+    // Ends the mount's background work (the orphan check) before leaving.
+    let (orphan_stop_tx, orphan_stop) = tokio::sync::watch::channel(false);
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
             let cache = BlockCache::open(&a.data.join("cache"), a.cache_size)
@@ -137,6 +141,16 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 cache: Arc::new(cache),
             };
             let vault = Vault::new(Arc::new(store), identity);
+            let check = peerstore::node::orphans::OrphanCheck {
+                every: Duration::from_secs(a.orphan_check_secs.max(1)),
+                grace: Duration::from_secs(a.orphan_grace_secs),
+            };
+            tokio::spawn(peerstore::node::orphans::orphan_loop(
+                running.node.dht_client(),
+                Arc::clone(&vault),
+                check,
+                orphan_stop.clone(),
+            ));
             let opts = peerstore::mount::MountOpts {
                 allow_other: a.allow_other,
             };
@@ -156,6 +170,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             true
         }
     };
+    let _ = orphan_stop_tx.send(true);
     if let Some(m) = mounted {
         // Unmounting flushes files still open; it blocks, so off the runtime.
         let res =

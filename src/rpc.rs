@@ -16,8 +16,9 @@ use crate::id::Id;
 use crate::net::{NetError, Pool};
 use crate::record::Record;
 use crate::wire::{
-    ChordRequest, ChordResponse, ClientRequest, ClientResponse, ItemVersion, NodeInfo, Peer, Proof,
-    RemoteError, ReplicaRequest, ReplicaResponse, Request, Response,
+    ChordRequest, ChordResponse, Claim, ClientRequest, ClientResponse, Freed, ItemVersion,
+    NodeInfo, NodeSpace, OwnedBlock, Peer, Proof, Release, RemoteError, ReplicaRequest,
+    ReplicaResponse, Request, Response, RingSpace,
 };
 use std::time::Duration;
 
@@ -220,20 +221,46 @@ impl Rpc for FindSuccessor {
 pub struct StoreBlock {
     pub key: Id,
     pub data: std::sync::Arc<Vec<u8>>,
+    pub claims: Vec<Claim>,
     pub durable: bool,
 }
 rpc!(StoreBlock, (), |r| Request::Replica(ReplicaRequest::StoreBlock {
         key: r.key,
         data: std::sync::Arc::unwrap_or_clone(r.data),
+        claims: r.claims,
         durable: r.durable,
     }),
     Response::Replica(ReplicaResponse::Stored) => ());
 
-/// Read a block replica.
+/// Read a block replica and its owners' claims.
 #[derive(Debug, Clone)]
 pub struct FetchBlock(pub Id);
-rpc!(FetchBlock, Vec<u8>, |r| Request::Replica(ReplicaRequest::FetchBlock { key: r.0 }),
-    Response::Replica(ReplicaResponse::Block(d)) => d);
+rpc!(FetchBlock, (Vec<u8>, Vec<Claim>),
+    |r| Request::Replica(ReplicaRequest::FetchBlock { key: r.0 }),
+    Response::Replica(ReplicaResponse::Block { data, claims }) => (data, claims));
+
+/// Apply an owner's release to one node's store.
+#[derive(Debug, Clone)]
+pub struct ReleaseBlocks(pub std::sync::Arc<Release>);
+rpc!(ReleaseBlocks, Freed,
+    |r| Request::Replica(ReplicaRequest::Release(std::sync::Arc::unwrap_or_clone(r.0))),
+    Response::Replica(ReplicaResponse::Freed(f)) => f);
+
+/// The blocks one node holds for an owner, a page at a time.
+#[derive(Debug, Clone)]
+pub struct OwnedBy {
+    pub owner: [u8; 32],
+    pub after: Option<Id>,
+}
+rpc!(OwnedBy, Vec<OwnedBlock>,
+    |r| Request::Replica(ReplicaRequest::Owned { owner: r.owner, after: r.after }),
+    Response::Replica(ReplicaResponse::Owned(o)) => o);
+
+/// One node's data file system and its bytes for an owner.
+#[derive(Debug, Clone)]
+pub struct SpaceOf(pub [u8; 32]);
+rpc!(SpaceOf, NodeSpace, |r| Request::Replica(ReplicaRequest::Space { owner: r.0 }),
+    Response::Replica(ReplicaResponse::Space(s)) => s);
 
 /// Store a record version (compare-and-swap on `expected_seq` if given).
 #[derive(Debug, Clone)]
@@ -306,11 +333,24 @@ pub struct LookupAnswer {
 rpc!(ClientLookup, LookupAnswer, |r| Request::Client(ClientRequest::Lookup { key: r.0 }),
     Response::Client(ClientResponse::Lookup { owner, next, hops }) => LookupAnswer { owner, next, hops });
 
-/// Store a block on its replicas.
+/// Store a block on its replicas, owned by the claim's signer.
 #[derive(Debug, Clone)]
-pub struct ClientPutBlock(pub Vec<u8>);
-rpc!(ClientPutBlock, (Id, u32), |r| Request::Client(ClientRequest::PutBlock { data: r.0 }),
+pub struct ClientPutBlock(pub Vec<u8>, pub Claim);
+rpc!(ClientPutBlock, (Id, u32),
+    |r| Request::Client(ClientRequest::PutBlock { data: r.0, claim: r.1 }),
     Response::Client(ClientResponse::Put { key, copies }) => (key, copies));
+
+/// Apply an owner's release on the ring.
+#[derive(Debug, Clone)]
+pub struct ClientRelease(pub Release);
+rpc!(ClientRelease, Freed, |r| Request::Client(ClientRequest::Release(r.0)),
+    Response::Client(ClientResponse::Freed(f)) => f);
+
+/// The ring's space as an owner sees it.
+#[derive(Debug, Clone)]
+pub struct ClientSpace(pub [u8; 32]);
+rpc!(ClientSpace, RingSpace, |r| Request::Client(ClientRequest::Space { owner: r.0 }),
+    Response::Client(ClientResponse::Space(s)) => s);
 
 /// Read a block from its replicas.
 #[derive(Debug, Clone)]

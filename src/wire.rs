@@ -19,10 +19,11 @@ use crate::id::Id;
 use crate::record::Record;
 use serde::{Deserialize, Serialize};
 
-pub use crate::item::{ItemVersion, MAX_BLOCK, Proof, proof_of};
+pub use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace, Proof, RingSpace, proof_of};
+pub use crate::ownership::{Claim, Freed, OwnedBlock, Release};
 
 /// Wire protocol version, the first byte of every frame body.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest frame body (version byte included): a full block plus headroom.
 pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
 /// Largest batch of items in one [`ReplicaRequest::Missing`].
@@ -30,6 +31,8 @@ pub const MAX_BATCH: usize = 4096;
 /// Largest batch of items in one [`ReplicaRequest::Prove`] (each costs the
 /// prover a read and a hash of the item).
 pub const MAX_PROVE: usize = 256;
+/// Most blocks in one `Owned` answer.
+pub const MAX_OWNED: usize = 4096;
 
 /// A ring member: its ID and the address its node listens on.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -122,10 +125,21 @@ pub enum ReplicaRequest {
         key: Id,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The owners' claims (refused with `Released` if an owner's kept
+        /// release covers every one).
+        claims: Vec<Claim>,
         durable: bool,
     },
-    /// Read a local block replica. → `Block`.
+    /// Read a local block replica and its owners' claims. → `Block`.
     FetchBlock { key: Id },
+    /// Apply an owner's release (kept as a tombstone). → `Freed`.
+    Release(Release),
+    /// Blocks claimed by `owner` held here, in key order after `after`,
+    /// at most [`MAX_OWNED`]. → `Owned`.
+    Owned { owner: [u8; 32], after: Option<Id> },
+    /// This node's data file system, and the bytes it holds for
+    /// `owner`. → `Space`.
+    Space { owner: [u8; 32] },
     /// Store a record version (refused if not newer). `expected_seq`
     /// makes it a compare-and-swap on the current sequence. → `Stored`.
     StoreRecord {
@@ -154,12 +168,19 @@ pub enum ReplicaRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReplicaResponse {
     Stored,
-    Block(#[serde(with = "serde_bytes")] Vec<u8>),
+    Block {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        claims: Vec<Claim>,
+    },
     Record(Record),
     /// Indexes into the request's item list.
     Missing(Vec<u32>),
     /// One proof per item asked, in order.
     Proofs(Vec<Proof>),
+    Freed(Freed),
+    Owned(Vec<OwnedBlock>),
+    Space(NodeSpace),
 }
 
 /// What the command-line client asks of any node.
@@ -167,11 +188,16 @@ pub enum ReplicaResponse {
 pub enum ClientRequest {
     /// Find the owner of `key`. → `Lookup`.
     Lookup { key: Id },
-    /// Store a block on its r replicas. → `Put`.
+    /// Store a block on its r replicas, owned by `claim`'s signer. → `Put`.
     PutBlock {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        claim: Claim,
     },
+    /// Apply an owner's release on every replica of its blocks. → `Freed`.
+    Release(Release),
+    /// The ring's capacity, and what `owner` stores on it. → `Space`.
+    Space { owner: [u8; 32] },
     /// Read a block from its replicas. → `Block`.
     GetBlock { key: Id },
     /// Store a record on its r replicas. → `Put`.
@@ -217,6 +243,8 @@ pub enum ClientResponse {
     Block(Vec<u8>),
     Record(Record),
     Info(NodeInfo),
+    Freed(Freed),
+    Space(RingSpace),
 }
 
 /// An error that crosses the wire as an answer.
@@ -248,6 +276,9 @@ pub enum RemoteError {
     NoSpace(String),
     #[error("not a ring member: {0}")]
     NotMember(String),
+    /// The block's owner released it: the release, to apply too.
+    #[error("released by its owner")]
+    Released(Box<Release>),
 }
 
 /// Why a byte stream could not be decoded into a frame.
@@ -344,6 +375,7 @@ mod tests {
             body: Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(b"abc"),
                 data: b"abc".to_vec(),
+                claims: Vec::new(),
                 durable: true,
             }),
         }
@@ -393,6 +425,11 @@ mod tests {
             id: 1,
             body: Request::Client(ClientRequest::PutBlock {
                 data: vec![0; MAX_FRAME + 1],
+                claim: Claim {
+                    owner: [0; 32],
+                    time: 0,
+                    sig: Vec::new(),
+                },
             }),
         };
         let mut buf = vec![1, 2, 3];

@@ -14,6 +14,7 @@ mod common;
 
 use common::{NodeGuard, NodeOpts, addr, get_file, put_file};
 use ed25519_dalek::SigningKey;
+use peerstore::fs::Identity;
 use peerstore::id::Id;
 use peerstore::net::{Connection, NetConfig, Pool, SecureStream, handshake};
 use peerstore::record::Record;
@@ -327,6 +328,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 ReplicaRequest::StoreBlock {
                     key: Id::hash(&good),
                     data: good.clone(),
+                    claims: vec![],
                     durable: true,
                 },
                 ReplicaRequest::Missing { items: vec![] },
@@ -379,6 +381,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 Request::Replica(ReplicaRequest::StoreBlock {
                     key: claimed,
                     data: data.clone(),
+                    claims: vec![],
                     durable: true,
                 }),
             )
@@ -402,6 +405,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 );
             }
         }
+        let owner = Identity::generate();
         // A replica store of 1 MiB + 1 with the right key.
         let big = common::random_bytes(&mut rng, MAX_BLOCK + 1);
         let r = call(
@@ -410,6 +414,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(&big),
                 data: big.clone(),
+                claims: vec![],
                 durable: true,
             }),
         )
@@ -423,7 +428,10 @@ async fn wrong_requests_are_refused_and_change_nothing() {
         let r = call(
             &pool,
             a,
-            Request::Client(ClientRequest::PutBlock { data: big.clone() }),
+            Request::Client(ClientRequest::PutBlock {
+                data: big.clone(),
+                claim: owner.claim(Id::hash(&big)),
+            }),
         )
         .await;
         assert_eq!(
@@ -443,12 +451,38 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             Response::Error(RemoteError::NotFound),
             "oversized block was stored"
         );
+        // A block whose claim is forged (another key's signature over
+        // this owner's name) is refused and not stored.
+        let small = b"claimed by someone else".to_vec();
+        let mut forged = Identity::generate().claim(Id::hash(&small));
+        forged.owner = owner.owner();
+        let r = call(
+            &pool,
+            a,
+            Request::Client(ClientRequest::PutBlock {
+                data: small.clone(),
+                claim: forged,
+            }),
+        )
+        .await;
+        assert_eq!(r, Response::Error(RemoteError::BadSignature));
+        // A release not signed by the owner is refused.
+        let mut release = Identity::generate().release(vec![Id::hash(&small)]);
+        release.owner = owner.owner();
+        let r = call(&pool, a, Request::Client(ClientRequest::Release(release))).await;
+        assert!(
+            matches!(r, Response::Error(RemoteError::Invalid(_))),
+            "{r:?}"
+        );
         // Exactly 1 MiB is fine, on all three nodes.
         let max = common::random_bytes(&mut rng, MAX_BLOCK);
         let r = call(
             &pool,
             &addrs[1],
-            Request::Client(ClientRequest::PutBlock { data: max.clone() }),
+            Request::Client(ClientRequest::PutBlock {
+                data: max.clone(),
+                claim: owner.claim(Id::hash(&max)),
+            }),
         )
         .await;
         assert_eq!(

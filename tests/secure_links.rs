@@ -467,7 +467,10 @@ async fn serve_check(to: &str, n: usize, tag: u8) -> Duration {
         let key = match pool
             .call(
                 to,
-                Request::Client(ClientRequest::PutBlock { data: data.clone() }),
+                Request::Client(ClientRequest::PutBlock {
+                    data: data.clone(),
+                    claim: peerstore::fs::Identity::generate().claim(Id::hash(&data)),
+                }),
             )
             .await
         {

@@ -13,6 +13,8 @@
 
 use crate::fs::{BlockStore, FsError};
 use crate::id::Id;
+use crate::item::RingSpace;
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -172,6 +174,12 @@ impl BlockCache {
         }
     }
 
+    /// Drops the cached copy of `key` (its owner released it).
+    pub fn forget(&self, key: Id) {
+        self.lock().remove(key);
+        let _ = fs::remove_file(self.path(key));
+    }
+
     /// Keeps a block (whose key the caller has checked).
     pub fn insert(&self, key: Id, data: &[u8]) {
         if data.len() as u64 > self.capacity || self.lock().touch(key) {
@@ -230,11 +238,27 @@ pub struct CachedStore<S> {
 }
 
 impl<S: BlockStore> BlockStore for CachedStore<S> {
-    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
+    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
         // Not kept on write: the writer's recent chunks stay decrypted in
         // memory, and skipping the copy keeps the write path lean. Reads fill
         // the cache.
-        self.inner.put_block(data).await
+        self.inner.put_block(key, data, claim).await
+    }
+
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        let keys = rel.keys.clone();
+        self.inner.release(rel).await?;
+        let cache = Arc::clone(&self.cache);
+        tokio::task::spawn_blocking(move || {
+            for k in keys {
+                cache.forget(k);
+            }
+        });
+        Ok(())
+    }
+
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        self.inner.space(owner).await
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
@@ -321,7 +345,11 @@ mod tests {
             inner: crate::fs::mem_store::MemStore::default(),
             cache: Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
         };
-        let key = s.put_block(b"block".to_vec()).await.unwrap();
+        let key = Id::hash(b"block");
+        let owner = crate::fs::Identity::generate();
+        s.put_block(key, b"block".to_vec(), owner.claim(key))
+            .await
+            .unwrap();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
         // The read keeps the block in the background; wait for it (bounded).
         for _ in 0..200 {

@@ -219,10 +219,13 @@ pub struct IdentityArg {
 
 #[derive(Debug, Subcommand)]
 pub enum BlockCommand {
-    /// Store FILE (at most 1 MiB) as a block; prints its key.
+    /// Store FILE (at most 1 MiB) as a block owned by the identity;
+    /// prints its key.
     Put {
         #[command(flatten)]
         peer: PeerArg,
+        #[command(flatten)]
+        identity: IdentityArg,
         /// File to store.
         file: PathBuf,
     },
@@ -265,6 +268,14 @@ pub struct NodeArgs {
     /// Seconds between repair passes.
     #[arg(long, default_value_t = 5)]
     pub repair_secs: u64,
+    /// Seconds between the mount's orphan checks (blocks of this owner
+    /// that no version refers to are released).
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub orphan_check_secs: u64,
+    /// Blocks claimed less than this many seconds ago are never taken for
+    /// orphans (they may belong to a save under way).
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub orphan_grace_secs: u64,
     /// Stabilize period in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub stabilize_ms: u64,

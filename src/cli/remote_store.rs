@@ -3,11 +3,14 @@
 
 use crate::fs::{BlockStore, FsError};
 use crate::id::Id;
+use crate::item::RingSpace;
 use crate::net::{LinkKeys, NetConfig, Pool};
 use crate::node::fs_error;
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use crate::rpc::{
-    CallError, ClientGetBlock, ClientGetLatestRecord, ClientPutBlock, ClientPutRecord, Rpc,
+    CallError, ClientGetBlock, ClientGetLatestRecord, ClientPutBlock, ClientPutRecord,
+    ClientRelease, ClientSpace, Rpc,
 };
 use std::time::Duration;
 
@@ -52,8 +55,16 @@ impl RemoteStore {
 }
 
 impl BlockStore for RemoteStore {
-    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        Ok(self.call(ClientPutBlock(data)).await?.0)
+    async fn put_block(&self, _key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+        Ok(self.call(ClientPutBlock(data, claim)).await?.0)
+    }
+
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        self.call(ClientRelease(rel)).await.map(|_| ())
+    }
+
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        self.call(ClientSpace(owner)).await
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {

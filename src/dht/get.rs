@@ -19,7 +19,7 @@ use super::{DhtError, Placement};
 use crate::id::Id;
 use crate::record::Record;
 use crate::rpc::{CallError, FetchBlock, FetchRecord, Reply, Rpc};
-use crate::wire::Peer;
+use crate::wire::{Claim, Peer};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// What is being read.
@@ -32,7 +32,8 @@ pub enum Want {
 /// What a get returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Got {
-    Block(Vec<u8>),
+    /// A block and its owners' claims (as the node that answered keeps them).
+    Block(Vec<u8>, Vec<Claim>),
     Record(Record),
 }
 
@@ -176,7 +177,7 @@ impl Get {
     }
 
     /// Notes one answer; the block, if it is the answer.
-    fn take(&mut self, peer: Peer, reply: Reply) -> Option<Vec<u8>> {
+    fn take(&mut self, peer: Peer, reply: Reply) -> Option<(Vec<u8>, Vec<Claim>)> {
         let fail = |s: &mut Self, e: CallError| {
             if e.is_not_found() {
                 s.absent.insert(peer.id);
@@ -185,7 +186,7 @@ impl Get {
         };
         match self.want {
             Want::Block => match FetchBlock::parse(reply) {
-                Ok(d) if Id::hash(&d) == self.key => return Some(d),
+                Ok((d, c)) if Id::hash(&d) == self.key => return Some((d, c)),
                 Ok(_) => {
                     log::warn!(
                         "block {} from {:?} does not match its hash; trying the next replica",
@@ -219,10 +220,10 @@ impl Get {
     fn step_asking(&mut self, cx: &mut Cx<'_>) -> Option<Result<Got, DhtError>> {
         for (id, reply) in std::mem::take(&mut self.replies) {
             if let Some(peer) = self.pending.remove(&id)
-                && let Some(d) = self.take(peer, reply)
+                && let Some((d, c)) = self.take(peer, reply)
             {
                 self.pending.clear();
-                return Some(Ok(Got::Block(d)));
+                return Some(Ok(Got::Block(d, c)));
             }
         }
         if !self.pending.is_empty() {

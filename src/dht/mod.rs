@@ -19,6 +19,7 @@
 pub mod get;
 pub mod locate;
 pub mod machine;
+mod owners;
 pub mod put;
 pub mod repair;
 pub mod routes;
@@ -34,7 +35,7 @@ use crate::id::Id;
 use crate::record::Record;
 use crate::replica::replica_set;
 use crate::rpc::{CallError, Reply};
-use crate::wire::{MAX_BLOCK, Peer, RemoteError, ReplicaRequest, Request};
+use crate::wire::{Claim, MAX_BLOCK, Peer, RemoteError, ReplicaRequest, Request};
 use futures::stream::{FuturesUnordered, StreamExt};
 use get::{Get, Got, Want};
 use put::{Item, Put, Stored};
@@ -247,22 +248,30 @@ impl<T: Transport> Dht<T> {
             .await?)
     }
 
-    /// Stores a block on its replicas, each fsynced before it answers;
-    /// returns its key and the copy count.
-    pub async fn put_block(&self, data: Vec<u8>) -> Result<(Id, u32), DhtError> {
-        self.put_block_as(data, true).await
+    /// Stores a block owned by `claim`'s signer on its replicas, each
+    /// fsynced before it answers; returns its key and the copy count.
+    pub async fn put_block(&self, data: Vec<u8>, claim: Claim) -> Result<(Id, u32), DhtError> {
+        self.put_block_as(Id::hash(&data), data, vec![claim], true)
+            .await
     }
 
-    /// Stores a block on its replicas; without `durable` the replicas
+    /// Stores block `data` (whose hash is `key`: the replicas check) with
+    /// its owners' `claims` on its replicas; without `durable` the replicas
     /// answer once it is visible, and [`Dht::sync`] makes it durable.
-    pub async fn put_block_as(&self, data: Vec<u8>, durable: bool) -> Result<(Id, u32), DhtError> {
+    pub async fn put_block_as(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claims: Vec<Claim>,
+        durable: bool,
+    ) -> Result<(Id, u32), DhtError> {
         if data.len() > MAX_BLOCK {
             return Err(DhtError::TooLarge(data.len()));
         }
-        let key = Id::hash(&data);
         let item = Item::Block {
             key,
             data: Arc::new(data),
+            claims,
         };
         let Stored { key, copies } = self.run(Put::new(item, durable)).await?;
         Ok((key, copies))
@@ -343,8 +352,14 @@ impl<T: Transport> Dht<T> {
 
     /// Reads a block from its replicas; the bytes hash to `key`.
     pub async fn get_block(&self, key: Id) -> Result<Vec<u8>, DhtError> {
+        Ok(self.get_owned_block(key).await?.0)
+    }
+
+    /// Reads a block and its owners' claims (as the replica that answered
+    /// keeps them) from its replicas.
+    pub async fn get_owned_block(&self, key: Id) -> Result<(Vec<u8>, Vec<Claim>), DhtError> {
         match self.run(Get::new(key, Want::Block)).await? {
-            Got::Block(d) => Ok(d),
+            Got::Block(d, c) => Ok((d, c)),
             Got::Record(_) => Err(DhtError::Call(CallError::Unexpected)),
         }
     }
@@ -354,7 +369,7 @@ impl<T: Transport> Dht<T> {
     pub async fn get_record_version(&self, key: Id) -> Result<Record, DhtError> {
         match self.run(Get::new(key, Want::Record)).await? {
             Got::Record(r) => Ok(r),
-            Got::Block(_) => Err(DhtError::Call(CallError::Unexpected)),
+            Got::Block(..) => Err(DhtError::Call(CallError::Unexpected)),
         }
     }
 

@@ -26,15 +26,20 @@ use super::{DhtError, Placement};
 use crate::id::Id;
 use crate::record::Record;
 use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord};
-use crate::wire::Peer;
+use crate::wire::{Claim, Peer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// What is being stored.
 #[derive(Debug, Clone)]
 pub enum Item {
-    /// An immutable block under the hash of its bytes.
-    Block { key: Id, data: Arc<Vec<u8>> },
+    /// An immutable block under the hash of its bytes, with its owners'
+    /// claims.
+    Block {
+        key: Id,
+        data: Arc<Vec<u8>>,
+        claims: Vec<Claim>,
+    },
     /// A record version.
     Record {
         record: Arc<Record>,
@@ -150,11 +155,12 @@ impl Put {
     /// The store call to `to`; `cas` carries the compare-and-swap.
     fn send(&mut self, to: &Peer, cas: bool, cx: &mut Cx<'_>) {
         let id = match &self.item {
-            Item::Block { key, data } => cx.call(
+            Item::Block { key, data, claims } => cx.call(
                 to,
                 StoreBlock {
                     key: *key,
                     data: Arc::clone(data),
+                    claims: claims.clone(),
                     durable: self.durable,
                 },
             ),

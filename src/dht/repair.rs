@@ -21,10 +21,11 @@ use super::machine::{CallId, Cx, Machine};
 use crate::id::Id;
 use crate::replica::{first_from, group_keys};
 use crate::rpc::{
-    CallError, FetchBlock, FetchRecord, Missing, Prove, Reply, Rpc, StoreBlock, StoreRecord,
+    CallError, FetchBlock, FetchRecord, Missing, Prove, ReleaseBlocks, Reply, Rpc, StoreBlock,
+    StoreRecord,
 };
-use crate::wire::{ItemVersion, MAX_BATCH, MAX_PROVE, Peer, Proof};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use crate::wire::{ItemVersion, MAX_BATCH, MAX_PROVE, Peer, Proof, RemoteError};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Items copied to one peer at once.
@@ -39,6 +40,8 @@ pub struct RepairStats {
     pub groups: usize,
     /// Items copied to another node.
     pub pushed: usize,
+    /// Local blocks freed by owners' releases another node handed back.
+    pub released: usize,
     /// Local copies dropped because this node is not a replica and every
     /// replica proved it holds them.
     pub dropped: usize,
@@ -58,6 +61,7 @@ impl RepairStats {
 
     fn absorb(&mut self, other: &SyncTo) {
         self.pushed += other.pushed;
+        self.released += other.released;
         for r in &other.reasons {
             self.fail(r.clone());
         }
@@ -82,9 +86,13 @@ pub struct SyncTo {
     /// Local reads in flight, then stores in flight.
     reads: HashMap<CallId, (Id, ItemVersion)>,
     stores: HashMap<CallId, Id>,
+    /// Releases the peer handed back, being applied to this node's store.
+    releases: HashSet<CallId>,
     replies: Vec<(CallId, Reply)>,
     /// Items copied.
     pub pushed: usize,
+    /// Local blocks freed by releases the peer handed back.
+    pub released: usize,
     /// Calls that failed.
     pub failures: usize,
     /// Why (distinct, the first few).
@@ -102,8 +110,10 @@ impl SyncTo {
             to_push: VecDeque::new(),
             reads: HashMap::new(),
             stores: HashMap::new(),
+            releases: HashSet::new(),
             replies: Vec::new(),
             pushed: 0,
+            released: 0,
             failures: 0,
             reasons: Vec::new(),
         }
@@ -122,6 +132,7 @@ impl SyncTo {
         self.missing_call.is_some_and(|(c, _)| c == id)
             || self.reads.contains_key(&id)
             || self.stores.contains_key(&id)
+            || self.releases.contains(&id)
     }
 
     /// Takes the reply of call `id` (one of this sync's).
@@ -154,12 +165,13 @@ impl SyncTo {
                 }
             } else if let Some((key, v)) = self.reads.remove(&id) {
                 let sent = match v {
-                    ItemVersion::Block => FetchBlock::parse(reply).map(|data| {
+                    ItemVersion::Block => FetchBlock::parse(reply).map(|(data, claims)| {
                         cx.call(
                             &self.peer,
                             StoreBlock {
                                 key,
                                 data: Arc::new(data),
+                                claims,
                                 durable: true,
                             },
                         )
@@ -187,8 +199,19 @@ impl SyncTo {
                 match StoreBlock::parse(reply) {
                     Ok(()) => self.pushed += 1,
                     // A newer version there is as good as ours.
-                    Err(CallError::Refused(crate::wire::RemoteError::Stale { .. })) => {}
+                    Err(CallError::Refused(RemoteError::Stale { .. })) => {}
+                    // The owner released the block and the peer kept the
+                    // release: apply it here too (it is checked here).
+                    Err(CallError::Refused(RemoteError::Released(rel))) => {
+                        let c = cx.call(&me, ReleaseBlocks(Arc::new(*rel)));
+                        self.releases.insert(c);
+                    }
                     Err(e) => self.fail("copy", &e),
+                }
+            } else if self.releases.remove(&id) {
+                match ReleaseBlocks::parse(reply) {
+                    Ok(f) => self.released += f.blocks as usize,
+                    Err(e) => self.fail("apply a release", &e),
                 }
             }
         }
@@ -213,6 +236,7 @@ impl SyncTo {
             && self.to_push.is_empty()
             && self.reads.is_empty()
             && self.stores.is_empty()
+            && self.releases.is_empty()
     }
 }
 

@@ -12,6 +12,13 @@ use crate::store::Store;
 use crate::wire::{ChordRequest, ChordResponse, ReplicaRequest, ReplicaResponse, Response};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+
+/// Puts `data` as a block owned by a fixed test owner.
+async fn put_owned<T: Transport>(d: &Dht<T>, data: Vec<u8>) -> Result<(Id, u32), DhtError> {
+    let owner = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let claim = Claim::sign(&owner, Id::hash(&data), 1);
+    d.put_block(data, claim).await
+}
 use std::time::Instant;
 
 /// A ring of in-memory stores seen from one of them.
@@ -137,7 +144,10 @@ impl Transport for Fake {
         if let Some(bad) = self.corrupt.lock().unwrap().get(&to.id)
             && matches!(req, ReplicaRequest::FetchBlock { .. })
         {
-            return Ok(Response::Replica(ReplicaResponse::Block(bad.clone())));
+            return Ok(Response::Replica(ReplicaResponse::Block {
+                data: bad.clone(),
+                claims: Vec::new(),
+            }));
         }
         let store = &self.stores.iter().find(|s| s.0.id == to.id).unwrap().1;
         match apply_replica(store, req) {
@@ -167,7 +177,7 @@ fn dht(fake: Fake, r: usize) -> Dht<Fake> {
 #[tokio::test]
 async fn put_reaches_r_replicas_and_survives_a_dead_one() {
     let d = dht(Fake::new(4), 3);
-    let (key, copies) = d.put_block(b"hello".to_vec()).await.unwrap();
+    let (key, copies) = put_owned(&d, b"hello".to_vec()).await.unwrap();
     assert_eq!(copies, 3);
     assert_eq!(d.transport.holders(key).len(), 3);
     // With one replica down the node after the set takes its place.
@@ -181,7 +191,7 @@ async fn put_reaches_r_replicas_and_survives_a_dead_one() {
     };
     let down = set.owner.id;
     d.transport.down.lock().unwrap().push(down);
-    let (k2, copies) = d.put_block(b"world".to_vec()).await.unwrap();
+    let (k2, copies) = put_owned(&d, b"world".to_vec()).await.unwrap();
     assert_eq!(copies, 3);
     assert_eq!(d.transport.holders(k2).len(), 3);
     d.transport.down.lock().unwrap().clear();
@@ -205,7 +215,7 @@ async fn a_put_short_of_copies_fails_at_its_deadline() {
     let down = d.transport.peer(2).id;
     d.transport.down.lock().unwrap().push(down);
     let t = Instant::now();
-    let r = d.put_block(b"x".to_vec()).await;
+    let r = put_owned(&d, b"x".to_vec()).await;
     assert!(
         matches!(
             r,
@@ -225,7 +235,7 @@ async fn a_put_in_flight_while_the_ring_drops_a_crashed_node_succeeds() {
     let d = dht(Fake::new(3), 3);
     let dead = d.transport.peer(2).id;
     d.transport.down.lock().unwrap().push(dead);
-    let put = d.put_block(b"during the crash".to_vec());
+    let put = put_owned(&d, b"during the crash".to_vec());
     let heal = async {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         d.transport.listed.lock().unwrap().retain(|id| *id != dead);
@@ -241,7 +251,7 @@ async fn rings_smaller_than_r_store_on_every_member_at_once() {
     for n in 1..=2 {
         let d = dht(Fake::new(n), 3);
         let t = Instant::now();
-        let (key, copies) = d.put_block(vec![n as u8; 100]).await.unwrap();
+        let (key, copies) = put_owned(&d, vec![n as u8; 100]).await.unwrap();
         assert_eq!(copies as usize, n);
         assert_eq!(d.transport.holders(key).len(), n);
         assert!(
@@ -289,7 +299,9 @@ async fn records_newest_wins_and_forgeries_are_refused() {
 #[tokio::test]
 async fn sync_reaches_every_node_written_lazily() {
     let d = dht(Fake::new(4), 3);
-    d.put_block_as(b"lazy".to_vec(), false).await.unwrap();
+    d.put_block_as(Id::hash(b"lazy"), b"lazy".to_vec(), Vec::new(), false)
+        .await
+        .unwrap();
     assert_eq!(d.unsynced.lock().unwrap().len(), 3, "every member noted");
     let holder = d.transport.peer(d.transport.holders(Id::hash(b"lazy"))[1]);
     d.transport.down.lock().unwrap().push(holder.id);
@@ -302,7 +314,7 @@ async fn sync_reaches_every_node_written_lazily() {
     d.sync().await.unwrap();
     assert!(d.unsynced.lock().unwrap().is_empty());
     // Durable puts need no sync.
-    d.put_block(b"durable".to_vec()).await.unwrap();
+    put_owned(&d, b"durable".to_vec()).await.unwrap();
     assert!(d.unsynced.lock().unwrap().is_empty());
 }
 
@@ -311,7 +323,7 @@ async fn a_replica_that_fails_for_a_while_is_asked_again() {
     let d = dht(Fake::new(3), 3);
     let slow = d.transport.peer(1).id;
     d.transport.flaky.lock().unwrap().insert(slow, 3);
-    let (_, copies) = d.put_block(b"retried".to_vec()).await.unwrap();
+    let (_, copies) = put_owned(&d, b"retried".to_vec()).await.unwrap();
     assert_eq!(copies, 3);
     assert_eq!(d.transport.flaky.lock().unwrap()[&slow], 0);
 }
@@ -333,7 +345,7 @@ async fn a_local_replica_is_read_first() {
                 && owner.id != v.me.id
         })
         .unwrap();
-    let (key, _) = d.put_block(data.clone()).await.unwrap();
+    let (key, _) = put_owned(&d, data.clone()).await.unwrap();
     d.transport.fetched_from.lock().unwrap().clear();
     assert_eq!(d.get_block(key).await.unwrap(), data);
     assert_eq!(
@@ -345,7 +357,7 @@ async fn a_local_replica_is_read_first() {
 #[tokio::test]
 async fn unreachable_data_reads_as_unavailable_not_absent() {
     let d = dht(Fake::new(3), 3);
-    let (key, _) = d.put_block(b"behind a partition".to_vec()).await.unwrap();
+    let (key, _) = put_owned(&d, b"behind a partition".to_vec()).await.unwrap();
     let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
     let rec = Record::sign(&sk, b"dir", 1, Some(b"entries".to_vec()));
     d.put_record(rec.clone(), Some(0)).await.unwrap();
@@ -372,7 +384,7 @@ async fn a_full_ring_answers_no_space_at_once() {
     let all: Vec<Id> = (0..3).map(|i| d.transport.peer(i).id).collect();
     d.transport.full.lock().unwrap().extend(all);
     let t = Instant::now();
-    let r = d.put_block(b"too much".to_vec()).await;
+    let r = put_owned(&d, b"too much".to_vec()).await;
     assert!(matches!(r, Err(DhtError::NoSpace(_))), "{r:?}");
     assert!(t.elapsed() < std::time::Duration::from_millis(500));
     assert!(matches!(
@@ -383,11 +395,11 @@ async fn a_full_ring_answers_no_space_at_once() {
     d.transport.full.lock().unwrap().clear();
     let one = d.transport.peer(1).id;
     d.transport.full.lock().unwrap().insert(one);
-    let r = d.put_block(b"still too much".to_vec()).await;
+    let r = put_owned(&d, b"still too much".to_vec()).await;
     assert!(matches!(r, Err(DhtError::NoSpace(_))), "{r:?}");
     // Space is back: it works without anything restarted.
     d.transport.full.lock().unwrap().clear();
-    assert_eq!(d.put_block(b"fits".to_vec()).await.unwrap().1, 3);
+    assert_eq!(put_owned(&d, b"fits".to_vec()).await.unwrap().1, 3);
 }
 
 // ---- locate over a scripted ring ---------------------------------------

@@ -28,7 +28,8 @@ use super::object::{
 use super::pending::DirTicket;
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
-use std::collections::BTreeMap;
+use crate::id::Id;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -77,6 +78,11 @@ pub struct OpenFile {
     /// The directory entry of this new file, while not known to be stored
     /// (kept after a failure, so every later flush reports it too).
     linking: Option<DirTicket>,
+    /// The blocks of the stored version `state` started from.
+    stored_blocks: HashSet<Id>,
+    /// Blocks stored since then (each referred to by `state`, or not any
+    /// more if overwritten or truncated away before the save).
+    uploaded: HashSet<Id>,
 }
 
 impl OpenFile {
@@ -90,6 +96,8 @@ impl OpenFile {
     pub fn from_state(link: Link, state: Versioned) -> OpenFile {
         OpenFile {
             link,
+            stored_blocks: state.obj.blocks(),
+            uploaded: HashSet::new(),
             state,
             dirty: BTreeMap::new(),
             dirty_bytes: 0,
@@ -126,6 +134,7 @@ impl OpenFile {
     pub async fn refresh<S: BlockStore>(&mut self, vault: &Vault<S>) -> Result<(), FsError> {
         if !self.is_dirty() {
             self.state = vault.load(&self.link).await?;
+            self.stored_blocks = self.state.obj.blocks();
             self.ops.clear();
         }
         Ok(())
@@ -151,6 +160,7 @@ impl OpenFile {
                 .retain(|(o, d)| !ranges.iter().any(|(ro, rd)| ro == o && Arc::ptr_eq(rd, d)));
             match res {
                 Ok(block) => {
+                    self.uploaded.insert(block.key);
                     let mut at = 0u32;
                     let mut laid = Vec::with_capacity(ranges.len());
                     for (offset, data) in &ranges {
@@ -511,9 +521,22 @@ impl OpenFile {
         }
         let mut next = self.state.obj.clone();
         let mut expected = self.state.seq;
+        // The blocks of the version a successful save replaces.
+        let mut replaced = self.stored_blocks.clone();
         for _ in 0..SAVE_ATTEMPTS {
             match vault.save_file(&self.link, &mut next, expected).await {
                 Ok(seq) => {
+                    // What the replaced version or this file's uploads
+                    // referred to and the new version does not is freed.
+                    let kept = next.blocks();
+                    let unused: HashSet<Id> = replaced
+                        .union(&self.uploaded)
+                        .filter(|k| !kept.contains(k))
+                        .copied()
+                        .collect();
+                    vault.release_behind(unused);
+                    self.stored_blocks = kept;
+                    self.uploaded.clear();
                     self.state = Versioned::new(next, seq);
                     self.ops.clear();
                     self.modified = false;
@@ -522,6 +545,7 @@ impl OpenFile {
                 Err(FsError::Conflict(_)) => {
                     let theirs = vault.load(&self.link).await?;
                     expected = theirs.seq;
+                    replaced = theirs.obj.blocks();
                     next = if small {
                         // A small file is saved whole: last writer wins
                         // (its names are counted by the stored version).
@@ -542,7 +566,7 @@ impl OpenFile {
     /// version: their content with these extents and truncations on top,
     /// these attributes (the length as the changes leave it).
     async fn rebase<S: BlockStore>(
-        &self,
+        &mut self,
         vault: &Arc<Vault<S>>,
         theirs: Object,
     ) -> Result<Object, FsError> {
@@ -554,6 +578,7 @@ impl OpenFile {
             && !d.is_empty()
         {
             let block = vault.write_block(link, &d).await?;
+            self.uploaded.insert(block.key);
             c.extents.insert(Extent {
                 offset: 0,
                 len: d.len() as u32,

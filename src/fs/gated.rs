@@ -5,6 +5,8 @@
 use super::mem_store::MemStore;
 use super::{BlockStore, FsError};
 use crate::id::Id;
+use crate::item::RingSpace;
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,8 +64,16 @@ impl GatedStore {
 }
 
 impl BlockStore for GatedStore {
-    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        self.inner.put_block(data).await
+    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+        self.inner.put_block(key, data, claim).await
+    }
+
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        self.inner.release(rel).await
+    }
+
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        self.inner.space(owner).await
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {

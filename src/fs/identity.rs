@@ -12,6 +12,7 @@
 use super::crypto::SecretKey;
 use crate::id::Id;
 use crate::keyfile::{KeyFileError, read_key, write_key};
+use crate::ownership::{Claim, Release, now_ms};
 use crate::record::{Record, record_key};
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
@@ -67,6 +68,16 @@ impl Identity {
         let id = Identity::generate();
         write_key(path, &id.signing.to_bytes())?;
         Ok(id)
+    }
+
+    /// This owner's claim on block `key`, made now.
+    pub fn claim(&self, key: Id) -> Claim {
+        Claim::sign(&self.signing, key, now_ms())
+    }
+
+    /// This owner's release of its claims on `keys`, made now.
+    pub fn release(&self, keys: Vec<Id>) -> Release {
+        Release::sign(&self.signing, keys, now_ms())
     }
 
     /// The owner public key (records hang off it).

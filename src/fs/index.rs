@@ -13,7 +13,7 @@ use super::crypto::{open, seal};
 use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::format::{IndexNode, IndexRef, StoredIndex, index_aad};
 use super::object::{FileContent, Link};
-use super::{BlockStore, FsError};
+use super::{BlockStore, FsError, Identity};
 use crate::id::Id;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -50,6 +50,15 @@ impl NodeCache {
             .copied()
     }
 
+    /// Forgets the nodes stored in any of `blocks` (released: they must
+    /// not be reused).
+    pub fn forget_blocks(&self, blocks: &std::collections::HashSet<Id>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, b| !blocks.contains(&b.key));
+    }
+
     fn put(&self, h: Id, b: BlockRef) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= CACHE_MAX {
@@ -83,16 +92,29 @@ fn runs<T: Copy>(items: &[T], offset: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
     out
 }
 
-/// Stores one node (or finds it stored) and returns its reference.
+/// Where one save stores index nodes: the store, the owner who claims
+/// them, the file and the cache of nodes stored before.
+struct Saver<'a, S> {
+    store: &'a S,
+    owner: &'a Identity,
+    link: &'a Link,
+    cache: &'a NodeCache,
+}
+
+/// Stores one node covering `[start, end)` (or finds it stored) and
+/// returns its reference.
 async fn put_node<S: BlockStore>(
-    store: &S,
-    link: &Link,
-    cache: &NodeCache,
+    to: &Saver<'_, S>,
     node: &IndexNode,
-    start: u64,
-    end: u64,
+    (start, end): (u64, u64),
     used: &mut Vec<BlockRef>,
 ) -> Result<IndexRef, FsError> {
+    let Saver {
+        store,
+        owner,
+        link,
+        cache,
+    } = to;
     let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
     let h = Id::hash_parts(&[&link.name, &plain]);
     let block = match cache.get(&h) {
@@ -100,7 +122,8 @@ async fn put_node<S: BlockStore>(
         None => {
             let seal_no = rand::random::<u64>();
             let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
-            let key = store.put_block(sealed).await?;
+            let key = Id::hash(&sealed);
+            store.put_block(key, sealed, owner.claim(key)).await?;
             let b = BlockRef {
                 key,
                 seal: seal_no,
@@ -119,6 +142,7 @@ async fn put_node<S: BlockStore>(
 /// also every index block it refers to.
 pub async fn save<S: BlockStore>(
     store: &S,
+    owner: &Identity,
     link: &Link,
     cache: &NodeCache,
     content: &FileContent,
@@ -130,22 +154,17 @@ pub async fn save<S: BlockStore>(
     if extents.len() <= RECORD_EXTENTS {
         return Ok((StoredIndex::Extents(extents), Vec::new()));
     }
+    let to = Saver {
+        store,
+        owner,
+        link,
+        cache,
+    };
     let mut used = Vec::new();
     let mut level = Vec::new();
     for run in runs(&extents, |e| e.offset) {
-        let (start, end) = (run[0].offset, run[run.len() - 1].end());
-        level.push(
-            put_node(
-                store,
-                link,
-                cache,
-                &IndexNode::Leaf(run),
-                start,
-                end,
-                &mut used,
-            )
-            .await?,
-        );
+        let span = (run[0].offset, run[run.len() - 1].end());
+        level.push(put_node(&to, &IndexNode::Leaf(run), span, &mut used).await?);
     }
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
@@ -153,19 +172,8 @@ pub async fn save<S: BlockStore>(
         }
         let mut up = Vec::new();
         for run in runs(&level, |r| r.start) {
-            let (start, end) = (run[0].start, run[run.len() - 1].end);
-            up.push(
-                put_node(
-                    store,
-                    link,
-                    cache,
-                    &IndexNode::Inner(run),
-                    start,
-                    end,
-                    &mut used,
-                )
-                .await?,
-            );
+            let span = (run[0].start, run[run.len() - 1].end);
+            up.push(put_node(&to, &IndexNode::Inner(run), span, &mut used).await?);
         }
         level = up;
     }
@@ -259,6 +267,7 @@ mod tests {
         let link = Link::fresh(Kind::File);
         let (idx, used) = save(
             &store,
+            &Identity::generate(),
             &link,
             &NodeCache::default(),
             &content(RECORD_EXTENTS as u64),
@@ -274,8 +283,9 @@ mod tests {
         let store = MemStore::default();
         let link = Link::fresh(Kind::File);
         let cache = NodeCache::default();
+        let owner = Identity::generate();
         let c = content(100_000);
-        let (idx, used) = save(&store, &link, &cache, &c).await.unwrap();
+        let (idx, used) = save(&store, &owner, &link, &cache, &c).await.unwrap();
         let StoredIndex::Tree(top) = idx else {
             panic!("100 000 extents need a tree")
         };
@@ -293,7 +303,7 @@ mod tests {
         let mut e = extent(50_000);
         e.len = 3;
         c2.extents.insert(e);
-        save(&store, &link, &cache, &c2).await.unwrap();
+        save(&store, &owner, &link, &cache, &c2).await.unwrap();
         let added = store.blocks.lock().unwrap().len() - stored;
         assert!((1..=4).contains(&added), "{added} new index blocks");
     }
@@ -302,10 +312,15 @@ mod tests {
     async fn index_blocks_from_another_file_do_not_open() {
         let store = MemStore::default();
         let (a, b) = (Link::fresh(Kind::File), Link::fresh(Kind::File));
-        let (StoredIndex::Tree(top), _) = save(&store, &a, &NodeCache::default(), &content(1000))
-            .await
-            .unwrap()
-        else {
+        let (StoredIndex::Tree(top), _) = save(
+            &store,
+            &Identity::generate(),
+            &a,
+            &NodeCache::default(),
+            &content(1000),
+        )
+        .await
+        .unwrap() else {
             panic!("a tree")
         };
         assert!(matches!(

@@ -5,32 +5,92 @@
 
 use super::{BlockStore, FsError};
 use crate::id::Id;
-use crate::item::MAX_BLOCK;
+use crate::item::{MAX_BLOCK, RingSpace};
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// An in-memory backend with the store's rules (hash check, newer-sequence
-/// and compare-and-swap), for tests and benchmarks of the layers above.
+/// What a [`MemStore`] says it can hold.
+const MEM_CAPACITY: u64 = 1 << 40;
+
+/// An in-memory backend with the store's rules (hash check, signed claims
+/// and releases, newer-sequence and compare-and-swap), for tests and
+/// benchmarks of the layers above.
 #[derive(Default)]
 pub struct MemStore {
     /// Blocks by key.
     pub blocks: Mutex<HashMap<Id, Vec<u8>>>,
+    /// Each block's claims.
+    pub claims: Mutex<HashMap<Id, Vec<Claim>>>,
     /// Records by key.
     pub records: Mutex<HashMap<Id, Record>>,
 }
 
 impl BlockStore for MemStore {
-    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
+    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
         if data.len() > MAX_BLOCK {
             return Err(FsError::TooBig);
         }
-        let key = Id::hash(&data);
+        if Id::hash(&data) != key {
+            return Err(FsError::Invalid(
+                "block bytes do not hash to the key".into(),
+            ));
+        }
+        claim
+            .verify(key)
+            .map_err(|e| FsError::Invalid(e.to_string()))?;
         self.blocks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, data);
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let list = claims.entry(key).or_default();
+        list.retain(|c| c.owner != claim.owner);
+        list.push(claim);
         Ok(key)
+    }
+
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        rel.verify().map_err(|e| FsError::Invalid(e.to_string()))?;
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &rel.keys {
+            if let Some(list) = claims.get_mut(key) {
+                list.retain(|c| !rel.covers(c));
+                if list.is_empty() {
+                    claims.remove(key);
+                    blocks.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        let claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let used: u64 = claims
+            .iter()
+            .filter(|(_, l)| l.iter().any(|c| c.owner == owner))
+            .filter_map(|(k, _)| blocks.get(k))
+            .map(|d| d.len() as u64)
+            .sum();
+        let records: u64 = self
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.owner == owner)
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum();
+        let all: u64 = blocks.values().map(|d| d.len() as u64).sum();
+        Ok(RingSpace {
+            total: MEM_CAPACITY,
+            avail: MEM_CAPACITY.saturating_sub(all),
+            used: used + records,
+            members: 1,
+        })
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {

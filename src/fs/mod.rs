@@ -30,13 +30,25 @@ pub use pending::DirTicket;
 pub use vault::{Vault, Versioned};
 
 use crate::id::Id;
+use crate::item::RingSpace;
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::future::Future;
 
 /// Where the vault keeps blocks and records.
 pub trait BlockStore: Send + Sync + 'static {
-    /// Stores a block (on r replicas); returns its key.
-    fn put_block(&self, data: Vec<u8>) -> impl Future<Output = Result<Id, FsError>> + Send;
+    /// Stores block `data` (`key` is its SHA-256, which the store checks),
+    /// owned by `claim`'s signer, on r replicas; returns its key.
+    fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+    ) -> impl Future<Output = Result<Id, FsError>> + Send;
+    /// Applies the owner's release of blocks on their replicas (idempotent).
+    fn release(&self, rel: Release) -> impl Future<Output = Result<(), FsError>> + Send;
+    /// The space the store offers `owner`, for `df`.
+    fn space(&self, owner: [u8; 32]) -> impl Future<Output = Result<RingSpace, FsError>> + Send;
     /// Reads a block; the bytes hash to `key`.
     fn get_block(&self, key: Id) -> impl Future<Output = Result<Vec<u8>, FsError>> + Send;
     /// Stores a record version; `expected_seq` makes it a compare-and-swap

@@ -200,6 +200,20 @@ pub struct Object {
 }
 
 impl Object {
+    /// The blocks this version refers to: a file's content blocks and the
+    /// blocks of its index tree (none for other objects).
+    pub fn blocks(&self) -> std::collections::HashSet<crate::id::Id> {
+        match &self.body {
+            Body::File(c) => c
+                .extents
+                .iter()
+                .map(|e| e.block.key)
+                .chain(c.index_blocks.iter().map(|b| b.key))
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+
     /// An empty object of `kind`.
     pub fn empty(kind: Kind, attrs: Attrs) -> Object {
         let body = match kind {

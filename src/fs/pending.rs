@@ -367,11 +367,17 @@ impl<S: BlockStore> Vault<S> {
                 first = Err(e);
             }
         }
-        // Objects whose removal was stored lose their names now.
-        let unlinking =
-            std::mem::take(&mut *self.unlinking.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in unlinking {
-            let _ = t.await;
+        // Objects whose removal was stored lose their names now, and
+        // their blocks are released (a task may queue another).
+        loop {
+            let tasks =
+                std::mem::take(&mut *self.unlinking.lock().unwrap_or_else(|e| e.into_inner()));
+            if tasks.is_empty() {
+                break;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
         }
         first
     }

@@ -25,6 +25,8 @@ use super::pending::{DirTicket, PendingDirs};
 use super::shards::Layout;
 use super::{BlockStore, FsError, Identity, check_name, split_path};
 use crate::id::Id;
+use crate::item::RingSpace;
+use crate::ownership::{MAX_RELEASE_KEYS, OwnedBlock};
 use crate::record::MAX_RECORD_VALUE;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -86,7 +88,8 @@ pub struct Vault<S> {
     /// Index blocks already stored, for reuse by the next save.
     index_nodes: NodeCache,
     /// Objects being unlinked after their removal was stored (see
-    /// [`Vault::remove_behind`]); [`Vault::settle_all`] waits for them.
+    /// [`Vault::remove_behind`]) and blocks being released (see
+    /// [`Vault::release_behind`]); [`Vault::settle_all`] waits for them.
     pub(crate) unlinking: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -273,8 +276,14 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
-                let (index, blocks) =
-                    super::index::save(self.store.as_ref(), link, &self.index_nodes, c).await?;
+                let (index, blocks) = super::index::save(
+                    self.store.as_ref(),
+                    &self.identity,
+                    link,
+                    &self.index_nodes,
+                    c,
+                )
+                .await?;
                 c.index_blocks = blocks;
                 Top::File(index)
             }
@@ -540,27 +549,35 @@ impl<S: BlockStore> Vault<S> {
             self.delete(link).await?;
             return Ok(true);
         }
-        let last = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&last);
-        match self
+        // The blocks of the version that had its last name, if it had.
+        let last: Arc<Mutex<Option<HashSet<Id>>>> = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&last);
+        let updated = self
             .update(link, move |o| {
-                let last = o.attrs.nlink <= 1;
-                flag.store(last, std::sync::atomic::Ordering::Relaxed);
-                if !last {
+                let is_last = o.attrs.nlink <= 1;
+                *seen.lock().unwrap_or_else(|e| e.into_inner()) = is_last.then(|| o.blocks());
+                if !is_last {
                     o.attrs.nlink -= 1;
                     o.attrs.ctime = Time::now();
                 }
                 Ok(())
             })
-            .await
-        {
-            Ok(_) if !last.load(std::sync::atomic::Ordering::Relaxed) => Ok(false),
-            // The last name (or no record left to count in).
-            Ok(_) | Err(FsError::NotFound) => {
+            .await;
+        let blocks = last.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (updated, blocks) {
+            (Ok(_), None) => Ok(false),
+            // The last name: the object goes, then its blocks.
+            (Ok(_), Some(blocks)) => {
+                self.delete(link).await?;
+                self.release_behind(blocks);
+                Ok(true)
+            }
+            // No record left to count in.
+            (Err(FsError::NotFound), _) => {
                 self.delete(link).await?;
                 Ok(true)
             }
-            Err(e) => Err(e),
+            (Err(e), _) => Err(e),
         }
     }
 
@@ -788,11 +805,118 @@ impl<S: BlockStore> Vault<S> {
         Ok((link, name))
     }
 
+    /// Releases this owner's claims on `blocks` in the background (they
+    /// are no longer referred to by any version kept): storage nodes
+    /// delete them. [`Vault::settle_all`] waits for it; a failure is
+    /// logged and left to the owner's orphan check.
+    pub fn release_behind(&self, blocks: HashSet<Id>) {
+        if blocks.is_empty() {
+            return;
+        }
+        self.forget_blocks(&blocks);
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let task = tokio::spawn(async move {
+            let keys: Vec<Id> = blocks.into_iter().collect();
+            for chunk in keys.chunks(MAX_RELEASE_KEYS) {
+                let rel = me.identity.release(chunk.to_vec());
+                if let Err(e) = me.store.release(rel).await {
+                    log::warn!(
+                        "{} unused blocks could not be released now ({e}); the orphan check will",
+                        chunk.len()
+                    );
+                }
+            }
+        });
+        let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Forgets what this vault keeps of released blocks (so no later
+    /// index save reuses one).
+    fn forget_blocks(&self, blocks: &HashSet<Id>) {
+        self.index_nodes.forget_blocks(blocks);
+        self.plain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| !blocks.contains(k));
+    }
+
+    /// Every block the tree refers to now: a walk of every directory and
+    /// every file's index. Fails if any object cannot be loaded (an orphan
+    /// check must not act on a partial walk).
+    pub async fn live_blocks(&self) -> Result<HashSet<Id>, FsError> {
+        let mut live = HashSet::new();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut todo = vec![self.root()];
+        while let Some(link) = todo.pop() {
+            if !seen.insert(link.name.clone()) {
+                continue;
+            }
+            let v = self.load(&link).await?;
+            live.extend(v.obj.blocks());
+            if let Some(entries) = v.obj.entries() {
+                for e in entries.values() {
+                    if matches!(e.link.kind, Kind::Dir | Kind::File) {
+                        todo.push(e.link.clone());
+                    }
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// The blocks of `listed` (what storage nodes hold for this owner)
+    /// that no version of the tree refers to and that were claimed more
+    /// than `grace_ms` before `now_ms` (younger ones may belong to a save
+    /// still under way, here or on another machine of this owner).
+    pub async fn orphans(
+        &self,
+        listed: &[OwnedBlock],
+        grace_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Id>, FsError> {
+        let old: Vec<&OwnedBlock> = listed
+            .iter()
+            .filter(|b| b.time.saturating_add(grace_ms) < now_ms)
+            .collect();
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = self.live_blocks().await?;
+        Ok(old
+            .into_iter()
+            .filter(|b| !live.contains(&b.key))
+            .map(|b| b.key)
+            .collect())
+    }
+
+    /// Releases `blocks` now, in batches of [`MAX_RELEASE_KEYS`].
+    pub async fn release_now(&self, blocks: Vec<Id>) -> Result<(), FsError> {
+        let set: HashSet<Id> = blocks.iter().copied().collect();
+        self.forget_blocks(&set);
+        for chunk in blocks.chunks(MAX_RELEASE_KEYS) {
+            let rel = self.identity.release(chunk.to_vec());
+            self.store.release(rel).await?;
+        }
+        Ok(())
+    }
+
+    /// The ring's space as this owner sees it (`df`).
+    pub async fn space(&self) -> Result<RingSpace, FsError> {
+        self.store.space(self.identity.owner()).await
+    }
+
     /// Encrypts and stores a content block of the file `link`.
     pub async fn write_block(&self, link: &Link, data: &[u8]) -> Result<BlockRef, FsError> {
         let seal_no = rand::random::<u64>();
         let sealed = seal_gcm(&link.key, data, &chunk_aad(&link.name, seal_no));
-        let key = self.store.put_block(sealed).await?;
+        let key = Id::hash(&sealed);
+        self.store
+            .put_block(key, sealed, self.identity.claim(key))
+            .await?;
         Ok(BlockRef {
             key,
             seal: seal_no,

@@ -18,9 +18,10 @@ use super::handles::{DirEntry, Handles};
 use super::inodes::{InodeTable, ROOT_INO};
 use crate::fs::object::Body;
 use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
+use crate::item::RingSpace;
 use fuser::{FileAttr, FileType};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the kernel and the metadata cache may keep attributes and
 /// entries.
@@ -47,7 +48,12 @@ pub struct Core<S> {
     pub(super) inodes: Mutex<InodeTable>,
     /// Open files and directories.
     pub(super) handles: Mutex<Handles>,
+    /// The ring's space as last asked, and when.
+    space: Mutex<Option<(RingSpace, Instant)>>,
 }
+
+/// How long an answer about the ring's space is used for `statfs`.
+const SPACE_TTL: Duration = Duration::from_secs(2);
 
 impl<S: BlockStore> Core<S> {
     /// A core over `vault`, its root as inode 1.
@@ -57,6 +63,7 @@ impl<S: BlockStore> Core<S> {
             vault,
             inodes: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(Handles::default()),
+            space: Mutex::new(None),
         }
     }
 
@@ -406,19 +413,43 @@ impl<S: BlockStore> Core<S> {
         self.handles().close_dir(fh);
     }
 
-    /// File system statistics.
-    pub fn statfs(&self) -> StatFs {
+    /// File system statistics, as `df` shows them: size and available
+    /// are the ring's data file systems divided by the copies kept, used
+    /// is this owner's stored bytes (so `size − used` is what `free`
+    /// means to this owner). Asked of the ring at most every
+    /// [`SPACE_TTL`]; if the ring cannot answer, the last answer is used.
+    pub async fn statfs(&self) -> Result<StatFs, FsError> {
+        let cached = *self.space.lock().unwrap_or_else(|e| e.into_inner());
+        let space = match cached {
+            Some((s, at)) if at.elapsed() < SPACE_TTL => s,
+            _ => match self.vault.space().await {
+                Ok(s) => {
+                    *self.space.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((s, Instant::now()));
+                    s
+                }
+                Err(e) => match cached {
+                    Some((s, _)) => {
+                        log::debug!("statfs: using the last answer ({e})");
+                        s
+                    }
+                    None => return Err(e),
+                },
+            },
+        };
         let bsize = super::attr::BLKSIZE;
-        StatFs {
-            blocks: 1 << 30, // 1 PiB in 1 MiB blocks, reported free
-            bfree: 1 << 30,
-            bavail: 1 << 30,
+        let blocks = space.total / bsize as u64;
+        let used = space.used.div_ceil(bsize as u64);
+        Ok(StatFs {
+            blocks,
+            bfree: blocks.saturating_sub(used),
+            bavail: (space.avail / bsize as u64).min(blocks),
             files: 1 << 32,
             ffree: 1 << 31,
             bsize,
             namelen: crate::fs::object::MAX_NAME as u32,
             frsize: bsize,
-        }
+        })
     }
 
     /// The root's inode number.

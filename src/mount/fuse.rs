@@ -510,10 +510,14 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let s = self.core.statfs();
-        reply.statfs(
-            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
-        );
+        self.spawn(move |core| async move {
+            match core.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     // Extended attributes are not stored. ENOSYS (rather than ENOTSUP)

@@ -277,7 +277,10 @@ mod tests {
     fn answer(req: &Request) -> Response {
         match req {
             Request::Replica(ReplicaRequest::FetchBlock { key }) => {
-                Response::Replica(ReplicaResponse::Block(key.0.to_vec()))
+                Response::Replica(ReplicaResponse::Block {
+                    data: key.0.to_vec(),
+                    claims: Vec::new(),
+                })
             }
             _ => Response::Error(crate::wire::RemoteError::Unexpected),
         }

@@ -6,6 +6,8 @@
 use crate::dht::{Dht, DhtError, Transport};
 use crate::fs::{BlockStore, FsError};
 use crate::id::Id;
+use crate::item::RingSpace;
+use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use crate::wire::RemoteError;
 
@@ -32,11 +34,19 @@ fn from_dht(e: DhtError) -> FsError {
 }
 
 impl<T: Transport + 'static> BlockStore for Dht<T> {
-    async fn put_block(&self, data: Vec<u8>) -> Result<Id, FsError> {
-        Dht::put_block_as(self, data, false)
+    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+        Dht::put_block_as(self, key, data, vec![claim], false)
             .await
             .map(|(k, _)| k)
             .map_err(from_dht)
+    }
+
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        Dht::release(self, rel).await.map(|_| ()).map_err(from_dht)
+    }
+
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        Dht::space(self, owner).await.map_err(from_dht)
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {

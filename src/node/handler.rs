@@ -80,9 +80,23 @@ impl Node {
         }
         match req {
             ClientRequest::Lookup { key } => self.handle_lookup(key).await,
-            ClientRequest::PutBlock { data } => {
-                let (key, copies) = self.dht.put_block(data).await.map_err(|e| e.to_remote())?;
+            ClientRequest::PutBlock { data, claim } => {
+                let (key, copies) = self
+                    .dht
+                    .put_block(data, claim)
+                    .await
+                    .map_err(|e| e.to_remote())?;
                 Ok(ClientResponse::Put { key, copies })
+            }
+            ClientRequest::Release(rel) => {
+                rel.verify()
+                    .map_err(|e| RemoteError::Invalid(e.to_string()))?;
+                let f = self.dht.release(rel).await.map_err(|e| e.to_remote())?;
+                Ok(ClientResponse::Freed(f))
+            }
+            ClientRequest::Space { owner } => {
+                let s = self.dht.space(owner).await.map_err(|e| e.to_remote())?;
+                Ok(ClientResponse::Space(s))
             }
             ClientRequest::GetBlock { key } => {
                 let data = self.dht.get_block(key).await.map_err(|e| e.to_remote())?;

@@ -20,6 +20,7 @@ mod block_store;
 mod handler;
 pub mod identity;
 mod members;
+pub mod orphans;
 mod repair;
 pub mod ring;
 mod serve_replica;
@@ -170,10 +171,12 @@ impl Node {
         let store = Arc::clone(&self.core.store);
         move |key: Id| {
             tokio::spawn(async move {
-                match dht.get_block(key).await {
-                    Ok(data) => {
-                        let res =
-                            tokio::task::spawn_blocking(move || store.put_block(key, &data)).await;
+                match dht.get_owned_block(key).await {
+                    Ok((data, claims)) => {
+                        let res = tokio::task::spawn_blocking(move || {
+                            store.put_block(key, &data, &claims)
+                        })
+                        .await;
                         if matches!(res, Ok(Ok(_))) {
                             log::info!(
                                 "block {}: corrupt copy replaced from a replica",

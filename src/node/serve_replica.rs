@@ -6,9 +6,10 @@
 //! says how a store failure is told to the peer that asked.
 
 use crate::id::Id;
+use crate::ownership::Release;
 use crate::record::RecordError;
 use crate::store::{ItemStore, Store, StoreError};
-use crate::wire::{MAX_BATCH, MAX_PROVE, RemoteError, ReplicaRequest, ReplicaResponse};
+use crate::wire::{MAX_BATCH, MAX_OWNED, MAX_PROVE, RemoteError, ReplicaRequest, ReplicaResponse};
 use std::sync::Arc;
 
 /// Applies a replica request to a store; `Ok(None)` means the item asked
@@ -18,14 +19,27 @@ pub fn apply_replica<S: ItemStore + ?Sized>(
     req: ReplicaRequest,
 ) -> Result<Option<ReplicaResponse>, StoreError> {
     Ok(Some(match req {
-        ReplicaRequest::StoreBlock { key, data, durable } => {
-            store.put_block_with(key, &data, durable)?;
+        ReplicaRequest::StoreBlock {
+            key,
+            data,
+            claims,
+            durable,
+        } => {
+            store.put_block_with(key, &data, &claims, durable)?;
             ReplicaResponse::Stored
         }
-        ReplicaRequest::FetchBlock { key } => match store.get_block(key)? {
-            Some(d) => ReplicaResponse::Block(d),
+        ReplicaRequest::FetchBlock { key } => match store.get_owned_block(key)? {
+            Some(f) => ReplicaResponse::Block {
+                data: f.data,
+                claims: f.claims,
+            },
             None => return Ok(None),
         },
+        ReplicaRequest::Release(rel) => ReplicaResponse::Freed(store.release(&rel)?),
+        ReplicaRequest::Owned { owner, after } => {
+            ReplicaResponse::Owned(store.owned(&owner, after, MAX_OWNED))
+        }
+        ReplicaRequest::Space { owner } => ReplicaResponse::Space(store.space(&owner)?),
         ReplicaRequest::StoreRecord {
             record,
             expected_seq,
@@ -96,6 +110,8 @@ pub fn remote_error(e: &StoreError) -> RemoteError {
         StoreError::Conflict { current } => RemoteError::Conflict { current: *current },
         StoreError::Corrupt(_) | StoreError::Io(_) => RemoteError::Storage(e.to_string()),
         StoreError::NoSpace(m) => RemoteError::NoSpace(m.clone()),
+        StoreError::BadClaim(_) => RemoteError::BadSignature,
+        StoreError::Released(r) => RemoteError::Released(Box::new(Release::clone(r))),
     }
 }
 

@@ -88,6 +88,15 @@ impl Sim {
                 ReplicaRequest::Missing { .. } => {
                     Ok(Response::Replica(ReplicaResponse::Missing(Vec::new())))
                 }
+                ReplicaRequest::Release(_) => Ok(Response::Replica(ReplicaResponse::Freed(
+                    crate::wire::Freed::default(),
+                ))),
+                ReplicaRequest::Owned { .. } => {
+                    Ok(Response::Replica(ReplicaResponse::Owned(Vec::new())))
+                }
+                ReplicaRequest::Space { .. } => Ok(Response::Replica(ReplicaResponse::Space(
+                    crate::wire::NodeSpace::default(),
+                ))),
                 ReplicaRequest::Prove { items, .. } => {
                     let proofs = items
                         .iter()

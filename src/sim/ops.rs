@@ -354,7 +354,7 @@ impl Sim {
             (Op::Get { expect, .. }, Done::Get(r)) => {
                 self.gets_done += 1;
                 let ok = match (&expect, &r) {
-                    (Expect::Block(want), Ok(Got::Block(d))) => d == want,
+                    (Expect::Block(want), Ok(Got::Block(d, _))) => d == want,
                     (Expect::Record(want), Ok(Got::Record(got))) => {
                         got.seq > want.seq || got == want
                     }
@@ -432,6 +432,7 @@ impl Sim {
         let item = Item::Block {
             key: Id::hash(&data),
             data: Arc::new(data.clone()),
+            claims: Vec::new(),
         };
         self.start_op(
             i,

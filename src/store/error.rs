@@ -2,7 +2,9 @@
 
 use crate::id::Id;
 use crate::item::MAX_BLOCK;
+use crate::ownership::{OwnershipError, Release};
 use crate::record::RecordError;
+use std::sync::Arc;
 
 /// A refused or failed store operation.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,4 +36,11 @@ pub enum StoreError {
     /// (the message names the data directory and what is left).
     #[error("no space left: {0}")]
     NoSpace(String),
+    /// A claim or release does not verify.
+    #[error("invalid ownership: {0}")]
+    BadClaim(#[from] OwnershipError),
+    /// Every claim offered with the block was released by its owner (the
+    /// release, for the offering node to apply too).
+    #[error("the block was released by its owner")]
+    Released(Arc<Release>),
 }

@@ -11,7 +11,11 @@
 
 use crate::id::Id;
 use crate::item::ItemVersion;
-use std::collections::BTreeMap;
+use crate::ownership::OwnedBlock;
+use std::collections::{BTreeMap, HashMap};
+
+/// An owner's public key.
+pub type Owner = [u8; 32];
 
 /// What is known about a stored record without reading its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,13 +24,24 @@ pub struct RecordMeta {
     pub seq: u64,
     /// Size of the record file (its postcard encoding), in bytes.
     pub len: u64,
+    /// The record's owner, charged its bytes.
+    pub owner: Owner,
+}
+
+/// What is known about a stored block without reading its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockMeta {
+    /// Size of the block file (header and data), in bytes.
+    pub len: u64,
+    /// Its claiming owners and their claims' times, each charged `len`.
+    pub owners: Vec<(Owner, u64)>,
 }
 
 /// Everything stored under one key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entry {
-    /// Size of the block file, if a block is stored under this key.
-    block: Option<u64>,
+    /// The block stored under this key, if any.
+    block: Option<BlockMeta>,
     /// The record stored under this key, if any.
     record: Option<RecordMeta>,
 }
@@ -49,12 +64,59 @@ pub struct Index {
     map: BTreeMap<Id, Entry>,
     /// Running totals over `map`.
     totals: Totals,
+    /// Bytes charged to each owner (blocks it claims, records it signs).
+    usage: HashMap<Owner, u64>,
 }
 
 impl Index {
-    /// Size of the block stored under `key`, if any.
+    /// Size of the block file stored under `key`, if any.
     pub fn block(&self, key: Id) -> Option<u64> {
-        self.map.get(&key).and_then(|e| e.block)
+        self.map
+            .get(&key)
+            .and_then(|e| e.block.as_ref())
+            .map(|b| b.len)
+    }
+
+    /// The block stored under `key`, if any.
+    pub fn block_meta(&self, key: Id) -> Option<&BlockMeta> {
+        self.map.get(&key).and_then(|e| e.block.as_ref())
+    }
+
+    fn charge(&mut self, owner: &Owner, len: u64) {
+        *self.usage.entry(*owner).or_default() += len;
+    }
+
+    fn refund(&mut self, owner: &Owner, len: u64) {
+        if let Some(u) = self.usage.get_mut(owner) {
+            *u = u.saturating_sub(len);
+            if *u == 0 {
+                self.usage.remove(owner);
+            }
+        }
+    }
+
+    /// Bytes charged to `owner`.
+    pub fn usage(&self, owner: &Owner) -> u64 {
+        self.usage.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Up to `limit` blocks claimed by `owner`, in key order after `after`.
+    pub fn owned(&self, owner: &Owner, after: Option<Id>, limit: usize) -> Vec<OwnedBlock> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.map
+            .range((from, Unbounded))
+            .filter_map(|(key, e)| {
+                let b = e.block.as_ref()?;
+                let (_, time) = b.owners.iter().find(|(o, _)| o == owner)?;
+                Some(OwnedBlock {
+                    key: *key,
+                    len: b.len,
+                    time: *time,
+                })
+            })
+            .take(limit)
+            .collect()
     }
 
     /// The record stored under `key`, if any.
@@ -62,24 +124,37 @@ impl Index {
         self.map.get(&key).and_then(|e| e.record)
     }
 
-    /// Notes that a block of `len` bytes is stored under `key`.
-    pub fn set_block(&mut self, key: Id, len: u64) {
+    /// Notes that block `meta` is stored under `key`.
+    pub fn set_block(&mut self, key: Id, meta: BlockMeta) {
         let entry = self.map.entry(key).or_default();
-        match entry.block.replace(len) {
-            Some(old) => self.totals.bytes -= old,
+        let (len, owners) = (meta.len, meta.owners.clone());
+        match entry.block.replace(meta) {
+            Some(old) => {
+                self.totals.bytes -= old.len;
+                for (o, _) in &old.owners {
+                    self.refund(o, old.len);
+                }
+            }
             None => self.totals.blocks += 1,
         }
         self.totals.bytes += len;
+        for (o, _) in &owners {
+            self.charge(o, len);
+        }
     }
 
     /// Notes that record version `meta` is stored under `key`.
     pub fn set_record(&mut self, key: Id, meta: RecordMeta) {
         let entry = self.map.entry(key).or_default();
         match entry.record.replace(meta) {
-            Some(old) => self.totals.bytes -= old.len,
+            Some(old) => {
+                self.totals.bytes -= old.len;
+                self.refund(&old.owner, old.len);
+            }
             None => self.totals.records += 1,
         }
         self.totals.bytes += meta.len;
+        self.charge(&meta.owner, meta.len);
     }
 
     /// Forgets the block under `key`; returns whether there was one.
@@ -87,13 +162,16 @@ impl Index {
         let Some(entry) = self.map.get_mut(&key) else {
             return false;
         };
-        let Some(len) = entry.block.take() else {
+        let Some(old) = entry.block.take() else {
             return false;
         };
-        self.totals.blocks -= 1;
-        self.totals.bytes -= len;
         if entry.record.is_none() {
             self.map.remove(&key);
+        }
+        self.totals.blocks -= 1;
+        self.totals.bytes -= old.len;
+        for (o, _) in &old.owners {
+            self.refund(o, old.len);
         }
         true
     }
@@ -106,11 +184,12 @@ impl Index {
         let Some(meta) = entry.record.take() else {
             return false;
         };
-        self.totals.records -= 1;
-        self.totals.bytes -= meta.len;
         if entry.block.is_none() {
             self.map.remove(&key);
         }
+        self.totals.records -= 1;
+        self.totals.bytes -= meta.len;
+        self.refund(&meta.owner, meta.len);
         true
     }
 
@@ -137,7 +216,7 @@ impl Index {
     /// kind with versions), else `Block` if a block is held.
     pub fn version(&self, key: Id) -> Option<ItemVersion> {
         let e = self.map.get(&key)?;
-        match (e.record, e.block) {
+        match (e.record, &e.block) {
             (Some(r), _) => Some(ItemVersion::Record(r.seq)),
             (None, Some(_)) => Some(ItemVersion::Block),
             (None, None) => None,
@@ -162,9 +241,40 @@ mod tests {
     fn totals_follow_changes() {
         let mut ix = Index::default();
         let k = Id::from_u64(1);
-        ix.set_block(k, 10);
-        ix.set_record(k, RecordMeta { seq: 1, len: 100 });
-        ix.set_record(k, RecordMeta { seq: 2, len: 120 });
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        ix.set_block(
+            k,
+            BlockMeta {
+                len: 10,
+                owners: vec![(a, 5), (b, 6)],
+            },
+        );
+        ix.set_record(
+            k,
+            RecordMeta {
+                seq: 1,
+                len: 100,
+                owner: a,
+            },
+        );
+        ix.set_record(
+            k,
+            RecordMeta {
+                seq: 2,
+                len: 120,
+                owner: a,
+            },
+        );
+        assert_eq!((ix.usage(&a), ix.usage(&b)), (130, 10));
+        assert_eq!(
+            ix.owned(&b, None, 10),
+            vec![OwnedBlock {
+                key: k,
+                len: 10,
+                time: 6
+            }]
+        );
+        assert!(ix.owned(&b, Some(k), 10).is_empty());
         assert_eq!(
             ix.totals(),
             Totals {
@@ -183,6 +293,7 @@ mod tests {
         assert_eq!(ix.version(k), Some(ItemVersion::Record(2)));
         assert!(ix.drop_record(k));
         assert_eq!(ix.totals(), Totals::default());
+        assert_eq!((ix.usage(&a), ix.usage(&b)), (0, 0));
         assert!(ix.items().is_empty());
     }
 
@@ -190,7 +301,14 @@ mod tests {
     fn lacks_compares_kind_and_seq() {
         let mut ix = Index::default();
         let k = Id::from_u64(2);
-        ix.set_record(k, RecordMeta { seq: 5, len: 1 });
+        ix.set_record(
+            k,
+            RecordMeta {
+                seq: 5,
+                len: 1,
+                owner: [0; 32],
+            },
+        );
         assert!(ix.lacks(k, ItemVersion::Block));
         assert!(ix.lacks(k, ItemVersion::Record(6)));
         assert!(!ix.lacks(k, ItemVersion::Record(5)));

@@ -3,18 +3,23 @@
 //! nodes do, thousands of times a second.
 
 use super::StoreError;
-use super::items::{ItemStore, judge_record};
+use super::block_file::BlockFile;
+use super::items::{ItemStore, after_release, judge_claims, judge_record};
+use super::releases::ReleaseBook;
 use crate::id::Id;
-use crate::item::{ItemVersion, MAX_BLOCK};
+use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace};
+use crate::ownership::{Claim, Freed, OwnedBlock, Release};
 use crate::record::Record;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Blocks and records in memory.
 #[derive(Debug, Default)]
 pub struct MemItems {
-    /// Key → block bytes. A std mutex: never held across an await.
-    blocks: Mutex<BTreeMap<Id, Vec<u8>>>,
+    /// Key → block bytes and claims. A std mutex: never held across an await.
+    blocks: Mutex<BTreeMap<Id, BlockFile>>,
+    /// The owners' releases kept.
+    releases: Mutex<ReleaseBook>,
     /// Key → record version.
     records: Mutex<BTreeMap<Id, Record>>,
 }
@@ -42,7 +47,13 @@ impl MemItems {
 }
 
 impl ItemStore for MemItems {
-    fn put_block_with(&self, key: Id, data: &[u8], _durable: bool) -> Result<bool, StoreError> {
+    fn put_block_with(
+        &self,
+        key: Id,
+        data: &[u8],
+        claims: &[Claim],
+        _durable: bool,
+    ) -> Result<bool, StoreError> {
         if data.len() > MAX_BLOCK {
             return Err(StoreError::TooLarge(data.len()));
         }
@@ -50,15 +61,95 @@ impl ItemStore for MemItems {
             return Err(StoreError::BadHash);
         }
         let mut b = lock(&self.blocks);
-        if b.contains_key(&key) {
-            return Ok(false);
+        let held = b.get(&key).map(|f| f.claims.as_slice());
+        match judge_claims(key, held, claims, &lock(&self.releases))? {
+            None => Ok(false),
+            Some(merged) => {
+                b.insert(
+                    key,
+                    BlockFile {
+                        claims: merged,
+                        data: data.to_vec(),
+                    },
+                );
+                Ok(true)
+            }
         }
-        b.insert(key, data.to_vec());
-        Ok(true)
     }
 
     fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.blocks).get(&key).map(|f| f.data.clone()))
+    }
+
+    fn get_owned_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
         Ok(lock(&self.blocks).get(&key).cloned())
+    }
+
+    fn release(&self, rel: &Release) -> Result<Freed, StoreError> {
+        rel.verify()?;
+        lock(&self.releases).add(&Arc::new(rel.clone()));
+        let mut b = lock(&self.blocks);
+        let mut freed = Freed::default();
+        for key in &rel.keys {
+            let Some(f) = b.get_mut(key) else {
+                continue;
+            };
+            match after_release(&f.claims, rel) {
+                None => {}
+                Some(left) if left.is_empty() => {
+                    freed.blocks += 1;
+                    freed.bytes += f.data.len() as u64;
+                    b.remove(key);
+                }
+                Some(left) => f.claims = left,
+            }
+        }
+        Ok(freed)
+    }
+
+    fn owned(&self, owner: &[u8; 32], after: Option<Id>, limit: usize) -> Vec<OwnedBlock> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        lock(&self.blocks)
+            .range((from, Unbounded))
+            .filter_map(|(key, f)| {
+                let c = f.claims.iter().find(|c| &c.owner == owner)?;
+                Some(OwnedBlock {
+                    key: *key,
+                    len: f.data.len() as u64,
+                    time: c.time,
+                })
+            })
+            .take(limit)
+            .collect()
+    }
+
+    fn space(&self, owner: &[u8; 32]) -> Result<NodeSpace, StoreError> {
+        /// What a simulated node's disk holds.
+        const DISK: u64 = 1 << 40;
+        let held: u64 = lock(&self.blocks)
+            .values()
+            .map(|f| f.data.len() as u64)
+            .sum();
+        Ok(NodeSpace {
+            total: DISK,
+            avail: DISK.saturating_sub(held),
+            owner_bytes: self.usage(owner),
+        })
+    }
+
+    fn usage(&self, owner: &[u8; 32]) -> u64 {
+        let blocks: u64 = lock(&self.blocks)
+            .values()
+            .filter(|f| f.claims.iter().any(|c| &c.owner == owner))
+            .map(|f| f.data.len() as u64)
+            .sum();
+        let records: u64 = lock(&self.records)
+            .values()
+            .filter(|r| &r.owner == owner)
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum();
+        blocks + records
     }
 
     fn put_record_with(
@@ -133,13 +224,17 @@ mod tests {
         let m = MemItems::default();
         let d = b"block".to_vec();
         let k = Id::hash(&d);
-        assert_eq!(m.put_block_with(k, &d, true), Ok(true));
-        assert_eq!(m.put_block_with(k, &d, true), Ok(false));
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let claim = Claim::sign(&sk, k, 5);
+        let claims = std::slice::from_ref(&claim);
+        assert_eq!(m.put_block_with(k, &d, claims, true), Ok(true));
+        assert_eq!(m.put_block_with(k, &d, claims, true), Ok(false));
         assert_eq!(
-            m.put_block_with(Id::ZERO, &d, true),
+            m.put_block_with(Id::ZERO, &d, &[], true),
             Err(StoreError::BadHash)
         );
-        let sk = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        assert_eq!(m.usage(&claim.owner), d.len() as u64);
+        assert_eq!(m.owned(&claim.owner, None, 5).len(), 1);
         let r1 = Record::sign(&sk, b"r", 1, Some(b"one".to_vec()));
         assert_eq!(m.put_record_with(&r1, Some(0), true), Ok(true));
         assert_eq!(m.put_record_with(&r1, Some(0), true), Ok(false));
@@ -160,6 +255,13 @@ mod tests {
         assert_eq!(p[0], Proof::Held(crate::item::proof_of(&nonce, k, &d)));
         assert!(matches!(p[1], Proof::Held(_)));
         assert_eq!(m.items().len(), 2);
+        let rel = Release::sign(&sk, vec![k], 5);
+        assert_eq!(m.release(&rel).unwrap().blocks, 1);
+        assert!(matches!(
+            m.put_block_with(k, &d, claims, true),
+            Err(StoreError::Released(_))
+        ));
+        assert_eq!(m.put_block_with(k, &d, &[], true), Ok(true));
         m.remove(k).unwrap();
         assert_eq!(
             m.prove(&nonce, &[(k, ItemVersion::Block)]),

@@ -8,14 +8,16 @@
 //! # On-disk layout
 //!
 //! ```text
-//! DIR/blocks/<xx>/<key>    raw block bytes, exactly as put (≤ MAX_BLOCK)
+//! DIR/blocks/<xx>/<key>    the block's owner claims, then the block exactly
+//!                          as put (≤ MAX_BLOCK), see [`block_file`]
 //! DIR/records/<xx>/<key>   postcard encoding of the stored `Record`
+//! DIR/releases.log         owners' releases kept as tombstones ([`releases`])
 //! DIR/tmp/                 staged writes; emptied on open
 //! ```
 //!
 //! `<key>` is the 64 lower-case hex digits of the item's [`Id`] and `<xx>` its
-//! first two, spreading items over 256 directories. A block file holds the
-//! block and nothing else, so its SHA-256 is its file name. A record file
+//! first two, spreading items over 256 directories. The data part of a
+//! block file hashes to its file name. A record file
 //! holds the postcard encoding of [`Record`], fields in order:
 //!
 //! ```text
@@ -41,21 +43,28 @@
 //!   logged, deleted and reported as [`StoreError::Corrupt`], so the caller
 //!   fetches it again from a replica.
 //! - A stored record's sequence number only grows while it is held.
+//! - A block is deleted only when a release signed by each of its claiming
+//!   owners (or a repair hand-over, [`Store::remove`]) says so; the release
+//!   is in `releases.log`, synced, before any file goes.
+//! - The index charges each block's file size to each of its claiming
+//!   owners and each record's to its owner ([`Store::usage`]).
 //!
 //! # Locking
 //!
 //! Lock order: one of `record_locks`, then one of `block_locks`, then
-//! `index`. The index lock is only held for in-memory work, never across I/O.
+//! `releases`, then `index`. The index lock is only held for in-memory work, never across I/O.
 //! Record puts hold their key's record stripe across check and write. Block puts
 //! hold only the stripe of their key, so different blocks are written and
 //! fsynced in parallel. All are `std::sync::Mutex`es: no `.await` is ever
 //! held under them.
 
+pub mod block_file;
 mod error;
 mod fsutil;
 mod index;
 mod items;
 mod mem;
+pub mod releases;
 mod scan;
 mod space;
 mod spares;
@@ -63,15 +72,18 @@ mod spares;
 mod tests;
 
 pub use error::StoreError;
-pub use items::{ItemStore, judge_record};
+pub use items::{ItemStore, after_release, judge_claims, judge_record};
 pub use mem::MemItems;
 pub use space::{FsSpace, fs_space};
 
 use crate::id::Id;
-use crate::item::{ItemVersion, MAX_BLOCK};
+use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace};
+use crate::ownership::{Claim, Freed, OwnedBlock, Release, now_ms};
 use crate::record::Record;
+use block_file::BlockFile;
 use fsutil::{read_opt, remove_file, sync_dir, sync_file};
-use index::{Index, RecordMeta};
+use index::{BlockMeta, Index, RecordMeta};
+use releases::{ReleaseBook, ReleaseLog};
 use space::SpaceGuard;
 use spares::Spares;
 use std::collections::HashSet;
@@ -84,6 +96,10 @@ const BLOCKS_DIR: &str = "blocks";
 const RECORDS_DIR: &str = "records";
 /// Name of the staging directory under the store root.
 const TMP_DIR: &str = "tmp";
+/// Name of the release log under the store root.
+const RELEASES_LOG: &str = "releases.log";
+/// How often expired releases are forgotten (an hour).
+const PRUNE_EVERY_MS: u64 = 3600 * 1000;
 /// Number of block lock stripes. Two blocks share a stripe with chance
 /// 1/64; then their writes take turns, which costs time but not correctness.
 const BLOCK_STRIPES: usize = 64;
@@ -130,6 +146,24 @@ pub struct Store {
     spares: Spares,
     /// Refuses new items when the file system is nearly full ([`space`]).
     space: SpaceGuard,
+    /// The releases kept, their log, and when the book was last pruned.
+    releases: Mutex<Releases>,
+}
+
+/// The kept releases of a [`Store`].
+#[derive(Debug)]
+struct Releases {
+    book: ReleaseBook,
+    log: ReleaseLog,
+    pruned_at: u64,
+}
+
+/// The index entry of a block file holding `claims` in `len` bytes.
+fn block_meta(len: u64, claims: &[Claim]) -> BlockMeta {
+    BlockMeta {
+        len,
+        owners: claims.iter().map(|c| (c.owner, c.time)).collect(),
+    }
 }
 
 /// Locks `m`, carrying on after a panic in another holder: every critical
@@ -180,6 +214,12 @@ impl Store {
         }
         let tmp = dir.join(TMP_DIR);
         fsutil::clear_dir(&tmp)?;
+        let now = now_ms();
+        let (log, kept) = ReleaseLog::open(&dir.join(RELEASES_LOG), now)?;
+        let mut book = ReleaseBook::default();
+        for r in kept {
+            book.add(&std::sync::Arc::new(r));
+        }
         let index = scan::build_index(&dir.join(BLOCKS_DIR), &dir.join(RECORDS_DIR))?;
         let t = index.totals();
         log::info!(
@@ -198,6 +238,11 @@ impl Store {
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             spares: Spares::default(),
             space: SpaceGuard::new(dir),
+            releases: Mutex::new(Releases {
+                book,
+                log,
+                pruned_at: now,
+            }),
         })
     }
 
@@ -276,17 +321,25 @@ impl Store {
         }
     }
 
-    /// Stores block `data` under `key`. `Ok(true)` if newly stored,
-    /// `Ok(false)` if it was already held (the file is not rewritten).
-    pub fn put_block(&self, key: Id, data: &[u8]) -> Result<bool, StoreError> {
-        self.put_block_with(key, data, true)
+    /// Stores block `data` under `key`, owned by `claims`. `Ok(true)` if
+    /// newly stored or given a new claim, `Ok(false)` if it was already
+    /// held with these claims (the file is not rewritten).
+    pub fn put_block(&self, key: Id, data: &[u8], claims: &[Claim]) -> Result<bool, StoreError> {
+        self.put_block_with(key, data, claims, true)
     }
 
     /// [`put_block`](Self::put_block); without `durable` the block is
     /// written and renamed into place but not fsynced: visible at once,
     /// durable after the next [`sync_pending`](Self::sync_pending). A
-    /// durable put of a block held non-durably syncs it.
-    pub fn put_block_with(&self, key: Id, data: &[u8], durable: bool) -> Result<bool, StoreError> {
+    /// durable put of a block held non-durably syncs it. The claims are
+    /// judged by [`judge_claims`].
+    pub fn put_block_with(
+        &self,
+        key: Id,
+        data: &[u8],
+        claims: &[Claim],
+        durable: bool,
+    ) -> Result<bool, StoreError> {
         if data.len() > MAX_BLOCK {
             return Err(StoreError::TooLarge(data.len()));
         }
@@ -295,15 +348,43 @@ impl Store {
         }
         let _stripe = lock(self.block_lock(key));
         let path = self.path(Kind::Block, key);
-        if lock(&self.index).block(key).is_some() {
+        let held_meta = lock(&self.index).block_meta(key).cloned();
+        // The common repeat (a retry, a repair): every claim is held as
+        // new or newer already, so nothing can change.
+        if let Some(m) = &held_meta
+            && claims
+                .iter()
+                .all(|c| m.owners.iter().any(|(o, t)| *o == c.owner && *t >= c.time))
+        {
             if durable {
                 self.sync_if_pending(&path)?;
             }
             return Ok(false);
         }
-        self.space.admit(data.len() as u64)?;
-        self.spares.write(&self.tmp, &path, data, durable, false)?;
-        lock(&self.index).set_block(key, data.len() as u64);
+        let held = match held_meta {
+            Some(_) => match self.read_block_file(key, &path)? {
+                Some(f) => Some(f.claims),
+                None => None,
+            },
+            None => None,
+        };
+        let merged = {
+            let r = lock(&self.releases);
+            judge_claims(key, held.as_deref(), claims, &r.book)?
+        };
+        let Some(merged) = merged else {
+            if durable {
+                self.sync_if_pending(&path)?;
+            }
+            return Ok(false);
+        };
+        if held.is_none() {
+            self.space.admit(data.len() as u64)?;
+        }
+        let bytes = block_file::encode(&merged, data);
+        self.spares
+            .write(&self.tmp, &path, &bytes, durable, held.is_some())?;
+        lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &merged));
         self.finish_write(path, durable)?;
         Ok(true)
     }
@@ -311,43 +392,131 @@ impl Store {
     /// Reads block `key`, checking that its bytes still hash to `key`.
     /// A bad copy is deleted and reported as [`StoreError::Corrupt`].
     pub fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_owned_block(key)?.map(|f| f.data))
+    }
+
+    /// [`get_block`](Self::get_block), with the block's claims.
+    pub fn get_owned_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
         if lock(&self.index).block(key).is_none() {
             return Ok(None);
         }
         let path = self.path(Kind::Block, key);
-        match read_opt(&path)? {
-            Some(data) if Id::hash(&data) == key => Ok(Some(data)),
-            _ => self.recheck_block(key, &path),
+        if let Ok(Some(Some(f))) = block_file::read(&path, key) {
+            return Ok(Some(f));
         }
+        let _stripe = lock(self.block_lock(key));
+        self.read_block_file(key, &path)
     }
 
-    /// The slow path of [`get_block`](Self::get_block): under the block's
-    /// stripe (so no put or remove races with it), read again and, if the
-    /// copy is still bad, delete it.
-    fn recheck_block(&self, key: Id, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        let _stripe = lock(self.block_lock(key));
+    /// Reads block `key` under its stripe (so no put or remove races with
+    /// it). A copy that is gone is forgotten; a bad copy is deleted and
+    /// reported as [`StoreError::Corrupt`].
+    fn read_block_file(&self, key: Id, path: &Path) -> Result<Option<BlockFile>, StoreError> {
         if lock(&self.index).block(key).is_none() {
             return Ok(None);
         }
-        match read_opt(path)? {
-            Some(data) if Id::hash(&data) == key => Ok(Some(data)),
-            None => {
+        match block_file::read(path, key) {
+            Ok(Some(Some(f))) => Ok(Some(f)),
+            Ok(None) => {
                 log::warn!("block {key} was indexed but {} is gone", path.display());
                 lock(&self.index).drop_block(key);
                 Ok(None)
             }
-            Some(data) => {
+            Ok(Some(None)) => {
                 log::error!(
-                    "corrupt block {key} at {}: its {} bytes do not hash to the key; removing it",
-                    path.display(),
-                    data.len()
+                    "corrupt block {key} at {}: its bytes do not hash to the key; removing it",
+                    path.display()
                 );
                 remove_file(path)?;
                 lock(&self.index).drop_block(key);
                 Self::sync_parent(path)?;
                 Err(StoreError::Corrupt(key))
             }
+            Err(e) => Err(fsutil::io_err("read", path, e)),
         }
+    }
+
+    /// Applies an owner's release: logs it durably, then removes the
+    /// owner's claims it covers, deleting each block left without a claim.
+    pub fn release(&self, rel: &Release) -> Result<Freed, StoreError> {
+        rel.verify()?;
+        let rel = std::sync::Arc::new(rel.clone());
+        {
+            let mut r = lock(&self.releases);
+            r.log.append(&rel)?;
+            r.book.add(&rel);
+            let now = now_ms();
+            if now.saturating_sub(r.pruned_at) > PRUNE_EVERY_MS {
+                r.book.prune(now);
+                r.pruned_at = now;
+            }
+        }
+        let mut freed = Freed::default();
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        for &key in &rel.keys {
+            let _stripe = lock(self.block_lock(key));
+            let Some(meta) = lock(&self.index).block_meta(key).cloned() else {
+                continue;
+            };
+            if !meta
+                .owners
+                .iter()
+                .any(|(o, t)| *o == rel.owner && *t <= rel.time)
+            {
+                continue;
+            }
+            let path = self.path(Kind::Block, key);
+            let file = match self.read_block_file(key, &path) {
+                Ok(Some(f)) => f,
+                Ok(None) | Err(StoreError::Corrupt(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            match after_release(&file.claims, &rel) {
+                None => {}
+                Some(left) if left.is_empty() => {
+                    remove_file(&path)?;
+                    lock(&self.pending).remove(&path);
+                    lock(&self.index).drop_block(key);
+                    freed.blocks += 1;
+                    freed.bytes += meta.len;
+                    if let Some(d) = path.parent() {
+                        dirs.insert(d.to_path_buf());
+                    }
+                }
+                Some(left) => {
+                    let bytes = block_file::encode(&left, &file.data);
+                    self.spares.write(&self.tmp, &path, &bytes, true, true)?;
+                    lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &left));
+                    Self::sync_parent(&path)?;
+                }
+            }
+        }
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        Ok(freed)
+    }
+
+    /// Up to `limit` blocks claimed by `owner`, in key order after `after`.
+    pub fn owned(&self, owner: &[u8; 32], after: Option<Id>, limit: usize) -> Vec<OwnedBlock> {
+        lock(&self.index).owned(owner, after, limit)
+    }
+
+    /// Bytes held for `owner`: the files of the blocks it claims and of
+    /// the records it signs.
+    pub fn usage(&self, owner: &[u8; 32]) -> u64 {
+        lock(&self.index).usage(owner)
+    }
+
+    /// The file system holding the store (its reserve left out of what is
+    /// available), and the bytes held for `owner`.
+    pub fn space(&self, owner: &[u8; 32]) -> Result<NodeSpace, StoreError> {
+        let fs = fs_space(&self.root)?;
+        Ok(NodeSpace {
+            total: fs.total,
+            avail: fs.available.saturating_sub(space::reserve_for(fs.total)),
+            owner_bytes: self.usage(owner),
+        })
     }
 
     /// Stores record version `rec` if it verifies and is newer than the one
@@ -397,6 +566,7 @@ impl Store {
         let meta = RecordMeta {
             seq: rec.seq,
             len: bytes.len() as u64,
+            owner: rec.owner,
         };
         lock(&self.index).set_record(key, meta);
         self.finish_write(path, durable)?;
@@ -503,12 +673,38 @@ impl Store {
 }
 
 impl ItemStore for Store {
-    fn put_block_with(&self, key: Id, data: &[u8], durable: bool) -> Result<bool, StoreError> {
-        Store::put_block_with(self, key, data, durable)
+    fn put_block_with(
+        &self,
+        key: Id,
+        data: &[u8],
+        claims: &[Claim],
+        durable: bool,
+    ) -> Result<bool, StoreError> {
+        Store::put_block_with(self, key, data, claims, durable)
     }
 
     fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
         Store::get_block(self, key)
+    }
+
+    fn get_owned_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
+        Store::get_owned_block(self, key)
+    }
+
+    fn release(&self, rel: &Release) -> Result<Freed, StoreError> {
+        Store::release(self, rel)
+    }
+
+    fn owned(&self, owner: &[u8; 32], after: Option<Id>, limit: usize) -> Vec<OwnedBlock> {
+        Store::owned(self, owner, after, limit)
+    }
+
+    fn usage(&self, owner: &[u8; 32]) -> u64 {
+        Store::usage(self, owner)
+    }
+
+    fn space(&self, owner: &[u8; 32]) -> Result<NodeSpace, StoreError> {
+        Store::space(self, owner)
     }
 
     fn put_record_with(

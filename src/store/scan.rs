@@ -3,14 +3,14 @@
 //! Only files at `<kind>/<xx>/<64 lower-case hex>` whose first two digits are
 //! `<xx>` are items; anything else is logged and left alone (it is not ours
 //! to delete). Blocks are indexed by size without reading them (every read
-//! re-hashes anyway), except that one larger than `MAX_BLOCK` cannot be a
-//! block and is removed. Records are read, decoded and verified, since the
+//! re-hashes anyway) and their claims from the file's header, except that
+//! one whose data is larger than `MAX_BLOCK` cannot be a block and is removed. Records are read, decoded and verified, since the
 //! index needs their sequence numbers: one that does not decode, verify or
 //! match its file name is removed; one that cannot be read (an I/O error)
 //! is logged and skipped, left for a later open.
 
 use super::index::{Index, RecordMeta};
-use super::{StoreError, decode_record, fsutil};
+use super::{StoreError, block_file, block_meta, decode_record, fsutil};
 use crate::id::Id;
 use crate::item::MAX_BLOCK;
 use std::fs;
@@ -20,16 +20,16 @@ use std::path::Path;
 /// under `records`.
 pub fn build_index(blocks: &Path, records: &Path) -> Result<Index, StoreError> {
     let mut index = Index::default();
-    for_each_item(blocks, |key, path, len| {
-        if len > MAX_BLOCK as u64 {
+    for_each_item(blocks, |key, path, len| match block_file::peek(path, len) {
+        Err(e) => log::error!("{}: unreadable, skipped: {e}", path.display()),
+        Ok((_, data_len)) if data_len > MAX_BLOCK as u64 => {
             log::error!(
-                "{}: {len} bytes is more than a block can be; removing it",
+                "{}: {data_len} bytes is more than a block can be; removing it",
                 path.display()
             );
             remove_logged(path);
-        } else {
-            index.set_block(key, len);
         }
+        Ok((claims, _)) => index.set_block(key, block_meta(len, &claims)),
     })?;
     for_each_item(records, |key, path, _| match fs::read(path) {
         Err(e) => log::error!("{}: unreadable, skipped: {e}", path.display()),
@@ -39,6 +39,7 @@ pub fn build_index(blocks: &Path, records: &Path) -> Result<Index, StoreError> {
                 RecordMeta {
                     seq: rec.seq,
                     len: bytes.len() as u64,
+                    owner: rec.owner,
                 },
             ),
             Err(why) => {

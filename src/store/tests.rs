@@ -44,22 +44,97 @@ fn block_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (key, data) = block(1);
+    let claim = Claim::sign(&signer(1), key, 10);
+    let claims = std::slice::from_ref(&claim);
     assert_eq!(store.get_block(key), Ok(None));
-    assert_eq!(store.put_block(key, &data), Ok(true));
+    assert_eq!(store.put_block(key, &data, claims), Ok(true));
     assert_eq!(store.get_block(key), Ok(Some(data.clone())));
-    assert_eq!(store.put_block(key, &data), Ok(false));
+    assert_eq!(store.put_block(key, &data, claims), Ok(false));
     assert_eq!(store.version(key), Some(ItemVersion::Block));
+    let file = block_file::encode(claims, &data);
     assert_eq!(
         store.stats(),
         StoreStats {
             blocks: 1,
             records: 0,
-            bytes: data.len() as u64
+            bytes: file.len() as u64
         }
     );
     let hex = key.to_hex();
     let path = dir.path().join("blocks").join(&hex[..2]).join(&hex);
-    assert_eq!(fs::read(path).unwrap(), data);
+    assert_eq!(fs::read(path).unwrap(), file);
+}
+
+#[test]
+fn blocks_are_freed_only_by_their_owners_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    // Release times count: ones older than the kept period are forgotten.
+    let t = now_ms();
+    let (a, b) = (signer(1), signer(2));
+    let (owner_a, owner_b) = (a.verifying_key().to_bytes(), b.verifying_key().to_bytes());
+    let (k1, d1) = block(1);
+    let (k2, d2) = block(2);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put_block(k1, &d1, &[Claim::sign(&a, k1, t + 10)])
+            .unwrap();
+        store
+            .put_block(k2, &d2, &[Claim::sign(&a, k2, t + 10)])
+            .unwrap();
+        // A second owner of the same bytes: charged too.
+        assert_eq!(
+            store.put_block(k2, &d2, &[Claim::sign(&b, k2, t + 10)]),
+            Ok(true)
+        );
+        let len1 = block_file::encode(&[Claim::sign(&a, k1, t + 10)], &d1).len() as u64;
+        assert!(store.usage(&owner_a) > len1);
+        assert!(store.usage(&owner_b) > 0);
+        assert_eq!(store.owned(&owner_a, None, 10).len(), 2);
+        assert_eq!(store.owned(&owner_a, Some(k1.min(k2)), 10).len(), 1);
+        // A forged claim or release is refused.
+        let mut forged = Claim::sign(&b, k1, t + 20);
+        forged.owner = owner_a;
+        assert!(matches!(
+            store.put_block(k1, &d1, &[forged]),
+            Err(StoreError::BadClaim(_))
+        ));
+        let mut bad = Release::sign(&b, vec![k1], t + 20);
+        bad.owner = owner_a;
+        assert!(matches!(store.release(&bad), Err(StoreError::BadClaim(_))));
+        assert!(store.get_block(k1).unwrap().is_some());
+        // B's release leaves A's claim on the block; A's frees it.
+        let f = store
+            .release(&Release::sign(&b, vec![k1, k2], t + 20))
+            .unwrap();
+        assert_eq!(f.blocks, 0);
+        assert_eq!(store.usage(&owner_b), 0);
+        let f = store
+            .release(&Release::sign(&a, vec![k1, k2], t + 20))
+            .unwrap();
+        assert_eq!(f.blocks, 2);
+        assert_eq!(store.get_block(k1), Ok(None));
+        assert_eq!(store.usage(&owner_a), 0);
+        assert_eq!(store.stats().blocks, 0);
+        // A copy offered back (repair from a replica that missed the
+        // release) is refused with the release; a newer claim is not.
+        assert!(matches!(
+            store.put_block(k1, &d1, &[Claim::sign(&a, k1, t + 10)]),
+            Err(StoreError::Released(r)) if r.keys.contains(&k1)
+        ));
+        assert_eq!(
+            store.put_block(k2, &d2, &[Claim::sign(&a, k2, t + 30)]),
+            Ok(true)
+        );
+    }
+    // Claims and releases survive a restart.
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.owned(&owner_a, None, 10).len(), 1);
+    assert!(store.usage(&owner_a) > 0);
+    assert!(matches!(
+        store.put_block(k1, &d1, &[Claim::sign(&a, k1, t + 10)]),
+        Err(StoreError::Released(_))
+    ));
 }
 
 #[test]
@@ -68,16 +143,16 @@ fn bad_blocks_are_refused() {
     let store = Store::open(dir.path()).unwrap();
     let (key, _) = block(1);
     assert_eq!(
-        store.put_block(key, b"other bytes"),
+        store.put_block(key, b"other bytes", &[]),
         Err(StoreError::BadHash)
     );
     let big = vec![7u8; MAX_BLOCK + 1];
     assert_eq!(
-        store.put_block(Id::hash(&big), &big),
+        store.put_block(Id::hash(&big), &big, &[]),
         Err(StoreError::TooLarge(MAX_BLOCK + 1))
     );
     let max = vec![7u8; MAX_BLOCK];
-    assert_eq!(store.put_block(Id::hash(&max), &max), Ok(true));
+    assert_eq!(store.put_block(Id::hash(&max), &max, &[]), Ok(true));
     assert_eq!(store.stats().blocks, 1);
 }
 
@@ -87,18 +162,21 @@ fn corrupt_block_is_detected_and_removed() {
     let store = Store::open(dir.path()).unwrap();
     let (key, data) = block(1);
     let (other, other_data) = block(2);
-    store.put_block(key, &data).unwrap();
-    store.put_block(other, &other_data).unwrap();
+    store.put_block(key, &data, &[]).unwrap();
+    store.put_block(other, &other_data, &[]).unwrap();
     let path = store.path(Kind::Block, key);
     fs::write(&path, b"bit rot").unwrap();
     assert_eq!(store.get_block(key), Err(StoreError::Corrupt(key)));
     assert!(!path.exists());
     assert_eq!(store.version(key), None);
     assert_eq!(store.stats().blocks, 1);
-    assert_eq!(store.stats().bytes, other_data.len() as u64);
+    assert_eq!(
+        store.stats().bytes,
+        block_file::encode(&[], &other_data).len() as u64
+    );
     assert_eq!(store.get_block(key), Ok(None));
     // Repair from a replica works.
-    assert_eq!(store.put_block(key, &data), Ok(true));
+    assert_eq!(store.put_block(key, &data, &[]), Ok(true));
     assert_eq!(store.get_block(key), Ok(Some(data)));
     assert_eq!(store.stats().blocks, 2);
 }
@@ -220,7 +298,7 @@ fn reopen_restores_everything() {
         let store = Store::open(dir.path()).unwrap();
         for n in 0..20 {
             let (k, d) = block(n);
-            store.put_block(k, &d).unwrap();
+            store.put_block(k, &d, &[]).unwrap();
         }
         let r = rec(7, b"manifest");
         store.put_record(&r, None).unwrap();
@@ -270,7 +348,7 @@ fn missing_compares_versions() {
     let store = Store::open(dir.path()).unwrap();
     let (held, d) = block(1);
     let (absent, _) = block(2);
-    store.put_block(held, &d).unwrap();
+    store.put_block(held, &d, &[]).unwrap();
     let r = rec(5, b"v");
     store.put_record(&r, None).unwrap();
     let other_record = rec(1, b"").key().pred();
@@ -291,7 +369,7 @@ fn remove_drops_local_copies() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (k, d) = block(1);
-    store.put_block(k, &d).unwrap();
+    store.put_block(k, &d, &[]).unwrap();
     let r = rec(1, b"v");
     store.put_record(&r, None).unwrap();
     store.remove(k).unwrap();
@@ -314,7 +392,7 @@ fn block_and_record_may_share_a_key() {
     let data = [&r.owner[..], &r.name[..]].concat();
     assert_eq!(Id::hash(&data), r.key());
     store.put_record(&r, None).unwrap();
-    assert_eq!(store.put_block(r.key(), &data), Ok(true));
+    assert_eq!(store.put_block(r.key(), &data, &[]), Ok(true));
     assert_eq!(store.get_record(r.key()), Ok(Some(r.clone())));
     assert_eq!(store.get_block(r.key()), Ok(Some(data)));
     assert_eq!(
@@ -339,7 +417,7 @@ fn concurrent_puts_keep_index_and_disk_in_step() {
             std::thread::spawn(move || {
                 for i in 0..PER_THREAD {
                     let (k, d) = block((t * PER_THREAD + i) as u32);
-                    assert_eq!(store.put_block(k, &d), Ok(true));
+                    assert_eq!(store.put_block(k, &d, &[]), Ok(true));
                     // Seqs 1..=THREADS*PER_THREAD, interleaved between threads.
                     let seq = i * THREADS + t + 1;
                     match store.put_record(&rec(seq, &seq.to_be_bytes()), None) {
@@ -398,14 +476,17 @@ fn failed_write_reports_io_and_keeps_the_old_version() {
     assert_eq!(store.get_record(r1.key()), Ok(Some(r1.clone())));
     assert_eq!(store.version(r1.key()), Some(ItemVersion::Record(1)));
     let (k, d) = block(1);
-    assert!(matches!(store.put_block(k, &d), Err(StoreError::Io(_))));
+    assert!(matches!(
+        store.put_block(k, &d, &[]),
+        Err(StoreError::Io(_))
+    ));
     assert_eq!(store.get_block(k), Ok(None));
     assert_eq!(store.stats(), stats);
     // Once the disk is usable again, so is the store.
     fs::remove_file(&tmp).unwrap();
     fs::create_dir(&tmp).unwrap();
     assert_eq!(store.put_record(&rec(2, b"new"), None), Ok(true));
-    assert_eq!(store.put_block(k, &d), Ok(true));
+    assert_eq!(store.put_block(k, &d, &[]), Ok(true));
 }
 
 #[test]
@@ -425,7 +506,7 @@ fn non_durable_writes_are_visible_then_synced() {
     let s = Store::open(d.path()).unwrap();
     let data = b"lazy block".to_vec();
     let key = Id::hash(&data);
-    assert!(s.put_block_with(key, &data, false).unwrap());
+    assert!(s.put_block_with(key, &data, &[], false).unwrap());
     assert_eq!(s.get_block(key).unwrap().unwrap(), data);
     let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
     let rec = crate::record::Record::sign(&sk, b"n", 1, Some(b"v".to_vec()));
@@ -434,8 +515,9 @@ fn non_durable_writes_are_visible_then_synced() {
     assert_eq!(s.sync_pending().unwrap(), 0);
     // A durable put of an item held non-durably syncs it.
     let other = b"second".to_vec();
-    s.put_block_with(Id::hash(&other), &other, false).unwrap();
-    assert!(!s.put_block(Id::hash(&other), &other).unwrap());
+    s.put_block_with(Id::hash(&other), &other, &[], false)
+        .unwrap();
+    assert!(!s.put_block(Id::hash(&other), &other, &[]).unwrap());
     assert_eq!(s.sync_pending().unwrap(), 0);
     // Reopen sees everything.
     drop(s);

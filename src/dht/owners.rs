@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 /// Most members a ring walk visits.
 const MAX_WALK: usize = 4096;
+/// Most members asked for their space; a larger ring is estimated from
+/// this many.
+const SPACE_SAMPLE: usize = 64;
 
 /// The estimated member count of a ring of which `me` and its successor
 /// list `succs` are seen: members are spread evenly over the ID space, so
@@ -77,18 +80,18 @@ impl<T: Transport> Dht<T> {
         }
     }
 
-    /// Every member of the ring, in ring order from this node: the view's
-    /// when it holds the whole ring, else a walk along successor lists
-    /// (at most [`MAX_WALK`] members).
-    pub async fn members(&self) -> Result<Vec<Peer>, DhtError> {
+    /// Members of the ring in ring order from this node, at most `limit`,
+    /// and whether that is all of them: the view's when it holds the whole
+    /// ring, else a walk along successor lists.
+    pub async fn members(&self, limit: usize) -> Result<(Vec<Peer>, bool), DhtError> {
         let view = self.transport.view();
         if let Some(all) = view.members() {
-            return Ok(all);
+            return Ok((all, true));
         }
         let me = view.me.clone();
         let mut out = vec![me.clone()];
         out.extend(view.succs.iter().cloned());
-        while out.len() < MAX_WALK {
+        while out.len() < limit {
             let Some(last) = out.last().cloned() else {
                 break;
             };
@@ -97,7 +100,7 @@ impl<T: Transport> Dht<T> {
             let mut progressed = false;
             for p in state.succs {
                 if p.id == me.id {
-                    return Ok(out);
+                    return Ok((out, true));
                 }
                 if !out.iter().any(|q| q.id == p.id) {
                     out.push(p);
@@ -108,15 +111,22 @@ impl<T: Transport> Dht<T> {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Every block `owner` claims on the ring: each member's list, merged
     /// (per block the newest claim time seen). Fails if a member cannot
     /// be asked: an orphan check must not act on a partial list.
     pub async fn owned_blocks(&self, owner: [u8; 32]) -> Result<Vec<OwnedBlock>, DhtError> {
+        let (members, whole) = self.members(MAX_WALK).await?;
+        if !whole {
+            return Err(DhtError::Unavailable(format!(
+                "the ring walk stopped after {} members",
+                members.len()
+            )));
+        }
         let mut all: BTreeMap<Id, OwnedBlock> = BTreeMap::new();
-        for p in self.members().await? {
+        for p in members {
             let mut after = None;
             loop {
                 let page = OwnedBy::parse(
@@ -140,22 +150,16 @@ impl<T: Transport> Dht<T> {
     }
 
     /// The ring's space for `owner`: the members' data file systems and
-    /// the owner's bytes, summed and divided by the copies kept. A ring
-    /// this node sees whole is counted exactly; a larger one is estimated
-    /// from this node and its successor list, scaled to the ring's size.
+    /// the owner's bytes, summed and divided by the copies kept. A ring of
+    /// up to [`SPACE_SAMPLE`] members is counted exactly; a larger one is
+    /// estimated from that many consecutive members, scaled to the ring's
+    /// estimated size.
     pub async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, DhtError> {
-        let view = self.transport.view();
-        let (peers, members) = match view.members() {
-            Some(all) => {
-                let n = all.len() as f64;
-                (all, n)
-            }
-            None => {
-                let mut s = vec![view.me.clone()];
-                s.extend(view.succs.iter().cloned());
-                let n = estimate_members(view.me.id, &view.succs);
-                (s, n)
-            }
+        let (peers, whole) = self.members(SPACE_SAMPLE).await?;
+        let members = if whole {
+            peers.len() as f64
+        } else {
+            estimate_members(peers[0].id, &peers[1..])
         };
         let answers = futures::future::join_all(
             peers

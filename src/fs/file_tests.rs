@@ -4,6 +4,7 @@
 use super::mem_store::MemStore;
 use super::object::{Attrs, CHUNK_SIZE, Kind, Link};
 use super::*;
+use crate::id::Id;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -181,4 +182,117 @@ async fn writes_truncates_and_reopens_match_a_byte_array() {
             "seed {seed}: reopened content differs"
         );
     }
+}
+
+/// The keys of the blocks `store` holds.
+fn held_blocks(store: &MemStore) -> std::collections::HashSet<Id> {
+    store.blocks.lock().unwrap().keys().copied().collect()
+}
+
+#[tokio::test]
+async fn overwrites_and_deletes_free_the_blocks_no_version_uses() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[9; 32]);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut f = new_file(&v, b"freed").await;
+    let data = random(&mut rng, 8 * MIB);
+    f.write(&v, 0, &data).await.unwrap();
+    f.flush(&v).await.unwrap();
+    v.settle_all().await.unwrap();
+    assert_eq!(held_blocks(&store), f.state.obj.blocks());
+    // Overwrite the first 2 MiB whole, then 300 small writes, each
+    // flushed: the index outgrows the record and its nodes are replaced.
+    f.write(&v, 0, &random(&mut rng, 2 * MIB)).await.unwrap();
+    f.flush(&v).await.unwrap();
+    for _ in 0..300 {
+        let off = rng.gen_range(0..8 * MIB - 100);
+        f.write(&v, off as u64, &random(&mut rng, 100))
+            .await
+            .unwrap();
+        f.flush(&v).await.unwrap();
+    }
+    v.settle_all().await.unwrap();
+    let live = f.state.obj.blocks();
+    assert!(!f.state.obj.content().unwrap().index_blocks.is_empty());
+    assert_eq!(
+        held_blocks(&store),
+        live,
+        "exactly the blocks the current version refers to are kept"
+    );
+    // What is stored is about the file's size, not its history.
+    let held: usize = store.blocks.lock().unwrap().values().map(Vec::len).sum();
+    assert!(held < 8 * MIB + 300 * 1024, "{held} bytes kept");
+    // Truncating to a small (inline) file frees every block.
+    f.truncate(&v, 100).await.unwrap();
+    f.flush(&v).await.unwrap();
+    v.settle_all().await.unwrap();
+    assert!(held_blocks(&store).is_empty());
+    // A deleted file's blocks go too.
+    let mut g = new_file(&v, b"deleted").await;
+    g.write(&v, 0, &random(&mut rng, 3 * MIB)).await.unwrap();
+    g.flush(&v).await.unwrap();
+    assert!(!held_blocks(&store).is_empty());
+    v.remove(&v.root(), b"deleted", false).await.unwrap();
+    v.settle_all().await.unwrap();
+    assert!(held_blocks(&store).is_empty());
+}
+
+#[tokio::test]
+async fn a_concurrent_writers_blocks_survive_the_other_writers_release() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[8; 32]), vault_on(&store, &[8; 32]));
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut fa = new_file(&a, b"both").await;
+    fa.write(&a, 0, &random(&mut rng, 3 * MIB)).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    // A replaces the first MiB; B, from the old version, the last.
+    fa.write(&a, 0, &random(&mut rng, MIB)).await.unwrap();
+    let tail = random(&mut rng, MIB);
+    fb.write(&b, 2 * MIB as u64, &tail).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    fb.flush(&b).await.unwrap();
+    a.settle_all().await.unwrap();
+    b.settle_all().await.unwrap();
+    let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
+    assert_eq!(held_blocks(&store), g.state.obj.blocks());
+    assert_eq!(g.read(&a, 2 * MIB as u64, MIB).await.unwrap(), tail);
+}
+
+#[tokio::test]
+async fn orphans_are_released_only_when_unused_and_old() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[7; 32]);
+    let mut f = new_file(&v, b"kept").await;
+    f.write(&v, 0, &vec![5u8; 2 * MIB]).await.unwrap();
+    f.flush(&v).await.unwrap();
+    // A block stored and never referred to (a crash before the save).
+    let lost = vec![6u8; 1000];
+    let key = Id::hash(&lost);
+    store
+        .put_block(key, lost, v.identity().claim(key))
+        .await
+        .unwrap();
+    let listed: Vec<crate::ownership::OwnedBlock> = store
+        .claims
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| crate::ownership::OwnedBlock {
+            key: *k,
+            len: 0,
+            time: c[0].time,
+        })
+        .collect();
+    let now = crate::ownership::now_ms();
+    // Within the grace period nothing is an orphan.
+    assert!(v.orphans(&listed, 60_000, now).await.unwrap().is_empty());
+    // After it, only the block nothing refers to.
+    let orphans = v.orphans(&listed, 0, now + 1).await.unwrap();
+    assert_eq!(orphans, vec![key]);
+    v.release_now(orphans).await.unwrap();
+    assert!(!held_blocks(&store).contains(&key));
+    assert_eq!(held_blocks(&store), f.state.obj.blocks());
+    let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+    assert_eq!(g.read(&v, 0, 2 * MIB).await.unwrap(), vec![5u8; 2 * MIB]);
 }

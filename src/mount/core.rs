@@ -53,7 +53,7 @@ pub struct Core<S> {
 }
 
 /// How long an answer about the ring's space is used for `statfs`.
-const SPACE_TTL: Duration = Duration::from_secs(2);
+const SPACE_TTL: Duration = Duration::from_secs(5);
 
 impl<S: BlockStore> Core<S> {
     /// A core over `vault`, its root as inode 1.

@@ -140,10 +140,8 @@ pub async fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_peerstore"));
     // An identity of this test process's own, unless one is given: a
     // command that needs one never writes the user's home.
-    let identity = std::env::temp_dir().join(format!(
-        "peerstore-test-identity-{}",
-        std::process::id()
-    ));
+    let identity =
+        std::env::temp_dir().join(format!("peerstore-test-identity-{}", std::process::id()));
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("PEERSTORE_PEER")

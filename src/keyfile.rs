@@ -43,9 +43,10 @@ pub fn read_key<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, KeyFileE
         .map_err(|_| KeyFileError::Malformed(path.display().to_string(), N))
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync
-/// of the directory) with mode 0600, creating the directory if needed.
-pub fn write_key(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+/// Writes `bytes` to a uniquely named temp file (created with O_EXCL,
+/// mode 0600) next to `path` and syncs it; the caller puts it in place.
+/// Returns the directory and the temp file's path.
+fn stage(path: &Path, bytes: &[u8]) -> Result<(PathBuf, PathBuf), KeyFileError> {
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -55,23 +56,58 @@ pub fn write_key(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = fs::OpenOptions::new()
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let written = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    // A stale temp file may have had a looser mode.
-    f.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))?;
-    fs::File::open(&dir)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp, e));
+    }
+    Ok((dir, tmp))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), KeyFileError> {
+    fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io(&dir, e))
+        .map_err(|e| io(dir, e))
+}
+
+/// Writes `bytes` to `path` atomically (unique temp file, fsync, rename,
+/// fsync of the directory) with mode 0600, creating the directory if
+/// needed; replaces a file already there.
+pub fn write_key(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+    let (dir, tmp) = stage(path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(path, e));
+    }
+    sync_dir(&dir)
+}
+
+/// Writes `bytes` to `path` as [`write_key`] does, but only if there is
+/// no file there yet: `Ok(false)` if there was one (left as it is). Two
+/// processes creating the same key at once: one wins, the other reads it.
+pub fn create_key(path: &Path, bytes: &[u8]) -> Result<bool, KeyFileError> {
+    let (dir, tmp) = stage(path, bytes)?;
+    // A hard link fails if the name exists: an atomic "create if absent".
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_dir(&dir).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(path, e)),
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +121,16 @@ mod tests {
         assert!(read_key::<4>(&p).unwrap().is_none());
         write_key(&p, &[1, 2, 3, 4]).unwrap();
         assert_eq!(read_key::<4>(&p).unwrap(), Some([1, 2, 3, 4]));
+        // Created once: a second creator keeps the first key.
+        let q = d.path().join("once");
+        assert!(create_key(&q, &[5; 4]).unwrap());
+        assert!(!create_key(&q, &[6; 4]).unwrap());
+        assert_eq!(read_key::<4>(&q).unwrap(), Some([5; 4]));
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(matches!(

@@ -132,14 +132,6 @@ pub enum ReplicaRequest {
     },
     /// Read a local block replica and its owners' claims. → `Block`.
     FetchBlock { key: Id },
-    /// Apply an owner's release (kept as a tombstone). → `Freed`.
-    Release(Release),
-    /// Blocks claimed by `owner` held here, in key order after `after`,
-    /// at most [`MAX_OWNED`]. → `Owned`.
-    Owned { owner: [u8; 32], after: Option<Id> },
-    /// This node's data file system, and the bytes it holds for
-    /// `owner`. → `Space`.
-    Space { owner: [u8; 32] },
     /// Store a record version (refused if not newer). `expected_seq`
     /// makes it a compare-and-swap on the current sequence. → `Stored`.
     StoreRecord {
@@ -162,6 +154,14 @@ pub enum ReplicaRequest {
         nonce: [u8; 32],
         items: Vec<(Id, ItemVersion)>,
     },
+    /// Apply an owner's release (kept as a tombstone). → `Freed`.
+    Release(Release),
+    /// Blocks claimed by `owner` held here, in key order after `after`,
+    /// at most [`MAX_OWNED`]. → `Owned`.
+    Owned { owner: [u8; 32], after: Option<Id> },
+    /// This node's data file system, and the bytes it holds for
+    /// `owner`. → `Space`.
+    Space { owner: [u8; 32] },
 }
 
 /// Answers to [`ReplicaRequest`].
@@ -194,10 +194,6 @@ pub enum ClientRequest {
         data: Vec<u8>,
         claim: Claim,
     },
-    /// Apply an owner's release on every replica of its blocks. → `Freed`.
-    Release(Release),
-    /// The ring's capacity, and what `owner` stores on it. → `Space`.
-    Space { owner: [u8; 32] },
     /// Read a block from its replicas. → `Block`.
     GetBlock { key: Id },
     /// Store a record on its r replicas. → `Put`.
@@ -211,6 +207,10 @@ pub enum ClientRequest {
     Info,
     /// Read the newest version of a record, tombstones included. → `Record`.
     GetLatestRecord { key: Id },
+    /// Apply an owner's release on every replica of its blocks. → `Freed`.
+    Release(Release),
+    /// The ring's capacity, and what `owner` stores on it. → `Space`.
+    Space { owner: [u8; 32] },
 }
 
 /// A node's description of itself, for `peerstore ring`.
@@ -379,6 +379,30 @@ mod tests {
                 durable: true,
             }),
         }
+    }
+
+    #[test]
+    fn frames_encode_as_the_readme_shows() {
+        let bytes = |f: Frame| {
+            let mut out = Vec::new();
+            encode(&f, &mut out).unwrap();
+            out
+        };
+        let ping = Frame::Request {
+            id: 7,
+            body: Request::Chord(ChordRequest::Ping),
+        };
+        assert_eq!(bytes(ping), [0, 0, 0, 5, 3, 0, 7, 0, 0]);
+        let pong = Frame::Response {
+            id: 7,
+            body: Response::Chord(ChordResponse::Pong),
+        };
+        assert_eq!(bytes(pong), [0, 0, 0, 5, 3, 1, 7, 0, 0]);
+        let info = Frame::Request {
+            id: 1,
+            body: Request::Client(ClientRequest::Info),
+        };
+        assert_eq!(bytes(info), [0, 0, 0, 5, 3, 0, 1, 2, 5]);
     }
 
     #[test]

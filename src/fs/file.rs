@@ -350,8 +350,27 @@ impl OpenFile {
         Ok(data.len())
     }
 
-    /// Reads up to `size` bytes at `offset` (short at end of file).
+    /// Reads up to `size` bytes at `offset` (short at end of file). A
+    /// block of the version read that is gone was released by a writer
+    /// that replaced that version (on another machine): with nothing
+    /// pending here, the file is reloaded and read again.
     pub async fn read<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        offset: u64,
+        size: usize,
+    ) -> Result<Vec<u8>, FsError> {
+        match self.read_loaded(vault, offset, size).await {
+            Err(FsError::NotFound) if !self.is_dirty() => {
+                self.refresh(vault).await?;
+                self.read_loaded(vault, offset, size).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`OpenFile::read`] of the version loaded.
+    async fn read_loaded<S: BlockStore>(
         &mut self,
         vault: &Arc<Vault<S>>,
         offset: u64,
@@ -524,7 +543,10 @@ impl OpenFile {
         // The blocks of the version a successful save replaces.
         let mut replaced = self.stored_blocks.clone();
         for _ in 0..SAVE_ATTEMPTS {
-            match vault.save_file(&self.link, &mut next, expected).await {
+            match vault
+                .save_file(&self.link, &mut next, expected, &replaced)
+                .await
+            {
                 Ok(seq) => {
                     // What the replaced version or this file's uploads
                     // referred to and the new version does not is freed.

@@ -296,3 +296,19 @@ async fn orphans_are_released_only_when_unused_and_old() {
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
     assert_eq!(g.read(&v, 0, 2 * MIB).await.unwrap(), vec![5u8; 2 * MIB]);
 }
+
+#[tokio::test]
+async fn a_reader_of_a_replaced_version_reads_the_new_one() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[6; 32]), vault_on(&store, &[6; 32]));
+    let mut fa = new_file(&a, b"read").await;
+    fa.write(&a, 0, &vec![1u8; 2 * MIB]).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    // B has the file open at that version; A rewrites it whole, and the
+    // old blocks are released.
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    fa.write(&a, 0, &vec![2u8; 2 * MIB]).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    a.settle_all().await.unwrap();
+    assert_eq!(fb.read(&b, 0, 2 * MIB).await.unwrap(), vec![2u8; 2 * MIB]);
+}

@@ -11,7 +11,7 @@
 
 use super::crypto::SecretKey;
 use crate::id::Id;
-use crate::keyfile::{KeyFileError, read_key, write_key};
+use crate::keyfile::{KeyFileError, create_key, read_key};
 use crate::ownership::{Claim, Release, now_ms};
 use crate::record::{Record, record_key};
 use ed25519_dalek::SigningKey;
@@ -66,8 +66,14 @@ impl Identity {
             return Ok(Identity::from_secret(secret));
         }
         let id = Identity::generate();
-        write_key(path, &id.signing.to_bytes())?;
-        Ok(id)
+        if create_key(path, &id.signing.to_bytes())? {
+            return Ok(id);
+        }
+        // Another process created it first: use that one.
+        match read_key::<32>(path)? {
+            Some(secret) => Ok(Identity::from_secret(secret)),
+            None => Err(KeyFileError::Malformed(path.display().to_string(), 32)),
+        }
     }
 
     /// This owner's claim on block `key`, made now.

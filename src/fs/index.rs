@@ -16,7 +16,7 @@ use super::object::{FileContent, Link};
 use super::{BlockStore, FsError, Identity};
 use crate::id::Id;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// Extents kept in the record itself, at most.
@@ -99,6 +99,8 @@ struct Saver<'a, S> {
     owner: &'a Identity,
     link: &'a Link,
     cache: &'a NodeCache,
+    /// Blocks a cached node may be reused from (known not released).
+    reusable: &'a HashSet<Id>,
 }
 
 /// Stores one node covering `[start, end)` (or finds it stored) and
@@ -114,10 +116,11 @@ async fn put_node<S: BlockStore>(
         owner,
         link,
         cache,
+        reusable,
     } = to;
     let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
     let h = Id::hash_parts(&[&link.name, &plain]);
-    let block = match cache.get(&h) {
+    let block = match cache.get(&h).filter(|b| reusable.contains(&b.key)) {
         Some(b) => b,
         None => {
             let seal_no = rand::random::<u64>();
@@ -138,13 +141,14 @@ async fn put_node<S: BlockStore>(
     Ok(IndexRef { start, end, block })
 }
 
-/// The stored form of `content`'s index, storing the index blocks it needs;
+/// The stored form of `content`'s index, storing the index blocks it needs
+/// (reusing a node of `cache` only if its block is in the given set);
 /// also every index block it refers to.
 pub async fn save<S: BlockStore>(
     store: &S,
     owner: &Identity,
     link: &Link,
-    cache: &NodeCache,
+    (cache, reusable): (&NodeCache, &HashSet<Id>),
     content: &FileContent,
 ) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
     if let Some(d) = &content.inline {
@@ -159,6 +163,7 @@ pub async fn save<S: BlockStore>(
         owner,
         link,
         cache,
+        reusable,
     };
     let mut used = Vec::new();
     let mut level = Vec::new();
@@ -269,7 +274,7 @@ mod tests {
             &store,
             &Identity::generate(),
             &link,
-            &NodeCache::default(),
+            (&NodeCache::default(), &HashSet::new()),
             &content(RECORD_EXTENTS as u64),
         )
         .await
@@ -285,7 +290,9 @@ mod tests {
         let cache = NodeCache::default();
         let owner = Identity::generate();
         let c = content(100_000);
-        let (idx, used) = save(&store, &owner, &link, &cache, &c).await.unwrap();
+        let (idx, used) = save(&store, &owner, &link, (&cache, &HashSet::new()), &c)
+            .await
+            .unwrap();
         let StoredIndex::Tree(top) = idx else {
             panic!("100 000 extents need a tree")
         };
@@ -298,14 +305,24 @@ mod tests {
             .unwrap();
         assert_eq!(back, c.extents);
         assert_eq!(used2.len(), used.len());
-        // One extent changed: a leaf and its path are new, nothing else.
+        // One extent changed: a leaf and its path are new, nothing else
+        // (the nodes of the version replaced are reused).
+        let reuse: HashSet<Id> = used.iter().map(|b| b.key).collect();
         let mut c2 = c.clone();
         let mut e = extent(50_000);
         e.len = 3;
         c2.extents.insert(e);
-        save(&store, &owner, &link, &cache, &c2).await.unwrap();
+        save(&store, &owner, &link, (&cache, &reuse), &c2)
+            .await
+            .unwrap();
         let added = store.blocks.lock().unwrap().len() - stored;
         assert!((1..=4).contains(&added), "{added} new index blocks");
+        // Nodes of a version that may have been released are not reused.
+        let before = store.blocks.lock().unwrap().len();
+        save(&store, &owner, &link, (&cache, &HashSet::new()), &c2)
+            .await
+            .unwrap();
+        assert_eq!(store.blocks.lock().unwrap().len() - before, used.len());
     }
 
     #[tokio::test]
@@ -316,7 +333,7 @@ mod tests {
             &store,
             &Identity::generate(),
             &a,
-            &NodeCache::default(),
+            (&NodeCache::default(), &HashSet::new()),
             &content(1000),
         )
         .await

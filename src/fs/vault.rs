@@ -263,16 +263,22 @@ impl<S: BlockStore> Vault<S> {
     /// still `expected`. Returns the new sequence number.
     pub async fn save(&self, link: &Link, obj: &Object, expected: u64) -> Result<u64, FsError> {
         let mut o = obj.clone();
-        self.save_file(link, &mut o, expected).await
+        self.save_file(link, &mut o, expected, &HashSet::new())
+            .await
     }
 
     /// [`Vault::save`], which for a file also stores its index tree and
-    /// notes the tree's blocks in `obj`.
+    /// notes the tree's blocks in `obj`. Index nodes stored before are
+    /// reused only if their block is in `reusable`: the blocks of the
+    /// version being replaced, which no one can have released while it is
+    /// the stored version (a block of an older version may have been
+    /// released by the writer that replaced it, on any machine).
     pub async fn save_file(
         &self,
         link: &Link,
         obj: &mut Object,
         expected: u64,
+        reusable: &HashSet<Id>,
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
@@ -280,7 +286,7 @@ impl<S: BlockStore> Vault<S> {
                     self.store.as_ref(),
                     &self.identity,
                     link,
-                    &self.index_nodes,
+                    (&self.index_nodes, reusable),
                     c,
                 )
                 .await?;

@@ -7,7 +7,7 @@
 //! (`node.key`, 32 raw bytes) is written atomically with mode 0600 and
 //! refused if group or others can read it.
 
-use crate::keyfile::{KeyFileError, read_key, write_key};
+use crate::keyfile::{KeyFileError, create_key, read_key};
 use crate::net::StaticKey;
 use std::path::Path;
 
@@ -21,8 +21,14 @@ pub fn load_or_create(dir: &Path) -> Result<StaticKey, KeyFileError> {
         return Ok(StaticKey::from_secret_bytes(bytes));
     }
     let key = StaticKey::generate();
-    write_key(&path, &key.secret_bytes())?;
-    Ok(key)
+    if create_key(&path, &key.secret_bytes())? {
+        return Ok(key);
+    }
+    // Another process created it first: use that one.
+    match read_key::<32>(&path)? {
+        Some(bytes) => Ok(StaticKey::from_secret_bytes(bytes)),
+        None => Err(KeyFileError::Malformed(path.display().to_string(), 32)),
+    }
 }
 
 #[cfg(test)]

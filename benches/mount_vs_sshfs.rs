@@ -8,7 +8,15 @@
 //! - cold read: drop the page cache (and PeerStore's block cache), `cat`
 //!   the file to /dev/null;
 //! - small files: create 10,000 files of 4 KiB (100 directories of 100),
-//!   written by this process one after another.
+//!   written by this process one after another;
+//! - no-op `rsync -a --delete` of a local copy of 1,000 of them, after a
+//!   first rsync made the mount's copy equal;
+//! - `rm -rf` of the small files;
+//! - 1000 random 4 KiB `pwrite`s, each followed by `fsync`, into a 64 MiB
+//!   file (PeerStore: and then the ring's stored block bytes against r ×
+//!   the file's size, once they are stable, at most 60 s after);
+//! - PeerStore only: `rm` of the 256 MiB file, and the share of its block
+//!   bytes freed on the ring, polled for up to 60 s.
 //!
 //! Needs root (drop_caches), `fusermount3`, `sshd` and `sshfs`
 //! (`apt-get install -y fuse3 openssh-server sshfs`). Nodes listen on
@@ -215,14 +223,96 @@ fn drop_caches(peerstore_cache: Option<&Path>) -> Result<(), String> {
     fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches (needs root): {e}"))
 }
 
-/// (write MB/s, cold read MB/s, files/s) on one mount.
+/// Bytes of the block files of every node's store under `nodes` (data
+/// directories).
+fn ring_block_bytes(nodes: &[PathBuf]) -> u64 {
+    let mut total = 0;
+    for n in nodes {
+        for sub in fs::read_dir(n.join("store/blocks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for f in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// Polls the ring's block bytes until `done(bytes)` or `limit`; the last
+/// reading and the time it took.
+fn poll_blocks(
+    nodes: &[PathBuf],
+    limit: Duration,
+    mut done: impl FnMut(u64) -> bool,
+) -> (u64, f64) {
+    let t = Instant::now();
+    loop {
+        let b = ring_block_bytes(nodes);
+        if done(b) || t.elapsed() >= limit {
+            return (b, t.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What one mount measured.
+struct Results {
+    write: f64,
+    read: f64,
+    creates: f64,
+    rsync_noop: f64,
+    rm_rf: f64,
+    pwrite_fsync: f64,
+    /// PeerStore: ring block bytes after the pwrites ÷ (r × file size).
+    pwrite_space: Option<f64>,
+    /// PeerStore: share of the big file's block bytes freed by `rm`, and
+    /// seconds it took.
+    rm_freed: Option<(f64, f64)>,
+}
+
+/// 1000 random 4 KiB `pwrite` + `fsync` into a 64 MiB file: seconds.
+fn pwrite_fsync(path: &Path) -> Result<f64, String> {
+    use std::os::unix::fs::FileExt;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let size: u64 = 64 << 20;
+    let f = fs::File::create(path).map_err(err)?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let chunk: Vec<u8> = (0..1 << 20).map(|_| next() as u8).collect();
+    for i in 0..64u64 {
+        f.write_all_at(&chunk, i << 20).map_err(err)?;
+    }
+    f.sync_all().map_err(err)?;
+    let page: Vec<u8> = (0..4096).map(|_| next() as u8).collect();
+    let t = Instant::now();
+    for _ in 0..1000 {
+        let off = (next() % (size / 4096)) * 4096;
+        f.write_all_at(&page, off).map_err(err)?;
+        f.sync_all().map_err(err)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(f);
+    Ok(secs)
+}
+
+/// Every measurement on one mount; `nodes` are PeerStore's data
+/// directories (for the ring's stored bytes).
 fn workload(
     mnt: &Path,
     src: &Path,
     mib: u64,
     files: u64,
     cache: Option<&Path>,
-) -> Result<(f64, f64, f64), String> {
+    nodes: Option<&[PathBuf]>,
+) -> Result<Results, String> {
     // Warm-up, the same on both mounts: open connections, settle routes.
     let warm = mnt.join("warm-up");
     fs::write(&warm, vec![7u8; 16 << 20]).map_err(|e| format!("{}: {e}", warm.display()))?;
@@ -250,7 +340,74 @@ fn workload(
         f.write_all(&data).map_err(|e| e.to_string())?;
     }
     let creates = files as f64 / t.elapsed().as_secs_f64();
-    Ok((write, read, creates))
+
+    // No-op rsync of a local tree the mount already has.
+    let local = src.with_file_name("rsync-src");
+    for i in 0..1000u64 {
+        let d = local.join(format!("d{}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        fs::write(d.join(format!("f{i}")), &data).map_err(|e| e.to_string())?;
+    }
+    let rsync = |dst: &Path| {
+        run(Command::new("rsync")
+            .args(["-a", "--delete"])
+            .arg(format!("{}/", local.display()))
+            .arg(dst))
+    };
+    let tree = mnt.join("rsynced");
+    rsync(&tree)?;
+    let t = Instant::now();
+    rsync(&tree)?;
+    let rsync_noop = t.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(&local);
+
+    let t = Instant::now();
+    run(Command::new("rm").arg("-rf").arg(mnt.join("small")))?;
+    let rm_rf = t.elapsed().as_secs_f64();
+
+    let before = nodes.map(ring_block_bytes);
+    let pwrite = pwrite_fsync(&mnt.join("pwrite.bin"))?;
+    let pwrite_space = match (nodes, before) {
+        (Some(n), Some(b0)) => {
+            // Stable: the same reading a second apart, within 60 s.
+            let mut last = u64::MAX;
+            let (b1, _) = poll_blocks(n, Duration::from_secs(60), |b| {
+                let same = b == last;
+                last = b;
+                if !same {
+                    std::thread::sleep(Duration::from_millis(750));
+                }
+                same
+            });
+            Some(b1.saturating_sub(b0) as f64 / (3.0 * (64u64 << 20) as f64))
+        }
+        _ => None,
+    };
+
+    let rm_freed = match nodes {
+        Some(n) => {
+            let b0 = ring_block_bytes(n);
+            run(Command::new("rm").arg(&dst))?;
+            let target = 3 * (mib << 20);
+            let (b1, secs) = poll_blocks(n, Duration::from_secs(60), |b| {
+                b0.saturating_sub(b) * 100 >= target * 95
+            });
+            Some((b0.saturating_sub(b1) as f64 / target as f64, secs))
+        }
+        None => None,
+    };
+    Ok(Results {
+        write,
+        read,
+        creates,
+        rsync_noop,
+        rm_rf,
+        pwrite_fsync: pwrite,
+        pwrite_space,
+        rm_freed,
+    })
 }
 
 fn main() -> ExitCode {
@@ -275,40 +432,55 @@ fn main() -> ExitCode {
             .args(["-c", &(mib << 20).to_string(), "/dev/urandom"])
             .stdout(File::create(&src).map_err(|e| e.to_string())?))?;
         let cache = setup.dir.path().join("node0/cache");
-        let p = workload(&pmnt, &src, mib, files, Some(&cache))?;
-        let s = workload(&smnt, &src, mib, files, None)?;
+        let nodes: Vec<PathBuf> = (0..NODES)
+            .map(|i| setup.dir.path().join(format!("node{i}")))
+            .collect();
+        let p = workload(&pmnt, &src, mib, files, Some(&cache), Some(&nodes))?;
+        let s = workload(&smnt, &src, mib, files, None, None)?;
         Ok((p, s))
     })();
     match result {
         Ok((p, s)) => {
             println!(
-                "{:<22} {:>12} {:>12} {:>8}",
+                "{:<30} {:>12} {:>12} {:>8}",
                 "workload", "peerstore", "sshfs", "ratio"
             );
-            println!(
-                "{:<22} {:>9.0} MB/s {:>7.0} MB/s {:>8.2}",
-                format!("write {mib} MiB + sync"),
-                p.0,
-                s.0,
-                p.0 / s.0
-            );
-            println!(
-                "{:<22} {:>9.0} MB/s {:>7.0} MB/s {:>8.2}",
-                "cold read (cat)",
-                p.1,
-                s.1,
-                p.1 / s.1
-            );
-            println!(
-                "{:<22} {:>10.0} /s {:>9.0} /s {:>8.2}",
+            let row = |name: String, unit: &str, a: f64, b: f64| {
+                println!(
+                    "{name:<30} {a:>8.2} {unit:<3} {b:>8.2} {unit:<3} {:>8.2}",
+                    a / b
+                );
+            };
+            row(format!("write {mib} MiB + sync"), "MB/s", p.write, s.write);
+            row("cold read (cat)".into(), "MB/s", p.read, s.read);
+            row(
                 format!("create {files} x 4 KiB"),
-                p.2,
-                s.2,
-                p.2 / s.2
+                "/s",
+                p.creates,
+                s.creates,
             );
-            println!(
-                "targets: write >= 0.75x sshfs and >= 150 MB/s; read >= 1.0x sshfs; >= 500 files/s"
+            row(
+                "no-op rsync -a --delete, 1000".into(),
+                "s",
+                p.rsync_noop,
+                s.rsync_noop,
             );
+            row(format!("rm -rf {files} files"), "s", p.rm_rf, s.rm_rf);
+            row(
+                "1000 x 4 KiB pwrite+fsync".into(),
+                "s",
+                p.pwrite_fsync,
+                s.pwrite_fsync,
+            );
+            if let Some(x) = p.pwrite_space {
+                println!("ring block bytes added by the 64 MiB pwrite file: {x:.2} x (r x size)");
+            }
+            if let Some((share, secs)) = p.rm_freed {
+                println!(
+                    "rm of the {mib} MiB file: {:.1}% of its r copies freed in {secs:.1} s",
+                    share * 100.0
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

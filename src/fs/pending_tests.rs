@@ -235,3 +235,44 @@ fn a_cancelled_store_task_fails_its_waiters_instead_of_hanging() {
         t.wait().await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn a_removed_directory_is_deleted_only_after_its_own_removals_are_stored() {
+    let mem = Arc::new(MemStore::default());
+    let v = Vault::new(
+        Arc::new(GatedStore::new(Arc::clone(&mem))),
+        Identity::from_secret(SECRET),
+    );
+    let root = v.root();
+    let (dir, _) = v
+        .create(&root, b"d", Kind::Dir, Attrs::new(0o755, 0, 0), None)
+        .await
+        .unwrap();
+    let (link, state) = v
+        .create(&dir, b"f", Kind::File, attrs(), None)
+        .await
+        .unwrap();
+    let mut f = OpenFile::from_state(link, state);
+    f.write(&v, 0, &vec![1u8; 2 << 20]).await.unwrap();
+    f.flush(&v).await.unwrap();
+    v.settle_all().await.unwrap();
+    assert!(!mem.blocks.lock().unwrap().is_empty());
+    // The directory's record is held while `rm -rf d` runs.
+    v.store.gate(v.identity().record_key(&dir.name), Gate::Hold);
+    v.remove_behind(&dir, b"f", false).await.unwrap();
+    v.remove_behind(&root, b"d", true).await.unwrap();
+    v.settle_dir(&root).await;
+    // The directory's delete waits for its removal of `f`: only that one
+    // put of its record was tried.
+    for _ in 0..20 {
+        settle_time().await;
+        assert_eq!(v.store.puts(), 1, "the delete did not wait");
+    }
+    v.store.set(Gate::Open);
+    v.settle_all().await.unwrap();
+    assert!(
+        mem.blocks.lock().unwrap().is_empty(),
+        "f lost its last name and its blocks"
+    );
+    assert!(stored_names(&mem).await.is_empty());
+}

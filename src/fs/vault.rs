@@ -552,6 +552,11 @@ impl<S: BlockStore> Vault<S> {
     /// whether it was deleted.
     pub async fn unlink_object(&self, link: &Link) -> Result<bool, FsError> {
         if link.kind == Kind::Dir {
+            // Its own changes still being stored (the removals that
+            // emptied it) go first: a delete racing them would make them
+            // fail on the replicas that took the tombstone first, and the
+            // objects they removed would keep their names.
+            self.settle_dir(link).await;
             self.delete(link).await?;
             return Ok(true);
         }

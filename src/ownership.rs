@@ -15,7 +15,7 @@
 //! only order one owner's claims against the same owner's releases.
 
 use crate::id::Id;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
 /// Most keys one [`Release`] may name.
@@ -132,7 +132,7 @@ fn release_bytes(time: u64, keys: &[Id]) -> Vec<u8> {
 }
 
 fn check(owner: &[u8; 32], msg: &[u8], sig: &[u8]) -> Result<(), OwnershipError> {
-    let vk = VerifyingKey::from_bytes(owner).map_err(|_| OwnershipError::BadOwner)?;
+    let vk = crate::record::verifying_key(owner).ok_or(OwnershipError::BadOwner)?;
     let sig: [u8; 64] = sig.try_into().map_err(|_| OwnershipError::BadSignature)?;
     vk.verify_strict(msg, &Signature::from_bytes(&sig))
         .map_err(|_| OwnershipError::BadSignature)

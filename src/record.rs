@@ -64,6 +64,29 @@ pub fn record_key(owner: &[u8; 32], name: &[u8]) -> Id {
     Id::hash_parts(&[owner, name])
 }
 
+/// Owners' keys kept decompressed, at most (a node sees few owners; the
+/// cache is emptied when full).
+const KEY_CACHE: usize = 1024;
+
+/// The ed25519 key `owner`, decompressed once and kept: decompressing
+/// costs a field inversion, a good part of a signature check.
+pub fn verifying_key(owner: &[u8; 32]) -> Option<VerifyingKey> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    if let Some(k) = keys.lock().unwrap_or_else(|e| e.into_inner()).get(owner) {
+        return Some(*k);
+    }
+    let k = VerifyingKey::from_bytes(owner).ok()?;
+    let mut m = keys.lock().unwrap_or_else(|e| e.into_inner());
+    if m.len() >= KEY_CACHE {
+        m.clear();
+    }
+    m.insert(*owner, k);
+    Some(k)
+}
+
 fn signed_bytes(key: &Id, seq: u64, value: &Option<Vec<u8>>) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(SIGN_CONTEXT.len() + 41 + value.as_ref().map_or(0, |v| v.len()));
@@ -115,7 +138,7 @@ impl Record {
         {
             return Err(RecordError::ValueTooLarge(v.len()));
         }
-        let vk = VerifyingKey::from_bytes(&self.owner).map_err(|_| RecordError::BadOwner)?;
+        let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
         let sig_bytes: [u8; 64] = self
             .sig
             .as_slice()

@@ -198,10 +198,14 @@ impl Get {
                 Err(e) => fail(self, e),
             },
             Want::Record => match FetchRecord::parse(reply) {
+                // A copy no newer than the best one so far is not needed:
+                // only a candidate is verified (one signature check per
+                // read, not one per replica).
+                Ok(r)
+                    if r.key() == self.key
+                        && self.best.as_ref().is_some_and(|b| r.seq <= b.seq) => {}
                 Ok(r) if r.key() == self.key && r.verify().is_ok() => {
-                    if self.best.as_ref().is_none_or(|b| r.seq > b.seq) {
-                        self.best = Some(r);
-                    }
+                    self.best = Some(r);
                 }
                 Ok(_) => {
                     log::warn!(

@@ -375,6 +375,8 @@ impl<S: BlockStore> Vault<S> {
             if tasks.is_empty() {
                 break;
             }
+            // Blocks waiting for a batch are released now.
+            self.send_releases().await;
             for t in tasks {
                 let _ = t.await;
             }

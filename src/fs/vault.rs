@@ -37,6 +37,8 @@ use tokio::sync::Semaphore;
 pub const UPLOAD_SLOTS: usize = 64;
 /// Decrypted chunks kept in memory for reads.
 const PLAIN_CACHE_CHUNKS: usize = 24;
+/// How long unused blocks wait to be released together.
+const RELEASE_DELAY: Duration = Duration::from_millis(500);
 /// Attempts of a compare-and-swap update before giving up.
 pub(crate) const CAS_ATTEMPTS: u32 = 16;
 
@@ -91,6 +93,8 @@ pub struct Vault<S> {
     /// [`Vault::remove_behind`]) and blocks being released (see
     /// [`Vault::release_behind`]); [`Vault::settle_all`] waits for them.
     pub(crate) unlinking: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Blocks waiting to be released, and whether a task will send them.
+    releasing: Mutex<(HashSet<Id>, bool)>,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -113,6 +117,7 @@ impl<S: BlockStore> Vault<S> {
             root_seen: std::sync::atomic::AtomicBool::new(false),
             index_nodes: NodeCache::default(),
             unlinking: Mutex::new(Vec::new()),
+            releasing: Mutex::new((HashSet::new(), false)),
         })
     }
 
@@ -560,6 +565,25 @@ impl<S: BlockStore> Vault<S> {
             self.delete(link).await?;
             return Ok(true);
         }
+        // The common case, a single name: the version loaded is tombstoned
+        // by compare-and-swap (one fetch and one write); if it changed
+        // meanwhile (a new link elsewhere), the general path below runs.
+        match self.load(link).await {
+            Ok(v) if v.obj.attrs.nlink <= 1 => {
+                let rec = self.identity.sign(&link.name, v.seq + 1, None);
+                match self.store.put_record(rec, Some(v.seq)).await {
+                    Ok(()) => {
+                        self.release_behind(v.obj.blocks());
+                        return Ok(true);
+                    }
+                    Err(FsError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(_) => {}
+            Err(FsError::NotFound) => return Ok(true),
+            Err(e) => return Err(e),
+        }
         // The blocks of the version that had its last name, if it had.
         let last: Arc<Mutex<Option<HashSet<Id>>>> = Arc::new(Mutex::new(None));
         let seen = Arc::clone(&last);
@@ -818,31 +842,65 @@ impl<S: BlockStore> Vault<S> {
 
     /// Releases this owner's claims on `blocks` in the background (they
     /// are no longer referred to by any version kept): storage nodes
-    /// delete them. [`Vault::settle_all`] waits for it; a failure is
-    /// logged and left to the owner's orphan check.
+    /// delete them. Releases are batched: the blocks join a set that one
+    /// task sends [`RELEASE_DELAY`] later (or at once when it holds
+    /// [`MAX_RELEASE_KEYS`]), so a run of small saves costs one release,
+    /// not one each. [`Vault::settle_all`] sends what is waiting and waits
+    /// for it; a failure is logged and left to the owner's orphan check.
     pub fn release_behind(&self, blocks: HashSet<Id>) {
         if blocks.is_empty() {
             return;
         }
         self.forget_blocks(&blocks);
+        let start = {
+            let mut r = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
+            r.0.extend(blocks);
+            !std::mem::replace(&mut r.1, true)
+        };
+        if !start {
+            return;
+        }
         let Some(me) = self.me.upgrade() else {
             return;
         };
         let task = tokio::spawn(async move {
-            let keys: Vec<Id> = blocks.into_iter().collect();
-            for chunk in keys.chunks(MAX_RELEASE_KEYS) {
-                let rel = me.identity.release(chunk.to_vec());
-                if let Err(e) = me.store.release(rel).await {
-                    log::warn!(
-                        "{} unused blocks could not be released now ({e}); the orphan check will",
-                        chunk.len()
-                    );
+            let deadline = tokio::time::Instant::now() + RELEASE_DELAY;
+            while tokio::time::Instant::now() < deadline {
+                let full = me
+                    .releasing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .len()
+                    >= MAX_RELEASE_KEYS;
+                if full {
+                    break;
                 }
+                tokio::time::sleep(RELEASE_DELAY / 10).await;
             }
+            me.send_releases().await;
         });
         let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
+    }
+
+    /// Sends the releases waiting in [`Vault::release_behind`]'s set.
+    pub(crate) async fn send_releases(&self) {
+        let keys: Vec<Id> = {
+            let mut r = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
+            r.1 = false;
+            r.0.drain().collect()
+        };
+        for chunk in keys.chunks(MAX_RELEASE_KEYS) {
+            let rel = self.identity.release(chunk.to_vec());
+            if let Err(e) = self.store.release(rel).await {
+                log::warn!(
+                    "{} unused blocks could not be released now ({e}); the orphan check will",
+                    chunk.len()
+                );
+            }
+        }
     }
 
     /// Forgets what this vault keeps of released blocks (so no later

@@ -166,19 +166,6 @@ impl<S: BlockStore> Core<S> {
             Some(ino) => self.inodes().cached(ino, ATTR_TTL),
             None => None,
         };
-        // The entry's copy of a single-link non-directory's attributes is
-        // as good as the object's for a lookup (the same rule as listings):
-        // no fetch per name (`rm -rf`, `find`, `stat` of many files).
-        let hint = dir
-            .obj
-            .entries()
-            .and_then(|e| e.get(name))
-            .and_then(|e| e.attrs.clone())
-            .filter(|a| link.kind != Kind::Dir && a.nlink <= 1);
-        if let (None, Some(attrs)) = (&child, hint) {
-            let ino = self.inodes().remember(&link, parent, name);
-            return Ok(file_attr(ino, link.kind, &attrs));
-        }
         let child = match child {
             Some(v) => v,
             None => Arc::new(self.vault.load(&link).await?),

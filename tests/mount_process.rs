@@ -818,6 +818,24 @@ async fn no_plaintext_at_rest() {
             big.as_bytes(),
         );
         wait_visible(&dir.join(format!("put_{NAME}.txt"))).await;
+        // A listing (readdirplus) shows its size, and a read right after
+        // it gets every byte (the kernel keeps the listed size).
+        let want = CONTENT.repeat(CLI_REPEAT).len();
+        let listed = common::tool(
+            std::process::Command::new("ls").arg("-ln").arg(&dir),
+            Duration::from_secs(30),
+        )
+        .await;
+        let row = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .find(|l| l.ends_with(&format!("put_{NAME}.txt")))
+            .map(str::to_string)
+            .unwrap_or_default();
+        assert_eq!(
+            row.split_whitespace().nth(4),
+            Some(want.to_string().as_str()),
+            "ls -l row: {row}"
+        );
         assert_same(
             "file put with the CLI",
             &read(&dir.join(format!("put_{NAME}.txt"))).await,

@@ -128,6 +128,12 @@ impl<S: BlockStore> Vault<S> {
         a.atime = attrs.atime;
         file.touch_attrs();
         file.flush(self).await?;
+        // The entry's attribute copy (what listings show, and what a mount
+        // answers `readdirplus` with) follows the file's stored state.
+        let a = file.state.obj.attrs.clone();
+        if let Err(e) = self.note_entry_attrs(&parent, &name, &file.link, a).await {
+            log::warn!("{path}: listing attributes not updated: {e}");
+        }
         Ok(off)
     }
 

@@ -9,7 +9,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Malloc arenas, at most. glibc's default (8 per core) lets each worker
+/// thread keep its own freed 1 MiB buffers, which held the mounting node's
+/// peak RSS ~30 MiB higher during a large copy, with no gain in speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: libc::c_int = 2;
+
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+    }
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Chunk uploads in flight per vault (the write pipeline's depth).
-pub const UPLOAD_SLOTS: usize = 64;
+pub const UPLOAD_SLOTS: usize = 8;
 /// Decrypted chunks kept in memory for reads.
-const PLAIN_CACHE_CHUNKS: usize = 24;
+const PLAIN_CACHE_CHUNKS: usize = 8;
 /// How long unused blocks wait to be released together.
 const RELEASE_DELAY: Duration = Duration::from_millis(500);
 /// Attempts of a compare-and-swap update before giving up.

@@ -296,19 +296,18 @@ impl Store {
     /// then each directory they were renamed into. Returns how many.
     pub fn sync_pending(&self) -> Result<usize, StoreError> {
         let paths: Vec<PathBuf> = lock(&self.pending).drain().collect();
-        let mut dirs: HashSet<PathBuf> = HashSet::new();
-        for (i, p) in paths.iter().enumerate() {
-            if let Err(e) = sync_file(p) {
-                // Put back what was not synced, for the next attempt.
-                lock(&self.pending).extend(paths[i..].iter().cloned());
-                return Err(e);
-            }
-            if let Some(d) = p.parent() {
-                dirs.insert(d.to_path_buf());
-            }
+        if paths.is_empty() {
+            return Ok(0);
         }
-        for d in &dirs {
-            sync_dir(d)?;
+        let dirs: HashSet<PathBuf> = paths
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+        if let Err(e) = fsutil::sync_many(&paths, &dirs) {
+            // Put them back for the next attempt (an fsync may be repeated).
+            lock(&self.pending).extend(paths.iter().cloned());
+            return Err(e);
         }
         Ok(paths.len())
     }

@@ -142,7 +142,7 @@ pub fn sync_many(files: &[PathBuf], dirs: &[PathBuf]) -> Result<(), StoreError> 
         if dir { sync_dir(path) } else { sync_file(path) }
     };
     if jobs.len() <= 1 {
-        return jobs.into_iter().map(run).collect();
+        return jobs.into_iter().try_for_each(run);
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let first_err: std::sync::Mutex<Option<StoreError>> = std::sync::Mutex::new(None);

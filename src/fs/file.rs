@@ -9,8 +9,11 @@
 //! stores 4 KiB, never a read-modify-write of a larger unit. `flush`
 //! uploads the rest, waits for every upload, then saves the file's record
 //! and index: once it returns, content and index are on r replicas
-//! (close-to-open consistency). A file of at most `INLINE_MAX` bytes keeps
-//! its bytes in the record instead.
+//! (close-to-open consistency). A few bytes left at flush (with the
+//! journal, at most `JOURNAL_MAX`) join the journal in the record instead
+//! of a block, so a small `pwrite` + `fsync` stores one record; past that
+//! the journal moves into a block. A file of at most `INLINE_MAX` bytes
+//! keeps all its bytes in the record.
 //!
 //! The changes since the last load are kept as operations (extents laid,
 //! truncations). When another writer saved the file meanwhile, the save
@@ -23,13 +26,14 @@
 
 use super::extents::{Extent, Piece};
 use super::object::{
-    Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, Link, MAX_FILE_SIZE, Object, Time,
+    Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_MAX, Link, MAX_FILE_SIZE, Object, Time,
 };
 use super::pending::DirTicket;
+use super::ranges::Ranges;
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, FsError};
 use crate::id::Id;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -52,6 +56,12 @@ enum Op {
     Lay(Vec<Extent>),
     /// The length set.
     Truncate(u64),
+    /// Small writes added to the journal.
+    Journal(Vec<(u64, Vec<u8>)>),
+    /// The journal of the loaded version moved into a block. Not re-applied
+    /// over another writer's version: that version's own journal and
+    /// extents are as new for those bytes, or newer.
+    Spill,
 }
 
 /// State of one open file (shared by all handles of the same file).
@@ -60,11 +70,8 @@ pub struct OpenFile {
     pub link: Link,
     /// The file as last loaded or saved, plus the changes uploaded since.
     pub state: Versioned,
-    /// Bytes written and not yet uploaded: offset → bytes, coalesced
-    /// (no two ranges overlap or touch).
-    dirty: BTreeMap<u64, Vec<u8>>,
-    /// Total bytes in `dirty`.
-    dirty_bytes: usize,
+    /// Bytes written and not yet uploaded.
+    dirty: Ranges,
     /// Ranges being uploaded (none overlaps another or a dirty range).
     uploading: Vec<(u64, Arc<Vec<u8>>)>,
     /// Upload tasks.
@@ -99,8 +106,7 @@ impl OpenFile {
             stored_blocks: state.obj.blocks(),
             uploaded: HashSet::new(),
             state,
-            dirty: BTreeMap::new(),
-            dirty_bytes: 0,
+            dirty: Ranges::default(),
             uploading: Vec::new(),
             inflight: JoinSet::new(),
             ops: Vec::new(),
@@ -174,7 +180,7 @@ impl OpenFile {
                     }
                     let c = self.content()?;
                     for e in &laid {
-                        c.extents.insert(*e);
+                        c.lay(*e);
                     }
                     self.ops.push(Op::Lay(laid));
                 }
@@ -182,7 +188,7 @@ impl OpenFile {
                     // Keep the bytes so a later flush retries them (no
                     // dirty range overlaps an upload, so none is newer).
                     for (offset, data) in ranges {
-                        self.add_dirty(offset, &data);
+                        self.dirty.add(offset, &data);
                     }
                     first_err.get_or_insert(e);
                 }
@@ -194,82 +200,13 @@ impl OpenFile {
         }
     }
 
-    /// Adds `data` at `offset` to the dirty ranges, merging with the
-    /// ranges it overlaps or touches.
-    fn add_dirty(&mut self, offset: u64, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        let end = offset + data.len() as u64;
-        // Ranges that overlap or touch [offset, end].
-        let first = self
-            .dirty
-            .range(..=offset)
-            .next_back()
-            .filter(|(o, d)| *o + d.len() as u64 >= offset)
-            .map(|(o, _)| *o);
-        let touching: Vec<u64> = first
-            .into_iter()
-            .chain(
-                self.dirty
-                    .range(offset..=end)
-                    .map(|(o, _)| *o)
-                    .filter(|o| Some(*o) != first),
-            )
-            .collect();
-        // Appending to, or writing inside, one range: edit it in place.
-        if let [only] = touching[..]
-            && only <= offset
-            && let Some(buf) = self.dirty.get_mut(&only)
-        {
-            let at = (offset - only) as usize;
-            let before = buf.len();
-            if buf.len() < at + data.len() {
-                buf.resize(at + data.len(), 0);
-            }
-            buf[at..at + data.len()].copy_from_slice(data);
-            self.dirty_bytes += buf.len() - before;
-            return;
-        }
-        let start = touching.first().map_or(offset, |o| (*o).min(offset));
-        let mut merged_end = end;
-        let mut parts = Vec::new();
-        for o in touching {
-            if let Some(d) = self.dirty.remove(&o) {
-                self.dirty_bytes -= d.len();
-                merged_end = merged_end.max(o + d.len() as u64);
-                parts.push((o, d));
-            }
-        }
-        let mut buf = vec![0u8; (merged_end - start) as usize];
-        for (o, d) in parts {
-            let at = (o - start) as usize;
-            buf[at..at + d.len()].copy_from_slice(&d);
-        }
-        let at = (offset - start) as usize;
-        buf[at..at + data.len()].copy_from_slice(data);
-        self.dirty_bytes += buf.len();
-        self.dirty.insert(start, buf);
-    }
-
     /// Takes up to one block's worth of dirty bytes, in file order.
     fn take_block(&mut self) -> Vec<(u64, Arc<Vec<u8>>)> {
-        let mut out = Vec::new();
-        let mut room = CHUNK_SIZE;
-        while room > 0 {
-            let Some((offset, mut data)) = self.dirty.pop_first() else {
-                break;
-            };
-            self.dirty_bytes -= data.len();
-            if data.len() > room {
-                let rest = data.split_off(room);
-                self.dirty_bytes += rest.len();
-                self.dirty.insert(offset + room as u64, rest);
-            }
-            room -= data.len();
-            out.push((offset, Arc::new(data)));
-        }
-        out
+        self.dirty
+            .take_front(CHUNK_SIZE)
+            .into_iter()
+            .map(|(o, d)| (o, Arc::new(d)))
+            .collect()
     }
 
     /// Starts uploading one block of dirty bytes (waits for an upload slot).
@@ -314,7 +251,7 @@ impl OpenFile {
     /// every byte of the file is in one place.
     fn spill_inline(&mut self) -> Result<(), FsError> {
         if let Some(d) = self.content()?.inline.take() {
-            self.add_dirty(0, &d);
+            self.dirty.add(0, &d);
         }
         Ok(())
     }
@@ -337,8 +274,8 @@ impl OpenFile {
             self.collect(true).await.ok();
         }
         self.spill_inline()?;
-        self.add_dirty(offset, data);
-        while self.dirty_bytes >= CHUNK_SIZE {
+        self.dirty.add(offset, data);
+        while self.dirty.bytes() >= CHUNK_SIZE {
             self.start_upload(vault).await;
         }
         let attrs = &mut self.state.obj.attrs;
@@ -403,18 +340,16 @@ impl OpenFile {
                 }
             }
         }
-        for (o, d) in self
-            .uploading
-            .iter()
-            .map(|(o, d)| (*o, d.as_slice()))
-            .chain(self.dirty.range(..end).map(|(o, d)| (*o, d.as_slice())))
-        {
-            let (s, e) = (o.max(offset), (o + d.len() as u64).min(end));
+        // Newer over older: the journal, uploads, unsaved writes.
+        content.journal.overlay(offset, &mut out);
+        for (o, d) in &self.uploading {
+            let (s, e) = ((*o).max(offset), (o + d.len() as u64).min(end));
             if s < e {
                 out[(s - offset) as usize..(e - offset) as usize]
                     .copy_from_slice(&d[(s - o) as usize..(e - o) as usize]);
             }
         }
+        self.dirty.overlay(offset, &mut out);
         if self.last_read_end == Some(offset) {
             self.read_ahead(vault, content, end);
         }
@@ -456,20 +391,8 @@ impl OpenFile {
         self.collect(true).await?;
         self.spill_inline()?;
         // Dirty bytes past the new end go.
-        let past: Vec<u64> = self.dirty.range(size..).map(|(o, _)| *o).collect();
-        for o in past {
-            if let Some(d) = self.dirty.remove(&o) {
-                self.dirty_bytes -= d.len();
-            }
-        }
-        if let Some((o, d)) = self.dirty.range_mut(..size).next_back()
-            && *o + d.len() as u64 > size
-        {
-            let keep = (size - *o) as usize;
-            self.dirty_bytes -= d.len() - keep;
-            d.truncate(keep);
-        }
-        self.content()?.extents.truncate(size);
+        self.dirty.truncate(size);
+        self.content()?.truncate(size);
         self.ops.push(Op::Truncate(size));
         let attrs = &mut self.state.obj.attrs;
         attrs.size = size;
@@ -527,12 +450,28 @@ impl OpenFile {
         let small = self.size() <= INLINE_MAX;
         if small {
             let bytes = self.all_bytes(vault).await?;
-            self.dirty.clear();
-            self.dirty_bytes = 0;
+            self.dirty = Ranges::default();
             let c = self.content()?;
             c.extents = Default::default();
+            c.journal = Ranges::default();
             c.inline = Some(bytes);
+        } else if self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX {
+            // Few bytes: they join the journal in the record.
+            let added = self.dirty.take();
+            let c = self.content()?;
+            for (o, d) in added.iter() {
+                c.journal.add(o, d);
+            }
+            if !added.is_empty() {
+                self.ops.push(Op::Journal(added.to_pieces()));
+            }
         } else {
+            // The journal goes into a block; the rest is laid over it.
+            let link = self.link.clone();
+            if let Some(key) = spill_journal(vault, &link, self.content()?).await? {
+                self.uploaded.insert(key);
+                self.ops.push(Op::Spill);
+            }
             while !self.dirty.is_empty() {
                 self.start_upload(vault).await;
             }
@@ -575,7 +514,15 @@ impl OpenFile {
                         o.attrs.nlink = theirs.obj.attrs.nlink;
                         o
                     } else {
-                        self.rebase(vault, theirs.obj).await?
+                        let mut o = self.rebase(vault, theirs.obj).await?;
+                        // Two journals merged: keep the record small.
+                        let c = o.content_mut()?;
+                        if c.journal.bytes() > JOURNAL_MAX
+                            && let Some(key) = spill_journal(vault, &self.link, c).await?
+                        {
+                            self.uploaded.insert(key);
+                        }
+                        o
                     };
                 }
                 Err(e) => return Err(e),
@@ -601,7 +548,7 @@ impl OpenFile {
         {
             let block = vault.write_block(link, &d).await?;
             self.uploaded.insert(block.key);
-            c.extents.insert(Extent {
+            c.lay(Extent {
                 offset: 0,
                 len: d.len() as u32,
                 block,
@@ -612,14 +559,21 @@ impl OpenFile {
             match op {
                 Op::Lay(x) => {
                     for e in x {
-                        c.extents.insert(*e);
+                        c.lay(*e);
                         size = size.max(e.end());
                     }
                 }
                 Op::Truncate(n) => {
-                    c.extents.truncate(*n);
+                    c.truncate(*n);
                     size = *n;
                 }
+                Op::Journal(x) => {
+                    for (o, d) in x {
+                        c.journal.add(*o, d);
+                        size = size.max(o + d.len() as u64);
+                    }
+                }
+                Op::Spill => {}
             }
         }
         obj.attrs = Attrs {
@@ -629,4 +583,33 @@ impl OpenFile {
         };
         Ok(obj)
     }
+}
+
+/// Moves `content`'s journal into one new block (laid under nothing newer:
+/// the journal is the top layer). Returns the block's key, if any.
+async fn spill_journal<S: BlockStore>(
+    vault: &Arc<Vault<S>>,
+    link: &Link,
+    content: &mut FileContent,
+) -> Result<Option<Id>, FsError> {
+    if content.journal.is_empty() {
+        return Ok(None);
+    }
+    let mut plain = Vec::with_capacity(content.journal.bytes());
+    for (_, d) in content.journal.iter() {
+        plain.extend_from_slice(d);
+    }
+    let block = vault.write_block(link, &plain).await?;
+    let journal = std::mem::take(&mut content.journal);
+    let mut at = 0u32;
+    for (offset, d) in journal.iter() {
+        content.lay(Extent {
+            offset,
+            len: d.len() as u32,
+            block,
+            at,
+        });
+        at += d.len() as u32;
+    }
+    Ok(Some(block.key))
 }

@@ -2,7 +2,7 @@
 //! of any size, concurrent writers, and a byte-array model.
 
 use super::mem_store::MemStore;
-use super::object::{Attrs, CHUNK_SIZE, Kind, Link};
+use super::object::{Attrs, CHUNK_SIZE, JOURNAL_MAX, Kind, Link};
 use super::*;
 use crate::id::Id;
 use rand::rngs::StdRng;
@@ -82,8 +82,11 @@ async fn a_huge_sparse_file_with_spread_writes() {
     f.truncate(&v, size).await.unwrap();
     // 2000 writes spread over 100 GiB: more extents than a record holds.
     let step = size / 2000;
+    // (40 bytes each: more than the record's journal holds.)
     for i in 0..2000u64 {
-        f.write(&v, i * step + i, &i.to_be_bytes()).await.unwrap();
+        f.write(&v, i * step + i, &[i.to_be_bytes(); 5].concat())
+            .await
+            .unwrap();
     }
     f.flush(&v).await.unwrap();
     let link: Link = f.link.clone();
@@ -95,11 +98,94 @@ async fn a_huge_sparse_file_with_spread_writes() {
     for i in [0u64, 1, 999, 1999] {
         let at = i * step + i;
         assert_eq!(g.read(&v, at, 8).await.unwrap(), i.to_be_bytes());
-        assert_eq!(g.read(&v, at + 8, 8).await.unwrap(), [0u8; 8]);
+        assert_eq!(g.read(&v, at + 40, 8).await.unwrap(), [0u8; 8]);
     }
     assert_eq!(g.read(&v, size - 3, 10).await.unwrap(), [0u8; 3]);
     // The whole thing stores little: 2000 × 8 bytes and the index.
     assert!(stored_bytes(&store) < 512 * 1024);
+}
+
+#[tokio::test]
+async fn a_small_write_and_flush_store_one_record_and_no_block() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[7; 32]);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut f = new_file(&v, b"db").await;
+    // Whole chunks: no tail left in the journal.
+    let mut model = random(&mut rng, 8 * CHUNK_SIZE);
+    f.write(&v, 0, &model).await.unwrap();
+    f.flush(&v).await.unwrap();
+    let blocks = held_blocks(&store);
+    let puts = store.block_puts();
+    // 16 writes of 4 KiB fill the journal: each flush stores the record.
+    let at = |i: usize| i * 300_000;
+    for i in 0..JOURNAL_MAX / 4096 {
+        let piece = random(&mut rng, 4096);
+        model[at(i)..at(i) + 4096].copy_from_slice(&piece);
+        f.write(&v, at(i) as u64, &piece).await.unwrap();
+        f.flush(&v).await.unwrap();
+        assert_eq!(store.block_puts(), puts, "write {i} stored a block");
+    }
+    assert_eq!(held_blocks(&store), blocks);
+    let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+    assert_eq!(g.state.obj.content().unwrap().journal.bytes(), JOURNAL_MAX);
+    assert!(g.read(&v, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
+    // The next one moves the journal into a block.
+    let piece = random(&mut rng, 4096);
+    model[at(20)..at(20) + 4096].copy_from_slice(&piece);
+    f.write(&v, at(20) as u64, &piece).await.unwrap();
+    f.flush(&v).await.unwrap();
+    let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+    assert!(g.state.obj.content().unwrap().journal.is_empty());
+    assert!(store.block_puts() > puts);
+    assert!(g.read(&v, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
+}
+
+#[tokio::test]
+async fn a_journal_moved_into_a_block_does_not_undo_another_writers_bytes() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[8; 32]), vault_on(&store, &[8; 32]));
+    let mut fa = new_file(&a, b"shared").await;
+    fa.write(&a, 0, &vec![b'.'; 2 * MIB]).await.unwrap();
+    fa.flush(&a).await.unwrap();
+    fa.write(&a, 10, b"old A").await.unwrap();
+    fa.flush(&a).await.unwrap();
+    // B, on A's version, overwrites those bytes (in its journal).
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    fb.write(&b, 10, b"new B").await.unwrap();
+    fb.flush(&b).await.unwrap();
+    // A, still on its own version, writes more than the journal holds:
+    // its journal ("old A") goes into a block, and its save is laid over
+    // B's version.
+    fa.write(&a, MIB as u64, &vec![b'a'; JOURNAL_MAX])
+        .await
+        .unwrap();
+    fa.flush(&a).await.unwrap();
+    let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
+    assert_eq!(g.read(&a, 10, 5).await.unwrap(), b"new B");
+    assert_eq!(
+        g.read(&a, MIB as u64, JOURNAL_MAX).await.unwrap(),
+        vec![b'a'; JOURNAL_MAX]
+    );
+    assert_eq!(g.read(&a, 0, 10).await.unwrap(), b"..........");
+}
+
+#[tokio::test]
+async fn a_truncation_drops_journal_bytes_for_good() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[9; 32]);
+    let mut f = new_file(&v, b"t").await;
+    f.write(&v, 0, &vec![1u8; 100_000]).await.unwrap();
+    f.flush(&v).await.unwrap();
+    f.write(&v, 90_000, b"journal").await.unwrap();
+    f.flush(&v).await.unwrap();
+    f.truncate(&v, 50_000).await.unwrap();
+    f.flush(&v).await.unwrap();
+    f.truncate(&v, 100_000).await.unwrap();
+    f.flush(&v).await.unwrap();
+    let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
+    assert_eq!(g.read(&v, 90_000, 7).await.unwrap(), vec![0u8; 7]);
+    assert_eq!(g.read(&v, 49_999, 1).await.unwrap(), vec![1u8]);
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 use super::FsError;
 use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Object};
+use super::ranges::Ranges;
 use serde::{Deserialize, Serialize};
 
 /// Associated-data prefix of a v2 object record.
@@ -77,6 +78,40 @@ pub enum StoredIndex {
     Extents(Vec<Extent>),
     /// The top of an index tree: its nodes, in file order.
     Tree(Vec<IndexRef>),
+    /// `Extents` or `Tree`, with small writes laid over them: (offset,
+    /// bytes) sorted by offset, none empty, overlapping or touching
+    /// another.
+    Journaled {
+        base: Box<StoredIndex>,
+        writes: Vec<(u64, Vec<u8>)>,
+    },
+}
+
+/// The largest journal a record may hold when read (bytes). Writers keep
+/// theirs under [`super::object::JOURNAL_MAX`]; this leaves room to change
+/// that limit.
+const JOURNAL_READ_MAX: usize = 4 * super::object::JOURNAL_MAX;
+
+impl StoredIndex {
+    /// `base` with `journal` laid over it (`base` itself if it is empty).
+    pub fn with_journal(base: StoredIndex, journal: &Ranges) -> StoredIndex {
+        if journal.is_empty() {
+            return base;
+        }
+        StoredIndex::Journaled {
+            base: Box::new(base),
+            writes: journal.to_pieces(),
+        }
+    }
+}
+
+/// The journal of a stored index, checked.
+fn journal_of(writes: Vec<(u64, Vec<u8>)>, size: u64) -> Result<Ranges, FsError> {
+    let mut j = Ranges::from_pieces(writes)
+        .filter(|j| j.bytes() <= JOURNAL_READ_MAX)
+        .ok_or_else(|| FsError::Corrupt("bad journal of small writes".into()))?;
+    j.truncate(size);
+    Ok(j)
 }
 
 /// A node of a file's index tree, stored as an index block.
@@ -103,8 +138,12 @@ pub struct IndexRef {
 pub enum Decoded {
     /// Complete.
     Done(Object),
-    /// A file whose index tree is in blocks.
-    FileTree { attrs: Attrs, top: Vec<IndexRef> },
+    /// A file whose index tree is in blocks, and its journal.
+    FileTree {
+        attrs: Attrs,
+        top: Vec<IndexRef>,
+        journal: Ranges,
+    },
     /// A directory whose entries are in shard records.
     DirSplit { attrs: Attrs, epoch: u64 },
 }
@@ -115,15 +154,33 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
         .map_err(|e| FsError::Corrupt(format!("object does not parse: {e}")))?;
     let attrs = s.attrs;
     let body = match s.body {
-        StoredBody::File(StoredIndex::Tree(top)) => return Ok(Decoded::FileTree { attrs, top }),
-        StoredBody::File(StoredIndex::Inline(d)) => Body::File(FileContent {
-            inline: Some(d),
-            ..FileContent::default()
-        }),
-        StoredBody::File(StoredIndex::Extents(x)) => Body::File(FileContent {
-            extents: ExtentMap::from_extents(x)?,
-            ..FileContent::default()
-        }),
+        StoredBody::File(index) => {
+            let (base, journal) = match index {
+                StoredIndex::Journaled { base, writes } => (*base, journal_of(writes, attrs.size)?),
+                other => (other, Ranges::default()),
+            };
+            match base {
+                StoredIndex::Tree(top) => {
+                    return Ok(Decoded::FileTree {
+                        attrs,
+                        top,
+                        journal,
+                    });
+                }
+                StoredIndex::Inline(d) if journal.is_empty() => Body::File(FileContent {
+                    inline: Some(d),
+                    ..FileContent::default()
+                }),
+                StoredIndex::Extents(x) => Body::File(FileContent {
+                    extents: ExtentMap::from_extents(x)?,
+                    journal,
+                    ..FileContent::default()
+                }),
+                StoredIndex::Inline(_) | StoredIndex::Journaled { .. } => {
+                    return Err(FsError::Corrupt("journal over a bad base".into()));
+                }
+            }
+        }
         StoredBody::Dir(DirNode::Leaf(entries)) => Body::Dir {
             entries: entries.into_iter().collect(),
         },
@@ -261,7 +318,7 @@ pub mod v1 {
                 super::Body::File(FileContent {
                     inline,
                     extents: ExtentMap::from_extents(extents)?,
-                    index_blocks: Vec::new(),
+                    ..FileContent::default()
                 })
             }
             Body::Dir { entries } => super::Body::Dir {
@@ -281,6 +338,62 @@ mod tests {
     use super::*;
     use crate::fs::object::{Kind, Link, Time};
     use crate::id::Id;
+
+    fn journaled(size: u64, writes: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+        let mut attrs = Attrs::new(0o644, 0, 0);
+        attrs.size = size;
+        postcard::to_allocvec(&StoredObject {
+            attrs,
+            body: StoredBody::File(StoredIndex::Journaled {
+                base: Box::new(StoredIndex::Extents(Vec::new())),
+                writes,
+            }),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_journal_round_trips_and_bad_ones_are_refused() {
+        let mut j = Ranges::default();
+        j.add(100, b"abc");
+        j.add(9000, b"xyz");
+        let mut obj = Object::empty(Kind::File, Attrs::new(0o644, 0, 0));
+        obj.attrs.size = 20_000;
+        obj.content_mut().unwrap().journal = j.clone();
+        let top = Top::File(StoredIndex::with_journal(
+            StoredIndex::Extents(Vec::new()),
+            &j,
+        ));
+        let Decoded::Done(back) = decode_v2(&encode_v2(&obj, top).unwrap()).unwrap() else {
+            panic!("not decoded whole");
+        };
+        assert_eq!(back.content().unwrap().journal, j);
+        // No journal: the plain extents form, as before.
+        let plain = StoredIndex::with_journal(StoredIndex::Extents(Vec::new()), &Ranges::default());
+        assert_eq!(plain, StoredIndex::Extents(Vec::new()));
+        // Overlapping writes, or a journal over inline bytes, are corrupt.
+        let bad = journaled(100, vec![(0, vec![1; 4]), (2, vec![2; 4])]);
+        assert!(matches!(decode_v2(&bad), Err(FsError::Corrupt(_))));
+        let mut attrs = Attrs::new(0o644, 0, 0);
+        attrs.size = 10;
+        let over_inline = postcard::to_allocvec(&StoredObject {
+            attrs,
+            body: StoredBody::File(StoredIndex::Journaled {
+                base: Box::new(StoredIndex::Inline(vec![1])),
+                writes: vec![(0, vec![2])],
+            }),
+        })
+        .unwrap();
+        assert!(matches!(decode_v2(&over_inline), Err(FsError::Corrupt(_))));
+        // Bytes past the file's length are dropped, not shown later.
+        let Decoded::Done(o) = decode_v2(&journaled(3, vec![(1, vec![7; 4])])).unwrap() else {
+            panic!("not decoded whole");
+        };
+        assert_eq!(
+            o.content().unwrap().journal.to_pieces(),
+            vec![(1, vec![7; 2])]
+        );
+    }
 
     #[test]
     fn v1_file_becomes_extents() {

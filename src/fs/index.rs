@@ -154,6 +154,18 @@ pub async fn save<S: BlockStore>(
     if let Some(d) = &content.inline {
         return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
     }
+    let (base, used) = save_extents(store, owner, link, (cache, reusable), content).await?;
+    Ok((StoredIndex::with_journal(base, &content.journal), used))
+}
+
+/// The extents part of [`save`].
+async fn save_extents<S: BlockStore>(
+    store: &S,
+    owner: &Identity,
+    link: &Link,
+    (cache, reusable): (&NodeCache, &HashSet<Id>),
+    content: &FileContent,
+) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
     let extents: Vec<Extent> = content.extents.iter().copied().collect();
     if extents.len() <= RECORD_EXTENTS {
         return Ok((StoredIndex::Extents(extents), Vec::new()));

@@ -25,10 +25,20 @@ pub struct MemStore {
     pub claims: Mutex<HashMap<Id, Vec<Claim>>>,
     /// Records by key.
     pub records: Mutex<HashMap<Id, Record>>,
+    /// Block puts so far (stored or not).
+    pub puts: std::sync::atomic::AtomicUsize,
+}
+
+impl MemStore {
+    /// Block puts so far.
+    pub fn block_puts(&self) -> usize {
+        self.puts.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl BlockStore for MemStore {
     async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+        self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if data.len() > MAX_BLOCK {
             return Err(FsError::TooBig);
         }

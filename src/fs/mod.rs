@@ -19,6 +19,7 @@ pub mod index;
 pub mod mem_store;
 pub mod object;
 pub mod pending;
+pub mod ranges;
 pub mod shards;
 pub mod tree;
 pub mod vault;

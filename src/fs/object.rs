@@ -8,11 +8,13 @@
 //! child key, kind), so whoever can read a directory can read its children
 //! and nobody else can, and a copy of the child's attributes for listings.
 //! A file's content is an [`ExtentMap`] over encrypted blocks (bytes no
-//! extent covers read as zeros); a file of at most [`INLINE_MAX`] bytes
-//! keeps them inline in its record instead.
+//! extent covers read as zeros) with a journal of small writes on top,
+//! kept in the record; a file of at most [`INLINE_MAX`] bytes keeps all
+//! its bytes inline in its record instead.
 
 use super::crypto::{GCM_OVERHEAD, SEAL_OVERHEAD, SecretKey};
-use super::extents::{BlockRef, ExtentMap};
+use super::extents::{BlockRef, Extent, ExtentMap};
+use super::ranges::Ranges;
 use crate::item::MAX_BLOCK;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +28,12 @@ const _: () = assert!(CHUNK_SIZE + GCM_OVERHEAD <= MAX_BLOCK);
 
 /// Files up to this size keep their bytes in the manifest record.
 pub const INLINE_MAX: u64 = 8192;
+
+/// A larger file keeps its small writes in its record (its journal) while
+/// they total at most this many bytes; a save that would pass it moves
+/// the journal into a block instead (also after merging another writer's
+/// journal).
+pub const JOURNAL_MAX: usize = 16 << 10;
 
 /// Longest file name, in bytes (as ext4).
 pub const MAX_NAME: usize = 255;
@@ -169,6 +177,24 @@ pub struct FileContent {
     /// The blocks of the stored index tree this content was loaded from
     /// or saved as (none while the index fits the record).
     pub index_blocks: Vec<BlockRef>,
+    /// Small writes kept in the record, over the extents (empty for an
+    /// inline file): a small `write` + `fsync` stores one record, not a
+    /// block, index nodes and a record.
+    pub journal: Ranges,
+}
+
+impl FileContent {
+    /// Lays `e` over the content (over the journal too).
+    pub fn lay(&mut self, e: Extent) {
+        self.journal.cut(e.offset, e.end());
+        self.extents.insert(e);
+    }
+
+    /// Drops the content at and past `size`.
+    pub fn truncate(&mut self, size: u64) {
+        self.journal.truncate(size);
+        self.extents.truncate(size);
+    }
 }
 
 /// A directory's entries by name: a persistent map, so copies of a large

@@ -236,7 +236,11 @@ impl<S: BlockStore> Vault<S> {
                     set_dir_nlink(&mut obj);
                     return Ok((obj, layout));
                 }
-                Decoded::FileTree { attrs, top } => {
+                Decoded::FileTree {
+                    attrs,
+                    top,
+                    journal,
+                } => {
                     let (extents, index_blocks) =
                         super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
                             .await?;
@@ -246,6 +250,7 @@ impl<S: BlockStore> Vault<S> {
                             inline: None,
                             extents,
                             index_blocks,
+                            journal,
                         }),
                     }
                 }

@@ -1,7 +1,7 @@
 //! Vault and open-file behaviour over the in-memory backend.
 
 use super::mem_store::MemStore;
-use super::object::{Attrs, CHUNK_SIZE, Kind};
+use super::object::{Attrs, CHUNK_SIZE, JOURNAL_MAX, Kind};
 use super::*;
 use std::sync::Arc;
 
@@ -213,15 +213,28 @@ async fn small_files_live_in_the_manifest() {
     );
     let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
     assert_eq!(g.read(&v, 0, 10_000).await.unwrap(), pattern(4096, 3));
-    // Growing past the inline limit moves the bytes into a chunk.
+    // Growing past the inline limit keeps the few bytes in the record's
+    // journal...
     g.write(&v, 20_000, b"end").await.unwrap();
     g.flush(&v).await.unwrap();
-    assert_eq!(store.blocks.lock().unwrap().len(), 1);
+    assert_eq!(store.blocks.lock().unwrap().len(), 0);
     let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
     let all = h.read(&v, 0, 30_000).await.unwrap();
     assert_eq!(all.len(), 20_003);
     assert_eq!(&all[..4096], &pattern(4096, 3)[..]);
     assert_eq!(&all[20_000..], b"end");
+    // ...and more than the journal holds moves the journal into a block,
+    // and the new bytes into another.
+    h.write(&v, 30_000, &pattern(JOURNAL_MAX, 4)).await.unwrap();
+    h.flush(&v).await.unwrap();
+    assert_eq!(store.blocks.lock().unwrap().len(), 2);
+    let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
+    assert!(h.state.obj.content().unwrap().journal.is_empty());
+    let all = h.read(&v, 0, 200_000).await.unwrap();
+    assert_eq!(all.len(), 30_000 + JOURNAL_MAX);
+    assert_eq!(&all[..4096], &pattern(4096, 3)[..]);
+    assert_eq!(&all[20_000..20_003], b"end");
+    assert_eq!(&all[30_000..], &pattern(JOURNAL_MAX, 4)[..]);
     // Shrinking brings it back inline.
     h.truncate(&v, 10).await.unwrap();
     h.flush(&v).await.unwrap();

@@ -1,12 +1,14 @@
 //! Who may make replica requests: ring members only.
 //!
-//! A replica request (store, fetch, missing, prove, sync) acts on this
-//! node's own store, so it is accepted only from a node the ring knows: one
+//! A replica request (store, fetch, missing, prove) acts on this node's
+//! own store, so it is accepted only from a node the ring knows: one
 //! of this node's neighbours or fingers, or a node whose ID the ring routes
 //! to itself (a lookup of the caller's ID, checked like every lookup, finds
 //! the caller as the owner). Client links use throwaway keys, whose IDs
 //! are no ring member's; they must go through `ClientRequest`s, which the
-//! node routes. Verified callers are remembered for [`MEMBER_TTL`].
+//! node routes. Verified callers are remembered for [`MEMBER_TTL`]. A
+//! `Sync` (fsync what is already stored) is accepted from any node of the
+//! network.
 
 use super::Node;
 use crate::dht::Millis;

@@ -125,6 +125,30 @@ pub fn sync_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Makes `files` and `dirs` durable. If they are all on the file system of
+/// `home` (the store's own; nothing else normally), one `syncfs` of it
+/// does: a single journal commit, instead of one per file and directory
+/// (a store's pending files are often hundreds of small ones). Else each is
+/// fsynced ([`sync_many`]).
+pub fn sync_all_of(home: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    if files.is_empty() && dirs.is_empty() {
+        return Ok(());
+    }
+    let home_dir = File::open(home).map_err(|e| io_err("open", home, e))?;
+    let dev = home_dir
+        .metadata()
+        .map_err(|e| io_err("stat", home, e))?
+        .dev();
+    let same = dirs
+        .iter()
+        .all(|d| fs::metadata(d).is_ok_and(|m| m.dev() == dev));
+    if !same {
+        return sync_many(files, dirs);
+    }
+    nix::unistd::syncfs(&home_dir).map_err(|e| io_err("syncfs", home, std::io::Error::from(e)))
+}
+
 /// Threads that fsync at once in [`sync_many`].
 const SYNC_THREADS: usize = 16;
 

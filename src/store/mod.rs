@@ -304,7 +304,7 @@ impl Store {
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        if let Err(e) = fsutil::sync_many(&paths, &dirs) {
+        if let Err(e) = fsutil::sync_all_of(&self.tmp, &paths, &dirs) {
             // Put them back for the next attempt (an fsync may be repeated).
             lock(&self.pending).extend(paths.iter().cloned());
             return Err(e);

@@ -19,8 +19,8 @@ use peerstore::id::Id;
 use peerstore::net::{Connection, NetConfig, Pool, SecureStream, handshake};
 use peerstore::record::Record;
 use peerstore::wire::{
-    self, ClientRequest, ClientResponse, Frame, MAX_BLOCK, RemoteError, ReplicaRequest, Request,
-    Response,
+    self, ClientRequest, ClientResponse, Frame, MAX_BLOCK, RemoteError, ReplicaRequest,
+    ReplicaResponse, Request, Response,
 };
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 use std::net::SocketAddr;
@@ -321,7 +321,9 @@ async fn wrong_requests_are_refused_and_change_nothing() {
 
         // Replica requests act on one node's own store: only ring members
         // may send them. A client link (a throwaway key) is refused, and
-        // nothing it sent is stored.
+        // nothing it sent is stored. Only a `Sync` (make durable what is
+        // stored) is answered: a node that has just joined needs it before
+        // the ring routes its ID to it, and it changes nothing.
         let good = b"a valid block from a stranger".to_vec();
         for to in &addrs {
             for req in [
@@ -332,7 +334,6 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                     durable: true,
                 },
                 ReplicaRequest::Missing { items: vec![] },
-                ReplicaRequest::Sync,
             ] {
                 let r = call(&pool, to, Request::Replica(req.clone())).await;
                 assert!(
@@ -340,6 +341,11 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                     "{req:?} from a client link to {to}: {r:?}"
                 );
             }
+            let r = call(&pool, to, Request::Replica(ReplicaRequest::Sync)).await;
+            assert!(
+                matches!(r, Response::Replica(ReplicaResponse::Stored)),
+                "Sync from a client link to {to}: {r:?}"
+            );
         }
         // What follows comes from a member's own key: a buggy or hostile
         // member, whose requests are checked all the same.

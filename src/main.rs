@@ -14,6 +14,12 @@ use std::time::Duration;
 /// peak RSS ~30 MiB higher during a large copy, with no gain in speed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_ARENAS: libc::c_int = 2;
+/// How often freed heap memory is given back to the system. After a large
+/// copy the heap keeps its freed 1 MiB buffers scattered, and each copy
+/// started from there peaked higher (79, 92, 97 MiB for three 256 MiB
+/// copies in a row).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_TRIM_EVERY: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -22,6 +28,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
     }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(MALLOC_TRIM_EVERY);
+            // SAFETY: malloc_trim only returns free heap pages to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",

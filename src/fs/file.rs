@@ -232,10 +232,10 @@ impl OpenFile {
                     Arc::new(p)
                 }
             };
+            // Not kept in the decrypted-block cache: a copy would fill it
+            // with blocks nobody reads (a read finds them in the on-disk
+            // block cache).
             let res = vault.write_block(&link, &plain).await;
-            if let Ok(b) = &res {
-                vault.remember_plain(b.key, plain);
-            }
             (ranges, res)
         });
     }

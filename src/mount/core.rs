@@ -20,7 +20,8 @@ use crate::fs::object::Body;
 use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
 use crate::item::RingSpace;
 use fuser::{FileAttr, FileType};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long the kernel and the metadata cache may keep attributes and
@@ -50,7 +51,18 @@ pub struct Core<S> {
     pub(super) handles: Mutex<Handles>,
     /// The ring's space as last asked, and when.
     space: Mutex<Option<(RingSpace, Instant)>>,
+    /// Sizes the kernel was given from directory entries' attribute copies
+    /// (listings), by inode: `open` checks them against the object.
+    hinted: Mutex<HashMap<u64, u64>>,
+    /// Drops the kernel's cached attributes of an inode (set once mounted).
+    invalidator: OnceLock<Invalidator>,
 }
+
+/// Drops the kernel's cached attributes of an inode.
+pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
+
+/// Listed sizes remembered for `open` to check, at most.
+const MAX_HINTED: usize = 1 << 16;
 
 /// How long an answer about the ring's space is used for `statfs`.
 const SPACE_TTL: Duration = Duration::from_secs(5);
@@ -64,6 +76,40 @@ impl<S: BlockStore> Core<S> {
             inodes: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(Handles::default()),
             space: Mutex::new(None),
+            hinted: Mutex::new(HashMap::new()),
+            invalidator: OnceLock::new(),
+        }
+    }
+
+    /// Sets how the kernel's cached attributes of an inode are dropped.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// Notes that the kernel was given `size` for `ino` from a directory
+    /// entry's attribute copy.
+    fn note_hinted(&self, ino: u64, size: u64) {
+        let mut h = self.hinted.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= MAX_HINTED {
+            h.clear();
+        }
+        h.insert(ino, size);
+    }
+
+    /// On `open`, with the object's size as loaded: if the kernel was given
+    /// another size from a listing (an entry's copy left stale by a crash
+    /// between a file's save and its entry's update), its cached
+    /// attributes are dropped, so reads are not cut at the stale size.
+    pub(super) fn check_hinted(&self, ino: u64, size: u64) {
+        let told = self
+            .hinted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino);
+        if told.is_some_and(|t| t != size)
+            && let Some(f) = self.invalidator.get()
+        {
+            f(ino);
         }
     }
 
@@ -363,6 +409,7 @@ impl<S: BlockStore> Core<S> {
                 && link.kind != Kind::Dir
                 && a.nlink <= 1
             {
+                self.note_hinted(e.ino, a.size);
                 return (file_attr(e.ino, link.kind, a), ATTR_TTL);
             }
             match self.vault.load(link).await {

@@ -49,6 +49,7 @@ impl<S: BlockStore> Core<S> {
             self.close(fh);
             return Err(e);
         }
+        self.check_hinted(ino, f.size());
         self.after_change(ino, &f);
         Ok(fh)
     }

@@ -63,7 +63,16 @@ pub fn mount<S: BlockStore>(
     }
     config.n_threads = Some(FUSE_THREADS);
     config.clone_fd = true;
+    let core = Arc::clone(fs.core());
     let session = fuser::spawn_mount(fs, dir, &config)?;
+    let notifier = session.notifier();
+    core.set_invalidator(Box::new(move |ino| {
+        // Attributes only (offset -1): the page cache is dropped on every
+        // open anyway.
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
+            log::debug!("could not drop the kernel's attributes of inode {ino}: {e}");
+        }
+    }));
     Ok(Mount {
         session: Some(session),
         dir: dir.to_path_buf(),

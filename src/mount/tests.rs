@@ -459,3 +459,79 @@ async fn create_is_written_behind_and_close_and_fsyncdir_wait_for_it() {
     let _ = c.release(fh).await;
     assert!(!c.has_unsaved());
 }
+
+#[tokio::test]
+async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
+    let store = Arc::new(MemStore::default());
+    let machine = || {
+        Core::new(Vault::new(
+            Arc::clone(&store),
+            Identity::from_secret(SECRET),
+        ))
+    };
+    let a = machine();
+    put(&a, ROOT_INO, b"stale", &pattern(100, 1)).await;
+    put(&a, ROOT_INO, b"fresh", &pattern(100, 2)).await;
+    // The entries' attribute copies are updated in the background.
+    let copies_are_current = || async {
+        let (_, root) = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET))
+            .resolve("/")
+            .await
+            .unwrap();
+        let entries = root.obj.entries().unwrap().clone();
+        [b"stale".as_slice(), b"fresh"].iter().all(|n| {
+            entries
+                .get(*n)
+                .and_then(|e| e.attrs.as_ref())
+                .is_some_and(|a| a.size == 100)
+        })
+    };
+    for _ in 0..500 {
+        a.fsyncdir().await.unwrap();
+        if copies_are_current().await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        copies_are_current().await,
+        "the entries' copies were not updated"
+    );
+    // Another machine saves "stale" at 5000 bytes and crashes before its
+    // entry's attribute copy is updated (the vault alone does not).
+    let b = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET));
+    let (link, _) = b.resolve("/stale").await.unwrap();
+    let mut f = OpenFile::open(&b, link).await.unwrap();
+    f.write(&b, 0, &pattern(5000, 3)).await.unwrap();
+    f.flush(&b).await.unwrap();
+    // A third machine lists the root (sizes from the entries' copies)...
+    let c = machine();
+    let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let d = Arc::clone(&dropped);
+    c.set_invalidator(Box::new(move |ino| d.lock().unwrap().push(ino)));
+    let rows = c
+        .readdir(ROOT_INO, c.opendir(ROOT_INO).unwrap(), 0)
+        .await
+        .unwrap();
+    let attrs = c.plus_attrs(ROOT_INO, &rows).await.unwrap();
+    let ino_of = |name: &[u8]| {
+        let i = rows.iter().position(|r| r.name == name).unwrap();
+        c.remember_row(ROOT_INO, &rows[i]);
+        (rows[i].ino, attrs[i].0.size)
+    };
+    let (stale, listed) = ino_of(b"stale");
+    let (fresh, _) = ino_of(b"fresh");
+    assert_eq!(listed, 100, "the listing answered from the entry's copy");
+    // ...then opens both: only the stale one's attributes are dropped, and
+    // the whole file reads.
+    for ino in [fresh, stale] {
+        let fh = c.open(ino, libc::O_RDONLY).await.unwrap();
+        c.release(fh).await.unwrap();
+    }
+    assert_eq!(*dropped.lock().unwrap(), vec![stale]);
+    assert_eq!(get(&c, stale).await, pattern(5000, 3));
+    // Once checked, a later open does not drop them again.
+    let fh = c.open(stale, libc::O_RDONLY).await.unwrap();
+    c.release(fh).await.unwrap();
+    assert_eq!(dropped.lock().unwrap().len(), 1);
+}

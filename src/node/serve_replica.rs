@@ -53,7 +53,7 @@ pub fn apply_replica<S: ItemStore + ?Sized>(
             None => return Ok(None),
         },
         ReplicaRequest::Sync => {
-            store.sync_pending()?;
+            store.sync_pending_now()?;
             ReplicaResponse::Stored
         }
         ReplicaRequest::Missing { items } => ReplicaResponse::Missing(store.missing(&items)),

@@ -54,6 +54,11 @@ pub trait ItemStore {
     fn record_seq(&self, key: Id) -> Option<u64>;
     /// Makes non-durable writes durable; how many.
     fn sync_pending(&self) -> Result<usize, StoreError>;
+    /// `sync_pending` for a writer waiting on it (may be cheaper in commits,
+    /// dearer for the rest of the machine).
+    fn sync_pending_now(&self) -> Result<usize, StoreError> {
+        self.sync_pending()
+    }
     /// Indexes of the items lacked (absent, or an older record version).
     fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32>;
     /// Drops the copies held under `key`.

@@ -293,8 +293,23 @@ impl Store {
     }
 
     /// Makes every file written without `durable` durable: fsyncs each,
-    /// then each directory they were renamed into. Returns how many.
+    /// and each directory they were renamed into, 16 at a time (the
+    /// background flush: it touches nothing but this store's files).
+    /// Returns how many files.
     pub fn sync_pending(&self) -> Result<usize, StoreError> {
+        self.sync_pending_with(false)
+    }
+
+    /// [`sync_pending`](Self::sync_pending) for a writer waiting on it (a
+    /// `Sync` request): if every pending file is on the store's own file
+    /// system, one `syncfs` of it (one journal commit, however many files;
+    /// it also writes out other programs' dirty data on that file system,
+    /// which the periodic flush does not).
+    pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
+        self.sync_pending_with(true)
+    }
+
+    fn sync_pending_with(&self, whole_fs: bool) -> Result<usize, StoreError> {
         let paths: Vec<PathBuf> = lock(&self.pending).drain().collect();
         if paths.is_empty() {
             return Ok(0);
@@ -304,7 +319,12 @@ impl Store {
             .filter_map(|p| p.parent().map(Path::to_path_buf))
             .collect();
         let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        if let Err(e) = fsutil::sync_all_of(&self.tmp, &paths, &dirs) {
+        let synced = if whole_fs {
+            fsutil::sync_all_of(&self.tmp, &paths, &dirs)
+        } else {
+            fsutil::sync_many(&paths, &dirs)
+        };
+        if let Err(e) = synced {
             // Put them back for the next attempt (an fsync may be repeated).
             lock(&self.pending).extend(paths.iter().cloned());
             return Err(e);
@@ -725,6 +745,10 @@ impl ItemStore for Store {
 
     fn sync_pending(&self) -> Result<usize, StoreError> {
         Store::sync_pending(self)
+    }
+
+    fn sync_pending_now(&self) -> Result<usize, StoreError> {
+        Store::sync_pending_now(self)
     }
 
     fn missing(&self, items: &[(Id, ItemVersion)]) -> Vec<u32> {

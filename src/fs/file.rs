@@ -457,13 +457,13 @@ impl OpenFile {
             c.inline = Some(bytes);
         } else if self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX {
             // Few bytes: they join the journal in the record.
-            let added = self.dirty.take();
+            let added = std::mem::take(&mut self.dirty).into_pieces();
             let c = self.content()?;
-            for (o, d) in added.iter() {
-                c.journal.add(o, d);
+            for (o, d) in &added {
+                c.journal.add(*o, d);
             }
             if !added.is_empty() {
-                self.ops.push(Op::Journal(added.to_pieces()));
+                self.ops.push(Op::Journal(added));
             }
         } else {
             // The journal goes into a block; the rest is laid over it.

@@ -339,13 +339,14 @@ mod tests {
     use crate::fs::object::{Kind, Link, Time};
     use crate::id::Id;
 
-    fn journaled(size: u64, writes: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
+    /// A stored file of `size` bytes: `writes` journaled over `base`.
+    fn journaled(size: u64, base: StoredIndex, writes: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
         let mut attrs = Attrs::new(0o644, 0, 0);
         attrs.size = size;
         postcard::to_allocvec(&StoredObject {
             attrs,
             body: StoredBody::File(StoredIndex::Journaled {
-                base: Box::new(StoredIndex::Extents(Vec::new())),
+                base: Box::new(base),
                 writes,
             }),
         })
@@ -372,21 +373,14 @@ mod tests {
         let plain = StoredIndex::with_journal(StoredIndex::Extents(Vec::new()), &Ranges::default());
         assert_eq!(plain, StoredIndex::Extents(Vec::new()));
         // Overlapping writes, or a journal over inline bytes, are corrupt.
-        let bad = journaled(100, vec![(0, vec![1; 4]), (2, vec![2; 4])]);
+        let none = || StoredIndex::Extents(Vec::new());
+        let bad = journaled(100, none(), vec![(0, vec![1; 4]), (2, vec![2; 4])]);
         assert!(matches!(decode_v2(&bad), Err(FsError::Corrupt(_))));
-        let mut attrs = Attrs::new(0o644, 0, 0);
-        attrs.size = 10;
-        let over_inline = postcard::to_allocvec(&StoredObject {
-            attrs,
-            body: StoredBody::File(StoredIndex::Journaled {
-                base: Box::new(StoredIndex::Inline(vec![1])),
-                writes: vec![(0, vec![2])],
-            }),
-        })
-        .unwrap();
+        let over_inline = journaled(10, StoredIndex::Inline(vec![1]), vec![(0, vec![2])]);
         assert!(matches!(decode_v2(&over_inline), Err(FsError::Corrupt(_))));
         // Bytes past the file's length are dropped, not shown later.
-        let Decoded::Done(o) = decode_v2(&journaled(3, vec![(1, vec![7; 4])])).unwrap() else {
+        let Decoded::Done(o) = decode_v2(&journaled(3, none(), vec![(1, vec![7; 4])])).unwrap()
+        else {
             panic!("not decoded whole");
         };
         assert_eq!(

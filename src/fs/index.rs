@@ -154,22 +154,6 @@ pub async fn save<S: BlockStore>(
     if let Some(d) = &content.inline {
         return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
     }
-    let (base, used) = save_extents(store, owner, link, (cache, reusable), content).await?;
-    Ok((StoredIndex::with_journal(base, &content.journal), used))
-}
-
-/// The extents part of [`save`].
-async fn save_extents<S: BlockStore>(
-    store: &S,
-    owner: &Identity,
-    link: &Link,
-    (cache, reusable): (&NodeCache, &HashSet<Id>),
-    content: &FileContent,
-) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
-    let extents: Vec<Extent> = content.extents.iter().copied().collect();
-    if extents.len() <= RECORD_EXTENTS {
-        return Ok((StoredIndex::Extents(extents), Vec::new()));
-    }
     let to = Saver {
         store,
         owner,
@@ -177,11 +161,25 @@ async fn save_extents<S: BlockStore>(
         cache,
         reusable,
     };
+    let extents: Vec<Extent> = content.extents.iter().copied().collect();
+    let (base, used) = save_extents(&to, extents).await?;
+    Ok((StoredIndex::with_journal(base, &content.journal), used))
+}
+
+/// The extents part of [`save`]: in the record while they are few, else
+/// a tree of index blocks.
+async fn save_extents<S: BlockStore>(
+    to: &Saver<'_, S>,
+    extents: Vec<Extent>,
+) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
+    if extents.len() <= RECORD_EXTENTS {
+        return Ok((StoredIndex::Extents(extents), Vec::new()));
+    }
     let mut used = Vec::new();
     let mut level = Vec::new();
     for run in runs(&extents, |e| e.offset) {
         let span = (run[0].offset, run[run.len() - 1].end());
-        level.push(put_node(&to, &IndexNode::Leaf(run), span, &mut used).await?);
+        level.push(put_node(to, &IndexNode::Leaf(run), span, &mut used).await?);
     }
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
@@ -190,7 +188,7 @@ async fn save_extents<S: BlockStore>(
         let mut up = Vec::new();
         for run in runs(&level, |r| r.start) {
             let span = (run[0].start, run[run.len() - 1].end);
-            up.push(put_node(&to, &IndexNode::Inner(run), span, &mut used).await?);
+            up.push(put_node(to, &IndexNode::Inner(run), span, &mut used).await?);
         }
         level = up;
     }

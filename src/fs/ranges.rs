@@ -52,6 +52,11 @@ impl Ranges {
         self.map.iter().map(|(o, d)| (*o, d.clone())).collect()
     }
 
+    /// The ranges as pieces, in file order, consumed.
+    pub fn into_pieces(self) -> Vec<(u64, Vec<u8>)> {
+        self.map.into_iter().collect()
+    }
+
     /// One past the last byte held (0 if empty).
     pub fn end(&self) -> u64 {
         self.map
@@ -183,11 +188,6 @@ impl Ranges {
             out.push((offset, data));
         }
         out
-    }
-
-    /// Removes and returns everything held.
-    pub fn take(&mut self) -> Ranges {
-        std::mem::take(self)
     }
 }
 

@@ -125,42 +125,35 @@ pub fn sync_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Makes `files` and `dirs` durable. If they are all on the file system of
-/// `home` (the store's own; nothing else normally), one `syncfs` of it
-/// does: a single journal commit, instead of one per file and directory
-/// (a store's pending files are often hundreds of small ones). Else each is
-/// fsynced ([`sync_many`]).
-pub fn sync_all_of(home: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> Result<(), StoreError> {
+/// Whether every directory of `dirs` is on the file system of `home`.
+pub fn one_file_system<'a>(home: &Path, mut dirs: impl Iterator<Item = &'a Path>) -> bool {
     use std::os::unix::fs::MetadataExt;
-    if files.is_empty() && dirs.is_empty() {
-        return Ok(());
-    }
-    let home_dir = File::open(home).map_err(|e| io_err("open", home, e))?;
-    let dev = home_dir
-        .metadata()
-        .map_err(|e| io_err("stat", home, e))?
-        .dev();
-    let same = dirs
-        .iter()
-        .all(|d| fs::metadata(d).is_ok_and(|m| m.dev() == dev));
-    if !same {
-        return sync_many(files, dirs);
-    }
-    nix::unistd::syncfs(&home_dir).map_err(|e| io_err("syncfs", home, std::io::Error::from(e)))
+    let Ok(dev) = fs::metadata(home).map(|m| m.dev()) else {
+        return false;
+    };
+    dirs.all(|d| fs::metadata(d).is_ok_and(|m| m.dev() == dev))
 }
 
-/// Threads that fsync at once in [`sync_many`].
+/// Commits everything written on the file system holding `dir` (`syncfs`):
+/// one journal commit, however many files are dirty.
+pub fn syncfs(dir: &Path) -> Result<(), StoreError> {
+    let d = File::open(dir).map_err(|e| io_err("open", dir, e))?;
+    nix::unistd::syncfs(&d).map_err(|e| io_err("syncfs", dir, std::io::Error::from(e)))
+}
+
+/// Threads that fsync at once in [`sync_with_parents`].
 const SYNC_THREADS: usize = 16;
 
-/// Fsyncs every file of `files` and every directory of `dirs`, up to
+/// Fsyncs every file of `files` and every directory holding one, up to
 /// [`SYNC_THREADS`] at once: a journaling file system commits concurrent
 /// fsyncs together, so n of them cost about one commit instead of n.
 /// Returns the first error; every fsync is tried either way.
-pub fn sync_many(files: &[PathBuf], dirs: &[PathBuf]) -> Result<(), StoreError> {
+pub fn sync_with_parents(files: &[PathBuf]) -> Result<(), StoreError> {
+    let dirs: std::collections::HashSet<&Path> = files.iter().filter_map(|f| f.parent()).collect();
     let jobs: Vec<(&Path, bool)> = files
         .iter()
         .map(|f| (f.as_path(), false))
-        .chain(dirs.iter().map(|d| (d.as_path(), true)))
+        .chain(dirs.into_iter().map(|d| (d, true)))
         .collect();
     let run = |(path, dir): (&Path, bool)| {
         if dir { sync_dir(path) } else { sync_file(path) }

@@ -129,6 +129,9 @@ pub struct Store {
     root: PathBuf,
     /// `root/tmp`, where writes are staged before the rename.
     tmp: PathBuf,
+    /// Whether `tmp/` and every fan-out directory are on one file system
+    /// (so one `syncfs` of it makes every pending file durable).
+    one_fs: bool,
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
     /// Files written without fsync (visible, not yet durable), made durable
@@ -214,6 +217,11 @@ impl Store {
         }
         let tmp = dir.join(TMP_DIR);
         fsutil::clear_dir(&tmp)?;
+        let fan_out: Vec<PathBuf> = [BLOCKS_DIR, RECORDS_DIR]
+            .iter()
+            .flat_map(|sub| (0..=255u8).map(move |b| dir.join(sub).join(hex::encode([b]))))
+            .collect();
+        let one_fs = fsutil::one_file_system(&tmp, fan_out.iter().map(PathBuf::as_path));
         let now = now_ms();
         let (log, kept) = ReleaseLog::open(&dir.join(RELEASES_LOG), now)?;
         let mut book = ReleaseBook::default();
@@ -232,6 +240,7 @@ impl Store {
         Ok(Store {
             root: dir.to_path_buf(),
             tmp,
+            one_fs,
             index: Mutex::new(index),
             pending: Mutex::new(HashSet::new()),
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -301,8 +310,8 @@ impl Store {
     }
 
     /// [`sync_pending`](Self::sync_pending) for a writer waiting on it (a
-    /// `Sync` request): if every pending file is on the store's own file
-    /// system, one `syncfs` of it (one journal commit, however many files;
+    /// `Sync` request): if the store is on one file system (checked at
+    /// open), one `syncfs` of it (one journal commit, however many files;
     /// it also writes out other programs' dirty data on that file system,
     /// which the periodic flush does not).
     pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
@@ -314,19 +323,14 @@ impl Store {
         if paths.is_empty() {
             return Ok(0);
         }
-        let dirs: HashSet<PathBuf> = paths
-            .iter()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-        let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-        let synced = if whole_fs {
-            fsutil::sync_all_of(&self.tmp, &paths, &dirs)
+        let synced = if whole_fs && self.one_fs {
+            fsutil::syncfs(&self.tmp)
         } else {
-            fsutil::sync_many(&paths, &dirs)
+            fsutil::sync_with_parents(&paths)
         };
         if let Err(e) = synced {
             // Put them back for the next attempt (an fsync may be repeated).
-            lock(&self.pending).extend(paths.iter().cloned());
+            lock(&self.pending).extend(paths);
             return Err(e);
         }
         Ok(paths.len())

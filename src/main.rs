@@ -9,35 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Malloc arenas, at most. glibc's default (8 per core) lets each worker
-/// thread keep its own freed 1 MiB buffers, which held the mounting node's
-/// peak RSS ~30 MiB higher during a large copy, with no gain in speed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_ARENAS: libc::c_int = 2;
-/// How often freed heap memory is given back to the system. After a large
-/// copy the heap keeps its freed 1 MiB buffers scattered, and each copy
-/// started from there peaked higher (79, 92, 97 MiB for three 256 MiB
-/// copies in a row).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_TRIM_EVERY: Duration = Duration::from_secs(2);
-
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called before
-    // any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    std::thread::spawn(|| {
-        loop {
-            std::thread::sleep(MALLOC_TRIM_EVERY);
-            // SAFETY: malloc_trim only returns free heap pages to the system.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-    });
+    peerstore::node::heap::limit_arenas();
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",

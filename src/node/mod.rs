@@ -18,6 +18,7 @@
 
 mod block_store;
 mod handler;
+pub mod heap;
 pub mod identity;
 mod members;
 pub mod orphans;
@@ -301,6 +302,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         cfg.repair_every,
         stop_rx.clone(),
     ));
+    tokio::spawn(heap::trim_loop(stop_rx.clone()));
     tokio::spawn(flush_loop(Arc::clone(&node.core.store), stop_rx));
     Ok(RunningNode {
         node,

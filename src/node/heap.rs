@@ -1,0 +1,41 @@
+//! The node's heap: fewer malloc arenas, and freed memory given back.
+//!
+//! With glibc's defaults (8 arenas per core) each worker thread kept its
+//! own freed 1 MiB block buffers, which held the mounting node's peak RSS
+//! ~30 MiB higher during a large copy, with no gain in speed; and after a
+//! copy the freed buffers stayed resident (~90 MiB idle instead of ~20).
+
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Malloc arenas, at most.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS: libc::c_int = 2;
+
+/// How often freed heap memory is given back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// Limits the malloc arenas. Call it before any other thread starts.
+pub fn limit_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, ARENAS);
+    }
+}
+
+/// Gives freed heap memory back to the system every [`TRIM_EVERY`] until
+/// `stop` (the idle RSS after a burst, not its peak).
+pub async fn trim_loop(mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap pages to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}

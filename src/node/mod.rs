@@ -327,6 +327,8 @@ async fn flush_loop(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
         let s = Arc::clone(&store);
         match tokio::task::spawn_blocking(move || s.sync_pending()).await {
             Ok(Err(e)) => log::error!("flushing writes to disk failed: {e}"),
+            // The runtime is shutting down; leaving syncs the store itself.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => log::error!("flush task failed: {e}"),
             Ok(Ok(_)) => {}
         }

@@ -103,14 +103,11 @@ struct Saver<'a, S> {
     reusable: &'a HashSet<Id>,
 }
 
-/// Stores one node covering `[start, end)` (or finds it stored) and
-/// returns its reference.
-async fn put_node<S: BlockStore>(
-    to: &Saver<'_, S>,
-    node: &IndexNode,
-    (start, end): (u64, u64),
-    used: &mut Vec<BlockRef>,
-) -> Result<IndexRef, FsError> {
+/// Index node blocks stored at once.
+const PUT_PARALLEL: usize = 16;
+
+/// Stores one node (or finds it stored) and returns its block.
+async fn put_node<S: BlockStore>(to: &Saver<'_, S>, node: &IndexNode) -> Result<BlockRef, FsError> {
     let Saver {
         store,
         owner,
@@ -120,25 +117,48 @@ async fn put_node<S: BlockStore>(
     } = to;
     let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
     let h = Id::hash_parts(&[&link.name, &plain]);
-    let block = match cache.get(&h).filter(|b| reusable.contains(&b.key)) {
-        Some(b) => b,
-        None => {
-            let seal_no = rand::random::<u64>();
-            let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
-            let key = Id::hash(&sealed);
-            store.put_block(key, sealed, owner.claim(key)).await?;
-            let b = BlockRef {
-                key,
-                seal: seal_no,
-                cipher: Cipher::XChaCha20Poly1305,
-                len: plain.len() as u32,
-            };
-            cache.put(h, b);
-            b
-        }
+    if let Some(b) = cache.get(&h).filter(|b| reusable.contains(&b.key)) {
+        return Ok(b);
+    }
+    let seal_no = rand::random::<u64>();
+    let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
+    let key = Id::hash(&sealed);
+    store.put_block(key, sealed, owner.claim(key)).await?;
+    let b = BlockRef {
+        key,
+        seal: seal_no,
+        cipher: Cipher::XChaCha20Poly1305,
+        len: plain.len() as u32,
     };
-    used.push(block);
-    Ok(IndexRef { start, end, block })
+    cache.put(h, b);
+    Ok(b)
+}
+
+/// Stores the nodes of one tree level (up to [`PUT_PARALLEL`] at once: a
+/// change spread over the file changes several) and returns their
+/// references, in order; their blocks are added to `used`.
+async fn put_level<S: BlockStore>(
+    to: &Saver<'_, S>,
+    nodes: Vec<(IndexNode, (u64, u64))>,
+    used: &mut Vec<BlockRef>,
+) -> Result<Vec<IndexRef>, FsError> {
+    // The futures made first: a closure mapping borrowed items to futures
+    // inside the stream would make the caller's future not `Send`.
+    let puts: Vec<_> = nodes.iter().map(|(node, _)| put_node(to, node)).collect();
+    let blocks: Vec<BlockRef> = stream::iter(puts)
+        .buffered(PUT_PARALLEL)
+        .try_collect()
+        .await?;
+    used.extend(blocks.iter().copied());
+    Ok(nodes
+        .iter()
+        .zip(blocks)
+        .map(|((_, (start, end)), block)| IndexRef {
+            start: *start,
+            end: *end,
+            block,
+        })
+        .collect())
 }
 
 /// The stored form of `content`'s index, storing the index blocks it needs
@@ -176,21 +196,26 @@ async fn save_extents<S: BlockStore>(
         return Ok((StoredIndex::Extents(extents), Vec::new()));
     }
     let mut used = Vec::new();
-    let mut level = Vec::new();
-    for run in runs(&extents, |e| e.offset) {
-        let span = (run[0].offset, run[run.len() - 1].end());
-        level.push(put_node(to, &IndexNode::Leaf(run), span, &mut used).await?);
-    }
+    let leaves = runs(&extents, |e| e.offset)
+        .into_iter()
+        .map(|run| {
+            let span = (run[0].offset, run[run.len() - 1].end());
+            (IndexNode::Leaf(run), span)
+        })
+        .collect();
+    let mut level = put_level(to, leaves, &mut used).await?;
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
             return Ok((StoredIndex::Tree(level), used));
         }
-        let mut up = Vec::new();
-        for run in runs(&level, |r| r.start) {
-            let span = (run[0].start, run[run.len() - 1].end);
-            up.push(put_node(to, &IndexNode::Inner(run), span, &mut used).await?);
-        }
-        level = up;
+        let inner = runs(&level, |r| r.start)
+            .into_iter()
+            .map(|run| {
+                let span = (run[0].start, run[run.len() - 1].end);
+                (IndexNode::Inner(run), span)
+            })
+            .collect();
+        level = put_level(to, inner, &mut used).await?;
     }
     Err(FsError::TooBig)
 }

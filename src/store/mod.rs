@@ -12,6 +12,7 @@
 //!                          as put (≤ MAX_BLOCK), see [`block_file`]
 //! DIR/records/<xx>/<key>   postcard encoding of the stored `Record`
 //! DIR/releases.log         owners' releases kept as tombstones ([`releases`])
+//! DIR/wal/<gen>.log         small items written since the last flush ([`wal`])
 //! DIR/tmp/                 staged writes; emptied on open
 //! ```
 //!
@@ -32,10 +33,15 @@
 //! # Invariants
 //!
 //! - Every file in `blocks/` and `records/` was written whole: bytes go to a
-//!   temp file in `tmp/`, are fsynced, renamed into place (an overwrite
-//!   swaps instead, keeping the old file as a spare to write into next,
-//!   see [`spares`]), and the directory is fsynced ([`fsutil`]). A failed write (a full disk) leaves the old
-//!   version in place and no temp file.
+//!   temp file in `tmp/`, renamed into place (an overwrite swaps instead,
+//!   keeping the old file as a spare to write into next, see [`spares`]).
+//!   A failed write (a full disk) leaves the old version in place and no
+//!   temp file.
+//! - A put is durable when it returns if asked to be, else after the next
+//!   `Sync` or flush: a small item (≤ [`wal::ITEM_MAX`]) by its entry in
+//!   the write-ahead log ([`wal`], one `fdatasync`), a bigger one by fsyncs
+//!   of its file and directory ([`fsutil`]). The flush fsyncs the small
+//!   items' files too, then drops the logs that held them.
 //! - The in-memory [`Index`] lists exactly the files on disk, with block sizes
 //!   and record sequence numbers, so version queries never touch the disk.
 //! - Nothing unverified is served: every block read is re-hashed, every
@@ -70,6 +76,7 @@ mod space;
 mod spares;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 pub use error::StoreError;
 pub use items::{ItemStore, after_release, judge_claims, judge_record};
@@ -86,7 +93,7 @@ use index::{BlockMeta, Index, RecordMeta};
 use releases::{ReleaseBook, ReleaseLog};
 use space::SpaceGuard;
 use spares::Spares;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -98,6 +105,8 @@ const RECORDS_DIR: &str = "records";
 const TMP_DIR: &str = "tmp";
 /// Name of the release log under the store root.
 const RELEASES_LOG: &str = "releases.log";
+/// Name of the write-ahead log directory under the store root.
+const WAL_DIR: &str = "wal";
 /// How often expired releases are forgotten (an hour).
 const PRUNE_EVERY_MS: u64 = 3600 * 1000;
 /// Number of block lock stripes. Two blocks share a stripe with chance
@@ -122,6 +131,15 @@ enum Kind {
     Record,
 }
 
+impl Kind {
+    fn logged_as(self) -> wal::EntryKind {
+        match self {
+            Kind::Block => wal::EntryKind::Block,
+            Kind::Record => wal::EntryKind::Record,
+        }
+    }
+}
+
 /// This node's blocks and records, on disk under one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -135,8 +153,11 @@ pub struct Store {
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
     /// Files written without fsync (visible, not yet durable), made durable
-    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request).
-    pending: Mutex<HashSet<PathBuf>>,
+    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request);
+    /// `true` if the file's bytes are in the write-ahead log.
+    pending: Mutex<HashMap<PathBuf, bool>>,
+    /// The write-ahead log of small items ([`wal`]).
+    wal: wal::Wal,
     /// Serializes record puts, record corruption handling and removals of
     /// the same key, so a record's check-and-write is atomic; striped by key
     /// so unrelated records do not wait on each other's fsync.
@@ -237,12 +258,14 @@ impl Store {
             t.records,
             t.bytes
         );
-        Ok(Store {
+        let (wal, logged) = wal::Wal::open(&dir.join(WAL_DIR))?;
+        let store = Store {
             root: dir.to_path_buf(),
             tmp,
             one_fs,
             index: Mutex::new(index),
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            wal,
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             spares: Spares::default(),
@@ -252,7 +275,55 @@ impl Store {
                 log,
                 pruned_at: now,
             }),
-        })
+        };
+        store.replay(logged)?;
+        Ok(store)
+    }
+
+    /// Puts again what the write-ahead logs of an earlier run hold (their
+    /// items may not have reached the disk), through the normal checks,
+    /// then makes it all durable and drops those logs.
+    fn replay(&self, logged: Vec<wal::Entry>) -> Result<(), StoreError> {
+        if logged.is_empty() {
+            return self.sync_pending().map(|_| ());
+        }
+        let (mut applied, mut refused) = (0usize, 0usize);
+        for e in &logged {
+            let key = Id(e.key);
+            let res = match e.kind {
+                wal::EntryKind::Record => match decode_record(&e.file, key) {
+                    Ok(rec) => self.put_record_with(&rec, None, false),
+                    Err(why) => Err(StoreError::Io(why)),
+                },
+                wal::EntryKind::Block => match block_file::decode(e.file.clone(), key) {
+                    Some(f) => self.put_block_with(key, &f.data, &f.claims, false),
+                    None => Err(StoreError::BadHash),
+                },
+            };
+            match res {
+                Ok(_) => applied += 1,
+                // Newer versions held, released blocks: nothing to redo.
+                Err(e) => {
+                    log::debug!("log entry for {key} not applied: {e}");
+                    refused += 1;
+                }
+            }
+            // Held already (a process crash leaves files written but not
+            // fsynced): made durable below either way.
+            let kind = match e.kind {
+                wal::EntryKind::Record => Kind::Record,
+                wal::EntryKind::Block => Kind::Block,
+            };
+            let path = self.path(kind, key);
+            lock(&self.pending).entry(path).or_insert(false);
+        }
+        log::info!(
+            "store {}: replayed {} logged writes ({} already superseded)",
+            self.root.display(),
+            applied,
+            refused
+        );
+        self.sync_pending().map(|_| ())
     }
 
     /// The store's root directory.
@@ -280,60 +351,108 @@ impl Store {
         &self.block_locks[key.0[31] as usize % self.block_locks.len()]
     }
 
-    /// After a rename into place: fsync the directory now, or remember the
-    /// file for the next [`sync_pending`](Self::sync_pending).
-    fn finish_write(&self, path: PathBuf, durable: bool) -> Result<(), StoreError> {
-        if durable {
-            lock(&self.pending).remove(&path);
-            Self::sync_parent(&path)
-        } else {
-            lock(&self.pending).insert(path);
-            Ok(())
+    /// Writes the file of item `key`: staged and renamed into place, not
+    /// yet durable (see [`sync_if_pending`](Self::sync_if_pending)). A
+    /// small file is logged ([`wal`]), to be made durable by one
+    /// `fdatasync` of the log; a bigger one (or one the full log refuses)
+    /// by fsyncs of the file and its directory.
+    fn write_item(
+        &self,
+        kind: Kind,
+        key: Id,
+        bytes: &[u8],
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let path = self.path(kind, key);
+        self.spares.write(&self.tmp, &path, bytes, false, replace)?;
+        if bytes.len() <= wal::ITEM_MAX {
+            // Listed before the entry is appended: a flush that retires
+            // the log then fsyncs this file first.
+            lock(&self.pending).insert(path.clone(), true);
+            if self.wal.append(kind.logged_as(), &key.0, bytes)? {
+                return Ok(());
+            }
+            // The log is full until the next flush.
         }
+        lock(&self.pending).insert(path, false);
+        Ok(())
     }
 
     /// Makes one non-durable file durable now, if it is pending.
     fn sync_if_pending(&self, path: &Path) -> Result<(), StoreError> {
-        if lock(&self.pending).remove(path) {
-            sync_file(path)?;
-            Self::sync_parent(path)?;
+        let logged = lock(&self.pending).get(path).copied();
+        match logged {
+            None => Ok(()),
+            Some(true) => self.wal.sync_all(),
+            Some(false) => {
+                lock(&self.pending).remove(path);
+                sync_file(path)?;
+                Self::sync_parent(path)
+            }
         }
-        Ok(())
     }
 
-    /// Makes every file written without `durable` durable: fsyncs each,
-    /// and each directory they were renamed into, 16 at a time (the
-    /// background flush: it touches nothing but this store's files).
-    /// Returns how many files.
+    /// The flush: makes every file written without `durable` durable by
+    /// fsyncs of it and of each directory it was renamed into, 16 at a
+    /// time (it touches nothing but this store's files), then drops the
+    /// write-ahead logs that covered them. Returns how many files.
     pub fn sync_pending(&self) -> Result<usize, StoreError> {
-        self.sync_pending_with(false)
-    }
-
-    /// [`sync_pending`](Self::sync_pending) for a writer waiting on it (a
-    /// `Sync` request): if the store is on one file system (checked at
-    /// open), one `syncfs` of it (one journal commit, however many files;
-    /// it also writes out other programs' dirty data on that file system,
-    /// which the periodic flush does not).
-    pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
-        self.sync_pending_with(true)
-    }
-
-    fn sync_pending_with(&self, whole_fs: bool) -> Result<usize, StoreError> {
-        let paths: Vec<PathBuf> = lock(&self.pending).drain().collect();
-        if paths.is_empty() {
-            return Ok(0);
-        }
-        let synced = if whole_fs && self.one_fs {
-            fsutil::syncfs(&self.tmp)
-        } else {
-            fsutil::sync_with_parents(&paths)
-        };
-        if let Err(e) = synced {
+        // Rotate first: whatever is logged from here on stays logged.
+        let rotation = self.wal.rotate()?;
+        let pending: Vec<(PathBuf, bool)> = lock(&self.pending).drain().collect();
+        let paths: Vec<PathBuf> = pending.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = fsutil::sync_with_parents(&paths) {
             // Put them back for the next attempt (an fsync may be repeated).
-            lock(&self.pending).extend(paths);
+            let mut p = lock(&self.pending);
+            for (path, logged) in pending {
+                p.entry(path).or_insert(logged);
+            }
             return Err(e);
         }
+        if let Some(r) = rotation {
+            self.wal.retire(r)?;
+        }
         Ok(paths.len())
+    }
+
+    /// Makes every put so far durable for a writer waiting on it (a `Sync`
+    /// request): one `fdatasync` of the write-ahead log for the small
+    /// items; for the bigger ones, if the store is on one file system
+    /// (checked at open), one `syncfs` of it (one journal commit, however
+    /// many files; it also writes out other programs' dirty data on that
+    /// file system, which the flush does not), else fsyncs of each.
+    /// Returns how many files were pending.
+    pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
+        let (unlogged, logged) = {
+            let mut p = lock(&self.pending);
+            let unlogged: Vec<PathBuf> = p
+                .iter()
+                .filter(|(_, logged)| !**logged)
+                .map(|(path, _)| path.clone())
+                .collect();
+            for path in &unlogged {
+                p.remove(path);
+            }
+            (unlogged, p.len())
+        };
+        if !unlogged.is_empty() {
+            let synced = if self.one_fs {
+                fsutil::syncfs(&self.tmp)
+            } else {
+                fsutil::sync_with_parents(&unlogged)
+            };
+            if let Err(e) = synced {
+                let mut p = lock(&self.pending);
+                for path in unlogged {
+                    p.entry(path).or_insert(false);
+                }
+                return Err(e);
+            }
+        }
+        if logged > 0 {
+            self.wal.sync_all()?;
+        }
+        Ok(unlogged.len() + logged)
     }
 
     /// Fsyncs the directory holding `path`.
@@ -405,10 +524,12 @@ impl Store {
             self.space.admit(data.len() as u64)?;
         }
         let bytes = block_file::encode(&merged, data);
-        self.spares
-            .write(&self.tmp, &path, &bytes, durable, held.is_some())?;
+        // Indexed before the write is made durable: the file is in place.
+        self.write_item(Kind::Block, key, &bytes, held.is_some())?;
         lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &merged));
-        self.finish_write(path, durable)?;
+        if durable {
+            self.sync_if_pending(&path)?;
+        }
         Ok(true)
     }
 
@@ -584,15 +705,17 @@ impl Store {
         if current.is_none() {
             self.space.admit(bytes.len() as u64)?;
         }
-        self.spares
-            .write(&self.tmp, &path, &bytes, durable, current.is_some())?;
+        self.write_item(Kind::Record, key, &bytes, current.is_some())?;
         let meta = RecordMeta {
             seq: rec.seq,
             len: bytes.len() as u64,
             owner: rec.owner,
         };
+        // Indexed before the write is made durable: the file is in place.
         lock(&self.index).set_record(key, meta);
-        self.finish_write(path, durable)?;
+        if durable {
+            self.sync_if_pending(&path)?;
+        }
         Ok(true)
     }
 

@@ -11,7 +11,7 @@
 //! Layout: `DIR/<first 2 hex>/<64 hex>` holds the block bytes; `DIR/tmp/`
 //! holds files being written.
 
-use crate::fs::{BlockStore, FsError};
+use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
@@ -238,11 +238,17 @@ pub struct CachedStore<S> {
 }
 
 impl<S: BlockStore> BlockStore for CachedStore<S> {
-    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+    async fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        durability: Durability,
+    ) -> Result<Id, FsError> {
         // Not kept on write: the writer's recent chunks stay decrypted in
         // memory, and skipping the copy keeps the write path lean. Reads fill
         // the cache.
-        self.inner.put_block(key, data, claim).await
+        self.inner.put_block(key, data, claim, durability).await
     }
 
     async fn release(&self, rel: Release) -> Result<(), FsError> {
@@ -276,8 +282,13 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
         Ok(data)
     }
 
-    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
-        self.inner.put_record(rec, expected_seq).await
+    async fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        self.inner.put_record(rec, expected_seq, durability).await
     }
 
     async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
@@ -288,8 +299,8 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
         self.inner.sync().await
     }
 
-    async fn put_new_record(&self, rec: Record) -> Result<(), FsError> {
-        self.inner.put_new_record(rec).await
+    async fn put_new_record(&self, rec: Record, durability: Durability) -> Result<(), FsError> {
+        self.inner.put_new_record(rec, durability).await
     }
 }
 
@@ -344,7 +355,7 @@ mod tests {
         };
         let key = Id::hash(b"block");
         let owner = crate::fs::Identity::generate();
-        s.put_block(key, b"block".to_vec(), owner.claim(key))
+        s.put_block(key, b"block".to_vec(), owner.claim(key), Durability::Later)
             .await
             .unwrap();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");

@@ -1,7 +1,7 @@
 //! The vault's store in the command-line client: every operation goes to
 //! one node (`--peer`) over its client API, and that node routes it.
 
-use crate::fs::{BlockStore, FsError};
+use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::net::{LinkKeys, NetConfig, Pool};
@@ -55,7 +55,14 @@ impl RemoteStore {
 }
 
 impl BlockStore for RemoteStore {
-    async fn put_block(&self, _key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+    // Every client put through a node is durable before it answers.
+    async fn put_block(
+        &self,
+        _key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        _: Durability,
+    ) -> Result<Id, FsError> {
         Ok(self.call(ClientPutBlock(data, claim)).await?.0)
     }
 
@@ -78,7 +85,12 @@ impl BlockStore for RemoteStore {
         Ok(d)
     }
 
-    async fn put_record(&self, record: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+    async fn put_record(
+        &self,
+        record: Record,
+        expected_seq: Option<u64>,
+        _: Durability,
+    ) -> Result<(), FsError> {
         self.call(ClientPutRecord {
             record,
             expected_seq,

@@ -158,22 +158,26 @@ impl<T> Dht<T> {
         }
     }
 
-    fn note_unsynced(&self, io: &Io) {
-        if let Io::Call {
-            to,
-            req:
-                Request::Replica(
-                    ReplicaRequest::StoreBlock { durable: false, .. }
-                    | ReplicaRequest::StoreRecord { durable: false, .. },
-                ),
-            ..
-        } = io
-        {
-            self.unsynced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(to.id, to.clone());
-        }
+    /// Whether `req` is a put the node answers before it is durable.
+    fn is_lazy_put(req: &Request) -> bool {
+        matches!(
+            req,
+            Request::Replica(
+                ReplicaRequest::StoreBlock { durable: false, .. }
+                    | ReplicaRequest::StoreRecord { durable: false, .. }
+            )
+        )
+    }
+
+    /// Notes that `to` took a non-durable put. Called once the put is
+    /// answered, not when it is sent: a [`Dht::sync`] that starts between
+    /// the two would otherwise send `Sync` before the node applied the
+    /// put, and forget the node, so that no later `sync` covered it.
+    fn note_unsynced(&self, to: &Peer) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to.id, to.clone());
     }
 }
 
@@ -203,7 +207,6 @@ impl<T: Transport> Dht<T> {
                 }
             }
             for io in out {
-                self.note_unsynced(&io);
                 inflight.push(self.perform(io));
             }
             if inflight.is_empty() && wake.is_none() {
@@ -236,7 +239,16 @@ impl<T: Transport> Dht<T> {
     /// Performs one I/O of a machine: (its ID, the node called, the reply).
     async fn perform(&self, io: Io) -> (CallId, Option<Id>, Reply) {
         match io {
-            Io::Call { id, to, req } => (id, Some(to.id), self.transport.call(&to, req).await),
+            Io::Call { id, to, req } => {
+                let lazy = Self::is_lazy_put(&req);
+                let reply = self.transport.call(&to, req).await;
+                if lazy {
+                    // Whatever the answer: a put that timed out may still
+                    // have been applied.
+                    self.note_unsynced(&to);
+                }
+                (id, Some(to.id), reply)
+            }
             Io::Remove { id, key } => (id, None, self.transport.remove_local(key).await),
         }
     }

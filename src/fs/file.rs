@@ -31,7 +31,7 @@ use super::object::{
 use super::pending::DirTicket;
 use super::ranges::Ranges;
 use super::vault::{Vault, Versioned};
-use super::{BlockStore, FsError};
+use super::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -210,7 +210,7 @@ impl OpenFile {
     }
 
     /// Starts uploading one block of dirty bytes (waits for an upload slot).
-    async fn start_upload<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) {
+    async fn start_upload<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>, durability: Durability) {
         let ranges = self.take_block();
         if ranges.is_empty() {
             return;
@@ -235,7 +235,7 @@ impl OpenFile {
             // Not kept in the decrypted-block cache: a copy would fill it
             // with blocks nobody reads (a read finds them in the on-disk
             // block cache).
-            let res = vault.write_block(&link, &plain).await;
+            let res = vault.write_block(&link, &plain, durability).await;
             (ranges, res)
         });
     }
@@ -276,7 +276,7 @@ impl OpenFile {
         self.spill_inline()?;
         self.dirty.add(offset, data);
         while self.dirty.bytes() >= CHUNK_SIZE {
-            self.start_upload(vault).await;
+            self.start_upload(vault, Durability::Later).await;
         }
         let attrs = &mut self.state.obj.attrs;
         attrs.size = attrs.size.max(end);
@@ -412,11 +412,15 @@ impl OpenFile {
     /// file. A concurrent writer's version gets this file's changes laid
     /// over it. A new file's directory entry being stored behind is waited
     /// for at the same time; if it failed, so does the flush.
-    pub async fn flush<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
+    pub async fn flush<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
         let Some(ticket) = self.linking.clone() else {
-            return self.store(vault).await;
+            return self.store(vault, durability).await;
         };
-        let (stored, linked) = tokio::join!(self.store(vault), ticket.wait());
+        let (stored, linked) = tokio::join!(self.store(vault, durability), ticket.wait());
         match linked {
             Ok(_) => self.linking = None,
             Err(e) => {
@@ -442,7 +446,11 @@ impl OpenFile {
     }
 
     /// The content and record part of [`OpenFile::flush`].
-    async fn store<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
+    async fn store<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
         self.collect(true).await?;
         if !self.modified {
             return Ok(());
@@ -468,12 +476,12 @@ impl OpenFile {
         } else {
             // The journal goes into a block; the rest is laid over it.
             let link = self.link.clone();
-            if let Some(key) = spill_journal(vault, &link, self.content()?).await? {
+            if let Some(key) = spill_journal(vault, &link, self.content()?, durability).await? {
                 self.uploaded.insert(key);
                 self.ops.push(Op::Spill);
             }
             while !self.dirty.is_empty() {
-                self.start_upload(vault).await;
+                self.start_upload(vault, durability).await;
             }
             self.collect(true).await?;
         }
@@ -483,7 +491,7 @@ impl OpenFile {
         let mut replaced = self.stored_blocks.clone();
         for _ in 0..SAVE_ATTEMPTS {
             match vault
-                .save_file(&self.link, &mut next, expected, &replaced)
+                .save_file(&self.link, &mut next, expected, &replaced, durability)
                 .await
             {
                 Ok(seq) => {
@@ -514,11 +522,12 @@ impl OpenFile {
                         o.attrs.nlink = theirs.obj.attrs.nlink;
                         o
                     } else {
-                        let mut o = self.rebase(vault, theirs.obj).await?;
+                        let mut o = self.rebase(vault, theirs.obj, durability).await?;
                         // Two journals merged: keep the record small.
                         let c = o.content_mut()?;
                         if c.journal.bytes() > JOURNAL_MAX
-                            && let Some(key) = spill_journal(vault, &self.link, c).await?
+                            && let Some(key) =
+                                spill_journal(vault, &self.link, c, durability).await?
                         {
                             self.uploaded.insert(key);
                         }
@@ -538,6 +547,7 @@ impl OpenFile {
         &mut self,
         vault: &Arc<Vault<S>>,
         theirs: Object,
+        durability: Durability,
     ) -> Result<Object, FsError> {
         let mut obj = theirs;
         let mut size = obj.attrs.size;
@@ -546,7 +556,7 @@ impl OpenFile {
         if let Some(d) = c.inline.take()
             && !d.is_empty()
         {
-            let block = vault.write_block(link, &d).await?;
+            let block = vault.write_block(link, &d, durability).await?;
             self.uploaded.insert(block.key);
             c.lay(Extent {
                 offset: 0,
@@ -591,6 +601,7 @@ async fn spill_journal<S: BlockStore>(
     vault: &Arc<Vault<S>>,
     link: &Link,
     content: &mut FileContent,
+    durability: Durability,
 ) -> Result<Option<Id>, FsError> {
     if content.journal.is_empty() {
         return Ok(None);
@@ -599,7 +610,7 @@ async fn spill_journal<S: BlockStore>(
     for (_, d) in content.journal.iter() {
         plain.extend_from_slice(d);
     }
-    let block = vault.write_block(link, &plain).await?;
+    let block = vault.write_block(link, &plain, durability).await?;
     let journal = std::mem::take(&mut content.journal);
     let mut at = 0u32;
     for (offset, d) in journal.iter() {

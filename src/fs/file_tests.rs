@@ -50,7 +50,7 @@ async fn a_small_write_stores_about_its_size() {
     for (i, piece) in data.chunks(MIB).enumerate() {
         f.write(&v, (i * MIB) as u64, piece).await.unwrap();
     }
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let before = stored_bytes(&store);
     assert!(before < 64 * MIB + 64 * 1024, "{before} bytes for 64 MiB");
     // 100 random 4 KiB writes, each flushed (as pwrite + fsync).
@@ -59,7 +59,7 @@ async fn a_small_write_stores_about_its_size() {
         let off = rng.gen_range(0..64 * MIB - 4096);
         let piece = random(&mut rng, 4096);
         f.write(&v, off as u64, &piece).await.unwrap();
-        f.flush(&v).await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
         model[off..off + 4096].copy_from_slice(&piece);
     }
     let grown = stored_bytes(&store) - before;
@@ -88,7 +88,7 @@ async fn a_huge_sparse_file_with_spread_writes() {
             .await
             .unwrap();
     }
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let link: Link = f.link.clone();
     let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
     assert_eq!(g.size(), size);
@@ -114,7 +114,7 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     // Whole chunks: no tail left in the journal.
     let mut model = random(&mut rng, 8 * CHUNK_SIZE);
     f.write(&v, 0, &model).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let blocks = held_blocks(&store);
     let puts = store.block_puts();
     // 16 writes of 4 KiB fill the journal: each flush stores the record.
@@ -123,7 +123,7 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
         let piece = random(&mut rng, 4096);
         model[at(i)..at(i) + 4096].copy_from_slice(&piece);
         f.write(&v, at(i) as u64, &piece).await.unwrap();
-        f.flush(&v).await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
         assert_eq!(store.block_puts(), puts, "write {i} stored a block");
     }
     assert_eq!(held_blocks(&store), blocks);
@@ -134,7 +134,7 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     let piece = random(&mut rng, 4096);
     model[at(20)..at(20) + 4096].copy_from_slice(&piece);
     f.write(&v, at(20) as u64, &piece).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
     assert!(g.state.obj.content().unwrap().journal.is_empty());
     assert!(store.block_puts() > puts);
@@ -147,20 +147,20 @@ async fn a_journal_moved_into_a_block_does_not_undo_another_writers_bytes() {
     let (a, b) = (vault_on(&store, &[8; 32]), vault_on(&store, &[8; 32]));
     let mut fa = new_file(&a, b"shared").await;
     fa.write(&a, 0, &vec![b'.'; 2 * MIB]).await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     fa.write(&a, 10, b"old A").await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     // B, on A's version, overwrites those bytes (in its journal).
     let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
     fb.write(&b, 10, b"new B").await.unwrap();
-    fb.flush(&b).await.unwrap();
+    fb.flush(&b, Durability::Later).await.unwrap();
     // A, still on its own version, writes more than the journal holds:
     // its journal ("old A") goes into a block, and its save is laid over
     // B's version.
     fa.write(&a, MIB as u64, &vec![b'a'; JOURNAL_MAX])
         .await
         .unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
     assert_eq!(g.read(&a, 10, 5).await.unwrap(), b"new B");
     assert_eq!(
@@ -176,13 +176,13 @@ async fn a_truncation_drops_journal_bytes_for_good() {
     let v = vault_on(&store, &[9; 32]);
     let mut f = new_file(&v, b"t").await;
     f.write(&v, 0, &vec![1u8; 100_000]).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     f.write(&v, 90_000, b"journal").await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     f.truncate(&v, 50_000).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     f.truncate(&v, 100_000).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
     assert_eq!(g.read(&v, 90_000, 7).await.unwrap(), vec![0u8; 7]);
     assert_eq!(g.read(&v, 49_999, 1).await.unwrap(), vec![1u8]);
@@ -195,7 +195,7 @@ async fn concurrent_writers_of_one_file_both_land() {
     let mut fa = new_file(&a, b"shared").await;
     let base = vec![b'.'; 3 * CHUNK_SIZE];
     fa.write(&a, 0, &base).await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
     // Both write different ranges; B saves second, on top of A's version.
     fa.write(&a, 10, b"from A").await.unwrap();
@@ -203,8 +203,8 @@ async fn concurrent_writers_of_one_file_both_land() {
         .await
         .unwrap();
     fb.truncate(&b, 3 * CHUNK_SIZE as u64 + 100).await.unwrap();
-    fa.flush(&a).await.unwrap();
-    fb.flush(&b).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
+    fb.flush(&b, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
     assert_eq!(g.size(), 3 * CHUNK_SIZE as u64 + 100);
     assert_eq!(g.read(&a, 10, 6).await.unwrap(), b"from A");
@@ -234,9 +234,9 @@ async fn writes_truncates_and_reopens_match_a_byte_array() {
                     f.truncate(&v, n as u64).await.unwrap();
                     model.resize(n, 0);
                 }
-                1 => f.flush(&v).await.unwrap(),
+                1 => f.flush(&v, Durability::Later).await.unwrap(),
                 2 => {
-                    f.flush(&v).await.unwrap();
+                    f.flush(&v, Durability::Later).await.unwrap();
                     f = OpenFile::open(&v, f.link.clone()).await.unwrap();
                 }
                 _ => {
@@ -261,7 +261,7 @@ async fn writes_truncates_and_reopens_match_a_byte_array() {
                 assert!(got == model, "seed {seed} step {step}: content differs");
             }
         }
-        f.flush(&v).await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
         let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
         assert!(
             g.read(&v, 0, model.len() + 10).await.unwrap() == model,
@@ -283,19 +283,19 @@ async fn overwrites_and_deletes_free_the_blocks_no_version_uses() {
     let mut f = new_file(&v, b"freed").await;
     let data = random(&mut rng, 8 * MIB);
     f.write(&v, 0, &data).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     v.settle_all().await.unwrap();
     assert_eq!(held_blocks(&store), f.state.obj.blocks());
     // Overwrite the first 2 MiB whole, then 300 small writes, each
     // flushed: the index outgrows the record and its nodes are replaced.
     f.write(&v, 0, &random(&mut rng, 2 * MIB)).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     for _ in 0..300 {
         let off = rng.gen_range(0..8 * MIB - 100);
         f.write(&v, off as u64, &random(&mut rng, 100))
             .await
             .unwrap();
-        f.flush(&v).await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
     }
     v.settle_all().await.unwrap();
     let live = f.state.obj.blocks();
@@ -310,13 +310,13 @@ async fn overwrites_and_deletes_free_the_blocks_no_version_uses() {
     assert!(held < 8 * MIB + 300 * 1024, "{held} bytes kept");
     // Truncating to a small (inline) file frees every block.
     f.truncate(&v, 100).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     v.settle_all().await.unwrap();
     assert!(held_blocks(&store).is_empty());
     // A deleted file's blocks go too.
     let mut g = new_file(&v, b"deleted").await;
     g.write(&v, 0, &random(&mut rng, 3 * MIB)).await.unwrap();
-    g.flush(&v).await.unwrap();
+    g.flush(&v, Durability::Later).await.unwrap();
     assert!(!held_blocks(&store).is_empty());
     v.remove(&v.root(), b"deleted", false).await.unwrap();
     v.settle_all().await.unwrap();
@@ -330,14 +330,14 @@ async fn a_concurrent_writers_blocks_survive_the_other_writers_release() {
     let mut rng = StdRng::seed_from_u64(8);
     let mut fa = new_file(&a, b"both").await;
     fa.write(&a, 0, &random(&mut rng, 3 * MIB)).await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
     // A replaces the first MiB; B, from the old version, the last.
     fa.write(&a, 0, &random(&mut rng, MIB)).await.unwrap();
     let tail = random(&mut rng, MIB);
     fb.write(&b, 2 * MIB as u64, &tail).await.unwrap();
-    fa.flush(&a).await.unwrap();
-    fb.flush(&b).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
+    fb.flush(&b, Durability::Later).await.unwrap();
     a.settle_all().await.unwrap();
     b.settle_all().await.unwrap();
     let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
@@ -351,12 +351,12 @@ async fn orphans_are_released_only_when_unused_and_old() {
     let v = vault_on(&store, &[7; 32]);
     let mut f = new_file(&v, b"kept").await;
     f.write(&v, 0, &vec![5u8; 2 * MIB]).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     // A block stored and never referred to (a crash before the save).
     let lost = vec![6u8; 1000];
     let key = Id::hash(&lost);
     store
-        .put_block(key, lost, v.identity().claim(key))
+        .put_block(key, lost, v.identity().claim(key), Durability::Later)
         .await
         .unwrap();
     let listed: Vec<crate::ownership::OwnedBlock> = store
@@ -389,12 +389,12 @@ async fn a_reader_of_a_replaced_version_reads_the_new_one() {
     let (a, b) = (vault_on(&store, &[6; 32]), vault_on(&store, &[6; 32]));
     let mut fa = new_file(&a, b"read").await;
     fa.write(&a, 0, &vec![1u8; 2 * MIB]).await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     // B has the file open at that version; A rewrites it whole, and the
     // old blocks are released.
     let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
     fa.write(&a, 0, &vec![2u8; 2 * MIB]).await.unwrap();
-    fa.flush(&a).await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
     a.settle_all().await.unwrap();
     assert_eq!(fb.read(&b, 0, 2 * MIB).await.unwrap(), vec![2u8; 2 * MIB]);
 }

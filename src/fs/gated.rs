@@ -3,7 +3,7 @@
 //! write is in flight or after it failed.
 
 use super::mem_store::MemStore;
-use super::{BlockStore, FsError};
+use super::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
@@ -64,8 +64,14 @@ impl GatedStore {
 }
 
 impl BlockStore for GatedStore {
-    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
-        self.inner.put_block(key, data, claim).await
+    async fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        durability: Durability,
+    ) -> Result<Id, FsError> {
+        self.inner.put_block(key, data, claim, durability).await
     }
 
     async fn release(&self, rel: Release) -> Result<(), FsError> {
@@ -80,7 +86,12 @@ impl BlockStore for GatedStore {
         self.inner.get_block(key).await
     }
 
-    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+    async fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
         if *self.key.lock().unwrap() == Some(rec.key()) {
             self.puts.fetch_add(1, Ordering::SeqCst);
             let mut rx = self.gate.subscribe();
@@ -89,7 +100,7 @@ impl BlockStore for GatedStore {
                 return Err(FsError::Unavailable("gated".into()));
             }
         }
-        self.inner.put_record(rec, expected_seq).await
+        self.inner.put_record(rec, expected_seq, durability).await
     }
 
     async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {

@@ -13,7 +13,7 @@ use super::crypto::{open, seal};
 use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::format::{IndexNode, IndexRef, StoredIndex, index_aad};
 use super::object::{FileContent, Link};
-use super::{BlockStore, FsError, Identity};
+use super::{BlockStore, Durability, FsError, Identity};
 use crate::id::Id;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
@@ -101,6 +101,8 @@ struct Saver<'a, S> {
     cache: &'a NodeCache,
     /// Blocks a cached node may be reused from (known not released).
     reusable: &'a HashSet<Id>,
+    /// When new nodes must be durable.
+    durability: Durability,
 }
 
 /// Index node blocks stored at once.
@@ -114,6 +116,7 @@ async fn put_node<S: BlockStore>(to: &Saver<'_, S>, node: &IndexNode) -> Result<
         link,
         cache,
         reusable,
+        durability,
     } = to;
     let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
     let h = Id::hash_parts(&[&link.name, &plain]);
@@ -123,7 +126,9 @@ async fn put_node<S: BlockStore>(to: &Saver<'_, S>, node: &IndexNode) -> Result<
     let seal_no = rand::random::<u64>();
     let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
     let key = Id::hash(&sealed);
-    store.put_block(key, sealed, owner.claim(key)).await?;
+    store
+        .put_block(key, sealed, owner.claim(key), *durability)
+        .await?;
     let b = BlockRef {
         key,
         seal: seal_no,
@@ -170,6 +175,7 @@ pub async fn save<S: BlockStore>(
     link: &Link,
     (cache, reusable): (&NodeCache, &HashSet<Id>),
     content: &FileContent,
+    durability: Durability,
 ) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
     if let Some(d) = &content.inline {
         return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
@@ -180,6 +186,7 @@ pub async fn save<S: BlockStore>(
         link,
         cache,
         reusable,
+        durability,
     };
     let extents: Vec<Extent> = content.extents.iter().copied().collect();
     let (base, used) = save_extents(&to, extents).await?;
@@ -311,6 +318,7 @@ mod tests {
             &link,
             (&NodeCache::default(), &HashSet::new()),
             &content(RECORD_EXTENTS as u64),
+            Durability::Later,
         )
         .await
         .unwrap();
@@ -325,9 +333,16 @@ mod tests {
         let cache = NodeCache::default();
         let owner = Identity::generate();
         let c = content(100_000);
-        let (idx, used) = save(&store, &owner, &link, (&cache, &HashSet::new()), &c)
-            .await
-            .unwrap();
+        let (idx, used) = save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &HashSet::new()),
+            &c,
+            Durability::Later,
+        )
+        .await
+        .unwrap();
         let StoredIndex::Tree(top) = idx else {
             panic!("100 000 extents need a tree")
         };
@@ -347,16 +362,30 @@ mod tests {
         let mut e = extent(50_000);
         e.len = 3;
         c2.extents.insert(e);
-        save(&store, &owner, &link, (&cache, &reuse), &c2)
-            .await
-            .unwrap();
+        save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &reuse),
+            &c2,
+            Durability::Later,
+        )
+        .await
+        .unwrap();
         let added = store.blocks.lock().unwrap().len() - stored;
         assert!((1..=4).contains(&added), "{added} new index blocks");
         // Nodes of a version that may have been released are not reused.
         let before = store.blocks.lock().unwrap().len();
-        save(&store, &owner, &link, (&cache, &HashSet::new()), &c2)
-            .await
-            .unwrap();
+        save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &HashSet::new()),
+            &c2,
+            Durability::Later,
+        )
+        .await
+        .unwrap();
         assert_eq!(store.blocks.lock().unwrap().len() - before, used.len());
     }
 
@@ -370,6 +399,7 @@ mod tests {
             &a,
             (&NodeCache::default(), &HashSet::new()),
             &content(1000),
+            Durability::Later,
         )
         .await
         .unwrap() else {

@@ -3,7 +3,7 @@
 //! up, where what they talk to is in reach: the DHT in `node`, one node's
 //! client API in `cli`.
 
-use super::{BlockStore, FsError};
+use super::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::{MAX_BLOCK, RingSpace};
 use crate::ownership::{Claim, Release};
@@ -27,6 +27,9 @@ pub struct MemStore {
     pub records: Mutex<HashMap<Id, Record>>,
     /// Block puts so far (stored or not).
     pub puts: std::sync::atomic::AtomicUsize,
+    /// Every put's key (a block's, or a record's) and the durability
+    /// asked of it, in order.
+    pub durabilities: Mutex<Vec<(Id, Durability)>>,
 }
 
 impl MemStore {
@@ -34,11 +37,30 @@ impl MemStore {
     pub fn block_puts(&self) -> usize {
         self.puts.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// The key and durability of every put so far, in order; clears them.
+    pub fn take_durabilities(&self) -> Vec<(Id, Durability)> {
+        std::mem::take(&mut *self.durabilities.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn note(&self, key: Id, d: Durability) {
+        self.durabilities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, d));
+    }
 }
 
 impl BlockStore for MemStore {
-    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
+    async fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        durability: Durability,
+    ) -> Result<Id, FsError> {
         self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.note(key, durability);
         if data.len() > MAX_BLOCK {
             return Err(FsError::TooBig);
         }
@@ -112,7 +134,13 @@ impl BlockStore for MemStore {
             .ok_or(FsError::NotFound)
     }
 
-    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
+    async fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        self.note(rec.key(), durability);
         rec.verify().map_err(|e| FsError::Invalid(e.to_string()))?;
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         let current = records.get(&rec.key()).map(|r| r.seq);

@@ -36,6 +36,17 @@ use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::future::Future;
 
+/// When a put must be on disk on its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Visible to readers when the put returns, durable after the next
+    /// [`BlockStore::sync`] (or the nodes' own flush, within a second).
+    Later,
+    /// Durable on every replica when the put returns: a writer in `fsync`
+    /// then needs no `sync` round for it.
+    Now,
+}
+
 /// Where the vault keeps blocks and records.
 pub trait BlockStore: Send + Sync + 'static {
     /// Stores block `data` (`key` is its SHA-256, which the store checks),
@@ -45,6 +56,7 @@ pub trait BlockStore: Send + Sync + 'static {
         key: Id,
         data: Vec<u8>,
         claim: Claim,
+        durability: Durability,
     ) -> impl Future<Output = Result<Id, FsError>> + Send;
     /// Applies the owner's release of blocks on their replicas (idempotent).
     fn release(&self, rel: Release) -> impl Future<Output = Result<(), FsError>> + Send;
@@ -58,13 +70,18 @@ pub trait BlockStore: Send + Sync + 'static {
         &self,
         rec: Record,
         expected_seq: Option<u64>,
+        durability: Durability,
     ) -> impl Future<Output = Result<(), FsError>> + Send;
     /// The newest version of a record, tombstones included; `None` if absent.
     fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send;
     /// Stores the first version of a record whose name was just drawn at
     /// random (no other writer can know it, so nothing needs ordering).
-    fn put_new_record(&self, rec: Record) -> impl Future<Output = Result<(), FsError>> + Send {
-        self.put_record(rec, Some(0))
+    fn put_new_record(
+        &self,
+        rec: Record,
+        durability: Durability,
+    ) -> impl Future<Output = Result<(), FsError>> + Send {
+        self.put_record(rec, Some(0), durability)
     }
     /// Puts are visible to every reader once they return, and durable (on
     /// disk on every replica) once a later `sync` returns.

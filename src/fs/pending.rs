@@ -30,7 +30,7 @@
 
 use super::object::{Link, Object};
 use super::vault::{CAS_ATTEMPTS, Vault, Versioned};
-use super::{BlockStore, FsError};
+use super::{BlockStore, Durability, FsError};
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use std::collections::HashMap;
@@ -79,6 +79,9 @@ impl DirTicket {
 /// One change waiting to be stored.
 struct Queued {
     change: DirChange,
+    /// When the change must be durable (a batch is stored durably at once
+    /// if any of its changes asks).
+    durability: Durability,
     done: oneshot::Sender<Outcome>,
     ticket: DirTicket,
 }
@@ -174,7 +177,19 @@ impl<S: BlockStore> Vault<S> {
     pub async fn queue_dir_change(
         &self,
         link: &Link,
+        change: DirChange,
+    ) -> Result<DirTicket, FsError> {
+        self.queue_dir_change_as(link, change, Durability::Later)
+            .await
+    }
+
+    /// [`queue_dir_change`](Self::queue_dir_change), stored durably at
+    /// once or not.
+    pub async fn queue_dir_change_as(
+        &self,
+        link: &Link,
         mut change: DirChange,
+        durability: Durability,
     ) -> Result<DirTicket, FsError> {
         let mut base = None;
         // A few rounds at most: the state may go idle between the check
@@ -217,6 +232,7 @@ impl<S: BlockStore> Vault<S> {
                 let ticket = DirTicket(rx.shared());
                 st.queued.push(Queued {
                     change,
+                    durability,
                     done,
                     ticket: ticket.clone(),
                 });
@@ -325,7 +341,11 @@ impl<S: BlockStore> Vault<S> {
             if results.iter().all(|r| r.is_err()) {
                 return (Ok(Arc::new(v)), results);
             }
-            match self.save_dir(link, &v.obj, &base).await {
+            let durability = match batch.iter().any(|q| q.durability == Durability::Now) {
+                true => Durability::Now,
+                false => Durability::Later,
+            };
+            match self.save_dir(link, &v.obj, &base, durability).await {
                 Ok(stored) => {
                     v = stored;
                     self.remember(link, &v);

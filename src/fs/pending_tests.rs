@@ -64,7 +64,7 @@ async fn pending_entry_is_visible_here_at_once_and_close_waits_for_it() {
     f.write(&v, 0, b"hello").await.unwrap();
     let v2 = Arc::clone(&v);
     let closing = tokio::spawn(async move {
-        let r = f.flush(&v2).await;
+        let r = f.flush(&v2, Durability::Later).await;
         (f, r)
     });
     settle_time().await;
@@ -102,10 +102,13 @@ async fn a_failed_background_update_fails_the_close() {
     let mut f = OpenFile::from_state(link, state);
     f.set_linking(ticket);
     f.write(&v, 0, b"data").await.unwrap();
-    let err = f.flush(&v).await.unwrap_err();
+    let err = f.flush(&v, Durability::Later).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
     // Reported again by a later flush, and the view no longer shows it.
-    assert_eq!(f.flush(&v).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        f.flush(&v, Durability::Later).await.unwrap_err().errno(),
+        libc::EIO
+    );
     assert!(v.load(&root).await.unwrap().obj.entry(b"lost").is_err());
     assert!(stored_names(&mem).await.is_empty());
     // fsyncdir and unmount report a failed change too.
@@ -254,7 +257,7 @@ async fn a_removed_directory_is_deleted_only_after_its_own_removals_are_stored()
         .unwrap();
     let mut f = OpenFile::from_state(link, state);
     f.write(&v, 0, &vec![1u8; 2 << 20]).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     v.settle_all().await.unwrap();
     assert!(!mem.blocks.lock().unwrap().is_empty());
     // The directory's record is held while `rm -rf d` runs.

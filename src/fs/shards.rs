@@ -25,7 +25,7 @@ use super::crypto::{open, seal};
 use super::format::{DirNode, shard_aad};
 use super::object::{Entries, Entry, Link};
 use super::vault::{Vault, Versioned};
-use super::{BlockStore, FsError};
+use super::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::record::MAX_RECORD_VALUE;
 use futures::future::join_all;
@@ -237,6 +237,7 @@ impl<S: BlockStore> Vault<S> {
         name: &[u8],
         node: &DirNode,
         expected: u64,
+        durability: Durability,
     ) -> Result<(), FsError> {
         let plain = encode(node)?;
         let sealed = seal(&dir.key, &plain, &shard_aad(name));
@@ -244,7 +245,7 @@ impl<S: BlockStore> Vault<S> {
             return Err(FsError::TooBig);
         }
         let rec = self.identity().sign(name, expected + 1, Some(sealed));
-        self.store.put_record(rec, Some(expected)).await
+        self.store.put_record(rec, Some(expected), durability).await
     }
 
     /// Saves directory `new`, a changed copy of `base`, by writing the
@@ -258,6 +259,7 @@ impl<S: BlockStore> Vault<S> {
         dir: &Link,
         new: &super::Object,
         base: &Versioned,
+        durability: Durability,
     ) -> Result<Versioned, FsError> {
         let empty = Entries::new();
         let new_entries = new.entries().ok_or(FsError::NotDir)?;
@@ -294,7 +296,8 @@ impl<S: BlockStore> Vault<S> {
             let node = layout.nodes[p].clone();
             let leaf = leaf_node(&node.names, new_entries);
             async move {
-                self.put_shard(dir, &node.name, &leaf, node.seq).await?;
+                self.put_shard(dir, &node.name, &leaf, node.seq, durability)
+                    .await?;
                 Ok::<_, FsError>((p.clone(), leaf))
             }
         });
@@ -311,7 +314,9 @@ impl<S: BlockStore> Vault<S> {
                 Some(epoch) => DirNode::Split { epoch },
                 None => leaf_node(&top.names, new_entries),
             };
-            seq = self.put_top(dir, new, node.clone(), top.seq).await?;
+            seq = self
+                .put_top(dir, new, node.clone(), top.seq, durability)
+                .await?;
             layout.node_mut(dir, &[]).seq = seq;
             if top.split.is_none() {
                 written.push((Vec::new(), node));
@@ -343,9 +348,16 @@ impl<S: BlockStore> Vault<S> {
         obj: &super::Object,
         node: DirNode,
         expected: u64,
+        durability: Durability,
     ) -> Result<u64, FsError> {
-        self.save_top(dir, obj, super::format::Top::Dir(node), expected)
-            .await
+        self.save_top(
+            dir,
+            obj,
+            super::format::Top::Dir(node),
+            expected,
+            durability,
+        )
+        .await
     }
 
     /// Splits the stored leaf at `path` (`leaf`, as just written) into
@@ -376,7 +388,10 @@ impl<S: BlockStore> Vault<S> {
             let name = child_name(&dir.name, &p, epoch);
             let names: Names = x.iter().map(|(n, _)| n.clone()).collect();
             async move {
-                match self.put_shard(dir, &name, &DirNode::Leaf(x), 0).await {
+                match self
+                    .put_shard(dir, &name, &DirNode::Leaf(x), 0, Durability::Later)
+                    .await
+                {
                     // Written by another writer splitting the same version:
                     // the same entries.
                     Ok(()) | Err(FsError::Conflict(_)) => Ok((p, name, names)),
@@ -390,9 +405,11 @@ impl<S: BlockStore> Vault<S> {
         }
         let split = DirNode::Split { epoch };
         let seq = if path.is_empty() {
-            self.put_top(dir, obj, split, node.seq).await?
+            self.put_top(dir, obj, split, node.seq, Durability::Later)
+                .await?
         } else {
-            self.put_shard(dir, &node.name, &split, node.seq).await?;
+            self.put_shard(dir, &node.name, &split, node.seq, Durability::Later)
+                .await?;
             node.seq + 1
         };
         layout.nodes.insert(
@@ -427,7 +444,11 @@ impl<S: BlockStore> Vault<S> {
             .filter(|(p, n)| !p.is_empty() && n.seq > 0)
             .map(|(_, n)| {
                 let rec = self.identity().sign(&n.name, n.seq + 1, None);
-                async move { self.store.put_record(rec, Some(n.seq)).await }
+                async move {
+                    self.store
+                        .put_record(rec, Some(n.seq), Durability::Later)
+                        .await
+                }
             });
         for r in join_all(dels).await {
             if let Err(e) = r {

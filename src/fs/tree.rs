@@ -4,7 +4,7 @@
 //! files never sit whole in memory and uploads run in parallel.
 
 use super::object::{Attrs, CHUNK_SIZE, Kind, Link, Time};
-use super::{BlockStore, FsError, OpenFile, Vault, split_path};
+use super::{BlockStore, Durability, FsError, OpenFile, Vault, split_path};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -127,11 +127,14 @@ impl<S: BlockStore> Vault<S> {
         a.mtime = attrs.mtime;
         a.atime = attrs.atime;
         file.touch_attrs();
-        file.flush(self).await?;
+        file.flush(self, Durability::Later).await?;
         // The entry's attribute copy (what listings show, and what a mount
         // answers `readdirplus` with) follows the file's stored state.
         let a = file.state.obj.attrs.clone();
-        if let Err(e) = self.note_entry_attrs(&parent, &name, &file.link, a).await {
+        if let Err(e) = self
+            .note_entry_attrs(&parent, &name, &file.link, a, Durability::Later)
+            .await
+        {
             log::warn!("{path}: listing attributes not updated: {e}");
         }
         Ok(off)

@@ -23,7 +23,7 @@ use super::index::NodeCache;
 use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
 use super::shards::Layout;
-use super::{BlockStore, FsError, Identity, check_name, split_path};
+use super::{BlockStore, Durability, FsError, Identity, check_name, split_path};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{MAX_RELEASE_KEYS, OwnedBlock};
@@ -273,7 +273,7 @@ impl<S: BlockStore> Vault<S> {
     /// still `expected`. Returns the new sequence number.
     pub async fn save(&self, link: &Link, obj: &Object, expected: u64) -> Result<u64, FsError> {
         let mut o = obj.clone();
-        self.save_file(link, &mut o, expected, &HashSet::new())
+        self.save_file(link, &mut o, expected, &HashSet::new(), Durability::Later)
             .await
     }
 
@@ -289,6 +289,7 @@ impl<S: BlockStore> Vault<S> {
         obj: &mut Object,
         expected: u64,
         reusable: &HashSet<Id>,
+        durability: Durability,
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
@@ -298,6 +299,7 @@ impl<S: BlockStore> Vault<S> {
                     link,
                     (&self.index_nodes, reusable),
                     c,
+                    durability,
                 )
                 .await?;
                 c.index_blocks = blocks;
@@ -305,7 +307,7 @@ impl<S: BlockStore> Vault<S> {
             }
             _ => Top::None,
         };
-        self.save_top(link, obj, top, expected).await
+        self.save_top(link, obj, top, expected, durability).await
     }
 
     /// Writes an object's own record (with its top part) as version
@@ -316,6 +318,7 @@ impl<S: BlockStore> Vault<S> {
         obj: &Object,
         top: Top,
         expected: u64,
+        durability: Durability,
     ) -> Result<u64, FsError> {
         let bytes = encode_v2(obj, top)?;
         if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
@@ -325,9 +328,11 @@ impl<S: BlockStore> Vault<S> {
         let rec = self.identity.sign(&link.name, expected + 1, Some(sealed));
         if expected == 0 && !self.is_root(link) {
             // A fresh random name: the first version needs no ordering.
-            self.store.put_new_record(rec).await?;
+            self.store.put_new_record(rec, durability).await?;
         } else {
-            self.store.put_record(rec, Some(expected)).await?;
+            self.store
+                .put_record(rec, Some(expected), durability)
+                .await?;
         }
         if self.is_root(link) {
             self.root_seen
@@ -346,7 +351,11 @@ impl<S: BlockStore> Vault<S> {
                 Some(r) => r.seq,
             };
             let rec = self.identity.sign(&link.name, current + 1, None);
-            match self.store.put_record(rec, Some(current)).await {
+            match self
+                .store
+                .put_record(rec, Some(current), Durability::Later)
+                .await
+            {
                 Err(FsError::Conflict(_)) => continue,
                 other => return other,
             }
@@ -398,6 +407,7 @@ impl<S: BlockStore> Vault<S> {
         name: &[u8],
         link: &Link,
         attrs: Attrs,
+        durability: Durability,
     ) -> Result<(), FsError> {
         if let Some(v) = self.recent_dir(parent)
             && let Some(e) = v.obj.entries().and_then(|e| e.get(name))
@@ -415,7 +425,9 @@ impl<S: BlockStore> Vault<S> {
             }
             Ok(())
         };
-        let ticket = self.queue_dir_change(parent, Box::new(change)).await?;
+        let ticket = self
+            .queue_dir_change_as(parent, Box::new(change), durability)
+            .await?;
         ticket.wait().await.map(|_| ())
     }
 
@@ -576,7 +588,11 @@ impl<S: BlockStore> Vault<S> {
         match self.load(link).await {
             Ok(v) if v.obj.attrs.nlink <= 1 => {
                 let rec = self.identity.sign(&link.name, v.seq + 1, None);
-                match self.store.put_record(rec, Some(v.seq)).await {
+                match self
+                    .store
+                    .put_record(rec, Some(v.seq), Durability::Later)
+                    .await
+                {
                     Ok(()) => {
                         self.release_behind(v.obj.blocks());
                         return Ok(true);
@@ -984,12 +1000,17 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Encrypts and stores a content block of the file `link`.
-    pub async fn write_block(&self, link: &Link, data: &[u8]) -> Result<BlockRef, FsError> {
+    pub async fn write_block(
+        &self,
+        link: &Link,
+        data: &[u8],
+        durability: Durability,
+    ) -> Result<BlockRef, FsError> {
         let seal_no = rand::random::<u64>();
         let sealed = seal_gcm(&link.key, data, &chunk_aad(&link.name, seal_no));
         let key = Id::hash(&sealed);
         self.store
-            .put_block(key, sealed, self.identity.claim(key))
+            .put_block(key, sealed, self.identity.claim(key), durability)
             .await?;
         Ok(BlockRef {
             key,

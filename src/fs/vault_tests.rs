@@ -31,7 +31,7 @@ async fn write_read_across_chunks_sparse_and_truncate() {
         f.write(&v, off as u64, piece).await.unwrap();
         off += piece.len();
     }
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
     assert_eq!(g.size(), data.len() as u64);
     assert_eq!(g.read(&v, 0, data.len() + 10).await.unwrap(), data);
@@ -41,7 +41,7 @@ async fn write_read_across_chunks_sparse_and_truncate() {
     // Sparse write far past the end.
     let far = 10 * CHUNK_SIZE as u64 + 7;
     g.write(&v, far, b"tail").await.unwrap();
-    g.flush(&v).await.unwrap();
+    g.flush(&v, Durability::Later).await.unwrap();
     let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
     assert_eq!(h.size(), far + 4);
     assert_eq!(h.read(&v, mid, 10).await.unwrap(), b"0123456789");
@@ -54,7 +54,7 @@ async fn write_read_across_chunks_sparse_and_truncate() {
     // Truncate into the middle of a chunk, then grow again: zeros.
     h.truncate(&v, 100).await.unwrap();
     h.truncate(&v, 200).await.unwrap();
-    h.flush(&v).await.unwrap();
+    h.flush(&v, Durability::Later).await.unwrap();
     let mut i = OpenFile::open(&v, link).await.unwrap();
     let got = i.read(&v, 0, 1000).await.unwrap();
     assert_eq!(got.len(), 200);
@@ -177,7 +177,7 @@ async fn nothing_in_the_store_is_plaintext() {
         .unwrap();
     let mut f = OpenFile::from_state(link, st);
     f.write(&v, 0, b"MARKERCONTENT and more").await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let mut all = Vec::new();
     for b in store.blocks.lock().unwrap().values() {
         all.extend_from_slice(b);
@@ -205,7 +205,7 @@ async fn small_files_live_in_the_manifest() {
         .unwrap();
     let mut f = OpenFile::from_state(link.clone(), st);
     f.write(&v, 0, &pattern(4096, 3)).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     assert_eq!(
         store.blocks.lock().unwrap().len(),
         0,
@@ -216,7 +216,7 @@ async fn small_files_live_in_the_manifest() {
     // Growing past the inline limit keeps the few bytes in the record's
     // journal...
     g.write(&v, 20_000, b"end").await.unwrap();
-    g.flush(&v).await.unwrap();
+    g.flush(&v, Durability::Later).await.unwrap();
     assert_eq!(store.blocks.lock().unwrap().len(), 0);
     let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
     let all = h.read(&v, 0, 30_000).await.unwrap();
@@ -226,7 +226,7 @@ async fn small_files_live_in_the_manifest() {
     // ...and more than the journal holds moves the journal into a block,
     // and the new bytes into another.
     h.write(&v, 30_000, &pattern(JOURNAL_MAX, 4)).await.unwrap();
-    h.flush(&v).await.unwrap();
+    h.flush(&v, Durability::Later).await.unwrap();
     assert_eq!(store.blocks.lock().unwrap().len(), 2);
     let mut h = OpenFile::open(&v, link.clone()).await.unwrap();
     assert!(h.state.obj.content().unwrap().journal.is_empty());
@@ -237,7 +237,7 @@ async fn small_files_live_in_the_manifest() {
     assert_eq!(&all[30_000..], &pattern(JOURNAL_MAX, 4)[..]);
     // Shrinking brings it back inline.
     h.truncate(&v, 10).await.unwrap();
-    h.flush(&v).await.unwrap();
+    h.flush(&v, Durability::Later).await.unwrap();
     let mut i = OpenFile::open(&v, link).await.unwrap();
     assert_eq!(i.read(&v, 0, 100).await.unwrap(), pattern(10, 3));
 }
@@ -255,12 +255,12 @@ async fn growing_an_inline_file_keeps_chunk_zero() {
     let mut f = OpenFile::from_state(link.clone(), st);
     f.write(&v, 0, b"tiny").await.unwrap();
     f.truncate(&v, 0).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let big = pattern(3 * CHUNK_SIZE, 9);
     let mut g = OpenFile::open(&v, link.clone()).await.unwrap();
     g.write(&v, 0, &big).await.unwrap();
     assert_eq!(g.read(&v, 0, 64).await.unwrap(), big[..64], "before close");
-    g.flush(&v).await.unwrap();
+    g.flush(&v, Durability::Later).await.unwrap();
     let mut h = OpenFile::open(&v, link).await.unwrap();
     assert_eq!(h.read(&v, 0, big.len()).await.unwrap(), big, "after close");
 }
@@ -392,7 +392,7 @@ async fn hard_links_share_content_and_count_names() {
         .unwrap();
     let mut f = OpenFile::from_state(link.clone(), st);
     f.write(&v, 0, &pattern(20_000, 3)).await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let linked = v.hard_link(&link, &d, b"b").await.unwrap();
     assert_eq!(linked.obj.attrs.nlink, 2);
     assert_eq!(
@@ -410,7 +410,7 @@ async fn hard_links_share_content_and_count_names() {
     );
     // The open file saves over the changed count without losing it.
     f.write(&v, 0, b"new head").await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let (bl, bv) = v.resolve("/d/b").await.unwrap();
     assert_eq!(bl.name, link.name);
     assert_eq!(bv.obj.attrs.nlink, 2);
@@ -452,7 +452,7 @@ async fn a_removal_written_behind_is_seen_at_once_and_deletes_after_it_is_stored
         .unwrap();
     let mut f = OpenFile::open(&v, link.clone()).await.unwrap();
     f.write(&v, 0, b"bytes").await.unwrap();
-    f.flush(&v).await.unwrap();
+    f.flush(&v, Durability::Later).await.unwrap();
     let gone = v.remove_behind(&root, b"f", false).await.unwrap();
     assert_eq!(gone.name, link.name);
     assert_eq!(

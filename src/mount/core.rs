@@ -17,7 +17,9 @@ use super::attr::{AttrChange, file_attr, file_type};
 use super::handles::{DirEntry, Handles};
 use super::inodes::{InodeTable, ROOT_INO};
 use crate::fs::object::Body;
-use crate::fs::{Attrs, BlockStore, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name};
+use crate::fs::{
+    Attrs, BlockStore, Durability, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name,
+};
 use crate::item::RingSpace;
 use fuser::{FileAttr, FileType};
 use std::collections::HashMap;
@@ -269,7 +271,7 @@ impl<S: BlockStore> Core<S> {
             // A change by path (or to a clean file) is saved now; one
             // among unsaved writes goes with them at the next flush.
             if !was_dirty && !self.handles().is_unlinked(ino) {
-                f.flush(&self.vault).await?;
+                f.flush(&self.vault, Durability::Later).await?;
             }
             self.after_change(ino, &f);
             return Ok(file_attr(ino, link.kind, &f.state.obj.attrs));
@@ -280,7 +282,7 @@ impl<S: BlockStore> Core<S> {
                 f.truncate(&self.vault, size).await?;
                 change.apply(&mut f.state.obj.attrs);
                 f.touch_attrs();
-                f.flush(&self.vault).await?;
+                f.flush(&self.vault, Durability::Later).await?;
                 f.state
             }
             (Kind::Dir, Some(_)) => return Err(FsError::IsDir),
@@ -437,7 +439,7 @@ impl<S: BlockStore> Core<S> {
     /// Notes that file `ino` was stored with `attrs`: its directory entry's
     /// attribute copy (what listings show) is brought up to date, written
     /// behind.
-    pub(super) fn note_attrs(&self, ino: u64, f: &OpenFile) {
+    pub(super) fn note_attrs(&self, ino: u64, f: &OpenFile, durability: Durability) {
         let (parent, name) = {
             let t = self.inodes();
             match t.get(ino) {
@@ -449,7 +451,10 @@ impl<S: BlockStore> Core<S> {
         let vault = Arc::clone(&self.vault);
         let (link, attrs) = (f.link.clone(), f.state.obj.attrs.clone());
         tokio::spawn(async move {
-            if let Err(e) = vault.note_entry_attrs(&parent, &name, &link, attrs).await {
+            if let Err(e) = vault
+                .note_entry_attrs(&parent, &name, &link, attrs, durability)
+                .await
+            {
                 log::debug!("directory entry attributes not updated: {e}");
             }
         });

@@ -6,7 +6,7 @@
 //! `open`, here or on another machine, sees the data (close-to-open).
 
 use super::core::Core;
-use crate::fs::{BlockStore, FsError, Kind, OpenFile};
+use crate::fs::{BlockStore, Durability, FsError, Kind, OpenFile};
 
 /// The part of the `open(2)` flags the core looks at.
 fn truncates(flags: i32) -> bool {
@@ -80,23 +80,30 @@ impl<S: BlockStore> Core<S> {
     /// Stores the file behind `fh`: chunks, then manifest (`flush` on
     /// every close, and `fsync`).
     pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
+        self.flush_as(fh, Durability::Later).await
+    }
+
+    /// [`flush`](Self::flush), its puts durable now or later.
+    async fn flush_as(&self, fh: u64, durability: Durability) -> Result<(), FsError> {
         let (ino, file) = self.file_of(fh)?;
         let mut f = file.lock().await;
         if self.handles().is_unlinked(ino) {
             return Ok(());
         }
-        let res = f.flush(&self.vault).await;
+        let res = f.flush(&self.vault, durability).await;
         self.after_change(ino, &f);
         if res.is_ok() {
-            self.note_attrs(ino, &f);
+            self.note_attrs(ino, &f, durability);
         }
         res
     }
 
-    /// `fsync`: stores the file like `flush`, then waits until everything
-    /// this mount stored is durable on every replica.
+    /// `fsync`: stores the file like `flush`, its puts durable on their
+    /// replicas before they answer, then waits until everything else this
+    /// mount stored is durable too (nothing, if this was all: then no
+    /// `Sync` round is needed).
     pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
-        self.flush(fh).await?;
+        self.flush_as(fh, Durability::Now).await?;
         self.vault.store.sync().await
     }
 
@@ -116,10 +123,10 @@ impl<S: BlockStore> Core<S> {
         let res = {
             let mut f = file.lock().await;
             if f.is_dirty() && !self.handles().is_unlinked(ino) {
-                let res = f.flush(&self.vault).await;
+                let res = f.flush(&self.vault, Durability::Later).await;
                 self.after_change(ino, &f);
                 if res.is_ok() {
-                    self.note_attrs(ino, &f);
+                    self.note_attrs(ino, &f, Durability::Later);
                 }
                 res
             } else {
@@ -146,7 +153,7 @@ impl<S: BlockStore> Core<S> {
             let mut f = file.lock().await;
             if f.is_dirty()
                 && !self.handles().is_unlinked(ino)
-                && let Err(e) = f.flush(&self.vault).await
+                && let Err(e) = f.flush(&self.vault, Durability::Later).await
             {
                 log::warn!("unmount: file could not be stored: {e}");
                 first_err.get_or_insert(e);

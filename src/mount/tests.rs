@@ -5,7 +5,8 @@ use super::core::{ATTR_TTL, Core};
 use super::inodes::ROOT_INO;
 use crate::fs::mem_store::MemStore;
 use crate::fs::object::CHUNK_SIZE;
-use crate::fs::{FsError, Identity, OpenFile, Vault};
+use crate::fs::{Durability, FsError, Identity, OpenFile, Vault};
+use crate::id::Id;
 use fuser::{FileType, RenameFlags, TimeOrNow};
 use std::sync::Arc;
 
@@ -28,6 +29,40 @@ fn two_cores() -> (Core<MemStore>, Core<MemStore>) {
         )),
         Core::new(Vault::new(store, Identity::from_secret(SECRET))),
     )
+}
+
+#[tokio::test]
+async fn fsync_stores_durably_and_close_does_not() {
+    let c = core();
+    let store = Arc::clone(&c.vault.store);
+    let big = pattern(2 * CHUNK_SIZE + 100, 3);
+    let (_, fh) = c.create(ROOT_INO, b"f", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, &big).await.unwrap();
+    c.flush(fh).await.unwrap();
+    let closed = store.take_durabilities();
+    assert!(closed.len() >= 3, "chunks and record: {closed:?}");
+    assert!(closed.iter().all(|(_, d)| *d == Durability::Later));
+    // The file's own puts (its blocks and record; not the parent's entry
+    // copy, updated behind) are durable at once: no round of `Sync` after.
+    let own = |puts: Vec<(Id, Durability)>| -> Vec<Durability> {
+        let dir = c.vault.identity().record_key(&c.vault.root().name);
+        puts.into_iter()
+            .filter(|(k, _)| *k != dir)
+            .map(|(_, d)| d)
+            .collect()
+    };
+    c.write(fh, 10, b"small").await.unwrap();
+    c.fsync(fh).await.unwrap();
+    assert_eq!(own(store.take_durabilities()), vec![Durability::Now]);
+    // More than the journal takes, less than a chunk (so nothing was
+    // uploaded while writing).
+    let mid = pattern(100 << 10, 9);
+    c.write(fh, 5, &mid).await.unwrap();
+    c.fsync(fh).await.unwrap();
+    let synced = own(store.take_durabilities());
+    assert!(synced.len() >= 2, "{synced:?}");
+    assert!(synced.iter().all(|d| *d == Durability::Now), "{synced:?}");
+    assert_eq!(c.read(fh, 5, 16).await.unwrap(), mid[..16]);
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -482,7 +517,7 @@ async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
             .await
             .unwrap();
         a.vault
-            .note_entry_attrs(&root, name, &link, v.obj.attrs.clone())
+            .note_entry_attrs(&root, name, &link, v.obj.attrs.clone(), Durability::Later)
             .await
             .unwrap();
     }
@@ -505,7 +540,7 @@ async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     let (link, _) = b.resolve("/stale").await.unwrap();
     let mut f = OpenFile::open(&b, link).await.unwrap();
     f.write(&b, 0, &pattern(5000, 3)).await.unwrap();
-    f.flush(&b).await.unwrap();
+    f.flush(&b, Durability::Later).await.unwrap();
     // A third machine lists the root (sizes from the entries' copies)...
     let c = machine();
     let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));

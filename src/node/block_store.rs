@@ -4,7 +4,7 @@
 //! client's store uses too).
 
 use crate::dht::{Dht, DhtError, Transport};
-use crate::fs::{BlockStore, FsError};
+use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
@@ -34,8 +34,14 @@ fn from_dht(e: DhtError) -> FsError {
 }
 
 impl<T: Transport + 'static> BlockStore for Dht<T> {
-    async fn put_block(&self, key: Id, data: Vec<u8>, claim: Claim) -> Result<Id, FsError> {
-        Dht::put_block_as(self, key, data, vec![claim], false)
+    async fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        durability: Durability,
+    ) -> Result<Id, FsError> {
+        Dht::put_block_as(self, key, data, vec![claim], durability == Durability::Now)
             .await
             .map(|(k, _)| k)
             .map_err(from_dht)
@@ -53,8 +59,13 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
         Dht::get_block(self, key).await.map_err(from_dht)
     }
 
-    async fn put_record(&self, rec: Record, expected_seq: Option<u64>) -> Result<(), FsError> {
-        Dht::put_record_as(self, rec, expected_seq, false)
+    async fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        Dht::put_record_as(self, rec, expected_seq, durability == Durability::Now)
             .await
             .map(|_| ())
             .map_err(from_dht)
@@ -72,8 +83,8 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
         Dht::sync(self).await.map_err(from_dht)
     }
 
-    async fn put_new_record(&self, rec: Record) -> Result<(), FsError> {
-        Dht::put_new_record(self, rec, false)
+    async fn put_new_record(&self, rec: Record, durability: Durability) -> Result<(), FsError> {
+        Dht::put_new_record(self, rec, durability == Durability::Now)
             .await
             .map(|_| ())
             .map_err(from_dht)

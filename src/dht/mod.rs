@@ -147,6 +147,9 @@ pub struct Dht<T> {
     unsynced: Mutex<HashMap<Id, Peer>>,
 }
 
+/// How many times [`Dht::sync`] asks a node that does not answer in time.
+pub const SYNC_TRIES: usize = 3;
+
 impl<T> Dht<T> {
     /// A DHT client over `transport` keeping `replicas` copies.
     pub fn new(transport: T, replicas: usize) -> Dht<T> {
@@ -290,22 +293,37 @@ impl<T: Transport> Dht<T> {
     }
 
     /// Makes every non-durable write of this client durable on every node
-    /// that took one.
+    /// that took one. A node that does not answer in time is asked again,
+    /// up to [`SYNC_TRIES`] times in all: a `Sync` is idempotent, and a
+    /// disk busy for a few seconds is no reason to fail an `fsync`.
     pub async fn sync(&self) -> Result<(), DhtError> {
-        let peers: Vec<Peer> = {
+        let mut peers: Vec<Peer> = {
             let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
             u.drain().map(|(_, p)| p).collect()
         };
-        let results = futures::future::join_all(peers.iter().map(|p| {
-            self.transport
-                .call(p, crate::rpc::Rpc::request(crate::rpc::Sync))
-        }))
-        .await;
         let mut failed = Vec::new();
-        for (p, r) in peers.into_iter().zip(results) {
-            if let Err(e) = <crate::rpc::Sync as crate::rpc::Rpc>::parse(r) {
-                failed.push((p, e));
+        for attempt in 1..=SYNC_TRIES {
+            let results = futures::future::join_all(peers.iter().map(|p| {
+                self.transport
+                    .call(p, crate::rpc::Rpc::request(crate::rpc::Sync))
+            }))
+            .await;
+            let mut slow = Vec::new();
+            for (p, r) in peers.into_iter().zip(results) {
+                match r {
+                    Err(crate::rpc::CallError::Timeout) if attempt < SYNC_TRIES => slow.push(p),
+                    r => {
+                        if let Err(e) = <crate::rpc::Sync as crate::rpc::Rpc>::parse(r) {
+                            failed.push((p, e));
+                        }
+                    }
+                }
             }
+            if slow.is_empty() {
+                break;
+            }
+            log::debug!("sync: {} nodes slow to answer; asking again", slow.len());
+            peers = slow;
         }
         if failed.is_empty() {
             return Ok(());

@@ -319,6 +319,34 @@ async fn sync_reaches_every_node_written_lazily() {
 }
 
 #[tokio::test]
+async fn a_node_slow_to_sync_is_asked_again_a_few_times() {
+    let d = dht(Fake::new(3), 3);
+    let slow = d.transport.peer(1).id;
+    d.put_block_as(Id::hash(b"lazy"), b"lazy".to_vec(), Vec::new(), false)
+        .await
+        .unwrap();
+    d.transport
+        .flaky
+        .lock()
+        .unwrap()
+        .insert(slow, (SYNC_TRIES - 1) as u32);
+    d.sync().await.unwrap();
+    assert!(d.unsynced.lock().unwrap().is_empty());
+    // Slow every time: the sync fails, and the node is kept for later.
+    d.put_block_as(Id::hash(b"lazy2"), b"lazy2".to_vec(), Vec::new(), false)
+        .await
+        .unwrap();
+    d.transport
+        .flaky
+        .lock()
+        .unwrap()
+        .insert(slow, SYNC_TRIES as u32);
+    assert!(d.sync().await.is_err());
+    assert!(d.unsynced.lock().unwrap().contains_key(&slow));
+    assert_eq!(d.transport.flaky.lock().unwrap()[&slow], 0);
+}
+
+#[tokio::test]
 async fn a_replica_that_fails_for_a_while_is_asked_again() {
     let d = dht(Fake::new(3), 3);
     let slow = d.transport.peer(1).id;

@@ -70,6 +70,7 @@ mod fsutil;
 mod index;
 mod items;
 mod mem;
+mod pending;
 pub mod releases;
 mod scan;
 mod space;
@@ -93,7 +94,7 @@ use index::{BlockMeta, Index, RecordMeta};
 use releases::{ReleaseBook, ReleaseLog};
 use space::SpaceGuard;
 use spares::Spares;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -153,9 +154,9 @@ pub struct Store {
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
     /// Files written without fsync (visible, not yet durable), made durable
-    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request);
-    /// `true` if the file's bytes are in the write-ahead log.
-    pending: Mutex<HashMap<PathBuf, bool>>,
+    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request),
+    /// and whether the write-ahead log holds their bytes.
+    pending: Mutex<pending::PendingFiles>,
     /// The write-ahead log of small items ([`wal`]).
     wal: wal::Wal,
     /// Serializes record puts, record corruption handling and removals of
@@ -264,7 +265,7 @@ impl Store {
             tmp,
             one_fs,
             index: Mutex::new(index),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(pending::PendingFiles::default()),
             wal,
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -314,8 +315,7 @@ impl Store {
                 wal::EntryKind::Record => Kind::Record,
                 wal::EntryKind::Block => Kind::Block,
             };
-            let path = self.path(kind, key);
-            lock(&self.pending).entry(path).or_insert(false);
+            lock(&self.pending).note(self.path(kind, key), false);
         }
         log::info!(
             "store {}: replayed {} logged writes ({} already superseded)",
@@ -368,26 +368,35 @@ impl Store {
         if bytes.len() <= wal::ITEM_MAX {
             // Listed before the entry is appended: a flush that retires
             // the log then fsyncs this file first.
-            lock(&self.pending).insert(path.clone(), true);
-            if self.wal.append(kind.logged_as(), &key.0, bytes)? {
-                return Ok(());
+            lock(&self.pending).note(path.clone(), true);
+            match self.wal.append(kind.logged_as(), &key.0, bytes) {
+                Ok(true) => return Ok(()),
+                // The log is full until the next flush.
+                Ok(false) => {}
+                Err(e) => {
+                    lock(&self.pending).note(path, false);
+                    return Err(e);
+                }
             }
-            // The log is full until the next flush.
         }
-        lock(&self.pending).insert(path, false);
+        lock(&self.pending).note(path, false);
         Ok(())
     }
 
     /// Makes one non-durable file durable now, if it is pending.
     fn sync_if_pending(&self, path: &Path) -> Result<(), StoreError> {
-        let logged = lock(&self.pending).get(path).copied();
+        let (logged, one) = {
+            let p = lock(&self.pending);
+            (p.logged(path), p.snapshot_one(path))
+        };
         match logged {
             None => Ok(()),
             Some(true) => self.wal.sync_all(),
             Some(false) => {
-                lock(&self.pending).remove(path);
                 sync_file(path)?;
-                Self::sync_parent(path)
+                Self::sync_parent(path)?;
+                lock(&self.pending).settle(one);
+                Ok(())
             }
         }
     }
@@ -399,20 +408,17 @@ impl Store {
     pub fn sync_pending(&self) -> Result<usize, StoreError> {
         // Rotate first: whatever is logged from here on stays logged.
         let rotation = self.wal.rotate()?;
-        let pending: Vec<(PathBuf, bool)> = lock(&self.pending).drain().collect();
-        let paths: Vec<PathBuf> = pending.iter().map(|(p, _)| p.clone()).collect();
-        if let Err(e) = fsutil::sync_with_parents(&paths) {
-            // Put them back for the next attempt (an fsync may be repeated).
-            let mut p = lock(&self.pending);
-            for (path, logged) in pending {
-                p.entry(path).or_insert(logged);
-            }
-            return Err(e);
-        }
+        // Listed until durable: a durable put meanwhile syncs them itself.
+        let taken = lock(&self.pending).snapshot(false);
+        let n = taken.len();
+        // On failure they stay listed for the next attempt (an fsync may
+        // be repeated).
+        fsutil::sync_with_parents(&taken.paths())?;
+        lock(&self.pending).settle(taken);
         if let Some(r) = rotation {
             self.wal.retire(r)?;
         }
-        Ok(paths.len())
+        Ok(n)
     }
 
     /// Makes every put so far durable for a writer waiting on it (a `Sync`
@@ -423,36 +429,23 @@ impl Store {
     /// file system, which the flush does not), else fsyncs of each.
     /// Returns how many files were pending.
     pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
-        let (unlogged, logged) = {
-            let mut p = lock(&self.pending);
-            let unlogged: Vec<PathBuf> = p
-                .iter()
-                .filter(|(_, logged)| !**logged)
-                .map(|(path, _)| path.clone())
-                .collect();
-            for path in &unlogged {
-                p.remove(path);
-            }
-            (unlogged, p.len())
+        let (unlogged, all) = {
+            let p = lock(&self.pending);
+            (p.snapshot(true), p.len())
         };
+        let n = unlogged.len();
         if !unlogged.is_empty() {
-            let synced = if self.one_fs {
-                fsutil::syncfs(&self.tmp)
+            if self.one_fs {
+                fsutil::syncfs(&self.tmp)?;
             } else {
-                fsutil::sync_with_parents(&unlogged)
-            };
-            if let Err(e) = synced {
-                let mut p = lock(&self.pending);
-                for path in unlogged {
-                    p.entry(path).or_insert(false);
-                }
-                return Err(e);
+                fsutil::sync_with_parents(&unlogged.paths())?;
             }
+            lock(&self.pending).settle(unlogged);
         }
-        if logged > 0 {
+        if all > n {
             self.wal.sync_all()?;
         }
-        Ok(unlogged.len() + logged)
+        Ok(all)
     }
 
     /// Fsyncs the directory holding `path`.

@@ -24,6 +24,7 @@ mod members;
 pub mod orphans;
 mod repair;
 pub mod ring;
+mod scrub;
 mod serve_replica;
 mod transport;
 
@@ -303,6 +304,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         stop_rx.clone(),
     ));
     tokio::spawn(heap::trim_loop(stop_rx.clone()));
+    tokio::spawn(scrub::scrub_loop(Arc::clone(&node), stop_rx.clone()));
     tokio::spawn(flush_loop(Arc::clone(&node.core.store), stop_rx));
     Ok(RunningNode {
         node,

@@ -28,7 +28,7 @@ pub fn apply_replica<S: ItemStore + ?Sized>(
             store.put_block_with(key, &data, &claims, durable)?;
             ReplicaResponse::Stored
         }
-        ReplicaRequest::FetchBlock { key } => match store.get_owned_block(key)? {
+        ReplicaRequest::FetchBlock { key } => match store.serve_block(key)? {
             Some(f) => ReplicaResponse::Block {
                 data: f.data,
                 claims: f.claims,

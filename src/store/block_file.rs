@@ -63,6 +63,27 @@ pub fn decode(mut bytes: Vec<u8>, key: Id) -> Option<BlockFile> {
     })
 }
 
+/// Splits file bytes into claims and data without hashing the data (for
+/// serving: the reader checks the data against the key; the store's scrub
+/// checks its files). An old file (no header) is all data; an old file
+/// whose block happens to begin with the magic and a well-formed header
+/// would be split wrongly, which the reader's check catches.
+pub fn split(mut bytes: Vec<u8>) -> BlockFile {
+    match header(&bytes) {
+        Some((claims, start)) => {
+            bytes.drain(..start);
+            BlockFile {
+                claims,
+                data: bytes,
+            }
+        }
+        None => BlockFile {
+            claims: Vec::new(),
+            data: bytes,
+        },
+    }
+}
+
 /// The claims and where the data starts, if `bytes` begin with a
 /// well-formed header.
 fn header(bytes: &[u8]) -> Option<(Vec<Claim>, usize)> {

@@ -119,6 +119,18 @@ impl Index {
             .collect()
     }
 
+    /// Up to `limit` blocks in key order after `after`, with their file
+    /// sizes.
+    pub fn blocks_after(&self, after: Option<Id>, limit: usize) -> Vec<(Id, u64)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.map
+            .range((from, Unbounded))
+            .filter_map(|(key, e)| e.block.as_ref().map(|b| (*key, b.len)))
+            .take(limit)
+            .collect()
+    }
+
     /// The record stored under `key`, if any.
     pub fn record(&self, key: Id) -> Option<RecordMeta> {
         self.map.get(&key).and_then(|e| e.record)

@@ -31,6 +31,11 @@ pub trait ItemStore {
     fn get_block(&self, key: Id) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads a block and its claims.
     fn get_owned_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError>;
+    /// Reads a block and its claims to send to a reader, who checks the
+    /// bytes against the key (a disk store does not hash them again).
+    fn serve_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
+        self.get_owned_block(key)
+    }
     /// Applies an owner's release: keeps it (durably, before anything is
     /// removed), removes the claims it covers, and deletes each block no
     /// claim is left on.

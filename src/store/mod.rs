@@ -44,10 +44,13 @@
 //!   items' files too, then drops the logs that held them.
 //! - The in-memory [`Index`] lists exactly the files on disk, with block sizes
 //!   and record sequence numbers, so version queries never touch the disk.
-//! - Nothing unverified is served: every block read is re-hashed, every
-//!   record read re-verified (signature, and key = file name). A bad copy is
-//!   logged, deleted and reported as [`StoreError::Corrupt`], so the caller
-//!   fetches it again from a replica.
+//! - A block is hashed once when stored. It is served to readers without
+//!   being hashed again ([`Store::serve_block`]: every reader checks it
+//!   against the key); a block read for the store's own use is re-hashed,
+//!   and the scrub ([`scrub`]) re-hashes every block in the background.
+//!   Every record read is re-verified (signature, and key = file name). A
+//!   bad copy found is logged, deleted and reported as
+//!   [`StoreError::Corrupt`], so the caller fetches it again from a replica.
 //! - A stored record's sequence number only grows while it is held.
 //! - A block is deleted only when a release signed by each of its claiming
 //!   owners (or a repair hand-over, [`Store::remove`]) says so; the release
@@ -73,6 +76,7 @@ mod mem;
 mod pending;
 pub mod releases;
 mod scan;
+mod scrub;
 mod space;
 mod spares;
 #[cfg(test)]
@@ -82,6 +86,7 @@ mod wal;
 pub use error::StoreError;
 pub use items::{ItemStore, after_release, judge_claims, judge_record};
 pub use mem::MemItems;
+pub use scrub::Scrubbed;
 pub use space::{FsSpace, fs_space};
 
 use crate::id::Id;
@@ -828,6 +833,10 @@ impl ItemStore for Store {
 
     fn get_owned_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
         Store::get_owned_block(self, key)
+    }
+
+    fn serve_block(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
+        Store::serve_block(self, key)
     }
 
     fn release(&self, rel: &Release) -> Result<Freed, StoreError> {

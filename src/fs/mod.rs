@@ -115,6 +115,10 @@ pub enum FsError {
     Corrupt(String),
     #[error("operation not supported")]
     NotSupported,
+    /// The object a name led to is gone (replaced or removed elsewhere
+    /// since the name was looked up): look the name up again.
+    #[error("stale file handle")]
+    Stale,
     #[error("permission denied")]
     Permission,
     #[error("no space left on the ring ({0})")]
@@ -147,6 +151,7 @@ impl FsError {
             FsError::TooBig => libc::EFBIG,
             FsError::Conflict(_) | FsError::Unavailable(_) | FsError::Corrupt(_) => libc::EIO,
             FsError::NotSupported => libc::ENOTSUP,
+            FsError::Stale => libc::ESTALE,
             FsError::Permission => libc::EPERM,
             FsError::NoSpace(_) => libc::ENOSPC,
         }

@@ -29,7 +29,19 @@ impl<S: BlockStore> Core<S> {
         let (fh, file, fresh) = match attached {
             Some((fh, file)) => (fh, file, false),
             None => {
-                let f = OpenFile::open(&self.vault, link).await?;
+                let f = match OpenFile::open(&self.vault, link).await {
+                    // Replaced or removed elsewhere (`sed -i`, an editor's
+                    // save on another machine) after the kernel looked the
+                    // name up: ESTALE makes it look the name up again, in
+                    // the parent as stored now.
+                    Err(FsError::NotFound) => {
+                        let mut t = self.inodes();
+                        let parent = t.parent(ino);
+                        t.invalidate(parent);
+                        return Err(FsError::Stale);
+                    }
+                    r => r?,
+                };
                 self.handles().attach_or_insert(ino, f)
             }
         };

@@ -65,6 +65,25 @@ async fn fsync_stores_durably_and_close_does_not() {
     assert_eq!(c.read(fh, 5, 16).await.unwrap(), mid[..16]);
 }
 
+#[tokio::test]
+async fn a_file_replaced_on_another_machine_opens_stale_then_anew() {
+    let (a, b) = two_cores();
+    put(&a, ROOT_INO, b"f", b"old").await;
+    let old = b.lookup(ROOT_INO, b"f").await.unwrap().ino.0;
+    // `sed -i` on machine a: a new file renamed over the name.
+    put(&a, ROOT_INO, b"f.tmp", b"new").await;
+    a.rename(ROOT_INO, b"f.tmp", ROOT_INO, b"f", RenameFlags::empty())
+        .await
+        .unwrap();
+    // b still maps the name to the replaced object: ESTALE, so the kernel
+    // looks the name up again, and finds the new file.
+    assert_eq!(errno(b.open(old, libc::O_RDONLY).await), libc::ESTALE);
+    let new = b.lookup(ROOT_INO, b"f").await.unwrap().ino.0;
+    assert_ne!(new, old);
+    let fh = b.open(new, libc::O_RDONLY).await.unwrap();
+    assert_eq!(b.read(fh, 0, 10).await.unwrap(), b"new");
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))

@@ -325,22 +325,15 @@ async fn a_node_slow_to_sync_is_asked_again_a_few_times() {
     d.put_block_as(Id::hash(b"lazy"), b"lazy".to_vec(), Vec::new(), false)
         .await
         .unwrap();
-    d.transport
-        .flaky
-        .lock()
-        .unwrap()
-        .insert(slow, (SYNC_TRIES - 1) as u32);
+    let slow_for = |n: usize| d.transport.flaky.lock().unwrap().insert(slow, n as u32);
+    slow_for(SYNC_TRIES - 1);
     d.sync().await.unwrap();
     assert!(d.unsynced.lock().unwrap().is_empty());
     // Slow every time: the sync fails, and the node is kept for later.
     d.put_block_as(Id::hash(b"lazy2"), b"lazy2".to_vec(), Vec::new(), false)
         .await
         .unwrap();
-    d.transport
-        .flaky
-        .lock()
-        .unwrap()
-        .insert(slow, SYNC_TRIES as u32);
+    slow_for(SYNC_TRIES);
     assert!(d.sync().await.is_err());
     assert!(d.unsynced.lock().unwrap().contains_key(&slow));
     assert_eq!(d.transport.flaky.lock().unwrap()[&slow], 0);

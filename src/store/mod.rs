@@ -144,6 +144,13 @@ impl Kind {
             Kind::Record => wal::EntryKind::Record,
         }
     }
+
+    fn of_logged(k: wal::EntryKind) -> Kind {
+        match k {
+            wal::EntryKind::Block => Kind::Block,
+            wal::EntryKind::Record => Kind::Record,
+        }
+    }
 }
 
 /// This node's blocks and records, on disk under one directory.
@@ -316,11 +323,7 @@ impl Store {
             }
             // Held already (a process crash leaves files written but not
             // fsynced): made durable below either way.
-            let kind = match e.kind {
-                wal::EntryKind::Record => Kind::Record,
-                wal::EntryKind::Block => Kind::Block,
-            };
-            lock(&self.pending).note(self.path(kind, key), false);
+            lock(&self.pending).note(self.path(Kind::of_logged(e.kind), key), false);
         }
         log::info!(
             "store {}: replayed {} logged writes ({} already superseded)",

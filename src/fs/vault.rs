@@ -409,11 +409,35 @@ impl<S: BlockStore> Vault<S> {
         attrs: Attrs,
         durability: Durability,
     ) -> Result<(), FsError> {
+        match self
+            .queue_entry_attrs(parent, name, link, attrs, durability)
+            .await?
+        {
+            Some(ticket) => ticket.wait().await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues the change of [`note_entry_attrs`](Self::note_entry_attrs)
+    /// and returns its ticket without waiting for it to be stored (`None`:
+    /// the copy is already up to date, or the entry links elsewhere now).
+    /// Changes queued for one directory apply in the order they were
+    /// queued, so a caller that queues in the order its changes happened
+    /// (a `close`, then a `utimensat`, then a `rename`) leaves the copy of
+    /// the last one, under the entry's last name.
+    pub async fn queue_entry_attrs(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        link: &Link,
+        attrs: Attrs,
+        durability: Durability,
+    ) -> Result<Option<DirTicket>, FsError> {
         if let Some(v) = self.recent_dir(parent)
             && let Some(e) = v.obj.entries().and_then(|e| e.get(name))
             && (e.link.name != link.name || e.attrs.as_ref() == Some(&attrs))
         {
-            return Ok(());
+            return Ok(None);
         }
         let (name, record) = (name.to_vec(), link.name.clone());
         let change = move |d: &mut Object| {
@@ -425,10 +449,9 @@ impl<S: BlockStore> Vault<S> {
             }
             Ok(())
         };
-        let ticket = self
-            .queue_dir_change_as(parent, Box::new(change), durability)
-            .await?;
-        ticket.wait().await.map(|_| ())
+        self.queue_dir_change_as(parent, Box::new(change), durability)
+            .await
+            .map(Some)
     }
 
     /// This vault's view of directory `link` with its pending changes, or

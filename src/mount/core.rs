@@ -272,6 +272,8 @@ impl<S: BlockStore> Core<S> {
             // among unsaved writes goes with them at the next flush.
             if !was_dirty && !self.handles().is_unlinked(ino) {
                 f.flush(&self.vault, Durability::Later).await?;
+                self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
+                    .await;
             }
             self.after_change(ino, &f);
             return Ok(file_attr(ino, link.kind, &f.state.obj.attrs));
@@ -305,6 +307,12 @@ impl<S: BlockStore> Core<S> {
                 }
             }
         };
+        if size.is_some() || !change.is_empty() {
+            // The entry's copy follows (`utimensat` of rsync's temporary
+            // file, before its rename, must show under the final name).
+            self.note_attrs(ino, &link, &v.obj.attrs, Durability::Later)
+                .await;
+        }
         let v = Arc::new(v);
         self.inodes().store(ino, Arc::clone(&v));
         Ok(self.attr_of(ino, link.kind, &v))
@@ -439,7 +447,16 @@ impl<S: BlockStore> Core<S> {
     /// Notes that file `ino` was stored with `attrs`: its directory entry's
     /// attribute copy (what listings show) is brought up to date, written
     /// behind.
-    pub(super) fn note_attrs(&self, ino: u64, f: &OpenFile, durability: Durability) {
+    pub(super) async fn note_attrs(
+        &self,
+        ino: u64,
+        link: &Link,
+        attrs: &Attrs,
+        durability: Durability,
+    ) {
+        if ino == ROOT_INO {
+            return;
+        }
         let (parent, name) = {
             let t = self.inodes();
             match t.get(ino) {
@@ -448,16 +465,23 @@ impl<S: BlockStore> Core<S> {
             }
         };
         let Some(parent) = parent else { return };
-        let vault = Arc::clone(&self.vault);
-        let (link, attrs) = (f.link.clone(), f.state.obj.attrs.clone());
-        tokio::spawn(async move {
-            if let Err(e) = vault
-                .note_entry_attrs(&parent, &name, &link, attrs, durability)
-                .await
-            {
-                log::debug!("directory entry attributes not updated: {e}");
+        // Queued now, in the order of the changes (so a later `rename`
+        // moves the entry with this copy); stored behind.
+        let queued = self
+            .vault
+            .queue_entry_attrs(&parent, &name, link, attrs.clone(), durability)
+            .await;
+        match queued {
+            Ok(Some(ticket)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = ticket.wait().await {
+                        log::debug!("directory entry attributes not updated: {e}");
+                    }
+                });
             }
-        });
+            Ok(None) => {}
+            Err(e) => log::debug!("directory entry attributes not queued: {e}"),
+        }
     }
 
     /// Closes directory handle `fh`.

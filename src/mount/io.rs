@@ -105,7 +105,8 @@ impl<S: BlockStore> Core<S> {
         let res = f.flush(&self.vault, durability).await;
         self.after_change(ino, &f);
         if res.is_ok() {
-            self.note_attrs(ino, &f, durability);
+            self.note_attrs(ino, &f.link, &f.state.obj.attrs, durability)
+                .await;
         }
         res
     }
@@ -138,7 +139,8 @@ impl<S: BlockStore> Core<S> {
                 let res = f.flush(&self.vault, Durability::Later).await;
                 self.after_change(ino, &f);
                 if res.is_ok() {
-                    self.note_attrs(ino, &f, Durability::Later);
+                    self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
+                        .await;
                 }
                 res
             } else {

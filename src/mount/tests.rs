@@ -591,3 +591,49 @@ async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     c.release(fh).await.unwrap();
     assert_eq!(dropped.lock().unwrap().len(), 1);
 }
+
+/// rsync's sequence: write a temporary file, close it, set its times
+/// (while the handle is still open or after), rename it into place. The
+/// entry's attribute copy under the final name (what listings show on any
+/// machine) carries the times set last, not the time of the write.
+#[tokio::test]
+async fn times_set_before_a_rename_reach_the_listed_copy() {
+    let (c, other) = two_cores();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_086_400, 123_456_789);
+    for (tmp, name, while_open) in [
+        (b".a.tmp".as_slice(), b"a".as_slice(), true),
+        (b".b.tmp", b"b", false),
+    ] {
+        let (attr, fh) = c.create(ROOT_INO, tmp, 0o600, 0, 0).await.unwrap();
+        c.write(fh, 0, b"x").await.unwrap();
+        c.flush(fh).await.unwrap();
+        if !while_open {
+            c.release(fh).await.unwrap();
+        }
+        let change = AttrChange {
+            mtime: Some(TimeOrNow::SpecificTime(old)),
+            ..Default::default()
+        };
+        c.setattr(attr.ino.0, None, &change).await.unwrap();
+        if while_open {
+            c.release(fh).await.unwrap();
+        }
+        c.rename(ROOT_INO, tmp, ROOT_INO, name, RenameFlags::empty())
+            .await
+            .unwrap();
+    }
+    c.fsyncdir().await.unwrap();
+    let rows = other
+        .readdir(ROOT_INO, other.opendir(ROOT_INO).unwrap(), 0)
+        .await
+        .unwrap();
+    for name in [b"a".as_slice(), b"b"] {
+        let row = rows.iter().find(|r| r.name == name).unwrap();
+        let copy = row.hint.as_ref().expect("an attribute copy");
+        assert_eq!(
+            (copy.mtime.to_system(), copy.size),
+            (old, 1),
+            "the listed copy of {name:?}"
+        );
+    }
+}

@@ -637,3 +637,35 @@ async fn times_set_before_a_rename_reach_the_listed_copy() {
         );
     }
 }
+
+/// After `ln f g` and a write through `g`, a listing on another machine
+/// shows both names with the new size and two links: the first name's
+/// attribute copy (written before the link) is not trusted any more.
+#[tokio::test]
+async fn a_hard_link_and_a_write_through_it_list_right_under_both_names() {
+    let (c, other) = two_cores();
+    let f = put(&c, ROOT_INO, b"f", b"one").await;
+    c.link(f, ROOT_INO, b"g").await.unwrap();
+    let (_, g) = c
+        .lookup(ROOT_INO, b"g")
+        .await
+        .map(|a| (a, a.ino.0))
+        .unwrap();
+    let fh = c.open(g, libc::O_WRONLY).await.unwrap();
+    c.write(fh, 3, b" and two").await.unwrap();
+    c.release(fh).await.unwrap();
+    c.fsyncdir().await.unwrap();
+    let rows = other
+        .readdir(ROOT_INO, other.opendir(ROOT_INO).unwrap(), 0)
+        .await
+        .unwrap();
+    let attrs = other.plus_attrs(ROOT_INO, &rows).await.unwrap();
+    for name in [b"f".as_slice(), b"g"] {
+        let i = rows.iter().position(|r| r.name == name).unwrap();
+        assert_eq!(
+            (attrs[i].0.size, attrs[i].0.nlink),
+            (11, 2),
+            "the listing of {name:?}"
+        );
+    }
+}

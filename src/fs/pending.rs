@@ -27,6 +27,13 @@
 //!   dropped once its queue is empty, so later loads read the store again.
 //! - The per-directory queue is bounded by [`MAX_QUEUED`]: past it,
 //!   [`Vault::queue_dir_change`] waits for its change to be stored.
+//!
+//! A *lazy* change (an entry's attribute copy, which only listings read)
+//! does not start an update by itself: it waits up to [`LAZY_DELAY`] for
+//! a change that does (the next file's create, in a copy), and rides
+//! along, so a copied file costs one directory update, not two. Waiting
+//! for a ticket (`settle_*`, `fsyncdir`, unmount) stores lazy changes at
+//! once.
 
 use super::object::{Link, Object};
 use super::vault::{CAS_ATTEMPTS, Vault, Versioned};
@@ -46,6 +53,9 @@ type Outcome = Result<Arc<Versioned>, FsError>;
 
 /// Changes queued in one directory before `queue_dir_change` waits.
 pub const MAX_QUEUED: usize = 1024;
+
+/// How long lazy changes wait for another change to ride along with.
+pub const LAZY_DELAY: Duration = Duration::from_millis(250);
 
 /// Resolves once its directory change is stored, or has failed.
 #[derive(Clone)]
@@ -82,6 +92,8 @@ struct Queued {
     /// When the change must be durable (a batch is stored durably at once
     /// if any of its changes asks).
     durability: Durability,
+    /// Waits for a change that is not lazy, or [`LAZY_DELAY`].
+    lazy: bool,
     done: oneshot::Sender<Outcome>,
     ticket: DirTicket,
 }
@@ -99,6 +111,10 @@ struct DirState {
     flying: Vec<DirTicket>,
     /// A task is storing this directory's changes (at most one is).
     running: bool,
+    /// Wakes the storing task while it holds back lazy changes.
+    wake: Arc<tokio::sync::Notify>,
+    /// The storing task is holding back lazy changes now.
+    holding: bool,
 }
 
 /// Pending directory changes of a vault, by directory record name.
@@ -118,9 +134,15 @@ impl PendingDirs {
         self.lock().get(name).map(|s| s.view.clone())
     }
 
-    /// Tickets of every pending change (of one directory, or of all).
+    /// Tickets of every pending change (of one directory, or of all);
+    /// lazy changes among them are stored now.
     fn tickets(&self, name: Option<&[u8]>) -> Vec<DirTicket> {
         let dirs = self.lock();
+        for (n, s) in dirs.iter() {
+            if s.holding && name.is_none_or(|w| w == n.as_slice()) {
+                s.wake.notify_one();
+            }
+        }
         let of = |s: &DirState| -> Vec<DirTicket> {
             s.flying
                 .iter()
@@ -183,13 +205,37 @@ impl<S: BlockStore> Vault<S> {
             .await
     }
 
+    /// [`queue_dir_change`](Self::queue_dir_change) of a lazy change (see
+    /// the module doc): stored with the directory's next change that is
+    /// not lazy, or after [`LAZY_DELAY`].
+    pub async fn queue_dir_change_lazy(
+        &self,
+        link: &Link,
+        change: DirChange,
+    ) -> Result<DirTicket, FsError> {
+        self.queue_dir_change_with(link, change, Durability::Later, true)
+            .await
+    }
+
     /// [`queue_dir_change`](Self::queue_dir_change), stored durably at
     /// once or not.
     pub async fn queue_dir_change_as(
         &self,
         link: &Link,
+        change: DirChange,
+        durability: Durability,
+    ) -> Result<DirTicket, FsError> {
+        self.queue_dir_change_with(link, change, durability, false)
+            .await
+    }
+
+    /// Queues `change`, lazy or not.
+    async fn queue_dir_change_with(
+        &self,
+        link: &Link,
         mut change: DirChange,
         durability: Durability,
+        lazy: bool,
     ) -> Result<DirTicket, FsError> {
         let mut base = None;
         // A few rounds at most: the state may go idle between the check
@@ -215,6 +261,8 @@ impl<S: BlockStore> Vault<S> {
                             queued: Vec::new(),
                             flying: Vec::new(),
                             running: false,
+                            wake: Arc::new(tokio::sync::Notify::new()),
+                            holding: false,
                         },
                     );
                 }
@@ -233,9 +281,13 @@ impl<S: BlockStore> Vault<S> {
                 st.queued.push(Queued {
                     change,
                     durability,
+                    lazy,
                     done,
                     ticket: ticket.clone(),
                 });
+                if !lazy && st.holding {
+                    st.wake.notify_one();
+                }
                 let start = !st.running;
                 st.running = true;
                 (ticket, start, st.queued.len() > MAX_QUEUED)
@@ -278,6 +330,21 @@ impl<S: BlockStore> Vault<S> {
     /// empty and the directory's state dropped.
     async fn drain_dir(&self, link: &Link) {
         loop {
+            // Only lazy changes: wait for another one, or not too long.
+            let wake = {
+                let mut dirs = self.pending.lock();
+                let Some(st) = dirs.get_mut(&link.name) else {
+                    return;
+                };
+                st.holding = !st.queued.is_empty() && st.queued.iter().all(|q| q.lazy);
+                st.holding.then(|| Arc::clone(&st.wake))
+            };
+            if let Some(wake) = wake {
+                let _ = tokio::time::timeout(LAZY_DELAY, wake.notified()).await;
+                if let Some(st) = self.pending.lock().get_mut(&link.name) {
+                    st.holding = false;
+                }
+            }
             let mut batch = {
                 let mut dirs = self.pending.lock();
                 let Some(st) = dirs.get_mut(&link.name) else {

@@ -291,7 +291,14 @@ impl<S: BlockStore> Vault<S> {
         (attrs.nlink, old_attrs.nlink) = (0, 0);
         let top_changed = attrs != old_attrs || touched.contains(&Vec::new());
 
-        // The leaves below the top, in parallel.
+        let top = layout.node_mut(dir, &[]).clone();
+        let top_node = match top.split {
+            Some(epoch) => DirNode::Split { epoch },
+            None => leaf_node(&top.names, new_entries),
+        };
+        // The leaves below the top and the top itself, all in parallel
+        // (each is its own compare-and-swap; a loss of any is `Conflict`,
+        // and the change is applied again over what was stored).
         let writes = touched.iter().filter(|p| !p.is_empty()).map(|p| {
             let node = layout.nodes[p].clone();
             let leaf = leaf_node(&node.names, new_entries);
@@ -301,25 +308,28 @@ impl<S: BlockStore> Vault<S> {
                 Ok::<_, FsError>((p.clone(), leaf))
             }
         });
+        let top_write = async {
+            if top_changed {
+                self.put_top(dir, new, top_node.clone(), top.seq, durability)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (leaves, top_seq) = tokio::join!(join_all(writes), top_write);
         let mut written = Vec::new();
-        for r in join_all(writes).await {
+        for r in leaves {
             let (p, leaf) = r?;
             layout.node_mut(dir, &p).seq += 1;
             written.push((p, leaf));
         }
-        let top = layout.node_mut(dir, &[]).clone();
         let mut seq = top.seq;
-        if top_changed {
-            let node = match top.split {
-                Some(epoch) => DirNode::Split { epoch },
-                None => leaf_node(&top.names, new_entries),
-            };
-            seq = self
-                .put_top(dir, new, node.clone(), top.seq, durability)
-                .await?;
+        if let Some(s) = top_seq? {
+            seq = s;
             layout.node_mut(dir, &[]).seq = seq;
             if top.split.is_none() {
-                written.push((Vec::new(), node));
+                written.push((Vec::new(), top_node));
             }
         }
         // Leaves grown too large split now (best effort: a lost race

@@ -449,9 +449,16 @@ impl<S: BlockStore> Vault<S> {
             }
             Ok(())
         };
-        self.queue_dir_change_as(parent, Box::new(change), durability)
-            .await
-            .map(Some)
+        // A copy that need not be durable now is lazy: it rides along
+        // with the directory's next update.
+        match durability {
+            Durability::Later => self.queue_dir_change_lazy(parent, Box::new(change)).await,
+            Durability::Now => {
+                self.queue_dir_change_as(parent, Box::new(change), durability)
+                    .await
+            }
+        }
+        .map(Some)
     }
 
     /// This vault's view of directory `link` with its pending changes, or

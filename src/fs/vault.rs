@@ -99,6 +99,11 @@ pub struct Vault<S> {
 
 /// How long a remembered directory version is used as a first guess.
 const DIR_GUESS_TTL: Duration = Duration::from_secs(5);
+
+/// How old a remembered directory a removal may check its name in,
+/// instead of loading the directory again (as old as what a mount's
+/// kernel caches).
+const REMOVE_GUESS_TTL: Duration = Duration::from_secs(1);
 /// Directories remembered at most.
 const DIR_GUESS_MAX: usize = 4096;
 
@@ -470,12 +475,18 @@ impl<S: BlockStore> Vault<S> {
 
     /// The remembered version of directory `link`, if recent.
     pub(crate) fn guess(&self, link: &Link) -> Option<Versioned> {
+        self.guess_within(link, DIR_GUESS_TTL)
+    }
+
+    /// The remembered version of directory `link`, if stored or loaded
+    /// less than `age` ago.
+    fn guess_within(&self, link: &Link, age: Duration) -> Option<Versioned> {
         if link.kind != Kind::Dir {
             return None;
         }
         let d = self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         d.get(&link.name)
-            .filter(|(_, at)| at.elapsed() < DIR_GUESS_TTL)
+            .filter(|(_, at)| at.elapsed() < age)
             .map(|(v, _)| v.clone())
     }
 
@@ -720,8 +731,20 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<(Link, Option<Layout>, DirTicket), FsError> {
         check_name(name)?;
         // The view includes changes still being stored, and the removal is
-        // queued behind them.
-        let pv = self.load(parent).await?;
+        // queued behind them. A directory this vault stored or loaded
+        // moments ago is not loaded again (a sharded one is a read per
+        // shard, for every name of an `rm -rf`): the change checks at
+        // store time that the name still links to the object removed, and
+        // one replaced meanwhile elsewhere stays. (A mount acts on
+        // listings as old as its attribute TTL anyway.)
+        let recent = self
+            .pending
+            .view(&parent.name)
+            .or_else(|| self.guess_within(parent, REMOVE_GUESS_TTL));
+        let pv = match recent {
+            Some(v) if v.obj.entry(name).is_ok() => v,
+            _ => self.load(parent).await?,
+        };
         let link = pv.obj.entry(name)?;
         let mut shards = None;
         match (link.kind == Kind::Dir, dir) {

@@ -410,3 +410,136 @@ fn a_lying_member_1000_seeds() {
     let list: Vec<u64> = (1..=1000).collect();
     run_seeds("a_lying_member_1000_seeds", true, &list, false);
 }
+
+/// One seed of a partition of a ring of `n` into `parts` sides, held 60 s
+/// (each side settles into a ring of its own, taking puts), then healed:
+/// within 60 s the rings are one again, Zave's invariant holds, and no
+/// acknowledged item is lost. `Err` says what broke.
+fn partition_then_heal(seed: u64, n: usize, parts: usize) -> Result<(), String> {
+    let mut sim = build(seed, n, 40);
+    split_and_heal(seed, &mut sim, parts)?;
+    let rings = sim.ring_count();
+    if rings != 1 {
+        return Err(format!("{rings} rings 60 s after the partition healed"));
+    }
+    sim.check_ring()
+        .map_err(|e| format!("after healing: ring invariant broken: {e}"))?;
+    sim.check_zave();
+    if let Some(v) = sim.zave_violations.first() {
+        return Err(format!("after healing: Zave's invariant broken: {v}"));
+    }
+    sim.run_for(30_000);
+    let r = sim.data_report();
+    if !r.lost.is_empty() {
+        return Err(format!(
+            "{} of {} acknowledged items lost after healing",
+            r.lost.len(),
+            r.acked
+        ));
+    }
+    Ok(())
+}
+
+/// Splits the members of `sim` into `parts` random sides for 60 s (each
+/// side takes puts meanwhile and must become a ring of its own), then
+/// runs 60 s more with the network whole again.
+fn split_and_heal(seed: u64, sim: &mut Sim, parts: usize) -> Result<(), String> {
+    let mut members = sim.live_members();
+    for k in (1..members.len()).rev() {
+        let j = (sim.rand_u64() % (k as u64 + 1)) as usize;
+        members.swap(k, j);
+    }
+    let per = members.len().div_ceil(parts);
+    let sides: Vec<Vec<usize>> = members.chunks(per).map(|c| c.to_vec()).collect();
+    sim.partition(&sides, 60_000);
+    sim.run_for(30_000);
+    // Every side keeps taking writes.
+    for k in 0..20u64 {
+        sim.put_block([seed.to_be_bytes(), (1000 + k).to_be_bytes()].concat());
+    }
+    sim.run_for(30_000);
+    let split = sim.ring_count();
+    if split != parts {
+        return Err(format!(
+            "the partition left {split} rings, not {parts} (sides {:?})",
+            sides.iter().map(Vec::len).collect::<Vec<_>>()
+        ));
+    }
+    sim.run_for(60_000);
+    Ok(())
+}
+
+/// Without merge probes the sides stay apart after healing (what the
+/// probes are for, and a check that the partition tests can fail).
+#[test]
+fn without_merge_probes_a_split_ring_stays_split() {
+    let seed = 1;
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        merge_every: 0,
+        ..SimConfig::default()
+    });
+    sim.create_first();
+    for _ in 1..16 {
+        sim.join_new();
+        sim.run_for(20);
+    }
+    sim.run_for(30_000);
+    split_and_heal(seed, &mut sim, 2).unwrap();
+    assert_eq!(sim.ring_count(), 2);
+}
+
+fn run_partition_seeds(test: &str, n: usize, parts: usize, default: &[u64]) {
+    let list = seeds(default);
+    let failed: Vec<String> = list
+        .iter()
+        .filter_map(|&seed| {
+            partition_then_heal(seed, n, parts)
+                .err()
+                .map(|e| format!("seed {seed}: {e}\n{}", replay(seed, test)))
+        })
+        .collect();
+    eprintln!("{test}: {} seeds, {} failed", list.len(), failed.len());
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn a_ring_split_in_two_merges_after_healing() {
+    run_partition_seeds(
+        "a_ring_split_in_two_merges_after_healing",
+        16,
+        2,
+        &[1, 2, 3, 4, 5, 6],
+    );
+}
+
+#[test]
+fn a_ring_split_in_three_merges_after_healing() {
+    run_partition_seeds(
+        "a_ring_split_in_three_merges_after_healing",
+        18,
+        3,
+        &[1, 2, 3, 4, 5, 6],
+    );
+}
+
+/// The long run of the two above (`-- --ignored`).
+#[test]
+#[ignore]
+fn partitions_heal_1000_seeds() {
+    let list: Vec<u64> = (1..=500).collect();
+    let failed: Vec<String> = list
+        .iter()
+        .flat_map(|&seed| {
+            [(16, 2), (18, 3)]
+                .into_iter()
+                .filter_map(move |(n, parts)| {
+                    partition_then_heal(seed, n, parts)
+                        .err()
+                        .map(|e| format!("seed {seed}, {parts} sides: {e}"))
+                })
+        })
+        .collect();
+    eprintln!("partitions_heal_1000_seeds: {} failed", failed.len());
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}

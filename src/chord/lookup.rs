@@ -21,6 +21,8 @@ pub enum Purpose {
     Join,
     /// A node left alone finding its way back into the ring it was in.
     Rejoin,
+    /// A merge probe: where another ring places this node's ID.
+    Merge,
     /// Refreshing finger `i`.
     Finger(usize),
 }

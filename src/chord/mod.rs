@@ -22,6 +22,23 @@
 //!
 //! Successor lists never contain the node itself and never repeat a node, so
 //! in a ring smaller than the list length the list is simply shorter.
+//!
+//! Rings merge after a partition heals ([`ChordNode::probe_merge`]). Chord's
+//! stabilization alone never joins two rings that each look whole, so every
+//! member periodically looks its own ID up *through* a member it remembers
+//! (the "seen" list, kept across restarts by the driver). In its own ring the
+//! answer is its successor; if the answer is another node, the remembered
+//! member is in another ring (or this node's view is stale), and the answer
+//! `s` is where this node belongs in that ring. The node then checks `s`
+//! (it must answer) and adopts it as successor if `s` lies between it and
+//! its successor, and notifies `s`, which rectifies its predecessor to this
+//! node if it lies between. Each such step is one that stabilize and
+//! rectify would also allow (nothing unverified is adopted), and each
+//! crossing pointer makes the neighbours' next stabilize rounds find
+//! further ones, so the two rings zip into one (the "simple ring
+//! unification" of Shafaat et al., "Handling network partitions and
+//! mergers in structured overlay networks", P2P 2007, driven by periodic
+//! probes instead of a detector).
 
 mod fingers;
 mod lookup;
@@ -136,6 +153,8 @@ enum Pending {
     Leaving,
     /// Rejoin: the state of the node found as our successor.
     RejoinState(Peer),
+    /// Merge probe: the state of the node another ring places after us.
+    MergeState(Peer),
     /// A ping of a successor-list entry offered by another node.
     VerifyEntry,
 }
@@ -185,6 +204,10 @@ pub struct ChordNode {
     seen: VecDeque<Peer>,
     /// A rejoin is in progress (one at a time).
     rejoining: bool,
+    /// A merge probe is in progress (one at a time).
+    probing: bool,
+    /// Index into `seen` of the next member a merge probe goes through.
+    probe_next: usize,
     /// Stabilize rounds since every successor failed without a rejoin.
     alone_rounds: u32,
     /// The successor whose last state query timed out: dropped if the
@@ -203,8 +226,8 @@ pub struct ChordNode {
 /// Nodes remembered as having answered, at most.
 const ANSWERED_MAX: usize = 1024;
 
-/// Members remembered for rejoining.
-const SEEN_MAX: usize = 16;
+/// Members remembered for rejoining and merge probes.
+pub const SEEN_MAX: usize = 64;
 
 /// Stabilize rounds a node whose successors all failed waits (trying to
 /// rejoin) before it takes itself for the whole ring: a node cut off from
@@ -236,6 +259,8 @@ impl ChordNode {
             leaving_left: 0,
             seen: VecDeque::new(),
             rejoining: false,
+            probing: false,
+            probe_next: 0,
             alone_rounds: 0,
             suspect: None,
             answered: std::collections::HashSet::new(),
@@ -473,6 +498,7 @@ impl ChordNode {
                 }
             }
             Pending::RejoinState(target) => self.on_rejoin_state(target, reply),
+            Pending::MergeState(target) => self.on_merge_state(target, reply),
             Pending::VerifyEntry => {
                 self.verifying = self.verifying.saturating_sub(1);
                 if self.verifying == 0
@@ -712,6 +738,91 @@ impl ChordNode {
         }
     }
 
+    /// Members remembered (newest first): the driver keeps them across
+    /// restarts and gives them back with [`Self::remember_all`].
+    pub fn seen(&self) -> Vec<Peer> {
+        self.seen.iter().cloned().collect()
+    }
+
+    /// Remembers `peers` as members seen (oldest last), as a restarted
+    /// node's memory of the ring.
+    pub fn remember_all(&mut self, peers: &[Peer]) {
+        for p in peers.iter().rev() {
+            self.remember(p);
+        }
+    }
+
+    /// One merge probe (see the module doc): looks this node's ID up
+    /// through the next remembered member that is not a neighbour.
+    pub fn probe_merge(&mut self) {
+        if self.probing || !self.is_member() {
+            return;
+        }
+        let n = self.seen.len();
+        for _ in 0..n {
+            let q = self.seen[self.probe_next % n].clone();
+            self.probe_next = (self.probe_next + 1) % n;
+            let neighbour = self.succs.iter().any(|p| p.id == q.id)
+                || self.pred.as_ref().is_some_and(|p| p.id == q.id);
+            if !neighbour {
+                self.probing = true;
+                let id = self.new_lookup(self.me.id, Purpose::Merge, vec![q]);
+                self.advance_lookup(id);
+                return;
+            }
+        }
+    }
+
+    /// A merge probe's answer: the node the probed ring places after this
+    /// node's ID.
+    fn on_merge_answer(&mut self, r: LookupResult) {
+        let Some(s) = std::iter::once(r.owner)
+            .chain(r.next)
+            .find(|p| p.id != self.me.id)
+        else {
+            return;
+        };
+        if self.succs.first().is_some_and(|f| f.id == s.id) {
+            return; // the same ring, as far as this node can tell
+        }
+        if self
+            .succs
+            .first()
+            .is_none_or(|f| s.id.in_open(self.me.id, f.id))
+        {
+            // Closer than our successor: adopt it once it answers.
+            self.send(
+                s.clone(),
+                ChordRequest::GetState,
+                Pending::MergeState(s.clone()),
+            );
+        }
+        // And tell it about us: it takes us as predecessor if we lie
+        // between (rectify), and its old predecessor then finds us.
+        let me = self.me.clone();
+        self.send(s, ChordRequest::Notify(me), Pending::Notify);
+    }
+
+    fn on_merge_state(&mut self, s: Peer, reply: Result<ChordResponse, Failure>) {
+        if !self.is_member() {
+            return;
+        }
+        if let Ok(ChordResponse::State { succs, whole, .. }) = reply
+            && self
+                .succs
+                .first()
+                .is_none_or(|f| s.id.in_open(self.me.id, f.id))
+        {
+            log::info!(
+                "merge: node {} of another ring (or a newer view) becomes this node's successor",
+                s.id.short()
+            );
+            self.set_succs(s, succs, whole);
+            self.notify_successor();
+            self.stabilize();
+        }
+    }
+
     fn on_stabilize_succ(&mut self, succ: Peer, reply: Result<ChordResponse, Failure>) {
         match reply {
             Ok(ChordResponse::State { pred, succs, whole }) => {
@@ -946,6 +1057,12 @@ impl ChordNode {
                     && self.is_member()
                 {
                     self.fingers.set(i, r.owner);
+                }
+            }
+            Purpose::Merge => {
+                self.probing = false;
+                if let Ok(r) = result {
+                    self.on_merge_answer(r);
                 }
             }
             Purpose::Rejoin => match result {

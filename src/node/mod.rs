@@ -25,6 +25,7 @@ pub mod orphans;
 mod repair;
 pub mod ring;
 mod scrub;
+pub mod seen;
 mod serve_replica;
 mod transport;
 
@@ -297,6 +298,14 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         }
     }
     log::info!("node {} listening on {addr}, ring member", id.short());
+    // Members seen before a restart: merge probes go through them.
+    let remembered = seen::load(&cfg.data);
+    ring.with(|c| c.remember_all(&remembered));
+    tokio::spawn(seen::save_loop(
+        Arc::clone(&ring),
+        cfg.data.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(Arc::clone(&ring).run_timers(cfg.timers.clone(), stop_rx.clone()));
     tokio::spawn(repair_loop(
         Arc::clone(&node),

@@ -4,7 +4,8 @@
 //! await), sends the calls it asks for through the connection pool — each in
 //! its own task with the pool's timeout — and feeds the replies back. Lookups
 //! are awaited through one-shot channels. Timer ticks (stabilize,
-//! fix_fingers, check_predecessor) come from [`Ring::run_timers`].
+//! fix_fingers, check_predecessor, merge probes) come from
+//! [`Ring::run_timers`].
 
 use crate::chord::{ChordNode, Event, Failure};
 use crate::dht::RouteCache;
@@ -20,6 +21,8 @@ pub struct Timers {
     pub stabilize: Duration,
     pub fix_fingers: Duration,
     pub check_pred: Duration,
+    /// Merge probes ([`ChordNode::probe_merge`]).
+    pub merge_probe: Duration,
 }
 
 impl Default for Timers {
@@ -28,6 +31,7 @@ impl Default for Timers {
             stabilize: Duration::from_millis(500),
             fix_fingers: Duration::from_millis(250),
             check_pred: Duration::from_millis(1000),
+            merge_probe: Duration::from_secs(5),
         }
     }
 }
@@ -209,11 +213,13 @@ impl Ring {
         let mut s = tokio::time::interval(t.stabilize);
         let mut f = tokio::time::interval(t.fix_fingers);
         let mut c = tokio::time::interval(t.check_pred);
+        let mut m = tokio::time::interval(t.merge_probe);
         loop {
             tokio::select! {
                 _ = s.tick() => self.with(|n| n.stabilize()),
                 _ = f.tick() => self.with(|n| n.fix_fingers()),
                 _ = c.tick() => self.with(|n| n.check_predecessor()),
+                _ = m.tick() => self.with(|n| n.probe_merge()),
                 _ = stop.changed() => {
                     if *stop.borrow() { return; }
                 }

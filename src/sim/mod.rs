@@ -52,6 +52,8 @@ pub struct SimConfig {
     pub fix_fingers_every: u64,
     pub check_pred_every: u64,
     pub repair_every: u64,
+    /// Period of the merge probe ([`ChordNode::probe_merge`]); 0: never.
+    pub merge_every: u64,
     /// Replication factor r.
     pub replicas: usize,
     /// Ring protocol tunables (successor list length s).
@@ -72,6 +74,7 @@ impl Default for SimConfig {
             fix_fingers_every: 100,
             check_pred_every: 1000,
             repair_every: 2000,
+            merge_every: 2000,
             replicas: 3,
             chord: Config::default(),
             policy: Policy {
@@ -109,6 +112,8 @@ struct SimNode {
     paused_until: Option<u64>,
     /// Cut off from every other node until then.
     cut_until: Option<u64>,
+    /// In side `.0` of a partition until `.1`: reaches only its side.
+    side: Option<(usize, u64)>,
     /// Answers others with lies ([`lies`]).
     liar: bool,
 }
@@ -164,6 +169,7 @@ enum Ev {
     Repair(usize),
     Rejoin(usize),
     LeaveDeadline(usize),
+    ProbeMerge(usize),
 }
 
 impl Ev {
@@ -181,7 +187,8 @@ impl Ev {
             | Ev::CheckPred(i)
             | Ev::Repair(i)
             | Ev::Rejoin(i)
-            | Ev::LeaveDeadline(i) => *i,
+            | Ev::LeaveDeadline(i)
+            | Ev::ProbeMerge(i) => *i,
         }
     }
 }
@@ -286,6 +293,14 @@ impl Sim {
         if cut(&self.nodes[a], self.now) || cut(&self.nodes[b], self.now) {
             return true;
         }
+        let side = |n: &SimNode, now| n.side.filter(|&(_, until)| now < until).map(|(s, _)| s);
+        if let (Some(x), Some(y)) = (
+            side(&self.nodes[a], self.now),
+            side(&self.nodes[b], self.now),
+        ) && x != y
+        {
+            return true;
+        }
         self.lossy && self.rng.gen_bool(self.cfg.loss)
     }
 
@@ -310,6 +325,7 @@ impl Sim {
             leaving: false,
             paused_until: None,
             cut_until: None,
+            side: None,
             liar: false,
         });
         let (s, f, c, r) = (
@@ -327,6 +343,10 @@ impl Sim {
         self.schedule(now + t, Ev::CheckPred(i));
         let t = self.jitter(r);
         self.schedule(now + t, Ev::Repair(i));
+        if self.cfg.merge_every > 0 {
+            let t = self.jitter(self.cfg.merge_every);
+            self.schedule(now + t, Ev::ProbeMerge(i));
+        }
         i
     }
 
@@ -403,6 +423,68 @@ impl Sim {
     /// Cuts node `i` off from every other node for `ms`.
     pub fn cut_off(&mut self, i: usize, ms: u64) {
         self.nodes[i].cut_until = Some(self.now + ms);
+    }
+
+    /// Splits the network into `sides` for `ms`: a message between nodes
+    /// of two different sides is lost (a node in no side reaches all).
+    pub fn partition(&mut self, sides: &[Vec<usize>], ms: u64) {
+        let until = self.now + ms;
+        for (k, side) in sides.iter().enumerate() {
+            for &i in side {
+                self.nodes[i].side = Some((k, until));
+            }
+        }
+    }
+
+    /// The rings the live members form now, as each node's successor
+    /// pointers chain them: the number of distinct cycles reached.
+    pub fn ring_count(&self) -> usize {
+        let members = self.live_members();
+        let by_id: HashMap<Id, usize> = members
+            .iter()
+            .map(|&i| (self.nodes[i].chord.me().id, i))
+            .collect();
+        let mut cycle_of: HashMap<usize, usize> = HashMap::new();
+        let mut cycles = 0;
+        for &start in &members {
+            // Follow first successors until a node repeats.
+            let mut path = Vec::new();
+            let mut seen = HashSet::new();
+            let mut at = start;
+            loop {
+                if let Some(&c) = cycle_of.get(&at) {
+                    for p in path {
+                        cycle_of.insert(p, c);
+                    }
+                    break;
+                }
+                if !seen.insert(at) {
+                    cycles += 1;
+                    for p in path {
+                        cycle_of.insert(p, cycles);
+                    }
+                    break;
+                }
+                path.push(at);
+                match self.nodes[at]
+                    .chord
+                    .succs()
+                    .first()
+                    .and_then(|p| by_id.get(&p.id))
+                {
+                    Some(&next) => at = next,
+                    None => {
+                        // Alone: a ring of one.
+                        cycles += 1;
+                        for p in path {
+                            cycle_of.insert(p, cycles);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        cycles
     }
 
     /// Makes node `i` a liar ([`lies`]).
@@ -668,6 +750,9 @@ impl Sim {
                     c.check_predecessor()
                 })
             }
+            Ev::ProbeMerge(i) => self.periodic(i, self.cfg.merge_every, Ev::ProbeMerge(i), |c| {
+                c.probe_merge()
+            }),
             Ev::Repair(i) => {
                 if !self.nodes[i].alive {
                     return;

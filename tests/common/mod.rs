@@ -137,7 +137,20 @@ pub async fn cli(args: &[&str]) -> Output {
 /// Runs the `peerstore` binary with `args` and environment `env` only
 /// (no test ticket unless given), killing it after [`CLI_TIMEOUT`].
 pub async fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_peerstore"));
+    cli_in(None, args, env).await
+}
+
+/// [`cli_with`], run in network namespace `ns` (`/run/netns/NS`) if given.
+pub async fn cli_in(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = match ns {
+        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_peerstore")),
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg(env!("CARGO_BIN_EXE_peerstore"));
+            c
+        }
+    };
     // An identity of this test process's own, unless one is given: a
     // command that needs one never writes the user's home.
     let identity =
@@ -203,7 +216,18 @@ pub struct Member {
 
 /// `ring --peer PEER --json`, parsed.
 pub async fn ring_json(peer: &str) -> Result<serde_json::Value, String> {
-    let o = cli(&["ring", "--peer", peer, "--json"]).await;
+    ring_json_in(None, peer).await
+}
+
+/// [`ring_json`] from inside network namespace `ns`, if given.
+pub async fn ring_json_in(ns: Option<&str>, peer: &str) -> Result<serde_json::Value, String> {
+    let ticket = test_ticket("127.0.0.1:1");
+    let o = cli_in(
+        ns,
+        &["ring", "--peer", peer, "--json"],
+        &[("PEERSTORE_TICKET", &ticket)],
+    )
+    .await;
     if !o.status.success() {
         return Err(format!(
             "ring via {peer}: {}: {}",
@@ -217,7 +241,12 @@ pub async fn ring_json(peer: &str) -> Result<serde_json::Value, String> {
 
 /// The members `ring --json` lists from `peer`, in walk order.
 pub async fn ring_members(peer: &str) -> Result<Vec<Member>, String> {
-    let v = ring_json(peer).await?;
+    ring_members_in(None, peer).await
+}
+
+/// [`ring_members`] from inside network namespace `ns`, if given.
+pub async fn ring_members_in(ns: Option<&str>, peer: &str) -> Result<Vec<Member>, String> {
+    let v = ring_json_in(ns, peer).await?;
     let nodes = v["nodes"]
         .as_array()
         .ok_or_else(|| format!("ring via {peer}: no \"nodes\" array: {v}"))?;
@@ -248,11 +277,20 @@ pub async fn ring_members(peer: &str) -> Result<Vec<Member>, String> {
 /// successor is the next in the walk and the next one's predecessor is it.
 /// Returns the members in walk order from the first peer.
 pub async fn ring_consistent(peers: &[String], expect: &[String]) -> Result<Vec<Member>, String> {
+    ring_consistent_in(None, peers, expect).await
+}
+
+/// [`ring_consistent`] from inside network namespace `ns`, if given.
+pub async fn ring_consistent_in(
+    ns: Option<&str>,
+    peers: &[String],
+    expect: &[String],
+) -> Result<Vec<Member>, String> {
     let mut want: Vec<&String> = expect.iter().collect();
     want.sort();
     let mut first: Option<Vec<Member>> = None;
     for p in peers {
-        let ms = ring_members(p).await?;
+        let ms = ring_members_in(ns, p).await?;
         let mut got: Vec<&String> = ms.iter().map(|m| &m.addr).collect();
         got.sort();
         if got != want {
@@ -317,6 +355,9 @@ pub struct NodeOpts {
     /// With `Some(dir)`, the data directory starts as a copy of `dir`
     /// (for instance a node's data written by an earlier release).
     pub data_from: Option<PathBuf>,
+    /// With `Some(ns)`, the node runs in network namespace `ns`
+    /// (`nsenter --net=/run/netns/NS`).
+    pub netns: Option<String>,
 }
 
 impl NodeOpts {
@@ -331,6 +372,7 @@ impl NodeOpts {
             own_network: false,
             store_size: None,
             data_from: None,
+            netns: None,
         }
     }
 
@@ -742,7 +784,16 @@ impl NodeGuard {
         let err_path = logs.path().join(format!("run{run}.err"));
         let out = std::fs::File::create(&out_path).expect("log file");
         let err = std::fs::File::create(&err_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peerstore"));
+        let mut cmd = match &opts.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_peerstore")),
+            Some(ns) => {
+                // nsenter execs the node: the child's PID is the node's.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(env!("CARGO_BIN_EXE_peerstore"));
+                c
+            }
+        };
         cmd.arg("node")
             .args(["--listen", &opts.listen])
             .arg("--data")

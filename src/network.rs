@@ -93,11 +93,10 @@ pub fn adopt(dir: &Path, ticket: &Ticket) -> Result<(), AdmissionError> {
 
 /// Records the address the node in `dir` advertises.
 pub fn save_address(dir: &Path, addr: &str) -> Result<(), AdmissionError> {
-    let path = dir.join(ADDRESS_FILE);
-    let tmp = dir.join(format!(".{ADDRESS_FILE}.tmp"));
-    std::fs::write(&tmp, addr)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| AdmissionError::Io(path.display().to_string(), e))
+    // Atomic with a unique temp file: two processes on one data directory
+    // (a node and `invite`) never write one temp file.
+    crate::keyfile::write_key(&dir.join(ADDRESS_FILE), addr.as_bytes())?;
+    Ok(())
 }
 
 /// The address the node in `dir` advertised last, if any.

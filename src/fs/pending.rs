@@ -115,6 +115,8 @@ struct DirState {
     wake: Arc<tokio::sync::Notify>,
     /// The storing task is holding back lazy changes now.
     holding: bool,
+    /// Someone waits for the queued changes: lazy ones are not held back.
+    hurry: bool,
 }
 
 /// Pending directory changes of a vault, by directory record name.
@@ -137,10 +139,13 @@ impl PendingDirs {
     /// Tickets of every pending change (of one directory, or of all);
     /// lazy changes among them are stored now.
     fn tickets(&self, name: Option<&[u8]>) -> Vec<DirTicket> {
-        let dirs = self.lock();
-        for (n, s) in dirs.iter() {
-            if s.holding && name.is_none_or(|w| w == n.as_slice()) {
-                s.wake.notify_one();
+        let mut dirs = self.lock();
+        for (n, s) in dirs.iter_mut() {
+            if name.is_none_or(|w| w == n.as_slice()) {
+                s.hurry = true;
+                if s.holding {
+                    s.wake.notify_one();
+                }
             }
         }
         let of = |s: &DirState| -> Vec<DirTicket> {
@@ -263,6 +268,7 @@ impl<S: BlockStore> Vault<S> {
                             running: false,
                             wake: Arc::new(tokio::sync::Notify::new()),
                             holding: false,
+                            hurry: false,
                         },
                     );
                 }
@@ -336,7 +342,7 @@ impl<S: BlockStore> Vault<S> {
                 let Some(st) = dirs.get_mut(&link.name) else {
                     return;
                 };
-                st.holding = !st.queued.is_empty() && st.queued.iter().all(|q| q.lazy);
+                st.holding = !st.hurry && !st.queued.is_empty() && st.queued.iter().all(|q| q.lazy);
                 st.holding.then(|| Arc::clone(&st.wake))
             };
             if let Some(wake) = wake {
@@ -355,6 +361,7 @@ impl<S: BlockStore> Vault<S> {
                     return;
                 }
                 let batch = std::mem::take(&mut st.queued);
+                st.hurry = false;
                 st.flying = batch.iter().map(|q| q.ticket.clone()).collect();
                 batch
             };

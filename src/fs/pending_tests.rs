@@ -279,3 +279,75 @@ async fn a_removed_directory_is_deleted_only_after_its_own_removals_are_stored()
     );
     assert!(stored_names(&mem).await.is_empty());
 }
+
+/// A lazy change (an entry's attribute copy after a close) is not stored
+/// on its own at once: it waits for the directory's next change that is
+/// not lazy and goes in the same update, or is stored after the delay, or
+/// at once when someone waits for it (`settle_all`).
+#[tokio::test]
+async fn lazy_changes_ride_along_with_the_next_update() {
+    let mem = Arc::new(MemStore::default());
+    let v = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let root = v.root();
+    let root_key = v.identity().record_key(&root.name);
+    let (a, _, t) = v.create_pending(&root, b"a", attrs()).await.unwrap();
+    t.wait().await.unwrap();
+    let root_puts = |mem: &MemStore| {
+        mem.take_durabilities()
+            .iter()
+            .filter(|(k, _)| *k == root_key)
+            .count()
+    };
+    mem.take_durabilities();
+    let mut big = attrs();
+    big.size = 4096;
+    let lazy = v
+        .queue_entry_attrs(&root, b"a", &a, big.clone(), Durability::Later)
+        .await
+        .unwrap()
+        .expect("a change to queue");
+    settle_time().await;
+    assert!(!lazy.is_done(), "stored on its own at once");
+    assert_eq!(root_puts(&mem), 0);
+    // The next create takes it along: one update of the root for both.
+    let (_, _, t) = v.create_pending(&root, b"b", attrs()).await.unwrap();
+    t.wait().await.unwrap();
+    assert!(lazy.is_done());
+    assert_eq!(root_puts(&mem), 1, "one update for the create and the copy");
+    let stored = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let e = stored.load(&root).await.unwrap();
+    let copy = e
+        .obj
+        .entries()
+        .unwrap()
+        .get(b"a".as_slice())
+        .unwrap()
+        .attrs
+        .clone();
+    assert_eq!(copy.map(|c| c.size), Some(4096));
+    // Alone, it is stored after the delay...
+    big.size = 1;
+    let lazy = v
+        .queue_entry_attrs(&root, b"a", &a, big.clone(), Durability::Later)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(pending::LAZY_DELAY * 4, lazy.wait())
+        .await
+        .expect("a lazy change alone is stored after the delay")
+        .unwrap();
+    // ...or at once when waited for.
+    big.size = 2;
+    let lazy = v
+        .queue_entry_attrs(&root, b"a", &a, big, Durability::Later)
+        .await
+        .unwrap()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    v.settle_all().await.unwrap();
+    assert!(lazy.is_done());
+    assert!(
+        t0.elapsed() < pending::LAZY_DELAY,
+        "settle_all waited the delay out"
+    );
+}

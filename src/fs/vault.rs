@@ -414,13 +414,13 @@ impl<S: BlockStore> Vault<S> {
         attrs: Attrs,
         durability: Durability,
     ) -> Result<(), FsError> {
-        match self
-            .queue_entry_attrs(parent, name, link, attrs, durability)
-            .await?
-        {
-            Some(ticket) => ticket.wait().await.map(|_| ()),
-            None => Ok(()),
-        }
+        // Not lazy: the caller waits for it.
+        let change = self.entry_attrs_change(parent, name, link, attrs);
+        let Some(change) = change else {
+            return Ok(());
+        };
+        let ticket = self.queue_dir_change_as(parent, change, durability).await?;
+        ticket.wait().await.map(|_| ())
     }
 
     /// Queues the change of [`note_entry_attrs`](Self::note_entry_attrs)
@@ -438,11 +438,33 @@ impl<S: BlockStore> Vault<S> {
         attrs: Attrs,
         durability: Durability,
     ) -> Result<Option<DirTicket>, FsError> {
+        let Some(change) = self.entry_attrs_change(parent, name, link, attrs) else {
+            return Ok(None);
+        };
+        // A copy that need not be durable now is lazy: it rides along
+        // with the directory's next update.
+        match durability {
+            Durability::Later => self.queue_dir_change_lazy(parent, change).await,
+            Durability::Now => self.queue_dir_change_as(parent, change, durability).await,
+        }
+        .map(Some)
+    }
+
+    /// The directory change that sets the attribute copy of entry `name`
+    /// to `attrs` if it still links to `link`; `None` if this vault's view
+    /// shows nothing to change.
+    fn entry_attrs_change(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        link: &Link,
+        attrs: Attrs,
+    ) -> Option<super::pending::DirChange> {
         if let Some(v) = self.recent_dir(parent)
             && let Some(e) = v.obj.entries().and_then(|e| e.get(name))
             && (e.link.name != link.name || e.attrs.as_ref() == Some(&attrs))
         {
-            return Ok(None);
+            return None;
         }
         let (name, record) = (name.to_vec(), link.name.clone());
         let change = move |d: &mut Object| {
@@ -454,16 +476,7 @@ impl<S: BlockStore> Vault<S> {
             }
             Ok(())
         };
-        // A copy that need not be durable now is lazy: it rides along
-        // with the directory's next update.
-        match durability {
-            Durability::Later => self.queue_dir_change_lazy(parent, Box::new(change)).await,
-            Durability::Now => {
-                self.queue_dir_change_as(parent, Box::new(change), durability)
-                    .await
-            }
-        }
-        .map(Some)
+        Some(Box::new(change))
     }
 
     /// This vault's view of directory `link` with its pending changes, or

@@ -11,15 +11,17 @@
 
 mod common;
 
-use common::{NodeGuard, NodeOpts, addr, ring_consistent_in, wait_until, with_timeout};
+use common::{NodeGuard, NodeOpts, addr, ring_consistent_in, run_tool, wait_until, with_timeout};
 use std::process::Command;
 use std::time::Duration;
 
-/// Runs `cmd`, panicking with its output if it fails.
+/// How long one `ip` or `nft` command may take.
+const IP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` (killed after [`IP_TIMEOUT`]), panicking with its output if
+/// it fails.
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = run_tool(cmd, IP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -35,7 +37,7 @@ impl Netns {
     fn new() -> Netns {
         let name = format!("ps-part-{}", std::process::id());
         // A leftover of a crashed run with this PID would make `add` fail.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = run_tool(Command::new("ip").args(["netns", "del", &name]), IP_TIMEOUT);
         run(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns(name);
         run(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
@@ -78,7 +80,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        let _ = run_tool(
+            Command::new("ip").args(["netns", "del", &self.0]),
+            IP_TIMEOUT,
+        );
     }
 }
 

@@ -483,7 +483,15 @@ impl<S: BlockStore> Vault<S> {
     /// the version it saved or loaded last, if recent (a hint: another
     /// writer may have changed it since).
     pub fn recent_dir(&self, link: &Link) -> Option<Versioned> {
-        self.pending.view(&link.name).or_else(|| self.guess(link))
+        self.recent_dir_within(link, DIR_GUESS_TTL)
+    }
+
+    /// [`recent_dir`](Self::recent_dir), a saved or loaded version only if
+    /// less than `age` old.
+    fn recent_dir_within(&self, link: &Link, age: Duration) -> Option<Versioned> {
+        self.pending
+            .view(&link.name)
+            .or_else(|| self.guess_within(link, age))
     }
 
     /// The remembered version of directory `link`, if recent.
@@ -750,11 +758,7 @@ impl<S: BlockStore> Vault<S> {
         // store time that the name still links to the object removed, and
         // one replaced meanwhile elsewhere stays. (A mount acts on
         // listings as old as its attribute TTL anyway.)
-        let recent = self
-            .pending
-            .view(&parent.name)
-            .or_else(|| self.guess_within(parent, REMOVE_GUESS_TTL));
-        let pv = match recent {
+        let pv = match self.recent_dir_within(parent, REMOVE_GUESS_TTL) {
             Some(v) if v.obj.entry(name).is_ok() => v,
             _ => self.load(parent).await?,
         };

@@ -304,6 +304,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
     tokio::spawn(seen::save_loop(
         Arc::clone(&ring),
         cfg.data.clone(),
+        remembered,
         stop_rx.clone(),
     ));
     tokio::spawn(Arc::clone(&ring).run_timers(cfg.timers.clone(), stop_rx.clone()));

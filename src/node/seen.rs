@@ -58,9 +58,14 @@ pub fn save(dir: &Path, peers: &[Peer]) -> Result<(), crate::keyfile::KeyFileErr
     crate::keyfile::write_key(&dir.join(SEEN_FILE), text.as_bytes())
 }
 
-/// Saves the ring's list in `dir` whenever it changed, until `stop`.
-pub async fn save_loop(ring: Arc<Ring>, dir: PathBuf, mut stop: watch::Receiver<bool>) {
-    let mut saved = load(&dir);
+/// Saves the ring's list in `dir` whenever it changed (`saved`: what the
+/// file holds now), checking every [`SAVE_EVERY`] and once more at `stop`.
+pub async fn save_loop(
+    ring: Arc<Ring>,
+    dir: PathBuf,
+    mut saved: Vec<Peer>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(SAVE_EVERY) => {}

@@ -142,15 +142,7 @@ pub async fn cli_with(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// [`cli_with`], run in network namespace `ns` (`/run/netns/NS`) if given.
 pub async fn cli_in(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = match ns {
-        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_peerstore")),
-        Some(ns) => {
-            let mut c = tokio::process::Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{ns}"))
-                .arg(env!("CARGO_BIN_EXE_peerstore"));
-            c
-        }
-    };
+    let mut cmd = tokio::process::Command::from(peerstore_in(ns));
     // An identity of this test process's own, unless one is given: a
     // command that needs one never writes the user's home.
     let identity =
@@ -169,6 +161,21 @@ pub async fn cli_in(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Ou
         Ok(Ok(out)) => out,
         Ok(Err(e)) => panic!("cannot run peerstore {args:?}: {e}"),
         Err(_) => panic!("peerstore {args:?} did not finish within {CLI_TIMEOUT:?}"),
+    }
+}
+
+/// The `peerstore` binary as a command, run in network namespace `ns`
+/// (`/run/netns/NS`) if given: nsenter execs it, so the child's PID is
+/// peerstore's.
+pub fn peerstore_in(ns: Option<&str>) -> Command {
+    match ns {
+        None => Command::new(env!("CARGO_BIN_EXE_peerstore")),
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg(env!("CARGO_BIN_EXE_peerstore"));
+            c
+        }
     }
 }
 
@@ -784,16 +791,7 @@ impl NodeGuard {
         let err_path = logs.path().join(format!("run{run}.err"));
         let out = std::fs::File::create(&out_path).expect("log file");
         let err = std::fs::File::create(&err_path).expect("log file");
-        let mut cmd = match &opts.netns {
-            None => Command::new(env!("CARGO_BIN_EXE_peerstore")),
-            Some(ns) => {
-                // nsenter execs the node: the child's PID is the node's.
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg(env!("CARGO_BIN_EXE_peerstore"));
-                c
-            }
-        };
+        let mut cmd = peerstore_in(opts.netns.as_deref());
         cmd.arg("node")
             .args(["--listen", &opts.listen])
             .arg("--data")

@@ -142,6 +142,14 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 cache: Arc::new(cache),
             };
             let vault = Vault::new(Arc::new(store), identity);
+            // Conflict copies name the machine: its host name and the
+            // start of its node ID (two nodes may share a host name).
+            let id = running.node.ring().me().id.to_string();
+            vault.conflicts.set_machine(&format!(
+                "{}-{}",
+                peerstore::fs::divergence::host_label(),
+                &id[..id.len().min(6)]
+            ));
             let check = peerstore::node::orphans::OrphanCheck {
                 every: Duration::from_secs(a.orphan_check_secs.max(1)),
                 grace: Duration::from_secs(a.orphan_grace_secs),

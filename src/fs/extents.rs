@@ -202,6 +202,37 @@ impl ExtentMap {
         out
     }
 
+    /// The byte ranges `[start, end)` (coalesced, in order) where `other`
+    /// reads from another place than this map: another block, another
+    /// offset in it, or a hole against stored bytes.
+    pub fn differences(&self, other: &ExtentMap) -> Vec<(u64, u64)> {
+        let mut cuts: Vec<u64> = self
+            .iter()
+            .chain(other.iter())
+            .flat_map(|e| [e.offset, e.end()])
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if self.source(a) != other.source(a) {
+                match out.last_mut() {
+                    Some(last) if last.1 == a => last.1 = b,
+                    _ => out.push((a, b)),
+                }
+            }
+        }
+        out
+    }
+
+    /// Where byte `pos` is read from: the block and the plaintext offset
+    /// in it, or `None` in a hole.
+    fn source(&self, pos: u64) -> Option<(Id, u64)> {
+        let (_, e) = self.map.range(..=pos).next_back()?;
+        (e.end() > pos).then(|| (e.block.key, e.at as u64 + (pos - e.offset)))
+    }
+
     /// The extents that start in `[start, end)` or reach into it.
     pub fn overlapping(&self, start: u64, end: u64) -> Vec<Extent> {
         self.pieces(start, end)
@@ -226,6 +257,40 @@ mod tests {
             cipher: Cipher::Aes256Gcm,
             len,
         }
+    }
+
+    #[test]
+    fn differences_name_only_the_bytes_read_from_elsewhere() {
+        let whole = |n, len| Extent {
+            offset: 0,
+            len,
+            block: block(n, len),
+            at: 0,
+        };
+        let mut a = ExtentMap::new();
+        a.insert(whole(1, 100));
+        assert!(a.differences(&a.clone()).is_empty());
+        // A write in the middle splits the old extent: only it differs.
+        let mut b = a.clone();
+        b.insert(Extent {
+            offset: 40,
+            ..whole(2, 10)
+        });
+        assert_eq!(a.differences(&b), vec![(40, 50)]);
+        assert_eq!(b.differences(&a), vec![(40, 50)]);
+        // Bytes cut off differ from the hole left.
+        let mut c = a.clone();
+        c.truncate(70);
+        assert_eq!(a.differences(&c), vec![(70, 100)]);
+        // The same block at another offset in it differs.
+        let mut d = ExtentMap::new();
+        d.insert(Extent {
+            offset: 0,
+            len: 50,
+            block: block(1, 100),
+            at: 50,
+        });
+        assert_eq!(a.differences(&d), vec![(0, 100)]);
     }
 
     /// Reads `[0, size)` through the map, taking block bytes from `blocks`.

@@ -16,14 +16,17 @@
 //! keeps all its bytes in the record.
 //!
 //! The changes since the last load are kept as operations (extents laid,
-//! truncations). When another writer saved the file meanwhile, the save
-//! re-applies them to that writer's version, so concurrent writes to
-//! different ranges both land, and where they overlap the later save
-//! wins. A small file that lost such a race is saved whole (last writer
-//! wins). A file created with its directory entry written behind
+//! truncations) and as the byte ranges they touched. When another writer
+//! saved the file meanwhile, the save compares: if that writer changed
+//! other bytes, the operations are re-applied to its version, so
+//! concurrent writes to different ranges both land; if the changes
+//! overlap, the other version keeps the file and this one is saved next
+//! to it as a conflict copy ([`super::divergence`]), so no acknowledged
+//! write is lost. A file created with its directory entry written behind
 //! ([`super::Vault::create_pending`]) also waits, in every flush until it
 //! is stored, for that entry.
 
+use super::divergence::{Spans, conflict_name, content_changes};
 use super::extents::{Extent, Piece};
 use super::object::{
     Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_MAX, Link, MAX_FILE_SIZE, Object, Time,
@@ -41,6 +44,8 @@ use tokio::task::JoinSet;
 const READ_AHEAD_BYTES: u64 = 4 * CHUNK_SIZE as u64;
 /// Attempts to save against concurrent writers.
 const SAVE_ATTEMPTS: usize = 16;
+/// Names tried for a conflict copy (copies made in the same second).
+const CONFLICT_NAME_TRIES: u32 = 64;
 
 /// What an upload task returns: the ranges it stored (offset, bytes) and
 /// the block they went into (at consecutive offsets from 0).
@@ -90,6 +95,15 @@ pub struct OpenFile {
     /// Blocks stored since then (each referred to by `state`, or not any
     /// more if overwritten or truncated away before the save).
     uploaded: HashSet<Id>,
+    /// The content and length of the stored version the changes here
+    /// apply to (compared with another writer's version on a race).
+    base: (FileContent, u64),
+    /// The bytes changed here since `base`.
+    touched: Spans,
+    /// The file's directory and name, where a conflict copy goes.
+    place: Option<(Link, Vec<u8>)>,
+    /// The name of the conflict copy the last flush made, until taken.
+    conflict: Option<Vec<u8>>,
 }
 
 impl OpenFile {
@@ -101,11 +115,11 @@ impl OpenFile {
 
     /// An open file from an already loaded version.
     pub fn from_state(link: Link, state: Versioned) -> OpenFile {
-        OpenFile {
+        let mut f = OpenFile {
             link,
-            stored_blocks: state.obj.blocks(),
+            stored_blocks: HashSet::new(),
             uploaded: HashSet::new(),
-            state,
+            state: Versioned::new(Object::empty(super::Kind::File, state.obj.attrs.clone()), 0),
             dirty: Ranges::default(),
             uploading: Vec::new(),
             inflight: JoinSet::new(),
@@ -113,7 +127,36 @@ impl OpenFile {
             modified: false,
             last_read_end: None,
             linking: None,
-        }
+            base: Default::default(),
+            touched: Spans::default(),
+            place: None,
+            conflict: None,
+        };
+        f.settle_on(state);
+        f
+    }
+
+    /// Takes `state` as the stored version the next changes apply to.
+    fn settle_on(&mut self, state: Versioned) {
+        self.stored_blocks = state.obj.blocks();
+        let content = state.obj.content().cloned().unwrap_or_default();
+        self.base = (content, state.obj.attrs.size);
+        self.state = state;
+        self.ops.clear();
+        self.touched = Spans::default();
+    }
+
+    /// Tells where the file is named now (its directory and name), so a
+    /// flush that collides with another writer's changes can put this
+    /// side's content next to it as a conflict copy.
+    pub fn set_place(&mut self, parent: Link, name: Vec<u8>) {
+        self.place = Some((parent, name));
+    }
+
+    /// The name of the conflict copy the last flush made, if it made one
+    /// (the file itself now holds the other writer's version).
+    pub fn take_conflict(&mut self) -> Option<Vec<u8>> {
+        self.conflict.take()
     }
 
     /// Notes that this file's directory entry is being stored behind;
@@ -139,9 +182,8 @@ impl OpenFile {
     /// new open sees what the last close elsewhere saved).
     pub async fn refresh<S: BlockStore>(&mut self, vault: &Vault<S>) -> Result<(), FsError> {
         if !self.is_dirty() {
-            self.state = vault.load(&self.link).await?;
-            self.stored_blocks = self.state.obj.blocks();
-            self.ops.clear();
+            let state = vault.load(&self.link).await?;
+            self.settle_on(state);
         }
         Ok(())
     }
@@ -275,6 +317,7 @@ impl OpenFile {
         }
         self.spill_inline()?;
         self.dirty.add(offset, data);
+        self.touched.add(offset, end);
         while self.dirty.bytes() >= CHUNK_SIZE {
             self.start_upload(vault, Durability::Later).await;
         }
@@ -392,6 +435,7 @@ impl OpenFile {
         self.spill_inline()?;
         // Dirty bytes past the new end go.
         self.dirty.truncate(size);
+        self.touched.add(size.min(self.size()), u64::MAX);
         self.content()?.truncate(size);
         self.ops.push(Op::Truncate(size));
         let attrs = &mut self.state.obj.attrs;
@@ -504,23 +548,27 @@ impl OpenFile {
                         .copied()
                         .collect();
                     vault.release_behind(unused);
-                    self.stored_blocks = kept;
                     self.uploaded.clear();
-                    self.state = Versioned::new(next, seq);
-                    self.ops.clear();
+                    self.settle_on(Versioned::new(next, seq));
                     self.modified = false;
                     return Ok(());
                 }
                 Err(FsError::Conflict(_)) => {
                     let theirs = vault.load(&self.link).await?;
+                    let their_content = theirs.obj.content().cloned().unwrap_or_default();
+                    let their_size = theirs.obj.attrs.size;
+                    let (base, base_size) = &self.base;
+                    let changed = content_changes(base, *base_size, &their_content, their_size);
+                    if changed.overlaps(&self.touched) {
+                        return self.fork(vault, theirs, durability).await;
+                    }
                     expected = theirs.seq;
                     replaced = theirs.obj.blocks();
                     next = if small {
-                        // A small file is saved whole: last writer wins
-                        // (its names are counted by the stored version).
-                        let mut o = self.state.obj.clone();
-                        o.attrs.nlink = theirs.obj.attrs.nlink;
-                        o
+                        match self.merge_small(&theirs.obj) {
+                            Some(o) => o,
+                            None => return self.fork(vault, theirs, durability).await,
+                        }
                     } else {
                         let mut o = self.rebase(vault, theirs.obj, durability).await?;
                         // Two journals merged: keep the record small.
@@ -533,11 +581,123 @@ impl OpenFile {
                         }
                         o
                     };
+                    // The next race is judged against this version.
+                    self.base = (their_content, their_size);
                 }
                 Err(e) => return Err(e),
             }
         }
         Err(FsError::Conflict(None))
+    }
+
+    /// This small file's changes laid over `theirs`, a newer version that
+    /// changed other bytes: their bytes with these written ranges on top,
+    /// the length of whichever side changed it. `None` if `theirs` keeps
+    /// its bytes in blocks (then the caller makes a conflict copy).
+    fn merge_small(&self, theirs: &Object) -> Option<Object> {
+        let tc = theirs.content()?;
+        let their_bytes: &[u8] = match &tc.inline {
+            Some(d) => d,
+            None if tc.extents.is_empty() && tc.journal.is_empty() => &[],
+            None => return None,
+        };
+        let ours = self.state.obj.content()?.inline.as_deref().unwrap_or(&[]);
+        let size = if self.size() != self.base.1 {
+            self.size()
+        } else {
+            theirs.attrs.size
+        };
+        if size > INLINE_MAX {
+            return None;
+        }
+        let mut bytes = their_bytes.to_vec();
+        bytes.resize(size as usize, 0);
+        for (s, e) in self.touched.iter() {
+            let e = (e.min(size) as usize).min(ours.len());
+            let s = (s as usize).min(e);
+            bytes[s..e].copy_from_slice(&ours[s..e]);
+        }
+        let mut o = self.state.obj.clone();
+        o.attrs.nlink = theirs.attrs.nlink;
+        o.attrs.size = size;
+        o.content_mut().ok()?.inline = Some(bytes);
+        Some(o)
+    }
+
+    /// Keeps this side's content as a conflict copy next to the file (in
+    /// the directory and under the name [`OpenFile::set_place`] gave) and
+    /// takes `theirs`, the version that won the race, as the file. Without
+    /// a place there is nowhere to keep it: the flush fails.
+    async fn fork<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        theirs: Versioned,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        let Some((parent, name)) = self.place.clone() else {
+            return Err(FsError::Conflict(None));
+        };
+        let attrs = Attrs {
+            nlink: 1,
+            ..self.state.obj.attrs.clone()
+        };
+        let size = attrs.size;
+        let now = jiff::Timestamp::now();
+        let mut made = None;
+        for n in 1..=CONFLICT_NAME_TRIES {
+            let copy_name = conflict_name(&name, vault.conflicts.machine(), now, n);
+            match vault
+                .create_pending(&parent, &copy_name, attrs.clone())
+                .await
+            {
+                Ok(created) => {
+                    made = Some((copy_name, created));
+                    break;
+                }
+                Err(FsError::Exists) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((copy_name, (link, v, ticket))) = made else {
+            return Err(FsError::Conflict(None));
+        };
+        let mut copy = OpenFile::from_state(link.clone(), v);
+        copy.set_linking(ticket);
+        copy.truncate(vault, size).await?;
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(CHUNK_SIZE as u64) as usize;
+            let data = self.read_loaded(vault, at, n).await?;
+            // Holes stay holes.
+            if data.iter().any(|&b| b != 0) {
+                copy.write(vault, at, &data).await?;
+            }
+            at += n as u64;
+        }
+        copy.state.obj.attrs = attrs;
+        // Boxed: the copy's flush could (in principle) fork again.
+        Box::pin(copy.flush(vault, durability)).await?;
+        let listed = copy.state.obj.attrs.clone();
+        if let Err(e) = vault
+            .queue_entry_attrs(&parent, &copy_name, &link, listed, durability)
+            .await
+        {
+            log::debug!("conflict copy's listed attributes not queued: {e}");
+        }
+        // This side's uploads are in the copy now (sealed again under its
+        // own key); the file itself is the other writer's version.
+        let kept = theirs.obj.blocks();
+        let unused: HashSet<Id> = self
+            .uploaded
+            .drain()
+            .filter(|k| !kept.contains(k))
+            .collect();
+        vault.release_behind(unused);
+        self.settle_on(theirs);
+        self.modified = false;
+        vault.conflicts.note(&name, &copy_name);
+        self.conflict = Some(copy_name);
+        Ok(())
     }
 
     /// This file's changes laid over `theirs`, another writer's newer

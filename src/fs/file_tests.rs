@@ -398,3 +398,129 @@ async fn a_reader_of_a_replaced_version_reads_the_new_one() {
     a.settle_all().await.unwrap();
     assert_eq!(fb.read(&b, 0, 2 * MIB).await.unwrap(), vec![2u8; 2 * MIB]);
 }
+
+/// The whole content of file `name` in the root, as stored now.
+async fn content_of(v: &Arc<Vault<MemStore>>, name: &[u8]) -> Vec<u8> {
+    let root = v.load(&v.root()).await.unwrap();
+    let link = root.obj.entry(name).unwrap();
+    let mut f = OpenFile::open(v, link).await.unwrap();
+    let n = f.size() as usize;
+    f.read(v, 0, n).await.unwrap()
+}
+
+/// The names in the root whose name starts with `prefix`.
+async fn names_like(v: &Arc<Vault<MemStore>>, prefix: &[u8]) -> Vec<Vec<u8>> {
+    v.settle_all().await.unwrap();
+    let root = v.load(&v.root()).await.unwrap();
+    root.obj
+        .entries()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// Two machines append to one file from the same version: the first
+/// close keeps the name, the second close's content becomes a conflict
+/// copy next to it, and both closes succeed. For a small file (bytes in
+/// the record) and a larger one (bytes in blocks).
+#[tokio::test]
+async fn colliding_saves_keep_the_losers_content_as_a_conflict_copy() {
+    for start in [b"line 1\n".to_vec(), vec![b'x'; 3 * CHUNK_SIZE / 2]] {
+        let store = Arc::new(MemStore::default());
+        let (a, b) = (vault_on(&store, &[6; 32]), vault_on(&store, &[6; 32]));
+        b.conflicts.set_machine("machine-b");
+        let mut fa = new_file(&a, b"notes.txt").await;
+        fa.write(&a, 0, &start).await.unwrap();
+        fa.flush(&a, Durability::Later).await.unwrap();
+        let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+        let end = start.len() as u64;
+        fa.write(&a, end, b"from A\n").await.unwrap();
+        fb.write(&b, end, b"from B\n").await.unwrap();
+        fa.set_place(a.root(), b"notes.txt".to_vec());
+        fb.set_place(b.root(), b"notes.txt".to_vec());
+        fa.flush(&a, Durability::Later).await.unwrap();
+        assert_eq!(fa.take_conflict(), None);
+        fb.flush(&b, Durability::Later).await.unwrap();
+        let copy = fb.take_conflict().expect("a conflict copy");
+        let copy_s = String::from_utf8(copy.clone()).unwrap();
+        assert!(
+            copy_s.starts_with("notes.conflict-machine-b-") && copy_s.ends_with(".txt"),
+            "{copy_s}"
+        );
+        let with = |tail: &[u8]| [&start[..], tail].concat();
+        assert_eq!(content_of(&a, b"notes.txt").await, with(b"from A\n"));
+        assert_eq!(content_of(&a, &copy).await, with(b"from B\n"));
+        assert_eq!(names_like(&a, b"notes").await.len(), 2);
+        // B's open file is the winner's version now, and reads as such.
+        assert_eq!(fb.size(), end + 7);
+        assert_eq!(fb.read(&b, end, 7).await.unwrap(), b"from A\n");
+        assert_eq!(b.conflicts.list().len(), 1);
+        assert_eq!(b.conflicts.list()[0].copy, copy);
+    }
+}
+
+/// A collision with nowhere to put a copy (no place given) fails the
+/// flush instead of dropping either side.
+#[tokio::test]
+async fn a_collision_without_a_place_fails_the_flush() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[7; 32]), vault_on(&store, &[7; 32]));
+    let mut fa = new_file(&a, b"f").await;
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    fa.write(&a, 0, b"A").await.unwrap();
+    fb.write(&b, 0, b"B").await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
+    assert!(matches!(
+        fb.flush(&b, Durability::Later).await,
+        Err(FsError::Conflict(_))
+    ));
+    assert_eq!(content_of(&a, b"f").await, b"A");
+}
+
+/// Small edits of different bytes from two machines merge without a
+/// copy, and saves that follow each other (each machine opening after
+/// the other's close, or one machine saving 1000 times) never make one.
+#[tokio::test]
+async fn disjoint_and_sequential_saves_make_no_conflict_copy() {
+    let store = Arc::new(MemStore::default());
+    let (a, b) = (vault_on(&store, &[8; 32]), vault_on(&store, &[8; 32]));
+    let mut fa = new_file(&a, b"cfg").await;
+    fa.write(&a, 0, b"aaaa----bbbb").await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
+    let mut fb = OpenFile::open(&b, fa.link.clone()).await.unwrap();
+    for f in [&mut fa, &mut fb] {
+        f.set_place(a.root(), b"cfg".to_vec());
+    }
+    fa.write(&a, 0, b"A").await.unwrap();
+    fb.write(&b, 11, b"B").await.unwrap();
+    fb.write(&b, 12, b"+tail").await.unwrap();
+    fa.flush(&a, Durability::Later).await.unwrap();
+    fb.flush(&b, Durability::Later).await.unwrap();
+    assert_eq!(fb.take_conflict(), None);
+    assert_eq!(content_of(&a, b"cfg").await, b"Aaaa----bbbB+tail");
+    // Alternating machines, each opening after the other's close.
+    for i in 0..20u8 {
+        let (v, mut f) = if i % 2 == 0 {
+            (&a, OpenFile::open(&a, fa.link.clone()).await.unwrap())
+        } else {
+            (&b, OpenFile::open(&b, fa.link.clone()).await.unwrap())
+        };
+        f.set_place(v.root(), b"cfg".to_vec());
+        let end = f.size();
+        f.write(v, end, &[b'0' + i % 10]).await.unwrap();
+        f.flush(v, Durability::Later).await.unwrap();
+        assert_eq!(f.take_conflict(), None);
+    }
+    // One machine, 1000 saves.
+    let mut f = OpenFile::open(&a, fa.link.clone()).await.unwrap();
+    f.set_place(a.root(), b"cfg".to_vec());
+    for i in 0..1000u64 {
+        f.write(&a, i % 64, b"z").await.unwrap();
+        f.flush(&a, Durability::Later).await.unwrap();
+        assert_eq!(f.take_conflict(), None);
+    }
+    assert!(a.conflicts.list().is_empty() && b.conflicts.list().is_empty());
+    assert_eq!(names_like(&a, b"cfg").await, vec![b"cfg".to_vec()]);
+}

@@ -10,7 +10,9 @@
 //! talk to is in reach, in `node` and `cli`: this layer knows nothing of the
 //! DHT or the network, nor of FUSE.
 
+pub mod conflicts;
 pub mod crypto;
+pub mod divergence;
 pub mod extents;
 pub mod file;
 pub mod format;

@@ -6,7 +6,9 @@
 //! that loses the race re-reads the directory and applies its change again
 //! ([`Vault::update`]). Directory changes are written behind: queued,
 //! visible here at once, stored in the background ([`super::pending`]).
-//! A file's manifest is last-writer-wins.
+//! A file whose save loses a race merges its changes into the winner's
+//! version, or, where they collide, becomes a conflict copy (see
+//! [`super::divergence`]).
 //!
 //! Directory operations order their writes so that a crash between them
 //! never loses an object: a new directory or link is saved before it is
@@ -16,6 +18,7 @@
 //! unlinked. A file created with [`Vault::create_pending`] is linked in the
 //! background; its first flush waits for the link (see `OpenFile::flush`).
 
+use super::conflicts::ConflictLog;
 use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
 use super::extents::{BlockRef, Cipher};
 use super::format::{Decoded, Top, decode_v2, encode_v2, object_aad, v1};
@@ -95,6 +98,8 @@ pub struct Vault<S> {
     pub(crate) unlinking: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Blocks waiting to be released, and whether a task will send them.
     releasing: Mutex<(HashSet<Id>, bool)>,
+    /// Conflict copies made here, and this machine's label in their names.
+    pub conflicts: ConflictLog,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -123,6 +128,7 @@ impl<S: BlockStore> Vault<S> {
             index_nodes: NodeCache::default(),
             unlinking: Mutex::new(Vec::new()),
             releasing: Mutex::new((HashSet::new(), false)),
+            conflicts: ConflictLog::default(),
         })
     }
 

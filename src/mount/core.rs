@@ -108,10 +108,8 @@ impl<S: BlockStore> Core<S> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&ino);
-        if told.is_some_and(|t| t != size)
-            && let Some(f) = self.invalidator.get()
-        {
-            f(ino);
+        if told.is_some_and(|t| t != size) {
+            self.drop_kernel_attrs(ino);
         }
     }
 
@@ -454,17 +452,9 @@ impl<S: BlockStore> Core<S> {
         attrs: &Attrs,
         durability: Durability,
     ) {
-        if ino == ROOT_INO {
+        let Some((parent, name)) = self.place_of(ino) else {
             return;
-        }
-        let (parent, name) = {
-            let t = self.inodes();
-            match t.get(ino) {
-                Some(i) => (t.link(i.parent).ok(), i.name.clone()),
-                None => (None, Vec::new()),
-            }
         };
-        let Some(parent) = parent else { return };
         // Queued now, in the order of the changes (so a later `rename`
         // moves the entry with this copy); stored behind.
         let queued = self
@@ -481,6 +471,24 @@ impl<S: BlockStore> Core<S> {
             }
             Ok(None) => {}
             Err(e) => log::debug!("directory entry attributes not queued: {e}"),
+        }
+    }
+
+    /// Where `ino` is named now: its directory's link and its name (`None`
+    /// for the root or an inode no longer known).
+    pub(super) fn place_of(&self, ino: u64) -> Option<(Link, Vec<u8>)> {
+        if ino == ROOT_INO {
+            return None;
+        }
+        let t = self.inodes();
+        let i = t.get(ino)?;
+        Some((t.link(i.parent).ok()?, i.name.clone()))
+    }
+
+    /// Drops the kernel's cached attributes of `ino`.
+    pub(super) fn drop_kernel_attrs(&self, ino: u64) {
+        if let Some(f) = self.invalidator.get() {
+            f(ino);
         }
     }
 

@@ -102,7 +102,7 @@ impl<S: BlockStore> Core<S> {
         if self.handles().is_unlinked(ino) {
             return Ok(());
         }
-        let res = f.flush(&self.vault, durability).await;
+        let res = self.flush_placed(ino, &mut f, durability).await;
         self.after_change(ino, &f);
         if res.is_ok() {
             self.note_attrs(ino, &f.link, &f.state.obj.attrs, durability)
@@ -136,7 +136,7 @@ impl<S: BlockStore> Core<S> {
         let res = {
             let mut f = file.lock().await;
             if f.is_dirty() && !self.handles().is_unlinked(ino) {
-                let res = f.flush(&self.vault, Durability::Later).await;
+                let res = self.flush_placed(ino, &mut f, Durability::Later).await;
                 self.after_change(ino, &f);
                 if res.is_ok() {
                     self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
@@ -148,6 +148,33 @@ impl<S: BlockStore> Core<S> {
             }
         };
         self.close(fh);
+        res
+    }
+
+    /// Flushes file `ino`, telling it where it is named so that a collision
+    /// with another machine's changes becomes a conflict copy next to it.
+    /// If it does, the kernel's attributes of the file (now the other
+    /// machine's version) and this mount's copy of the directory are
+    /// dropped.
+    async fn flush_placed(
+        &self,
+        ino: u64,
+        f: &mut OpenFile,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        if let Some((parent, name)) = self.place_of(ino) {
+            f.set_place(parent, name);
+        }
+        let res = f.flush(&self.vault, durability).await;
+        if f.take_conflict().is_some() {
+            {
+                let mut t = self.inodes();
+                let parent = t.parent(ino);
+                t.invalidate(parent);
+                t.invalidate(ino);
+            }
+            self.drop_kernel_attrs(ino);
+        }
         res
     }
 
@@ -167,7 +194,7 @@ impl<S: BlockStore> Core<S> {
             let mut f = file.lock().await;
             if f.is_dirty()
                 && !self.handles().is_unlinked(ino)
-                && let Err(e) = f.flush(&self.vault, Durability::Later).await
+                && let Err(e) = self.flush_placed(ino, &mut f, Durability::Later).await
             {
                 log::warn!("unmount: file could not be stored: {e}");
                 first_err.get_or_insert(e);

@@ -215,8 +215,10 @@ mod tests {
 
     #[test]
     fn journal_changes_are_named() {
-        let mut a = FileContent::default();
-        a.journal = Ranges::from_pieces(vec![(100, b"abc".to_vec())]).unwrap();
+        let a = FileContent {
+            journal: Ranges::from_pieces(vec![(100, b"abc".to_vec())]).unwrap(),
+            ..Default::default()
+        };
         let mut b = a.clone();
         b.journal.add(500, b"xyz");
         let c = content_changes(&a, 1000, &b, 1000);

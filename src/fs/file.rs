@@ -54,6 +54,17 @@ type UploadDone = (
     Result<super::extents::BlockRef, FsError>,
 );
 
+/// How a flush resolved a collision with another machine's changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflicted {
+    /// This side's content was saved as a new file of this name, next to
+    /// the file (which now holds the other side's version).
+    Copied(Vec<u8>),
+    /// This new file's name was taken by another machine's new file: this
+    /// one is linked under this conflict name instead.
+    Renamed(Vec<u8>),
+}
+
 /// A change to a file's content, kept to re-apply over a newer version.
 #[derive(Debug, Clone)]
 enum Op {
@@ -102,8 +113,11 @@ pub struct OpenFile {
     touched: Spans,
     /// The file's directory and name, where a conflict copy goes.
     place: Option<(Link, Vec<u8>)>,
-    /// The name of the conflict copy the last flush made, until taken.
-    conflict: Option<Vec<u8>>,
+    /// The conflict the last flush resolved, until taken.
+    conflict: Option<Conflicted>,
+    /// Where this new file was meant to be named, if another machine's
+    /// new file took that name first.
+    taken_name: Option<(Link, Vec<u8>)>,
 }
 
 impl OpenFile {
@@ -131,6 +145,7 @@ impl OpenFile {
             touched: Spans::default(),
             place: None,
             conflict: None,
+            taken_name: None,
         };
         f.settle_on(state);
         f
@@ -153,9 +168,8 @@ impl OpenFile {
         self.place = Some((parent, name));
     }
 
-    /// The name of the conflict copy the last flush made, if it made one
-    /// (the file itself now holds the other writer's version).
-    pub fn take_conflict(&mut self) -> Option<Vec<u8>> {
+    /// The conflict the last flush resolved, if any.
+    pub fn take_conflict(&mut self) -> Option<Conflicted> {
         self.conflict.take()
     }
 
@@ -466,7 +480,15 @@ impl OpenFile {
         };
         let (stored, linked) = tokio::join!(self.store(vault, durability), ticket.wait());
         match linked {
-            Ok(_) => self.linking = None,
+            Ok(dir) => {
+                self.linking = None;
+                self.note_linked_name(&dir.obj);
+                if let (Some(Conflicted::Renamed(to)), Some((_, from))) =
+                    (&self.conflict, &self.taken_name)
+                {
+                    vault.conflicts.note(from, to);
+                }
+            }
             Err(e) => {
                 stored?;
                 return Err(FsError::Unavailable(format!(
@@ -475,6 +497,27 @@ impl OpenFile {
             }
         }
         stored
+    }
+
+    /// After this new file's entry is stored in `dir`: if another machine
+    /// had taken its name meanwhile, the file was linked under a conflict
+    /// name instead (see `Vault::create_pending`); that name is noted.
+    fn note_linked_name(&mut self, dir: &Object) {
+        let Some((_, name)) = &self.place else {
+            return;
+        };
+        let Some(entries) = dir.entries() else {
+            return;
+        };
+        let mine = |e: &super::Entry| e.link.name == self.link.name;
+        if entries.get(name).is_some_and(mine) {
+            return;
+        }
+        if let Some((actual, _)) = entries.iter().find(|(_, e)| mine(e)) {
+            self.conflict = Some(Conflicted::Renamed(actual.clone()));
+            self.taken_name = self.place.clone();
+            self.place = self.place.take().map(|(p, _)| (p, actual.clone()));
+        }
     }
 
     /// Reads the whole (small) file as it is here.
@@ -696,7 +739,7 @@ impl OpenFile {
         self.settle_on(theirs);
         self.modified = false;
         vault.conflicts.note(&name, &copy_name);
-        self.conflict = Some(copy_name);
+        self.conflict = Some(Conflicted::Copied(copy_name));
         Ok(())
     }
 

@@ -443,7 +443,9 @@ async fn colliding_saves_keep_the_losers_content_as_a_conflict_copy() {
         fa.flush(&a, Durability::Later).await.unwrap();
         assert_eq!(fa.take_conflict(), None);
         fb.flush(&b, Durability::Later).await.unwrap();
-        let copy = fb.take_conflict().expect("a conflict copy");
+        let Some(Conflicted::Copied(copy)) = fb.take_conflict() else {
+            panic!("no conflict copy");
+        };
         let copy_s = String::from_utf8(copy.clone()).unwrap();
         assert!(
             copy_s.starts_with("notes.conflict-machine-b-") && copy_s.ends_with(".txt"),

@@ -26,7 +26,7 @@ pub mod shards;
 pub mod tree;
 pub mod vault;
 
-pub use file::OpenFile;
+pub use file::{Conflicted, OpenFile};
 pub use identity::Identity;
 pub use object::{Attrs, Entry, Kind, Link, Object};
 pub use pending::DirTicket;

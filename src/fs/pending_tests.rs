@@ -141,34 +141,59 @@ async fn a_concurrent_writers_entry_is_kept() {
     assert!(v1.store.puts() >= 2, "one attempt lost the race");
 }
 
+/// A new file whose name another machine's new file took meanwhile is
+/// linked under a conflict name, not dropped: both files stay, and the
+/// open file learns its name at its flush.
 #[tokio::test]
-async fn a_name_taken_meanwhile_elsewhere_fails_only_that_change() {
+async fn a_new_files_name_taken_meanwhile_elsewhere_becomes_a_conflict_name() {
     let mem = Arc::new(MemStore::default());
     let v1 = gated_vault(&mem, Gate::Hold);
+    v1.conflicts.set_machine("one");
     let root = v1.root();
     let (_, _, first) = v1.create_pending(&root, b"first", attrs()).await.unwrap();
     settle_time().await;
     // Queued behind the held update: one taken elsewhere, one free.
-    let (_, _, taken) = v1.create_pending(&root, b"x", attrs()).await.unwrap();
+    let (link, state, taken) = v1.create_pending(&root, b"x", attrs()).await.unwrap();
+    let mut file = OpenFile::from_state(link.clone(), state);
+    file.set_linking(taken.clone());
+    file.set_place(root.clone(), b"x".to_vec());
     let (_, _, free) = v1.create_pending(&root, b"y", attrs()).await.unwrap();
     let v2 = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
     let (theirs, _) = v2
         .create(&root, b"x", Kind::File, attrs(), None)
         .await
         .unwrap();
+    // Here the name is still this vault's file.
+    assert!(matches!(
+        v1.create_pending(&root, b"x", attrs()).await,
+        Err(FsError::Exists)
+    ));
     v1.store.set(Gate::Open);
     first.wait().await.unwrap();
-    assert_eq!(taken.wait().await.unwrap_err(), FsError::Exists);
+    file.write(&v1, 0, b"mine").await.unwrap();
+    file.flush(&v1, Durability::Later).await.unwrap();
     free.wait().await.unwrap();
+    let Some(Conflicted::Renamed(name)) = file.take_conflict() else {
+        panic!("the file kept a name another file has");
+    };
+    assert!(name.starts_with(b"x.conflict-one-"), "{name:?}");
     assert_eq!(
         stored_names(&mem).await,
-        vec![b"first".to_vec(), b"x".to_vec(), b"y".to_vec()]
+        vec![
+            b"first".to_vec(),
+            b"x".to_vec(),
+            name.clone(),
+            b"y".to_vec()
+        ]
     );
+    let stored = v1.load(&root).await.unwrap();
     assert_eq!(
-        v1.load(&root).await.unwrap().obj.entry(b"x").unwrap(),
+        stored.obj.entry(b"x").unwrap(),
         theirs,
-        "the other writer's entry won"
+        "the first stored keeps the name"
     );
+    assert_eq!(stored.obj.entry(&name).unwrap(), link);
+    assert_eq!(v1.conflicts.list()[0].copy, name);
 }
 
 #[tokio::test]

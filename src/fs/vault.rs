@@ -20,6 +20,7 @@
 
 use super::conflicts::ConflictLog;
 use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
+use super::divergence::conflict_name;
 use super::extents::{BlockRef, Cipher};
 use super::format::{Decoded, Top, decode_v2, encode_v2, object_aad, v1};
 use super::index::NodeCache;
@@ -593,9 +594,8 @@ impl<S: BlockStore> Vault<S> {
             link: link.clone(),
             attrs: Some(obj.attrs.clone()),
         };
-        let ticket = self
-            .queue_dir_change(parent, Box::new(link_entry(name, entry)))
-            .await?;
+        let change = link_new_file(name, entry, self.conflicts.machine().to_string());
+        let ticket = self.queue_dir_change(parent, Box::new(change)).await?;
         Ok((link, Versioned::new(obj, 0), ticket))
     }
 
@@ -1179,6 +1179,49 @@ fn link_entry(
             None => {}
         }
         entries.insert(name.clone(), entry.clone());
+        touch(&mut dir.attrs);
+        Ok(())
+    }
+}
+
+/// [`link_entry`] for a file created behind: its first application (to
+/// this vault's view, when the file is created) fails with `Exists` if
+/// the name is taken. Applied again after another machine's update won
+/// the race and took the name meanwhile, the file is linked under a
+/// conflict copy's name instead (`NAME.conflict-<machine>-<time>.EXT`),
+/// so a file whose `create` succeeded here is never dropped.
+fn link_new_file(
+    name: &[u8],
+    entry: Entry,
+    machine: String,
+) -> impl FnMut(&mut Object) -> Result<(), FsError> + Send + 'static {
+    let name = name.to_vec();
+    let mut first = true;
+    let mut at: Option<jiff::Timestamp> = None;
+    move |dir| {
+        let entries = dir.entries_mut().ok_or(FsError::NotDir)?;
+        let mine = |e: &Entry| e.link == entry.link;
+        let mut target = name.clone();
+        match entries.get(&name) {
+            Some(e) if mine(e) => return Ok(()),
+            Some(_) if first => return Err(FsError::Exists),
+            Some(_) => {
+                let at = *at.get_or_insert_with(jiff::Timestamp::now);
+                let free = (1..=64)
+                    .map(|n| conflict_name(&name, &machine, at, n))
+                    .find(|c| !matches!(entries.get(c), Some(e) if !mine(e)));
+                let Some(free) = free else {
+                    return Err(FsError::Exists);
+                };
+                if entries.get(&free).is_some() {
+                    return Ok(());
+                }
+                target = free;
+            }
+            None => {}
+        }
+        first = false;
+        entries.insert(target, entry.clone());
         touch(&mut dir.attrs);
         Ok(())
     }

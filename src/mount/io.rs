@@ -6,7 +6,7 @@
 //! `open`, here or on another machine, sees the data (close-to-open).
 
 use super::core::Core;
-use crate::fs::{BlockStore, Durability, FsError, Kind, OpenFile};
+use crate::fs::{BlockStore, Conflicted, Durability, FsError, Kind, OpenFile};
 
 /// The part of the `open(2)` flags the core looks at.
 fn truncates(flags: i32) -> bool {
@@ -166,14 +166,23 @@ impl<S: BlockStore> Core<S> {
             f.set_place(parent, name);
         }
         let res = f.flush(&self.vault, durability).await;
-        if f.take_conflict().is_some() {
-            {
+        match f.take_conflict() {
+            None => {}
+            Some(Conflicted::Copied(_)) => {
+                {
+                    let mut t = self.inodes();
+                    let parent = t.parent(ino);
+                    t.invalidate(parent);
+                    t.invalidate(ino);
+                }
+                self.drop_kernel_attrs(ino);
+            }
+            Some(Conflicted::Renamed(name)) => {
                 let mut t = self.inodes();
                 let parent = t.parent(ino);
+                t.moved(&f.link.name, parent, &name);
                 t.invalidate(parent);
-                t.invalidate(ino);
             }
-            self.drop_kernel_attrs(ino);
         }
         res
     }

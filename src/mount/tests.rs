@@ -669,3 +669,47 @@ async fn a_hard_link_and_a_write_through_it_list_right_under_both_names() {
         );
     }
 }
+
+/// Two machines append to one file, each from the version it opened:
+/// both closes return 0, the second close's content is a conflict copy
+/// that the other machine finds by name, and the file itself reads as
+/// the first close left it on both machines.
+#[tokio::test]
+async fn colliding_appends_from_two_machines_keep_both_lines() {
+    let (a, b) = two_cores();
+    b.vault.conflicts.set_machine("b");
+    let ino_a = put(&a, ROOT_INO, b"log.txt", b"start\n").await;
+    let ino_b = b.lookup(ROOT_INO, b"log.txt").await.unwrap().ino.0;
+    let fa = a
+        .open(ino_a, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .unwrap();
+    let fb = b
+        .open(ino_b, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .unwrap();
+    a.write(fa, 6, b"from a\n").await.unwrap();
+    b.write(fb, 6, b"from b\n").await.unwrap();
+    a.flush(fa).await.unwrap();
+    a.release(fa).await.unwrap();
+    b.flush(fb).await.unwrap();
+    b.release(fb).await.unwrap();
+    b.fsyncdir().await.unwrap();
+    assert_eq!(get(&a, ino_a).await, b"start\nfrom a\n");
+    assert_eq!(get(&b, ino_b).await, b"start\nfrom a\n");
+    let copies = b.vault.conflicts.list();
+    assert_eq!(copies.len(), 1);
+    let copy = &copies[0].copy;
+    assert!(copy.starts_with(b"log.conflict-b-") && copy.ends_with(b".txt"));
+    // (a's cached listing of the root is at most ATTR_TTL old: b's, and
+    // a third machine's, are fresh.)
+    let c = Core::new(Vault::new(
+        Arc::clone(&a.vault.store),
+        Identity::from_secret(SECRET),
+    ));
+    for m in [&b, &c] {
+        let found = m.lookup(ROOT_INO, copy).await.unwrap();
+        assert_eq!(found.size, 13, "the listing shows the copy's size");
+        assert_eq!(get(m, found.ino.0).await, b"start\nfrom b\n");
+    }
+}

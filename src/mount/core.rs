@@ -60,8 +60,10 @@ pub struct Core<S> {
     invalidator: OnceLock<Invalidator>,
 }
 
-/// Drops the kernel's cached attributes of an inode.
-pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
+/// Drops the kernel's cached attributes of an inode, with `true` also its
+/// cached pages (never from a request on that inode: the kernel may hold
+/// its pages locked until the answer).
+pub type Invalidator = Box<dyn Fn(u64, bool) + Send + Sync>;
 
 /// Listed sizes remembered for `open` to check, at most.
 const MAX_HINTED: usize = 1 << 16;
@@ -247,12 +249,28 @@ impl<S: BlockStore> Core<S> {
         Ok(self.attr_of(ino, link.kind, &v))
     }
 
-    /// Changes the length (`size`) and attributes of `ino`.
+    /// Changes the length (`size`) and attributes of `ino`, by path.
     pub async fn setattr(
         &self,
         ino: u64,
         size: Option<u64>,
         change: &AttrChange,
+    ) -> Result<FileAttr, FsError> {
+        self.setattr_via(ino, size, change, false).await
+    }
+
+    /// [`setattr`](Self::setattr); `by_handle` if it came through an open
+    /// handle (`ftruncate`, or the truncation of an `open` with
+    /// `O_TRUNC`): then a new length is saved with the handle's writes, at
+    /// its flush, as one change. Saved alone, an `O_TRUNC` that collided
+    /// with another machine's save would leave the writes that follow to
+    /// overwrite that machine's version, which no conflict copy keeps.
+    pub async fn setattr_via(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        change: &AttrChange,
+        by_handle: bool,
     ) -> Result<FileAttr, FsError> {
         let link = self.inodes().link(ino)?;
         let open = self.handles().entry(ino).map(|e| Arc::clone(&e.file));
@@ -267,9 +285,11 @@ impl<S: BlockStore> Core<S> {
                 f.touch_attrs();
             }
             // A change by path (or to a clean file) is saved now; one
-            // among unsaved writes goes with them at the next flush.
-            if !was_dirty && !self.handles().is_unlinked(ino) {
-                f.flush(&self.vault, Durability::Later).await?;
+            // among unsaved writes, or a new length through a handle, goes
+            // with the writes at the next flush.
+            let later = was_dirty || (by_handle && size.is_some());
+            if !later && !self.handles().is_unlinked(ino) {
+                self.flush_placed(ino, &mut f, Durability::Later).await?;
                 self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
                     .await;
             }
@@ -282,7 +302,7 @@ impl<S: BlockStore> Core<S> {
                 f.truncate(&self.vault, size).await?;
                 change.apply(&mut f.state.obj.attrs);
                 f.touch_attrs();
-                f.flush(&self.vault, Durability::Later).await?;
+                self.flush_placed(ino, &mut f, Durability::Later).await?;
                 f.state
             }
             (Kind::Dir, Some(_)) => return Err(FsError::IsDir),
@@ -487,8 +507,14 @@ impl<S: BlockStore> Core<S> {
 
     /// Drops the kernel's cached attributes of `ino`.
     pub(super) fn drop_kernel_attrs(&self, ino: u64) {
+        self.drop_kernel_cache(ino, false);
+    }
+
+    /// Drops the kernel's cached attributes of `ino`, and with `pages` its
+    /// cached pages too (see [`Invalidator`]).
+    pub fn drop_kernel_cache(&self, ino: u64, pages: bool) {
         if let Some(f) = self.invalidator.get() {
-            f(ino);
+            f(ino, pages);
         }
     }
 

@@ -168,7 +168,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -183,7 +183,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
             mtime,
         };
         self.spawn(move |c| async move {
-            let r = c.setattr(ino.0, size, &change).await;
+            let r = c.setattr_via(ino.0, size, &change, fh.is_some()).await;
             match c.logged("setattr", || c.path_of(ino.0), r) {
                 Ok(attr) => reply.attr(&ATTR_TTL, &attr),
                 Err(e) => reply.error(errno(&e)),
@@ -333,20 +333,33 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
+        let append = flags.0 & libc::O_APPEND != 0;
         self.spawn(move |c| async move {
-            let r = c.write(fh.0, offset, &data).await;
+            let r = if append {
+                c.append(fh.0, offset, &data).await
+            } else {
+                c.write(fh.0, offset, &data).await.map(|n| (n, false))
+            };
             match c.logged("write", || c.path_of_fh(fh.0), r) {
-                Ok(n) => reply.written(n),
+                Ok((n, moved)) => {
+                    reply.written(n);
+                    if moved {
+                        // The kernel put the bytes in its cache at its own
+                        // idea of the end: dropped, now that it has the
+                        // answer (its pages are unlocked by then).
+                        tokio::task::spawn_blocking(move || c.drop_kernel_cache(ino.0, true));
+                    }
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });

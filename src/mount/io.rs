@@ -89,6 +89,21 @@ impl<S: BlockStore> Core<S> {
         Ok(n as u32)
     }
 
+    /// Appends `data` through handle `fh` (opened with `O_APPEND`) at the
+    /// file's end as this mount knows it. The kernel's `offset` is its own
+    /// idea of the end, which may be older than what `open` loaded (another
+    /// machine appended since the kernel cached the size): writing there
+    /// would overwrite that machine's bytes. Returns the length and whether
+    /// the bytes went elsewhere than `offset`.
+    pub async fn append(&self, fh: u64, offset: u64, data: &[u8]) -> Result<(u32, bool), FsError> {
+        let (ino, file) = self.file_of(fh)?;
+        let mut f = file.lock().await;
+        let end = f.size();
+        let n = f.write(&self.vault, end, data).await?;
+        self.handles().set_attrs(ino, &f.state.obj.attrs);
+        Ok((n as u32, end != offset))
+    }
+
     /// Stores the file behind `fh`: chunks, then manifest (`flush` on
     /// every close, and `fsync`).
     pub async fn flush(&self, fh: u64) -> Result<(), FsError> {
@@ -156,7 +171,7 @@ impl<S: BlockStore> Core<S> {
     /// If it does, the kernel's attributes of the file (now the other
     /// machine's version) and this mount's copy of the directory are
     /// dropped.
-    async fn flush_placed(
+    pub(super) async fn flush_placed(
         &self,
         ino: u64,
         f: &mut OpenFile,

@@ -66,10 +66,11 @@ pub fn mount<S: BlockStore>(
     let core = Arc::clone(fs.core());
     let session = fuser::spawn_mount(fs, dir, &config)?;
     let notifier = session.notifier();
-    core.set_invalidator(Box::new(move |ino| {
-        // Attributes only (offset -1): the page cache is dropped on every
-        // open anyway.
-        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), -1, 0) {
+    core.set_invalidator(Box::new(move |ino, pages| {
+        // Attributes only (offset -1) unless asked: the page cache is
+        // dropped on every open anyway.
+        let offset = if pages { 0 } else { -1 };
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), offset, 0) {
             log::debug!("could not drop the kernel's attributes of inode {ino}: {e}");
         }
     }));

@@ -564,7 +564,7 @@ async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     let c = machine();
     let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
     let d = Arc::clone(&dropped);
-    c.set_invalidator(Box::new(move |ino| d.lock().unwrap().push(ino)));
+    c.set_invalidator(Box::new(move |ino, _| d.lock().unwrap().push(ino)));
     let rows = c
         .readdir(ROOT_INO, c.opendir(ROOT_INO).unwrap(), 0)
         .await
@@ -712,4 +712,23 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
         assert_eq!(found.size, 13, "the listing shows the copy's size");
         assert_eq!(get(m, found.ino.0).await, b"start\nfrom b\n");
     }
+}
+
+/// An append lands at the end of the version `open` loaded, not at the
+/// kernel's cached idea of the end (older, after another machine's
+/// append): nothing of the other machine's is overwritten.
+#[tokio::test]
+async fn an_append_goes_to_the_end_the_open_loaded() {
+    let (a, b) = two_cores();
+    let ino_a = put(&a, ROOT_INO, b"log", b"one\n").await;
+    let ino_b = b.lookup(ROOT_INO, b"log").await.unwrap().ino.0;
+    let append = libc::O_WRONLY | libc::O_APPEND;
+    let fa = a.open(ino_a, append).await.unwrap();
+    assert_eq!(a.append(fa, 4, b"two\n").await.unwrap(), (4, false));
+    a.release(fa).await.unwrap();
+    // b's kernel still has 4 bytes as the size.
+    let fb = b.open(ino_b, append).await.unwrap();
+    assert_eq!(b.append(fb, 4, b"three\n").await.unwrap(), (6, true));
+    b.release(fb).await.unwrap();
+    assert_eq!(get(&a, ino_a).await, b"one\ntwo\nthree\n");
 }

@@ -26,7 +26,7 @@ use super::{DhtError, Placement};
 use crate::id::Id;
 use crate::record::Record;
 use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord};
-use crate::wire::{Claim, Peer};
+use crate::wire::{Claim, Peer, RemoteError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -340,6 +340,17 @@ impl Machine for Put {
             let owner_call = matches!(self.phase, Phase::Owner);
             let r = StoreRecord::parse(reply);
             match r {
+                // A member after the owner already holds a newer version:
+                // the owner accepted this one first, so that one was
+                // ordered after it and carries it on (the member got the
+                // two out of order). The copy counts.
+                Err(CallError::Refused(RemoteError::Stale { offered, current }))
+                    if !owner_call && self.item.owner_first() && current > offered =>
+                {
+                    if !self.has_stored(&peer) {
+                        self.stored.push(peer);
+                    }
+                }
                 Ok(()) => {
                     if !self.has_stored(&peer) {
                         self.stored.push(peer);

@@ -296,6 +296,32 @@ async fn records_newest_wins_and_forgeries_are_refused() {
     assert_eq!(d.get_record(fresh.key()).await.unwrap(), fresh);
 }
 
+/// Two writers' versions can reach a member after the owner in the other
+/// order: the member already holds the later one and refuses the earlier
+/// as stale. The owner accepted the earlier first, so the later one carries
+/// it on: the copy counts, and the put succeeds (it used to fail at its
+/// deadline, short of copies).
+#[tokio::test]
+async fn a_member_holding_a_later_version_counts_as_a_copy() {
+    let d = dht(Fake::new(3), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let v1 = Record::sign(&sk, b"dir", 1, Some(b"one".to_vec()));
+    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let key = v1.key();
+    // The owner is the first node at or after the key.
+    let ids: Vec<Id> = (0..3).map(|i| d.transport.peer(i).id).collect();
+    let owner = (0..3).find(|&i| ids[i] >= key).unwrap_or(0);
+    // The next writer's version 3 reached the other members already.
+    let v3 = Record::sign(&sk, b"dir", 3, Some(b"three".to_vec()));
+    for (i, (_, store)) in d.transport.stores.iter().enumerate() {
+        if i != owner {
+            store.put_record(&v3, None).unwrap();
+        }
+    }
+    let v2 = Record::sign(&sk, b"dir", 2, Some(b"two".to_vec()));
+    d.put_record(v2, Some(1)).await.unwrap();
+}
+
 #[tokio::test]
 async fn sync_reaches_every_node_written_lazily() {
     let d = dht(Fake::new(4), 3);

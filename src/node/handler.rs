@@ -75,7 +75,38 @@ impl Node {
             }
             return Err(e);
         }
+        if let ReplicaRequest::StoreRecord {
+            record,
+            expected_seq: Some(e),
+            ..
+        } = &req
+            && *e > 0
+        {
+            self.check_cas_owner(record.key())?;
+        }
         serve_replica(Arc::clone(&self.core.store), req, self.refetcher()).await
+    }
+
+    /// A compare-and-swap update of a record is judged by the key's owner
+    /// alone, which orders its writers; a node that does not own `key` by
+    /// its own ring state (a writer's cached answer is out of date, the
+    /// ring changed) refuses, with an error the writer retries on after a
+    /// fresh lookup. Two nodes judging one key would each accept a version
+    /// with the same number, and the replicas would hold both.
+    fn check_cas_owner(&self, key: crate::id::Id) -> Result<(), RemoteError> {
+        let owns = self.core.ring.view(|c| c.pred().is_none() || c.owns(key));
+        if owns {
+            Ok(())
+        } else {
+            log::debug!(
+                "refusing a compare-and-swap of {} (not its owner)",
+                key.short()
+            );
+            Err(RemoteError::Unavailable(format!(
+                "not the owner of {} now: look it up again",
+                key.short()
+            )))
+        }
     }
 
     async fn handle_client(&self, req: ClientRequest) -> Result<ClientResponse, RemoteError> {

@@ -13,11 +13,13 @@
 //! versions; the time in the name is a label for the user.
 
 use super::object::{FileContent, MAX_NAME};
+use std::collections::BTreeMap;
 
 /// A set of byte ranges `[start, end)`, coalesced and in order; an end of
 /// `u64::MAX` means "and everything past the start" (a length change).
+/// Adding a range costs O(log n + ranges it absorbs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Spans(Vec<(u64, u64)>);
+pub struct Spans(BTreeMap<u64, u64>);
 
 impl Spans {
     /// Adds `[start, end)`, merging with the ranges it overlaps or touches.
@@ -26,16 +28,21 @@ impl Spans {
             return;
         }
         let (mut s, mut e) = (start, end);
-        self.0.retain(|&(a, b)| {
-            if b < s || a > e {
-                return true;
-            }
-            s = s.min(a);
+        // The range starting at or before `start` may reach it.
+        if let Some((&a, &b)) = self.0.range(..=s).next_back()
+            && b >= s
+        {
+            s = a;
             e = e.max(b);
-            false
-        });
-        let at = self.0.partition_point(|&(a, _)| a < s);
-        self.0.insert(at, (s, e));
+        }
+        // Ranges starting inside `[s, e]` are absorbed.
+        let inside: Vec<u64> = self.0.range(s..=e).map(|(&a, _)| a).collect();
+        for a in inside {
+            if let Some(b) = self.0.remove(&a) {
+                e = e.max(b);
+            }
+        }
+        self.0.insert(s, e);
     }
 
     /// Whether nothing was added.
@@ -45,24 +52,23 @@ impl Spans {
 
     /// Whether some byte is in both sets.
     pub fn overlaps(&self, other: &Spans) -> bool {
-        let (mut i, mut j) = (0, 0);
-        while i < self.0.len() && j < other.0.len() {
-            let (a, b) = (self.0[i], other.0[j]);
-            if a.0 < b.1 && b.0 < a.1 {
-                return true;
-            }
-            if a.1 <= b.1 {
-                i += 1;
-            } else {
-                j += 1;
-            }
-        }
-        false
+        let (small, big) = if self.0.len() <= other.0.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        small.iter().any(|(s, e)| big.meets(s, e))
+    }
+
+    /// Whether some range meets `[s, e)`.
+    fn meets(&self, s: u64, e: u64) -> bool {
+        let before = self.0.range(..=s).next_back().is_some_and(|(_, &b)| b > s);
+        before || self.0.range(s..e).next().is_some()
     }
 
     /// The ranges, in order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.0.iter().copied()
+        self.0.iter().map(|(&a, &b)| (a, b))
     }
 }
 
@@ -189,6 +195,42 @@ mod tests {
         assert!(!s.overlaps(&spans(&[(25, 30), (40, 50)])));
         assert!(s.overlaps(&spans(&[(0, 5), (35, u64::MAX)])));
         assert!(!Spans::default().overlaps(&s));
+    }
+
+    proptest::proptest! {
+        /// Spans cover exactly the bytes added, stay coalesced, and meet
+        /// another set exactly where a byte map says they do.
+        #[test]
+        fn spans_match_a_byte_map(
+            adds in proptest::collection::vec((0u64..200, 0u64..40), 0..40),
+            probe in proptest::collection::vec((0u64..200, 0u64..40), 0..5),
+        ) {
+            let mut s = Spans::default();
+            let mut bytes = [false; 240];
+            for &(a, n) in &adds {
+                s.add(a, a + n);
+                for b in &mut bytes[a as usize..(a + n) as usize] {
+                    *b = true;
+                }
+            }
+            let mut covered = [false; 240];
+            let mut last_end = None;
+            for (a, b) in s.iter() {
+                proptest::prop_assert!(a < b);
+                proptest::prop_assert!(last_end.is_none_or(|e| e < a), "not coalesced");
+                last_end = Some(b);
+                for c in &mut covered[a as usize..b as usize] {
+                    *c = true;
+                }
+            }
+            proptest::prop_assert_eq!(covered, bytes);
+            let p = spans(&probe.iter().map(|&(a, n)| (a, a + n)).collect::<Vec<_>>());
+            let naive = probe
+                .iter()
+                .any(|&(a, n)| bytes[a as usize..(a + n) as usize].iter().any(|&b| b));
+            proptest::prop_assert_eq!(s.overlaps(&p), naive);
+            proptest::prop_assert_eq!(p.overlaps(&s), naive);
+        }
     }
 
     fn inline(b: &[u8]) -> FileContent {

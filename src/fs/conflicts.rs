@@ -1,10 +1,13 @@
-//! The conflict copies this vault made: which file collided, the copy's
-//! name, when. Kept in memory, bounded, for the log and for `status`;
-//! the copies themselves are ordinary files the user can see, move and
-//! delete.
+//! The conflict copies made here: which file collided, the copy's path,
+//! when. Kept in memory, bounded, for the log and for `peerstore status`
+//! (which lists those still present); the copies themselves are ordinary
+//! files the user can see, move and delete. Whoever knows the paths (the
+//! mount) notes them.
 
 use super::divergence::host_label;
 use super::object::Time;
+use super::vault::Vault;
+use super::{BlockStore, FsError};
 use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
 
@@ -14,10 +17,10 @@ pub const MAX_REMEMBERED: usize = 256;
 /// One conflict copy made here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    /// The file's name when the copy was made.
-    pub name: Vec<u8>,
-    /// The copy's name, in the same directory.
-    pub copy: Vec<u8>,
+    /// The file's path when the copy was made.
+    pub path: String,
+    /// The copy's path (in the same directory).
+    pub copy: String,
     /// When (this machine's clock; a label only).
     pub at: Time,
 }
@@ -42,20 +45,18 @@ impl ConflictLog {
     }
 
     /// Notes a copy made now, and logs it.
-    pub fn note(&self, name: &[u8], copy: &[u8]) {
+    pub fn note(&self, path: &str, copy: &str) {
         log::warn!(
-            "conflict: {:?} was changed on another machine at the same time; \
-             this machine's version is kept as {:?} next to it",
-            String::from_utf8_lossy(name),
-            String::from_utf8_lossy(copy)
+            "conflict: {path:?} was changed on another machine at the same time; \
+             this machine's version is kept as {copy:?}"
         );
         let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if s.len() >= MAX_REMEMBERED {
             s.pop_front();
         }
         s.push_back(Conflict {
-            name: name.to_vec(),
-            copy: copy.to_vec(),
+            path: path.to_string(),
+            copy: copy.to_string(),
             at: Time::now(),
         });
     }
@@ -64,6 +65,24 @@ impl ConflictLog {
     pub fn list(&self) -> Vec<Conflict> {
         let s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         s.iter().cloned().collect()
+    }
+}
+
+impl<S: BlockStore> Vault<S> {
+    /// The conflict copies made here, oldest first, each with whether a
+    /// file is still at its path (the user may have moved or deleted it).
+    pub async fn conflict_copies(&self) -> Vec<(Conflict, bool)> {
+        let mut out = Vec::new();
+        for c in self.conflicts.list() {
+            let present = match self.resolve(&c.copy).await {
+                Ok(_) => true,
+                Err(FsError::NotFound) => false,
+                // Unknown (out of reach): shown as present.
+                Err(_) => true,
+            };
+            out.push((c, present));
+        }
+        out
     }
 }
 
@@ -78,10 +97,10 @@ mod tests {
         log.set_machine("ignored");
         assert_eq!(log.machine(), "box-1");
         for i in 0..MAX_REMEMBERED + 3 {
-            log.note(format!("f{i}").as_bytes(), b"c");
+            log.note(&format!("/f{i}"), "/c");
         }
         let l = log.list();
         assert_eq!(l.len(), MAX_REMEMBERED);
-        assert_eq!(l[0].name, b"f3".to_vec());
+        assert_eq!(l[0].path, "/f3");
     }
 }

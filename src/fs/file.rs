@@ -115,9 +115,6 @@ pub struct OpenFile {
     place: Option<(Link, Vec<u8>)>,
     /// The conflict the last flush resolved, until taken.
     conflict: Option<Conflicted>,
-    /// Where this new file was meant to be named, if another machine's
-    /// new file took that name first.
-    taken_name: Option<(Link, Vec<u8>)>,
 }
 
 impl OpenFile {
@@ -145,7 +142,6 @@ impl OpenFile {
             touched: Spans::default(),
             place: None,
             conflict: None,
-            taken_name: None,
         };
         f.settle_on(state);
         f
@@ -483,11 +479,6 @@ impl OpenFile {
             Ok(dir) => {
                 self.linking = None;
                 self.note_linked_name(&dir.obj);
-                if let (Some(Conflicted::Renamed(to)), Some((_, from))) =
-                    (&self.conflict, &self.taken_name)
-                {
-                    vault.conflicts.note(from, to);
-                }
             }
             Err(e) => {
                 stored?;
@@ -515,7 +506,6 @@ impl OpenFile {
         }
         if let Some((actual, _)) = entries.iter().find(|(_, e)| mine(e)) {
             self.conflict = Some(Conflicted::Renamed(actual.clone()));
-            self.taken_name = self.place.clone();
             self.place = self.place.take().map(|(p, _)| (p, actual.clone()));
         }
     }
@@ -738,7 +728,6 @@ impl OpenFile {
         vault.release_behind(unused);
         self.settle_on(theirs);
         self.modified = false;
-        vault.conflicts.note(&name, &copy_name);
         self.conflict = Some(Conflicted::Copied(copy_name));
         Ok(())
     }

@@ -183,20 +183,28 @@ impl<S: BlockStore> Core<S> {
         let res = f.flush(&self.vault, durability).await;
         match f.take_conflict() {
             None => {}
-            Some(Conflicted::Copied(_)) => {
-                {
+            Some(Conflicted::Copied(copy)) => {
+                let (path, parent) = {
                     let mut t = self.inodes();
                     let parent = t.parent(ino);
                     t.invalidate(parent);
                     t.invalidate(ino);
-                }
+                    (t.path(ino), parent)
+                };
+                let copy = self.path_in(parent, &copy);
+                self.vault.conflicts.note(&path, &copy);
                 self.drop_kernel_attrs(ino);
             }
             Some(Conflicted::Renamed(name)) => {
-                let mut t = self.inodes();
-                let parent = t.parent(ino);
-                t.moved(&f.link.name, parent, &name);
-                t.invalidate(parent);
+                let (path, copy) = {
+                    let mut t = self.inodes();
+                    let parent = t.parent(ino);
+                    let path = t.path(ino);
+                    t.moved(&f.link.name, parent, &name);
+                    t.invalidate(parent);
+                    (path, t.path(ino))
+                };
+                self.vault.conflicts.note(&path, &copy);
             }
         }
         res

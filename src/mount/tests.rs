@@ -697,10 +697,13 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
     b.fsyncdir().await.unwrap();
     assert_eq!(get(&a, ino_a).await, b"start\nfrom a\n");
     assert_eq!(get(&b, ino_b).await, b"start\nfrom a\n");
-    let copies = b.vault.conflicts.list();
+    let copies = b.vault.conflict_copies().await;
     assert_eq!(copies.len(), 1);
-    let copy = &copies[0].copy;
-    assert!(copy.starts_with(b"log.conflict-b-") && copy.ends_with(b".txt"));
+    let (noted, present) = &copies[0];
+    assert!(present);
+    assert_eq!(noted.path, "/log.txt");
+    assert!(noted.copy.starts_with("/log.conflict-b-") && noted.copy.ends_with(".txt"));
+    let copy = noted.copy[1..].as_bytes();
     // (a's cached listing of the root is at most ATTR_TTL old: b's, and
     // a third machine's, are fresh.)
     let c = Core::new(Vault::new(
@@ -712,6 +715,10 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
         assert_eq!(found.size, 13, "the listing shows the copy's size");
         assert_eq!(get(m, found.ino.0).await, b"start\nfrom b\n");
     }
+    // Once the user deletes the copy, the conflict is no longer open.
+    c.unlink(ROOT_INO, copy).await.unwrap();
+    b.vault.settle_all().await.unwrap();
+    assert!(!b.vault.conflict_copies().await[0].1);
 }
 
 /// An append lands at the end of the version `open` loaded, not at the

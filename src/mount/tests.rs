@@ -717,7 +717,7 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
     }
     // Once the user deletes the copy, the conflict is no longer open.
     c.unlink(ROOT_INO, copy).await.unwrap();
-    b.vault.settle_all().await.unwrap();
+    c.vault.settle_all().await.unwrap();
     assert!(!b.vault.conflict_copies().await[0].1);
 }
 

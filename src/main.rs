@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             }
             Command::Lookup { peer, key } => cli::run_lookup(&peer.target()?, &key).await?,
             Command::Ring { peer, json } => cli::run_ring(&peer.target()?, json).await?,
+            Command::Status { peer, json } => cli::run_status(&peer.target()?, json).await?,
             Command::Put { vault, local, path } => {
                 cli::run_put(&vault.open()?, &local, &path).await?
             }
@@ -163,6 +164,9 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             let opts = peerstore::mount::MountOpts {
                 allow_other: a.allow_other,
             };
+            running
+                .node
+                .set_mount(Arc::clone(&vault), dir.display().to_string());
             let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir, opts)
                 .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
             println!("mounted at {}", dir.display());

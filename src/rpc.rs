@@ -17,7 +17,7 @@ use crate::net::{NetError, Pool};
 use crate::record::Record;
 use crate::wire::{
     ChordRequest, ChordResponse, Claim, ClientRequest, ClientResponse, Freed, ItemVersion,
-    NodeInfo, NodeSpace, OwnedBlock, Peer, Proof, Release, RemoteError, ReplicaRequest,
+    NodeInfo, NodeSpace, NodeStatus, OwnedBlock, Peer, Proof, Release, RemoteError, ReplicaRequest,
     ReplicaResponse, Request, Response, RingSpace,
 };
 use std::time::Duration;
@@ -381,6 +381,12 @@ rpc!(ClientGetLatestRecord, Record, |r| Request::Client(ClientRequest::GetLatest
 pub struct ClientInfo;
 rpc!(ClientInfo, NodeInfo, |_r| Request::Client(ClientRequest::Info),
     Response::Client(ClientResponse::Info(i)) => i);
+
+/// The node, its ring contact and its mount (`peerstore status`).
+#[derive(Debug, Clone)]
+pub struct ClientStatus;
+rpc!(ClientStatus, NodeStatus, |_r| Request::Client(ClientRequest::Status),
+    Response::Client(ClientResponse::Status(s)) => s);
 
 #[cfg(test)]
 mod tests {

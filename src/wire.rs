@@ -211,6 +211,46 @@ pub enum ClientRequest {
     Release(Release),
     /// The ring's capacity, and what `owner` stores on it. → `Space`.
     Space { owner: [u8; 32] },
+    /// The node, its ring contact and its mount, for `peerstore status`
+    /// (answered by members and non-members alike). → `Status`.
+    Status,
+}
+
+/// Conflict copies listed in a status answer at most (the newest).
+pub const MAX_STATUS_CONFLICTS: usize = 64;
+
+/// A node's answer to `Status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub info: NodeInfo,
+    /// Whether the node is a ring member (else it is joining, or was cut
+    /// off and is trying to rejoin).
+    pub member: bool,
+    /// The folder this node mounts, if any.
+    pub mount: Option<MountStatus>,
+}
+
+/// What a node's mount reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MountStatus {
+    /// The mount point.
+    pub dir: String,
+    /// Conflict copies made here, oldest first (at most
+    /// [`MAX_STATUS_CONFLICTS`], the newest).
+    pub conflicts: Vec<ConflictInfo>,
+}
+
+/// One conflict copy a mount made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    /// The file's path in the folder.
+    pub path: String,
+    /// The copy's path.
+    pub copy: String,
+    /// When, in seconds since the Unix epoch (this machine's clock).
+    pub at: i64,
+    /// Whether the copy is still there (open), or was moved or deleted.
+    pub present: bool,
 }
 
 /// A node's description of itself, for `peerstore ring`.
@@ -245,6 +285,7 @@ pub enum ClientResponse {
     Info(NodeInfo),
     Freed(Freed),
     Space(RingSpace),
+    Status(NodeStatus),
 }
 
 /// An error that crosses the wire as an answer.

@@ -198,11 +198,61 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
         assert!(acked.len() >= 20, "most appends succeed: {acked:?}");
         let files = agreed(&mounts, "log", |f| all_lines_in(f, &acked)).await;
         assert!(files.contains_key("log.txt"));
-        for name in files.keys().filter(|n| *n != "log.txt") {
+        let copies: Vec<&String> = files.keys().filter(|n| *n != "log.txt").collect();
+        for name in &copies {
             assert!(
                 name.starts_with("log.conflict-") && name.ends_with(".txt"),
                 "{name}"
             );
+        }
+        // `peerstore status` of the two nodes lists every copy as open,
+        // each on the node that made it; a deleted one is no longer open.
+        let listed = |nodes: &[NodeGuard]| {
+            let addrs: Vec<String> = nodes[..2].iter().map(|n| n.addr.clone()).collect();
+            async move {
+                let mut all = Vec::new();
+                for a in &addrs {
+                    let out = common::cli(&["status", "--json", "--peer", a]).await;
+                    assert!(out.status.success(), "status: {}", common::stderr(&out));
+                    let j: serde_json::Value =
+                        serde_json::from_str(&common::stdout(&out)).expect("status prints JSON");
+                    assert_eq!(j["member"], true);
+                    assert_eq!(j["contacts"], 2, "{j}");
+                    for c in j["mount"]["conflicts"].as_array().expect("a mount") {
+                        assert_eq!(c["path"], "/log.txt");
+                        all.push(
+                            c["copy"]
+                                .as_str()
+                                .unwrap()
+                                .trim_start_matches('/')
+                                .to_string(),
+                        );
+                    }
+                }
+                all.sort();
+                all
+            }
+        };
+        let mut expected: Vec<String> = copies.iter().map(|c| c.to_string()).collect();
+        expected.sort();
+        assert_eq!(listed(&nodes).await, expected);
+        if let Some(first) = expected.first() {
+            let gone = mounts[0].join(first);
+            blocking("delete a copy", IO, move || fs::remove_file(gone).unwrap()).await;
+            let (_, took) = wait_until("status to drop the deleted copy", AGREE, || {
+                let want = expected[1..].to_vec();
+                let listed = listed(&nodes);
+                async move {
+                    let now = listed.await;
+                    if now == want {
+                        Ok(())
+                    } else {
+                        Err(format!("{now:?}"))
+                    }
+                }
+            })
+            .await;
+            eprintln!("a deleted copy left the status after {took:?}");
         }
 
         // Whole-file overwrites of existing files, and new files of one

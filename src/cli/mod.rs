@@ -14,6 +14,7 @@ mod files;
 mod network;
 mod remote_store;
 mod ring_walk;
+mod status;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use error::CliError;
@@ -21,6 +22,7 @@ pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, r
 pub use network::{run_init, run_invite};
 pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
+pub use status::run_status;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -127,6 +129,14 @@ pub enum Command {
         #[command(flatten)]
         peer: PeerArg,
         /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a node's ring contact and its folder's open conflict copies.
+    Status {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
     },

@@ -703,7 +703,7 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
     assert!(present);
     assert_eq!(noted.path, "/log.txt");
     assert!(noted.copy.starts_with("/log.conflict-b-") && noted.copy.ends_with(".txt"));
-    let copy = noted.copy[1..].as_bytes();
+    let copy = &noted.copy.as_bytes()[1..];
     // (a's cached listing of the root is at most ATTR_TTL old: b's, and
     // a third machine's, are fresh.)
     let c = Core::new(Vault::new(

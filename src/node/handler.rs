@@ -110,6 +110,9 @@ impl Node {
     }
 
     async fn handle_client(&self, req: ClientRequest) -> Result<ClientResponse, RemoteError> {
+        if matches!(req, ClientRequest::Status) {
+            return Ok(ClientResponse::Status(self.status().await));
+        }
         if !self.core.ring.view(|c| c.is_member()) {
             return Err(RemoteError::Unavailable("node is not a ring member".into()));
         }
@@ -162,6 +165,7 @@ impl Node {
                 Ok(ClientResponse::Record(r))
             }
             ClientRequest::Info => Ok(ClientResponse::Info(self.info())),
+            ClientRequest::Status => Ok(ClientResponse::Status(self.status().await)),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod ring;
 mod scrub;
 pub mod seen;
 mod serve_replica;
+pub mod status;
 mod transport;
 
 pub use block_store::fs_error;
@@ -133,7 +134,14 @@ pub struct Core {
     members: Members,
     /// The origin of [`Core::now`].
     started: std::time::Instant,
+    /// What the node's mount reports for `peerstore status` (set once
+    /// the folder is mounted).
+    pub mount_report: std::sync::OnceLock<MountReport>,
 }
+
+/// Reports the state of a node's mount (see [`Core::mount_report`]).
+pub type MountReport =
+    Box<dyn Fn() -> futures::future::BoxFuture<'static, crate::wire::MountStatus> + Send + Sync>;
 
 impl Core {
     /// Milliseconds since the node started (the request machines' clock).
@@ -270,6 +278,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         replicas: cfg.replicas,
         members: Members::default(),
         started: std::time::Instant::now(),
+        mount_report: std::sync::OnceLock::new(),
     });
     let node = Arc::new(Node {
         dht: Dht::new(

@@ -362,6 +362,17 @@ impl Machine for Put {
                 Err(e) if e.is_final() && (owner_call || self.stored.is_empty()) => {
                     self.refused = Some(e);
                 }
+                // A first version stored at every member at once that one
+                // of them refuses as taken: another writer's version was
+                // there first (the owner decides which). Final, so the
+                // writer reloads and keeps its own as a conflict copy;
+                // the other writer's version, numbered above the first,
+                // replaces what this one left on the others.
+                Err(e @ CallError::Refused(RemoteError::Conflict { .. }))
+                    if !self.item.owner_first() =>
+                {
+                    self.refused = Some(e);
+                }
                 Err(e) => {
                     self.note_failure(&peer, &e);
                     if owner_call {

@@ -322,6 +322,26 @@ async fn a_member_holding_a_later_version_counts_as_a_copy() {
     d.put_record(v2, Some(1)).await.unwrap();
 }
 
+/// A first version stored at every member at once, where one member
+/// already holds another writer's version: refused at once as a lost
+/// compare-and-swap (the writer keeps its content as a conflict copy),
+/// not retried until the deadline.
+#[tokio::test]
+async fn a_first_version_one_member_holds_another_of_is_refused() {
+    let d = dht(Fake::new(3), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[6; 32]);
+    let theirs = Record::sign(&sk, b"new", 2, Some(b"theirs".to_vec()));
+    d.transport.stores[1]
+        .1
+        .put_record(&theirs, Some(0))
+        .unwrap();
+    let mine = Record::sign(&sk, b"new", 1, Some(b"mine".to_vec()));
+    assert!(matches!(
+        d.put_new_record(mine, false).await,
+        Err(DhtError::Refused(RemoteError::Conflict { .. }))
+    ));
+}
+
 #[tokio::test]
 async fn sync_reaches_every_node_written_lazily() {
     let d = dht(Fake::new(4), 3);

@@ -115,13 +115,19 @@ pub struct OpenFile {
     place: Option<(Link, Vec<u8>)>,
     /// The conflict the last flush resolved, until taken.
     conflict: Option<Conflicted>,
+    /// Loaded before its creator (another machine) saved it: its first
+    /// save must not race the creator's (see `Vault::save_file`).
+    found_unsaved: bool,
 }
 
 impl OpenFile {
     /// Opens the file `link` as stored now.
     pub async fn open<S: BlockStore>(vault: &Vault<S>, link: Link) -> Result<OpenFile, FsError> {
         let state = vault.load(&link).await?;
-        Ok(OpenFile::from_state(link, state))
+        let found_unsaved = state.seq == 0;
+        let mut f = OpenFile::from_state(link, state);
+        f.found_unsaved = found_unsaved;
+        Ok(f)
     }
 
     /// An open file from an already loaded version.
@@ -142,6 +148,7 @@ impl OpenFile {
             touched: Spans::default(),
             place: None,
             conflict: None,
+            found_unsaved: false,
         };
         f.settle_on(state);
         f
@@ -193,6 +200,7 @@ impl OpenFile {
     pub async fn refresh<S: BlockStore>(&mut self, vault: &Vault<S>) -> Result<(), FsError> {
         if !self.is_dirty() {
             let state = vault.load(&self.link).await?;
+            self.found_unsaved = state.seq == 0;
             self.settle_on(state);
         }
         Ok(())
@@ -568,7 +576,14 @@ impl OpenFile {
         let mut replaced = self.stored_blocks.clone();
         for _ in 0..SAVE_ATTEMPTS {
             match vault
-                .save_file(&self.link, &mut next, expected, &replaced, durability)
+                .save_file(
+                    &self.link,
+                    &mut next,
+                    expected,
+                    &replaced,
+                    durability,
+                    self.found_unsaved,
+                )
                 .await
             {
                 Ok(seq) => {

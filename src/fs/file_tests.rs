@@ -523,3 +523,46 @@ async fn disjoint_and_sequential_saves_make_no_conflict_copy() {
     }
     assert_eq!(names_like(&a, b"cfg").await, vec![b"cfg".to_vec()]);
 }
+
+/// A file another machine created and has not saved yet (its entry is
+/// stored, its record not): a second machine that opens it and saves
+/// first does so as version 2 at the owner, and whichever of the two
+/// saves comes second keeps its content as a conflict copy. Both orders.
+#[tokio::test]
+async fn two_first_saves_of_a_new_file_keep_both() {
+    for creator_first in [true, false] {
+        let store = Arc::new(MemStore::default());
+        let (a, b) = (vault_on(&store, &[9; 32]), vault_on(&store, &[9; 32]));
+        let (link, state, ticket) = a
+            .create_pending(&a.root(), b"new.txt", Attrs::new(0o644, 0, 0))
+            .await
+            .unwrap();
+        ticket.wait().await.unwrap();
+        let mut fa = OpenFile::from_state(link.clone(), state);
+        let mut fb = OpenFile::open(&b, link).await.unwrap();
+        fa.set_place(a.root(), b"new.txt".to_vec());
+        fb.set_place(b.root(), b"new.txt".to_vec());
+        fa.write(&a, 0, b"from the creator").await.unwrap();
+        fb.write(&b, 0, b"from the other").await.unwrap();
+        let (first, second) = if creator_first {
+            fa.flush(&a, Durability::Later).await.unwrap();
+            fb.flush(&b, Durability::Later).await.unwrap();
+            (fa.take_conflict(), fb.take_conflict())
+        } else {
+            fb.flush(&b, Durability::Later).await.unwrap();
+            fa.flush(&a, Durability::Later).await.unwrap();
+            (fb.take_conflict(), fa.take_conflict())
+        };
+        assert_eq!(first, None);
+        let Some(Conflicted::Copied(copy)) = second else {
+            panic!("no conflict copy ({creator_first})");
+        };
+        let (won, lost): (&[u8], &[u8]) = if creator_first {
+            (b"from the creator", b"from the other")
+        } else {
+            (b"from the other", b"from the creator")
+        };
+        assert_eq!(content_of(&a, b"new.txt").await, won);
+        assert_eq!(content_of(&a, &copy).await, lost);
+    }
+}

@@ -285,8 +285,15 @@ impl<S: BlockStore> Vault<S> {
     /// still `expected`. Returns the new sequence number.
     pub async fn save(&self, link: &Link, obj: &Object, expected: u64) -> Result<u64, FsError> {
         let mut o = obj.clone();
-        self.save_file(link, &mut o, expected, &HashSet::new(), Durability::Later)
-            .await
+        self.save_file(
+            link,
+            &mut o,
+            expected,
+            &HashSet::new(),
+            Durability::Later,
+            false,
+        )
+        .await
     }
 
     /// [`Vault::save`], which for a file also stores its index tree and
@@ -302,6 +309,7 @@ impl<S: BlockStore> Vault<S> {
         expected: u64,
         reusable: &HashSet<Id>,
         durability: Durability,
+        found_unsaved: bool,
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
@@ -319,7 +327,34 @@ impl<S: BlockStore> Vault<S> {
             }
             _ => Top::None,
         };
+        if found_unsaved && expected == 0 {
+            return self.save_first_of_another(link, obj, top, durability).await;
+        }
         self.save_top(link, obj, top, expected, durability).await
+    }
+
+    /// Saves the first version of a file another machine created and has
+    /// not saved yet (its entry was stored first, so this vault found it
+    /// empty), as version 2, compare-and-swap at the owner. The creator
+    /// stores its version 1 at every member at once; whichever the owner
+    /// takes first wins, and version 2 supersedes a version 1 any member
+    /// took meanwhile, so the replicas end alike. The loser sees a lost
+    /// compare-and-swap and keeps its content as a conflict copy.
+    async fn save_first_of_another(
+        &self,
+        link: &Link,
+        obj: &Object,
+        top: Top,
+        durability: Durability,
+    ) -> Result<u64, FsError> {
+        let bytes = encode_v2(obj, top)?;
+        if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
+            return Err(FsError::TooBig);
+        }
+        let sealed = seal(&link.key, &bytes, &object_aad(&link.name));
+        let rec = self.identity.sign(&link.name, 2, Some(sealed));
+        self.store.put_record(rec, Some(0), durability).await?;
+        Ok(2)
     }
 
     /// Writes an object's own record (with its top part) as version

@@ -110,6 +110,14 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         if let Err(v) = config.set_max_background(MAX_BACKGROUND) {
             let _ = config.set_max_background(v);
         }
+        // `open(O_TRUNC)` passes the flag to `open` instead of a separate
+        // `setattr` without a handle: the truncation is then saved with
+        // the handle's writes at its close, as one change (a collision
+        // with another machine keeps both in the conflict copy; saved
+        // alone, an empty version would be what the other side loses to).
+        if let Err(e) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            log::info!("kernel without atomic O_TRUNC ({e:?}): truncations are saved at once");
+        }
         // Listings carry attributes (one fetch per directory for `ls -l`).
         if let Err(e) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             log::info!("kernel without readdirplus ({e:?}): listings fetch attributes per file");

@@ -347,14 +347,26 @@ impl<S: BlockStore> Vault<S> {
         top: Top,
         durability: Durability,
     ) -> Result<u64, FsError> {
+        let rec = self.sealed_record(link, obj, top, 2)?;
+        self.store.put_record(rec, Some(0), durability).await?;
+        Ok(2)
+    }
+
+    /// Version `seq` of `obj`'s own record (with its top part), sealed
+    /// under the object's key and signed.
+    fn sealed_record(
+        &self,
+        link: &Link,
+        obj: &Object,
+        top: Top,
+        seq: u64,
+    ) -> Result<crate::record::Record, FsError> {
         let bytes = encode_v2(obj, top)?;
         if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
             return Err(FsError::TooBig);
         }
         let sealed = seal(&link.key, &bytes, &object_aad(&link.name));
-        let rec = self.identity.sign(&link.name, 2, Some(sealed));
-        self.store.put_record(rec, Some(0), durability).await?;
-        Ok(2)
+        Ok(self.identity.sign(&link.name, seq, Some(sealed)))
     }
 
     /// Writes an object's own record (with its top part) as version
@@ -367,12 +379,7 @@ impl<S: BlockStore> Vault<S> {
         expected: u64,
         durability: Durability,
     ) -> Result<u64, FsError> {
-        let bytes = encode_v2(obj, top)?;
-        if bytes.len() + SEAL_OVERHEAD > MAX_RECORD_VALUE {
-            return Err(FsError::TooBig);
-        }
-        let sealed = seal(&link.key, &bytes, &object_aad(&link.name));
-        let rec = self.identity.sign(&link.name, expected + 1, Some(sealed));
+        let rec = self.sealed_record(link, obj, top, expected + 1)?;
         if expected == 0 && !self.is_root(link) {
             // A fresh random name: the first version needs no ordering.
             self.store.put_new_record(rec, durability).await?;

@@ -87,6 +87,13 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
+    if a.clock_skew_secs != 0 {
+        log::warn!(
+            "this node's clock runs {} s off (--clock-skew-secs)",
+            a.clock_skew_secs
+        );
+        peerstore::fs::object::set_clock_skew(a.clock_skew_secs);
+    }
     if let Some(dir) = &a.mount {
         // A crashed earlier run may have left a dead mount on our folder.
         if peerstore::mount::clear_stale_mount(dir)

@@ -26,18 +26,27 @@ const IO: Duration = Duration::from_secs(60);
 /// cached for up to 1 s, an entry's size copy is stored up to 250 ms late).
 const AGREE: Duration = Duration::from_secs(15);
 
-/// A 3-node ring whose nodes 1 and 2 mount the tree of one identity.
+/// Node 2's clock runs this far ahead of node 1's: conflicts are found
+/// by comparing versions, never times.
+const SKEW: &str = "3600";
+
+/// A 3-node ring whose nodes 1 and 2 mount the tree of one identity;
+/// node 2's clock is [`SKEW`] seconds ahead.
 async fn two_mounts(identity: &Path) -> Vec<NodeGuard> {
     let first = addr(BLOCK, 1);
     let mut nodes = Vec::new();
     for i in 1..=3u8 {
         let me = addr(BLOCK, i);
         let join = (i > 1).then_some(first.as_str());
-        let opts = if i <= 2 {
+        let mut opts = if i <= 2 {
             NodeOpts::mounted(&me, join, identity)
         } else {
             NodeOpts::new(&me, join)
         };
+        if i == 2 {
+            opts.extra
+                .extend(["--clock-skew-secs".to_string(), SKEW.to_string()]);
+        }
         nodes.push(NodeGuard::start(opts).await);
     }
     let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
@@ -156,8 +165,9 @@ fn all_lines_in(files: &BTreeMap<String, Vec<u8>>, lines: &[String]) -> Result<(
     }
 }
 
-/// 20 appends from each of two mounts to one file, each pair at the same
-/// time (both written, neither closed, then both closed): every appended
+/// 20 appends from each of two mounts (their clocks an hour apart) to one
+/// file, each pair at the same time (both written, neither closed, then
+/// both closed): every appended
 /// line whose close returned 0 is in the file or in one of its conflict
 /// copies, on both mounts. Then the same for whole-file overwrites of an
 /// existing file and for two new files of one name. (Overwrites that
@@ -211,7 +221,11 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
             let addrs: Vec<String> = nodes[..2].iter().map(|n| n.addr.clone()).collect();
             async move {
                 let mut all = Vec::new();
-                for a in &addrs {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64;
+                for (i, a) in addrs.iter().enumerate() {
                     let out = common::cli(&["status", "--json", "--peer", a]).await;
                     assert!(out.status.success(), "status: {}", common::stderr(&out));
                     let j: serde_json::Value =
@@ -220,6 +234,10 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
                     assert_eq!(j["contacts"], 2, "{j}");
                     for c in j["mount"]["conflicts"].as_array().expect("a mount") {
                         assert_eq!(c["path"], "/log.txt");
+                        // Each copy carries its own machine's time.
+                        let at = c["at"].as_i64().unwrap();
+                        let skew: i64 = if i == 1 { SKEW.parse().unwrap() } else { 0 };
+                        assert!((at - now - skew).abs() < 600, "copy at {at}, now {now}");
                         all.push(
                             c["copy"]
                                 .as_str()

@@ -286,6 +286,10 @@ pub struct NodeArgs {
     /// orphans (they may belong to a save under way).
     #[arg(long, default_value_t = 24 * 3600)]
     pub orphan_grace_secs: u64,
+    /// Seconds added to this machine's clock for the times the node
+    /// stamps (tests of machines whose clocks disagree).
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
+    pub clock_skew_secs: i64,
     /// Stabilize period in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub stabilize_ms: u64,

@@ -690,7 +690,7 @@ impl OpenFile {
             ..self.state.obj.attrs.clone()
         };
         let size = attrs.size;
-        let now = jiff::Timestamp::now();
+        let now = Time::now().timestamp();
         let mut made = None;
         for n in 1..=CONFLICT_NAME_TRIES {
             let copy_name = conflict_name(&name, vault.conflicts.machine(), now, n);

@@ -60,10 +60,30 @@ pub struct Time {
     pub nanos: u32,
 }
 
+/// Seconds added to this machine's clock wherever it stamps a time (see
+/// [`set_clock_skew`]).
+static CLOCK_SKEW_SECS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts the times this process stamps (file times, conflict copies'
+/// names) by `secs`: a machine whose clock is off, for tests that show
+/// nothing depends on clocks agreeing.
+pub fn set_clock_skew(secs: i64) {
+    CLOCK_SKEW_SECS.store(secs, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Time {
-    /// The current time.
+    /// The current time (by this machine's clock, see [`set_clock_skew`]).
     pub fn now() -> Time {
-        Time::from_system(SystemTime::now())
+        let t = Time::from_system(SystemTime::now());
+        Time {
+            secs: t.secs + CLOCK_SKEW_SECS.load(std::sync::atomic::Ordering::Relaxed),
+            ..t
+        }
+    }
+
+    /// As a `jiff` timestamp (the epoch if out of its range).
+    pub fn timestamp(self) -> jiff::Timestamp {
+        jiff::Timestamp::new(self.secs, self.nanos as i32).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
     /// From a `SystemTime` (times before 1970 are negative).

@@ -1248,7 +1248,7 @@ fn link_new_file(
             Some(e) if mine(e) => return Ok(()),
             Some(_) if first => return Err(FsError::Exists),
             Some(_) => {
-                let at = *at.get_or_insert_with(jiff::Timestamp::now);
+                let at = *at.get_or_insert_with(|| Time::now().timestamp());
                 let free = (1..=64)
                     .map(|n| conflict_name(&name, &machine, at, n))
                     .find(|c| !matches!(entries.get(c), Some(e) if !mine(e)));

@@ -109,6 +109,25 @@ async fn agreed(
     files
 }
 
+/// Creates each of `names` (all starting with `prefix`) on mount 1 with
+/// `content`, and waits until both mounts list exactly them.
+async fn seed(mounts: &[PathBuf; 2], prefix: &str, names: &[String], content: &'static [u8]) {
+    for name in names {
+        let path = mounts[0].join(name);
+        blocking(&format!("create {name}"), IO, move || {
+            common::write_closed(&path, content).unwrap()
+        })
+        .await;
+    }
+    let want = names.len();
+    agreed(mounts, prefix, |f| {
+        (f.len() == want)
+            .then_some(())
+            .ok_or(format!("{} of {want} listed", f.len()))
+    })
+    .await;
+}
+
 /// Runs `work(mount index, mount, gate)` on one thread per mount, started
 /// together; `gate` is a barrier both threads pass once per round, so
 /// each round's writes overlap. Returns what each returned.
@@ -185,15 +204,7 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
         ];
 
         // Appends.
-        let log = mounts[0].join("log.txt");
-        blocking("create log.txt", IO, move || {
-            common::write_closed(&log, b"start\n").unwrap()
-        })
-        .await;
-        agreed(&mounts, "log", |f| {
-            (f.len() == 1).then_some(()).ok_or("not yet".into())
-        })
-        .await;
+        seed(&mounts, "log", &["log.txt".into()], b"start\n").await;
         let acked: Vec<String> = at_once(&mounts, |i, m, gate| {
             let mut how = fs::OpenOptions::new();
             how.append(true);
@@ -275,17 +286,8 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
 
         // Whole-file overwrites of existing files, and new files of one
         // name, from both mounts at once; ten of each.
-        for r in 0..10 {
-            let doc = mounts[0].join(format!("doc{r}.txt"));
-            blocking("create doc", IO, move || {
-                common::write_closed(&doc, b"first\n").unwrap()
-            })
-            .await;
-        }
-        agreed(&mounts, "doc", |f| {
-            (f.len() == 10).then_some(()).ok_or("not yet".into())
-        })
-        .await;
+        let docs: Vec<String> = (0..10).map(|r| format!("doc{r}.txt")).collect();
+        seed(&mounts, "doc", &docs, b"first\n").await;
         let acked: Vec<String> = at_once(&mounts, |i, m, gate| {
             let mut how = fs::OpenOptions::new();
             how.write(true).create(true).truncate(true);

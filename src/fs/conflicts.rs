@@ -5,10 +5,10 @@
 //! mount) notes them.
 
 use super::divergence::host_label;
-use super::object::Time;
+use super::object::{Object, Time};
 use super::vault::Vault;
 use super::{BlockStore, FsError};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 /// Conflicts remembered at most (the oldest are forgotten first).
@@ -71,14 +71,26 @@ impl ConflictLog {
 impl<S: BlockStore> Vault<S> {
     /// The conflict copies made here, oldest first, each with whether a
     /// file is still at its path (the user may have moved or deleted it).
+    /// Each directory holding copies is loaded once; a copy in a directory
+    /// out of reach counts as present.
     pub async fn conflict_copies(&self) -> Vec<(Conflict, bool)> {
+        // Directory path → its names (`None`: gone), or out of reach.
+        let mut dirs: HashMap<String, Result<Option<Object>, ()>> = HashMap::new();
         let mut out = Vec::new();
         for c in self.conflicts.list() {
-            let present = match self.resolve(&c.copy).await {
-                Ok(_) => true,
-                Err(FsError::NotFound) => false,
-                // Unknown (out of reach): shown as present.
-                Err(_) => true,
+            let (dir, name) = c.copy.rsplit_once('/').unwrap_or(("", &c.copy));
+            if !dirs.contains_key(dir) {
+                let loaded = match self.resolve(dir).await {
+                    Ok((_, v)) => Ok(Some(v.obj)),
+                    Err(FsError::NotFound) => Ok(None),
+                    Err(_) => Err(()),
+                };
+                dirs.insert(dir.to_string(), loaded);
+            }
+            let present = match &dirs[dir] {
+                Ok(Some(d)) => d.entries().is_some_and(|e| e.contains_key(name.as_bytes())),
+                Ok(None) => false,
+                Err(()) => true,
             };
             out.push((c, present));
         }

@@ -124,9 +124,8 @@ impl OpenFile {
     /// Opens the file `link` as stored now.
     pub async fn open<S: BlockStore>(vault: &Vault<S>, link: Link) -> Result<OpenFile, FsError> {
         let state = vault.load(&link).await?;
-        let found_unsaved = state.seq == 0;
         let mut f = OpenFile::from_state(link, state);
-        f.found_unsaved = found_unsaved;
+        f.found_unsaved = f.state.seq == 0;
         Ok(f)
     }
 
@@ -136,7 +135,7 @@ impl OpenFile {
             link,
             stored_blocks: HashSet::new(),
             uploaded: HashSet::new(),
-            state: Versioned::new(Object::empty(super::Kind::File, state.obj.attrs.clone()), 0),
+            state,
             dirty: Ranges::default(),
             uploading: Vec::new(),
             inflight: JoinSet::new(),
@@ -150,18 +149,23 @@ impl OpenFile {
             conflict: None,
             found_unsaved: false,
         };
-        f.settle_on(state);
+        f.note_base();
         f
     }
 
     /// Takes `state` as the stored version the next changes apply to.
     fn settle_on(&mut self, state: Versioned) {
-        self.stored_blocks = state.obj.blocks();
-        let content = state.obj.content().cloned().unwrap_or_default();
-        self.base = (content, state.obj.attrs.size);
         self.state = state;
+        self.note_base();
         self.ops.clear();
         self.touched = Spans::default();
+    }
+
+    /// Notes `state` as the stored version: its blocks, its content.
+    fn note_base(&mut self) {
+        self.stored_blocks = self.state.obj.blocks();
+        let content = self.state.obj.content().cloned().unwrap_or_default();
+        self.base = (content, self.state.obj.attrs.size);
     }
 
     /// Tells where the file is named now (its directory and name), so a
@@ -200,8 +204,8 @@ impl OpenFile {
     pub async fn refresh<S: BlockStore>(&mut self, vault: &Vault<S>) -> Result<(), FsError> {
         if !self.is_dirty() {
             let state = vault.load(&self.link).await?;
-            self.found_unsaved = state.seq == 0;
             self.settle_on(state);
+            self.found_unsaved = self.state.seq == 0;
         }
         Ok(())
     }

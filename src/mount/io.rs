@@ -82,11 +82,7 @@ impl<S: BlockStore> Core<S> {
 
     /// Writes `data` at `offset` through handle `fh`; returns its length.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
-        let (ino, file) = self.file_of(fh)?;
-        let mut f = file.lock().await;
-        let n = f.write(&self.vault, offset, data).await?;
-        self.handles().set_attrs(ino, &f.state.obj.attrs);
-        Ok(n as u32)
+        self.write_at(fh, Some(offset), data).await.map(|(n, _)| n)
     }
 
     /// Appends `data` through handle `fh` (opened with `O_APPEND`) at the
@@ -96,12 +92,24 @@ impl<S: BlockStore> Core<S> {
     /// would overwrite that machine's bytes. Returns the length and whether
     /// the bytes went elsewhere than `offset`.
     pub async fn append(&self, fh: u64, offset: u64, data: &[u8]) -> Result<(u32, bool), FsError> {
+        let (n, at) = self.write_at(fh, None, data).await?;
+        Ok((n, at != offset))
+    }
+
+    /// Writes `data` through handle `fh` at `offset`, or at the file's end
+    /// with `None`; returns the length and where it went.
+    async fn write_at(
+        &self,
+        fh: u64,
+        offset: Option<u64>,
+        data: &[u8],
+    ) -> Result<(u32, u64), FsError> {
         let (ino, file) = self.file_of(fh)?;
         let mut f = file.lock().await;
-        let end = f.size();
-        let n = f.write(&self.vault, end, data).await?;
+        let at = offset.unwrap_or_else(|| f.size());
+        let n = f.write(&self.vault, at, data).await?;
         self.handles().set_attrs(ino, &f.state.obj.attrs);
-        Ok((n as u32, end != offset))
+        Ok((n as u32, at))
     }
 
     /// Stores the file behind `fh`: chunks, then manifest (`flush` on

@@ -25,6 +25,13 @@ pub struct Id(pub [u8; 32]);
 pub struct ParseIdError(pub String);
 
 impl Id {
+    /// The first eight bytes, big-endian (a short stable tag).
+    pub fn prefix_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// The zero point of the ring.
     pub const ZERO: Id = Id([0; 32]);
 

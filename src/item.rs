@@ -18,6 +18,40 @@ pub enum ItemVersion {
     Block,
     /// A record at this sequence number.
     Record(u64),
+    /// A record with concurrent versions waiting for a merge: the head's
+    /// sequence number and how many versions.
+    Records { seq: u64, versions: u32 },
+}
+
+impl ItemVersion {
+    /// A record's version: `Record(seq)` for one version.
+    pub fn record(seq: u64, versions: u32) -> ItemVersion {
+        if versions > 1 {
+            ItemVersion::Records { seq, versions }
+        } else {
+            ItemVersion::Record(seq)
+        }
+    }
+
+    /// A record version's head sequence number and version count.
+    pub fn record_parts(self) -> Option<(u64, u32)> {
+        match self {
+            ItemVersion::Block => None,
+            ItemVersion::Record(seq) => Some((seq, 1)),
+            ItemVersion::Records { seq, versions } => Some((seq, versions)),
+        }
+    }
+
+    /// Whether a holder of record version `self` should be sent what a
+    /// holder of `other` has: a lower head sequence number, or the same
+    /// with fewer concurrent versions (the receiver keeps those it lacks
+    /// beside its own, and drops those a newer version replaces).
+    pub fn behind(self, other: ItemVersion) -> bool {
+        match (self.record_parts(), other.record_parts()) {
+            (Some(a), Some(b)) => a < b,
+            _ => false,
+        }
+    }
 }
 
 /// One answer of a [`ReplicaRequest::Prove`](crate::wire::ReplicaRequest::Prove).

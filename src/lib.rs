@@ -34,6 +34,7 @@
 pub mod cache;
 pub mod chord;
 pub mod cli;
+pub mod clock;
 pub mod dht;
 pub mod fs;
 pub mod id;

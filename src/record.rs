@@ -7,6 +7,7 @@
 //! with a higher sequence number, so replicas cannot resurrect a deleted
 //! record during repair.
 
+use crate::clock::{Causal, Clock};
 use crate::id::Id;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -26,8 +27,11 @@ pub struct Record {
     /// The owner's name for the record (opaque bytes, often itself a hash).
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
-    /// Version number; a store keeps the highest it has seen.
+    /// Version number: one more than the version it replaces.
     pub seq: u64,
+    /// Which writers made the versions this one replaces ([`Clock`]):
+    /// stores keep every version no other one's clock is above.
+    pub clock: Clock,
     /// The payload, or `None` for a signed delete (tombstone).
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
@@ -47,6 +51,21 @@ pub enum RecordError {
     NameTooLong(usize),
     #[error("record value is {0} bytes (max {MAX_RECORD_VALUE})")]
     ValueTooLarge(usize),
+    #[error("record clock is malformed")]
+    BadClock,
+}
+
+/// How one version of a record stands to another of the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOrder {
+    /// The same version, byte for byte.
+    Same,
+    /// It replaces the other.
+    Newer,
+    /// The other replaces it.
+    Older,
+    /// Written without seeing each other: both must be kept.
+    Concurrent,
 }
 
 impl std::fmt::Debug for Record {
@@ -54,6 +73,7 @@ impl std::fmt::Debug for Record {
         f.debug_struct("Record")
             .field("key", &self.key())
             .field("seq", &self.seq)
+            .field("clock", &self.clock.pairs())
             .field("len", &self.value.as_ref().map(|v| v.len()))
             .finish()
     }
@@ -87,12 +107,14 @@ pub fn verifying_key(owner: &[u8; 32]) -> Option<VerifyingKey> {
     Some(k)
 }
 
-fn signed_bytes(key: &Id, seq: u64, value: &Option<Vec<u8>>) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(SIGN_CONTEXT.len() + 41 + value.as_ref().map_or(0, |v| v.len()));
+fn signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        SIGN_CONTEXT.len() + 49 + 16 * clock.pairs().len() + value.as_ref().map_or(0, |v| v.len()),
+    );
     out.extend_from_slice(SIGN_CONTEXT);
     out.extend_from_slice(&key.0);
     out.extend_from_slice(&seq.to_be_bytes());
+    clock.encode_into(&mut out);
     match value {
         Some(v) => {
             out.push(1);
@@ -104,18 +126,68 @@ fn signed_bytes(key: &Id, seq: u64, value: &Option<Vec<u8>>) -> Vec<u8> {
 }
 
 impl Record {
-    /// Creates and signs a record version (`value == None` for a delete).
+    /// Creates and signs a record version (`value == None` for a delete)
+    /// with no clock: versions are then ordered by `seq` alone.
     pub fn sign(key: &SigningKey, name: &[u8], seq: u64, value: Option<Vec<u8>>) -> Record {
+        Record::sign_clocked(key, name, seq, Clock::default(), value)
+    }
+
+    /// Creates and signs a record version with its writers' clock.
+    pub fn sign_clocked(
+        key: &SigningKey,
+        name: &[u8],
+        seq: u64,
+        clock: Clock,
+        value: Option<Vec<u8>>,
+    ) -> Record {
         let owner = key.verifying_key().to_bytes();
         let rkey = record_key(&owner, name);
-        let sig = key.sign(&signed_bytes(&rkey, seq, &value));
+        let sig = key.sign(&signed_bytes(&rkey, seq, &clock, &value));
         Record {
             owner,
             name: name.to_vec(),
             seq,
+            clock,
             value,
             sig: sig.to_bytes().to_vec(),
         }
+    }
+
+    /// How this version stands to `other`, a version of the same record:
+    /// by their clocks, and by sequence number where the clocks are
+    /// equal (records written without clocks). Two different versions of
+    /// one sequence number and clock are concurrent.
+    pub fn order(&self, other: &Record) -> VersionOrder {
+        if self == other {
+            return VersionOrder::Same;
+        }
+        match self.clock.causal(&other.clock) {
+            Causal::After => VersionOrder::Newer,
+            Causal::Before => VersionOrder::Older,
+            Causal::Concurrent => VersionOrder::Concurrent,
+            Causal::Equal => match self.seq.cmp(&other.seq) {
+                std::cmp::Ordering::Greater => VersionOrder::Newer,
+                std::cmp::Ordering::Less => VersionOrder::Older,
+                std::cmp::Ordering::Equal => VersionOrder::Concurrent,
+            },
+        }
+    }
+
+    /// Whether the versions `newer` hold everything `older` do: each of
+    /// `older` is one of them or replaced by one.
+    pub fn covers(newer: &[Record], older: &[Record]) -> bool {
+        older.iter().all(|o| {
+            newer
+                .iter()
+                .any(|n| matches!(n.order(o), VersionOrder::Newer | VersionOrder::Same))
+        })
+    }
+
+    /// Which of two concurrent versions is shown first (and keeps a
+    /// file's name): the higher sequence number, then the larger
+    /// signature. Every node picks the same.
+    pub fn ranks_above(&self, other: &Record) -> bool {
+        (self.seq, &self.sig) > (other.seq, &other.sig)
     }
 
     /// The record's DHT key.
@@ -138,6 +210,9 @@ impl Record {
         {
             return Err(RecordError::ValueTooLarge(v.len()));
         }
+        if !self.clock.is_valid() {
+            return Err(RecordError::BadClock);
+        }
         let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
         let sig_bytes: [u8; 64] = self
             .sig
@@ -145,8 +220,11 @@ impl Record {
             .try_into()
             .map_err(|_| RecordError::BadSignature)?;
         let sig = Signature::from_bytes(&sig_bytes);
-        vk.verify_strict(&signed_bytes(&self.key(), self.seq, &self.value), &sig)
-            .map_err(|_| RecordError::BadSignature)
+        vk.verify_strict(
+            &signed_bytes(&self.key(), self.seq, &self.clock, &self.value),
+            &sig,
+        )
+        .map_err(|_| RecordError::BadSignature)
     }
 }
 
@@ -191,5 +269,39 @@ mod tests {
         let mut short = r;
         short.sig.truncate(10);
         assert_eq!(short.verify(), Err(RecordError::BadSignature));
+        let c = Record::sign_clocked(&key(), b"dir", 3, Clock::default().next(1), None);
+        let mut moved = c.clone();
+        moved.clock = Clock::default().next(2);
+        assert_eq!(moved.verify(), Err(RecordError::BadSignature));
+        let mut bad = c;
+        bad.clock = unsorted_clock(&[(2, 1), (1, 1)]);
+        assert_eq!(bad.verify(), Err(RecordError::BadClock));
+    }
+
+    /// A clock out of order, as a hostile writer might send it.
+    fn unsorted_clock(pairs: &[(u64, u64)]) -> Clock {
+        postcard::from_bytes(&postcard::to_stdvec(&pairs.to_vec()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn versions_order_by_clock_then_seq() {
+        let base = Clock::default().next(1);
+        let v = |seq, c: &Clock, b: &[u8]| {
+            Record::sign_clocked(&key(), b"f", seq, c.clone(), Some(b.to_vec()))
+        };
+        let a1 = v(2, &base.next(1), b"a");
+        let b1 = v(2, &base.next(2), b"b");
+        let a2 = v(3, &base.next(1).next(1), b"a2");
+        assert_eq!(a1.order(&a1.clone()), VersionOrder::Same);
+        assert_eq!(a2.order(&a1), VersionOrder::Newer);
+        assert_eq!(a1.order(&a2), VersionOrder::Older);
+        // A partition: a longer history on one side is no newer.
+        assert_eq!(a2.order(&b1), VersionOrder::Concurrent);
+        // Without clocks, the sequence number decides; equal ones differ.
+        let (p, q) = (v(4, &Clock::default(), b"p"), v(5, &Clock::default(), b"q"));
+        assert_eq!(q.order(&p), VersionOrder::Newer);
+        let p2 = v(4, &Clock::default(), b"p2");
+        assert_eq!(p2.order(&p), VersionOrder::Concurrent);
+        assert!(p2.ranks_above(&p) != p.ranks_above(&p2));
     }
 }

@@ -276,11 +276,11 @@ rpc!(StoreRecord, (), |r| Request::Replica(ReplicaRequest::StoreRecord {
     }),
     Response::Replica(ReplicaResponse::Stored) => ());
 
-/// Read a record replica (tombstones too).
+/// Read a record replica (tombstones too): its versions, head first.
 #[derive(Debug, Clone)]
 pub struct FetchRecord(pub Id);
-rpc!(FetchRecord, Record, |r| Request::Replica(ReplicaRequest::FetchRecord { key: r.0 }),
-    Response::Replica(ReplicaResponse::Record(rec)) => rec);
+rpc!(FetchRecord, Vec<Record>, |r| Request::Replica(ReplicaRequest::FetchRecord { key: r.0 }),
+    Response::Replica(ReplicaResponse::Versions(v)) => v);
 
 /// Make the node's non-durable writes durable.
 #[derive(Debug, Clone)]
@@ -370,11 +370,12 @@ rpc!(ClientPutRecord, (Id, u32), |r| Request::Client(ClientRequest::PutRecord {
     }),
     Response::Client(ClientResponse::Put { key, copies }) => (key, copies));
 
-/// Read the newest version of a record, tombstones included.
+/// Read the newest versions of a record, tombstones included (head
+/// first; more than one while concurrent versions wait for a merge).
 #[derive(Debug, Clone)]
 pub struct ClientGetLatestRecord(pub Id);
-rpc!(ClientGetLatestRecord, Record, |r| Request::Client(ClientRequest::GetLatestRecord { key: r.0 }),
-    Response::Client(ClientResponse::Record(rec)) => rec);
+rpc!(ClientGetLatestRecord, Vec<Record>, |r| Request::Client(ClientRequest::GetLatestRecord { key: r.0 }),
+    Response::Client(ClientResponse::Versions(v)) => v);
 
 /// The node's view of itself.
 #[derive(Debug, Clone)]

@@ -142,7 +142,8 @@ pub enum ReplicaRequest {
     /// Make every item this node stored without `durable` durable now. →
     /// `Stored`.
     Sync,
-    /// Read a local record. → `Record`.
+    /// Read a local record: every version held, head first (more than
+    /// one while concurrent versions wait for a merge). → `Versions`.
     FetchRecord { key: Id },
     /// Which of these items does the node lack (or hold an older version of)?
     /// At most [`MAX_BATCH`] items. → `Missing`.
@@ -173,7 +174,8 @@ pub enum ReplicaResponse {
         data: Vec<u8>,
         claims: Vec<Claim>,
     },
-    Record(Record),
+    /// A record's versions, head first (never empty).
+    Versions(Vec<Record>),
     /// Indexes into the request's item list.
     Missing(Vec<u32>),
     /// One proof per item asked, in order.
@@ -205,7 +207,8 @@ pub enum ClientRequest {
     GetRecord { key: Id },
     /// The node's view of itself. → `Info`.
     Info,
-    /// Read the newest version of a record, tombstones included. → `Record`.
+    /// Read the newest versions of a record, tombstones included. →
+    /// `Versions` (head first).
     GetLatestRecord { key: Id },
     /// Apply an owner's release on every replica of its blocks. → `Freed`.
     Release(Release),
@@ -282,6 +285,8 @@ pub enum ClientResponse {
     },
     Block(Vec<u8>),
     Record(Record),
+    /// A record's versions, head first.
+    Versions(Vec<Record>),
     Info(NodeInfo),
     Freed(Freed),
     Space(RingSpace),

@@ -9,7 +9,7 @@ use crate::node::fs_error;
 use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use crate::rpc::{
-    CallError, ClientGetBlock, ClientGetLatestRecord, ClientPutBlock, ClientPutRecord,
+    CallError, ClientGetBlock, ClientGetLatestRecord, ClientInfo, ClientPutBlock, ClientPutRecord,
     ClientRelease, ClientSpace, Rpc,
 };
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct RemoteStore {
     pub peer: String,
     /// The connection to it.
     pool: Pool,
+    /// The node's writer ID, once asked.
+    writer: std::sync::OnceLock<u64>,
 }
 
 impl RemoteStore {
@@ -36,6 +38,7 @@ impl RemoteStore {
                 },
                 keys,
             ),
+            writer: std::sync::OnceLock::new(),
         }
     }
 
@@ -104,15 +107,27 @@ impl BlockStore for RemoteStore {
         Ok(())
     }
 
-    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
+    async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
         match self.call(ClientGetLatestRecord(key)).await {
-            Ok(r) if r.key() == key && r.verify().is_ok() => Ok(Some(r)),
+            Ok(v) if v.iter().all(|r| r.key() == key && r.verify().is_ok()) => Ok(v),
             Ok(_) => Err(FsError::Corrupt(format!(
                 "record {} does not verify",
                 key.short()
             ))),
-            Err(FsError::NotFound) => Ok(None),
+            Err(FsError::NotFound) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn writer(&self) -> Result<u64, FsError> {
+        // Saves count as the node's own: they go through it, so they are
+        // never on another side of a partition than its mount's.
+        if let Some(w) = self.writer.get() {
+            return Ok(*w);
+        }
+        let info = self.call(ClientInfo).await?;
+        let w = info.me.id.prefix_u64();
+        let _ = self.writer.set(w);
+        Ok(w)
     }
 }

@@ -34,7 +34,9 @@ pub enum Want {
 pub enum Got {
     /// A block and its owners' claims (as the node that answered keeps them).
     Block(Vec<u8>, Vec<Claim>),
-    Record(Record),
+    /// A record's versions that no other version seen replaces, head
+    /// first (one, unless concurrent versions wait for a merge).
+    Record(Vec<Record>),
 }
 
 /// Where a get is.
@@ -65,8 +67,8 @@ pub struct Get {
     asked_spares: bool,
     /// Set members that answered "not held" in this attempt.
     absent: HashSet<Id>,
-    /// The newest record version seen in this attempt.
-    best: Option<Record>,
+    /// The record versions seen in this attempt that no other replaces.
+    best: Vec<Record>,
     /// Calls in flight.
     pending: HashMap<CallId, Peer>,
     replies: Vec<(CallId, Reply)>,
@@ -97,7 +99,7 @@ impl Get {
             order: VecDeque::new(),
             asked_spares: false,
             absent: HashSet::new(),
-            best: None,
+            best: Vec::new(),
             pending: HashMap::new(),
             replies: Vec::new(),
             failures: Vec::new(),
@@ -144,7 +146,7 @@ impl Get {
         let set = p.replicas(cx.replicas);
         self.set = set.iter().map(|q| q.id).collect();
         self.absent.clear();
-        self.best = None;
+        self.best.clear();
         self.failures.clear();
         self.asked_spares = false;
         let mut order: VecDeque<Peer> = set.into_iter().collect();
@@ -198,27 +200,47 @@ impl Get {
                 Err(e) => fail(self, e),
             },
             Want::Record => match FetchRecord::parse(reply) {
-                // A copy no newer than the best one so far is not needed:
-                // only a candidate is verified (one signature check per
-                // read, not one per replica).
-                Ok(r)
-                    if r.key() == self.key
-                        && self.best.as_ref().is_some_and(|b| r.seq <= b.seq) => {}
-                Ok(r) if r.key() == self.key && r.verify().is_ok() => {
-                    self.best = Some(r);
-                }
-                Ok(_) => {
-                    log::warn!(
-                        "record {} from {:?} does not verify; ignoring it",
-                        self.key.short(),
-                        peer
-                    );
-                    self.failures.push(format!("{}: forged copy", peer.addr));
+                Ok(versions) => {
+                    for r in versions {
+                        if !self.note_version(r) {
+                            log::warn!(
+                                "record {} from {:?} does not verify; ignoring it",
+                                self.key.short(),
+                                peer
+                            );
+                            self.failures.push(format!("{}: forged copy", peer.addr));
+                            break;
+                        }
+                    }
                 }
                 Err(e) => fail(self, e),
             },
         }
         None
+    }
+
+    /// Adds record version `r` to those seen unless one seen replaces it;
+    /// drops those it replaces. Only a version that would be kept is
+    /// verified (one signature check per read, not one per replica).
+    /// `false` if it is forged.
+    fn note_version(&mut self, r: Record) -> bool {
+        use crate::record::VersionOrder;
+        if r.key() != self.key {
+            return false;
+        }
+        if self
+            .best
+            .iter()
+            .any(|b| matches!(r.order(b), VersionOrder::Same | VersionOrder::Older))
+        {
+            return true;
+        }
+        if r.verify().is_err() {
+            return false;
+        }
+        self.best.retain(|b| r.order(b) != VersionOrder::Newer);
+        self.best.push(r);
+        true
     }
 
     fn step_asking(&mut self, cx: &mut Cx<'_>) -> Option<Result<Got, DhtError>> {
@@ -233,8 +255,10 @@ impl Get {
         if !self.pending.is_empty() {
             return None;
         }
-        if let Some(r) = self.best.take() {
-            return Some(Ok(Got::Record(r)));
+        if !self.best.is_empty() {
+            let mut versions = std::mem::take(&mut self.best);
+            crate::store::order_versions(&mut versions);
+            return Some(Ok(Got::Record(versions)));
         }
         if self.want == Want::Block
             && let Some(q) = self.order.pop_front()

@@ -395,11 +395,20 @@ impl<T: Transport> Dht<T> {
     }
 
     /// Reads the newest version of a record among its replicas (tombstones
-    /// included: the caller decides what a delete means).
+    /// included: the caller decides what a delete means); the head of
+    /// concurrent versions, if there are several.
     pub async fn get_record_version(&self, key: Id) -> Result<Record, DhtError> {
+        let mut v = self.get_record_versions(key).await?;
+        Ok(v.swap_remove(0))
+    }
+
+    /// Reads every version of a record among its replicas that no other
+    /// replaces, head first: one, unless versions written concurrently
+    /// (on two sides of a partition) wait for a writer to merge them.
+    pub async fn get_record_versions(&self, key: Id) -> Result<Vec<Record>, DhtError> {
         match self.run(Get::new(key, Want::Record)).await? {
-            Got::Record(r) => Ok(r),
-            Got::Block(..) => Err(DhtError::Call(CallError::Unexpected)),
+            Got::Record(v) if !v.is_empty() => Ok(v),
+            _ => Err(DhtError::Call(CallError::Unexpected)),
         }
     }
 

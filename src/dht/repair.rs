@@ -19,6 +19,7 @@
 use super::locate::{CacheUse, Locate};
 use super::machine::{CallId, Cx, Machine};
 use crate::id::Id;
+use crate::record::Record;
 use crate::replica::{first_from, group_keys};
 use crate::rpc::{
     CallError, FetchBlock, FetchRecord, Missing, Prove, ReleaseBlocks, Reply, Rpc, StoreBlock,
@@ -166,7 +167,7 @@ impl SyncTo {
             } else if let Some((key, v)) = self.reads.remove(&id) {
                 let sent = match v {
                     ItemVersion::Block => FetchBlock::parse(reply).map(|(data, claims)| {
-                        cx.call(
+                        vec![cx.call(
                             &self.peer,
                             StoreBlock {
                                 key,
@@ -174,22 +175,29 @@ impl SyncTo {
                                 claims,
                                 durable: true,
                             },
-                        )
+                        )]
                     }),
-                    ItemVersion::Record(_) => FetchRecord::parse(reply).map(|record| {
-                        cx.call(
-                            &self.peer,
-                            StoreRecord {
-                                record,
-                                expected_seq: None,
-                                durable: true,
-                            },
-                        )
+                    // Every version: the peer keeps those it lacks beside
+                    // its own and refuses those it holds newer ones of.
+                    _ => FetchRecord::parse(reply).map(|versions| {
+                        versions
+                            .into_iter()
+                            .map(|record| {
+                                cx.call(
+                                    &self.peer,
+                                    StoreRecord {
+                                        record,
+                                        expected_seq: None,
+                                        durable: true,
+                                    },
+                                )
+                            })
+                            .collect()
                     }),
                 };
                 match sent {
-                    Ok(c) => {
-                        self.stores.insert(c, key);
+                    Ok(calls) => {
+                        self.stores.extend(calls.into_iter().map(|c| (c, key)));
                     }
                     // Gone or corrupt here since: nothing to push.
                     Err(e) if e.is_not_found() => {}
@@ -227,7 +235,7 @@ impl SyncTo {
             };
             let c = match v {
                 ItemVersion::Block => cx.call(&me, FetchBlock(key)),
-                ItemVersion::Record(_) => cx.call(&me, FetchRecord(key)),
+                _ => cx.call(&me, FetchRecord(key)),
             };
             self.reads.insert(c, (key, v));
         }
@@ -265,8 +273,12 @@ struct DropProven {
     /// Per item of the chunk: members still to show a newer version, or
     /// `None` once the item cannot be dropped.
     pending_newer: Vec<Option<usize>>,
-    /// Fetches of newer versions in flight: (item index in chunk, seq ours).
-    fetches: HashMap<CallId, (usize, u64)>,
+    /// Fetches of versions in flight: (item index in chunk, the member
+    /// showing its newer version, or `None` for this node's own).
+    fetches: HashMap<CallId, (usize, Option<Id>)>,
+    /// Per item of the chunk whose newer versions are being shown: this
+    /// node's versions, and each member's (`None`: not shown).
+    shown: HashMap<usize, Shown>,
     /// Removals in flight.
     removals: HashMap<CallId, Id>,
     replies: Vec<(CallId, Reply)>,
@@ -287,6 +299,7 @@ impl DropProven {
             theirs: HashMap::new(),
             pending_newer: Vec::new(),
             fetches: HashMap::new(),
+            shown: HashMap::new(),
             removals: HashMap::new(),
             replies: Vec::new(),
             dropped: 0,
@@ -325,14 +338,16 @@ impl DropProven {
                     }
                     (_, Err(e)) => self.note(format!("proof: {e}")),
                 }
-            } else if let Some((i, ours)) = self.fetches.remove(&id) {
+            } else if let Some((i, who)) = self.fetches.remove(&id) {
                 let key = self.chunk()[i].0;
-                let shown = FetchRecord::parse(reply)
-                    .is_ok_and(|r| r.key() == key && r.seq > ours && r.verify().is_ok());
-                self.pending_newer[i] = match self.pending_newer[i] {
-                    Some(n) if shown => Some(n - 1),
-                    _ => None,
-                };
+                let versions = FetchRecord::parse(reply).ok().filter(|v| {
+                    !v.is_empty() && v.iter().all(|r| r.key() == key && r.verify().is_ok())
+                });
+                let shown = self.shown.entry(i).or_default();
+                match who {
+                    None => shown.ours = versions,
+                    Some(_) => shown.theirs.push(versions),
+                }
             } else if let Some(key) = self.removals.remove(&id) {
                 match reply {
                     Ok(_) => self.dropped += 1,
@@ -374,10 +389,7 @@ impl DropProven {
                 let Some(Proof::Held(h)) = own.get(i) else {
                     continue;
                 };
-                let ours = match v {
-                    ItemVersion::Record(s) => Some(*s),
-                    ItemVersion::Block => None,
-                };
+                let ours = v.record_parts().map(|p| p.0);
                 let mut newer = Vec::new();
                 let all =
                     self.members
@@ -394,13 +406,34 @@ impl DropProven {
                     continue;
                 }
                 self.pending_newer[i] = Some(newer.len());
+                if !newer.is_empty() {
+                    let c = cx.call(&cx.view.me.clone(), FetchRecord(*key));
+                    self.fetches.insert(c, (i, None));
+                }
                 for m in newer {
                     let c = cx.call(&m, FetchRecord(*key));
-                    self.fetches.insert(c, (i, ours.unwrap_or(0)));
+                    self.fetches.insert(c, (i, Some(m.id)));
                 }
             }
             if !self.fetches.is_empty() {
                 return false;
+            }
+        }
+        // A member claiming a newer version proved it if what it showed
+        // replaces every version held here (by their clocks: a longer
+        // history from the other side of a partition does not).
+        for (i, shown) in std::mem::take(&mut self.shown) {
+            let proved = shown.ours.as_ref().is_some_and(|ours| {
+                shown
+                    .theirs
+                    .iter()
+                    .all(|t| t.as_ref().is_some_and(|t| Record::covers(t, ours)))
+            });
+            if let Some(slot) = self.pending_newer.get_mut(i) {
+                *slot = match *slot {
+                    Some(n) if proved => Some(n.saturating_sub(shown.theirs.len())),
+                    _ => None,
+                };
             }
         }
         // Drop what every member proved, then go on to the next chunk.
@@ -421,6 +454,13 @@ impl DropProven {
         }
         self.step(cx)
     }
+}
+
+/// Versions shown for one item of a chunk (see [`DropProven`]).
+#[derive(Debug, Default)]
+struct Shown {
+    ours: Option<Vec<Record>>,
+    theirs: Vec<Option<Vec<Record>>>,
 }
 
 /// Where a repair pass is.

@@ -676,6 +676,17 @@ impl OpenFile {
         Some(o)
     }
 
+    /// [`fork`](Self::fork) for a resolver of concurrent versions: this
+    /// file's content goes into a conflict copy, and it takes `theirs`.
+    pub(crate) async fn fork_into_copy<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        theirs: Versioned,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        self.fork(vault, theirs, durability).await
+    }
+
     /// Keeps this side's content as a conflict copy next to the file (in
     /// the directory and under the name [`OpenFile::set_place`] gave) and
     /// takes `theirs`, the version that won the race, as the file. Without

@@ -23,6 +23,7 @@ fn stored_bytes(store: &MemStore) -> usize {
         .lock()
         .unwrap()
         .values()
+        .flatten()
         .map(|r| r.value.as_ref().map_or(0, Vec::len))
         .sum();
     b + r

@@ -103,8 +103,12 @@ impl BlockStore for GatedStore {
         self.inner.put_record(rec, expected_seq, durability).await
     }
 
-    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
-        self.inner.get_record(key).await
+    async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        self.inner.get_versions(key).await
+    }
+
+    async fn writer(&self) -> Result<u64, FsError> {
+        self.inner.writer().await
     }
 
     async fn sync(&self) -> Result<(), FsError> {

@@ -114,9 +114,20 @@ impl Identity {
         record_key(&self.owner(), name)
     }
 
-    /// Signs a record version.
+    /// Signs a record version with no clock.
     pub fn sign(&self, name: &[u8], seq: u64, value: Option<Vec<u8>>) -> Record {
         Record::sign(&self.signing, name, seq, value)
+    }
+
+    /// Signs a record version with its writers' clock.
+    pub fn sign_clocked(
+        &self,
+        name: &[u8],
+        seq: u64,
+        clock: crate::clock::Clock,
+        value: Option<Vec<u8>>,
+    ) -> Record {
+        Record::sign_clocked(&self.signing, name, seq, clock, value)
     }
 }
 

@@ -23,8 +23,11 @@ pub struct MemStore {
     pub blocks: Mutex<HashMap<Id, Vec<u8>>>,
     /// Each block's claims.
     pub claims: Mutex<HashMap<Id, Vec<Claim>>>,
-    /// Records by key.
-    pub records: Mutex<HashMap<Id, Record>>,
+    /// Records by key: their versions, head first.
+    pub records: Mutex<HashMap<Id, Vec<Record>>>,
+    /// The writer its saves count as (tests of two machines use two
+    /// vaults over one store with different writers).
+    pub writer: u64,
     /// Block puts so far (stored or not).
     pub puts: std::sync::atomic::AtomicUsize,
     /// Every put's key (a block's, or a record's) and the durability
@@ -113,6 +116,7 @@ impl BlockStore for MemStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .flatten()
             .filter(|r| r.owner == owner)
             .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
             .sum();
@@ -143,26 +147,33 @@ impl BlockStore for MemStore {
         self.note(rec.key(), durability);
         rec.verify().map_err(|e| FsError::Invalid(e.to_string()))?;
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let current = records.get(&rec.key()).map(|r| r.seq);
-        if let Some(e) = expected_seq
-            && current.unwrap_or(0) != e
-        {
-            return Err(FsError::Conflict(current));
+        let held = records.get(&rec.key()).map_or(&[][..], |v| &v[..]);
+        match crate::store::judge_versions(held, &rec, expected_seq) {
+            Ok(Some(v)) => {
+                records.insert(rec.key(), v);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(crate::store::StoreError::Conflict { current }) => Err(FsError::Conflict(current)),
+            Err(crate::store::StoreError::Stale { current, .. }) => {
+                Err(FsError::Conflict(Some(current)))
+            }
+            Err(e) => Err(FsError::Unavailable(e.to_string())),
         }
-        if current.is_some_and(|c| rec.seq <= c) {
-            return Err(FsError::Conflict(current));
-        }
-        records.insert(rec.key(), rec);
-        Ok(())
     }
 
-    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
+    async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
         Ok(self
             .records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .cloned())
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn writer(&self) -> Result<u64, FsError> {
+        Ok(self.writer)
     }
 
     async fn sync(&self) -> Result<(), FsError> {

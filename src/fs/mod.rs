@@ -10,6 +10,7 @@
 //! talk to is in reach, in `node` and `cli`: this layer knows nothing of the
 //! DHT or the network, nor of FUSE.
 
+pub mod clocks;
 pub mod conflicts;
 pub mod crypto;
 pub mod divergence;
@@ -19,6 +20,7 @@ pub mod format;
 pub mod identity;
 pub mod index;
 pub mod mem_store;
+pub mod merge;
 pub mod object;
 pub mod pending;
 pub mod ranges;
@@ -74,8 +76,19 @@ pub trait BlockStore: Send + Sync + 'static {
         expected_seq: Option<u64>,
         durability: Durability,
     ) -> impl Future<Output = Result<(), FsError>> + Send;
-    /// The newest version of a record, tombstones included; `None` if absent.
-    fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send;
+    /// The newest version of a record, tombstones included; `None` if
+    /// absent. The head of [`get_versions`](Self::get_versions).
+    fn get_record(&self, key: Id) -> impl Future<Output = Result<Option<Record>, FsError>> + Send {
+        async move { Ok(self.get_versions(key).await?.into_iter().next()) }
+    }
+    /// Every version of a record no other replaces, head first
+    /// (tombstones included); empty if absent. More than one while
+    /// versions written concurrently (on two sides of a partition) wait
+    /// for a writer to merge them.
+    fn get_versions(&self, key: Id) -> impl Future<Output = Result<Vec<Record>, FsError>> + Send;
+    /// The writer this store's saves count as in records' clocks
+    /// ([`crate::clock::Clock`]): the node they go through.
+    fn writer(&self) -> impl Future<Output = Result<u64, FsError>> + Send;
     /// Stores the first version of a record whose name was just drawn at
     /// random (no other writer can know it, so nothing needs ordering).
     fn put_new_record(
@@ -220,6 +233,8 @@ mod tests {
 mod file_tests;
 #[cfg(test)]
 pub(crate) mod gated;
+#[cfg(test)]
+mod merge_tests;
 #[cfg(test)]
 mod pending_tests;
 #[cfg(test)]

@@ -215,19 +215,52 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// One shard record: its sequence number and node (absent: 0, empty).
+    /// Concurrent versions of a leaf merge ([`Vault::merge_entries`]).
     async fn load_shard(&self, dir: &Link, name: &[u8]) -> Result<(u64, DirNode), FsError> {
         let key = self.identity().record_key(name);
-        let Some(rec) = self.store.get_record(key).await? else {
+        let versions = self.read_versions(key).await?;
+        let Some(head) = versions.first() else {
             return Ok((0, DirNode::Leaf(Vec::new())));
         };
-        let Some(value) = rec.value else {
-            return Ok((rec.seq, DirNode::Leaf(Vec::new())));
-        };
-        let plain = open(&dir.key, &value, &shard_aad(name))
-            .map_err(|e| FsError::Corrupt(format!("directory shard {}: {e}", key.short())))?;
-        let node = postcard::from_bytes(&plain)
-            .map_err(|e| FsError::Corrupt(format!("directory shard {}: {e}", key.short())))?;
-        Ok((rec.seq, node))
+        let mut nodes = Vec::with_capacity(versions.len());
+        for rec in &versions {
+            let Some(value) = &rec.value else {
+                nodes.push(DirNode::Leaf(Vec::new()));
+                continue;
+            };
+            let plain = open(&dir.key, value, &shard_aad(name))
+                .map_err(|e| FsError::Corrupt(format!("directory shard {}: {e}", key.short())))?;
+            nodes.push(
+                postcard::from_bytes(&plain).map_err(|e| {
+                    FsError::Corrupt(format!("directory shard {}: {e}", key.short()))
+                })?,
+            );
+        }
+        if nodes.len() == 1 {
+            return Ok((head.seq, nodes.swap_remove(0)));
+        }
+        let leaves: Option<Vec<Entries>> = nodes
+            .iter()
+            .map(|n| match n {
+                DirNode::Leaf(x) => Some(x.iter().cloned().collect()),
+                DirNode::Split { .. } => None,
+            })
+            .collect();
+        if let Some(sets) = leaves {
+            let merged = self.merge_entries(dir, sets).await;
+            return Ok((head.seq, DirNode::Leaf(merged.into_iter().collect())));
+        }
+        let alike = nodes.windows(2).all(|w| w[0] == w[1]);
+        if !alike {
+            log::warn!(
+                "directory shard {} has {} concurrent versions split differently; \
+                 its next change waits until they are merged",
+                key.short(),
+                nodes.len()
+            );
+            self.clocks.note_read(key, &versions[..1]);
+        }
+        Ok((head.seq, nodes.swap_remove(0)))
     }
 
     /// Writes shard record `name` as version `expected + 1`.
@@ -244,7 +277,14 @@ impl<S: BlockStore> Vault<S> {
         if sealed.len() > MAX_RECORD_VALUE {
             return Err(FsError::TooBig);
         }
-        let rec = self.identity().sign(name, expected + 1, Some(sealed));
+        // A split's children are a pure function of the leaf split (two
+        // writers splitting one version write the same bytes): they carry
+        // no clock. Every later version does.
+        let rec = if expected == 0 {
+            self.identity().sign(name, 1, Some(sealed))
+        } else {
+            self.sign_next(name, expected + 1, Some(sealed)).await?
+        };
         self.store.put_record(rec, Some(expected), durability).await
     }
 
@@ -452,13 +492,11 @@ impl<S: BlockStore> Vault<S> {
             .nodes
             .iter()
             .filter(|(p, n)| !p.is_empty() && n.seq > 0)
-            .map(|(_, n)| {
-                let rec = self.identity().sign(&n.name, n.seq + 1, None);
-                async move {
-                    self.store
-                        .put_record(rec, Some(n.seq), Durability::Later)
-                        .await
-                }
+            .map(|(_, n)| async move {
+                let rec = self.sign_next(&n.name, n.seq + 1, None).await?;
+                self.store
+                    .put_record(rec, Some(n.seq), Durability::Later)
+                    .await
             });
         for r in join_all(dels).await {
             if let Err(e) = r {

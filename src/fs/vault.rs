@@ -18,6 +18,7 @@
 //! unlinked. A file created with [`Vault::create_pending`] is linked in the
 //! background; its first flush waits for the link (see `OpenFile::flush`).
 
+use super::clocks::ClockBook;
 use super::conflicts::ConflictLog;
 use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
 use super::divergence::conflict_name;
@@ -101,6 +102,14 @@ pub struct Vault<S> {
     releasing: Mutex<(HashSet<Id>, bool)>,
     /// Conflict copies made here, and this machine's label in their names.
     pub conflicts: ConflictLog,
+    /// The clocks of the record versions last read or written.
+    pub(crate) clocks: ClockBook,
+    /// Files whose concurrent versions are being resolved (record names).
+    pub(crate) resolving: Mutex<HashSet<Vec<u8>>>,
+    /// Files of merged directories already checked for concurrent versions.
+    pub(crate) checked: Mutex<HashSet<Vec<u8>>>,
+    /// The writer saves count as ([`BlockStore::writer`]), once asked.
+    writer: std::sync::OnceLock<u64>,
 }
 
 /// How long a remembered directory version is used as a first guess.
@@ -130,6 +139,10 @@ impl<S: BlockStore> Vault<S> {
             unlinking: Mutex::new(Vec::new()),
             releasing: Mutex::new((HashSet::new(), false)),
             conflicts: ConflictLog::default(),
+            clocks: ClockBook::default(),
+            resolving: Mutex::new(HashSet::new()),
+            checked: Mutex::new(HashSet::new()),
+            writer: std::sync::OnceLock::new(),
         })
     }
 
@@ -167,7 +180,20 @@ impl<S: BlockStore> Vault<S> {
     /// Loads an object as stored now (no pending changes applied).
     pub(crate) async fn load_stored(&self, link: &Link) -> Result<Versioned, FsError> {
         let key = self.identity.record_key(&link.name);
-        let rec = self.store.get_record(key).await?;
+        let versions = self.read_versions(key).await?;
+        // With concurrent versions, a change beats a delete: a deleted
+        // head gives way to the best live version (the sequence number
+        // stays the head's, which the next save swaps on).
+        let head_seq = versions.first().map_or(0, |h| h.seq);
+        let rec = versions
+            .iter()
+            .find(|r| !r.is_tombstone())
+            .or(versions.first())
+            .cloned()
+            .map(|mut r| {
+                r.seq = head_seq;
+                r
+            });
         let root = self.is_root(link);
         let seen = root && self.root_seen.load(std::sync::atomic::Ordering::Relaxed);
         if root && rec.is_some() {
@@ -214,7 +240,11 @@ impl<S: BlockStore> Vault<S> {
                 None => return Err(FsError::NotFound),
             },
         };
-        let (obj, layout) = self.decode(link, key, &value, seq).await?;
+        let (mut obj, mut layout) = self.decode(link, key, &value, seq).await?;
+        if versions.len() > 1 {
+            self.merge_loaded(link, &versions, &mut obj, &mut layout)
+                .await?;
+        }
         if !obj.fits(link.kind) {
             return Err(FsError::Corrupt(format!(
                 "object {}: kind does not match its link",
@@ -228,7 +258,7 @@ impl<S: BlockStore> Vault<S> {
 
     /// Opens and decodes a record value (format v2, else v1), fetching a
     /// file's index tree.
-    async fn decode(
+    pub(crate) async fn decode(
         &self,
         link: &Link,
         key: crate::id::Id,
@@ -347,14 +377,14 @@ impl<S: BlockStore> Vault<S> {
         top: Top,
         durability: Durability,
     ) -> Result<u64, FsError> {
-        let rec = self.sealed_record(link, obj, top, 2)?;
+        let rec = self.sealed_record(link, obj, top, 2).await?;
         self.store.put_record(rec, Some(0), durability).await?;
         Ok(2)
     }
 
     /// Version `seq` of `obj`'s own record (with its top part), sealed
     /// under the object's key and signed.
-    fn sealed_record(
+    async fn sealed_record(
         &self,
         link: &Link,
         obj: &Object,
@@ -366,7 +396,55 @@ impl<S: BlockStore> Vault<S> {
             return Err(FsError::TooBig);
         }
         let sealed = seal(&link.key, &bytes, &object_aad(&link.name));
-        Ok(self.identity.sign(&link.name, seq, Some(sealed)))
+        self.sign_next(&link.name, seq, Some(sealed)).await
+    }
+
+    /// The writer this vault's saves count as in records' clocks.
+    async fn writer(&self) -> Result<u64, FsError> {
+        if let Some(w) = self.writer.get() {
+            return Ok(*w);
+        }
+        let w = self.store.writer().await?;
+        let _ = self.writer.set(w);
+        Ok(w)
+    }
+
+    /// Signs version `seq` of record `name`, with a clock one save by
+    /// this writer above every version of `seq - 1` this vault last saw
+    /// (read again if it has forgotten them).
+    pub(crate) async fn sign_next(
+        &self,
+        name: &[u8],
+        seq: u64,
+        value: Option<Vec<u8>>,
+    ) -> Result<crate::record::Record, FsError> {
+        let key = self.identity.record_key(name);
+        let writer = self.writer().await?;
+        let base = match self.clocks.base(key, seq.saturating_sub(1)) {
+            Some(c) => c,
+            None if seq <= 1 => crate::clock::Clock::default(),
+            None => {
+                let v = self.store.get_versions(key).await?;
+                self.clocks.note_read(key, &v);
+                super::clocks::joined(&v)
+            }
+        };
+        let rec = self
+            .identity
+            .sign_clocked(name, seq, base.next(writer), value);
+        self.clocks.note_written(&rec);
+        Ok(rec)
+    }
+
+    /// Reads every version of record `key` (head first), noting their
+    /// clocks for the next save.
+    pub(crate) async fn read_versions(
+        &self,
+        key: Id,
+    ) -> Result<Vec<crate::record::Record>, FsError> {
+        let v = self.store.get_versions(key).await?;
+        self.clocks.note_read(key, &v);
+        Ok(v)
     }
 
     /// Writes an object's own record (with its top part) as version
@@ -379,7 +457,7 @@ impl<S: BlockStore> Vault<S> {
         expected: u64,
         durability: Durability,
     ) -> Result<u64, FsError> {
-        let rec = self.sealed_record(link, obj, top, expected + 1)?;
+        let rec = self.sealed_record(link, obj, top, expected + 1).await?;
         if expected == 0 && !self.is_root(link) {
             // A fresh random name: the first version needs no ordering.
             self.store.put_new_record(rec, durability).await?;
@@ -399,12 +477,12 @@ impl<S: BlockStore> Vault<S> {
     pub async fn delete(&self, link: &Link) -> Result<(), FsError> {
         let key = self.identity.record_key(&link.name);
         for _ in 0..CAS_ATTEMPTS {
-            let current = match self.store.get_record(key).await? {
+            let current = match self.read_versions(key).await?.first() {
                 None => return Ok(()),
                 Some(r) if r.is_tombstone() => return Ok(()),
                 Some(r) => r.seq,
             };
-            let rec = self.identity.sign(&link.name, current + 1, None);
+            let rec = self.sign_next(&link.name, current + 1, None).await?;
             match self
                 .store
                 .put_record(rec, Some(current), Durability::Later)
@@ -697,7 +775,7 @@ impl<S: BlockStore> Vault<S> {
         // meanwhile (a new link elsewhere), the general path below runs.
         match self.load(link).await {
             Ok(v) if v.obj.attrs.nlink <= 1 => {
-                let rec = self.identity.sign(&link.name, v.seq + 1, None);
+                let rec = self.sign_next(&link.name, v.seq + 1, None).await?;
                 match self
                     .store
                     .put_record(rec, Some(v.seq), Durability::Later)
@@ -909,6 +987,12 @@ impl<S: BlockStore> Vault<S> {
         }
         let same_dir = from_parent.name == to_parent.name;
         // Link the new name first (in one update when in the same directory).
+        // A rename changes the object's ctime; the entry's copy carries it,
+        // which tells a merge of two sides' versions the newer name.
+        let mut moving_entry = moving_entry;
+        if let Some(a) = moving_entry.attrs.as_mut() {
+            a.ctime = Time::now();
+        }
         let (from_name, to_name, moved) = (from.to_vec(), to.to_vec(), moving_entry);
         self.update(to_parent, move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
@@ -1270,7 +1354,7 @@ fn link_new_file(
 }
 
 /// A directory's link count: 2 and one per subdirectory.
-fn set_dir_nlink(obj: &mut Object) {
+pub(crate) fn set_dir_nlink(obj: &mut Object) {
     if let Some(entries) = obj.entries() {
         let subdirs = entries
             .values()

@@ -71,12 +71,16 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
             .map_err(from_dht)
     }
 
-    async fn get_record(&self, key: Id) -> Result<Option<Record>, FsError> {
-        match self.get_record_version(key).await {
-            Ok(r) => Ok(Some(r)),
-            Err(DhtError::NotFound) => Ok(None),
+    async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        match self.get_record_versions(key).await {
+            Ok(v) => Ok(v),
+            Err(DhtError::NotFound) => Ok(Vec::new()),
             Err(e) => Err(from_dht(e)),
         }
+    }
+
+    async fn writer(&self) -> Result<u64, FsError> {
+        Ok(self.transport.view().me.id.prefix_u64())
     }
 
     async fn sync(&self) -> Result<(), FsError> {

@@ -157,12 +157,12 @@ impl Node {
                 Ok(ClientResponse::Record(r))
             }
             ClientRequest::GetLatestRecord { key } => {
-                let r = self
+                let v = self
                     .dht
-                    .get_record_version(key)
+                    .get_record_versions(key)
                     .await
                     .map_err(|e| e.to_remote())?;
-                Ok(ClientResponse::Record(r))
+                Ok(ClientResponse::Versions(v))
             }
             ClientRequest::Info => Ok(ClientResponse::Info(self.info())),
             ClientRequest::Status => Ok(ClientResponse::Status(self.status().await)),

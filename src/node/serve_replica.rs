@@ -48,9 +48,9 @@ pub fn apply_replica<S: ItemStore + ?Sized>(
             store.put_record_with(&record, expected_seq, durable)?;
             ReplicaResponse::Stored
         }
-        ReplicaRequest::FetchRecord { key } => match store.get_record(key)? {
-            Some(r) => ReplicaResponse::Record(r),
-            None => return Ok(None),
+        ReplicaRequest::FetchRecord { key } => match store.get_versions(key)? {
+            v if v.is_empty() => return Ok(None),
+            v => ReplicaResponse::Versions(v),
         },
         ReplicaRequest::Sync => {
             store.sync_pending_now()?;
@@ -108,7 +108,9 @@ pub fn remote_error(e: &StoreError) -> RemoteError {
             current: *current,
         },
         StoreError::Conflict { current } => RemoteError::Conflict { current: *current },
-        StoreError::Corrupt(_) | StoreError::Io(_) => RemoteError::Storage(e.to_string()),
+        StoreError::Corrupt(_) | StoreError::Io(_) | StoreError::TooManyVersions(_) => {
+            RemoteError::Storage(e.to_string())
+        }
         StoreError::NoSpace(m) => RemoteError::NoSpace(m.clone()),
         StoreError::BadClaim(_) => RemoteError::BadSignature,
         StoreError::Released(r) => RemoteError::Released(Box::new(Release::clone(r))),

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// one (`None`: no record is stored).
     #[error("compare-and-swap failed: current sequence is {current:?}")]
     Conflict { current: Option<u64> },
+    /// The record already has this many concurrent versions, too many to
+    /// keep another until a writer merges them.
+    #[error("too many concurrent versions of the record ({0})")]
+    TooManyVersions(usize),
     /// The local copy under this key failed its check on read; it has been
     /// deleted and must be fetched again from a replica.
     #[error("local copy of {0} was corrupt and has been removed")]

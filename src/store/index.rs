@@ -26,6 +26,8 @@ pub struct RecordMeta {
     pub len: u64,
     /// The record's owner, charged its bytes.
     pub owner: Owner,
+    /// Concurrent versions held (1 but while they wait for a merge).
+    pub versions: u32,
 }
 
 /// What is known about a stored block without reading its file.
@@ -218,7 +220,7 @@ impl Index {
                 out.push((*key, ItemVersion::Block));
             }
             if let Some(r) = e.record {
-                out.push((*key, ItemVersion::Record(r.seq)));
+                out.push((*key, ItemVersion::record(r.seq, r.versions)));
             }
         }
         out
@@ -229,18 +231,20 @@ impl Index {
     pub fn version(&self, key: Id) -> Option<ItemVersion> {
         let e = self.map.get(&key)?;
         match (e.record, &e.block) {
-            (Some(r), _) => Some(ItemVersion::Record(r.seq)),
+            (Some(r), _) => Some(ItemVersion::record(r.seq, r.versions)),
             (None, Some(_)) => Some(ItemVersion::Block),
             (None, None) => None,
         }
     }
 
     /// Whether this index lacks `(key, version)`: an absent block, or a
-    /// record that is absent or older than `version`'s sequence.
+    /// record that is absent or behind `version` ([`ItemVersion::behind`]).
     pub fn lacks(&self, key: Id, version: ItemVersion) -> bool {
         match version {
             ItemVersion::Block => self.block(key).is_none(),
-            ItemVersion::Record(seq) => self.record(key).is_none_or(|r| r.seq < seq),
+            v => self
+                .record(key)
+                .is_none_or(|r| ItemVersion::record(r.seq, r.versions).behind(v)),
         }
     }
 }
@@ -267,6 +271,7 @@ mod tests {
                 seq: 1,
                 len: 100,
                 owner: a,
+                versions: 1,
             },
         );
         ix.set_record(
@@ -275,6 +280,7 @@ mod tests {
                 seq: 2,
                 len: 120,
                 owner: a,
+                versions: 1,
             },
         );
         assert_eq!((ix.usage(&a), ix.usage(&b)), (130, 10));
@@ -319,6 +325,7 @@ mod tests {
                 seq: 5,
                 len: 1,
                 owner: [0; 32],
+                versions: 1,
             },
         );
         assert!(ix.lacks(k, ItemVersion::Block));

@@ -46,17 +46,21 @@ pub trait ItemStore {
     fn usage(&self, owner: &[u8; 32]) -> u64;
     /// The store's file system, and the bytes held for `owner`.
     fn space(&self, owner: &[u8; 32]) -> Result<NodeSpace, StoreError>;
-    /// Stores a record version by the rules of [`judge_record`].
+    /// Stores a record version by the rules of [`judge_versions`].
     fn put_record_with(
         &self,
         rec: &Record,
         expected_seq: Option<u64>,
         durable: bool,
     ) -> Result<bool, StoreError>;
-    /// Reads a record (tombstones too), re-verified.
+    /// Reads a record's head version (tombstones too), re-verified.
     fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError>;
-    /// The sequence number of the record held under `key`, if any.
+    /// Every version held of a record (head first), re-verified.
+    fn get_versions(&self, key: Id) -> Result<Vec<Record>, StoreError>;
+    /// The head's sequence number of the record held under `key`, if any.
     fn record_seq(&self, key: Id) -> Option<u64>;
+    /// The version of the record held under `key`, if any.
+    fn record_version(&self, key: Id) -> Option<ItemVersion>;
     /// Makes non-durable writes durable; how many.
     fn sync_pending(&self) -> Result<usize, StoreError>;
     /// `sync_pending` for a writer waiting on it (may be cheaper in commits,
@@ -82,17 +86,23 @@ pub trait ItemStore {
                     Ok(Some(d)) => Proof::Held(proof_of(nonce, key, &d)),
                     _ => Proof::Missing,
                 },
-                ItemVersion::Record(seq) => match self.record_seq(key) {
-                    Some(held) if held > seq => Proof::Newer(held),
-                    Some(held) if held == seq => match self.get_record(key) {
-                        Ok(Some(r)) if r.seq == seq => match postcard::to_stdvec(&r) {
-                            Ok(bytes) => Proof::Held(proof_of(nonce, key, &bytes)),
-                            Err(_) => Proof::Missing,
+                asked => {
+                    let asked = asked.record_parts().unwrap_or_default();
+                    let held = self.record_version(key).and_then(|h| h.record_parts());
+                    match held {
+                        Some(h) if h.0 > asked.0 => Proof::Newer(h.0),
+                        Some(h) if h == asked => match self.get_versions(key) {
+                            Ok(v) if v.first().is_some_and(|r| r.seq == asked.0) => {
+                                match encode_versions(&v) {
+                                    Ok(bytes) => Proof::Held(proof_of(nonce, key, &bytes)),
+                                    Err(_) => Proof::Missing,
+                                }
+                            }
+                            _ => Proof::Missing,
                         },
                         _ => Proof::Missing,
-                    },
-                    _ => Proof::Missing,
-                },
+                    }
+                }
             })
             .collect()
     }
@@ -152,57 +162,216 @@ pub fn after_release(held: &[Claim], rel: &Release) -> Option<Vec<Claim>> {
     (left.len() != held.len()).then_some(left)
 }
 
-/// Whether a record version `offered` may replace what is held: `Ok(false)`
-/// if exactly this version is held already (repair and retries are
-/// idempotent), `Ok(true)` to store it, or why not. With `expected_seq`
-/// the put is a compare-and-swap on the held sequence number (an absent
-/// record counts as 0); and a held version is never replaced by one that
-/// is not newer.
-pub fn judge_record(
-    held: Option<u64>,
-    same_version_held: bool,
-    offered: u64,
+/// Concurrent versions of one record a store keeps, at most; a further
+/// one is refused until a writer merges them.
+pub const MAX_VERSIONS: usize = 16;
+
+/// Bytes of one record's versions together, at most: one answer carries
+/// them all. (A lone version of the largest value always fits.)
+pub const MAX_VERSIONS_BYTES: usize = crate::record::MAX_RECORD_VALUE + 48 * 1024;
+const _: () = assert!(MAX_VERSIONS_BYTES + 8 * 1024 <= crate::wire::MAX_FRAME);
+
+/// The versions a store holds of one record once `offered` is judged
+/// against `held` (head first, see [`order_versions`]): `Ok(None)` if
+/// exactly this version is held already (repair and retries are
+/// idempotent), `Ok(Some(versions))` to store, or why not.
+///
+/// A version some held one replaces is stale. The offered version
+/// replaces every held one it is newer than ([`Record::order`]) and is
+/// kept beside the concurrent ones: no version is dropped that no writer
+/// saw. With `expected_seq` the put is a compare-and-swap, the writer's
+/// path: the head's sequence number must be the expected one (an absent
+/// record counts as 0), and the offered version must replace every held
+/// one, so a writer never leaves siblings behind.
+pub fn judge_versions(
+    held: &[Record],
+    offered: &Record,
     expected_seq: Option<u64>,
-) -> Result<bool, StoreError> {
-    if same_version_held {
-        return Ok(false);
+) -> Result<Option<Vec<Record>>, StoreError> {
+    use crate::record::VersionOrder;
+    if held.iter().any(|h| h == offered) {
+        return Ok(None);
     }
+    let current = held.first().map(|h| h.seq);
     if let Some(e) = expected_seq
-        && held.unwrap_or(0) != e
+        && current.unwrap_or(0) != e
     {
-        return Err(StoreError::Conflict { current: held });
+        return Err(StoreError::Conflict { current });
     }
-    if let Some(cur) = held
-        && offered <= cur
-    {
-        return Err(StoreError::Stale {
-            offered,
-            current: cur,
-        });
+    let mut kept = Vec::with_capacity(held.len() + 1);
+    for h in held {
+        match offered.order(h) {
+            VersionOrder::Older | VersionOrder::Same => {
+                return Err(StoreError::Stale {
+                    offered: offered.seq,
+                    current: current.unwrap_or(0),
+                });
+            }
+            VersionOrder::Newer => {}
+            VersionOrder::Concurrent => kept.push(h.clone()),
+        }
     }
-    Ok(true)
+    if expected_seq.is_some() && !kept.is_empty() {
+        return Err(StoreError::Conflict { current });
+    }
+    if kept.len() >= MAX_VERSIONS {
+        return Err(StoreError::TooManyVersions(kept.len() + 1));
+    }
+    if !kept.is_empty() {
+        let size = |r: &Record| postcard::to_stdvec(r).map_or(usize::MAX, |b| b.len());
+        let total = kept
+            .iter()
+            .chain([offered])
+            .map(size)
+            .fold(0, usize::saturating_add);
+        if total > MAX_VERSIONS_BYTES {
+            return Err(StoreError::TooManyVersions(kept.len() + 1));
+        }
+    }
+    kept.push(offered.clone());
+    order_versions(&mut kept);
+    Ok(Some(kept))
+}
+
+/// Sorts concurrent versions head first: the one every node shows first
+/// ([`Record::ranks_above`]).
+pub fn order_versions(versions: &mut [Record]) {
+    versions.sort_by(|a, b| (b.seq, &b.sig).cmp(&(a.seq, &a.sig)));
+}
+
+/// The bytes a store keeps for a record's versions (head first): their
+/// postcard encodings, one after another. One version encodes exactly as
+/// a lone record.
+pub fn encode_versions(versions: &[Record]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for v in versions {
+        out.extend(postcard::to_stdvec(v).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// The versions in `bytes` ([`encode_versions`]), each checked to be a
+/// signed version of record `key`; the reason for the log if not.
+pub fn decode_versions(mut bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() || out.is_empty() {
+        if out.len() >= MAX_VERSIONS {
+            return Err(format!("more than {MAX_VERSIONS} versions"));
+        }
+        let (rec, rest) =
+            postcard::take_from_bytes::<Record>(bytes).map_err(|e| format!("undecodable: {e}"))?;
+        rec.verify().map_err(|e| e.to_string())?;
+        if rec.key() != key {
+            return Err(format!("holds the record of key {}", rec.key()));
+        }
+        out.push(rec);
+        bytes = rest;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rec(seq: u64, clock: &[(u64, u64)], v: &[u8]) -> Record {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let c = crate::clock::Clock::from_pairs(clock.iter().copied());
+        Record::sign_clocked(&sk, b"r", seq, c, Some(v.to_vec()))
+    }
+
     #[test]
     fn record_rules() {
-        assert_eq!(judge_record(None, false, 1, Some(0)), Ok(true));
-        assert_eq!(judge_record(Some(3), true, 3, Some(9)), Ok(false));
+        let r1 = rec(1, &[(1, 1)], b"one");
         assert_eq!(
-            judge_record(Some(3), false, 4, Some(2)),
+            judge_versions(&[], &r1, Some(0)),
+            Ok(Some(vec![r1.clone()]))
+        );
+        let held = [rec(3, &[(1, 3)], b"three")];
+        assert_eq!(judge_versions(&held, &held[0], Some(9)), Ok(None));
+        let r4 = rec(4, &[(1, 4)], b"four");
+        assert_eq!(
+            judge_versions(&held, &r4, Some(2)),
             Err(StoreError::Conflict { current: Some(3) })
         );
         assert_eq!(
-            judge_record(Some(3), false, 3, None),
+            judge_versions(&held, &r1, None),
             Err(StoreError::Stale {
-                offered: 3,
+                offered: 1,
                 current: 3
             })
         );
-        assert_eq!(judge_record(Some(3), false, 5, None), Ok(true));
+        assert_eq!(
+            judge_versions(&held, &r4, Some(3)),
+            Ok(Some(vec![r4.clone()]))
+        );
+        // Without clocks, as before: a higher sequence number replaces.
+        let (p, q) = (rec(3, &[], b"p"), rec(5, &[], b"q"));
+        assert_eq!(
+            judge_versions(std::slice::from_ref(&p), &q, None),
+            Ok(Some(vec![q.clone()]))
+        );
+        assert!(matches!(
+            judge_versions(&[q], &p, None),
+            Err(StoreError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_versions_are_kept_until_one_replaces_them() {
+        // Two sides of a partition save from version 3.
+        let a6 = rec(6, &[(1, 6)], b"side a");
+        let b4 = rec(4, &[(1, 3), (2, 1)], b"side b");
+        let held = judge_versions(std::slice::from_ref(&a6), &b4, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(held, vec![a6.clone(), b4.clone()], "head first");
+        // Either order gives the same set.
+        let other = judge_versions(std::slice::from_ref(&b4), &a6, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(held, other);
+        // A writer that saw only one side cannot leave the other behind.
+        let a7 = rec(7, &[(1, 7)], b"a again");
+        assert_eq!(
+            judge_versions(&held, &a7, Some(6)),
+            Err(StoreError::Conflict { current: Some(6) })
+        );
+        // Repair keeps it beside b4, replacing a6.
+        assert_eq!(
+            judge_versions(&held, &a7, None),
+            Ok(Some(vec![a7.clone(), b4.clone()]))
+        );
+        // A merge above both replaces both.
+        let m = rec(8, &[(1, 7), (2, 2)], b"merged");
+        assert_eq!(
+            judge_versions(&held, &m, Some(6)),
+            Ok(Some(vec![m.clone()]))
+        );
+        // The bytes round-trip, and one version is a lone record.
+        let bytes = encode_versions(&held).unwrap();
+        assert_eq!(decode_versions(&bytes, a6.key()), Ok(held));
+        assert_eq!(
+            encode_versions(std::slice::from_ref(&m)).unwrap(),
+            postcard::to_stdvec(&m).unwrap()
+        );
+        assert!(decode_versions(&bytes[..bytes.len() - 1], a6.key()).is_err());
+        assert!(decode_versions(&[], a6.key()).is_err());
+    }
+
+    #[test]
+    fn concurrent_versions_are_bounded() {
+        let mut held = Vec::new();
+        for w in 0..MAX_VERSIONS as u64 {
+            let r = rec(2, &[(100, 1), (w, 1)], b"x");
+            held = judge_versions(&held, &r, None).unwrap().unwrap();
+        }
+        assert_eq!(held.len(), MAX_VERSIONS);
+        let one_more = rec(2, &[(100, 1), (999, 1)], b"x");
+        assert_eq!(
+            judge_versions(&held, &one_more, None),
+            Err(StoreError::TooManyVersions(MAX_VERSIONS + 1))
+        );
     }
 
     #[test]

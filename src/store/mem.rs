@@ -4,7 +4,7 @@
 
 use super::StoreError;
 use super::block_file::BlockFile;
-use super::items::{ItemStore, after_release, judge_claims, judge_record};
+use super::items::{ItemStore, after_release, judge_claims, judge_versions};
 use super::releases::ReleaseBook;
 use crate::id::Id;
 use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace};
@@ -20,8 +20,8 @@ pub struct MemItems {
     blocks: Mutex<BTreeMap<Id, BlockFile>>,
     /// The owners' releases kept.
     releases: Mutex<ReleaseBook>,
-    /// Key → record version.
-    records: Mutex<BTreeMap<Id, Record>>,
+    /// Key → record versions, head first.
+    records: Mutex<BTreeMap<Id, Vec<Record>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,6 +146,7 @@ impl ItemStore for MemItems {
             .sum();
         let records: u64 = lock(&self.records)
             .values()
+            .flatten()
             .filter(|r| &r.owner == owner)
             .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
             .sum();
@@ -161,25 +162,34 @@ impl ItemStore for MemItems {
         rec.verify()?;
         let key = rec.key();
         let mut r = lock(&self.records);
-        let held = r.get(&key);
-        let write = judge_record(
-            held.map(|h| h.seq),
-            held == Some(rec),
-            rec.seq,
-            expected_seq,
-        )?;
-        if write {
-            r.insert(key, rec.clone());
+        let held = r.get(&key).map_or(&[][..], |v| &v[..]);
+        match judge_versions(held, rec, expected_seq)? {
+            Some(versions) => {
+                r.insert(key, versions);
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(write)
     }
 
     fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
-        Ok(lock(&self.records).get(&key).cloned())
+        Ok(lock(&self.records)
+            .get(&key)
+            .and_then(|v| v.first().cloned()))
+    }
+
+    fn get_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
+        Ok(lock(&self.records).get(&key).cloned().unwrap_or_default())
     }
 
     fn record_seq(&self, key: Id) -> Option<u64> {
-        lock(&self.records).get(&key).map(|r| r.seq)
+        lock(&self.records).get(&key).map(|v| v[0].seq)
+    }
+
+    fn record_version(&self, key: Id) -> Option<ItemVersion> {
+        lock(&self.records)
+            .get(&key)
+            .map(|v| ItemVersion::record(v[0].seq, v.len() as u32))
     }
 
     fn sync_pending(&self) -> Result<usize, StoreError> {
@@ -193,7 +203,9 @@ impl ItemStore for MemItems {
             .enumerate()
             .filter(|(_, (key, v))| match v {
                 ItemVersion::Block => !b.contains_key(key),
-                ItemVersion::Record(seq) => r.get(key).is_none_or(|h| h.seq < *seq),
+                v => r
+                    .get(key)
+                    .is_none_or(|h| ItemVersion::record(h[0].seq, h.len() as u32).behind(*v)),
             })
             .map(|(i, _)| i as u32)
             .collect()
@@ -208,8 +220,11 @@ impl ItemStore for MemItems {
     fn items(&self) -> Vec<(Id, ItemVersion)> {
         let (b, r) = (lock(&self.blocks), lock(&self.records));
         let mut out: Vec<(Id, ItemVersion)> = b.keys().map(|k| (*k, ItemVersion::Block)).collect();
-        out.extend(r.iter().map(|(k, rec)| (*k, ItemVersion::Record(rec.seq))));
-        out.sort_by_key(|(k, v)| (*k, matches!(v, ItemVersion::Record(_))));
+        out.extend(
+            r.iter()
+                .map(|(k, v)| (*k, ItemVersion::record(v[0].seq, v.len() as u32))),
+        );
+        out.sort_by_key(|(k, v)| (*k, *v != ItemVersion::Block));
         out
     }
 }

@@ -84,7 +84,10 @@ mod tests;
 mod wal;
 
 pub use error::StoreError;
-pub use items::{ItemStore, after_release, judge_claims, judge_record};
+pub use items::{
+    ItemStore, MAX_VERSIONS, after_release, decode_versions, encode_versions, judge_claims,
+    judge_versions, order_versions,
+};
 pub use mem::MemItems;
 pub use scrub::Scrubbed;
 pub use space::{FsSpace, fs_space};
@@ -210,19 +213,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Decodes and checks a record file that should hold the record `key`.
-/// The error is a reason for the log.
-fn decode_record(bytes: &[u8], key: Id) -> Result<Record, String> {
-    let rec = match postcard::take_from_bytes::<Record>(bytes) {
-        Ok((rec, [])) => rec,
-        Ok((_, extra)) => return Err(format!("{} trailing bytes", extra.len())),
-        Err(e) => return Err(format!("undecodable: {e}")),
-    };
-    rec.verify().map_err(|e| e.to_string())?;
-    if rec.key() != key {
-        return Err(format!("holds the record of key {}", rec.key()));
-    }
-    Ok(rec)
+/// Decodes and checks a record file that should hold the versions of
+/// record `key` (head first). The error is a reason for the log.
+fn decode_record(bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
+    items::decode_versions(bytes, key)
 }
 
 impl Store {
@@ -305,7 +299,13 @@ impl Store {
             let key = Id(e.key);
             let res = match e.kind {
                 wal::EntryKind::Record => match decode_record(&e.file, key) {
-                    Ok(rec) => self.put_record_with(&rec, None, false),
+                    Ok(versions) => versions.iter().try_fold(false, |any, rec| {
+                        match self.put_record_with(rec, None, false) {
+                            Ok(stored) => Ok(any || stored),
+                            Err(StoreError::Stale { .. }) => Ok(any),
+                            Err(e) => Err(e),
+                        }
+                    }),
                     Err(why) => Err(StoreError::Io(why)),
                 },
                 wal::EntryKind::Block => match block_file::decode(e.file.clone(), key) {
@@ -687,30 +687,38 @@ impl Store {
     ) -> Result<bool, StoreError> {
         rec.verify()?;
         let key = rec.key();
-        let bytes = postcard::to_stdvec(rec)
-            .map_err(|e| StoreError::Io(format!("encode record {key}: {e}")))?;
         let path = self.path(Kind::Record, key);
         let _records = lock(self.record_lock(key));
         let current = lock(&self.index).record(key);
-        if let Some(cur) = current
-            && cur.seq == rec.seq
-            && cur.len == bytes.len() as u64
-            && read_opt(&path)?.as_deref() == Some(&bytes[..])
-        {
+        let held = match current {
+            Some(_) => self.read_versions(key, &path)?,
+            None => Vec::new(),
+        };
+        let Some(versions) = judge_versions(&held, rec, expected_seq)? else {
             if durable {
                 self.sync_if_pending(&path)?;
             }
             return Ok(false);
+        };
+        if versions.len() > 1 {
+            log::warn!(
+                "record {} has {} concurrent versions (sequence numbers {:?}): kept until a writer merges them",
+                key.short(),
+                versions.len(),
+                versions.iter().map(|v| v.seq).collect::<Vec<_>>()
+            );
         }
-        judge_record(current.map(|c| c.seq), false, rec.seq, expected_seq)?;
+        let bytes = encode_versions(&versions)
+            .map_err(|e| StoreError::Io(format!("encode record {key}: {e}")))?;
         if current.is_none() {
             self.space.admit(bytes.len() as u64)?;
         }
         self.write_item(Kind::Record, key, &bytes, current.is_some())?;
         let meta = RecordMeta {
-            seq: rec.seq,
+            seq: versions[0].seq,
             len: bytes.len() as u64,
             owner: rec.owner,
+            versions: versions.len() as u32,
         };
         // Indexed before the write is made durable: the file is in place.
         lock(&self.index).set_record(key, meta);
@@ -720,35 +728,16 @@ impl Store {
         Ok(true)
     }
 
-    /// Reads record `key` (a tombstone too), re-verifying its signature and
-    /// key. A bad copy is deleted and reported as [`StoreError::Corrupt`].
-    pub fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
-        if lock(&self.index).record(key).is_none() {
-            return Ok(None);
-        }
-        let path = self.path(Kind::Record, key);
-        if let Some(bytes) = read_opt(&path)?
-            && let Ok(rec) = decode_record(&bytes, key)
-        {
-            return Ok(Some(rec));
-        }
-        self.recheck_record(key, &path)
-    }
-
-    /// The slow path of [`get_record`](Self::get_record), under
-    /// `record_lock`: read again and, if the copy is still bad, delete it.
-    fn recheck_record(&self, key: Id, path: &Path) -> Result<Option<Record>, StoreError> {
-        let _records = lock(self.record_lock(key));
-        if lock(&self.index).record(key).is_none() {
-            return Ok(None);
-        }
+    /// The versions held of record `key` (head first), under its record
+    /// lock; a corrupt file is removed and reported.
+    fn read_versions(&self, key: Id, path: &Path) -> Result<Vec<Record>, StoreError> {
         let Some(bytes) = read_opt(path)? else {
             log::warn!("record {key} was indexed but {} is gone", path.display());
             lock(&self.index).drop_record(key);
-            return Ok(None);
+            return Ok(Vec::new());
         };
         match decode_record(&bytes, key) {
-            Ok(rec) => Ok(Some(rec)),
+            Ok(v) => Ok(v),
             Err(why) => {
                 log::error!(
                     "corrupt record {key} at {}: {why}; removing it",
@@ -760,6 +749,34 @@ impl Store {
                 Err(StoreError::Corrupt(key))
             }
         }
+    }
+
+    /// Reads record `key` (a tombstone too), re-verifying its signature and
+    /// key. A bad copy is deleted and reported as [`StoreError::Corrupt`].
+    pub fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
+        Ok(self.get_versions(key)?.into_iter().next())
+    }
+
+    /// Every version held of record `key`, head first (more than one
+    /// while concurrent versions wait for a writer to merge them); empty
+    /// if none. Each is re-verified.
+    pub fn get_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
+        if lock(&self.index).record(key).is_none() {
+            return Ok(Vec::new());
+        }
+        let path = self.path(Kind::Record, key);
+        if let Some(bytes) = read_opt(&path)?
+            && let Ok(versions) = decode_record(&bytes, key)
+        {
+            return Ok(versions);
+        }
+        // The slow path: read again under the record lock and, if the
+        // copy is still bad, delete it.
+        let _records = lock(self.record_lock(key));
+        if lock(&self.index).record(key).is_none() {
+            return Ok(Vec::new());
+        }
+        self.read_versions(key, &path)
     }
 
     /// What is held under `key`: the record's version if a record is held,
@@ -871,8 +888,18 @@ impl ItemStore for Store {
         Store::get_record(self, key)
     }
 
+    fn get_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
+        Store::get_versions(self, key)
+    }
+
     fn record_seq(&self, key: Id) -> Option<u64> {
         lock(&self.index).record(key).map(|m| m.seq)
+    }
+
+    fn record_version(&self, key: Id) -> Option<ItemVersion> {
+        lock(&self.index)
+            .record(key)
+            .map(|m| ItemVersion::record(m.seq, m.versions))
     }
 
     fn sync_pending(&self) -> Result<usize, StoreError> {

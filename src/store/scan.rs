@@ -34,12 +34,13 @@ pub fn build_index(blocks: &Path, records: &Path) -> Result<Index, StoreError> {
     for_each_item(records, |key, path, _| match fs::read(path) {
         Err(e) => log::error!("{}: unreadable, skipped: {e}", path.display()),
         Ok(bytes) => match decode_record(&bytes, key) {
-            Ok(rec) => index.set_record(
+            Ok(versions) => index.set_record(
                 key,
                 RecordMeta {
-                    seq: rec.seq,
+                    seq: versions[0].seq,
                     len: bytes.len() as u64,
-                    owner: rec.owner,
+                    owner: versions[0].owner,
+                    versions: versions.len() as u32,
                 },
             ),
             Err(why) => {

@@ -212,14 +212,7 @@ fn record_versions_only_grow() {
     assert_eq!(store.version(key), Some(ItemVersion::Record(2)));
     // The identical copy is accepted as already held.
     assert_eq!(store.put_record(&r2, None), Ok(false));
-    // Same seq, other bytes; and an older seq.
-    assert_eq!(
-        store.put_record(&rec(2, b"other"), None),
-        Err(StoreError::Stale {
-            offered: 2,
-            current: 2
-        })
-    );
+    // An older seq is refused.
     assert_eq!(
         store.put_record(&r1, None),
         Err(StoreError::Stale {
@@ -228,6 +221,18 @@ fn record_versions_only_grow() {
         })
     );
     assert_eq!(store.get_record(key), Ok(Some(r2.clone())));
+    // Same seq (and clock), other bytes: written concurrently, so both
+    // are kept, in the order every node shows them, across a reopen.
+    let other = rec(2, b"other");
+    assert_eq!(store.put_record(&other, None), Ok(true));
+    let mut both = vec![r2.clone(), other.clone()];
+    crate::store::order_versions(&mut both);
+    assert_eq!(store.get_versions(key), Ok(both.clone()));
+    assert_eq!(store.version(key), Some(ItemVersion::record(2, 2)));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.get_versions(key), Ok(both));
+    assert_eq!(store.version(key), Some(ItemVersion::record(2, 2)));
     // A forged version is refused.
     let mut forged = rec(9, b"evil");
     forged.value = Some(b"EVIL".to_vec());
@@ -280,13 +285,11 @@ fn compare_and_swap() {
     assert_eq!(store.put_record(&rec(2, b"b"), Some(1)), Ok(true));
     // A retry of the same successful swap is idempotent.
     assert_eq!(store.put_record(&rec(2, b"b"), Some(1)), Ok(false));
-    // Matching expectation does not lift the newer-seq rule.
+    // A writer never leaves a concurrent version behind: a swap with
+    // the matching expectation but no newer version is refused.
     assert_eq!(
         store.put_record(&rec(2, b"c"), Some(2)),
-        Err(StoreError::Stale {
-            offered: 2,
-            current: 2
-        })
+        Err(StoreError::Conflict { current: Some(2) })
     );
     assert_eq!(store.version(key), Some(ItemVersion::Record(2)));
 }

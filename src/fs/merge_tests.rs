@@ -1,0 +1,159 @@
+//! Two sides of a partition change one tree, then their record versions
+//! meet in one store, as repair brings them together after the heal.
+
+use super::mem_store::MemStore;
+use super::object::{Attrs, Body, Kind};
+use super::*;
+use std::sync::Arc;
+
+/// A side of the partition: its own store, counted as its own writer.
+fn side(writer: u64, from: Option<&MemStore>) -> Arc<Vault<MemStore>> {
+    let store = MemStore {
+        writer,
+        ..Default::default()
+    };
+    if let Some(f) = from {
+        copy_into(f, &store);
+    }
+    Vault::new(Arc::new(store), Identity::from_secret([7; 32]))
+}
+
+/// What repair does when the sides meet: every block, and every record
+/// version offered with no expectation (a store keeps concurrent ones).
+fn copy_into(from: &MemStore, to: &MemStore) {
+    for (k, d) in from.blocks.lock().unwrap().iter() {
+        to.blocks
+            .lock()
+            .unwrap()
+            .entry(*k)
+            .or_insert_with(|| d.clone());
+    }
+    for (k, c) in from.claims.lock().unwrap().iter() {
+        to.claims
+            .lock()
+            .unwrap()
+            .entry(*k)
+            .or_insert_with(|| c.clone());
+    }
+    let versions: Vec<_> = from
+        .records
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .cloned()
+        .collect();
+    futures::executor::block_on(async {
+        for v in versions {
+            let _ = to.put_record(v, None, Durability::Later).await;
+        }
+    });
+}
+
+async fn write(v: &Arc<Vault<MemStore>>, name: &[u8], data: &[u8]) {
+    let root = v.root();
+    let link = match v.load(&root).await.unwrap().obj.body {
+        Body::Dir { entries } if entries.contains_key(name) => entries[name].link.clone(),
+        _ => {
+            v.create(&root, name, Kind::File, Attrs::new(0o644, 0, 0), None)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let mut f = OpenFile::open(v, link).await.unwrap();
+    f.truncate(v, 0).await.unwrap();
+    f.write(v, 0, data).await.unwrap();
+    f.flush(v, Durability::Later).await.unwrap();
+    v.settle_dir(&root).await;
+}
+
+async fn names(v: &Arc<Vault<MemStore>>) -> Vec<String> {
+    match v.load(&v.root()).await.unwrap().obj.body {
+        Body::Dir { entries } => entries
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect(),
+        _ => panic!("root is not a directory"),
+    }
+}
+
+async fn read(v: &Arc<Vault<MemStore>>, name: &str) -> Vec<u8> {
+    let (link, _) = v.resolve(name).await.unwrap();
+    let mut f = OpenFile::open(v, link).await.unwrap();
+    let n = f.size() as usize;
+    f.read(v, 0, n).await.unwrap()
+}
+
+#[tokio::test]
+async fn both_sides_of_a_partition_are_kept_after_the_heal() {
+    let a = side(1, None);
+    for (n, d) in [
+        (&b"shared.txt"[..], &b"base"[..]),
+        (b"gone.txt", b"deleted on A"),
+        (b"moved.txt", b"renamed on B"),
+    ] {
+        write(&a, n, d).await;
+    }
+    // The partition: B starts from what A has.
+    let b = side(2, Some(&a.store));
+    write(&a, b"a-only.txt", b"made on A").await;
+    a.remove(&a.root(), b"gone.txt", false).await.unwrap();
+    write(&a, b"shared.txt", b"edit on A").await;
+    a.settle_dir(&a.root()).await;
+    write(&b, b"b-only.txt", b"made on B").await;
+    b.rename(&b.root(), b"moved.txt", &b.root(), b"moved2.txt")
+        .await
+        .unwrap();
+    write(&b, b"shared.txt", b"edit on B, longer").await;
+    b.settle_dir(&b.root()).await;
+    // The heal: B's versions reach A's store; a fresh mount reads it.
+    copy_into(&b.store, &a.store);
+    let healed = side(1, Some(&a.store));
+    let listed = names(&healed).await;
+    for want in ["a-only.txt", "b-only.txt", "moved2.txt", "shared.txt"] {
+        assert!(listed.contains(&want.to_string()), "{want} in {listed:?}");
+    }
+    assert!(!listed.contains(&"gone.txt".to_string()), "{listed:?}");
+    assert!(!listed.contains(&"moved.txt".to_string()), "{listed:?}");
+    assert_eq!(read(&healed, "a-only.txt").await, b"made on A");
+    assert_eq!(read(&healed, "b-only.txt").await, b"made on B");
+    assert_eq!(read(&healed, "moved2.txt").await, b"renamed on B");
+    // Both edits of shared.txt: one keeps the name, the other becomes a
+    // conflict copy once the resolver has run.
+    let mut copies = Vec::new();
+    for _ in 0..200 {
+        copies = names(&healed)
+            .await
+            .into_iter()
+            .filter(|n| n.starts_with("shared.conflict-"))
+            .collect();
+        if !copies.is_empty() && healed.resolving.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(copies.len(), 1, "{:?}", names(&healed).await);
+    let mut seen = vec![
+        read(&healed, "shared.txt").await,
+        read(&healed, &copies[0]).await,
+    ];
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![b"edit on A".to_vec(), b"edit on B, longer".to_vec()]
+    );
+    // Resolved: one version of each record is left, and a change now
+    // saves without a conflict.
+    let multi = healed
+        .store
+        .records
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|v| v.len() > 1)
+        .count();
+    assert_eq!(multi, 0, "records with concurrent versions left");
+    write(&healed, b"after.txt", b"after the heal").await;
+    assert!(names(&healed).await.contains(&"after.txt".to_string()));
+}

@@ -1039,3 +1039,79 @@ pub fn write_closed(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)?;
     close(f)
 }
+
+/// How long one `ip` or `nft` command may take.
+pub const IP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `cmd` (killed after [`IP_TIMEOUT`]), panicking with its output if
+/// it fails.
+fn run_ok(cmd: &mut Command) {
+    let out = run_tool(cmd, IP_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace of a test, deleted (with its rules) on drop.
+/// Needs root, `ip` (iproute2) and `nft` (nftables).
+pub struct Netns(pub String);
+
+impl Netns {
+    /// A new namespace `PREFIX-<pid>` with its loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = format!("{prefix}-{}", std::process::id());
+        // A leftover of a crashed run with this PID would make `add` fail.
+        let _ = run_tool(Command::new("ip").args(["netns", "del", &name]), IP_TIMEOUT);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns(name);
+        run_ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// Drops every packet between `a` and `b` (addresses), both ways.
+    pub fn cut(&self, a: &[String], b: &[String]) {
+        let ips = |v: &[String]| {
+            v.iter()
+                .map(|s| {
+                    s.rsplit_once(':')
+                        .map_or(s.as_str(), |(h, _)| h)
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (a, b) = (ips(a), ips(b));
+        let rules = format!(
+            "table inet pscut {{\n chain out {{\n  type filter hook output priority 0;\n  \
+             ip saddr {{ {a} }} ip daddr {{ {b} }} drop\n  \
+             ip saddr {{ {b} }} ip daddr {{ {a} }} drop\n }}\n}}\n"
+        );
+        let path = std::env::temp_dir().join(format!("{}.nft", self.0));
+        std::fs::write(&path, rules).expect("write nft rules");
+        run_ok(
+            Command::new("ip")
+                .args(["netns", "exec", &self.0, "nft", "-f"])
+                .arg(&path),
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Deletes the rule of [`Netns::cut`].
+    pub fn heal(&self) {
+        run_ok(Command::new("ip").args([
+            "netns", "exec", &self.0, "nft", "delete", "table", "inet", "pscut",
+        ]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_tool(
+            Command::new("ip").args(["netns", "del", &self.0]),
+            IP_TIMEOUT,
+        );
+    }
+}

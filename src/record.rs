@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECORD_VALUE: usize = 1 << 20;
 /// Largest record name, in bytes.
 pub const MAX_RECORD_NAME: usize = 1024;
-/// Domain separation for record signatures.
+/// Domain separation for record signatures: versions without a clock
+/// (as every version was before clocks) and with one.
 const SIGN_CONTEXT: &[u8] = b"peerstore-record-v1";
+const SIGN_CONTEXT_CLOCKED: &[u8] = b"peerstore-record-v2";
 
 /// One version of a mutable record.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,46 @@ pub enum VersionOrder {
     Concurrent,
 }
 
+/// A record version as stored and sent before records had clocks (the
+/// same fields less the clock): still read from data directories written
+/// then, as a version with no clock (whose signature covers the same
+/// bytes as then).
+#[derive(Deserialize)]
+struct RecordV1 {
+    owner: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    name: Vec<u8>,
+    seq: u64,
+    #[serde(with = "serde_bytes")]
+    value: Option<Vec<u8>>,
+    #[serde(with = "serde_bytes")]
+    sig: Vec<u8>,
+}
+
+impl Record {
+    /// Decodes one version from the start of `bytes` in the current
+    /// encoding; the rest of the bytes.
+    pub fn take_from(bytes: &[u8]) -> Result<(Record, &[u8]), postcard::Error> {
+        postcard::take_from_bytes(bytes)
+    }
+
+    /// Decodes `bytes` as exactly one version in the encoding before
+    /// clocks.
+    pub fn from_v1(bytes: &[u8]) -> Option<Record> {
+        match postcard::take_from_bytes::<RecordV1>(bytes) {
+            Ok((r, [])) => Some(Record {
+                owner: r.owner,
+                name: r.name,
+                seq: r.seq,
+                clock: Clock::default(),
+                value: r.value,
+                sig: r.sig,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Record")
@@ -111,10 +153,17 @@ fn signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>) -> V
     let mut out = Vec::with_capacity(
         SIGN_CONTEXT.len() + 49 + 16 * clock.pairs().len() + value.as_ref().map_or(0, |v| v.len()),
     );
-    out.extend_from_slice(SIGN_CONTEXT);
-    out.extend_from_slice(&key.0);
-    out.extend_from_slice(&seq.to_be_bytes());
-    clock.encode_into(&mut out);
+    if clock.is_empty() {
+        // Exactly the bytes signed before records had clocks.
+        out.extend_from_slice(SIGN_CONTEXT);
+        out.extend_from_slice(&key.0);
+        out.extend_from_slice(&seq.to_be_bytes());
+    } else {
+        out.extend_from_slice(SIGN_CONTEXT_CLOCKED);
+        out.extend_from_slice(&key.0);
+        out.extend_from_slice(&seq.to_be_bytes());
+        clock.encode_into(&mut out);
+    }
     match value {
         Some(v) => {
             out.push(1);
@@ -281,6 +330,38 @@ mod tests {
     /// A clock out of order, as a hostile writer might send it.
     fn unsorted_clock(pairs: &[(u64, u64)]) -> Clock {
         postcard::from_bytes(&postcard::to_stdvec(&pairs.to_vec()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_version_stored_before_clocks_still_reads_and_verifies() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            owner: [u8; 32],
+            #[serde(with = "serde_bytes")]
+            name: &'a [u8],
+            seq: u64,
+            #[serde(with = "serde_bytes")]
+            value: Option<&'a [u8]>,
+            #[serde(with = "serde_bytes")]
+            sig: &'a [u8],
+        }
+        let r = Record::sign(&key(), b"dir", 3, Some(b"hello".to_vec()));
+        let old = postcard::to_stdvec(&Old {
+            owner: r.owner,
+            name: &r.name,
+            seq: r.seq,
+            value: r.value.as_deref(),
+            sig: &r.sig,
+        })
+        .unwrap();
+        let back = Record::from_v1(&old).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.verify(), Ok(()));
+        // A clocked version signs other bytes: its clock cannot be cut off.
+        let c = Record::sign_clocked(&key(), b"dir", 3, Clock::default().next(1), r.value.clone());
+        let mut cut = c.clone();
+        cut.clock = Clock::default();
+        assert_eq!(cut.verify(), Err(RecordError::BadSignature));
     }
 
     #[test]

@@ -252,14 +252,24 @@ pub fn encode_versions(versions: &[Record]) -> Result<Vec<u8>, String> {
 
 /// The versions in `bytes` ([`encode_versions`]), each checked to be a
 /// signed version of record `key`; the reason for the log if not.
-pub fn decode_versions(mut bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
+pub fn decode_versions(bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
+    match decode_current(bytes, key) {
+        Ok(v) => Ok(v),
+        // A file written before records had clocks: one version.
+        Err(why) => match Record::from_v1(bytes) {
+            Some(rec) if rec.verify().is_ok() && rec.key() == key => Ok(vec![rec]),
+            _ => Err(why),
+        },
+    }
+}
+
+fn decode_current(mut bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     while !bytes.is_empty() || out.is_empty() {
         if out.len() >= MAX_VERSIONS {
             return Err(format!("more than {MAX_VERSIONS} versions"));
         }
-        let (rec, rest) =
-            postcard::take_from_bytes::<Record>(bytes).map_err(|e| format!("undecodable: {e}"))?;
+        let (rec, rest) = Record::take_from(bytes).map_err(|e| format!("undecodable: {e}"))?;
         rec.verify().map_err(|e| e.to_string())?;
         if rec.key() != key {
             return Err(format!("holds the record of key {}", rec.key()));

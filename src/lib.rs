@@ -5,7 +5,8 @@
 //! Bottom up; a module uses only the ones above it in this list.
 //!
 //! - [`id`]: 256-bit identifiers and ring arithmetic.
-//! - [`record`]: signed, sequence-numbered mutable records.
+//! - [`clock`]: version vectors, telling replaced from concurrent versions.
+//! - [`record`]: signed, sequence-numbered mutable records with clocks.
 //! - [`item`]: what the ring stores: item versions, the block size limit,
 //!   proofs of holding.
 //! - [`ownership`]: owners' signed claims on blocks and releases of them.

@@ -23,7 +23,7 @@ pub use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace, Proof, RingSpace, proof
 pub use crate::ownership::{Claim, Freed, OwnedBlock, Release};
 
 /// Wire protocol version, the first byte of every frame body.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest frame body (version byte included): a full block plus headroom.
 pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
 /// Largest batch of items in one [`ReplicaRequest::Missing`].

@@ -570,15 +570,23 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 current: 2
             })
         );
-        // Another version under the same sequence number: Stale. The very
-        // same version again is an idempotent retry (store::put_record).
+        // Another version under the same sequence number (and clock) was
+        // written concurrently: a compare-and-swap refuses to leave it
+        // beside the held one (repair would keep both). The very same
+        // version again is an idempotent retry (store::put_record).
         let other_v2 = Record::sign(&owner, name, 2, Some(b"two, again".to_vec()));
+        let r = call(
+            &pool,
+            a,
+            Request::Client(ClientRequest::PutRecord {
+                record: other_v2,
+                expected_seq: Some(2),
+            }),
+        )
+        .await;
         assert_eq!(
-            call(&pool, a, put_record(other_v2)).await,
-            Response::Error(RemoteError::Stale {
-                offered: 2,
-                current: 2
-            })
+            r,
+            Response::Error(RemoteError::Conflict { current: Some(2) })
         );
         assert_eq!(
             call(&pool, a, put_record(v2.clone())).await,

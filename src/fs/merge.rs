@@ -181,6 +181,7 @@ impl<S: BlockStore> Vault<S> {
             (Body::Dir { entries }, Some(sets)) if !layout.is_sharded() && sets.len() > 1 => {
                 let merged = self.merge_entries(link, sets).await;
                 *layout = super::shards::Layout::single(&link.name, versions[0].seq, &merged);
+                layout.merged.insert(Vec::new());
                 *entries = merged;
                 super::vault::set_dir_nlink(obj);
             }
@@ -216,6 +217,35 @@ impl<S: BlockStore> Vault<S> {
             Ok(Ok(Decoded::DirSplit { epoch, .. })) => DirPeek::Split(epoch),
             _ => DirPeek::Other,
         }
+    }
+
+    /// Stores a directory loaded by merging concurrent versions (in the
+    /// background, once at a time), so the merge is made once: a change
+    /// that changes nothing, whose save writes the merged nodes.
+    pub(crate) fn spawn_store_merge(&self, dir: &Link) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if !self
+            .resolving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.name.clone())
+        {
+            return;
+        }
+        let dir = dir.clone();
+        let id = self.identity().record_key(&dir.name).short();
+        tokio::spawn(async move {
+            match me.update(&dir, |_| Ok(())).await {
+                Ok(_) => log::info!("merged directory {id} stored"),
+                Err(e) => log::warn!("merged directory {id} not stored yet: {e}"),
+            }
+            me.resolving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&dir.name);
+        });
     }
 
     /// Whether `link`'s object was deleted: its record is stored and every

@@ -157,3 +157,40 @@ async fn both_sides_of_a_partition_are_kept_after_the_heal() {
     write(&healed, b"after.txt", b"after the heal").await;
     assert!(names(&healed).await.contains(&"after.txt".to_string()));
 }
+
+/// Records of `store` holding concurrent versions.
+fn with_siblings(store: &MemStore) -> usize {
+    store
+        .records
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|v| v.len() > 1)
+        .count()
+}
+
+#[tokio::test]
+async fn a_merged_directory_is_stored_once_read() {
+    let a = side(1, None);
+    write(&a, b"base.txt", b"base").await;
+    let b = side(2, Some(&a.store));
+    write(&a, b"from-a.txt", b"a").await;
+    write(&b, b"from-b.txt", b"b").await;
+    b.remove(&b.root(), b"base.txt", false).await.unwrap();
+    b.settle_dir(&b.root()).await;
+    copy_into(&b.store, &a.store);
+    assert_eq!(with_siblings(&a.store), 1, "the root, both sides");
+    let healed = side(1, Some(&a.store));
+    assert_eq!(names(&healed).await, ["from-a.txt", "from-b.txt"]);
+    // Read once, the merge is stored: no concurrent versions are left,
+    // and a reader that does not merge sees the same.
+    for _ in 0..200 {
+        if with_siblings(&healed.store) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(with_siblings(&healed.store), 0);
+    let later = side(3, Some(&healed.store));
+    assert_eq!(names(&later).await, ["from-a.txt", "from-b.txt"]);
+}

@@ -61,6 +61,10 @@ pub struct ShardNode {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
     pub nodes: BTreeMap<Vec<u8>, ShardNode>,
+    /// Nodes (by path) loaded by merging concurrent versions: the next
+    /// save writes them whether or not their entries changed, replacing
+    /// the versions merged.
+    pub merged: BTreeSet<Vec<u8>>,
 }
 
 impl Layout {
@@ -76,7 +80,10 @@ impl Layout {
                 names: entries.keys().cloned().collect(),
             },
         );
-        Layout { nodes }
+        Layout {
+            nodes,
+            merged: BTreeSet::new(),
+        }
     }
 
     /// Whether the directory is split into shards.
@@ -185,7 +192,10 @@ impl<S: BlockStore> Vault<S> {
             });
             frontier = Vec::new();
             for (path, name, got) in join_all(loads).await {
-                let (seq, node) = got?;
+                let (seq, node, merged) = got?;
+                if merged {
+                    layout.merged.insert(path.clone());
+                }
                 let mut names = Names::new();
                 let split = match node {
                     DirNode::Leaf(x) => {
@@ -214,13 +224,14 @@ impl<S: BlockStore> Vault<S> {
         Err(FsError::Corrupt("directory shard tree too deep".into()))
     }
 
-    /// One shard record: its sequence number and node (absent: 0, empty).
-    /// Concurrent versions of a leaf merge ([`Vault::merge_entries`]).
-    async fn load_shard(&self, dir: &Link, name: &[u8]) -> Result<(u64, DirNode), FsError> {
+    /// One shard record: its sequence number and node (absent: 0, empty),
+    /// and whether concurrent versions of it were merged
+    /// ([`Vault::merge_entries`]).
+    async fn load_shard(&self, dir: &Link, name: &[u8]) -> Result<(u64, DirNode, bool), FsError> {
         let key = self.identity().record_key(name);
         let versions = self.read_versions(key).await?;
         let Some(head) = versions.first() else {
-            return Ok((0, DirNode::Leaf(Vec::new())));
+            return Ok((0, DirNode::Leaf(Vec::new()), false));
         };
         let mut nodes = Vec::with_capacity(versions.len());
         for rec in &versions {
@@ -237,7 +248,7 @@ impl<S: BlockStore> Vault<S> {
             );
         }
         if nodes.len() == 1 {
-            return Ok((head.seq, nodes.swap_remove(0)));
+            return Ok((head.seq, nodes.swap_remove(0), false));
         }
         let leaves: Option<Vec<Entries>> = nodes
             .iter()
@@ -248,7 +259,7 @@ impl<S: BlockStore> Vault<S> {
             .collect();
         if let Some(sets) = leaves {
             let merged = self.merge_entries(dir, sets).await;
-            return Ok((head.seq, DirNode::Leaf(merged.into_iter().collect())));
+            return Ok((head.seq, DirNode::Leaf(merged.into_iter().collect()), true));
         }
         let alike = nodes.windows(2).all(|w| w[0] == w[1]);
         if !alike {
@@ -260,7 +271,7 @@ impl<S: BlockStore> Vault<S> {
             );
             self.clocks.note_read(key, &versions[..1]);
         }
-        Ok((head.seq, nodes.swap_remove(0)))
+        Ok((head.seq, nodes.swap_remove(0), false))
     }
 
     /// Writes shard record `name` as version `expected + 1`.
@@ -326,6 +337,8 @@ impl<S: BlockStore> Vault<S> {
             }
             touched.insert(path);
         }
+        // Merged nodes are written even if nothing else changed them.
+        touched.extend(std::mem::take(&mut layout.merged));
         let mut attrs = new.attrs.clone();
         let mut old_attrs = base.obj.attrs.clone();
         (attrs.nlink, old_attrs.nlink) = (0, 0);

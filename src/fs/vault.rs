@@ -251,8 +251,12 @@ impl<S: BlockStore> Vault<S> {
                 key.short()
             )));
         }
+        let merged = !layout.merged.is_empty();
         let v = Versioned { obj, seq, layout };
         self.remember(link, &v);
+        if merged {
+            self.spawn_store_merge(link);
+        }
         Ok(v)
     }
 

@@ -438,17 +438,17 @@ mod tests {
             id: 7,
             body: Request::Chord(ChordRequest::Ping),
         };
-        assert_eq!(bytes(ping), [0, 0, 0, 5, 3, 0, 7, 0, 0]);
+        assert_eq!(bytes(ping), [0, 0, 0, 5, 4, 0, 7, 0, 0]);
         let pong = Frame::Response {
             id: 7,
             body: Response::Chord(ChordResponse::Pong),
         };
-        assert_eq!(bytes(pong), [0, 0, 0, 5, 3, 1, 7, 0, 0]);
+        assert_eq!(bytes(pong), [0, 0, 0, 5, 4, 1, 7, 0, 0]);
         let info = Frame::Request {
             id: 1,
             body: Request::Client(ClientRequest::Info),
         };
-        assert_eq!(bytes(info), [0, 0, 0, 5, 3, 0, 1, 2, 5]);
+        assert_eq!(bytes(info), [0, 0, 0, 5, 4, 0, 1, 2, 5]);
     }
 
     #[test]

@@ -227,6 +227,13 @@ async fn writes_on_both_sides_of_a_partition_are_all_kept() {
                     return Err(format!("{g} is still there"));
                 }
             }
+            // Changes to different files make no conflict copies; the
+            // two edits of one file make one.
+            let copies = t.keys().filter(|n| n.contains(".conflict-")).count();
+            let want_copies = usize::from(edits.len() == 2);
+            if copies != want_copies {
+                return Err(format!("{copies} conflict copies, {want_copies} expected"));
+            }
             // Each acknowledged edit of shared.txt is the file or a copy.
             let versions: Vec<&Vec<u8>> = t
                 .iter()

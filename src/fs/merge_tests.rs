@@ -194,3 +194,23 @@ async fn a_merged_directory_is_stored_once_read() {
     let later = side(3, Some(&healed.store));
     assert_eq!(names(&later).await, ["from-a.txt", "from-b.txt"]);
 }
+
+#[tokio::test]
+async fn a_thousand_saves_from_one_machine_make_no_conflict() {
+    let v = side(1, None);
+    write(&v, b"log.txt", b"").await;
+    let (link, _) = v.resolve("log.txt").await.unwrap();
+    let mut want = Vec::new();
+    for i in 0..1000 {
+        let line = format!("line {i}\n");
+        let mut f = OpenFile::open(&v, link.clone()).await.unwrap();
+        let end = f.size();
+        f.write(&v, end, line.as_bytes()).await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
+        want.extend_from_slice(line.as_bytes());
+    }
+    assert_eq!(read(&v, "log.txt").await, want);
+    assert_eq!(names(&v).await, ["log.txt"], "no conflict copies");
+    assert_eq!(with_siblings(&v.store), 0);
+    assert!(v.conflicts.list().is_empty());
+}

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{
-    Netns, NodeGuard, NodeOpts, addr, blocking, ring_consistent_in, wait_until, with_timeout,
+    Netns, NodeOpts, addr, blocking, ring_consistent_in, ring_in, wait_until, with_timeout,
     write_closed,
 };
 use std::collections::BTreeMap;
@@ -128,18 +128,9 @@ async fn writes_on_both_sides_of_a_partition_are_all_kept() {
                 ..base
             }
         };
-        let mut nodes = vec![NodeGuard::start(opts(1, None)).await];
-        let via = nodes[0].addr.clone();
-        for i in 2..=5 {
-            nodes.push(NodeGuard::start(opts(i, Some(&via))).await);
-        }
-        let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+        let (nodes, all) = ring_in(&ns.0, 5, opts).await;
         let (a, b) = (all[..3].to_vec(), all[3..].to_vec());
         let ns_name = Some(ns.0.as_str());
-        wait_until("a ring of five", Duration::from_secs(30), || {
-            ring_consistent_in(ns_name, &all, &all)
-        })
-        .await;
         let mounts: [PathBuf; 2] = [
             nodes[0].mount_dir().to_path_buf(),
             nodes[3].mount_dir().to_path_buf(),

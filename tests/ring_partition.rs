@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Netns, NodeGuard, NodeOpts, addr, ring_consistent_in, wait_until, with_timeout};
+use common::{Netns, NodeOpts, addr, ring_consistent_in, ring_in, wait_until, with_timeout};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -23,18 +23,9 @@ async fn a_partitioned_ring_becomes_one_again_after_healing() {
             ..NodeOpts::new(&addr(200, i), join)
         };
         // Nodes are dropped (killed, by PID) before the namespace.
-        let mut nodes = vec![NodeGuard::start(opts(1, None)).await];
-        let via = nodes[0].addr.clone();
-        for i in 2..=5 {
-            nodes.push(NodeGuard::start(opts(i, Some(&via))).await);
-        }
-        let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+        let (nodes, all) = ring_in(&ns.0, 5, opts).await;
         let (a, b) = (all[..3].to_vec(), all[3..].to_vec());
         let ns_name = Some(ns.0.as_str());
-        wait_until("a ring of five", Duration::from_secs(30), || {
-            ring_consistent_in(ns_name, &all, &all)
-        })
-        .await;
 
         ns.cut(&a, &b);
         let (_, t) = wait_until(

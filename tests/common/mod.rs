@@ -1115,3 +1115,26 @@ impl Drop for Netns {
         );
     }
 }
+
+/// Starts nodes 1..=`n` (`opts(i, join)`; every node after the first
+/// joins the first) in namespace `ns`, and waits until they form one
+/// consistent ring; the guards and the nodes' addresses.
+pub async fn ring_in(
+    ns: &str,
+    n: u8,
+    opts: impl Fn(u8, Option<&str>) -> NodeOpts,
+) -> (Vec<NodeGuard>, Vec<String>) {
+    let mut nodes = vec![NodeGuard::start(opts(1, None)).await];
+    let via = nodes[0].addr.clone();
+    for i in 2..=n {
+        nodes.push(NodeGuard::start(opts(i, Some(&via))).await);
+    }
+    let all: Vec<String> = nodes.iter().map(|g| g.addr.clone()).collect();
+    wait_until(
+        &format!("a ring of {n} in namespace {ns}"),
+        Duration::from_secs(30),
+        || ring_consistent_in(Some(ns), &all, &all),
+    )
+    .await;
+    (nodes, all)
+}

@@ -1,6 +1,6 @@
 //! Process test of writes on both sides of a network partition: five
-//! nodes in a network namespace of the test's own, nodes 1 and 4 mounting
-//! the tree of one identity. An nftables rule cuts nodes 1–3 from 4–5;
+//! nodes (r = 5) in a network namespace of the test's own, nodes 1 and 4
+//! mounting the tree of one identity. An nftables rule cuts nodes 1–3 from 4–5;
 //! each mount then creates, edits, renames and deletes files on its side.
 //! Once the rule is gone the rings merge, repair brings both sides'
 //! versions of each record together, and every write whose `close` (or
@@ -123,8 +123,13 @@ async fn writes_on_both_sides_of_a_partition_are_all_kept() {
             } else {
                 NodeOpts::new(&me, join)
             };
+            // r = 5: before the cut every node holds every record, so
+            // each side can read (and change) the whole tree. With r = 3
+            // a side that holds no copy of a directory cannot change it
+            // (EIO: no offline journal yet).
             NodeOpts {
                 netns: Some(ns.0.clone()),
+                replicas: 5,
                 ..base
             }
         };

@@ -676,15 +676,48 @@ impl OpenFile {
         Some(o)
     }
 
-    /// [`fork`](Self::fork) for a resolver of concurrent versions: this
-    /// file's content goes into a conflict copy, and it takes `theirs`.
-    pub(crate) async fn fork_into_copy<S: BlockStore>(
+    /// A new file holding this file's content, saved (durably if asked)
+    /// but not linked into any directory yet; its link and attributes.
+    /// A resolver of concurrent versions links it under a name of its
+    /// own, or deletes it if another machine linked its copy first.
+    pub(crate) async fn write_unlinked_copy<S: BlockStore>(
         &mut self,
         vault: &Arc<Vault<S>>,
-        theirs: Versioned,
         durability: Durability,
+    ) -> Result<(Link, Attrs), FsError> {
+        let attrs = Attrs {
+            nlink: 1,
+            ..self.state.obj.attrs.clone()
+        };
+        let link = Link::fresh(super::object::Kind::File);
+        let empty = Versioned::new(Object::empty(super::object::Kind::File, attrs.clone()), 0);
+        let mut copy = OpenFile::from_state(link.clone(), empty);
+        self.copy_content(vault, &mut copy, attrs).await?;
+        Box::pin(copy.flush(vault, durability)).await?;
+        Ok((link, copy.state.obj.attrs.clone()))
+    }
+
+    /// Writes this file's content into `copy` (holes stay holes) and
+    /// gives it `attrs`.
+    async fn copy_content<S: BlockStore>(
+        &mut self,
+        vault: &Arc<Vault<S>>,
+        copy: &mut OpenFile,
+        attrs: Attrs,
     ) -> Result<(), FsError> {
-        self.fork(vault, theirs, durability).await
+        let size = attrs.size;
+        copy.truncate(vault, size).await?;
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(CHUNK_SIZE as u64) as usize;
+            let data = self.read_loaded(vault, at, n).await?;
+            if data.iter().any(|&b| b != 0) {
+                copy.write(vault, at, &data).await?;
+            }
+            at += n as u64;
+        }
+        copy.state.obj.attrs = attrs;
+        Ok(())
     }
 
     /// Keeps this side's content as a conflict copy next to the file (in
@@ -704,7 +737,6 @@ impl OpenFile {
             nlink: 1,
             ..self.state.obj.attrs.clone()
         };
-        let size = attrs.size;
         let now = Time::now().timestamp();
         let mut made = None;
         for n in 1..=CONFLICT_NAME_TRIES {
@@ -726,18 +758,7 @@ impl OpenFile {
         };
         let mut copy = OpenFile::from_state(link.clone(), v);
         copy.set_linking(ticket);
-        copy.truncate(vault, size).await?;
-        let mut at = 0u64;
-        while at < size {
-            let n = (size - at).min(CHUNK_SIZE as u64) as usize;
-            let data = self.read_loaded(vault, at, n).await?;
-            // Holes stay holes.
-            if data.iter().any(|&b| b != 0) {
-                copy.write(vault, at, &data).await?;
-            }
-            at += n as u64;
-        }
-        copy.state.obj.attrs = attrs;
+        self.copy_content(vault, &mut copy, attrs).await?;
         // Boxed: the copy's flush could (in principle) fork again.
         Box::pin(copy.flush(vault, durability)).await?;
         let listed = copy.state.obj.attrs.clone();

@@ -36,6 +36,18 @@ enum DirPeek {
     Other,
 }
 
+/// The writer that made `sib`'s saves that `winner` did not see: the one
+/// with the most of them (ties: the larger tag); any of its writers if
+/// none.
+fn distinct_writer(sib: &Record, winner: &Record) -> u64 {
+    sib.clock
+        .pairs()
+        .iter()
+        .map(|&(w, n)| (n.saturating_sub(winner.clock.get(w)), w))
+        .max()
+        .map_or(0, |(_, w)| w)
+}
+
 /// Whether name `a` of an object replaced name `b` of it: its entry's
 /// ctime is later (ties: the larger name, so exactly one is kept). An
 /// entry without attributes replaces nothing: both names stay.
@@ -309,15 +321,42 @@ impl<S: BlockStore> Vault<S> {
             .me
             .upgrade()
             .ok_or_else(|| FsError::Unavailable("vault closing".into()))?;
-        let theirs = self.decode_version(link, winner).await?;
-        let mut copied = HashSet::new();
+        let mut copied = 0;
         for sib in live.iter().skip(1) {
             let mine = self.decode_version(link, sib).await?;
+            // The copy's name is a function of the version (its writer and
+            // time): two machines resolving at once pick the same name,
+            // and only one copy is linked.
+            let at = mine.obj.attrs.mtime.timestamp();
+            let label = format!("{:06x}", distinct_writer(sib, winner) >> 40);
+            let copy_name = conflict_name(name, &label, at, 1);
             let mut f = OpenFile::from_state(link.clone(), mine);
-            f.set_place(dir.clone(), name.to_vec());
-            f.fork_into_copy(&me, theirs.clone(), Durability::Now)
-                .await?;
-            copied.insert(sib.seq);
+            let (copy, attrs) = f.write_unlinked_copy(&me, Durability::Now).await?;
+            let entry = Entry {
+                link: copy.clone(),
+                attrs: Some(attrs),
+            };
+            let cname = copy_name.clone();
+            let linked = self
+                .update(dir, move |d| {
+                    let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+                    if entries.contains_key(&cname) {
+                        return Err(FsError::Exists);
+                    }
+                    entries.insert(cname.clone(), entry.clone());
+                    Ok(())
+                })
+                .await;
+            match linked {
+                Ok(_) => copied += 1,
+                // Another machine's copy of this version is linked.
+                Err(FsError::Exists) => {
+                    if let Err(e) = self.unlink_object(&copy).await {
+                        log::debug!("a second copy of a version not deleted: {e}");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         // The copies' entries first: once the versions are resolved, the
         // copies are only reachable through them.
@@ -330,10 +369,9 @@ impl<S: BlockStore> Vault<S> {
             .put_record(rec, Some(head.seq), Durability::Now)
             .await?;
         log::warn!(
-            "file {:?} had {} concurrent versions: kept {} conflict copies beside it",
+            "file {:?} had {} concurrent versions: kept {copied} conflict copies beside it",
             String::from_utf8_lossy(name),
             versions.len(),
-            copied.len()
         );
         Ok(())
     }

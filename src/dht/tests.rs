@@ -322,6 +322,71 @@ async fn a_member_holding_a_later_version_counts_as_a_copy() {
     d.put_record(v2, Some(1)).await.unwrap();
 }
 
+/// Two sides of a partition saved one record from the same version; the
+/// replicas hold one side's version each. A read returns both (head
+/// first), and a save above both replaces them on every replica.
+#[tokio::test]
+async fn concurrent_versions_are_read_together_until_a_merge_replaces_them() {
+    use crate::clock::Clock;
+    let d = dht(Fake::new(3), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let signed = |seq, c: &Clock, v: &[u8]| {
+        Record::sign_clocked(&sk, b"dir", seq, c.clone(), Some(v.to_vec()))
+    };
+    let base = Clock::default().next(1);
+    let v1 = signed(1, &base, b"base");
+    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let key = v1.key();
+    let (a, b) = (base.next(1).next(1), base.next(2));
+    let on_a = signed(3, &a, b"side a");
+    let on_b = signed(2, &b, b"side b");
+    d.transport.stores[0].1.put_record(&on_a, None).unwrap();
+    for (_, store) in &d.transport.stores[1..] {
+        store.put_record(&on_b, None).unwrap();
+    }
+    let got = d.get_record_versions(key).await.unwrap();
+    assert_eq!(got, vec![on_a.clone(), on_b.clone()], "both, head first");
+    assert_eq!(d.get_record_version(key).await.unwrap(), on_a);
+    // A save that saw both replaces both, everywhere.
+    let merged = signed(4, &a.join(&b).next(1), b"merged");
+    d.put_record(merged.clone(), None).await.unwrap();
+    assert_eq!(
+        d.get_record_versions(key).await.unwrap(),
+        vec![merged.clone()]
+    );
+    for (_, store) in &d.transport.stores {
+        assert_eq!(store.get_versions(key).unwrap(), vec![merged.clone()]);
+    }
+}
+
+/// Repair spreads concurrent versions: a replica holding both sides'
+/// versions sends the one the others lack, and they keep it beside
+/// their own.
+#[tokio::test]
+async fn repair_spreads_concurrent_versions_to_every_replica() {
+    use crate::clock::Clock;
+    let d = dht(Fake::new(3), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let signed =
+        |seq, c: Clock, v: &[u8]| Record::sign_clocked(&sk, b"dir", seq, c, Some(v.to_vec()));
+    let base = Clock::default().next(1);
+    let on_a = signed(3, base.next(1).next(1), b"side a");
+    let on_b = signed(2, base.next(2), b"side b");
+    let key = on_a.key();
+    for (_, store) in &d.transport.stores {
+        store.put_record(&on_a, None).unwrap();
+    }
+    d.transport.stores[0].1.put_record(&on_b, None).unwrap();
+    let mut both = vec![on_a.clone(), on_b.clone()];
+    crate::store::order_versions(&mut both);
+    assert_eq!(d.transport.stores[0].1.get_versions(key).unwrap(), both);
+    let items = d.transport.stores[0].1.items();
+    d.run(repair::RepairPass::new(items, [1; 32])).await;
+    for (peer, store) in &d.transport.stores {
+        assert_eq!(store.get_versions(key).unwrap(), both, "at {}", peer.addr);
+    }
+}
+
 /// A first version stored at every member at once, where one member
 /// already holds another writer's version: refused at once as a lost
 /// compare-and-swap (the writer keeps its content as a conflict copy),

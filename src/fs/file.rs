@@ -605,8 +605,14 @@ impl OpenFile {
                     self.modified = false;
                     return Ok(());
                 }
-                Err(FsError::Conflict(_)) => {
+                Err(FsError::Conflict(current)) => {
                     let theirs = vault.load(&self.link).await?;
+                    if current.is_none() && theirs.seq > 0 {
+                        // The owner holds no version while other replicas
+                        // do (a put counted without it, as the ring
+                        // changed): give it theirs before swapping again.
+                        vault.reseed(&self.link).await;
+                    }
                     let their_content = theirs.obj.content().cloned().unwrap_or_default();
                     let their_size = theirs.obj.attrs.size;
                     let (base, base_size) = &self.base;

@@ -440,6 +440,22 @@ impl<S: BlockStore> Vault<S> {
         Ok(rec)
     }
 
+    /// Stores again, with no expectation, every version of `link`'s record
+    /// the replicas hold: a replica lacking them (an owner a put was
+    /// counted without) takes them, the others hold them already. Best
+    /// effort: a failure only leaves the next compare-and-swap to fail.
+    pub(crate) async fn reseed(&self, link: &Link) {
+        let key = self.identity.record_key(&link.name);
+        let Ok(versions) = self.store.get_versions(key).await else {
+            return;
+        };
+        for v in versions {
+            if let Err(e) = self.store.put_record(v, None, Durability::Later).await {
+                log::debug!("record {} not stored again: {e}", key.short());
+            }
+        }
+    }
+
     /// Reads every version of record `key` (head first), noting their
     /// clocks for the next save.
     pub(crate) async fn read_versions(

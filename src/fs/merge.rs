@@ -75,7 +75,7 @@ impl<S: BlockStore> Vault<S> {
         names.sort();
         names.dedup();
         let mut out = Entries::new();
-        let mut renamed_away = Vec::new();
+        let mut renamed_away = 0usize;
         let mut files = Vec::new();
         for name in names {
             let mut links: Vec<(usize, Entry)> = Vec::new();
@@ -103,7 +103,7 @@ impl<S: BlockStore> Vault<S> {
                         })
                     });
                     if moved {
-                        renamed_away.push(name.clone());
+                        renamed_away += 1;
                         continue;
                     }
                     if self.child_deleted(&entry.link).await {
@@ -139,11 +139,8 @@ impl<S: BlockStore> Vault<S> {
                 }
             }
         }
-        if !renamed_away.is_empty() {
-            log::info!(
-                "merged directory: {} name(s) renamed on one side dropped",
-                renamed_away.len()
-            );
+        if renamed_away > 0 {
+            log::info!("merged directory: {renamed_away} name(s) renamed on one side dropped");
         }
         for (name, link) in files {
             self.spawn_resolve_file(dir.clone(), name, link);
@@ -253,11 +250,37 @@ impl<S: BlockStore> Vault<S> {
                 Ok(_) => log::info!("merged directory {id} stored"),
                 Err(e) => log::warn!("merged directory {id} not stored yet: {e}"),
             }
-            me.resolving
+            me.background_done(&dir.name);
+        });
+    }
+
+    /// Ends the background merge work on record `name`.
+    fn background_done(&self, name: &[u8]) {
+        self.resolving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.merges_done.notify_waiters();
+    }
+
+    /// Waits until no merge is being stored and no file's concurrent
+    /// versions are being resolved (work started by loads before and
+    /// during the wait included).
+    pub async fn settle_merges(&self) {
+        loop {
+            let done = self.merges_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self
+                .resolving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&dir.name);
-        });
+                .is_empty()
+            {
+                return;
+            }
+            done.await;
+        }
     }
 
     /// Whether `link`'s object was deleted: its record is stored and every
@@ -294,10 +317,7 @@ impl<S: BlockStore> Vault<S> {
                     String::from_utf8_lossy(&name)
                 );
             }
-            me.resolving
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&link.name);
+            me.background_done(&link.name);
         });
     }
 

@@ -4,7 +4,9 @@
 use super::mem_store::MemStore;
 use super::object::{Attrs, Body, Kind};
 use super::*;
-use std::sync::Arc;
+use crate::id::Id;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A side of the partition: its own store, counted as its own writer.
 fn side(writer: u64, from: Option<&MemStore>) -> Arc<Vault<MemStore>> {
@@ -21,20 +23,8 @@ fn side(writer: u64, from: Option<&MemStore>) -> Arc<Vault<MemStore>> {
 /// What repair does when the sides meet: every block, and every record
 /// version offered with no expectation (a store keeps concurrent ones).
 fn copy_into(from: &MemStore, to: &MemStore) {
-    for (k, d) in from.blocks.lock().unwrap().iter() {
-        to.blocks
-            .lock()
-            .unwrap()
-            .entry(*k)
-            .or_insert_with(|| d.clone());
-    }
-    for (k, c) in from.claims.lock().unwrap().iter() {
-        to.claims
-            .lock()
-            .unwrap()
-            .entry(*k)
-            .or_insert_with(|| c.clone());
-    }
+    add_missing(&from.blocks, &to.blocks);
+    add_missing(&from.claims, &to.claims);
     let versions: Vec<_> = from
         .records
         .lock()
@@ -48,6 +38,15 @@ fn copy_into(from: &MemStore, to: &MemStore) {
             let _ = to.put_record(v, None, Durability::Later).await;
         }
     });
+}
+
+/// Copies into `to` the entries of `from` it lacks.
+fn add_missing<V: Clone>(from: &Mutex<HashMap<Id, V>>, to: &Mutex<HashMap<Id, V>>) {
+    let from = from.lock().unwrap();
+    let mut to = to.lock().unwrap();
+    for (k, v) in from.iter() {
+        to.entry(*k).or_insert_with(|| v.clone());
+    }
 }
 
 async fn write(v: &Arc<Vault<MemStore>>, name: &[u8], data: &[u8]) {
@@ -121,18 +120,12 @@ async fn both_sides_of_a_partition_are_kept_after_the_heal() {
     assert_eq!(read(&healed, "moved2.txt").await, b"renamed on B");
     // Both edits of shared.txt: one keeps the name, the other becomes a
     // conflict copy once the resolver has run.
-    let mut copies = Vec::new();
-    for _ in 0..200 {
-        copies = names(&healed)
-            .await
-            .into_iter()
-            .filter(|n| n.starts_with("shared.conflict-"))
-            .collect();
-        if !copies.is_empty() && healed.resolving.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    healed.settle_merges().await;
+    let copies: Vec<String> = names(&healed)
+        .await
+        .into_iter()
+        .filter(|n| n.starts_with("shared.conflict-"))
+        .collect();
     assert_eq!(copies.len(), 1, "{:?}", names(&healed).await);
     let mut seen = vec![
         read(&healed, "shared.txt").await,
@@ -184,12 +177,7 @@ async fn a_merged_directory_is_stored_once_read() {
     assert_eq!(names(&healed).await, ["from-a.txt", "from-b.txt"]);
     // Read once, the merge is stored: no concurrent versions are left,
     // and a reader that does not merge sees the same.
-    for _ in 0..200 {
-        if with_siblings(&healed.store) == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    healed.settle_merges().await;
     assert_eq!(with_siblings(&healed.store), 0);
     let later = side(3, Some(&healed.store));
     assert_eq!(names(&later).await, ["from-a.txt", "from-b.txt"]);

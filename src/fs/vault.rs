@@ -106,6 +106,8 @@ pub struct Vault<S> {
     pub(crate) clocks: ClockBook,
     /// Files whose concurrent versions are being resolved (record names).
     pub(crate) resolving: Mutex<HashSet<Vec<u8>>>,
+    /// Told each time a piece of that background work ends.
+    pub(crate) merges_done: tokio::sync::Notify,
     /// Files of merged directories already checked for concurrent versions.
     pub(crate) checked: Mutex<HashSet<Vec<u8>>>,
     /// The writer saves count as ([`BlockStore::writer`]), once asked.
@@ -141,6 +143,7 @@ impl<S: BlockStore> Vault<S> {
             conflicts: ConflictLog::default(),
             clocks: ClockBook::default(),
             resolving: Mutex::new(HashSet::new()),
+            merges_done: tokio::sync::Notify::new(),
             checked: Mutex::new(HashSet::new()),
             writer: std::sync::OnceLock::new(),
         })
@@ -189,11 +192,7 @@ impl<S: BlockStore> Vault<S> {
             .iter()
             .find(|r| !r.is_tombstone())
             .or(versions.first())
-            .cloned()
-            .map(|mut r| {
-                r.seq = head_seq;
-                r
-            });
+            .cloned();
         let root = self.is_root(link);
         let seen = root && self.root_seen.load(std::sync::atomic::Ordering::Relaxed);
         if root && rec.is_some() {
@@ -230,11 +229,11 @@ impl<S: BlockStore> Vault<S> {
                 )));
             }
             Some(r) => match r.value {
-                Some(v) => (v, r.seq),
+                Some(v) => (v, head_seq),
                 None if root => {
                     return Ok(Versioned::new(
                         Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
-                        r.seq,
+                        head_seq,
                     ));
                 }
                 None => return Err(FsError::NotFound),

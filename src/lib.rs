@@ -40,6 +40,7 @@ pub mod dht;
 pub mod fs;
 pub mod id;
 pub mod item;
+pub mod journal;
 pub mod keyfile;
 pub mod mount;
 pub mod net;

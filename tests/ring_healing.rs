@@ -326,20 +326,6 @@ async fn unreachable_directories_read_as_eio_not_absent() {
         })
         .await;
         let mnt = nodes[0].mount_dir().to_path_buf();
-        let m = mnt.clone();
-        blocking(
-            "making 24 directories",
-            Duration::from_secs(60),
-            move || {
-                for i in 0..24 {
-                    let d = m.join(format!("d{i:02}"));
-                    fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
-                    write_closed(&d.join("file"), format!("file {i}").as_bytes())
-                        .unwrap_or_else(|e| panic!("write {}/file: {e}", d.display()));
-                }
-            },
-        )
-        .await;
         // Stop the node (not the mounting one, nor the root's holder)
         // holding the most records.
         let id = peerstore::fs::Identity::load_or_create(&identity).unwrap();
@@ -350,28 +336,52 @@ async fn unreachable_directories_read_as_eio_not_absent() {
                 .join(&root)
                 .exists()
         };
-        // Counted are the records no other node holds: a copy left on a
-        // second node (a placement moment while the ring settled) keeps
-        // that record in reach.
-        let held: Vec<_> = (0..4).map(|i| records_held(nodes[i].data_dir())).collect();
-        let only_on = |i: usize| {
-            held[i]
-                .iter()
-                .filter(|r| (0..4).all(|j| j == i || !held[j].contains(*r)))
-                .count()
+        // Directories are made in batches until that node holds a few
+        // records no other node holds: node IDs are random, and one may
+        // own a sliver of the ring. A copy left on a second node (a
+        // placement moment while the ring settled) keeps that record in
+        // reach, so it does not count.
+        let mut made = 0;
+        let victim = loop {
+            let m = mnt.clone();
+            blocking(
+                "making 24 directories",
+                Duration::from_secs(60),
+                move || {
+                    for i in made..made + 24 {
+                        let d = m.join(format!("d{i:03}"));
+                        fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+                        write_closed(&d.join("file"), format!("file {i}").as_bytes())
+                            .unwrap_or_else(|e| panic!("write {}/file: {e}", d.display()));
+                    }
+                },
+            )
+            .await;
+            made += 24;
+            let held: Vec<_> = (0..4).map(|i| records_held(nodes[i].data_dir())).collect();
+            let only_on = |i: usize| {
+                held[i]
+                    .iter()
+                    .filter(|r| (0..4).all(|j| j == i || !held[j].contains(*r)))
+                    .count()
+            };
+            let victim = (1..4)
+                .filter(|&i| !holds_root(nodes[i].data_dir()))
+                .max_by_key(|&i| only_on(i))
+                .unwrap();
+            eprintln!(
+                "{made} directories: node {} holds {} records, {} of them nowhere else",
+                nodes[victim].addr,
+                held[victim].len(),
+                only_on(victim)
+            );
+            if only_on(victim) >= 4 || made >= 120 {
+                assert!(only_on(victim) > 0);
+                break victim;
+            }
         };
-        let victim = (1..4)
-            .filter(|&i| !holds_root(nodes[i].data_dir()))
-            .max_by_key(|&i| only_on(i))
-            .unwrap();
-        eprintln!(
-            "node {} holds {} records, {} of them nowhere else",
-            nodes[victim].addr,
-            held[victim].len(),
-            only_on(victim)
-        );
-        assert!(only_on(victim) > 0);
         nodes[victim].pause();
+        let paused_at = std::time::Instant::now();
         eprintln!("paused node {}", nodes[victim].addr);
         // The others drop it from the ring (by then the mount's caches
         // have expired too): its keys now fall to nodes that never held
@@ -384,8 +394,10 @@ async fn unreachable_directories_read_as_eio_not_absent() {
             common::ring_consistent(&live, &live)
         })
         .await;
-        // The mount keeps attributes for 1 s (its ATTR_TTL).
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The mount keeps attributes for 1 s (its ATTR_TTL) and the vault
+        // trusts a directory it read for 5 s (DIR_GUESS_TTL): the listing
+        // starts once both have passed since the last access.
+        tokio::time::sleep_until((paused_at + Duration::from_secs(6)).into()).await;
         let (names, errors) = {
             let m = mnt.clone();
             blocking("listing", Duration::from_secs(200), move || {
@@ -405,14 +417,23 @@ async fn unreachable_directories_read_as_eio_not_absent() {
                         return (None, errors);
                     }
                 };
+                // Each directory is listed and its file read: the records
+                // out of reach may be directories' or files'.
                 for n in &names {
-                    let out = run_tool(
-                        Command::new("ls").arg("-l").arg(m.join(n)),
-                        Duration::from_secs(60),
-                    )
-                    .expect("ls");
-                    if !out.status.success() {
-                        errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                    for tool in ["ls -l", "cat"] {
+                        let mut argv = tool.split(' ');
+                        let mut cmd = Command::new(argv.next().unwrap_or("ls"));
+                        cmd.args(argv);
+                        if tool == "cat" {
+                            cmd.arg(m.join(n).join("file"));
+                        } else {
+                            cmd.arg(m.join(n));
+                        }
+                        let out = run_tool(&mut cmd, Duration::from_secs(60)).expect(tool);
+                        if !out.status.success() {
+                            errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                            break;
+                        }
                     }
                 }
                 (Some(names), errors)
@@ -421,7 +442,11 @@ async fn unreachable_directories_read_as_eio_not_absent() {
         };
         if let Some(names) = &names {
             eprintln!("{} directories, {} unreadable", names.len(), errors.len());
-            assert_eq!(names.len(), 24, "the root listing lost entries: {names:?}");
+            assert_eq!(
+                names.len(),
+                made,
+                "the root listing lost entries: {names:?}"
+            );
         } else {
             eprintln!("the root is out of reach");
         }
@@ -443,8 +468,8 @@ async fn unreachable_directories_read_as_eio_not_absent() {
             let m = m.clone();
             async move {
                 blocking("listing again", Duration::from_secs(60), move || {
-                    for i in 0..24 {
-                        let f = m.join(format!("d{i:02}")).join("file");
+                    for i in 0..made {
+                        let f = m.join(format!("d{i:03}")).join("file");
                         match fs::read(&f) {
                             Ok(d) if d == format!("file {i}").as_bytes() => {}
                             other => return Err(format!("{}: {other:?}", f.display())),

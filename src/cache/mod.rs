@@ -9,7 +9,9 @@
 //! writes go to the backend; reads try the cache first and keep what they fetch.
 //!
 //! Layout: `DIR/<first 2 hex>/<64 hex>` holds the block bytes; `DIR/tmp/`
-//! holds files being written.
+//! holds files being written. [`records`] keeps records the same way.
+
+pub mod records;
 
 use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
@@ -36,6 +38,8 @@ struct Lru {
     total: u64,
     /// Monotonic use counter.
     tick: u64,
+    /// Blocks kept through eviction (`peerstore pin`).
+    pinned: std::collections::HashSet<Id>,
 }
 
 impl Lru {
@@ -67,13 +71,20 @@ impl Lru {
         }
     }
 
-    /// Removes least recently used entries until `total ≤ cap`.
+    /// Removes least recently used unpinned entries until `total ≤ cap`
+    /// (pinned ones may keep it above).
     fn evict(&mut self, cap: u64) -> Vec<Id> {
         let mut out = Vec::new();
+        let mut cursor = 0;
         while self.total > cap {
-            let Some((_, key)) = self.order.pop_first() else {
+            let Some((&t, &key)) = self.order.range(cursor..).next() else {
                 break;
             };
+            cursor = t + 1;
+            if self.pinned.contains(&key) {
+                continue;
+            }
+            self.order.remove(&t);
             if let Some((size, _)) = self.entries.remove(&key) {
                 self.total -= size;
             }
@@ -208,6 +219,26 @@ impl BlockCache {
                 log::debug!("cache: could not keep block {}: {e}", key.short());
             }
         }
+    }
+
+    /// Keeps exactly `keys` through eviction from now on.
+    pub fn set_pinned(&self, keys: std::collections::HashSet<Id>) {
+        self.lock().pinned = keys;
+        self.evict();
+    }
+
+    /// Whether block `key` is cached (without counting as a use).
+    pub fn contains(&self, key: Id) -> bool {
+        self.lock().entries.contains_key(&key)
+    }
+
+    /// Bytes of pinned blocks held.
+    pub fn pinned_bytes(&self) -> u64 {
+        let l = self.lock();
+        l.pinned
+            .iter()
+            .filter_map(|k| l.entries.get(k).map(|(size, _)| *size))
+            .sum()
     }
 
     /// Drops everything (for cold-read measurements).

@@ -4,11 +4,13 @@
 //! replica, then the owner and the rest of the set, then the nodes after
 //! it. Every block is re-hashed; a copy that does not match is skipped. A
 //! record read asks the whole set at once and keeps the newest version
-//! that verifies, then the nodes after the set if none had it.
+//! that verifies, then the nodes after the set if none had it (a put may
+//! have placed it there: in place of a member that failed, or from a range
+//! this node derived before a new node joined in front of them).
 //!
 //! A get answers [`DhtError::NotFound`] only when every member of a replica
 //! set this node located afresh (not from the cache) answered that it does
-//! not hold the item. If some member failed to answer, the get waits and
+//! not hold the item (and, for a record, none of the nodes after it had it). If some member failed to answer, the get waits and
 //! tries again with a fresh lookup until its deadline, and then fails with
 //! [`DhtError::Unavailable`]: data that exists but cannot be reached must
 //! never read as absent.
@@ -267,9 +269,11 @@ impl Get {
             return None;
         }
         let all_absent = self.set.iter().all(|id| self.absent.contains(id));
-        if self.want == Want::Record && !all_absent && !self.asked_spares {
-            // Some member did not answer: the nodes after the set may hold
-            // a copy a put placed there instead.
+        if self.want == Want::Record && !self.asked_spares {
+            // Some member did not answer, or none holds it: the nodes after
+            // the set may hold a copy a put placed there instead (in place
+            // of a member that failed, or from a range this node derived
+            // before a new node joined in front of them).
             self.asked_spares = true;
             let spares = self
                 .placement

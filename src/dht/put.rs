@@ -237,6 +237,21 @@ impl Put {
     fn end_attempt(&mut self, cx: &mut Cx<'_>) -> Option<Result<Stored, DhtError>> {
         let needed = cx.view.copies_needed(cx.replicas);
         if self.stored.len() >= needed {
+            log::debug!(
+                "{} stored on {} (attempt {}, placement {})",
+                self.item.key().short(),
+                self.stored
+                    .iter()
+                    .map(|p| p.addr.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.attempt,
+                if self.placement.as_ref().is_some_and(|p| p.cached) {
+                    "cached"
+                } else {
+                    "located"
+                }
+            );
             return Some(Ok(Stored {
                 key: self.item.key(),
                 copies: self.stored.len() as u32,

@@ -43,6 +43,12 @@ impl ClockBook {
         self.set(rec.key(), rec.seq, rec.clock.clone());
     }
 
+    /// Notes that a save over version `seq` of `key` builds on `clock`
+    /// (a first save over no stored version: the empty clock).
+    pub fn note_base(&self, key: Id, seq: u64, clock: Clock) {
+        self.set(key, seq, clock);
+    }
+
     fn set(&self, key: Id, seq: u64, clock: Clock) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MAX_CLOCKS && !m.contains_key(&key) {

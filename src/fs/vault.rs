@@ -112,7 +112,14 @@ pub struct Vault<S> {
     pub(crate) checked: Mutex<HashSet<Vec<u8>>>,
     /// The writer saves count as ([`BlockStore::writer`]), once asked.
     writer: std::sync::OnceLock<u64>,
+    /// Files created here whose first save has not happened (record
+    /// names, at most [`UNSAVED_MAX`]): they read as empty even when the
+    /// store cannot tell "absent" (offline, see [`crate::journal`]).
+    unsaved: Mutex<HashSet<Vec<u8>>>,
 }
+
+/// Unsaved new files remembered at most.
+const UNSAVED_MAX: usize = 65536;
 
 /// How long a remembered directory version is used as a first guess.
 const DIR_GUESS_TTL: Duration = Duration::from_secs(5);
@@ -146,6 +153,7 @@ impl<S: BlockStore> Vault<S> {
             merges_done: tokio::sync::Notify::new(),
             checked: Mutex::new(HashSet::new()),
             writer: std::sync::OnceLock::new(),
+            unsaved: Mutex::new(HashSet::new()),
         })
     }
 
@@ -180,10 +188,23 @@ impl<S: BlockStore> Vault<S> {
         self.load_stored(link).await
     }
 
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.unsaved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Loads an object as stored now (no pending changes applied).
     pub(crate) async fn load_stored(&self, link: &Link) -> Result<Versioned, FsError> {
         let key = self.identity.record_key(&link.name);
-        let versions = self.read_versions(key).await?;
+        let versions = match self.read_versions(key).await {
+            Ok(v) => v,
+            // A file made here and not saved yet has nothing to read.
+            Err(FsError::Unavailable(_))
+                if link.kind == Kind::File && self.lock_unsaved().contains(&link.name) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
         // With concurrent versions, a change beats a delete: a deleted
         // head gives way to the best live version (the sequence number
         // stays the head's, which the next save swaps on).
@@ -380,6 +401,10 @@ impl<S: BlockStore> Vault<S> {
         top: Top,
         durability: Durability,
     ) -> Result<u64, FsError> {
+        // It builds on no stored version (the swap checks there is none).
+        let key = self.identity.record_key(&link.name);
+        self.clocks
+            .note_base(key, 1, crate::clock::Clock::default());
         let rec = self.sealed_record(link, obj, top, 2).await?;
         self.store.put_record(rec, Some(0), durability).await?;
         Ok(2)
@@ -480,6 +505,7 @@ impl<S: BlockStore> Vault<S> {
         if expected == 0 && !self.is_root(link) {
             // A fresh random name: the first version needs no ordering.
             self.store.put_new_record(rec, durability).await?;
+            self.lock_unsaved().remove(&link.name);
         } else {
             self.store
                 .put_record(rec, Some(expected), durability)
@@ -728,6 +754,13 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<(Link, Versioned, DirTicket), FsError> {
         check_name(name)?;
         let link = Link::fresh(Kind::File);
+        {
+            let mut unsaved = self.lock_unsaved();
+            if unsaved.len() >= UNSAVED_MAX {
+                unsaved.clear();
+            }
+            unsaved.insert(link.name.clone());
+        }
         let obj = Object::empty(Kind::File, attrs);
         let entry = Entry {
             link: link.clone(),
@@ -1159,9 +1192,16 @@ impl<S: BlockStore> Vault<S> {
     /// every file's index. Fails if any object cannot be loaded (an orphan
     /// check must not act on a partial walk).
     pub async fn live_blocks(&self) -> Result<HashSet<Id>, FsError> {
+        self.subtree_blocks(self.root()).await
+    }
+
+    /// Every block the subtree at `top` refers to now (as
+    /// [`live_blocks`](Self::live_blocks) for the whole tree): reading it
+    /// loads every object under `top`.
+    pub async fn subtree_blocks(&self, top: Link) -> Result<HashSet<Id>, FsError> {
         let mut live = HashSet::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
-        let mut todo = vec![self.root()];
+        let mut todo = vec![top];
         while let Some(link) = todo.pop() {
             if !seen.insert(link.name.clone()) {
                 continue;

@@ -69,7 +69,7 @@
 
 pub mod block_file;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod index;
 mod items;
 mod mem;

@@ -995,7 +995,12 @@ impl Drop for NodeGuard {
             let _ = self.child.wait();
         }
         if std::thread::panicking() || FAILED.load(Ordering::SeqCst) {
-            eprintln!("{}", self.log_tail(40));
+            // PEERSTORE_TEST_LOG_LINES shows more (with PEERSTORE_TEST_LOG=debug).
+            let n = std::env::var("PEERSTORE_TEST_LOG_LINES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(40);
+            eprintln!("{}", self.log_tail(n));
         }
     }
 }

@@ -1,9 +1,13 @@
 //! `peerstore`: the node and the command-line client.
 
 use clap::Parser;
+use peerstore::cache::records::{DEFAULT_RECORD_CACHE_BYTES, RecordCache};
 use peerstore::cache::{BlockCache, CachedStore};
 use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
 use peerstore::fs::{Identity, Vault};
+use peerstore::journal::JournalStore;
+use peerstore::journal::disk::Journal;
+use peerstore::node::pins::Pins;
 use peerstore::node::{self, NodeConfig, ring::Timers};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
             Command::Lookup { peer, key } => cli::run_lookup(&peer.target()?, &key).await?,
             Command::Ring { peer, json } => cli::run_ring(&peer.target()?, json).await?,
             Command::Status { peer, json } => cli::run_status(&peer.target()?, json).await?,
+            Command::Pin { peer, path } => cli::run_pin(&peer.target()?, &path, true).await?,
+            Command::Unpin { peer, path } => cli::run_pin(&peer.target()?, &path, false).await?,
             Command::Put { vault, local, path } => {
                 cli::run_put(&vault.open()?, &local, &path).await?
             }
@@ -143,13 +149,35 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     let (orphan_stop_tx, orphan_stop) = tokio::sync::watch::channel(false);
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
-            let cache = BlockCache::open(&a.data.join("cache"), a.cache_size)
-                .map_err(|e| anyhow::anyhow!("block cache in {}: {e}", a.data.display()))?;
-            let store = CachedStore {
-                inner: running.node.dht_client(),
-                cache: Arc::new(cache),
-            };
-            let vault = Vault::new(Arc::new(store), identity);
+            let cache = Arc::new(
+                BlockCache::open(&a.data.join("cache"), a.cache_size)
+                    .map_err(|e| anyhow::anyhow!("block cache in {}: {e}", a.data.display()))?,
+            );
+            let journal = Journal::open(&a.data.join("journal"))
+                .map_err(|e| anyhow::anyhow!("journal in {}: {e}", a.data.display()))?;
+            let records = RecordCache::open(&a.data.join("records"), DEFAULT_RECORD_CACHE_BYTES)
+                .map_err(|e| anyhow::anyhow!("record cache in {}: {e}", a.data.display()))?;
+            if !journal.is_empty() {
+                let size = journal.size();
+                log::info!(
+                    "journal: {} writes ({} bytes) wait for the ring",
+                    size.entries,
+                    size.bytes
+                );
+            }
+            let store = Arc::new(
+                JournalStore::new(
+                    CachedStore {
+                        inner: running.node.dht_client(),
+                        cache: Arc::clone(&cache),
+                    },
+                    journal,
+                    records,
+                    running.node.contact(),
+                )
+                .with_local(running.node.core.store.clone()),
+            );
+            let vault = Vault::new(Arc::clone(&store), identity);
             // Conflict copies name the machine: its host name and the
             // start of its node ID (two nodes may share a host name).
             let id = running.node.ring().me().id.to_string();
@@ -171,9 +199,42 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             let opts = peerstore::mount::MountOpts {
                 allow_other: a.allow_other,
             };
+            tokio::spawn(peerstore::journal::replay_loop(
+                Arc::clone(&store),
+                orphan_stop.clone(),
+            ));
+            let pins = Arc::new(Pins::load(&a.data, Arc::clone(&vault), cache));
+            tokio::spawn(peerstore::node::pins::refresh_loop(
+                Arc::clone(&pins),
+                orphan_stop.clone(),
+            ));
+            let p = Arc::clone(&pins);
+            let _ = running.node.core.pin_hook.set(Box::new(move |path, pin| {
+                let p = Arc::clone(&p);
+                Box::pin(async move {
+                    if pin {
+                        p.pin(&path).await
+                    } else {
+                        p.unpin(&path).await
+                    }
+                })
+            }));
+            let local: peerstore::node::status::LocalReport = {
+                let (store, pins) = (Arc::clone(&store), Arc::clone(&pins));
+                Arc::new(move || {
+                    let j = store.journal_size();
+                    peerstore::wire::LocalState {
+                        online: store.online(),
+                        journal_entries: j.entries,
+                        journal_bytes: j.bytes,
+                        pinned: pins.paths(),
+                        pinned_bytes: pins.bytes(),
+                    }
+                })
+            };
             running
                 .node
-                .set_mount(Arc::clone(&vault), dir.display().to_string());
+                .set_mount(Arc::clone(&vault), dir.display().to_string(), local);
             let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir, opts)
                 .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
             println!("mounted at {}", dir.display());

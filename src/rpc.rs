@@ -387,7 +387,16 @@ rpc!(ClientInfo, NodeInfo, |_r| Request::Client(ClientRequest::Info),
 #[derive(Debug, Clone)]
 pub struct ClientStatus;
 rpc!(ClientStatus, NodeStatus, |_r| Request::Client(ClientRequest::Status),
-    Response::Client(ClientResponse::Status(s)) => s);
+    Response::Client(ClientResponse::Status(s)) => *s);
+
+/// Pin (or unpin) a subtree of the node's mount (`peerstore pin`).
+#[derive(Debug, Clone)]
+pub struct ClientPin {
+    pub path: String,
+    pub pin: bool,
+}
+rpc!(ClientPin, NodeStatus, |r| Request::Client(ClientRequest::Pin { path: r.path, pin: r.pin }),
+    Response::Client(ClientResponse::Status(s)) => *s);
 
 #[cfg(test)]
 mod tests {

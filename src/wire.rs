@@ -217,6 +217,9 @@ pub enum ClientRequest {
     /// The node, its ring contact and its mount, for `peerstore status`
     /// (answered by members and non-members alike). → `Status`.
     Status,
+    /// Keep the subtree at `path` of the mounted folder in this machine's
+    /// caches for reading offline (`pin`), or stop (`!pin`). → `Status`.
+    Pin { path: String, pin: bool },
 }
 
 /// Conflict copies listed in a status answer at most (the newest).
@@ -241,6 +244,22 @@ pub struct MountStatus {
     /// Conflict copies made here, oldest first (at most
     /// [`MAX_STATUS_CONFLICTS`], the newest).
     pub conflicts: Vec<ConflictInfo>,
+    /// What the mount keeps on this machine for working offline.
+    pub local: LocalState,
+}
+
+/// A mount's offline state: whether its ring is in reach, the journal
+/// of writes waiting for it, and what is pinned.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// Whether the ring is in reach (else writes go to the journal).
+    pub online: bool,
+    /// Journal entries waiting for the ring, and their bytes.
+    pub journal_entries: u64,
+    pub journal_bytes: u64,
+    /// Pinned paths, and the bytes of their blocks held here.
+    pub pinned: Vec<String>,
+    pub pinned_bytes: u64,
 }
 
 /// One conflict copy a mount made.
@@ -290,7 +309,8 @@ pub enum ClientResponse {
     Info(NodeInfo),
     Freed(Freed),
     Space(RingSpace),
-    Status(NodeStatus),
+    /// Boxed: the largest answer by far (encoded the same).
+    Status(Box<NodeStatus>),
 }
 
 /// An error that crosses the wire as an answer.

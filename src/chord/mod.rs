@@ -744,6 +744,11 @@ impl ChordNode {
         self.seen.iter().cloned().collect()
     }
 
+    /// Whether any other member is remembered.
+    pub fn has_seen(&self) -> bool {
+        !self.seen.is_empty()
+    }
+
     /// Remembers `peers` as members seen (oldest last), as a restarted
     /// node's memory of the ring.
     pub fn remember_all(&mut self, peers: &[Peer]) {
@@ -1212,6 +1217,9 @@ impl ChordNode {
         if !self.is_member() || peer.id == self.me.id {
             return;
         }
+        // It left on purpose: not a member to find again (and a node it
+        // leaves alone is a ring of one, not cut off).
+        self.seen.retain(|q| q.id != peer.id);
         let was_succ = self.succs.iter().any(|p| p.id == peer.id);
         if was_succ {
             self.drop_successor(peer.id);

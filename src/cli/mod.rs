@@ -22,7 +22,7 @@ pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, r
 pub use network::{run_init, run_invite};
 pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
-pub use status::run_status;
+pub use status::{run_pin, run_status};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -132,13 +132,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a node's ring contact and its folder's open conflict copies.
+    /// Show a node's ring contact and its folder's open conflict copies,
+    /// offline journal and pinned paths.
     Status {
         #[command(flatten)]
         peer: PeerArg,
         /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Keep a subtree of the node's mounted folder in this machine's
+    /// caches, so it reads while the ring is out of reach.
+    Pin {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Path in the folder, e.g. /photos.
+        path: String,
+    },
+    /// Stop keeping a pinned subtree (its data may leave the caches).
+    Unpin {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// A path given to `pin`.
+        path: String,
     },
 }
 

@@ -1,9 +1,10 @@
 //! `peerstore status [--json]`: one node's ring contact and its mounted
-//! folder's open conflicts, as a few lines or one JSON object.
+//! folder's open conflicts, offline journal and pins, as a few lines or
+//! one JSON object; `peerstore pin|unpin PATH` answer with the same.
 
 use super::client::{call_client, client_pool};
 use super::{CliError, Target};
-use crate::rpc::ClientStatus;
+use crate::rpc::{ClientPin, ClientStatus};
 use crate::wire::NodeStatus;
 
 /// Asks the node at `target` for its status and prints it.
@@ -15,6 +16,24 @@ pub async fn run_status(target: &Target, json: bool) -> Result<(), CliError> {
     } else {
         print!("{}", status_text(&s));
     }
+    Ok(())
+}
+
+/// Asks the node at `target` to pin (or unpin) `path` of its mount, and
+/// prints its status after.
+pub async fn run_pin(target: &Target, path: &str, pin: bool) -> Result<(), CliError> {
+    let pool = client_pool(target);
+    let s = call_client(
+        &pool,
+        &target.addr,
+        "node",
+        ClientPin {
+            path: path.to_string(),
+            pin,
+        },
+    )
+    .await?;
+    print!("{}", status_text(&s));
     Ok(())
 }
 
@@ -62,6 +81,27 @@ pub fn status_text(s: &NodeStatus) -> String {
                 open.len(),
                 if open.len() == 1 { "" } else { "s" }
             ));
+            let l = &m.local;
+            if l.online {
+                out.push_str("ring in reach");
+            } else {
+                out.push_str("OFFLINE: cut off from the ring, writes go to the journal");
+            }
+            out.push_str(&format!(
+                "; journal: {} write{} ({} bytes) waiting\n",
+                l.journal_entries,
+                if l.journal_entries == 1 { "" } else { "s" },
+                l.journal_bytes
+            ));
+            out.push_str(&format!(
+                "pinned: {} path{}, {} bytes held\n",
+                l.pinned.len(),
+                if l.pinned.len() == 1 { "" } else { "s" },
+                l.pinned_bytes
+            ));
+            for p in &l.pinned {
+                out.push_str(&format!("  {p}\n"));
+            }
             for c in open {
                 let at = jiff::Timestamp::from_second(c.at)
                     .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
@@ -88,6 +128,13 @@ pub fn status_json(s: &NodeStatus) -> serde_json::Value {
                 "copy": c.copy,
                 "at": c.at,
             })).collect::<Vec<_>>(),
+            "online": m.local.online,
+            "journal": {
+                "entries": m.local.journal_entries,
+                "bytes": m.local.journal_bytes,
+            },
+            "pinned": m.local.pinned,
+            "pinned_bytes": m.local.pinned_bytes,
         })),
     })
 }
@@ -131,6 +178,13 @@ mod tests {
                     conflict("/a.conflict-x-1.txt", false),
                     conflict("/a.conflict-x-2.txt", true),
                 ],
+                local: crate::wire::LocalState {
+                    online: false,
+                    journal_entries: 3,
+                    journal_bytes: 4096,
+                    pinned: vec!["/photos".into()],
+                    pinned_bytes: 1 << 20,
+                },
             }),
         };
         let text = status_text(&s);
@@ -144,5 +198,14 @@ mod tests {
         assert_eq!(j["contacts"], 1);
         assert_eq!(j["mount"]["conflicts"].as_array().unwrap().len(), 1);
         assert_eq!(j["mount"]["conflicts"][0]["copy"], "/a.conflict-x-2.txt");
+        assert!(
+            text.contains("OFFLINE") && text.contains("journal: 3 writes"),
+            "{text}"
+        );
+        assert!(text.contains("  /photos\n"), "{text}");
+        assert_eq!(j["mount"]["online"], false);
+        assert_eq!(j["mount"]["journal"]["entries"], 3);
+        assert_eq!(j["mount"]["pinned"][0], "/photos");
+        assert_eq!(j["mount"]["pinned_bytes"], 1 << 20);
     }
 }

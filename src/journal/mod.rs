@@ -13,9 +13,10 @@
 //!   is kept), blocks and record versions go to the [`Journal`] on local
 //!   disk and the call returns at local-disk speed. A record's
 //!   compare-and-swap is judged against the newest version this machine
-//!   knows (journaled, else cached). Reads look in the journal, then the
-//!   caches and this node's own store; what none holds is unavailable
-//!   (EIO), never absent. Releases are not sent: the owner's orphan check
+//!   knows (journaled, else cached). Reads look in the journal, the
+//!   caches and this node's own store (the replicas it holds: everything,
+//!   on a ring no bigger than r); what none holds is unavailable (EIO),
+//!   never absent. Releases are not sent: the owner's orphan check
 //!   frees those blocks later, once every version that could still refer
 //!   to them is known.
 //! - A put that fails because the ring cannot be reached is journaled too,
@@ -46,8 +47,34 @@ use tokio::sync::watch;
 /// Whether the node is in contact with its ring now.
 pub type Contact = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// The copies this node's own store holds (as a replica), read directly
+/// while cut off: no lookup, no waiting for members that do not answer.
+pub trait LocalCopies: Send + Sync + 'static {
+    /// The versions of record `key` held here (blocking I/O).
+    fn versions(&self, key: Id) -> Vec<Record>;
+    /// Block `key`, if held here (blocking I/O).
+    fn block(&self, key: Id) -> Option<Vec<u8>>;
+}
+
+impl LocalCopies for crate::store::Store {
+    fn versions(&self, key: Id) -> Vec<Record> {
+        self.get_versions(key).unwrap_or_default()
+    }
+
+    fn block(&self, key: Id) -> Option<Vec<u8>> {
+        self.get_block(key).ok().flatten()
+    }
+}
+
 /// Entries replayed per batch (one sync each).
 const REPLAY_BATCH: usize = 64;
+
+/// How long a block read while cut off waits behind the block cache
+/// before it counts as out of reach.
+const OFFLINE_ASK: Duration = Duration::from_secs(2);
+
+/// Record keys one pin walk notes at most.
+const MAX_RECORDED: usize = 1 << 20;
 
 /// How often the replay loop looks for contact.
 const REPLAY_EVERY: Duration = Duration::from_millis(500);
@@ -61,10 +88,14 @@ pub struct JournalStore<S> {
     /// Records last seen.
     pub records: Arc<RecordCache>,
     contact: Contact,
+    /// This node's own store, if it has one.
+    local: Option<Arc<dyn LocalCopies>>,
     /// The ring's space as last answered, for `df` while offline.
     space: Mutex<Option<RingSpace>>,
     /// One replay at a time.
     replaying: tokio::sync::Mutex<()>,
+    /// Record keys read while a pin walk records them.
+    recording: Mutex<Option<std::collections::HashSet<Id>>>,
 }
 
 /// Keeps the versions no other of them replaces, head first.
@@ -97,9 +128,32 @@ impl<S: BlockStore> JournalStore<S> {
             journal: Arc::new(journal),
             records: Arc::new(records),
             contact,
+            local: None,
             space: Mutex::new(None),
             replaying: tokio::sync::Mutex::new(()),
+            recording: Mutex::new(None),
         }
+    }
+
+    /// Reads this node's own copies while cut off.
+    pub fn with_local(mut self, local: Arc<dyn LocalCopies>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Starts noting the keys of the records read (for a pin walk).
+    pub fn start_recording(&self) {
+        *self.recording.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::collections::HashSet::new());
+    }
+
+    /// The record keys read since [`start_recording`](Self::start_recording).
+    pub fn stop_recording(&self) -> std::collections::HashSet<Id> {
+        self.recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     /// Whether the ring is in reach now.
@@ -137,15 +191,20 @@ impl<S: BlockStore> JournalStore<S> {
     /// (it may have taken a later version than this machine read).
     async fn known(&self, key: Id) -> Vec<Record> {
         let records = Arc::clone(&self.records);
-        let mut all = tokio::task::spawn_blocking(move || records.get(key))
-            .await
-            .unwrap_or_default();
-        if !self.online()
-            && let Ok(local) = self.inner.get_versions(key).await
-        {
-            all.extend(local);
-        }
-        newest(all)
+        let local = if self.online() {
+            None
+        } else {
+            self.local.clone()
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut all = records.get(key);
+            if let Some(l) = local {
+                all.extend(l.versions(key).into_iter().filter(|r| r.verify().is_ok()));
+            }
+            newest(all)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Keeps what the ring answered for `key` (awaited, as
@@ -347,11 +406,11 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         if self.online() {
             match self.inner.space(owner).await {
                 Ok(s) => {
-                    *self.space.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+                    *self.space.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
                     return Ok(s);
                 }
                 Err(e) => {
-                    if let Some(s) = self.space.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    if let Some(s) = *self.space.lock().unwrap_or_else(|p| p.into_inner()) {
                         return Ok(s);
                     }
                     return Err(e);
@@ -361,7 +420,6 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         self.space
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
             .ok_or_else(|| FsError::Unavailable("cut off from the ring".into()))
     }
 
@@ -372,12 +430,22 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
                 return Ok(d);
             }
         }
-        match self.inner.get_block(key).await {
-            Err(FsError::NotFound) if !self.online() => Err(FsError::Unavailable(format!(
+        if self.online() {
+            return self.inner.get_block(key).await;
+        }
+        if let Some(l) = self.local.clone()
+            && let Ok(Some(d)) = tokio::task::spawn_blocking(move || l.block(key)).await
+            && Id::hash(&d) == key
+        {
+            return Ok(d);
+        }
+        // The block cache answers at once; a miss would wait on the ring.
+        match tokio::time::timeout(OFFLINE_ASK, self.inner.get_block(key)).await {
+            Ok(Ok(d)) => Ok(d),
+            _ => Err(FsError::Unavailable(format!(
                 "block {}: cut off from the ring, and not in this machine's cache",
                 key.short()
             ))),
-            r => r,
         }
     }
 
@@ -419,10 +487,20 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
                 Err(e) => return Err(e),
             }
         }
-        self.journal_record(rec, Some(0), durability).await
+        // A fresh random name: nothing to compare with.
+        self.append(Entry::Record { record: rec }, durability).await
     }
 
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        if let Some(keys) = self
+            .recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            && keys.len() < MAX_RECORDED
+        {
+            keys.insert(key);
+        }
         if let Some(r) = self.journal.record(key) {
             return Ok(vec![r]);
         }

@@ -111,7 +111,14 @@ impl Node {
 
     async fn handle_client(&self, req: ClientRequest) -> Result<ClientResponse, RemoteError> {
         if matches!(req, ClientRequest::Status) {
-            return Ok(ClientResponse::Status(self.status().await));
+            return Ok(ClientResponse::Status(Box::new(self.status().await)));
+        }
+        if let ClientRequest::Pin { path, pin } = req {
+            let Some(hook) = self.core.pin_hook.get() else {
+                return Err(RemoteError::Invalid("this node mounts no folder".into()));
+            };
+            hook(path, pin).await.map_err(RemoteError::Invalid)?;
+            return Ok(ClientResponse::Status(Box::new(self.status().await)));
         }
         if !self.core.ring.view(|c| c.is_member()) {
             return Err(RemoteError::Unavailable("node is not a ring member".into()));
@@ -165,7 +172,9 @@ impl Node {
                 Ok(ClientResponse::Versions(v))
             }
             ClientRequest::Info => Ok(ClientResponse::Info(self.info())),
-            ClientRequest::Status => Ok(ClientResponse::Status(self.status().await)),
+            ClientRequest::Status | ClientRequest::Pin { .. } => {
+                Ok(ClientResponse::Status(Box::new(self.status().await)))
+            }
         }
     }
 

@@ -22,6 +22,7 @@ pub mod heap;
 pub mod identity;
 mod members;
 pub mod orphans;
+pub mod pins;
 mod repair;
 pub mod ring;
 mod scrub;
@@ -137,11 +138,18 @@ pub struct Core {
     /// What the node's mount reports for `peerstore status` (set once
     /// the folder is mounted).
     pub mount_report: std::sync::OnceLock<MountReport>,
+    /// Pins or unpins a path of the node's mount (set once mounted).
+    pub pin_hook: std::sync::OnceLock<PinHook>,
 }
 
 /// Reports the state of a node's mount (see [`Core::mount_report`]).
 pub type MountReport =
     Box<dyn Fn() -> futures::future::BoxFuture<'static, crate::wire::MountStatus> + Send + Sync>;
+
+/// Pins (`true`) or unpins a path of the mount (see [`Core::pin_hook`]).
+pub type PinHook = Box<
+    dyn Fn(String, bool) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync,
+>;
 
 impl Core {
     /// Milliseconds since the node started (the request machines' clock).
@@ -169,6 +177,26 @@ impl Node {
             },
             self.core.replicas,
         )
+    }
+
+    /// Whether this node is in contact with its ring: a member with other
+    /// members in its successor list, or alone in a ring that never had
+    /// others (or whose others all left gracefully). A member alone while
+    /// it remembers others is cut off (its mount journals, see
+    /// [`crate::journal`]); so is a node that is not a member.
+    pub fn in_contact(&self) -> bool {
+        self.core
+            .ring
+            .view(|c| c.is_member() && (!c.succs().is_empty() || !c.has_seen()))
+    }
+
+    /// [`in_contact`](Self::in_contact) as a callback.
+    pub fn contact(&self) -> crate::journal::Contact {
+        let core = Arc::clone(&self.core);
+        Arc::new(move || {
+            core.ring
+                .view(|c| c.is_member() && (!c.succs().is_empty() || !c.has_seen()))
+        })
     }
 
     /// The ring driver.
@@ -279,6 +307,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         members: Members::default(),
         started: std::time::Instant::now(),
         mount_report: std::sync::OnceLock::new(),
+        pin_hook: std::sync::OnceLock::new(),
     });
     let node = Arc::new(Node {
         dht: Dht::new(
@@ -297,8 +326,22 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         keys,
         stop_rx.clone(),
     ));
+    // Members seen before a restart: merge probes go through them.
+    let remembered = seen::load(&cfg.data);
     match &cfg.join {
         None => ring.with(|c| c.create()),
+        // A node that was a member before starts even when its ring is
+        // out of reach (a machine offline): alone, its mount journaling,
+        // until a merge probe finds the ring again.
+        Some(via) if !remembered.is_empty() => {
+            if let Err(e) = ring.join(via, 3).await {
+                log::warn!(
+                    "{e}; starting cut off from the ring (it remembers {} members, and rejoins when one answers)",
+                    remembered.len()
+                );
+                ring.with(|c| c.create());
+            }
+        }
         Some(via) => {
             if let Err(e) = ring.join(via, 6).await {
                 let _ = stop.send(true);
@@ -307,8 +350,6 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         }
     }
     log::info!("node {} listening on {addr}, ring member", id.short());
-    // Members seen before a restart: merge probes go through them.
-    let remembered = seen::load(&cfg.data);
     ring.with(|c| c.remember_all(&remembered));
     tokio::spawn(seen::save_loop(
         Arc::clone(&ring),

@@ -4,7 +4,7 @@
 
 use super::{MountReport, Node};
 use crate::fs::{BlockStore, Vault};
-use crate::wire::{ConflictInfo, MAX_STATUS_CONFLICTS, MountStatus, NodeStatus};
+use crate::wire::{ConflictInfo, LocalState, MAX_STATUS_CONFLICTS, MountStatus, NodeStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,22 +26,34 @@ impl Node {
         }
     }
 
-    /// Tells `status` about the folder mounted at `dir` over `vault`.
-    pub fn set_mount<S: BlockStore>(&self, vault: Arc<Vault<S>>, dir: String) {
-        let _ = self.core.mount_report.set(mount_report(vault, dir));
+    /// Tells `status` about the folder mounted at `dir` over `vault`, and
+    /// how to read its offline state.
+    pub fn set_mount<S: BlockStore>(&self, vault: Arc<Vault<S>>, dir: String, local: LocalReport) {
+        let _ = self.core.mount_report.set(mount_report(vault, dir, local));
     }
 }
 
+/// A mount's offline state, read when `status` asks.
+pub type LocalReport = Arc<dyn Fn() -> LocalState + Send + Sync>;
+
 /// The report of a mount of `vault` at `dir`: its newest conflict copies,
-/// each checked for presence.
-pub fn mount_report<S: BlockStore>(vault: Arc<Vault<S>>, dir: String) -> MountReport {
+/// each checked for presence, and its offline state.
+pub fn mount_report<S: BlockStore>(
+    vault: Arc<Vault<S>>,
+    dir: String,
+    local: LocalReport,
+) -> MountReport {
     Box::new(move || {
-        let (vault, dir) = (Arc::clone(&vault), dir.clone());
-        Box::pin(async move { mount_status(&vault, dir).await })
+        let (vault, dir, local) = (Arc::clone(&vault), dir.clone(), Arc::clone(&local));
+        Box::pin(async move { mount_status(&vault, dir, local()).await })
     })
 }
 
-async fn mount_status<S: BlockStore>(vault: &Vault<S>, dir: String) -> MountStatus {
+async fn mount_status<S: BlockStore>(
+    vault: &Vault<S>,
+    dir: String,
+    local: LocalState,
+) -> MountStatus {
     let mut conflicts: Vec<ConflictInfo> = vault
         .conflict_copies()
         .await
@@ -55,7 +67,11 @@ async fn mount_status<S: BlockStore>(vault: &Vault<S>, dir: String) -> MountStat
         .collect();
     let old = conflicts.len().saturating_sub(MAX_STATUS_CONFLICTS);
     conflicts.drain(..old);
-    MountStatus { dir, conflicts }
+    MountStatus {
+        dir,
+        conflicts,
+        local,
+    }
 }
 
 #[cfg(test)]
@@ -71,7 +87,7 @@ mod tests {
             v.conflicts
                 .note(&format!("/f{i}"), &format!("/f{i}.conflict"));
         }
-        let report = mount_report(Arc::clone(&v), "/mnt".into());
+        let report = mount_report(Arc::clone(&v), "/mnt".into(), Arc::new(LocalState::default));
         let s = report().await;
         assert_eq!(s.dir, "/mnt");
         assert_eq!(s.conflicts.len(), MAX_STATUS_CONFLICTS);

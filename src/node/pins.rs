@@ -1,0 +1,220 @@
+//! `peerstore pin PATH` and `unpin`: subtrees of the mount kept in this
+//! machine's caches, so they read offline.
+//!
+//! The pinned paths are saved in the data directory (`pins`, one path per
+//! line, written atomically). A refresh walks each pinned subtree through
+//! the vault: every record read on the way is noted (and kept in the record
+//! cache, as every read is), and every block the subtree refers to is
+//! fetched into the block cache unless it is there. The two caches then
+//! keep exactly those records and blocks through eviction. The walk runs
+//! when a path is pinned or unpinned, at start, and every
+//! [`REFRESH_EVERY`], so files added under a pinned path are pinned too. A
+//! walk that fails (offline, say) keeps what the last one pinned.
+
+use crate::cache::BlockCache;
+use crate::cache::records::RecordCache;
+use crate::fs::{BlockStore, FsError, Vault};
+use crate::id::Id;
+use crate::journal::JournalStore;
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// File name of the pinned paths inside the data directory.
+pub const PINS_FILE: &str = "pins";
+
+/// Paths pinned at most.
+const MAX_PINS: usize = 1024;
+
+/// Time between refreshes.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
+
+/// Blocks fetched at once by a walk.
+const FETCH_AT_ONCE: usize = 8;
+
+/// The pinned subtrees of one mount.
+pub struct Pins<S: BlockStore> {
+    file: PathBuf,
+    paths: Mutex<BTreeSet<String>>,
+    vault: Arc<Vault<JournalStore<S>>>,
+    blocks: Arc<BlockCache>,
+    records: Arc<RecordCache>,
+    /// What the last walk pinned, kept when a walk fails.
+    kept: Mutex<(HashSet<Id>, HashSet<Id>)>,
+    /// One walk at a time.
+    walking: tokio::sync::Mutex<()>,
+}
+
+/// `path` as pinned: absolute, no `.` or `..`, no trailing slash.
+fn normal(path: &str) -> Result<String, String> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(format!(
+            "{path}: '.' and '..' are not allowed in a pinned path"
+        ));
+    }
+    if path.len() > 4096 || path.contains('\n') {
+        return Err("path too long or not one line".into());
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+impl<S: BlockStore> Pins<S> {
+    /// The pins of the mount over `vault`, as saved in `data`.
+    pub fn load(
+        data: &Path,
+        vault: Arc<Vault<JournalStore<S>>>,
+        blocks: Arc<BlockCache>,
+    ) -> Pins<S> {
+        let file = data.join(PINS_FILE);
+        let paths: BTreeSet<String> = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| normal(l).ok())
+            .take(MAX_PINS)
+            .collect();
+        let records = Arc::clone(&vault.store.records);
+        Pins {
+            file,
+            paths: Mutex::new(paths),
+            vault,
+            blocks,
+            records,
+            kept: Mutex::new((HashSet::new(), HashSet::new())),
+            walking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock_paths(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pinned paths.
+    pub fn paths(&self) -> Vec<String> {
+        self.lock_paths().iter().cloned().collect()
+    }
+
+    /// Bytes of pinned blocks held here.
+    pub fn bytes(&self) -> u64 {
+        self.blocks.pinned_bytes()
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let text: String = self.paths().iter().map(|p| format!("{p}\n")).collect();
+        crate::keyfile::write_key(&self.file, text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    /// Pins `path` (which must exist) and fetches its subtree.
+    pub async fn pin(&self, path: &str) -> Result<(), String> {
+        let path = normal(path)?;
+        self.vault
+            .resolve(&path)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        {
+            let mut paths = self.lock_paths();
+            if paths.len() >= MAX_PINS && !paths.contains(&path) {
+                return Err(format!("at most {MAX_PINS} paths can be pinned"));
+            }
+            paths.insert(path.clone());
+        }
+        self.save()?;
+        self.refresh().await.map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Unpins `path`: its records and blocks may leave the caches again.
+    pub async fn unpin(&self, path: &str) -> Result<(), String> {
+        let path = normal(path)?;
+        if !self.lock_paths().remove(&path) {
+            return Err(format!("{path} is not pinned"));
+        }
+        self.save()?;
+        // Only what the remaining pins hold stays pinned.
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Default::default();
+        self.refresh().await.map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Walks every pinned subtree, fetching what the caches lack, and pins
+    /// exactly what they refer to (plus what the last walk pinned, if
+    /// this one failed).
+    pub async fn refresh(&self) -> Result<(), FsError> {
+        let _one = self.walking.lock().await;
+        let store = &self.vault.store;
+        store.start_recording();
+        let mut blocks = HashSet::new();
+        let mut failed = None;
+        for path in self.paths() {
+            match self.walk(&path).await {
+                Ok(b) => blocks.extend(b),
+                Err(e) => failed = Some(e),
+            }
+        }
+        let mut records = store.stop_recording();
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.is_some() {
+            blocks.extend(kept.1.iter().copied());
+            records.extend(kept.0.iter().copied());
+        }
+        self.records.set_pinned(records.clone());
+        self.blocks.set_pinned(blocks.clone());
+        *kept = (records, blocks);
+        drop(kept);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The blocks of the subtree at `path`, each fetched into the cache.
+    async fn walk(&self, path: &str) -> Result<HashSet<Id>, FsError> {
+        let (link, _) = self.vault.resolve(path).await?;
+        let blocks = self.vault.subtree_blocks(link).await?;
+        let missing: Vec<Id> = blocks
+            .iter()
+            .copied()
+            .filter(|k| !self.blocks.contains(*k))
+            .collect();
+        let store = &self.vault.store;
+        let results: Vec<Result<Vec<u8>, FsError>> = futures::stream::iter(missing)
+            .map(|k| store.get_block(k))
+            .buffer_unordered(FETCH_AT_ONCE)
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        Ok(blocks)
+    }
+}
+
+/// Refreshes the pins at start and every [`REFRESH_EVERY`], until `stop`.
+pub async fn refresh_loop<S: BlockStore>(pins: Arc<Pins<S>>, mut stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        wait = REFRESH_EVERY;
+        if pins.paths().is_empty() {
+            continue;
+        }
+        if let Err(e) = pins.refresh().await {
+            log::info!("pinned files not refreshed ({e}); what was pinned stays");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normal;
+
+    #[test]
+    fn pinned_paths_are_normalised_and_escapes_refused() {
+        assert_eq!(normal("photos//2024/").unwrap(), "/photos/2024");
+        assert_eq!(normal("/").unwrap(), "/");
+        assert!(normal("/a/../b").is_err());
+        assert!(normal("/a/./b").is_err());
+        assert!(normal("a\nb").is_err());
+    }
+}

@@ -13,38 +13,15 @@
 mod common;
 
 use common::{
-    Netns, NodeOpts, addr, blocking, cli_in, ring_consistent_in, ring_in, test_ticket, wait_until,
-    with_timeout, write_closed,
+    Netns, NodeOpts, addr, blocking, cli_in, ring_consistent_in, ring_in, test_ticket, tree,
+    wait_until, with_timeout, write_closed,
 };
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const BLOCK: u8 = 130;
 const IO: Duration = Duration::from_secs(90);
-
-/// Every file under `dir` (and one level of subdirectories), by relative
-/// path, with its content.
-fn tree(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = todo.pop() {
-        for e in fs::read_dir(&d).map_err(|e| format!("list {}: {e}", d.display()))? {
-            let e = e.map_err(|e| e.to_string())?;
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            if e.file_type().map_err(|e| e.to_string())?.is_dir() {
-                if prefix.is_empty() {
-                    todo.push((e.path(), format!("{name}/")));
-                }
-            } else {
-                let data = fs::read(e.path()).map_err(|e| format!("read {name}: {e}"))?;
-                out.insert(name, data);
-            }
-        }
-    }
-    Ok(out)
-}
 
 /// `peerstore status --json` of the node at `peer`, from inside `ns`.
 async fn status(ns: &str, peer: &str) -> Result<serde_json::Value, String> {

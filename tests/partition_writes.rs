@@ -14,7 +14,7 @@
 mod common;
 
 use common::{
-    Netns, NodeOpts, addr, blocking, ring_consistent_in, ring_in, wait_until, with_timeout,
+    Netns, NodeOpts, addr, blocking, ring_consistent_in, ring_in, tree, wait_until, with_timeout,
     write_closed,
 };
 use std::collections::BTreeMap;
@@ -26,29 +26,6 @@ const BLOCK: u8 = 117;
 /// Deadline of one file operation (a write whose replicas are all on the
 /// other side fails after the ring's own deadline, well within it).
 const IO: Duration = Duration::from_secs(90);
-
-/// Every file under `dir` (one level of subdirectories too), by relative
-/// path, with its content.
-fn tree(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = todo.pop() {
-        for e in fs::read_dir(&d).map_err(|e| format!("list {}: {e}", d.display()))? {
-            let e = e.map_err(|e| e.to_string())?;
-            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-            let ty = e.file_type().map_err(|e| e.to_string())?;
-            if ty.is_dir() {
-                if prefix.is_empty() {
-                    todo.push((e.path(), format!("{name}/")));
-                }
-            } else {
-                let data = fs::read(e.path()).map_err(|e| format!("read {name}: {e}"))?;
-                out.insert(name, data);
-            }
-        }
-    }
-    Ok(out)
-}
 
 /// Runs one file operation on a helper thread; whether it returned 0.
 async fn acked(what: &str, op: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> bool {

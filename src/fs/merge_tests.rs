@@ -49,7 +49,8 @@ fn add_missing<V: Clone>(from: &Mutex<HashMap<Id, V>>, to: &Mutex<HashMap<Id, V>
     }
 }
 
-async fn write(v: &Arc<Vault<MemStore>>, name: &[u8], data: &[u8]) {
+/// Writes `data` to root file `name` (made if missing) and stores it.
+pub(crate) async fn write<S: BlockStore>(v: &Arc<Vault<S>>, name: &[u8], data: &[u8]) {
     let root = v.root();
     let link = match v.load(&root).await.unwrap().obj.body {
         Body::Dir { entries } if entries.contains_key(name) => entries[name].link.clone(),

@@ -234,7 +234,7 @@ mod file_tests;
 #[cfg(test)]
 pub(crate) mod gated;
 #[cfg(test)]
-mod merge_tests;
+pub(crate) mod merge_tests;
 #[cfg(test)]
 mod pending_tests;
 #[cfg(test)]

@@ -210,10 +210,15 @@ impl Journal {
         if files.is_empty() {
             return Ok(());
         }
-        for f in &files {
-            sync_file(f)?;
+        let synced = files
+            .iter()
+            .try_for_each(|f| sync_file(f))
+            .and_then(|()| sync_dir(&self.dir));
+        if synced.is_err() {
+            // Tried again by the next sync.
+            self.lock().unsynced.extend(files);
         }
-        sync_dir(&self.dir)
+        synced
     }
 
     /// The newest journaled version of record `key`.

@@ -11,7 +11,9 @@
 //!   tree stays readable later without the ring.
 //! - **Offline** (or while the journal still holds entries, so that order
 //!   is kept), blocks and record versions go to the [`Journal`] on local
-//!   disk and the call returns at local-disk speed. A record's
+//!   disk and the call returns at local-disk speed (a lazy write is
+//!   fsynced by the next `sync`, or by [`replay_loop`] within half a
+//!   second). A record's
 //!   compare-and-swap is judged against the newest version this machine
 //!   knows (journaled, else cached). Reads look in the journal, the
 //!   caches and this node's own store (the replicas it holds: everything,
@@ -223,6 +225,26 @@ impl<S: BlockStore> JournalStore<S> {
         let _ = tokio::task::spawn_blocking(move || records.note_written(&rec)).await;
     }
 
+    /// What the ring answered a put of `rec`: the put's result, or `None`
+    /// when the ring was out of reach (the caller journals it instead).
+    async fn settle_online(
+        &self,
+        rec: &Record,
+        r: Result<(), FsError>,
+    ) -> Option<Result<(), FsError>> {
+        match r {
+            Ok(()) => {
+                self.remember_written(rec).await;
+                Some(Ok(()))
+            }
+            Err(FsError::Unavailable(e)) => {
+                log::debug!("record {} journaled: {e}", rec.key().short());
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Journals record version `rec` if its compare-and-swap holds against
     /// the newest version this machine knows.
     async fn journal_record(
@@ -349,6 +371,12 @@ pub async fn replay_loop<S: BlockStore>(
             }
             was_online = online;
         }
+        // Lazily written entries are on disk within a tick, as a storage
+        // node flushes its own within a second.
+        let j = Arc::clone(&store.journal);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.sync()).await {
+            log::warn!("journal: {e}");
+        }
         if online && !store.journal.is_empty() {
             let before = store.journal_size();
             match store.replay().await {
@@ -456,19 +484,12 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         durability: Durability,
     ) -> Result<(), FsError> {
         if !self.journaling() {
-            match self
+            let r = self
                 .inner
                 .put_record(rec.clone(), expected_seq, durability)
-                .await
-            {
-                Ok(()) => {
-                    self.remember_written(&rec).await;
-                    return Ok(());
-                }
-                Err(FsError::Unavailable(e)) => {
-                    log::debug!("record {} journaled: {e}", rec.key().short());
-                }
-                Err(e) => return Err(e),
+                .await;
+            if let Some(done) = self.settle_online(&rec, r).await {
+                return done;
             }
         }
         self.journal_record(rec, expected_seq, durability).await
@@ -476,15 +497,9 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
 
     async fn put_new_record(&self, rec: Record, durability: Durability) -> Result<(), FsError> {
         if !self.journaling() {
-            match self.inner.put_new_record(rec.clone(), durability).await {
-                Ok(()) => {
-                    self.remember_written(&rec).await;
-                    return Ok(());
-                }
-                Err(FsError::Unavailable(e)) => {
-                    log::debug!("record {} journaled: {e}", rec.key().short());
-                }
-                Err(e) => return Err(e),
+            let r = self.inner.put_new_record(rec.clone(), durability).await;
+            if let Some(done) = self.settle_online(&rec, r).await {
+                return done;
             }
         }
         // A fresh random name: nothing to compare with.

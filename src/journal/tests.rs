@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::fs::mem_store::MemStore;
-use crate::fs::object::{Attrs, Body, Kind};
+use crate::fs::merge_tests::write;
+use crate::fs::object::Body;
 use crate::fs::{Identity, OpenFile, Vault};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -112,24 +113,6 @@ fn direct(ring: &Arc<MemStore>) -> Arc<Vault<Machine>> {
         }),
         Identity::from_secret([5; 32]),
     )
-}
-
-async fn write<S: BlockStore>(v: &Arc<Vault<S>>, name: &[u8], data: &[u8]) {
-    let root = v.root();
-    let link = match v.load(&root).await.unwrap().obj.body {
-        Body::Dir { entries } if entries.contains_key(name) => entries[name].link.clone(),
-        _ => {
-            v.create(&root, name, Kind::File, Attrs::new(0o644, 0, 0), None)
-                .await
-                .unwrap()
-                .0
-        }
-    };
-    let mut f = OpenFile::open(v, link).await.unwrap();
-    f.truncate(v, 0).await.unwrap();
-    f.write(v, 0, data).await.unwrap();
-    f.flush(v, Durability::Later).await.unwrap();
-    v.settle_dir(&root).await;
 }
 
 async fn names<S: BlockStore>(v: &Arc<Vault<S>>) -> Vec<String> {

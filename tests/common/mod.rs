@@ -1143,3 +1143,25 @@ pub async fn ring_in(
     .await;
     (nodes, all)
 }
+
+/// Every file under `dir` (and one level of subdirectories), by relative
+/// path, with its content.
+pub fn tree(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = todo.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("list {}: {e}", d.display()))? {
+            let e = e.map_err(|e| e.to_string())?;
+            let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+            if e.file_type().map_err(|e| e.to_string())?.is_dir() {
+                if prefix.is_empty() {
+                    todo.push((e.path(), format!("{name}/")));
+                }
+            } else {
+                let data = std::fs::read(e.path()).map_err(|e| format!("read {name}: {e}"))?;
+                out.insert(name, data);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -125,14 +125,23 @@ impl RecordCache {
             return;
         };
         let fp = u64::from_le_bytes(Id::hash(&bytes).0[..8].try_into().unwrap_or_default()) | 1;
-        {
-            let mut l = self.lock();
-            if l.entries.get(&key).is_some_and(|e| e.2 == fp) {
-                l.touch(key);
-                return;
-            }
-        }
         let path = self.path(key);
+        let known = self.lock().entries.get(&key).map(|e| e.2);
+        // A file kept before this process started has no fingerprint yet:
+        // reading it is cheaper than writing it again.
+        let same = match known {
+            Some(k) if k == fp => true,
+            Some(0) => fs::read(&path).is_ok_and(|old| old == bytes),
+            _ => false,
+        };
+        if same {
+            let mut l = self.lock();
+            if let Some(e) = l.entries.get_mut(&key) {
+                e.2 = fp;
+            }
+            l.touch(key);
+            return;
+        }
         let written = stage_with(&self.tmp, &bytes, false).and_then(|s| s.commit(&path));
         if let Err(e) = written {
             log::debug!("record cache: {e}");

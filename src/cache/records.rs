@@ -13,9 +13,9 @@
 //! fsynced: a crash at worst loses an entry of a cache).
 
 use crate::id::Id;
-use crate::record::{Record, VersionOrder};
+use crate::record::Record;
 use crate::store::fsutil::stage_with;
-use crate::store::{decode_versions, encode_versions};
+use crate::store::{decode_versions, encode_versions, newest_versions};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -165,16 +165,8 @@ impl RecordCache {
     pub fn note_written(&self, rec: &Record) {
         let key = rec.key();
         let mut versions = self.get(key);
-        if versions
-            .iter()
-            .any(|v| matches!(rec.order(v), VersionOrder::Same | VersionOrder::Older))
-        {
-            return;
-        }
-        versions.retain(|v| rec.order(v) != VersionOrder::Newer);
-        versions.insert(0, rec.clone());
-        crate::store::order_versions(&mut versions);
-        self.put(key, &versions);
+        versions.push(rec.clone());
+        self.put(key, &newest_versions(versions));
     }
 
     /// Drops what is kept for `key`.

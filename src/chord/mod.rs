@@ -744,9 +744,12 @@ impl ChordNode {
         self.seen.iter().cloned().collect()
     }
 
-    /// Whether any other member is remembered.
-    pub fn has_seen(&self) -> bool {
-        !self.seen.is_empty()
+    /// Whether this node is in contact with its ring: a member with other
+    /// members in its successor list, or alone in a ring that never had
+    /// others (or whose others all left gracefully). A member alone while
+    /// it remembers others is cut off; so is a node that is not a member.
+    pub fn in_contact(&self) -> bool {
+        self.is_member() && (!self.succs.is_empty() || self.seen.is_empty())
     }
 
     /// Remembers `peers` as members seen (oldest last), as a restarted

@@ -40,7 +40,7 @@ use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
-use crate::record::{Record, VersionOrder};
+use crate::record::Record;
 use disk::{Entry, Journal, JournalSize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,7 +78,9 @@ const OFFLINE_ASK: Duration = Duration::from_secs(2);
 /// Record keys one pin walk notes at most.
 const MAX_RECORDED: usize = 1 << 20;
 
-/// How often the replay loop looks for contact.
+/// The journal's flush period (lazy entries are on disk within it, as a
+/// storage node flushes within a second); contact is sampled at the same
+/// tick, so a replay starts at most this long after the ring is back.
 const REPLAY_EVERY: Duration = Duration::from_millis(500);
 
 /// A vault backend that journals while its ring is out of reach.
@@ -98,23 +100,6 @@ pub struct JournalStore<S> {
     replaying: tokio::sync::Mutex<()>,
     /// Record keys read while a pin walk records them.
     recording: Mutex<Option<std::collections::HashSet<Id>>>,
-}
-
-/// Keeps the versions no other of them replaces, head first.
-fn newest(all: Vec<Record>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    for r in all {
-        if out
-            .iter()
-            .any(|b| matches!(r.order(b), VersionOrder::Same | VersionOrder::Older))
-        {
-            continue;
-        }
-        out.retain(|b| r.order(b) != VersionOrder::Newer);
-        out.push(r);
-    }
-    crate::store::order_versions(&mut out);
-    out
 }
 
 fn io(e: impl std::fmt::Display) -> FsError {
@@ -203,7 +188,7 @@ impl<S: BlockStore> JournalStore<S> {
             if let Some(l) = local {
                 all.extend(l.versions(key).into_iter().filter(|r| r.verify().is_ok()));
             }
-            newest(all)
+            crate::store::newest_versions(all)
         })
         .await
         .unwrap_or_default()

@@ -179,24 +179,12 @@ impl Node {
         )
     }
 
-    /// Whether this node is in contact with its ring: a member with other
-    /// members in its successor list, or alone in a ring that never had
-    /// others (or whose others all left gracefully). A member alone while
-    /// it remembers others is cut off (its mount journals, see
-    /// [`crate::journal`]); so is a node that is not a member.
-    pub fn in_contact(&self) -> bool {
-        self.core
-            .ring
-            .view(|c| c.is_member() && (!c.succs().is_empty() || !c.has_seen()))
-    }
-
-    /// [`in_contact`](Self::in_contact) as a callback.
+    /// Whether this node is in contact with its ring
+    /// ([`ChordNode::in_contact`](crate::chord::ChordNode::in_contact)), as
+    /// a callback: a mount that is not journals (see [`crate::journal`]).
     pub fn contact(&self) -> crate::journal::Contact {
         let core = Arc::clone(&self.core);
-        Arc::new(move || {
-            core.ring
-                .view(|c| c.is_member() && (!c.succs().is_empty() || !c.has_seen()))
-        })
+        Arc::new(move || core.ring.view(|c| c.in_contact()))
     }
 
     /// The ring driver.

@@ -189,18 +189,15 @@ impl<S: BlockStore> Pins<S> {
 
 /// Refreshes the pins at start and every [`REFRESH_EVERY`], until `stop`.
 pub async fn refresh_loop<S: BlockStore>(pins: Arc<Pins<S>>, mut stop: watch::Receiver<bool>) {
-    let mut wait = Duration::from_secs(5);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        wait = REFRESH_EVERY;
-        if pins.paths().is_empty() {
-            continue;
-        }
-        if let Err(e) = pins.refresh().await {
+        if !pins.paths().is_empty()
+            && let Err(e) = pins.refresh().await
+        {
             log::info!("pinned files not refreshed ({e}); what was pinned stays");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH_EVERY) => {}
+            _ = stop.changed() => return,
         }
     }
 }

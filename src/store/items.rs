@@ -239,6 +239,25 @@ pub fn order_versions(versions: &mut [Record]) {
     versions.sort_by(|a, b| (b.seq, &b.sig).cmp(&(a.seq, &a.sig)));
 }
 
+/// The versions of `all` (one record's) that no other of them replaces,
+/// head first.
+pub fn newest_versions(all: Vec<Record>) -> Vec<Record> {
+    use crate::record::VersionOrder;
+    let mut out: Vec<Record> = Vec::new();
+    for r in all {
+        if out
+            .iter()
+            .any(|b| matches!(r.order(b), VersionOrder::Same | VersionOrder::Older))
+        {
+            continue;
+        }
+        out.retain(|b| r.order(b) != VersionOrder::Newer);
+        out.push(r);
+    }
+    order_versions(&mut out);
+    out
+}
+
 /// The bytes a store keeps for a record's versions (head first): their
 /// postcard encodings, one after another. One version encodes exactly as
 /// a lone record.

@@ -86,7 +86,7 @@ mod wal;
 pub use error::StoreError;
 pub use items::{
     ItemStore, MAX_VERSIONS, after_release, decode_versions, encode_versions, judge_claims,
-    judge_versions, order_versions,
+    judge_versions, newest_versions, order_versions,
 };
 pub use mem::MemItems;
 pub use scrub::Scrubbed;

@@ -118,6 +118,16 @@ pub struct OpenFile {
     /// Loaded before its creator (another machine) saved it: its first
     /// save must not race the creator's (see `Vault::save_file`).
     found_unsaved: bool,
+    /// The stored version `base` is, as read (kept when a save replaces it).
+    base_plain: Option<Arc<Vec<u8>>>,
+    /// When `base` was saved (its mtime if it predates versions).
+    base_saved: Time,
+    /// The version the last content save of this open made (replacing it
+    /// keeps nothing: the open's first save kept what it started from).
+    session_saved: Option<u64>,
+    /// The blocks of the version this open kept last: its later saves
+    /// must not release them.
+    session_kept: HashSet<Id>,
 }
 
 impl OpenFile {
@@ -148,6 +158,10 @@ impl OpenFile {
             place: None,
             conflict: None,
             found_unsaved: false,
+            base_plain: None,
+            base_saved: Time::default(),
+            session_saved: None,
+            session_kept: HashSet::new(),
         };
         f.note_base();
         f
@@ -165,7 +179,12 @@ impl OpenFile {
     fn note_base(&mut self) {
         self.stored_blocks = self.state.obj.blocks();
         let content = self.state.obj.content().cloned().unwrap_or_default();
+        self.base_saved = match content.history.number {
+            0 => self.state.obj.attrs.mtime,
+            _ => content.history.saved,
+        };
         self.base = (content, self.state.obj.attrs.size);
+        self.base_plain = self.state.plain.clone();
     }
 
     /// Tells where the file is named now (its directory and name), so a
@@ -206,6 +225,9 @@ impl OpenFile {
             let state = vault.load(&self.link).await?;
             self.settle_on(state);
             self.found_unsaved = self.state.seq == 0;
+            // A new open: its first content save keeps what it replaces.
+            self.session_saved = None;
+            self.session_kept.clear();
         }
         Ok(())
     }
@@ -578,7 +600,32 @@ impl OpenFile {
         let mut expected = self.state.seq;
         // The blocks of the version a successful save replaces.
         let mut replaced = self.stored_blocks.clone();
+        let content_changed = !self.touched.is_empty();
         for _ in 0..SAVE_ATTEMPTS {
+            // Changing content another open saved keeps that version.
+            let keep = content_changed
+                && expected > 0
+                && self.session_saved != Some(expected)
+                && vault.keeps_versions();
+            let kept_block = match keep {
+                true => Some(
+                    vault
+                        .keep_version(&self.link, expected, self.base_plain.clone(), durability)
+                        .await?,
+                ),
+                false => None,
+            };
+            let mut history = self.base.0.history.clone();
+            history.saved = self.base_saved;
+            if content_changed {
+                history = history.after_save(
+                    kept_block.map(|k| (k, self.base.1)),
+                    vault.conflicts.machine(),
+                    Time::now(),
+                    vault.keep_cutoff(),
+                );
+            }
+            next.content_mut()?.history = history;
             match vault
                 .save_file(
                     &self.link,
@@ -592,20 +639,29 @@ impl OpenFile {
             {
                 Ok(seq) => {
                     // What the replaced version or this file's uploads
-                    // referred to and the new version does not is freed.
+                    // referred to and the new version does not is freed,
+                    // unless a kept version refers to it.
+                    if keep {
+                        self.session_kept = replaced.clone();
+                    }
                     let kept = next.blocks();
                     let unused: HashSet<Id> = replaced
                         .union(&self.uploaded)
-                        .filter(|k| !kept.contains(k))
+                        .filter(|k| !kept.contains(k) && !self.session_kept.contains(k))
                         .copied()
                         .collect();
                     vault.release_behind(unused);
                     self.uploaded.clear();
+                    if content_changed {
+                        self.session_saved = Some(seq);
+                    }
                     self.settle_on(Versioned::new(next, seq));
                     self.modified = false;
                     return Ok(());
                 }
                 Err(FsError::Conflict(current)) => {
+                    // A version block kept for a version that lost is unused.
+                    self.uploaded.extend(kept_block);
                     let theirs = vault.load(&self.link).await?;
                     if current.is_none() && theirs.seq > 0 {
                         // The owner holds no version while other replicas
@@ -615,6 +671,7 @@ impl OpenFile {
                     }
                     let their_content = theirs.obj.content().cloned().unwrap_or_default();
                     let their_size = theirs.obj.attrs.size;
+                    let (their_mtime, their_plain) = (theirs.obj.attrs.mtime, theirs.plain.clone());
                     let (base, base_size) = &self.base;
                     let changed = content_changes(base, *base_size, &their_content, their_size);
                     if changed.overlaps(&self.touched) {
@@ -639,8 +696,14 @@ impl OpenFile {
                         }
                         o
                     };
-                    // The next race is judged against this version.
+                    // The next race is judged against this version, and it
+                    // is the one the save replaces.
+                    self.base_saved = match their_content.history.number {
+                        0 => their_mtime,
+                        _ => their_content.history.saved,
+                    };
                     self.base = (their_content, their_size);
+                    self.base_plain = their_plain;
                 }
                 Err(e) => return Err(e),
             }

@@ -342,7 +342,14 @@ async fn a_concurrent_writers_blocks_survive_the_other_writers_release() {
     a.settle_all().await.unwrap();
     b.settle_all().await.unwrap();
     let mut g = OpenFile::open(&a, fa.link.clone()).await.unwrap();
-    assert_eq!(held_blocks(&store), g.state.obj.blocks());
+    // Held: the current version's blocks and those of the versions kept
+    // (A's version, which B's save replaced: A's two saves were one
+    // open's), no more.
+    let history = g.state.obj.content().unwrap().history.clone();
+    assert_eq!(history.kept.len(), 1);
+    let kept = a.kept_blocks(&fa.link, &history, None).await.unwrap();
+    let live: std::collections::HashSet<Id> = g.state.obj.blocks().union(&kept).copied().collect();
+    assert_eq!(held_blocks(&store), live);
     assert_eq!(g.read(&a, 2 * MIB as u64, MIB).await.unwrap(), tail);
 }
 

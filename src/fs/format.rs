@@ -13,6 +13,7 @@
 
 use super::FsError;
 use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
+use super::history::History;
 use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Object};
 use super::ranges::Ranges;
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,7 @@ pub enum Decoded {
         attrs: Attrs,
         top: Vec<IndexRef>,
         journal: Ranges,
+        history: History,
     },
     /// A directory whose entries are in shard records.
     DirSplit { attrs: Attrs, epoch: u64 },
@@ -150,8 +152,13 @@ pub enum Decoded {
 
 /// Decodes a record's plaintext in format v2.
 pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
-    let s: StoredObject = postcard::from_bytes(plain)
+    let (s, rest): (StoredObject, &[u8]) = postcard::take_from_bytes(plain)
         .map_err(|e| FsError::Corrupt(format!("object does not parse: {e}")))?;
+    let history: History = match (&s.body, rest.is_empty()) {
+        (StoredBody::File(_), false) => postcard::from_bytes(rest)
+            .map_err(|e| FsError::Corrupt(format!("file history does not parse: {e}")))?,
+        _ => History::default(),
+    };
     let attrs = s.attrs;
     let body = match s.body {
         StoredBody::File(index) => {
@@ -165,15 +172,18 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
                         attrs,
                         top,
                         journal,
+                        history,
                     });
                 }
                 StoredIndex::Inline(d) if journal.is_empty() => Body::File(FileContent {
                     inline: Some(d),
+                    history,
                     ..FileContent::default()
                 }),
                 StoredIndex::Extents(x) => Body::File(FileContent {
                     extents: ExtentMap::from_extents(x)?,
                     journal,
+                    history,
                     ..FileContent::default()
                 }),
                 StoredIndex::Inline(_) | StoredIndex::Journaled { .. } => {
@@ -225,8 +235,14 @@ pub fn encode_v2(obj: &Object, top: Top) -> Result<Vec<u8>, FsError> {
     if matches!(obj.body, Body::Dir { .. }) {
         attrs.nlink = 0; // computed when loaded
     }
-    postcard::to_allocvec(&StoredObject { attrs, body })
-        .map_err(|e| FsError::Invalid(e.to_string()))
+    let mut bytes = postcard::to_allocvec(&StoredObject { attrs, body })
+        .map_err(|e| FsError::Invalid(e.to_string()))?;
+    if let Body::File(c) = &obj.body {
+        // The history rides after the object (a reader of the format
+        // before it stops at the object).
+        postcard::to_io(&c.history, &mut bytes).map_err(|e| FsError::Invalid(e.to_string()))?;
+    }
+    Ok(bytes)
 }
 
 /// Format v1 (the release before issue 10), read only.

@@ -402,11 +402,12 @@ impl<S: BlockStore> Vault<S> {
             .value
             .as_deref()
             .ok_or_else(|| FsError::Corrupt("a deleted version has no content".into()))?;
-        let (obj, layout) = self.decode(link, rec.key(), value, rec.seq).await?;
+        let (obj, layout, plain) = self.decode(link, rec.key(), value, rec.seq).await?;
         Ok(Versioned {
             obj,
             seq: rec.seq,
             layout,
+            plain,
         })
     }
 }

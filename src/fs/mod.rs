@@ -17,6 +17,7 @@ pub mod divergence;
 pub mod extents;
 pub mod file;
 pub mod format;
+pub mod history;
 pub mod identity;
 pub mod index;
 pub mod mem_store;
@@ -27,6 +28,7 @@ pub mod ranges;
 pub mod shards;
 pub mod tree;
 pub mod vault;
+pub mod versions;
 
 pub use file::{Conflicted, OpenFile};
 pub use identity::Identity;

@@ -201,6 +201,9 @@ pub struct FileContent {
     /// inline file): a small `write` + `fsync` stores one record, not a
     /// block, index nodes and a record.
     pub journal: Ranges,
+    /// This version's number, the versions it keeps and its trash mark
+    /// ([`super::history`]).
+    pub history: super::history::History,
 }
 
 impl FileContent {

@@ -401,6 +401,7 @@ impl<S: BlockStore> Vault<S> {
             obj: new.clone(),
             seq,
             layout,
+            plain: None,
         })
     }
 

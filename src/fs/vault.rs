@@ -24,6 +24,7 @@ use super::crypto::{SEAL_OVERHEAD, open, open_gcm, seal, seal_gcm};
 use super::divergence::conflict_name;
 use super::extents::{BlockRef, Cipher};
 use super::format::{Decoded, Top, decode_v2, encode_v2, object_aad, v1};
+use super::history::{TAG_V1, TAG_V2};
 use super::index::NodeCache;
 use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
@@ -56,6 +57,10 @@ pub struct Versioned {
     /// A directory's shard records and their versions (empty for other
     /// objects and for a directory never loaded or saved).
     pub layout: Layout,
+    /// A file's record plaintext as read, tagged with its format
+    /// ([`super::history::TAG_V2`] or `TAG_V1`): what a save keeps when it
+    /// replaces this version (`None` for a version made here).
+    pub plain: Option<Arc<Vec<u8>>>,
 }
 
 impl Versioned {
@@ -65,6 +70,7 @@ impl Versioned {
             obj,
             seq,
             layout: Layout::default(),
+            plain: None,
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Vault<S> {
     /// names, at most [`UNSAVED_MAX`]): they read as empty even when the
     /// store cannot tell "absent" (offline, see [`crate::journal`]).
     unsaved: Mutex<HashSet<Vec<u8>>>,
+    /// How long replaced versions and deleted files are kept, in seconds
+    /// (0: none are; overwrites and deletes free their blocks at once).
+    retention_secs: std::sync::atomic::AtomicU64,
 }
 
 /// Unsaved new files remembered at most.
@@ -154,7 +163,25 @@ impl<S: BlockStore> Vault<S> {
             checked: Mutex::new(HashSet::new()),
             writer: std::sync::OnceLock::new(),
             unsaved: Mutex::new(HashSet::new()),
+            retention_secs: std::sync::atomic::AtomicU64::new(
+                super::history::DEFAULT_RETENTION.as_secs(),
+            ),
         })
+    }
+
+    /// Sets how long replaced versions and deleted files are kept (zero:
+    /// not at all).
+    pub fn set_retention(&self, keep: Duration) {
+        self.retention_secs
+            .store(keep.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long replaced versions and deleted files are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(
+            self.retention_secs
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The owner of this tree.
@@ -260,7 +287,7 @@ impl<S: BlockStore> Vault<S> {
                 None => return Err(FsError::NotFound),
             },
         };
-        let (mut obj, mut layout) = self.decode(link, key, &value, seq).await?;
+        let (mut obj, mut layout, plain) = self.decode(link, key, &value, seq).await?;
         if versions.len() > 1 {
             self.merge_loaded(link, &versions, &mut obj, &mut layout)
                 .await?;
@@ -272,7 +299,12 @@ impl<S: BlockStore> Vault<S> {
             )));
         }
         let merged = !layout.merged.is_empty();
-        let v = Versioned { obj, seq, layout };
+        let v = Versioned {
+            obj,
+            seq,
+            layout,
+            plain,
+        };
         self.remember(link, &v);
         if merged {
             self.spawn_store_merge(link);
@@ -281,17 +313,42 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Opens and decodes a record value (format v2, else v1), fetching a
-    /// file's index tree.
+    /// file's index tree; a file's plaintext comes back too, tagged.
     pub(crate) async fn decode(
         &self,
         link: &Link,
         key: crate::id::Id,
         value: &[u8],
         seq: u64,
+    ) -> Result<(Object, Layout, Option<Arc<Vec<u8>>>), FsError> {
+        let tagged = match open(&link.key, value, &object_aad(&link.name)) {
+            Ok(plain) => tagged(TAG_V2, &plain),
+            Err(_) => {
+                let plain = open(&link.key, value, &link.name)
+                    .map_err(|e| FsError::Corrupt(format!("object {}: {e}", key.short())))?;
+                tagged(TAG_V1, &plain)
+            }
+        };
+        let (obj, layout) = self.decode_plain(link, &tagged, seq).await?;
+        let plain = (link.kind == Kind::File).then(|| Arc::new(tagged));
+        Ok((obj, layout, plain))
+    }
+
+    /// Decodes a tagged record plaintext of `link` (a record's, or a kept
+    /// version's), fetching a file's index tree.
+    pub(crate) async fn decode_plain(
+        &self,
+        link: &Link,
+        tagged: &[u8],
+        seq: u64,
     ) -> Result<(Object, Layout), FsError> {
-        let corrupt = |e: String| FsError::Corrupt(format!("object {}: {e}", key.short()));
-        let mut obj = match open(&link.key, value, &object_aad(&link.name)) {
-            Ok(plain) => match decode_v2(&plain)? {
+        let (tag, plain) = tagged
+            .split_first()
+            .ok_or_else(|| FsError::Corrupt("empty object".into()))?;
+        let mut obj = if *tag == TAG_V1 {
+            v1::decode(plain)?
+        } else {
+            match decode_v2(plain)? {
                 Decoded::Done(o) => o,
                 Decoded::DirSplit { attrs, epoch } => {
                     let (entries, layout) = self.load_shards(link, seq, epoch).await?;
@@ -306,6 +363,7 @@ impl<S: BlockStore> Vault<S> {
                     attrs,
                     top,
                     journal,
+                    history,
                 } => {
                     let (extents, index_blocks) =
                         super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
@@ -317,14 +375,10 @@ impl<S: BlockStore> Vault<S> {
                             extents,
                             index_blocks,
                             journal,
+                            history,
                         }),
                     }
                 }
-            },
-            Err(_) => {
-                let plain =
-                    open(&link.key, value, &link.name).map_err(|e| corrupt(e.to_string()))?;
-                v1::decode(&plain)?
             }
         };
         set_dir_nlink(&mut obj);
@@ -1424,6 +1478,14 @@ pub(crate) fn set_dir_nlink(obj: &mut Object) {
 }
 
 /// Marks a directory changed now.
+/// `plain` with the format tag `tag` in front.
+fn tagged(tag: u8, plain: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(plain.len() + 1);
+    t.push(tag);
+    t.extend_from_slice(plain);
+    t
+}
+
 fn touch(attrs: &mut Attrs) {
     let now = Time::now();
     attrs.mtime = now;

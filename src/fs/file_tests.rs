@@ -319,7 +319,7 @@ async fn overwrites_and_deletes_free_the_blocks_no_version_uses() {
     g.write(&v, 0, &random(&mut rng, 3 * MIB)).await.unwrap();
     g.flush(&v, Durability::Later).await.unwrap();
     assert!(!held_blocks(&store).is_empty());
-    v.remove(&v.root(), b"deleted", false).await.unwrap();
+    v.remove(&v.root(), b"deleted", false, None).await.unwrap();
     v.settle_all().await.unwrap();
     assert!(held_blocks(&store).is_empty());
 }

@@ -109,6 +109,16 @@ impl Identity {
         SecretKey(self.derive(b"root directory key"))
     }
 
+    /// The record name of the tree's trash directory.
+    pub fn trash_name(&self) -> Vec<u8> {
+        self.derive(b"trash directory record name")[..16].to_vec()
+    }
+
+    /// The encryption key of the trash directory.
+    pub fn trash_key(&self) -> SecretKey {
+        SecretKey(self.derive(b"trash directory key"))
+    }
+
     /// The DHT key of the record `name` owned by this identity.
     pub fn record_key(&self, name: &[u8]) -> Id {
         record_key(&self.owner(), name)

@@ -29,6 +29,11 @@ use super::{BlockStore, Durability, FsError};
 use crate::record::Record;
 use std::collections::HashSet;
 
+/// Whether a file version is in the trash.
+fn is_trashed(v: &Versioned) -> bool {
+    v.obj.content().is_some_and(|c| c.history.trashed.is_some())
+}
+
 /// The top of one directory version.
 enum DirPeek {
     Leaf(Entries),
@@ -284,14 +289,23 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Whether `link`'s object was deleted: its record is stored and every
-    /// version of it is a delete. Unreadable or absent counts as not
-    /// deleted (kept: a name is never dropped on a guess).
+    /// version of it is a delete or in the trash. Unreadable or absent
+    /// counts as not deleted (kept: a name is never dropped on a guess).
     async fn child_deleted(&self, link: &Link) -> bool {
         let key = self.identity().record_key(&link.name);
-        match self.store.get_versions(key).await {
-            Ok(v) => !v.is_empty() && v.iter().all(Record::is_tombstone),
-            Err(_) => false,
+        let Ok(versions) = self.store.get_versions(key).await else {
+            return false;
+        };
+        if versions.is_empty() {
+            return false;
         }
+        for r in versions.iter().filter(|r| !r.is_tombstone()) {
+            match self.decode_version(link, r).await {
+                Ok(v) if is_trashed(&v) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Resolves a file's concurrent versions in the background, once per
@@ -333,7 +347,20 @@ impl<S: BlockStore> Vault<S> {
         if versions.len() < 2 {
             return Ok(());
         }
-        let live: Vec<&Record> = versions.iter().filter(|r| !r.is_tombstone()).collect();
+        // A change beats a delete: versions in the trash give way to
+        // versions in use (they were deleted on one side, changed on the
+        // other), unless every live version is in the trash.
+        let mut live = Vec::new();
+        let mut trashed = Vec::new();
+        for r in versions.iter().filter(|r| !r.is_tombstone()) {
+            match is_trashed(&self.decode_version(link, r).await?) {
+                true => trashed.push(r),
+                false => live.push(r),
+            }
+        }
+        if live.is_empty() {
+            live = trashed;
+        }
         let Some(winner) = live.first().copied() else {
             return Ok(());
         };
@@ -371,7 +398,7 @@ impl<S: BlockStore> Vault<S> {
                 Ok(_) => copied += 1,
                 // Another machine's copy of this version is linked.
                 Err(FsError::Exists) => {
-                    if let Err(e) = self.unlink_object(&copy).await {
+                    if let Err(e) = self.unlink_object(&copy, None).await {
                         log::debug!("a second copy of a version not deleted: {e}");
                     }
                 }

@@ -98,11 +98,13 @@ async fn both_sides_of_a_partition_are_kept_after_the_heal() {
     // The partition: B starts from what A has.
     let b = side(2, Some(&a.store));
     write(&a, b"a-only.txt", b"made on A").await;
-    a.remove(&a.root(), b"gone.txt", false).await.unwrap();
+    a.remove(&a.root(), b"gone.txt", false, Some("/gone.txt"))
+        .await
+        .unwrap();
     write(&a, b"shared.txt", b"edit on A").await;
     a.settle_dir(&a.root()).await;
     write(&b, b"b-only.txt", b"made on B").await;
-    b.rename(&b.root(), b"moved.txt", &b.root(), b"moved2.txt")
+    b.rename(&b.root(), b"moved.txt", &b.root(), b"moved2.txt", None)
         .await
         .unwrap();
     write(&b, b"shared.txt", b"edit on B, longer").await;
@@ -170,7 +172,9 @@ async fn a_merged_directory_is_stored_once_read() {
     let b = side(2, Some(&a.store));
     write(&a, b"from-a.txt", b"a").await;
     write(&b, b"from-b.txt", b"b").await;
-    b.remove(&b.root(), b"base.txt", false).await.unwrap();
+    b.remove(&b.root(), b"base.txt", false, Some("/base.txt"))
+        .await
+        .unwrap();
     b.settle_dir(&b.root()).await;
     copy_into(&b.store, &a.store);
     assert_eq!(with_siblings(&a.store), 1, "the root, both sides");

@@ -26,6 +26,7 @@ pub mod object;
 pub mod pending;
 pub mod ranges;
 pub mod shards;
+pub mod trash;
 pub mod tree;
 pub mod vault;
 pub mod versions;

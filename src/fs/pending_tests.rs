@@ -227,7 +227,7 @@ async fn changes_queued_behind_an_update_are_stored_together() {
     let (_, _, t) = v.create_pending(&root, b"e", attrs()).await.unwrap();
     let v3 = Arc::clone(&v);
     let root3 = root.clone();
-    let rm = tokio::spawn(async move { v3.remove(&root3, b"e", false).await });
+    let rm = tokio::spawn(async move { v3.remove(&root3, b"e", false, None).await });
     settle_time().await;
     v.store.set(Gate::Open);
     rm.await.unwrap().unwrap();
@@ -286,8 +286,8 @@ async fn a_removed_directory_is_deleted_only_after_its_own_removals_are_stored()
     assert!(!mem.blocks.lock().unwrap().is_empty());
     // The directory's record is held while `rm -rf d` runs.
     v.store.gate(v.identity().record_key(&dir.name), Gate::Hold);
-    v.remove_behind(&dir, b"f", false).await.unwrap();
-    v.remove_behind(&root, b"d", true).await.unwrap();
+    v.remove_behind(&dir, b"f", false, None).await.unwrap();
+    v.remove_behind(&root, b"d", true, None).await.unwrap();
     v.settle_dir(&root).await;
     // The directory's delete waits for its removal of `f`: only that one
     // put of its record was tried.

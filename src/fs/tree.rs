@@ -221,10 +221,10 @@ impl<S: BlockStore> Vault<S> {
                     stats.symlinks += s.symlinks;
                 }
             }
-            self.remove(&parent, &name, true).await?;
+            self.remove(&parent, &name, true, None).await?;
             stats.dirs += 1;
         } else {
-            self.remove(&parent, &name, false).await?;
+            self.remove(&parent, &name, false, Some(path)).await?;
             if link.kind == Kind::File {
                 stats.files += 1;
             } else {
@@ -265,7 +265,7 @@ impl<S: BlockStore> Vault<S> {
                 } else if ft.is_symlink() {
                     let dest = fs::read_link(e.path()).map_err(|err| local_err(&e.path(), err))?;
                     let (parent, leaf) = self.resolve_parent(&target).await?;
-                    let _ = self.remove(&parent, &leaf, false).await;
+                    let _ = self.remove(&parent, &leaf, false, Some(&target)).await;
                     self.create(
                         &parent,
                         &leaf,

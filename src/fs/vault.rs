@@ -202,6 +202,13 @@ impl<S: BlockStore> Vault<S> {
         link.name == self.identity.root_name()
     }
 
+    /// Whether `link` is a directory at a name derived from the identity
+    /// (the root, the trash): empty until first saved, and saved first
+    /// by compare-and-swap (two machines may create it at once).
+    fn is_fixed(&self, link: &Link) -> bool {
+        self.is_root(link) || link.name == self.identity.trash_name()
+    }
+
     /// Loads an object. The root directory exists implicitly (empty, seq 0)
     /// until first saved. A directory with changes still being stored
     /// loads as this vault's view of it (the stored version with the
@@ -242,6 +249,7 @@ impl<S: BlockStore> Vault<S> {
             .or(versions.first())
             .cloned();
         let root = self.is_root(link);
+        let fixed = self.is_fixed(link);
         let seen = root && self.root_seen.load(std::sync::atomic::Ordering::Relaxed);
         if root && rec.is_some() {
             self.root_seen
@@ -253,7 +261,7 @@ impl<S: BlockStore> Vault<S> {
                     "the root directory was stored, but no replica has it now".into(),
                 ));
             }
-            None if root => {
+            None if fixed => {
                 return Ok(Versioned::new(
                     Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
                     0,
@@ -278,7 +286,7 @@ impl<S: BlockStore> Vault<S> {
             }
             Some(r) => match r.value {
                 Some(v) => (v, head_seq),
-                None if root => {
+                None if fixed => {
                     return Ok(Versioned::new(
                         Object::empty(Kind::Dir, Attrs::new(0o755, 0, 0)),
                         head_seq,
@@ -556,7 +564,7 @@ impl<S: BlockStore> Vault<S> {
         durability: Durability,
     ) -> Result<u64, FsError> {
         let rec = self.sealed_record(link, obj, top, expected + 1).await?;
-        if expected == 0 && !self.is_root(link) {
+        if expected == 0 && !self.is_fixed(link) {
             // A fresh random name: the first version needs no ordering.
             self.store.put_new_record(rec, durability).await?;
             self.lock_unsaved().remove(&link.name);
@@ -855,7 +863,7 @@ impl<S: BlockStore> Vault<S> {
             attrs: Some(v.obj.attrs.clone()),
         };
         if let Err(e) = self.update(parent, link_entry(name, entry)).await {
-            if let Err(u) = self.unlink_object(link).await {
+            if let Err(u) = self.unlink_object(link, None).await {
                 log::warn!("link count of a failed hard link not taken back: {u}");
             }
             return Err(e);
@@ -864,9 +872,14 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Drops one name of object `link`, after its entry is gone: with other
-    /// names left its link count goes down, else it is deleted. Returns
-    /// whether it was deleted.
-    pub async fn unlink_object(&self, link: &Link) -> Result<bool, FsError> {
+    /// names left its link count goes down; else a file goes to the trash
+    /// if `trash_as` (the path it had) is given and versions are kept, and
+    /// anything else is deleted. Returns whether it lost its last name.
+    pub async fn unlink_object(
+        &self,
+        link: &Link,
+        trash_as: Option<&str>,
+    ) -> Result<bool, FsError> {
         if link.kind == Kind::Dir {
             // Its own changes still being stored (the removals that
             // emptied it) go first: a delete racing them would make them
@@ -876,68 +889,61 @@ impl<S: BlockStore> Vault<S> {
             self.delete(link).await?;
             return Ok(true);
         }
-        // The common case, a single name: the version loaded is tombstoned
-        // by compare-and-swap (one fetch and one write); if it changed
-        // meanwhile (a new link elsewhere), the general path below runs.
-        match self.load(link).await {
-            Ok(v) if v.obj.attrs.nlink <= 1 => {
+        let to_trash = trash_as.filter(|_| link.kind == Kind::File && self.keeps_versions());
+        // One fetch and one compare-and-swap write in the common case,
+        // again if the record changed meanwhile (a new link elsewhere).
+        for _ in 0..CAS_ATTEMPTS {
+            let v = match self.load(link).await {
+                Ok(v) => v,
+                Err(FsError::NotFound) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            let written = if v.obj.attrs.nlink > 1 {
+                // Other names stay: one fewer.
+                let mut o = v.obj.clone();
+                o.attrs.nlink -= 1;
+                o.attrs.ctime = Time::now();
+                let reusable = v.obj.blocks();
+                self.save_file(link, &mut o, v.seq, &reusable, Durability::Later, false)
+                    .await
+                    .map(|_| false)
+            } else if let Some(path) = to_trash {
+                self.trash_file(link, v.seq, &v.obj, path)
+                    .await
+                    .map(|_| true)
+            } else {
                 let rec = self.sign_next(&link.name, v.seq + 1, None).await?;
-                match self
+                let put = self
                     .store
                     .put_record(rec, Some(v.seq), Durability::Later)
-                    .await
-                {
-                    Ok(()) => {
-                        self.release_behind(v.obj.blocks());
-                        return Ok(true);
-                    }
-                    Err(FsError::Conflict(_)) => {}
-                    Err(e) => return Err(e),
+                    .await;
+                if put.is_ok() {
+                    self.release_file(link, &v.obj).await;
                 }
+                put.map(|_| true)
+            };
+            match written {
+                Err(FsError::Conflict(_)) => continue,
+                other => return other,
             }
-            Ok(_) => {}
-            Err(FsError::NotFound) => return Ok(true),
-            Err(e) => return Err(e),
         }
-        // The blocks of the version that had its last name, if it had.
-        let last: Arc<Mutex<Option<HashSet<Id>>>> = Arc::new(Mutex::new(None));
-        let seen = Arc::clone(&last);
-        let updated = self
-            .update(link, move |o| {
-                let is_last = o.attrs.nlink <= 1;
-                *seen.lock().unwrap_or_else(|e| e.into_inner()) = is_last.then(|| o.blocks());
-                if !is_last {
-                    o.attrs.nlink -= 1;
-                    o.attrs.ctime = Time::now();
-                }
-                Ok(())
-            })
-            .await;
-        let blocks = last.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match (updated, blocks) {
-            (Ok(_), None) => Ok(false),
-            // The last name: the object goes, then its blocks.
-            (Ok(_), Some(blocks)) => {
-                self.delete(link).await?;
-                self.release_behind(blocks);
-                Ok(true)
-            }
-            // No record left to count in.
-            (Err(FsError::NotFound), _) => {
-                self.delete(link).await?;
-                Ok(true)
-            }
-            (Err(e), _) => Err(e),
-        }
+        Err(FsError::Conflict(None))
     }
 
     /// Removes `name` from `parent`: a directory only if `dir` (and empty),
     /// anything else only if not `dir`. The object loses that name, and is
-    /// deleted if it was its last; returns whether it was.
-    pub async fn remove(&self, parent: &Link, name: &[u8], dir: bool) -> Result<bool, FsError> {
+    /// deleted (a file with `trash_as`, its path, goes to the trash) if it
+    /// was its last; returns whether it was.
+    pub async fn remove(
+        &self,
+        parent: &Link,
+        name: &[u8],
+        dir: bool,
+        trash_as: Option<&str>,
+    ) -> Result<bool, FsError> {
         let (link, shards, ticket) = self.queue_remove(parent, name, dir).await?;
         ticket.wait().await?;
-        Ok(self.finish_remove(&link, shards).await)
+        Ok(self.finish_remove(&link, shards, trash_as).await)
     }
 
     /// [`Vault::remove`], written behind: returns (the object removed) once
@@ -952,8 +958,10 @@ impl<S: BlockStore> Vault<S> {
         parent: &Link,
         name: &[u8],
         dir: bool,
+        trash_as: Option<&str>,
     ) -> Result<Link, FsError> {
         let (link, shards, ticket) = self.queue_remove(parent, name, dir).await?;
+        let trash_as = trash_as.map(str::to_string);
         let me = self
             .me
             .upgrade()
@@ -962,7 +970,7 @@ impl<S: BlockStore> Vault<S> {
         let task = tokio::spawn(async move {
             match ticket.wait().await {
                 Ok(_) => {
-                    me.finish_remove(&gone, shards).await;
+                    me.finish_remove(&gone, shards, trash_as.as_deref()).await;
                 }
                 Err(e) => log::warn!("a removal could not be stored (the name stays): {e}"),
             }
@@ -1029,8 +1037,13 @@ impl<S: BlockStore> Vault<S> {
 
     /// After its entry is stored gone: the object loses the name (deleted
     /// if it was the last; whether it was).
-    async fn finish_remove(&self, link: &Link, shards: Option<Layout>) -> bool {
-        let deleted = match self.unlink_object(link).await {
+    async fn finish_remove(
+        &self,
+        link: &Link,
+        shards: Option<Layout>,
+        trash_as: Option<&str>,
+    ) -> bool {
+        let deleted = match self.unlink_object(link, trash_as).await {
             Ok(d) => d,
             Err(e) => {
                 log::warn!("unlinked object could not be deleted: {e}");
@@ -1047,13 +1060,15 @@ impl<S: BlockStore> Vault<S> {
     /// a compatible kind (an empty directory by a directory, a non-directory
     /// by a non-directory). The caller checks that a directory is not moved
     /// into itself. Returns whether a replaced object was deleted (it was
-    /// its last name).
+    /// its last name; a file replaced goes to the trash as `replaced_at`,
+    /// its path, if given).
     pub async fn rename(
         &self,
         from_parent: &Link,
         from: &[u8],
         to_parent: &Link,
         to: &[u8],
+        replaced_at: Option<&str>,
     ) -> Result<bool, FsError> {
         check_name(from)?;
         check_name(to)?;
@@ -1132,7 +1147,7 @@ impl<S: BlockStore> Vault<S> {
         }
         let mut deleted = false;
         if let Some(old) = replaced {
-            match self.unlink_object(&old).await {
+            match self.unlink_object(&old, replaced_at).await {
                 Ok(d) => deleted = d,
                 Err(e) => log::warn!("replaced object could not be deleted: {e}"),
             }
@@ -1243,16 +1258,30 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Every block the tree refers to now: a walk of every directory and
-    /// every file's index. Fails if any object cannot be loaded (an orphan
-    /// check must not act on a partial walk).
+    /// every file's index, of the versions kept within the retention
+    /// period, and of the files in the trash. Fails if any object cannot
+    /// be loaded (an orphan check must not act on a partial walk).
     pub async fn live_blocks(&self) -> Result<HashSet<Id>, FsError> {
-        self.subtree_blocks(self.root()).await
+        let cutoff = Some(self.keep_cutoff());
+        let mut live = self.walk_blocks(self.root(), cutoff).await?;
+        let trash = self.trash_link();
+        live.extend(self.walk_blocks(trash, cutoff).await?);
+        Ok(live)
     }
 
-    /// Every block the subtree at `top` refers to now (as
-    /// [`live_blocks`](Self::live_blocks) for the whole tree): reading it
-    /// loads every object under `top`.
+    /// Every block the subtree at `top` refers to now (its current
+    /// versions only): reading it loads every object under `top`.
     pub async fn subtree_blocks(&self, top: Link) -> Result<HashSet<Id>, FsError> {
+        self.walk_blocks(top, None).await
+    }
+
+    /// The blocks of the subtree at `top`, and with `kept_since`, those of
+    /// the versions its files kept that were replaced since then.
+    async fn walk_blocks(
+        &self,
+        top: Link,
+        kept_since: Option<Time>,
+    ) -> Result<HashSet<Id>, FsError> {
         let mut live = HashSet::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut todo = vec![top];
@@ -1262,6 +1291,11 @@ impl<S: BlockStore> Vault<S> {
             }
             let v = self.load(&link).await?;
             live.extend(v.obj.blocks());
+            if let (Some(cut), Some(c)) = (kept_since, v.obj.content())
+                && !c.history.kept.is_empty()
+            {
+                live.extend(self.kept_blocks(&link, &c.history, Some(cut)).await?);
+            }
             if let Some(entries) = v.obj.entries() {
                 for e in entries.values() {
                     if matches!(e.link.kind, Kind::Dir | Kind::File) {

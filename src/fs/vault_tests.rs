@@ -97,29 +97,29 @@ async fn directories_create_remove_rename() {
     .await
     .unwrap();
     // Across directories, replacing a file.
-    v.rename(&d1, b"x", &d2, b"y").await.unwrap();
+    v.rename(&d1, b"x", &d2, b"y", None).await.unwrap();
     let (_, d2v) = v.resolve("/d2").await.unwrap();
     assert_eq!(d2v.obj.entries().unwrap().len(), 1);
     assert!(v.resolve("/d1/x").await.is_err());
     v.resolve("/d2/y").await.unwrap();
     // Directory over a file refused; non-empty directory refused.
     assert_eq!(
-        v.rename(&root, b"d1", &d2, b"y").await.unwrap_err(),
+        v.rename(&root, b"d1", &d2, b"y", None).await.unwrap_err(),
         FsError::NotDir
     );
     assert_eq!(
-        v.remove(&root, b"d1", true).await.unwrap_err(),
+        v.remove(&root, b"d1", true, None).await.unwrap_err(),
         FsError::NotEmpty
     );
     assert_eq!(
-        v.remove(&d1, b"s", true).await.unwrap_err(),
+        v.remove(&d1, b"s", true, None).await.unwrap_err(),
         FsError::NotDir
     );
-    v.remove(&d1, b"s", false).await.unwrap();
-    v.remove(&root, b"d1", true).await.unwrap();
+    v.remove(&d1, b"s", false, None).await.unwrap();
+    v.remove(&root, b"d1", true, None).await.unwrap();
     assert_eq!(v.resolve("/d1").await.unwrap_err(), FsError::NotFound);
     // Same-directory rename.
-    v.rename(&d2, b"y", &d2, b"z").await.unwrap();
+    v.rename(&d2, b"y", &d2, b"z", None).await.unwrap();
     let (_, d2v) = v.resolve("/d2").await.unwrap();
     assert_eq!(
         d2v.obj.entries().unwrap().keys().collect::<Vec<_>>(),
@@ -338,7 +338,7 @@ async fn a_large_directory_is_sharded_and_a_create_rewrites_one_shard() {
         .cloned()
         .collect();
     for n in &names {
-        cold.remove(&dir, n, false).await.unwrap();
+        cold.remove(&dir, n, false, None).await.unwrap();
     }
     let fresh = Vault::new(Arc::clone(&store), Identity::from_secret(id));
     assert!(
@@ -351,7 +351,10 @@ async fn a_large_directory_is_sharded_and_a_create_rewrites_one_shard() {
             .unwrap()
             .is_empty()
     );
-    fresh.remove(&fresh.root(), b"big", true).await.unwrap();
+    fresh
+        .remove(&fresh.root(), b"big", true, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -419,11 +422,11 @@ async fn hard_links_share_content_and_count_names() {
     let mut g = OpenFile::open(&v, bl.clone()).await.unwrap();
     assert_eq!(g.read(&v, 0, 8).await.unwrap(), b"new head");
     // Removing one name keeps the object; removing the last deletes it.
-    assert!(!v.remove(&root, b"a", false).await.unwrap());
+    assert!(!v.remove(&root, b"a", false, None).await.unwrap());
     let (_, bv) = v.resolve("/d/b").await.unwrap();
     assert_eq!(bv.obj.attrs.nlink, 1);
     assert_eq!(g.read(&v, 8, 10).await.unwrap(), pattern(20_000, 3)[8..18]);
-    assert!(v.remove(&d, b"b", false).await.unwrap());
+    assert!(v.remove(&d, b"b", false, None).await.unwrap());
     assert_eq!(v.load(&link).await.unwrap_err(), FsError::NotFound);
 }
 
@@ -455,14 +458,14 @@ async fn a_removal_written_behind_is_seen_at_once_and_deletes_after_it_is_stored
     let mut f = OpenFile::open(&v, link.clone()).await.unwrap();
     f.write(&v, 0, b"bytes").await.unwrap();
     f.flush(&v, Durability::Later).await.unwrap();
-    let gone = v.remove_behind(&root, b"f", false).await.unwrap();
+    let gone = v.remove_behind(&root, b"f", false, None).await.unwrap();
     assert_eq!(gone.name, link.name);
     assert_eq!(
         v.load(&root).await.unwrap().obj.entry(b"f"),
         Err(FsError::NotFound)
     );
     assert_eq!(
-        v.remove_behind(&root, b"f", false).await.unwrap_err(),
+        v.remove_behind(&root, b"f", false, None).await.unwrap_err(),
         FsError::NotFound
     );
     // Settled, the entry is stored gone and then the object deleted.

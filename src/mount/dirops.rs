@@ -193,8 +193,9 @@ impl<S: BlockStore> Core<S> {
         let shared = child
             .as_ref()
             .is_some_and(|l| l.kind != Kind::Dir && self.known_links(l) > 1);
+        let path = self.path_in(parent, name);
         if let (true, Some(l)) = (shared, child) {
-            let res = self.vault.remove(&plink, name, dir).await;
+            let res = self.vault.remove(&plink, name, dir, Some(&path)).await;
             self.refresh_dir(parent, &plink);
             if res? {
                 self.gone(&l);
@@ -203,7 +204,10 @@ impl<S: BlockStore> Core<S> {
             }
             return Ok(());
         }
-        let res = self.vault.remove_behind(&plink, name, dir).await;
+        let res = self
+            .vault
+            .remove_behind(&plink, name, dir, Some(&path))
+            .await;
         self.refresh_dir(parent, &plink);
         self.gone(&res?);
         Ok(())
@@ -273,7 +277,11 @@ impl<S: BlockStore> Core<S> {
         if flags.contains(RenameFlags::RENAME_NOREPLACE) && target.is_some() {
             return Err(FsError::Exists);
         }
-        let res = self.vault.rename(&from, name, &to, newname).await;
+        let replaced_at = self.path_in(newparent, newname);
+        let res = self
+            .vault
+            .rename(&from, name, &to, newname, Some(&replaced_at))
+            .await;
         {
             let mut t = self.inodes();
             t.invalidate(parent);

@@ -11,6 +11,12 @@
 //! block may belong to a save still under way, here or on another machine
 //! of the same owner). Any failure, of the listing or of the walk, skips
 //! the round: nothing is released on a partial view.
+//!
+//! The walk counts the versions files kept within the retention period
+//! and the files in the trash ([`crate::fs::trash`]); each round first
+//! deletes the files that have been in the trash longer than that. So the
+//! check is also what frees the space of versions and deleted files once
+//! the retention period lets go of them.
 
 use crate::dht::{Dht, Transport};
 use crate::fs::{BlockStore, Vault};
@@ -43,6 +49,11 @@ pub async fn check_once<T: Transport, S: BlockStore>(
     vault: &Vault<S>,
     grace: Duration,
 ) -> Result<usize, String> {
+    match vault.expire_trash().await {
+        Ok(0) => {}
+        Ok(n) => log::info!("trash: {n} files deleted before the retention period were deleted"),
+        Err(e) => return Err(format!("expiring the trash: {e}")),
+    }
     let listed = dht
         .owned_blocks(vault.identity().owner())
         .await

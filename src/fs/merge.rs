@@ -301,7 +301,7 @@ impl<S: BlockStore> Vault<S> {
         }
         for r in versions.iter().filter(|r| !r.is_tombstone()) {
             match self.decode_version(link, r).await {
-                Ok(v) if is_trashed(&v) => {}
+                Ok(v) if v.obj.is_trashed() => {}
                 _ => return false,
             }
         }
@@ -353,7 +353,7 @@ impl<S: BlockStore> Vault<S> {
         let mut live = Vec::new();
         let mut trashed = Vec::new();
         for r in versions.iter().filter(|r| !r.is_tombstone()) {
-            match is_trashed(&self.decode_version(link, r).await?) {
+            match self.decode_version(link, r).await?.obj.is_trashed() {
                 true => trashed.push(r),
                 false => live.push(r),
             }

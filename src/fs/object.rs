@@ -313,6 +313,11 @@ impl Object {
         }
     }
 
+    /// Whether this is a file in the trash ([`super::trash`]).
+    pub fn is_trashed(&self) -> bool {
+        self.content().is_some_and(|c| c.history.trashed.is_some())
+    }
+
     /// A file's content, if a file.
     pub fn content(&self) -> Option<&FileContent> {
         match &self.body {

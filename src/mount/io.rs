@@ -29,19 +29,24 @@ impl<S: BlockStore> Core<S> {
         let (fh, file, fresh) = match attached {
             Some((fh, file)) => (fh, file, false),
             None => {
-                let f = match OpenFile::open(&self.vault, link).await {
-                    // Replaced or removed elsewhere (`sed -i`, an editor's
-                    // save on another machine) after the kernel looked the
-                    // name up: ESTALE makes it look the name up again, in
-                    // the parent as stored now.
-                    Err(FsError::NotFound) => {
-                        let mut t = self.inodes();
-                        let parent = t.parent(ino);
-                        t.invalidate(parent);
-                        return Err(FsError::Stale);
-                    }
-                    r => r?,
+                let opened = OpenFile::open(&self.vault, link).await;
+                // Replaced or removed elsewhere (`sed -i`, an editor's save
+                // on another machine) after the kernel looked the name up:
+                // ESTALE makes it look the name up again, in the parent as
+                // stored now. A file in the trash is gone for new opens
+                // (one open here stays readable).
+                let gone = match &opened {
+                    Err(FsError::NotFound) => true,
+                    Ok(f) => f.state.obj.is_trashed(),
+                    Err(_) => false,
                 };
+                if gone {
+                    let mut t = self.inodes();
+                    let parent = t.parent(ino);
+                    t.invalidate(parent);
+                    return Err(FsError::Stale);
+                }
+                let f = opened?;
                 self.handles().attach_or_insert(ino, f)
             }
         };

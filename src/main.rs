@@ -3,7 +3,7 @@
 use clap::Parser;
 use peerstore::cache::records::{DEFAULT_RECORD_CACHE_BYTES, RecordCache};
 use peerstore::cache::{BlockCache, CachedStore};
-use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs};
+use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs, TrashCommand};
 use peerstore::fs::{Identity, Vault};
 use peerstore::journal::JournalStore;
 use peerstore::journal::disk::Journal;
@@ -53,8 +53,23 @@ fn main() -> ExitCode {
             Command::Put { vault, local, path } => {
                 cli::run_put(&vault.open()?, &local, &path).await?
             }
-            Command::Get { vault, path, local } => {
-                cli::run_get(&vault.open()?, &path, &local).await?
+            Command::Get {
+                vault,
+                path,
+                local,
+                version,
+            } => cli::run_get(&vault.open()?, &path, &local, version).await?,
+            Command::Versions { vault, path, json } => {
+                cli::run_versions(&vault.open()?, &path, json).await?
+            }
+            Command::Trash(TrashCommand::Ls { vault, json }) => {
+                cli::run_trash_ls(&vault.open()?, json).await?
+            }
+            Command::Trash(TrashCommand::Restore { vault, path, to }) => {
+                cli::run_trash_restore(&vault.open()?, &path, to.as_deref()).await?
+            }
+            Command::Trash(TrashCommand::Empty { vault }) => {
+                cli::run_trash_empty(&vault.open()?).await?
             }
             Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await?,
             Command::Rm {
@@ -178,6 +193,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 .with_local(running.node.core.store.clone()),
             );
             let vault = Vault::new(Arc::clone(&store), identity);
+            vault.set_retention(a.retention);
             // Conflict copies name the machine: its host name and the
             // start of its node ID (two nodes may share a host name).
             let id = running.node.ring().me().id.to_string();

@@ -20,7 +20,7 @@ pub fn open_vault(
     Ok(Vault::new(Arc::new(store), id))
 }
 
-fn err(path: &str) -> impl Fn(FsError) -> CliError + '_ {
+pub(super) fn err(path: &str) -> impl Fn(FsError) -> CliError + '_ {
     move |e| CliError::tree(path, e)
 }
 
@@ -62,16 +62,17 @@ pub async fn run_put(
     Ok(())
 }
 
-/// `peerstore get PATH LOCAL`.
+/// `peerstore get PATH LOCAL [--version N]`.
 pub async fn run_get(
     v: &Arc<Vault<RemoteStore>>,
     path: &str,
     local: &Path,
+    version: Option<u64>,
 ) -> Result<(), CliError> {
     let (_, obj) = v.resolve(path).await.map_err(err(path))?;
     let pb = bar(obj.obj.attrs.size, "get");
     let n = v
-        .get_file(path, local, &mut |k| pb.inc(k))
+        .get_file(path, local, version, &mut |k| pb.inc(k))
         .await
         .map_err(err(path))?;
     pb.finish_and_clear();

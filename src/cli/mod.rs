@@ -15,6 +15,7 @@ mod network;
 mod remote_store;
 mod ring_walk;
 mod status;
+mod versions;
 
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use error::CliError;
@@ -23,6 +24,7 @@ pub use network::{run_init, run_invite};
 pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
 pub use status::{run_pin, run_status};
+pub use versions::{run_trash_empty, run_trash_ls, run_trash_restore, run_versions};
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -86,7 +88,26 @@ pub enum Command {
         path: String,
         /// Local file to write.
         local: PathBuf,
+        /// Copy this kept version instead of the current content (its
+        /// number from `peerstore versions`).
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
     },
+    /// List the versions of the file at PATH: the ones overwrites kept,
+    /// oldest first, then the current one.
+    Versions {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Store path.
+        path: String,
+        /// Print a JSON list of objects (`version`, `time`, `size`,
+        /// `machine`, `current`) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deleted files: list, restore, empty.
+    #[command(subcommand)]
+    Trash(TrashCommand),
     /// List a directory of the store (default: the root).
     Ls {
         #[command(flatten)]
@@ -155,6 +176,35 @@ pub enum Command {
         peer: PeerArg,
         /// A path given to `pin`.
         path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrashCommand {
+    /// List the files in the trash, oldest deletion first.
+    Ls {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Print a JSON list of objects (`path`, `deleted`, `size`,
+        /// `machine`) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the file last deleted from PATH back (with its versions),
+    /// creating missing directories.
+    Restore {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The path it was deleted from.
+        path: String,
+        /// Restore it at this path instead (e.g. when PATH is taken).
+        #[arg(long, value_name = "PATH")]
+        to: Option<String>,
+    },
+    /// Delete every file in the trash for good, and free its space.
+    Empty {
+        #[command(flatten)]
+        vault: VaultArgs,
     },
 }
 
@@ -302,6 +352,12 @@ pub struct NodeArgs {
     /// orphans (they may belong to a save under way).
     #[arg(long, default_value_t = 24 * 3600)]
     pub orphan_grace_secs: u64,
+    /// How long the versions an overwrite replaces and the files in the
+    /// trash are kept (e.g. 30d, 12h, 90s; 0 keeps none: overwrites and
+    /// deletes free their space at once). The orphan check frees them
+    /// after that.
+    #[arg(long, default_value = "30d", value_parser = crate::fs::history::parse_retention)]
+    pub retention: std::time::Duration,
     /// Seconds added to this machine's clock for the times the node
     /// stamps (tests of machines whose clocks disagree).
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]

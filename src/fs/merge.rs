@@ -29,11 +29,6 @@ use super::{BlockStore, Durability, FsError};
 use crate::record::Record;
 use std::collections::HashSet;
 
-/// Whether a file version is in the trash.
-fn is_trashed(v: &Versioned) -> bool {
-    v.obj.content().is_some_and(|c| c.history.trashed.is_some())
-}
-
 /// The top of one directory version.
 enum DirPeek {
     Leaf(Entries),

@@ -23,7 +23,6 @@ use super::object::{Attrs, Entry, Kind, Link, Time};
 use super::vault::Vault;
 use super::{BlockStore, Durability, FsError, split_path};
 use crate::id::Id;
-use futures::StreamExt;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -274,15 +273,16 @@ impl<S: BlockStore> Vault<S> {
     /// Deletes the files of `items` still marked as theirs, frees their
     /// blocks and their versions', then drops the entries.
     async fn purge(&self, items: Vec<TrashItem>) -> Result<usize, FsError> {
-        let results: Vec<Result<bool, FsError>> = futures::stream::iter(items.iter())
-            .map(|item| self.purge_one(item))
-            .buffer_unordered(PURGE_PARALLEL)
-            .collect()
-            .await;
         let mut deleted = 0;
-        for r in results {
-            if r? {
-                deleted += 1;
+        for chunk in items.chunks(PURGE_PARALLEL) {
+            let mut batch = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                batch.push(self.purge_one(item));
+            }
+            for r in futures::future::join_all(batch).await {
+                if r? {
+                    deleted += 1;
+                }
             }
         }
         let ids: HashSet<Vec<u8>> = items.into_iter().map(|i| i.id).collect();

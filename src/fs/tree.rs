@@ -4,7 +4,7 @@
 //! files never sit whole in memory and uploads run in parallel.
 
 use super::object::{Attrs, CHUNK_SIZE, Kind, Link, Time};
-use super::{BlockStore, Durability, FsError, OpenFile, Vault, split_path};
+use super::{BlockStore, Durability, FsError, OpenFile, Vault, Versioned, split_path};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -140,15 +140,22 @@ impl<S: BlockStore> Vault<S> {
         Ok(off)
     }
 
-    /// Copies the file at `path` to the local file `local` (written to a
-    /// temporary name, then renamed), with its mode and times.
+    /// Copies the file at `path` (or its kept `version`) to the local
+    /// file `local` (written to a temporary name, then renamed), with its
+    /// mode and times.
     pub async fn get_file(
         self: &Arc<Self>,
         path: &str,
         local: &Path,
+        version: Option<u64>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, FsError> {
-        let (link, v) = self.resolve(path).await?;
+        let (link, mut v) = self.resolve(path).await?;
+        if let Some(n) = version
+            && link.kind == Kind::File
+        {
+            v = Versioned::new(self.load_version(&link, n).await?, 0);
+        }
         if link.kind != Kind::File {
             return Err(if link.kind == Kind::Dir {
                 FsError::IsDir
@@ -312,7 +319,7 @@ impl<S: BlockStore> Vault<S> {
                 match child.kind {
                     Kind::Dir => stack.push((src, out)),
                     Kind::File => {
-                        stats.bytes += self.get_file(&src, &out, progress).await?;
+                        stats.bytes += self.get_file(&src, &out, None, progress).await?;
                         stats.files += 1;
                     }
                     Kind::Symlink => {
@@ -382,7 +389,7 @@ mod tests {
         v.put_file(&src.path().join("short"), "/bk/a/b/big", &mut |_| {})
             .await
             .unwrap();
-        v.get_file("/bk/a/b/big", &dst.path().join("got"), &mut |_| {})
+        v.get_file("/bk/a/b/big", &dst.path().join("got"), None, &mut |_| {})
             .await
             .unwrap();
         assert_eq!(fs::read(dst.path().join("got")).unwrap(), b"xy");

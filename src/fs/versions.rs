@@ -65,48 +65,51 @@ impl<S: BlockStore> Vault<S> {
         Ok(key)
     }
 
-    /// Visits the kept versions of file `link` listed from `history`,
-    /// newest first, with their tagged record plaintext, down to the
-    /// first one replaced before `cutoff` (if given) or no longer stored.
+    /// The kept versions of file `link` listed from `history`, newest
+    /// first, with their tagged record plaintext: down to the first one
+    /// replaced before `cutoff` (if given) or no longer stored, or to
+    /// version `until`.
     async fn walk_kept(
         &self,
         link: &Link,
         history: &History,
         cutoff: Option<Time>,
-        visit: &mut (dyn FnMut(&Kept, &[u8]) -> Result<bool, FsError> + Send),
-    ) -> Result<(), FsError> {
+        until: Option<u64>,
+    ) -> Result<Vec<(Kept, Vec<u8>)>, FsError> {
+        let mut out: Vec<(Kept, Vec<u8>)> = Vec::new();
         let mut list = history.kept.clone();
         let mut below = u64::MAX;
         loop {
-            let mut oldest = None;
-            for k in &list {
+            let before = out.len();
+            for k in list {
                 // Numbers only go down along the chain (a loop is corrupt).
                 if k.number >= below {
                     continue;
                 }
                 if cutoff.is_some_and(|c| k.replaced < c) {
-                    return Ok(());
+                    return Ok(out);
                 }
                 let sealed = match self.store.get_block(k.block).await {
                     Ok(b) => b,
                     // Let go by an orphan check (retention ended).
-                    Err(FsError::NotFound) => return Ok(()),
+                    Err(FsError::NotFound) => return Ok(out),
                     Err(e) => return Err(e),
                 };
                 let tagged = open_version(link, &sealed)?;
                 below = k.number;
-                if !visit(k, &tagged)? {
-                    return Ok(());
+                let done = until.is_some_and(|n| k.number <= n);
+                out.push((k, tagged));
+                if done {
+                    return Ok(out);
                 }
-                oldest = Some(tagged);
             }
-            let Some(t) = oldest else {
-                return Ok(());
+            if out.len() == before {
+                return Ok(out);
+            }
+            list = match out.last() {
+                Some((_, t)) => history_of(t)?.kept,
+                None => return Ok(out),
             };
-            list = history_of(&t)?.kept;
-            if list.is_empty() {
-                return Ok(());
-            }
         }
     }
 
@@ -125,17 +128,15 @@ impl<S: BlockStore> Vault<S> {
             machine: c.history.machine.clone(),
             current: true,
         }];
-        self.walk_kept(link, &c.history, None, &mut |k, _| {
+        for (k, _) in self.walk_kept(link, &c.history, None, None).await? {
             out.push(VersionInfo {
                 version: k.number,
                 time: show_time(k.saved),
                 size: k.size,
-                machine: k.machine.clone(),
+                machine: k.machine,
                 current: false,
             });
-            Ok(true)
-        })
-        .await?;
+        }
         out.reverse();
         Ok(out)
     }
@@ -147,20 +148,17 @@ impl<S: BlockStore> Vault<S> {
         if c.history.number() == number {
             return Ok(v.obj);
         }
-        let mut found = None;
-        self.walk_kept(link, &c.history, None, &mut |k, tagged| {
-            if k.number == number {
-                found = Some(tagged.to_vec());
-                return Ok(false);
-            }
-            Ok(k.number > number)
-        })
-        .await?;
-        let tagged = found.ok_or_else(|| {
-            FsError::Invalid(format!(
-                "no version {number} is kept (see `peerstore versions`)"
-            ))
-        })?;
+        let tagged = self
+            .walk_kept(link, &c.history, None, Some(number))
+            .await?
+            .into_iter()
+            .find(|(k, _)| k.number == number)
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                FsError::Invalid(format!(
+                    "no version {number} is kept (see `peerstore versions`)"
+                ))
+            })?;
         let (obj, _) = self.decode_plain(link, &tagged, 0).await?;
         if obj.content().is_none() {
             return Err(FsError::Corrupt("a kept version is not a file".into()));
@@ -177,15 +175,9 @@ impl<S: BlockStore> Vault<S> {
         history: &History,
         cutoff: Option<Time>,
     ) -> Result<HashSet<Id>, FsError> {
-        let mut found: Vec<(Id, Vec<u8>)> = Vec::new();
-        self.walk_kept(link, history, cutoff, &mut |k, tagged| {
-            found.push((k.block, tagged.to_vec()));
-            Ok(true)
-        })
-        .await?;
         let mut blocks = HashSet::new();
-        for (key, tagged) in found {
-            blocks.insert(key);
+        for (k, tagged) in self.walk_kept(link, history, cutoff, None).await? {
+            blocks.insert(k.block);
             let (obj, _) = self.decode_plain(link, &tagged, 0).await?;
             blocks.extend(obj.blocks());
         }
@@ -233,7 +225,11 @@ mod tests {
         // Small, inline, and large versions (index in blocks), 40 of them:
         // more than one record lists.
         let body = |i: usize| -> Vec<u8> {
-            let len = if i % 3 == 0 { 3 << 20 } else { 100 + i };
+            let len = if i.is_multiple_of(3) {
+                3 << 20
+            } else {
+                100 + i
+            };
             (0..len).map(|b| (b * 7 + i) as u8).collect()
         };
         for i in 0..40 {

@@ -1,6 +1,7 @@
 //! Space on the ring, through real processes and mounts: `df` on the
 //! mount shows the members' stores divided by r and this owner's bytes;
-//! `rm` frees the removed files' blocks on every replica within a minute;
+//! `rm` moves files to the trash, and `trash empty` frees their blocks on
+//! every replica within a minute;
 //! the owner's orphan check frees a block nothing refers to.
 
 mod common;
@@ -115,8 +116,7 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
     eprintln!("df used with the files: {used_full}");
     assert!(used_full < written + 4 * MIB, "used {used_full}");
 
-    // rm: the blocks go from every member within 60 s.
-    let t = Instant::now();
+    // rm moves the files to the trash: nothing is freed yet.
     let out = tool(
         Command::new("rm").arg("-rf").arg(&dir),
         Duration::from_secs(60),
@@ -125,6 +125,50 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
     assert!(out.status.success(), "rm -rf failed");
     let data_dirs: Vec<std::path::PathBuf> =
         nodes.iter().map(|n| n.data_dir().to_path_buf()).collect();
+    let in_trash: u64 = data_dirs.iter().map(|d| block_bytes(d)).sum();
+    assert!(
+        in_trash >= held,
+        "{in_trash} of {held} bytes left in the trash"
+    );
+    // The removals are written behind: the trash lists the six files
+    // once they are stored.
+    let id = idir.path().join("identity");
+    let peer = nodes[0].addr.clone();
+    wait_until("six files in the trash", Duration::from_secs(20), || {
+        let (id, peer) = (id.clone(), peer.clone());
+        async move {
+            let o = common::cli(&[
+                "trash",
+                "ls",
+                "--peer",
+                &peer,
+                "--identity",
+                id.to_str().unwrap(),
+            ])
+            .await;
+            let n = common::stdout(&o).lines().count();
+            (n == 6).then_some(()).ok_or(format!("{n} listed"))
+        }
+    })
+    .await;
+    // `trash empty`: the blocks go from every member within 60 s.
+    let t = Instant::now();
+    let out = common::cli(&[
+        "trash",
+        "empty",
+        "--peer",
+        &nodes[0].addr,
+        "--identity",
+        id.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "trash empty: {}",
+        common::stderr(&out)
+    );
+    let said = common::stderr(&out);
+    assert!(said.contains("deleted 6 files"), "{said}");
     let (left, _) = wait_until("blocks freed", Duration::from_secs(60), || {
         let dirs = data_dirs.clone();
         async move {
@@ -136,7 +180,7 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
     })
     .await;
     eprintln!(
-        "rm of {written} bytes: {} of {held} block bytes freed on the ring in {:.2} s",
+        "rm and trash empty of {written} bytes: {} of {held} block bytes freed on the ring in {:.2} s",
         held - left,
         t.elapsed().as_secs_f64()
     );

@@ -18,20 +18,6 @@ const BLOCK_RM: u8 = 125;
 const BLOCK_ORPHAN: u8 = 126;
 const MIB: u64 = 1 << 20;
 
-/// Bytes of every block file under a node's store.
-fn block_bytes(data_dir: &Path) -> u64 {
-    let mut total = 0;
-    let Ok(subs) = fs::read_dir(data_dir.join("store/blocks")) else {
-        return 0;
-    };
-    for sub in subs.flatten() {
-        for f in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
-            total += f.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    total
-}
-
 /// `statvfs` of `dir`: (size, used, available) in bytes, as `df` shows them.
 fn df(dir: &Path) -> (u64, u64, u64) {
     use std::os::unix::ffi::OsStrExt;
@@ -95,7 +81,10 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
         }
     })
     .await;
-    let held: u64 = nodes.iter().map(|n| block_bytes(n.data_dir())).sum();
+    let held: u64 = nodes
+        .iter()
+        .map(|n| common::block_bytes(n.data_dir()))
+        .sum();
     eprintln!("blocks on the ring after writing {written} bytes: {held}");
     // Each file's last 16 KiB (4 MiB is 4 blocks of 1 MiB - 4 KiB, and
     // 16 KiB more) is in its record's journal, not in a block.
@@ -125,7 +114,7 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
     assert!(out.status.success(), "rm -rf failed");
     let data_dirs: Vec<std::path::PathBuf> =
         nodes.iter().map(|n| n.data_dir().to_path_buf()).collect();
-    let in_trash: u64 = data_dirs.iter().map(|d| block_bytes(d)).sum();
+    let in_trash: u64 = data_dirs.iter().map(|d| common::block_bytes(d)).sum();
     assert!(
         in_trash >= held,
         "{in_trash} of {held} bytes left in the trash"
@@ -169,16 +158,8 @@ async fn df_shows_the_ring_and_rm_frees_the_blocks() {
     );
     let said = common::stderr(&out);
     assert!(said.contains("deleted 6 files"), "{said}");
-    let (left, _) = wait_until("blocks freed", Duration::from_secs(60), || {
-        let dirs = data_dirs.clone();
-        async move {
-            let left: u64 = dirs.iter().map(|d| block_bytes(d)).sum();
-            (left * 20 <= held)
-                .then_some(left)
-                .ok_or(format!("{left} block bytes left"))
-        }
-    })
-    .await;
+    let left =
+        common::blocks_freed("blocks freed", &data_dirs, held, Duration::from_secs(60)).await;
     eprintln!(
         "rm and trash empty of {written} bytes: {} of {held} block bytes freed on the ring in {:.2} s",
         held - left,

@@ -267,20 +267,6 @@ async fn versions_and_trash_restore_from_a_second_machine() {
     assert!(!one.join("gone.txt").exists());
 }
 
-/// Bytes of every block file under a node's store.
-fn block_bytes(data_dir: &Path) -> u64 {
-    let mut total = 0;
-    let Ok(subs) = fs::read_dir(data_dir.join("store/blocks")) else {
-        return 0;
-    };
-    for sub in subs.flatten() {
-        for f in fs::read_dir(sub.path()).into_iter().flatten().flatten() {
-            total += f.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn space_is_freed_when_the_retention_period_lets_go() {
     let idir = tempfile::tempdir().unwrap();
@@ -315,7 +301,7 @@ async fn space_is_freed_when_the_retention_period_lets_go() {
     .await;
     let start = std::time::Instant::now();
     let dirs: Vec<PathBuf> = nodes.iter().map(|n| n.data_dir().to_path_buf()).collect();
-    let held: u64 = dirs.iter().map(|d| block_bytes(d)).sum();
+    let held: u64 = dirs.iter().map(|d| common::block_bytes(d)).sum();
     eprintln!("block bytes held with a kept version and a file in the trash: {held}");
     // Two copies of 8 MiB: nothing was freed yet.
     assert!(held >= 2 * 8 * MIB as u64 - 256 * 1024, "{held}");
@@ -324,23 +310,16 @@ async fn space_is_freed_when_the_retention_period_lets_go() {
     assert_eq!(versions.as_array().unwrap().len(), 2);
     // Still kept a while later (well within the period)...
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mid: u64 = dirs.iter().map(|d| block_bytes(d)).sum();
+    let mid: u64 = dirs.iter().map(|d| common::block_bytes(d)).sum();
     if start.elapsed() < Duration::from_secs(retention - 2) {
         assert!(mid >= held * 9 / 10, "freed early: {mid} of {held}");
     }
     // ...and freed once the period has passed.
-    let (left, _) = wait_until(
+    let left = common::blocks_freed(
         "the version and the deleted file freed",
+        &dirs,
+        held,
         Duration::from_secs(retention + 30),
-        || {
-            let dirs = dirs.clone();
-            async move {
-                let left: u64 = dirs.iter().map(|d| block_bytes(d)).sum();
-                (left * 20 <= held)
-                    .then_some(left)
-                    .ok_or(format!("{left} of {held} block bytes left"))
-            }
-        },
     )
     .await;
     eprintln!(

@@ -7,6 +7,13 @@ use super::{CliError, RemoteStore};
 use crate::fs::Vault;
 use std::sync::Arc;
 
+/// Prints `value` as pretty JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Invalid(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// `peerstore versions PATH [--json]`: one line per version, oldest first:
 /// number, time, size, machine.
 pub async fn run_versions(
@@ -17,11 +24,7 @@ pub async fn run_versions(
     let (link, _) = v.resolve(path).await.map_err(err(path))?;
     let list = v.versions(&link).await.map_err(err(path))?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(|e| CliError::Invalid(e.to_string()))?
-        );
-        return Ok(());
+        return print_json(&list);
     }
     for i in list {
         let machine = if i.machine.is_empty() {
@@ -44,11 +47,7 @@ pub async fn run_trash_ls(v: &Arc<Vault<RemoteStore>>, json: bool) -> Result<(),
     let items = v.trash_items().await.map_err(err("the trash"))?;
     let list: Vec<_> = items.iter().map(|i| i.listing()).collect();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).map_err(|e| CliError::Invalid(e.to_string()))?
-        );
-        return Ok(());
+        return print_json(&list);
     }
     for i in list {
         println!("{}  {:>12}  {}  {}", i.deleted, i.size, i.machine, i.path);

@@ -1005,6 +1005,40 @@ impl Drop for NodeGuard {
     }
 }
 
+/// Bytes of every block file under a node's store.
+pub fn block_bytes(data_dir: &Path) -> u64 {
+    let mut total = 0;
+    let Ok(subs) = std::fs::read_dir(data_dir.join("store/blocks")) else {
+        return 0;
+    };
+    for sub in subs.flatten() {
+        for f in std::fs::read_dir(sub.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            total += f.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Waits (at most `limit`) until the stores in `data_dirs` hold at most
+/// 5 % of `held` block bytes; the bytes left.
+pub async fn blocks_freed(what: &str, data_dirs: &[PathBuf], held: u64, limit: Duration) -> u64 {
+    let (left, _) = wait_until(what, limit, || {
+        let dirs = data_dirs.to_vec();
+        async move {
+            let left: u64 = dirs.iter().map(|d| block_bytes(d)).sum();
+            (left * 20 <= held)
+                .then_some(left)
+                .ok_or(format!("{left} of {held} block bytes left"))
+        }
+    })
+    .await;
+    left
+}
+
 /// Random bytes of length `n`.
 pub fn random_bytes(rng: &mut impl rand::RngCore, n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];

@@ -607,14 +607,15 @@ impl OpenFile {
                 && expected > 0
                 && self.session_saved != Some(expected)
                 && vault.keeps_versions();
-            let kept_block = match keep {
+            let version = match keep {
                 true => Some(
                     vault
-                        .keep_version(&self.link, expected, self.base_plain.clone(), durability)
+                        .version_block(&self.link, expected, self.base_plain.clone())
                         .await?,
                 ),
                 false => None,
             };
+            let kept_block = version.as_ref().map(|(k, _)| *k);
             let mut history = self.base.0.history.clone();
             history.saved = self.base_saved;
             if content_changed {
@@ -626,17 +627,27 @@ impl OpenFile {
                 );
             }
             next.content_mut()?.history = history;
-            match vault
-                .save_file(
-                    &self.link,
-                    &mut next,
-                    expected,
-                    &replaced,
-                    durability,
-                    self.found_unsaved,
-                )
-                .await
-            {
+            // The version block goes at the same time as the record.
+            let save = vault.save_file(
+                &self.link,
+                &mut next,
+                expected,
+                &replaced,
+                durability,
+                self.found_unsaved,
+            );
+            let (kept_put, saved) = match version {
+                Some((key, sealed)) => {
+                    let (p, s) =
+                        tokio::join!(vault.put_version_block(key, sealed, durability), save);
+                    (Some(p), s)
+                }
+                None => (None, save.await),
+            };
+            if let Some(Err(e)) = kept_put {
+                log::warn!("the version a save of a file replaced could not be kept: {e}");
+            }
+            match saved {
                 Ok(seq) => {
                     // What the replaced version or this file's uploads
                     // referred to and the new version does not is freed,

@@ -13,6 +13,9 @@ use super::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use std::collections::HashSet;
 
+/// Attempts to store a version block.
+const VERSION_PUT_TRIES: usize = 3;
+
 /// The history stored in a tagged record plaintext (none in format v1).
 pub fn history_of(tagged: &[u8]) -> Result<History, FsError> {
     match tagged.split_first() {
@@ -36,16 +39,15 @@ impl<S: BlockStore> Vault<S> {
         !self.retention().is_zero()
     }
 
-    /// Stores version `seq` of file `link` (`plain`, its tagged plaintext
-    /// as read), which a save is about to replace, as a version block;
-    /// its key.
-    pub(crate) async fn keep_version(
+    /// The version block of version `seq` of file `link` (`plain`, its
+    /// tagged plaintext as read), which a save is about to replace: its
+    /// key and sealed bytes, for [`Vault::put_version_block`].
+    pub(crate) async fn version_block(
         &self,
         link: &Link,
         seq: u64,
         plain: Option<std::sync::Arc<Vec<u8>>>,
-        durability: Durability,
-    ) -> Result<Id, FsError> {
+    ) -> Result<(Id, Vec<u8>), FsError> {
         let tagged = match plain {
             Some(p) => p,
             None => {
@@ -58,11 +60,31 @@ impl<S: BlockStore> Vault<S> {
             }
         };
         let sealed = seal_version(link, &tagged);
-        let key = Id::hash(&sealed);
-        self.store
-            .put_block(key, sealed, self.identity().claim(key), durability)
-            .await?;
-        Ok(key)
+        Ok((Id::hash(&sealed), sealed))
+    }
+
+    /// Stores a version block (sent at the same time as the record that
+    /// lists it: a failure loses that version, never the file, so it is
+    /// tried again before giving up).
+    pub(crate) async fn put_version_block(
+        &self,
+        key: Id,
+        sealed: Vec<u8>,
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        let mut last = None;
+        for _ in 0..VERSION_PUT_TRIES {
+            let claim = self.identity().claim(key);
+            match self
+                .store
+                .put_block(key, sealed.clone(), claim, durability)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(FsError::Conflict(None)))
     }
 
     /// The kept versions of file `link` listed from `history`, newest

@@ -319,6 +319,18 @@ pub async fn ring_consistent_in(
                     next.addr, next.pred, m.addr
                 ));
             }
+            // The whole successor list, not only its head: a node whose
+            // list covers the ring answers lookups from it, so a list
+            // missing a newer member would name the wrong owner.
+            for (d, s) in m.succs.iter().enumerate().take(ms.len() - 1) {
+                let want = &ms[(i + 1 + d) % ms.len()].id;
+                if s != want {
+                    return Err(format!(
+                        "via {p}: successor {d} of {} is {s}, walk says {want}",
+                        m.addr
+                    ));
+                }
+            }
         }
         // Same cycle from everywhere: compare as (id, successor) pairs.
         if let Some(f) = &first {

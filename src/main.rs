@@ -18,7 +18,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Node(_) => "info",
-        _ => "warn",
+        _ => {
+            // A client command piped into `head` ends quietly when the pipe
+            // closes, as Unix tools do (a node keeps SIGPIPE ignored: its
+            // sockets report EPIPE instead).
+            // SAFETY: setting a signal's disposition to the default, before
+            // any thread is started.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            "warn"
+        }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();

@@ -602,9 +602,12 @@ impl OpenFile {
         let mut replaced = self.stored_blocks.clone();
         let content_changed = !self.touched.is_empty();
         for _ in 0..SAVE_ATTEMPTS {
-            // Changing content another open saved keeps that version.
+            // Changing content another open saved keeps that version (not
+            // a file created empty that never had content: `echo x > new`).
+            let never_written = self.base.1 == 0 && self.base.0.history.number == 0;
             let keep = content_changed
                 && expected > 0
+                && !never_written
                 && self.session_saved != Some(expected)
                 && vault.keeps_versions();
             let version = match keep {

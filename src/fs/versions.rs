@@ -314,6 +314,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_created_empty_keeps_no_empty_version() {
+        let store = Arc::new(MemStore::default());
+        let v = Vault::new(store, Identity::from_secret([3; 32]));
+        let link = file(&v, b"new").await;
+        // `touch new`: an empty record is saved.
+        let mut f = OpenFile::open(&v, link.clone()).await.unwrap();
+        f.touch_attrs();
+        f.flush(&v, Durability::Later).await.unwrap();
+        overwrite(&v, &link, b"one").await;
+        overwrite(&v, &link, b"two").await;
+        let list = v.versions(&link).await.unwrap();
+        let sizes: Vec<u64> = list.iter().map(|i| i.size).collect();
+        assert_eq!(sizes, [3, 3], "{list:?}");
+        assert!(list.iter().all(|i| !i.machine.is_empty()));
+    }
+
+    #[tokio::test]
     async fn with_no_retention_nothing_is_kept() {
         let store = Arc::new(MemStore::default());
         let v = Vault::new(store, Identity::from_secret([6; 32]));

@@ -23,6 +23,7 @@
 //!   state machines without I/O, and their driver.
 //! - [`fs`]: files and directories as encrypted objects (the vault), over
 //!   any [`fs::BlockStore`].
+//! - [`account`]: user accounts: the password-sealed keyring (under way).
 //! - [`cache`]: the local block cache in front of a vault's store.
 //! - [`mount`]: the FUSE folder over a vault.
 //! - [`node`]: the node process: drives `chord` over `net`, serves requests,
@@ -32,6 +33,7 @@
 //! - [`sim`]: a deterministic, in-process network of nodes, for tests and
 //!   benchmarks.
 
+pub mod account;
 pub mod cache;
 pub mod chord;
 pub mod cli;

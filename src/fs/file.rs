@@ -611,13 +611,21 @@ impl OpenFile {
                 && self.session_saved != Some(expected)
                 && vault.keeps_versions();
             let version = match keep {
-                true => Some(
-                    vault
-                        .version_block(&self.link, expected, self.base_plain.clone())
-                        .await?,
-                ),
+                true => match vault
+                    .version_block(&self.link, expected, self.base_plain.clone())
+                    .await
+                {
+                    Ok(v) => Some(v),
+                    // The save goes on: losing the old version beats
+                    // failing the new one.
+                    Err(e) => {
+                        log::warn!("the version a save of a file replaces cannot be kept: {e}");
+                        None
+                    }
+                },
                 false => None,
             };
+            let keep = version.is_some();
             let kept_block = version.as_ref().map(|(k, _)| *k);
             let mut history = self.base.0.history.clone();
             history.saved = self.base_saved;

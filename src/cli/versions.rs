@@ -21,8 +21,8 @@ pub async fn run_versions(
     path: &str,
     json: bool,
 ) -> Result<(), CliError> {
-    let (link, _) = v.resolve(path).await.map_err(err(path))?;
-    let list = v.versions(&link).await.map_err(err(path))?;
+    let (link, cur) = v.resolve(path).await.map_err(err(path))?;
+    let list = v.versions(&link, &cur.obj).await.map_err(err(path))?;
     if json {
         return print_json(&list);
     }

@@ -179,10 +179,7 @@ impl OpenFile {
     fn note_base(&mut self) {
         self.stored_blocks = self.state.obj.blocks();
         let content = self.state.obj.content().cloned().unwrap_or_default();
-        self.base_saved = match content.history.number {
-            0 => self.state.obj.attrs.mtime,
-            _ => content.history.saved,
-        };
+        self.base_saved = saved_at(&content, self.state.obj.attrs.mtime);
         self.base = (content, self.state.obj.attrs.size);
         self.base_plain = self.state.plain.clone();
     }
@@ -720,10 +717,7 @@ impl OpenFile {
                     };
                     // The next race is judged against this version, and it
                     // is the one the save replaces.
-                    self.base_saved = match their_content.history.number {
-                        0 => their_mtime,
-                        _ => their_content.history.saved,
-                    };
+                    self.base_saved = saved_at(&their_content, their_mtime);
                     self.base = (their_content, their_size);
                     self.base_plain = their_plain;
                 }
@@ -926,6 +920,15 @@ impl OpenFile {
             ..self.state.obj.attrs.clone()
         };
         Ok(obj)
+    }
+}
+
+/// When a version with `content` and `mtime` was saved (its mtime if it
+/// predates versions).
+fn saved_at(content: &FileContent, mtime: Time) -> Time {
+    match content.history.number {
+        0 => mtime,
+        _ => content.history.saved,
     }
 }
 

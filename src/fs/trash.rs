@@ -193,8 +193,7 @@ impl<S: BlockStore> Vault<S> {
                     return Err(FsError::Exists);
                 }
                 entries.insert(name.clone(), entry.clone());
-                d.attrs.mtime = Time::now();
-                d.attrs.ctime = d.attrs.mtime;
+                super::vault::touch(&mut d.attrs);
                 Ok(())
             })
             .await;
@@ -410,8 +409,8 @@ mod tests {
         assert_eq!(read(&v, "/docs/a.txt").await.unwrap(), b"second");
         let (link, st) = v.resolve("/docs/a.txt").await.unwrap();
         assert_eq!(st.obj.attrs.nlink, 1);
-        assert_eq!(v.versions(&link).await.unwrap().len(), 2);
-        let old = v.load_version(&link, 1).await.unwrap();
+        assert_eq!(v.versions(&link, &st.obj).await.unwrap().len(), 2);
+        let old = v.load_version(&link, st.obj.clone(), 1).await.unwrap();
         assert_eq!(old.attrs.size, big.len() as u64);
         assert_eq!(v.trash_items().await.unwrap().len(), 1);
         // A name taken is not overwritten: restore elsewhere instead.
@@ -455,8 +454,8 @@ mod tests {
         assert_eq!(v.live_blocks().await.unwrap(), all);
         assert_eq!(v.expire_trash().await.unwrap(), 0);
         // Past it: the trash is emptied, and f's old version is not live.
+        // (Times have nanoseconds: the deletion is before "now".)
         v.set_retention(std::time::Duration::ZERO);
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         assert_eq!(v.expire_trash().await.unwrap(), 1);
         v.settle_all().await.unwrap();
         let live = v.live_blocks().await.unwrap();

@@ -154,7 +154,7 @@ impl<S: BlockStore> Vault<S> {
         if let Some(n) = version
             && link.kind == Kind::File
         {
-            v = Versioned::new(self.load_version(&link, n).await?, 0);
+            v = Versioned::new(self.load_version(&link, v.obj, n).await?, 0);
         }
         if link.kind != Kind::File {
             return Err(if link.kind == Kind::Dir {

@@ -1520,7 +1520,8 @@ fn tagged(tag: u8, plain: &[u8]) -> Vec<u8> {
     t
 }
 
-fn touch(attrs: &mut Attrs) {
+/// Stamps a changed directory's mtime and ctime.
+pub(crate) fn touch(attrs: &mut Attrs) {
     let now = Time::now();
     attrs.mtime = now;
     attrs.ctime = now;

@@ -135,18 +135,22 @@ impl<S: BlockStore> Vault<S> {
         }
     }
 
-    /// The versions of file `link`, oldest first, the current one last.
-    pub async fn versions(&self, link: &Link) -> Result<Vec<VersionInfo>, FsError> {
-        let v = self.load(link).await?;
-        let c = v.obj.content().ok_or(FsError::IsDir)?;
+    /// The versions of file `link`, oldest first, `current` (its object
+    /// as just loaded) last.
+    pub async fn versions(
+        &self,
+        link: &Link,
+        current: &Object,
+    ) -> Result<Vec<VersionInfo>, FsError> {
+        let c = current.content().ok_or(FsError::IsDir)?;
         let mut out = vec![VersionInfo {
             version: c.history.number(),
             time: show_time(if c.history.number == 0 {
-                v.obj.attrs.mtime
+                current.attrs.mtime
             } else {
                 c.history.saved
             }),
-            size: v.obj.attrs.size,
+            size: current.attrs.size,
             machine: c.history.machine.clone(),
             current: true,
         }];
@@ -163,12 +167,17 @@ impl<S: BlockStore> Vault<S> {
         Ok(out)
     }
 
-    /// Version `number` of file `link` (the current one too), decoded.
-    pub async fn load_version(&self, link: &Link, number: u64) -> Result<Object, FsError> {
-        let v = self.load(link).await?;
-        let c = v.obj.content().ok_or(FsError::IsDir)?;
+    /// Version `number` of file `link` (`current` itself too: its object
+    /// as just loaded), decoded.
+    pub async fn load_version(
+        &self,
+        link: &Link,
+        current: Object,
+        number: u64,
+    ) -> Result<Object, FsError> {
+        let c = current.content().ok_or(FsError::IsDir)?;
         if c.history.number() == number {
-            return Ok(v.obj);
+            return Ok(current);
         }
         let tagged = self
             .walk_kept(link, &c.history, None, Some(number))
@@ -208,7 +217,7 @@ impl<S: BlockStore> Vault<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fs::Identity;
     use crate::fs::file::OpenFile;
@@ -231,6 +240,11 @@ mod tests {
         f.truncate(v, 0).await.unwrap();
         f.write(v, 0, data).await.unwrap();
         f.flush(v, Durability::Later).await.unwrap();
+    }
+
+    /// The file as stored now.
+    pub(crate) async fn now(v: &Arc<Vault<MemStore>>, link: &Link) -> Object {
+        v.load(link).await.unwrap().obj
     }
 
     async fn content(v: &Arc<Vault<MemStore>>, link: &Link, obj: Object) -> Vec<u8> {
@@ -258,7 +272,7 @@ mod tests {
             overwrite(&v, &link, &body(i)).await;
         }
         v.settle_all().await.unwrap();
-        let list = v.versions(&link).await.unwrap();
+        let list = v.versions(&link, &now(&v, &link).await).await.unwrap();
         assert_eq!(list.len(), 40);
         assert_eq!(
             list.iter().map(|i| i.version).collect::<Vec<_>>(),
@@ -269,14 +283,21 @@ mod tests {
             assert_eq!(info.size, body(i).len() as u64, "version {}", i + 1);
         }
         for n in [1u64, 2, 17, 34, 40] {
-            let obj = v.load_version(&link, n).await.unwrap();
+            let obj = v
+                .load_version(&link, now(&v, &link).await, n)
+                .await
+                .unwrap();
             assert_eq!(
                 content(&v, &link, obj).await,
                 body(n as usize - 1),
                 "version {n}"
             );
         }
-        assert!(v.load_version(&link, 41).await.is_err());
+        assert!(
+            v.load_version(&link, now(&v, &link).await, 41)
+                .await
+                .is_err()
+        );
         // Every block a kept version needs is still stored.
         let cur = v.load(&link).await.unwrap();
         let kept = v
@@ -308,7 +329,7 @@ mod tests {
         g.state.obj.attrs.mode = 0o640;
         g.touch_attrs();
         g.flush(&v, Durability::Later).await.unwrap();
-        let list = v.versions(&link).await.unwrap();
+        let list = v.versions(&link, &now(&v, &link).await).await.unwrap();
         assert_eq!(list.len(), 2, "{list:?}");
         assert_eq!(list[0].size, 20_000);
     }
@@ -324,7 +345,7 @@ mod tests {
         f.flush(&v, Durability::Later).await.unwrap();
         overwrite(&v, &link, b"one").await;
         overwrite(&v, &link, b"two").await;
-        let list = v.versions(&link).await.unwrap();
+        let list = v.versions(&link, &now(&v, &link).await).await.unwrap();
         let sizes: Vec<u64> = list.iter().map(|i| i.size).collect();
         assert_eq!(sizes, [3, 3], "{list:?}");
         assert!(list.iter().all(|i| !i.machine.is_empty()));
@@ -339,6 +360,12 @@ mod tests {
         for i in 0..5u8 {
             overwrite(&v, &link, &[i; 100]).await;
         }
-        assert_eq!(v.versions(&link).await.unwrap().len(), 1);
+        assert_eq!(
+            v.versions(&link, &now(&v, &link).await)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

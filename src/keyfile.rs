@@ -15,6 +15,8 @@ pub enum KeyFileError {
     TooOpen(String, u32),
     #[error("{0}: key file is not {1} bytes")]
     Malformed(String, usize),
+    #[error("{0}: file is longer than {1} bytes")]
+    TooLong(String, usize),
 }
 
 fn io(path: &Path, err: std::io::Error) -> KeyFileError {
@@ -27,6 +29,21 @@ fn io(path: &Path, err: std::io::Error) -> KeyFileError {
 /// Reads the `N`-byte key at `path`: `None` if there is no file, an error
 /// if it is open to group or others or has another length.
 pub fn read_key<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, KeyFileError> {
+    let mut bytes = match read_secret(path, N) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(KeyFileError::TooLong(p, _)) => return Err(KeyFileError::Malformed(p, N)),
+        Err(e) => return Err(e),
+    };
+    let key: Result<[u8; N], _> = bytes.as_slice().try_into();
+    zeroize::Zeroize::zeroize(&mut bytes);
+    key.map(Some)
+        .map_err(|_| KeyFileError::Malformed(path.display().to_string(), N))
+}
+
+/// Reads the private file at `path` (at most `max` bytes): `None` if there
+/// is no file, an error if it is open to group or others or longer.
+pub fn read_secret(path: &Path, max: usize) -> Result<Option<Vec<u8>>, KeyFileError> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -36,11 +53,10 @@ pub fn read_key<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, KeyFileE
     if mode & 0o077 != 0 {
         return Err(KeyFileError::TooOpen(path.display().to_string(), mode));
     }
-    let mut bytes = fs::read(path).map_err(|e| io(path, e))?;
-    let key: Result<[u8; N], _> = bytes.as_slice().try_into();
-    zeroize::Zeroize::zeroize(&mut bytes);
-    key.map(Some)
-        .map_err(|_| KeyFileError::Malformed(path.display().to_string(), N))
+    if meta.len() > max as u64 {
+        return Err(KeyFileError::TooLong(path.display().to_string(), max));
+    }
+    fs::read(path).map(Some).map_err(|e| io(path, e))
 }
 
 /// Writes `bytes` to a uniquely named temp file (created with O_EXCL,

@@ -7,6 +7,8 @@
 //! - [`id`]: 256-bit identifiers and ring arithmetic.
 //! - [`clock`]: version vectors, telling replaced from concurrent versions.
 //! - [`record`]: signed, sequence-numbered mutable records with clocks.
+//! - [`account_record`]: account records (found by name) and the rules
+//!   storage nodes apply to them.
 //! - [`item`]: what the ring stores: item versions, the block size limit,
 //!   proofs of holding.
 //! - [`ownership`]: owners' signed claims on blocks and releases of them.
@@ -23,7 +25,8 @@
 //!   state machines without I/O, and their driver.
 //! - [`fs`]: files and directories as encrypted objects (the vault), over
 //!   any [`fs::BlockStore`].
-//! - [`account`]: user accounts: the password-sealed keyring (under way).
+//! - [`account`]: user accounts: the password-sealed keyring, creating,
+//!   logging in, the device session.
 //! - [`cache`]: the local block cache in front of a vault's store.
 //! - [`mount`]: the FUSE folder over a vault.
 //! - [`node`]: the node process: drives `chord` over `net`, serves requests,
@@ -34,6 +37,7 @@
 //!   benchmarks.
 
 pub mod account;
+pub mod account_record;
 pub mod cache;
 pub mod chord;
 pub mod cli;

@@ -55,6 +55,10 @@ pub enum RecordError {
     ValueTooLarge(usize),
     #[error("record clock is malformed")]
     BadClock,
+    /// The version breaks a rule of its kind of record (an account
+    /// record's: [`crate::account_record`]).
+    #[error("record refused: {0}")]
+    Refused(String),
 }
 
 /// How one version of a record stands to another of the same record.
@@ -121,9 +125,27 @@ impl std::fmt::Debug for Record {
     }
 }
 
-/// The key of the record `name` owned by `owner`.
+/// The key of the record `name` owned by `owner`: `SHA-256(owner ‖
+/// name)`, except for an account record (a name starting with
+/// [`ACCOUNT_RECORD_PREFIX`]), whose key hangs off the account name alone
+/// ([`account_key`]) so anyone can find it by name.
 pub fn record_key(owner: &[u8; 32], name: &[u8]) -> Id {
-    Id::hash_parts(&[owner, name])
+    match name.strip_prefix(ACCOUNT_RECORD_PREFIX) {
+        Some(account) => account_key(account),
+        None => Id::hash_parts(&[owner, name]),
+    }
+}
+
+/// Names of account records start with these bytes; the rest is the
+/// account name. Other records are named by random bytes or hashes, which
+/// never start so.
+pub const ACCOUNT_RECORD_PREFIX: &[u8] = b"\0peerstore-account-v1\0";
+
+/// The DHT key of the account record of `account` (the name's bytes):
+/// the same whoever asks, so the first to store it owns the name
+/// (`crate::account_record` has the rules storage nodes apply).
+pub fn account_key(account: &[u8]) -> Id {
+    Id::hash_parts(&[b"peerstore-account-v1", account])
 }
 
 /// Owners' keys kept decompressed, at most (a node sees few owners; the

@@ -22,61 +22,15 @@ const KEYRING_AAD: &[u8] = b"peerstore keyring v1";
 /// Longest password accepted, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
 
-/// Argon2id parameters, as stored with the keyring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KdfParams {
-    /// Memory, in KiB.
-    pub m_kib: u32,
-    /// Passes over the memory.
-    pub t: u32,
-    /// Lanes.
-    pub p: u32,
-}
-
-impl KdfParams {
-    /// RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes.
-    pub const DEFAULT: KdfParams = KdfParams {
-        m_kib: 64 * 1024,
-        t: 3,
-        p: 4,
-    };
-    /// The least any keyring may use (OWASP: 19 MiB, 2 passes).
-    pub const FLOOR: KdfParams = KdfParams {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
-    /// The most a keyring may ask of a machine opening it (4 GiB, 64
-    /// passes, 16 lanes): a forged record must not exhaust anyone.
-    pub const CEILING: KdfParams = KdfParams {
-        m_kib: 4 * 1024 * 1024,
-        t: 64,
-        p: 16,
-    };
-
-    /// Checks the parameters lie between [`Self::FLOOR`] and
-    /// [`Self::CEILING`].
-    pub fn check(&self) -> Result<(), KeyringError> {
-        let (lo, hi) = (Self::FLOOR, Self::CEILING);
-        if self.m_kib < lo.m_kib || self.t < lo.t || self.p < lo.p {
-            return Err(KeyringError::WeakParams(*self));
-        }
-        if self.m_kib > hi.m_kib || self.t > hi.t || self.p > hi.p || self.m_kib < 8 * self.p {
-            return Err(KeyringError::BadParams(*self));
-        }
-        Ok(())
-    }
-}
+pub use crate::account_record::{KdfParams, ParamsError, SealedKeyring};
 
 /// Why a keyring could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyringError {
     #[error("wrong name or password")]
     WrongPassword,
-    #[error("key derivation parameters below the floor (m = {} KiB, t = {}): at least m = 19456 KiB, t = 2", .0.m_kib, .0.t)]
-    WeakParams(KdfParams),
-    #[error("key derivation parameters out of range (m = {} KiB, t = {}, p = {})", .0.m_kib, .0.t, .0.p)]
-    BadParams(KdfParams),
+    #[error(transparent)]
+    Params(#[from] ParamsError),
     #[error("the password is empty")]
     EmptyPassword,
     #[error("the password is longer than {MAX_PASSWORD} bytes")]
@@ -91,16 +45,7 @@ pub struct Keyring {
     pub box_secret: [u8; 32],
 }
 
-/// A keyring as stored in an account record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedKeyring {
-    pub salt: [u8; 16],
-    pub params: KdfParams,
-    /// `seal(derived key, postcard(Keyring), aad)`.
-    pub sealed: Vec<u8>,
-}
-
-fn check_password(password: &[u8]) -> Result<(), KeyringError> {
+pub fn check_password(password: &[u8]) -> Result<(), KeyringError> {
     if password.is_empty() {
         return Err(KeyringError::EmptyPassword);
     }
@@ -114,11 +59,11 @@ fn check_password(password: &[u8]) -> Result<(), KeyringError> {
 /// (checked by the caller).
 fn derive(password: &[u8], salt: &[u8; 16], params: KdfParams) -> Result<SecretKey, KeyringError> {
     let p = argon2::Params::new(params.m_kib, params.t, params.p, Some(32))
-        .map_err(|_| KeyringError::BadParams(params))?;
+        .map_err(|_| KeyringError::Params(ParamsError::OutOfRange(params)))?;
     let kdf = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; 32];
     kdf.hash_password_into(password, salt, &mut out)
-        .map_err(|_| KeyringError::BadParams(params))?;
+        .map_err(|_| KeyringError::Params(ParamsError::OutOfRange(params)))?;
     Ok(SecretKey(out))
 }
 
@@ -138,7 +83,8 @@ pub fn seal_keyring(
     params.check()?;
     let salt: [u8; 16] = rand::random();
     let key = derive(password, &salt, params)?;
-    let mut plain = postcard::to_allocvec(keyring).map_err(|_| KeyringError::BadParams(params))?;
+    let mut plain = postcard::to_allocvec(keyring)
+        .map_err(|_| KeyringError::Params(ParamsError::OutOfRange(params)))?;
     let sealed = seal(&key, &plain, &aad(account));
     plain.zeroize();
     Ok(SealedKeyring {
@@ -146,6 +92,14 @@ pub fn seal_keyring(
         params,
         sealed,
     })
+}
+
+/// Spends the time and memory of opening a keyring with `password` under
+/// `params`, for nothing: a login for a name that has no account takes
+/// as long as one with a wrong password.
+pub fn derive_in_vain(password: &[u8], params: KdfParams) {
+    let salt: [u8; 16] = rand::random();
+    let _ = derive(password, &salt, params);
 }
 
 /// Opens the keyring of account `account` with `password`.
@@ -209,14 +163,14 @@ mod tests {
         };
         assert_eq!(
             seal_keyring(&keyring(), "a", b"pw", weak).err(),
-            Some(KeyringError::WeakParams(weak))
+            Some(KeyringError::Params(ParamsError::Weak(weak)))
         );
         let huge = KdfParams {
             m_kib: u32::MAX,
             t: 3,
             p: 4,
         };
-        assert!(matches!(huge.check(), Err(KeyringError::BadParams(_))));
+        assert!(matches!(huge.check(), Err(ParamsError::OutOfRange(_))));
         assert!(KdfParams::DEFAULT.check().is_ok());
         // A record whose parameters were lowered is refused before any
         // work is done.
@@ -224,7 +178,7 @@ mod tests {
         s.params = weak;
         assert_eq!(
             open_keyring(&s, "a", b"pw").err(),
-            Some(KeyringError::WeakParams(weak))
+            Some(KeyringError::Params(ParamsError::Weak(weak)))
         );
         assert_eq!(
             seal_keyring(&keyring(), "a", b"", KdfParams::FLOOR).err(),

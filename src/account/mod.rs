@@ -1,6 +1,9 @@
-//! User accounts (issue 12, under way): what an account record holds and
-//! how its secrets are kept. So far: the keyring sealed under a key
-//! derived from the password ([`keyring`]). The account record, login,
-//! storage-node checks and sharing build on it.
+//! User accounts: an account record on the ring holds a user's public keys
+//! and their keyring sealed under the password, so the user logs in from
+//! any machine with name and password ([`records`]); a logged-in machine
+//! keeps a device session ([`session`]). The record kind and the rules
+//! storage nodes apply to it are in [`crate::account_record`].
 
 pub mod keyring;
+pub mod records;
+pub mod session;

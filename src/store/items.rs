@@ -198,9 +198,22 @@ pub fn judge_versions(
     {
         return Err(StoreError::Conflict { current });
     }
+    // An account record: only its key changes it, and its versions form
+    // one line (a concurrent one is refused like a stale one).
+    let account = crate::account_record::account_of(offered).is_some();
+    if account {
+        crate::account_record::judge(held, offered)
+            .map_err(|e| StoreError::BadRecord(crate::record::RecordError::Refused(e)))?;
+    }
     let mut kept = Vec::with_capacity(held.len() + 1);
     for h in held {
         match offered.order(h) {
+            VersionOrder::Concurrent if account => {
+                return Err(StoreError::Stale {
+                    offered: offered.seq,
+                    current: current.unwrap_or(0),
+                });
+            }
             VersionOrder::Older | VersionOrder::Same => {
                 return Err(StoreError::Stale {
                     offered: offered.seq,

@@ -3,8 +3,8 @@
 use clap::Parser;
 use peerstore::cache::records::{DEFAULT_RECORD_CACHE_BYTES, RecordCache};
 use peerstore::cache::{BlockCache, CachedStore};
-use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs, TrashCommand};
-use peerstore::fs::{Identity, Vault};
+use peerstore::cli::{self, BlockCommand, Cli, Command, NodeArgs, TrashCommand, UserCommand};
+use peerstore::fs::Vault;
 use peerstore::journal::JournalStore;
 use peerstore::journal::disk::Journal;
 use peerstore::node::pins::Pins;
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 peer,
                 identity,
                 file,
-            }) => cli::run_block_put(&peer.target()?, &identity.identity, &file).await?,
+            }) => cli::run_block_put(&peer.target()?, &identity.resolve()?, &file).await?,
             Command::Block(BlockCommand::Get { peer, key, output }) => {
                 cli::run_block_get(&peer.target()?, &key, output.as_deref()).await?
             }
@@ -78,6 +78,39 @@ fn main() -> ExitCode {
             }
             Command::Trash(TrashCommand::Empty { vault }) => {
                 cli::run_trash_empty(&vault.open()?).await?
+            }
+            Command::User(UserCommand::Create {
+                peer,
+                name,
+                identity,
+                password_file,
+            }) => {
+                cli::run_user_create(
+                    &peer.target()?,
+                    &name,
+                    identity.as_deref(),
+                    password_file.as_deref(),
+                )
+                .await?
+            }
+            Command::Login {
+                peer,
+                name,
+                password_file,
+            } => cli::run_login(&peer.target()?, &name, password_file.as_deref()).await?,
+            Command::Logout => cli::run_logout()?,
+            Command::Whoami { identity } => cli::run_whoami(identity.identity.as_deref())?,
+            Command::Passwd {
+                peer,
+                password_file,
+                new_password_file,
+            } => {
+                cli::run_passwd(
+                    &peer.target()?,
+                    password_file.as_deref(),
+                    new_password_file.as_deref(),
+                )
+                .await?
             }
             Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await?,
             Command::Rm {
@@ -133,9 +166,11 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     }
     let identity = match &a.mount {
-        Some(_) => Some(
-            Identity::load_or_create(&a.identity.identity).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
+        Some(dir) => {
+            let (id, who) = a.identity.resolve_who()?;
+            log::info!("mounting the tree of {who} at {}", dir.display());
+            Some(id)
+        }
         None => None,
     };
     let join = join_address(&a.data, a.join.as_deref())?;

@@ -224,12 +224,32 @@ pub async fn change_password<S: BlockStore>(
         seq + 1,
         Some(body.encode()),
     );
-    match store.put_record(record, Some(seq), Durability::Now).await {
-        Ok(()) => Ok(()),
-        Err(FsError::Conflict(_)) => Err(AccountError::Changed(name.to_string())),
-        Err(e) => Err(AccountError::Store(e)),
+    // The key's owner node judges the swap. One that has just joined may
+    // not hold the record yet (repair brings it within a few passes):
+    // while it reports an older version than ours, try again.
+    let mut wait = std::time::Duration::from_millis(100);
+    let deadline = std::time::Instant::now() + OWNER_CATCH_UP;
+    loop {
+        match store
+            .put_record(record.clone(), Some(seq), Durability::Now)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(FsError::Conflict(current))
+                if current.unwrap_or(0) < seq && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(FsError::Conflict(_)) => return Err(AccountError::Changed(name.to_string())),
+            Err(e) => return Err(AccountError::Store(e)),
+        }
     }
 }
+
+/// How long a password change waits for the owner node of the account's
+/// key to catch up with the version it replaces.
+const OWNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {

@@ -41,7 +41,11 @@ fn parse_key(s: &str) -> Result<Id, CliError> {
 }
 
 /// `peerstore block put`: prints the key.
-pub async fn run_block_put(target: &Target, identity: &Path, file: &Path) -> Result<(), CliError> {
+pub async fn run_block_put(
+    target: &Target,
+    owner: &crate::fs::Identity,
+    file: &Path,
+) -> Result<(), CliError> {
     let peer = target.addr.as_str();
     let meta = std::fs::metadata(file).map_err(|e| CliError::file(file, e))?;
     if meta.len() > MAX_BLOCK as u64 {
@@ -52,7 +56,6 @@ pub async fn run_block_put(target: &Target, identity: &Path, file: &Path) -> Res
         )));
     }
     let data = std::fs::read(file).map_err(|e| CliError::file(file, e))?;
-    let owner = crate::fs::Identity::load_or_create(identity)?;
     let claim = owner.claim(Id::hash(&data));
     let pool = client_pool(target);
     let (key, _) = call_client(&pool, peer, "block", rpc::ClientPutBlock(data, claim)).await?;

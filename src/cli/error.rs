@@ -32,6 +32,9 @@ pub enum CliError {
     /// An argument or a local setting is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// An account operation failed.
+    #[error(transparent)]
+    Account(#[from] crate::account::records::AccountError),
 }
 
 impl CliError {

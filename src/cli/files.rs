@@ -13,9 +13,8 @@ use std::time::Instant;
 /// A vault of `identity` through the node at `peer`.
 pub fn open_vault(
     target: &super::Target,
-    identity: &Path,
+    id: Identity,
 ) -> Result<Arc<Vault<RemoteStore>>, CliError> {
-    let id = Identity::load_or_create(identity)?;
     let store = RemoteStore::new(&target.addr, target.keys.clone());
     Ok(Vault::new(Arc::new(store), id))
 }

@@ -8,6 +8,7 @@
 //! The file commands run a vault over [`RemoteStore`], which sends every
 //! operation to that node's client API.
 
+mod accounts;
 mod client;
 mod error;
 mod files;
@@ -17,6 +18,9 @@ mod ring_walk;
 mod status;
 mod versions;
 
+pub use accounts::{
+    Who, resolve_identity, run_login, run_logout, run_passwd, run_user_create, run_whoami,
+};
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use error::CliError;
 pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, run_rm};
@@ -177,6 +181,63 @@ pub enum Command {
         /// A path given to `pin`.
         path: String,
     },
+    /// Accounts on the ring.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Log this machine in as an account: the node's mount and the client
+    /// commands then act as it (the password is read from the terminal).
+    Login {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Account name.
+        name: String,
+        /// Read the password from this file instead of the terminal.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Log this machine out (remove its session; a running node keeps
+    /// its keys until it stops).
+    Logout,
+    /// Show whose tree the commands act on: an identity file, the account
+    /// logged in, or this machine's own identity.
+    Whoami {
+        #[command(flatten)]
+        identity: IdentityArg,
+    },
+    /// Change the password of the account logged in on this machine: its
+    /// keyring is sealed again; the old password stops working, the tree
+    /// is unchanged.
+    Passwd {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Read the current password from this file.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Read the new password from this file.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account on the ring (first come, first served) and log
+    /// this machine in as it. The password is read twice from the
+    /// terminal.
+    Create {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Account name: 1 to 32 of a-z 0-9 . _ -, starting with a letter
+        /// or digit.
+        name: String,
+        /// Make this existing identity file the account's key, so its tree
+        /// becomes the account's (default: a new key, an empty tree).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Read the password from this file instead of the terminal.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,16 +342,32 @@ pub struct VaultArgs {
 impl VaultArgs {
     /// The vault of this identity through this node.
     pub fn open(&self) -> Result<std::sync::Arc<crate::fs::Vault<RemoteStore>>, CliError> {
-        open_vault(&self.peer.target()?, &self.identity.identity)
+        open_vault(&self.peer.target()?, self.identity.resolve()?)
     }
 }
 
 /// Which identity owns the file tree.
 #[derive(Debug, Args)]
 pub struct IdentityArg {
-    /// Identity key file (created on first use).
-    #[arg(long, default_value_os_t = crate::fs::identity::default_identity_path(), env = "PEERSTORE_IDENTITY")]
-    pub identity: PathBuf,
+    /// Identity key file; it must exist [default: the account logged in
+    /// with `peerstore login`, else this machine's own identity, created
+    /// on first use].
+    #[arg(long, env = "PEERSTORE_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+impl IdentityArg {
+    /// The identity to act as ([`resolve_identity`]), created if it is
+    /// this machine's own and there is none yet.
+    pub fn resolve(&self) -> Result<crate::fs::Identity, CliError> {
+        Ok(self.resolve_who()?.0)
+    }
+
+    /// [`IdentityArg::resolve`], and whose identity it is.
+    pub fn resolve_who(&self) -> Result<(crate::fs::Identity, Who), CliError> {
+        resolve_identity(self.identity.as_deref(), true)?
+            .ok_or_else(|| CliError::Invalid("no identity".into()))
+    }
 }
 
 #[derive(Debug, Subcommand)]

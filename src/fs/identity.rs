@@ -76,6 +76,11 @@ impl Identity {
         }
     }
 
+    /// The secret key's bytes (to seal into an account's keyring).
+    pub fn secret(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
     /// This owner's claim on block `key`, made now.
     pub fn claim(&self, key: Id) -> Claim {
         Claim::sign(&self.signing, key, now_ms())

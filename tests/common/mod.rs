@@ -147,13 +147,21 @@ pub async fn cli_in(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Ou
     // command that needs one never writes the user's home.
     let identity =
         std::env::temp_dir().join(format!("peerstore-test-identity-{}", std::process::id()));
+    ensure_identity(&identity);
     cmd.args(args)
         .env_remove("RUST_LOG")
         .env_remove("PEERSTORE_PEER")
         .env_remove("PEERSTORE_TICKET")
-        .env("PEERSTORE_IDENTITY", &identity)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .env("PEERSTORE_IDENTITY", &identity);
+    // An empty value removes the variable.
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -352,6 +360,11 @@ pub async fn ring_consistent_in(
     first.ok_or_else(|| "no peer to ask".to_string())
 }
 
+/// Creates the identity file `path` (mode 0600) unless it exists.
+pub fn ensure_identity(path: &Path) {
+    peerstore::fs::Identity::load_or_create(path).expect("identity file");
+}
+
 /// Options of one node process.
 #[derive(Debug, Clone)]
 pub struct NodeOpts {
@@ -377,6 +390,10 @@ pub struct NodeOpts {
     /// With `Some(ns)`, the node runs in network namespace `ns`
     /// (`nsenter --net=/run/netns/NS`).
     pub netns: Option<String>,
+    /// With `Some(dir)`, the node's `XDG_CONFIG_HOME` (where `peerstore
+    /// login` keeps its session): a machine of its own. A node that
+    /// mounts with an empty identity path acts as the session's account.
+    pub config_home: Option<PathBuf>,
 }
 
 impl NodeOpts {
@@ -392,6 +409,17 @@ impl NodeOpts {
             store_size: None,
             data_from: None,
             netns: None,
+            config_home: None,
+        }
+    }
+
+    /// Like [`NodeOpts::new`], and the node mounts the tree of the account
+    /// logged in on the machine whose configuration is `config_home`.
+    pub fn mounted_as(listen: &str, join: Option<&str>, config_home: &Path) -> NodeOpts {
+        NodeOpts {
+            mount: Some(PathBuf::new()),
+            config_home: Some(config_home.to_path_buf()),
+            ..NodeOpts::new(listen, join)
         }
     }
 
@@ -814,10 +842,15 @@ impl NodeGuard {
             cmd.args(["--join", j]);
         }
         if let (Some(identity), Some(m)) = (&opts.mount, &mnt) {
-            cmd.arg("--mount")
-                .arg(m.path())
-                .arg("--identity")
-                .arg(identity);
+            cmd.arg("--mount").arg(m.path());
+            if !identity.as_os_str().is_empty() {
+                ensure_identity(identity);
+                cmd.arg("--identity").arg(identity);
+            }
+        }
+        cmd.env_remove("PEERSTORE_IDENTITY");
+        if let Some(c) = &opts.config_home {
+            cmd.env("XDG_CONFIG_HOME", c);
         }
         // Default level (info) unless PEERSTORE_TEST_LOG asks for more.
         match std::env::var("PEERSTORE_TEST_LOG") {

@@ -1,0 +1,584 @@
+//! Accounts against real node processes: users created on the ring, logged
+//! in from other machines (each a configuration directory of its own, as
+//! `~/.config` is per machine), a node mounting the logged-in account's
+//! tree, password changes, and the refusals: a taken name, bad names and
+//! passwords, a missing identity file, and forged, replayed and stale
+//! writes sent straight to the replicas.
+
+mod common;
+
+use common::{NodeGuard, NodeOpts, addr, stderr};
+use ed25519_dalek::SigningKey;
+use peerstore::account::session;
+use peerstore::account_record::{self, AccountBody, KdfParams, SealedKeyring};
+use peerstore::id::Id;
+use peerstore::net::{NetConfig, Pool};
+use peerstore::record::{Record, account_key};
+use peerstore::wire::{RemoteError, ReplicaRequest, ReplicaResponse, Request, Response};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const BLOCK_MACHINES: u8 = 133;
+const BLOCK_REFUSALS: u8 = 134;
+const CALL: Duration = Duration::from_secs(10);
+
+/// One machine: its `~/.config` (the session lives there).
+struct Machine {
+    dir: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            dir: tempfile::Builder::new()
+                .prefix("peerstore-machine-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    fn config(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `peerstore ARGS --peer PEER` on this machine, acting as whoever is
+    /// logged in here (no identity file given; `whoami` and `logout` take
+    /// no peer).
+    async fn run(&self, peer: &str, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        if !matches!(args[0], "whoami" | "logout") {
+            all.extend(["--peer", peer]);
+        }
+        let ticket = common::test_ticket(peer);
+        let cfg = self.config().to_str().unwrap().to_string();
+        common::cli_with(
+            &all,
+            &[
+                ("PEERSTORE_TICKET", &ticket),
+                ("XDG_CONFIG_HOME", &cfg),
+                // Removed: act as the session's account.
+                ("PEERSTORE_IDENTITY", ""),
+            ],
+        )
+        .await
+    }
+
+    /// Like [`Machine::run`], for a command that must succeed; its stdout.
+    async fn ok(&self, peer: &str, args: &[&str]) -> String {
+        let o = self.run(peer, args).await;
+        assert!(o.status.success(), "peerstore {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The logged-in session's signing key, as the owner of records.
+    fn owner(&self) -> [u8; 32] {
+        let s = session::load(&self.config().join("peerstore/session"))
+            .expect("session file")
+            .expect("logged in");
+        s.identity().owner()
+    }
+
+    fn session(&self) -> session::Session {
+        session::load(&self.config().join("peerstore/session"))
+            .expect("session file")
+            .expect("logged in")
+    }
+}
+
+/// A file holding `text`, in `dir`.
+fn secret_file(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The one error line a command printed.
+fn error_line(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a failure");
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(o);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 1, "one error line: {e}");
+    lines[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_across_machines() {
+    common::with_timeout(Duration::from_secs(240), async {
+        let mut nodes = common::start_ring(
+            BLOCK_MACHINES,
+            4,
+            NodeOpts::new(&addr(BLOCK_MACHINES, 1), None),
+        )
+        .await;
+        let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+        let pw = tempfile::tempdir().unwrap();
+        let alice_pw = secret_file(pw.path(), "alice", b"alice's long passphrase\n");
+        let alice_new = secret_file(pw.path(), "alice-new", b"a new passphrase for alice");
+        let bob_pw = secret_file(pw.path(), "bob", b"bob's passphrase");
+        let (laptop, desktop, bobs, spare) = (
+            Machine::new(),
+            Machine::new(),
+            Machine::new(),
+            Machine::new(),
+        );
+
+        // Alice creates her account on her laptop and stores a file.
+        let out = laptop
+            .ok(
+                &a,
+                &["user", "create", "alice", "--password-file", s(&alice_pw)],
+            )
+            .await;
+        assert!(out.contains("logged in as alice"), "{out}");
+        assert!(
+            laptop
+                .ok(&a, &["whoami"])
+                .await
+                .starts_with("account alice")
+        );
+        let work = tempfile::tempdir().unwrap();
+        let notes = secret_file(work.path(), "notes", b"alice's notes\n");
+        laptop.ok(&a, &["put", s(&notes), "/notes.txt"]).await;
+
+        // Bob's tree is his own: the same path is another file.
+        bobs.ok(
+            &b,
+            &["user", "create", "bob", "--password-file", s(&bob_pw)],
+        )
+        .await;
+        let bobs_file = secret_file(work.path(), "bobs", b"bob's notes\n");
+        bobs.ok(&b, &["put", s(&bobs_file), "/notes.txt"]).await;
+        assert_ne!(laptop.owner(), bobs.owner());
+
+        // A wrong password and an unknown name: the same single line.
+        let t = Instant::now();
+        let wrong = desktop
+            .run(&b, &["login", "alice", "--password-file", s(&bob_pw)])
+            .await;
+        let t_wrong = t.elapsed();
+        let t = Instant::now();
+        let unknown = desktop
+            .run(&b, &["login", "alicia", "--password-file", s(&alice_pw)])
+            .await;
+        let t_unknown = t.elapsed();
+        assert_eq!(error_line(&wrong), error_line(&unknown));
+        assert_eq!(
+            error_line(&wrong),
+            "error: login failed: wrong name or password"
+        );
+        eprintln!("login failure took {t_wrong:?} (wrong password), {t_unknown:?} (unknown name)");
+        assert!(
+            desktop
+                .run(&b, &["whoami"])
+                .await
+                .stdout
+                .starts_with(b"not logged in")
+        );
+
+        // Alice logs in on her desktop; its node mounts her tree.
+        desktop
+            .ok(&b, &["login", "alice", "--password-file", s(&alice_pw)])
+            .await;
+        assert_eq!(desktop.owner(), laptop.owner());
+        nodes.push(
+            NodeGuard::start(NodeOpts::mounted_as(
+                &addr(BLOCK_MACHINES, 5),
+                Some(&a),
+                desktop.config(),
+            ))
+            .await,
+        );
+        let mnt = nodes[4].mount_dir().to_path_buf();
+        let (got, _) = common::wait_until("alice's notes in the mount", CALL, || {
+            let p = mnt.join("notes.txt");
+            async move { std::fs::read(&p).map_err(|e| e.to_string()) }
+        })
+        .await;
+        assert_eq!(got, b"alice's notes\n");
+        std::fs::write(mnt.join("from-desktop.txt"), b"written on the desktop").unwrap();
+        let (got, _) = common::wait_until("the desktop's file on the laptop", CALL, || {
+            let out = work.path().join("back");
+            let laptop = &laptop;
+            let a = a.clone();
+            async move {
+                let o = laptop.run(&a, &["get", "/from-desktop.txt", s(&out)]).await;
+                if o.status.success() {
+                    std::fs::read(&out).map_err(|e| e.to_string())
+                } else {
+                    Err(stderr(&o))
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, b"written on the desktop");
+        let bob_ls = bobs.ok(&b, &["ls", "/"]).await;
+        assert!(
+            !bob_ls.contains("from-desktop"),
+            "bob sees alice's file: {bob_ls}"
+        );
+
+        // A password change: the old one stops working, the tree stays.
+        laptop
+            .ok(
+                &a,
+                &[
+                    "passwd",
+                    "--password-file",
+                    s(&alice_pw),
+                    "--new-password-file",
+                    s(&alice_new),
+                ],
+            )
+            .await;
+        let old = spare
+            .run(&a, &["login", "alice", "--password-file", s(&alice_pw)])
+            .await;
+        assert_eq!(
+            error_line(&old),
+            "error: login failed: wrong name or password"
+        );
+        spare
+            .ok(&a, &["login", "alice", "--password-file", s(&alice_new)])
+            .await;
+        let ls = spare.ok(&a, &["ls", "/"]).await;
+        assert!(
+            ls.contains("notes.txt") && ls.contains("from-desktop.txt"),
+            "{ls}"
+        );
+        assert_eq!(spare.owner(), laptop.owner());
+        // The logged-out machine acts as its own identity again.
+        assert!(
+            spare
+                .ok(&a, &["logout"])
+                .await
+                .contains("logged out of alice")
+        );
+        let ls = spare.ok(&a, &["ls", "/"]).await;
+        assert!(!ls.contains("notes.txt"), "{ls}");
+
+        // An identity file's tree moves into an account.
+        let id_file = work.path().join("old-identity");
+        common::ensure_identity(&id_file);
+        spare
+            .ok(
+                &a,
+                &["put", "--identity", s(&id_file), s(&notes), "/kept.txt"],
+            )
+            .await;
+        spare
+            .ok(
+                &a,
+                &[
+                    "user",
+                    "create",
+                    "dave",
+                    "--identity",
+                    s(&id_file),
+                    "--password-file",
+                    s(&bob_pw),
+                ],
+            )
+            .await;
+        assert!(spare.ok(&a, &["ls", "/"]).await.contains("kept.txt"));
+
+        // Bad input: one clear line each, nothing changed.
+        let missing = work.path().join("no-such-identity");
+        for (args, want) in [
+            (
+                vec!["user", "create", "alice", "--password-file", s(&bob_pw)],
+                "the account name alice is taken",
+            ),
+            (
+                vec!["user", "create", "Eve!", "--password-file", s(&bob_pw)],
+                "account name \"Eve!\"",
+            ),
+            (
+                vec!["ls", "/", "--identity", s(&missing)],
+                "no identity file there",
+            ),
+            (
+                vec![
+                    "user",
+                    "create",
+                    "erin",
+                    "--identity",
+                    s(&missing),
+                    "--password-file",
+                    s(&bob_pw),
+                ],
+                "no identity file there",
+            ),
+        ] {
+            let line = error_line(&spare.run(&a, &args).await);
+            assert!(line.contains(want), "{args:?}: {line}");
+        }
+        let empty = secret_file(pw.path(), "empty", b"\n");
+        let long = secret_file(pw.path(), "long", &[b'x'; 1025]);
+        for (f, want) in [
+            (&empty, "the password is empty"),
+            (&long, "longer than 1024"),
+        ] {
+            let line = error_line(
+                &spare
+                    .run(&a, &["user", "create", "frank", "--password-file", s(f)])
+                    .await,
+            );
+            assert!(line.contains(want), "{line}");
+        }
+        // Neither erin nor frank exists.
+        for name in ["erin", "frank"] {
+            let o = spare
+                .run(&a, &["login", name, "--password-file", s(&bob_pw)])
+                .await;
+            assert_eq!(
+                error_line(&o),
+                "error: login failed: wrong name or password"
+            );
+        }
+        // The mounting node never saw a password: it acted on the session.
+        assert!(
+            nodes[4]
+                .log()
+                .contains("mounting the tree of account alice")
+        );
+    })
+    .await;
+}
+
+/// A pool that speaks as ring member `node` (its own key), to send
+/// replica requests as a buggy or hostile member would.
+fn member_pool(node: &NodeGuard) -> Pool {
+    Pool::new(
+        NetConfig {
+            rpc_timeout: CALL,
+            connect_timeout: CALL,
+            local_ip: None,
+        },
+        peerstore::net::LinkKeys {
+            key: peerstore::node::identity::load_or_create(node.data_dir()).expect("node key"),
+            secret: common::test_secret(),
+        },
+    )
+}
+
+/// The nodes holding record `key`, with their versions.
+async fn holders(pool: &Pool, nodes: &[NodeGuard], key: Id) -> Vec<(String, Vec<Record>)> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let r = pool
+            .call(
+                &n.addr,
+                Request::Replica(ReplicaRequest::FetchRecord { key }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("fetch from {}: {e}", n.addr));
+        if let Response::Replica(ReplicaResponse::Versions(v)) = r {
+            out.push((n.addr.clone(), v));
+        }
+    }
+    out
+}
+
+/// Sends `record` straight to every holder; how many refused it, and the
+/// first refusal.
+async fn send_to(pool: &Pool, to: &[(String, Vec<Record>)], record: &Record) -> (usize, String) {
+    let mut refused = 0;
+    let mut why = String::new();
+    for (addr, _) in to {
+        let r = pool
+            .call(
+                addr,
+                Request::Replica(ReplicaRequest::StoreRecord {
+                    record: record.clone(),
+                    expected_seq: None,
+                    durable: true,
+                }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("store to {addr}: {e}"));
+        match r {
+            Response::Error(e) => {
+                refused += 1;
+                if why.is_empty() {
+                    why = e.to_string();
+                }
+                assert!(
+                    matches!(
+                        e,
+                        RemoteError::Invalid(_)
+                            | RemoteError::Stale { .. }
+                            | RemoteError::BadSignature
+                    ),
+                    "{addr}: {e}"
+                );
+            }
+            other => panic!("{addr} accepted {record:?}: {other:?}"),
+        }
+    }
+    (refused, why)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_refuse_forged_replayed_and_stale_writes() {
+    common::with_timeout(Duration::from_secs(240), async {
+        let nodes = common::start_ring(
+            BLOCK_REFUSALS,
+            5,
+            NodeOpts::new(&addr(BLOCK_REFUSALS, 1), None),
+        )
+        .await;
+        let a = nodes[0].addr.clone();
+        let pw = tempfile::tempdir().unwrap();
+        let pw1 = secret_file(pw.path(), "1", b"first machine's password");
+        let pw2 = secret_file(pw.path(), "2", b"second machine's password");
+
+        // Two machines create one name at once: exactly one account.
+        let (m1, m2) = (Machine::new(), Machine::new());
+        let args1 = ["user", "create", "carol", "--password-file", s(&pw1)];
+        let args2 = ["user", "create", "carol", "--password-file", s(&pw2)];
+        let (o1, o2) = tokio::join!(
+            m1.run(&nodes[1].addr, &args1),
+            m2.run(&nodes[3].addr, &args2),
+        );
+        let won = [o1.status.success(), o2.status.success()];
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "exactly one create wins: {} / {}",
+            stderr(&o1),
+            stderr(&o2)
+        );
+        let loser = if won[0] { &o2 } else { &o1 };
+        assert!(error_line(loser).contains("is taken"));
+        let winner = if won[0] { &m1 } else { &m2 };
+        let pool = member_pool(&nodes[2]);
+        let key = account_key(b"carol");
+        let held = holders(&pool, &nodes, key).await;
+        assert!(held.len() >= 3, "carol's account on {} nodes", held.len());
+        for (addr, v) in &held {
+            assert_eq!(v.len(), 1, "{addr} holds {} versions", v.len());
+            assert_eq!(
+                v[0].owner,
+                winner.owner(),
+                "{addr} holds another owner's carol"
+            );
+        }
+        let v1 = held[0].1[0].clone();
+
+        // Carol stores a file, then changes her password (account v2).
+        let work = tempfile::tempdir().unwrap();
+        let f = secret_file(work.path(), "f", b"carol's file");
+        winner.ok(&a, &["put", s(&f), "/f.txt"]).await;
+        let winner_pw = if won[0] { &pw1 } else { &pw2 };
+        let new_pw = secret_file(pw.path(), "new", b"carol's new password");
+        winner
+            .ok(
+                &a,
+                &[
+                    "passwd",
+                    "--password-file",
+                    s(winner_pw),
+                    "--new-password-file",
+                    s(&new_pw),
+                ],
+            )
+            .await;
+        let held = holders(&pool, &nodes, key).await;
+        assert!(held.iter().all(|(_, v)| v.len() == 1 && v[0].seq == 2));
+
+        let mut refusals = 0;
+        let mut expect = 0;
+        // 1. A forged account: another key takes the name, at a higher
+        //    sequence number and with valid-looking contents.
+        let mallory = SigningKey::from_bytes(&rand::random());
+        let body = AccountBody {
+            name: "carol".into(),
+            box_key: [1; 32],
+            keyring: SealedKeyring {
+                salt: [0; 16],
+                params: KdfParams::DEFAULT,
+                sealed: vec![0; 64],
+            },
+            created_ms: 0,
+        };
+        let forged = Record::sign(
+            &mallory,
+            &account_record::record_name("carol"),
+            9,
+            Some(body.encode()),
+        );
+        let (n, why) = send_to(&pool, &held, &forged).await;
+        assert!(why.contains("belongs to another key"), "{why}");
+        refusals += n;
+        expect += held.len();
+        // 2. Carol's own first version replayed after the change.
+        let (n, why) = send_to(&pool, &held, &v1).await;
+        assert!(why.contains("not newer"), "{why}");
+        refusals += n;
+        expect += held.len();
+        // 3. Carol's key, weakened parameters (a record anyone could brute
+        //    force): refused below the floor even from the owner.
+        let identity = winner.session().identity();
+        let mut weak = body.clone();
+        weak.keyring.params = KdfParams {
+            m_kib: 1024,
+            t: 1,
+            p: 1,
+        };
+        let weakened = identity.sign(
+            &account_record::record_name("carol"),
+            3,
+            Some(weak.encode()),
+        );
+        let (n, why) = send_to(&pool, &held, &weakened).await;
+        assert!(why.contains("below the floor"), "{why}");
+        refusals += n;
+        expect += held.len();
+
+        // 4. Her tree's root: a version signed by another key under her
+        //    name (forged), and her own older version (stale).
+        let root_key = identity.record_key(&identity.root_name());
+        let before = holders(&pool, &nodes, root_key).await;
+        assert!(before.len() >= 3);
+        let old_root = before[0].1[0].clone();
+        let g = secret_file(work.path(), "g", b"another file");
+        winner.ok(&a, &["put", s(&g), "/g.txt"]).await;
+        let after = holders(&pool, &nodes, root_key).await;
+        assert!(
+            after.iter().all(|(_, v)| v[0] != old_root),
+            "the root changed"
+        );
+        let mut fake = Record::sign(&mallory, &identity.root_name(), old_root.seq + 10, None);
+        fake.owner = identity.owner();
+        let (n, why) = send_to(&pool, &after, &fake).await;
+        assert!(why.contains("signature"), "{why}");
+        refusals += n;
+        expect += after.len();
+        let (n, why) = send_to(&pool, &after, &old_root).await;
+        assert!(why.contains("not newer"), "{why}");
+        refusals += n;
+        expect += after.len();
+
+        assert_eq!(refusals, expect);
+        eprintln!("{refusals} forged, replayed and stale writes refused by every replica");
+        // Nothing changed: the account and the tree are as they were.
+        let held2 = holders(&pool, &nodes, key).await;
+        assert!(held2.iter().all(|(_, v)| v.len() == 1 && v[0].seq == 2));
+        let out = work.path().join("out");
+        winner.ok(&a, &["get", "/f.txt", s(&out)]).await;
+        assert_eq!(std::fs::read(&out).unwrap(), b"carol's file");
+        assert!(
+            winner
+                .ok(&a, &["login", "carol", "--password-file", s(&new_pw)])
+                .await
+                .contains("logged in as carol")
+        );
+    })
+    .await;
+}

@@ -9,6 +9,8 @@
 //! - [`record`]: signed, sequence-numbered mutable records with clocks.
 //! - [`account_record`]: account records (found by name) and the rules
 //!   storage nodes apply to them.
+//! - [`inbox_record`]: inbox records (anyone appends, the owner removes)
+//!   and the rules storage nodes apply to them.
 //! - [`item`]: what the ring stores: item versions, the block size limit,
 //!   proofs of holding.
 //! - [`ownership`]: owners' signed claims on blocks and releases of them.
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod dht;
 pub mod fs;
 pub mod id;
+pub mod inbox_record;
 pub mod item;
 pub mod journal;
 pub mod keyfile;

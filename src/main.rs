@@ -59,16 +59,27 @@ fn main() -> ExitCode {
             Command::Pin { peer, path } => cli::run_pin(&peer.target()?, &path, true).await?,
             Command::Unpin { peer, path } => cli::run_pin(&peer.target()?, &path, false).await?,
             Command::Put { vault, local, path } => {
-                cli::run_put(&vault.open()?, &local, &path).await?
+                cli::with_place(&vault, &path, true, |v, p| async move {
+                    cli::run_put(&v, &local, &p).await
+                })
+                .await?
             }
             Command::Get {
                 vault,
                 path,
                 local,
                 version,
-            } => cli::run_get(&vault.open()?, &path, &local, version).await?,
+            } => {
+                cli::with_place(&vault, &path, false, |v, p| async move {
+                    cli::run_get(&v, &p, &local, version).await
+                })
+                .await?
+            }
             Command::Versions { vault, path, json } => {
-                cli::run_versions(&vault.open()?, &path, json).await?
+                cli::with_place(&vault, &path, false, |v, p| async move {
+                    cli::run_versions(&v, &p, json).await
+                })
+                .await?
             }
             Command::Trash(TrashCommand::Ls { vault, json }) => {
                 cli::run_trash_ls(&vault.open()?, json).await?
@@ -112,22 +123,46 @@ fn main() -> ExitCode {
                 )
                 .await?
             }
-            Command::Ls { vault, path } => cli::run_ls(&vault.open()?, &path).await?,
+            Command::Ls { vault, path } => {
+                cli::with_place(&vault, &path, false, |v, p| async move {
+                    cli::run_ls(&v, &p).await
+                })
+                .await?
+            }
+            Command::Share { peer, path, with } => {
+                cli::run_share(&peer.target()?, &path, &with).await?
+            }
+            Command::Shares { peer, json } => cli::run_shares(&peer.target()?, json).await?,
             Command::Rm {
                 vault,
                 recursive,
                 path,
-            } => cli::run_rm(&vault.open()?, &path, recursive).await?,
+            } => {
+                cli::with_place(&vault, &path, true, |v, p| async move {
+                    cli::run_rm(&v, &p, recursive).await
+                })
+                .await?
+            }
             Command::Backup {
                 vault,
                 local_dir,
                 path,
-            } => cli::run_backup(&vault.open()?, &local_dir, &path).await?,
+            } => {
+                cli::with_place(&vault, &path, true, |v, p| async move {
+                    cli::run_backup(&v, &local_dir, &p).await
+                })
+                .await?
+            }
             Command::Restore {
                 vault,
                 path,
                 dest_dir,
-            } => cli::run_restore(&vault.open()?, &path, &dest_dir).await?,
+            } => {
+                cli::with_place(&vault, &path, false, |v, p| async move {
+                    cli::run_restore(&v, &p, &dest_dir).await
+                })
+                .await?
+            }
         }
         Ok(())
     });

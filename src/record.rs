@@ -128,12 +128,27 @@ impl std::fmt::Debug for Record {
 /// The key of the record `name` owned by `owner`: `SHA-256(owner ‖
 /// name)`, except for an account record (a name starting with
 /// [`ACCOUNT_RECORD_PREFIX`]), whose key hangs off the account name alone
-/// ([`account_key`]) so anyone can find it by name.
+/// ([`account_key`]) so anyone can find it by name, and an inbox record
+/// ([`INBOX_RECORD_PREFIX`]), whose key hangs off its owner's key alone
+/// ([`inbox_key`]) so anyone can append to it.
 pub fn record_key(owner: &[u8; 32], name: &[u8]) -> Id {
-    match name.strip_prefix(ACCOUNT_RECORD_PREFIX) {
-        Some(account) => account_key(account),
-        None => Id::hash_parts(&[owner, name]),
+    if let Some(account) = name.strip_prefix(ACCOUNT_RECORD_PREFIX) {
+        return account_key(account);
     }
+    if let Some(inbox_owner) = name.strip_prefix(INBOX_RECORD_PREFIX) {
+        return inbox_key(inbox_owner);
+    }
+    Id::hash_parts(&[owner, name])
+}
+
+/// Names of inbox records start with these bytes; the rest is the public
+/// key of the inbox's owner (`crate::inbox_record` has the rules).
+pub const INBOX_RECORD_PREFIX: &[u8] = b"\0peerstore-inbox-v1\0";
+
+/// The DHT key of the inbox of the owner whose public key is `owner`:
+/// the same whoever appends to it.
+pub fn inbox_key(owner: &[u8]) -> Id {
+    Id::hash_parts(&[b"peerstore-inbox-v1", owner])
 }
 
 /// Names of account records start with these bytes; the rest is the

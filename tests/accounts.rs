@@ -582,3 +582,159 @@ async fn replicas_refuse_forged_replayed_and_stale_writes() {
     })
     .await;
 }
+
+const BLOCK_SHARES: u8 = 135;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_shares_between_accounts() {
+    common::with_timeout(Duration::from_secs(240), async {
+        let nodes =
+            common::start_ring(BLOCK_SHARES, 3, NodeOpts::new(&addr(BLOCK_SHARES, 1), None)).await;
+        let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+        let pw = tempfile::tempdir().unwrap();
+        let p = secret_file(pw.path(), "pw", b"a shared test password");
+        let (alice, bob, carol, dave) = (
+            Machine::new(),
+            Machine::new(),
+            Machine::new(),
+            Machine::new(),
+        );
+        for (m, name) in [
+            (&alice, "alice"),
+            (&bob, "bob"),
+            (&carol, "carol"),
+            (&dave, "dave"),
+        ] {
+            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
+                .await;
+        }
+        // Alice's photos, shared with bob and carol.
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("photos/2026")).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(src.path().join("photos/2026/big.raw"), &big).unwrap();
+        std::fs::write(src.path().join("photos/a.jpg"), b"jpeg bytes").unwrap();
+        std::fs::write(src.path().join("private.txt"), b"not shared").unwrap();
+        alice
+            .ok(&a, &["backup", s(&src.path().join("photos")), "/photos"])
+            .await;
+        alice
+            .ok(
+                &a,
+                &["put", s(&src.path().join("private.txt")), "/private.txt"],
+            )
+            .await;
+        for who in ["bob", "carol"] {
+            let out = alice.ok(&a, &["share", "/photos", "--with", who]).await;
+            assert!(out.contains("/shared/alice/photos"), "{out}");
+        }
+        let listed = alice.ok(&a, &["shares"]).await;
+        assert!(
+            listed.contains("/photos  with bob") && listed.contains("/photos  with carol"),
+            "{listed}"
+        );
+
+        // Bob and carol read it, through any node.
+        let work = tempfile::tempdir().unwrap();
+        for (m, peer) in [(&bob, &b), (&carol, &a)] {
+            let shares = m.ok(peer, &["shares", "--json"]).await;
+            let v: serde_json::Value = serde_json::from_str(&shares).unwrap();
+            assert_eq!(v["received"][0]["path"], "/shared/alice/photos", "{shares}");
+            assert!(m.ok(peer, &["ls", "/shared"]).await.contains("alice"));
+            assert!(
+                m.ok(peer, &["ls", "/shared/alice"])
+                    .await
+                    .contains("photos")
+            );
+            let ls = m.ok(peer, &["ls", "/shared/alice/photos"]).await;
+            assert!(ls.contains("a.jpg") && ls.contains("2026"), "{ls}");
+            let out = work.path().join("big");
+            m.ok(peer, &["get", "/shared/alice/photos/2026/big.raw", s(&out)])
+                .await;
+            assert!(
+                std::fs::read(&out).unwrap() == big,
+                "the shared file reads back whole"
+            );
+            // Read-only, and nothing outside the folder.
+            let line = error_line(
+                &m.run(peer, &["put", s(&out), "/shared/alice/photos/new.raw"])
+                    .await,
+            );
+            assert!(line.contains("read-only"), "{line}");
+            let line = error_line(&m.run(peer, &["ls", "/shared/alice/private.txt"]).await);
+            assert!(line.contains("no such file"), "{line}");
+        }
+        // Dave was given nothing and sees nothing.
+        assert_eq!(dave.ok(&a, &["ls", "/shared"]).await.trim(), "");
+        let line = error_line(&dave.run(&a, &["ls", "/shared/alice/photos"]).await);
+        assert!(line.contains("no such file"), "{line}");
+
+        // Bad input: one line each, nothing shared.
+        for (args, want) in [
+            (
+                vec!["share", "/photos", "--with", "nobody"],
+                "no account named nobody",
+            ),
+            (
+                vec!["share", "/photos", "--with", "alice"],
+                "cannot share with yourself",
+            ),
+            (vec!["share", "/nothere", "--with", "bob"], "no such file"),
+            (
+                vec!["share", "/private.txt", "--with", "bob"],
+                "not a folder",
+            ),
+            (vec!["share", "/", "--with", "bob"], "not the whole tree"),
+        ] {
+            let line = error_line(&alice.run(&a, &args).await);
+            assert!(line.contains(want), "{args:?}: {line}");
+        }
+        // An inbox flooded past its bound: the next share is refused with
+        // a clear line, and the inbox holds no more than the bound.
+        let store = peerstore::cli::RemoteStore::new(&a, common::test_keys());
+        let dave_owner = dave.owner();
+        let mut flooded = 0;
+        loop {
+            let r = peerstore::account::shares::append(
+                &store,
+                "dave",
+                &dave_owner,
+                peerstore::inbox_record::Entry(vec![7; 100]),
+            )
+            .await;
+            match r {
+                Ok(()) => flooded += 1,
+                Err(e) => {
+                    assert!(e.to_string().contains("inbox of dave is full"), "{e}");
+                    break;
+                }
+            }
+            assert!(
+                flooded <= peerstore::inbox_record::MAX_INBOX_ENTRIES,
+                "no bound"
+            );
+        }
+        assert_eq!(flooded, peerstore::inbox_record::MAX_INBOX_ENTRIES);
+        let line = error_line(&alice.run(&a, &["share", "/photos", "--with", "dave"]).await);
+        assert!(line.contains("inbox of dave is full"), "{line}");
+        // A node refuses the 65th entry whoever sends it.
+        let pool = member_pool(&nodes[2]);
+        let key = peerstore::record::inbox_key(&dave_owner);
+        let held = holders(&pool, &nodes, key).await;
+        let head = held[0].1[0].clone();
+        let mut body =
+            peerstore::inbox_record::InboxBody::decode(head.value.as_deref().unwrap()).unwrap();
+        body.entries
+            .push(peerstore::inbox_record::Entry(vec![1; 10]));
+        let extra = Record::sign(
+            &SigningKey::from_bytes(&rand::random()),
+            &peerstore::inbox_record::record_name(&dave_owner),
+            head.seq + 1,
+            Some(body.encode()),
+        );
+        let (n, why) = send_to(&pool, &held, &extra).await;
+        assert_eq!(n, held.len());
+        assert!(why.contains("full"), "{why}");
+    })
+    .await;
+}

@@ -40,6 +40,12 @@ pub enum AccountError {
     /// The account changed between reading and writing it.
     #[error("the account {0} changed meanwhile; try again")]
     Changed(String),
+    #[error(
+        "the inbox of {0} is full: they must read it (`peerstore shares`) before more can be shared with them"
+    )]
+    InboxFull(String),
+    #[error("you cannot share with yourself")]
+    SelfShare,
     #[error("{0}")]
     Store(FsError),
 }

@@ -65,7 +65,7 @@ pub fn resolve_identity(
     Ok(read_key::<32>(&p)?.map(|s| (Identity::from_secret(s), Who::Local(p))))
 }
 
-fn load_session() -> Result<Option<Session>, CliError> {
+pub(super) fn load_session() -> Result<Option<Session>, CliError> {
     session::load(&default_session_path()).map_err(|e| CliError::Invalid(e.to_string()))
 }
 

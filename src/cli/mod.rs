@@ -15,6 +15,7 @@ mod files;
 mod network;
 mod remote_store;
 mod ring_walk;
+mod sharing;
 mod status;
 mod versions;
 
@@ -27,6 +28,7 @@ pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, r
 pub use network::{run_init, run_invite};
 pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
+pub use sharing::{Place, place, run_share, run_shares, with_place};
 pub use status::{run_pin, run_status};
 pub use versions::{run_trash_empty, run_trash_ls, run_trash_restore, run_versions};
 
@@ -184,6 +186,26 @@ pub enum Command {
     /// Accounts on the ring.
     #[command(subcommand)]
     User(UserCommand),
+    /// Share a folder of your tree with another account, read-only: it
+    /// sees it as /shared/YOU/NAME in its paths.
+    Share {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Folder to share, e.g. /photos.
+        path: String,
+        /// The account to share it with.
+        #[arg(long, value_name = "USER")]
+        with: String,
+    },
+    /// List what you share with whom, and what is shared with you.
+    Shares {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// Print one JSON object (`given`: `path`, `to`, `time_ms`;
+        /// `received`: `from`, `name`, `path`, `write`) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Log this machine in as an account: the node's mount and the client
     /// commands then act as it (the password is read from the terminal).
     Login {

@@ -8,7 +8,7 @@ use crate::fs::Vault;
 use std::sync::Arc;
 
 /// Prints `value` as pretty JSON.
-fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+pub(super) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Invalid(e.to_string()))?;
     println!("{text}");
     Ok(())

@@ -19,10 +19,18 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
 
-/// An owner of a file tree.
+/// An owner of a file tree, or (for a tree another account shared) a
+/// reader of part of one.
 pub struct Identity {
-    /// Signs every record of the tree.
+    /// Signs every record of the tree (of a shared tree: a throwaway key,
+    /// whose versions storage nodes refuse).
     signing: SigningKey,
+    /// Whose records the tree's are: the signing key's, or for a shared
+    /// tree its owner's.
+    owner: [u8; 32],
+    /// For a shared tree, the shared directory: its record name and key
+    /// stand in for the root's.
+    shared_root: Option<(Vec<u8>, SecretKey)>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -48,16 +56,37 @@ pub fn default_identity_path() -> PathBuf {
 impl Identity {
     /// An identity from its 32 secret bytes.
     pub fn from_secret(secret: [u8; 32]) -> Identity {
-        Identity {
-            signing: SigningKey::from_bytes(&secret),
-        }
+        Identity::of(SigningKey::from_bytes(&secret))
     }
 
     /// A new random identity.
     pub fn generate() -> Identity {
+        Identity::of(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    fn of(signing: SigningKey) -> Identity {
         Identity {
-            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+            owner: signing.verifying_key().to_bytes(),
+            signing,
+            shared_root: None,
         }
+    }
+
+    /// A reader of the directory `dir_name` (key `dir_key`) of the tree of
+    /// `owner`, shared with this user: a vault over it reads that
+    /// directory as its root. It cannot sign the owner's records.
+    pub fn shared(owner: [u8; 32], dir_name: Vec<u8>, dir_key: SecretKey) -> Identity {
+        Identity {
+            owner,
+            shared_root: Some((dir_name, dir_key)),
+            ..Identity::generate()
+        }
+    }
+
+    /// Whether this is a reader of a shared tree (nothing it signs is
+    /// accepted by storage nodes).
+    pub fn is_shared(&self) -> bool {
+        self.shared_root.is_some()
     }
 
     /// Loads the identity at `path`, creating it (mode 0600) if absent.
@@ -93,7 +122,7 @@ impl Identity {
 
     /// The owner public key (records hang off it).
     pub fn owner(&self) -> [u8; 32] {
-        self.signing.verifying_key().to_bytes()
+        self.owner
     }
 
     fn derive(&self, info: &[u8]) -> [u8; 32] {
@@ -106,12 +135,28 @@ impl Identity {
 
     /// The record name of the tree's root directory.
     pub fn root_name(&self) -> Vec<u8> {
-        self.derive(b"root directory record name").to_vec()
+        match &self.shared_root {
+            Some((name, _)) => name.clone(),
+            None => self.derive(b"root directory record name").to_vec(),
+        }
     }
 
     /// The encryption key of the root directory.
     pub fn root_key(&self) -> SecretKey {
-        SecretKey(self.derive(b"root directory key"))
+        match &self.shared_root {
+            Some((_, key)) => key.clone(),
+            None => SecretKey(self.derive(b"root directory key")),
+        }
+    }
+
+    /// The record name of the list of what this owner shares.
+    pub fn shares_name(&self) -> Vec<u8> {
+        self.derive(b"shares record name")[..16].to_vec()
+    }
+
+    /// The encryption key of the list of what this owner shares.
+    pub fn shares_key(&self) -> SecretKey {
+        SecretKey(self.derive(b"shares record key"))
     }
 
     /// The record name of the tree's trash directory.

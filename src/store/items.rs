@@ -198,13 +198,19 @@ pub fn judge_versions(
     {
         return Err(StoreError::Conflict { current });
     }
-    // An account record: only its key changes it, and its versions form
-    // one line (a concurrent one is refused like a stale one).
-    let account = crate::account_record::account_of(offered).is_some();
-    if account {
-        crate::account_record::judge(held, offered)
-            .map_err(|e| StoreError::BadRecord(crate::record::RecordError::Refused(e)))?;
-    }
+    // Account and inbox records follow their kind's rules, and their
+    // versions form one line (a concurrent one is refused like a stale
+    // one).
+    let refused = |e| StoreError::BadRecord(crate::record::RecordError::Refused(e));
+    let account = if crate::account_record::account_of(offered).is_some() {
+        crate::account_record::judge(held, offered).map_err(refused)?;
+        true
+    } else if crate::inbox_record::inbox_of(offered).is_some() {
+        crate::inbox_record::judge(held, offered).map_err(refused)?;
+        true
+    } else {
+        false
+    };
     let mut kept = Vec::with_capacity(held.len() + 1);
     for h in held {
         match offered.order(h) {

@@ -200,13 +200,18 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     }
-    let identity = match &a.mount {
+    let (identity, session) = match &a.mount {
         Some(dir) => {
             let (id, who) = a.identity.resolve_who()?;
             log::info!("mounting the tree of {who} at {}", dir.display());
-            Some(id)
+            // Acting as an account: its shares show under /shared.
+            let session = match who {
+                cli::Who::Account(_) => cli::load_session()?,
+                _ => None,
+            };
+            (Some(id), session)
         }
-        None => None,
+        None => (None, None),
     };
     let join = join_address(&a.data, a.join.as_deref())?;
     raise_fd_limit();
@@ -329,8 +334,20 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             running
                 .node
                 .set_mount(Arc::clone(&vault), dir.display().to_string(), local);
-            let m = peerstore::mount::mount(vault, tokio::runtime::Handle::current(), dir, opts)
-                .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
+            let shared = session.map(|s| {
+                Arc::new(peerstore::mount::shared::SharedTrees::new(
+                    Arc::clone(&store),
+                    s,
+                ))
+            });
+            let m = peerstore::mount::session::mount_with(
+                vault,
+                tokio::runtime::Handle::current(),
+                dir,
+                opts,
+                shared,
+            )
+            .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", dir.display()))?;
             println!("mounted at {}", dir.display());
             Some(m)
         }

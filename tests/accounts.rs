@@ -664,6 +664,73 @@ async fn read_shares_between_accounts() {
             let line = error_line(&m.run(peer, &["ls", "/shared/alice/private.txt"]).await);
             assert!(line.contains("no such file"), "{line}");
         }
+        // Bob's machine mounts his tree: alice's folder is under /shared,
+        // readable, and every write there fails with EACCES.
+        let bob_node = NodeGuard::start(NodeOpts::mounted_as(
+            &addr(BLOCK_SHARES, 4),
+            Some(&a),
+            bob.config(),
+        ))
+        .await;
+        let mnt = bob_node.mount_dir().to_path_buf();
+        let shared = mnt.join("shared/alice/photos");
+        let (got, took) = common::wait_until("alice's folder in bob's mount", CALL, || {
+            let p = shared.join("2026/big.raw");
+            async move {
+                tokio::task::spawn_blocking(move || std::fs::read(&p).map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        })
+        .await;
+        assert!(got == big, "the shared file reads back whole in the mount");
+        eprintln!("alice's folder readable in bob's mount after {took:?}");
+        let (mnt2, shared2) = (mnt.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || {
+            let names = |p: &Path| -> Vec<String> {
+                let mut v: Vec<String> = std::fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert!(names(&mnt2).contains(&"shared".to_string()));
+            assert_eq!(names(&mnt2.join("shared")), vec!["alice"]);
+            assert_eq!(names(&mnt2.join("shared/alice")), vec!["photos"]);
+            assert_eq!(names(&shared2), vec!["2026", "a.jpg"]);
+            assert_eq!(std::fs::read(shared2.join("a.jpg")).unwrap(), b"jpeg bytes");
+            let denied = |r: std::io::Result<()>, what: &str| match r {
+                Err(e) => assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied,
+                    "{what}: {e}"
+                ),
+                Ok(()) => panic!("{what} succeeded in a read-only share"),
+            };
+            denied(std::fs::write(shared2.join("new.txt"), b"x"), "create");
+            denied(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(shared2.join("a.jpg"))
+                    .map(|_| ()),
+                "open for writing",
+            );
+            denied(std::fs::remove_file(shared2.join("a.jpg")), "unlink");
+            denied(std::fs::create_dir(shared2.join("d")), "mkdir");
+            denied(
+                std::fs::rename(shared2.join("a.jpg"), mnt2.join("stolen.jpg")),
+                "rename out",
+            );
+            denied(std::fs::remove_dir(mnt2.join("shared")), "rmdir /shared");
+            // Bob's own tree works as ever beside it.
+            std::fs::write(mnt2.join("mine.txt"), b"bob's").unwrap();
+            assert_eq!(std::fs::read(shared2.join("a.jpg")).unwrap(), b"jpeg bytes");
+        })
+        .await
+        .unwrap();
+        drop(bob_node);
+
         // Dave was given nothing and sees nothing.
         assert_eq!(dave.ok(&a, &["ls", "/shared"]).await.trim(), "");
         let line = error_line(&dave.run(&a, &["ls", "/shared/alice/photos"]).await);

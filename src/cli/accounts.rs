@@ -65,7 +65,8 @@ pub fn resolve_identity(
     Ok(read_key::<32>(&p)?.map(|s| (Identity::from_secret(s), Who::Local(p))))
 }
 
-pub(super) fn load_session() -> Result<Option<Session>, CliError> {
+/// The account session of this machine, if logged in.
+pub fn load_session() -> Result<Option<Session>, CliError> {
     session::load(&default_session_path()).map_err(|e| CliError::Invalid(e.to_string()))
 }
 

@@ -20,7 +20,8 @@ mod status;
 mod versions;
 
 pub use accounts::{
-    Who, resolve_identity, run_login, run_logout, run_passwd, run_user_create, run_whoami,
+    Who, load_session, resolve_identity, run_login, run_logout, run_passwd, run_user_create,
+    run_whoami,
 };
 pub use client::{call_client, run_block_get, run_block_put, run_lookup};
 pub use error::CliError;

@@ -139,6 +139,9 @@ pub enum FsError {
     Stale,
     #[error("permission denied")]
     Permission,
+    /// A write into a folder another account shares read-only.
+    #[error("read-only: a folder shared with you")]
+    ReadOnly,
     #[error("no space left on the ring ({0})")]
     NoSpace(String),
 }
@@ -171,6 +174,7 @@ impl FsError {
             FsError::NotSupported => libc::ENOTSUP,
             FsError::Stale => libc::ESTALE,
             FsError::Permission => libc::EPERM,
+            FsError::ReadOnly => libc::EACCES,
             FsError::NoSpace(_) => libc::ENOSPC,
         }
     }

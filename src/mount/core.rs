@@ -15,7 +15,8 @@
 
 use super::attr::{AttrChange, file_attr, file_type};
 use super::handles::{DirEntry, Handles};
-use super::inodes::{InodeTable, ROOT_INO};
+use super::inodes::{InodeTable, LISTING_TREE, OWN_TREE, ROOT_INO};
+use super::shared::SharedTrees;
 use crate::fs::object::Body;
 use crate::fs::{
     Attrs, BlockStore, Durability, FsError, Kind, Link, OpenFile, Vault, Versioned, check_name,
@@ -58,7 +59,13 @@ pub struct Core<S> {
     hinted: Mutex<HashMap<u64, u64>>,
     /// Drops the kernel's cached attributes of an inode (set once mounted).
     invalidator: OnceLock<Invalidator>,
+    /// The folders other accounts share with this one, under `/shared`
+    /// (a mount acting as an account; set before mounting).
+    shared: OnceLock<Arc<SharedTrees<S>>>,
 }
+
+/// The name of the folder of what other accounts share, at the root.
+pub const SHARED_NAME: &[u8] = b"shared";
 
 /// Drops the kernel's cached attributes of an inode, with `true` also its
 /// cached pages (never from a request on that inode: the kernel may hold
@@ -82,7 +89,69 @@ impl<S: BlockStore> Core<S> {
             space: Mutex::new(None),
             hinted: Mutex::new(HashMap::new()),
             invalidator: OnceLock::new(),
+            shared: OnceLock::new(),
         }
+    }
+
+    /// Shows the folders `trees` lists under `/shared`.
+    pub fn set_shared(&self, trees: Arc<SharedTrees<S>>) {
+        let _ = self.shared.set(trees);
+    }
+
+    /// Whether `parent/name` is the reserved `/shared` of a mount acting
+    /// as an account.
+    pub(super) fn is_shared_top(&self, parent: u64, name: &[u8]) -> bool {
+        parent == ROOT_INO && name == SHARED_NAME && self.shared.get().is_some()
+    }
+
+    /// The vault of tree `tree`.
+    fn tree_vault(&self, tree: u32) -> Result<Arc<Vault<S>>, FsError> {
+        match (tree, self.shared.get()) {
+            (OWN_TREE, _) => Ok(Arc::clone(&self.vault)),
+            (LISTING_TREE, _) => Err(FsError::ReadOnly),
+            (t, Some(s)) => s.vault(t),
+            (_, None) => Err(FsError::Stale),
+        }
+    }
+
+    /// The vault `ino` belongs to.
+    pub(super) fn vault_of(&self, ino: u64) -> Result<Arc<Vault<S>>, FsError> {
+        let tree = self.inodes().tree(ino);
+        self.tree_vault(tree)
+    }
+
+    /// `Ok` if `ino` is in the mount's own tree (the only one it writes),
+    /// `ReadOnly` (EACCES) if it is in a shared folder or `/shared`.
+    pub(super) fn writable(&self, ino: u64) -> Result<(), FsError> {
+        match self.inodes().tree(ino) {
+            OWN_TREE => Ok(()),
+            _ => Err(FsError::ReadOnly),
+        }
+    }
+
+    /// `Ok` if a name `name` may be made or removed in directory `parent`:
+    /// it is in the own tree, and not the reserved `/shared`.
+    pub(super) fn may_change(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
+        self.writable(parent)?;
+        if self.is_shared_top(parent, name) {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Loads `link` of tree `tree`: from its vault, or made up (`/shared`
+    /// and `/shared/OWNER`, whose shared folders are noted as tree tops).
+    async fn load_in(&self, tree: u32, link: &Link) -> Result<Versioned, FsError> {
+        if tree != LISTING_TREE {
+            return self.tree_vault(tree)?.load(link).await;
+        }
+        let shared = self.shared.get().ok_or(FsError::NotFound)?;
+        let (v, roots) = shared.listing(link).await?;
+        let mut t = self.inodes();
+        for (record, tree) in roots {
+            t.set_share_root(record, tree);
+        }
+        Ok(v)
     }
 
     /// Sets how the kernel's cached attributes of an inode are dropped.
@@ -171,7 +240,8 @@ impl<S: BlockStore> Core<S> {
 
     /// The object of `ino` as stored now; refreshes the cache.
     pub(super) async fn reload(&self, ino: u64, link: &Link) -> Result<Arc<Versioned>, FsError> {
-        let v = Arc::new(self.vault.load(link).await?);
+        let tree = self.inodes().tree(ino);
+        let v = Arc::new(self.load_in(tree, link).await?);
         self.inodes().store(ino, Arc::clone(&v));
         Ok(v)
     }
@@ -197,8 +267,11 @@ impl<S: BlockStore> Core<S> {
     /// Looks `name` up in directory `parent`; counts one kernel lookup.
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, FsError> {
         check_name(name)?;
-        let dir = self.load_ino(parent).await?;
-        let link = dir.obj.entry(name)?;
+        let link = if self.is_shared_top(parent, name) {
+            super::shared::top_link()
+        } else {
+            self.load_ino(parent).await?.obj.entry(name)?
+        };
         let known = self.inodes().known(&link.name);
         let open = known.and_then(|ino| {
             let h = self.handles();
@@ -216,7 +289,10 @@ impl<S: BlockStore> Core<S> {
         };
         let child = match child {
             Some(v) => v,
-            None => Arc::new(self.vault.load(&link).await?),
+            None => {
+                let tree = self.inodes().tree_in(parent, &link);
+                Arc::new(self.load_in(tree, &link).await?)
+            }
         };
         let ino = {
             let mut t = self.inodes();
@@ -272,6 +348,7 @@ impl<S: BlockStore> Core<S> {
         change: &AttrChange,
         by_handle: bool,
     ) -> Result<FileAttr, FsError> {
+        self.writable(ino)?;
         let link = self.inodes().link(ino)?;
         let open = self.handles().entry(ino).map(|e| Arc::clone(&e.file));
         if let Some(file) = open {
@@ -393,7 +470,20 @@ impl<S: BlockStore> Core<S> {
                 link: None,
                 hint: None,
             });
+            if ino == ROOT_INO && self.shared.get().is_some() {
+                let top = super::shared::top_link();
+                out.push(DirEntry {
+                    ino: t.ino_of(&top.name),
+                    kind: FileType::Directory,
+                    name: SHARED_NAME.to_vec(),
+                    link: Some(top),
+                    hint: None,
+                });
+            }
             for (name, e) in entries {
+                if ino == ROOT_INO && name == SHARED_NAME && self.shared.get().is_some() {
+                    continue;
+                }
                 out.push(DirEntry {
                     ino: t.ino_of(&e.link.name),
                     kind: file_type(e.link.kind),
@@ -440,7 +530,8 @@ impl<S: BlockStore> Core<S> {
                 self.note_hinted(e.ino, a.size);
                 return (file_attr(e.ino, link.kind, a), ATTR_TTL);
             }
-            match self.vault.load(link).await {
+            let tree = self.inodes().tree_in(ino, link);
+            match self.load_in(tree, link).await {
                 Ok(v) => (file_attr(e.ino, link.kind, &v.obj.attrs), ATTR_TTL),
                 Err(err) => {
                     log::debug!("listing: attributes of an entry out of reach: {err}");

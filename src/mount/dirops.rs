@@ -33,6 +33,7 @@ impl<S: BlockStore> Core<S> {
         behind: bool,
     ) -> Result<(u64, Link, Versioned, Option<DirTicket>), FsError> {
         check_name(name)?;
+        self.may_change(parent, name)?;
         let plink = self.dir_link(parent)?;
         let (link, v, ticket) = if behind && kind == Kind::File {
             let (l, v, t) = self.vault.create_pending(&plink, name, attrs).await?;
@@ -188,6 +189,7 @@ impl<S: BlockStore> Core<S> {
     /// is stored first.
     async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
+        self.may_change(parent, name)?;
         let plink = self.dir_link(parent)?;
         let child = self.load_ino(parent).await?.obj.entry(name).ok();
         let shared = child
@@ -262,6 +264,8 @@ impl<S: BlockStore> Core<S> {
         }
         check_name(name)?;
         check_name(newname)?;
+        self.may_change(parent, name)?;
+        self.may_change(newparent, newname)?;
         let from = self.dir_link(parent)?;
         let to = self.dir_link(newparent)?;
         let moving = self
@@ -309,6 +313,8 @@ impl<S: BlockStore> Core<S> {
         newparent: u64,
         newname: &[u8],
     ) -> Result<FileAttr, FsError> {
+        self.writable(ino)?;
+        self.may_change(newparent, newname)?;
         let link = self.inodes().link(ino)?;
         let to = self.dir_link(newparent)?;
         let res = self.vault.hard_link(&link, &to, newname).await;

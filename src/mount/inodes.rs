@@ -25,6 +25,15 @@ use std::time::{Duration, Instant};
 /// The root's inode number (fixed by FUSE).
 pub const ROOT_INO: u64 = 1;
 
+/// The tree of the mount's own vault.
+pub const OWN_TREE: u32 = 0;
+/// The tree of the folders `/shared` and `/shared/OWNER`, made up by the
+/// mount from the account's inbox (no vault object behind them).
+pub const LISTING_TREE: u32 = u32::MAX;
+/// Record names of made-up folders start so (stored names never do: they
+/// are random or hashes, and none starts with a zero byte and this text).
+pub const LISTING_PREFIX: &[u8] = b"\0peerstore shared listing\0";
+
 /// One object the kernel knows by number.
 pub struct Inode {
     /// Which object this is.
@@ -33,6 +42,9 @@ pub struct Inode {
     pub parent: u64,
     /// Its name there.
     pub name: Vec<u8>,
+    /// Which tree it belongs to: [`OWN_TREE`], a folder shared with this
+    /// account (1, 2, …), or [`LISTING_TREE`].
+    pub tree: u32,
     /// Lookups the kernel holds (entry replies minus forgets).
     nlookup: u64,
     /// The object as last loaded or saved, and when.
@@ -45,6 +57,8 @@ pub struct InodeTable {
     by_ino: HashMap<u64, Inode>,
     /// Numbers by record name.
     by_record: HashMap<Vec<u8>, u64>,
+    /// The trees of shared folders, by their top directory's record name.
+    share_roots: HashMap<Vec<u8>, u32>,
 }
 
 impl InodeTable {
@@ -53,6 +67,7 @@ impl InodeTable {
         let mut t = InodeTable {
             by_ino: HashMap::new(),
             by_record: HashMap::new(),
+            share_roots: HashMap::new(),
         };
         t.by_record.insert(root.name.clone(), ROOT_INO);
         t.by_ino.insert(
@@ -61,6 +76,7 @@ impl InodeTable {
                 link: root,
                 parent: ROOT_INO,
                 name: Vec::new(),
+                tree: OWN_TREE,
                 nlookup: 1,
                 cached: None,
             },
@@ -102,10 +118,12 @@ impl InodeTable {
     /// inode if new, updates where it was seen, counts the lookup.
     pub fn remember(&mut self, link: &Link, parent: u64, name: &[u8]) -> u64 {
         let ino = self.ino_of(&link.name);
+        let tree = self.tree_in(parent, link);
         let inode = self.by_ino.entry(ino).or_insert_with(|| Inode {
             link: link.clone(),
             parent,
             name: name.to_vec(),
+            tree,
             nlookup: 0,
             cached: None,
         });
@@ -116,6 +134,34 @@ impl InodeTable {
         }
         self.by_record.insert(link.name.clone(), ino);
         ino
+    }
+
+    /// The tree of `ino` ([`OWN_TREE`] if unknown).
+    pub fn tree(&self, ino: u64) -> u32 {
+        self.by_ino.get(&ino).map_or(OWN_TREE, |i| i.tree)
+    }
+
+    /// The tree an object `link` found in directory `parent` belongs to:
+    /// its directory's, unless it is a made-up folder or the top of a
+    /// shared folder (listed in a made-up one).
+    pub fn tree_in(&self, parent: u64, link: &Link) -> u32 {
+        if link.name.starts_with(LISTING_PREFIX) {
+            return LISTING_TREE;
+        }
+        match self.tree(parent) {
+            LISTING_TREE => self
+                .share_roots
+                .get(&link.name)
+                .copied()
+                .unwrap_or(LISTING_TREE),
+            t => t,
+        }
+    }
+
+    /// Notes that the directory named `record` is the top of shared
+    /// folder tree `tree`.
+    pub fn set_share_root(&mut self, record: Vec<u8>, tree: u32) {
+        self.share_roots.insert(record, tree);
     }
 
     /// Drops `n` lookups of `ino`; removes the inode when none remain and

@@ -25,11 +25,15 @@ impl<S: BlockStore> Core<S> {
             // A fifo or socket is opened by the kernel itself, never here.
             Kind::Fifo | Kind::Socket => return Err(FsError::NotSupported),
         }
+        let vault = self.vault_of(ino)?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.writable(ino)?;
+        }
         let attached = self.handles().attach(ino);
         let (fh, file, fresh) = match attached {
             Some((fh, file)) => (fh, file, false),
             None => {
-                let opened = OpenFile::open(&self.vault, link).await;
+                let opened = OpenFile::open(&vault, link).await;
                 // Replaced or removed elsewhere (`sed -i`, an editor's save
                 // on another machine) after the kernel looked the name up:
                 // ESTALE makes it look the name up again, in the parent as
@@ -53,10 +57,10 @@ impl<S: BlockStore> Core<S> {
         let mut f = file.lock().await;
         let prepared = async {
             if !fresh {
-                f.refresh(&self.vault).await?;
+                f.refresh(&vault).await?;
             }
             if truncates(flags) && f.size() > 0 {
-                f.truncate(&self.vault, 0).await?;
+                f.truncate(&vault, 0).await?;
             }
             Ok::<(), FsError>(())
         }
@@ -80,9 +84,10 @@ impl<S: BlockStore> Core<S> {
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let (_, file) = self.file_of(fh)?;
+        let (ino, file) = self.file_of(fh)?;
+        let vault = self.vault_of(ino)?;
         let mut f = file.lock().await;
-        f.read(&self.vault, offset, size as usize).await
+        f.read(&vault, offset, size as usize).await
     }
 
     /// Writes `data` at `offset` through handle `fh`; returns its length.
@@ -110,6 +115,7 @@ impl<S: BlockStore> Core<S> {
         data: &[u8],
     ) -> Result<(u32, u64), FsError> {
         let (ino, file) = self.file_of(fh)?;
+        self.writable(ino)?;
         let mut f = file.lock().await;
         let at = offset.unwrap_or_else(|| f.size());
         let n = f.write(&self.vault, at, data).await?;
@@ -190,6 +196,10 @@ impl<S: BlockStore> Core<S> {
         f: &mut OpenFile,
         durability: Durability,
     ) -> Result<(), FsError> {
+        if self.writable(ino).is_err() {
+            // Opened read-only in a shared folder: nothing to store.
+            return Ok(());
+        }
         if let Some((parent, name)) = self.place_of(ino) {
             f.set_place(parent, name);
         }

@@ -26,6 +26,7 @@ pub mod handles;
 pub mod inodes;
 mod io;
 pub mod session;
+pub mod shared;
 
 pub use self::core::{ATTR_TTL, Core, StatFs};
 pub use attr::AttrChange;

@@ -50,8 +50,23 @@ pub fn mount<S: BlockStore>(
     dir: &Path,
     opts: MountOpts,
 ) -> io::Result<Mount> {
+    mount_with(vault, rt, dir, opts, None)
+}
+
+/// [`mount`], showing under `/shared` the folders `shared` lists (a mount
+/// acting as an account).
+pub fn mount_with<S: BlockStore>(
+    vault: Arc<Vault<S>>,
+    rt: Handle,
+    dir: &Path,
+    opts: MountOpts,
+    shared: Option<Arc<super::shared::SharedTrees<S>>>,
+) -> io::Result<Mount> {
     let (tx, rx) = watch::channel(false);
     let fs = PeerFs::new(vault, rt, tx);
+    if let Some(s) = shared {
+        fs.core().set_shared(s);
+    }
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("peerstore".into()),

@@ -6,6 +6,8 @@
 //!
 //! - [`id`]: 256-bit identifiers and ring arithmetic.
 //! - [`clock`]: version vectors, telling replaced from concurrent versions.
+//! - [`grant`]: writer grants for shared folders, and the signature
+//!   layouts of the versions that use them.
 //! - [`record`]: signed, sequence-numbered mutable records with clocks.
 //! - [`account_record`]: account records (found by name) and the rules
 //!   storage nodes apply to them.
@@ -46,6 +48,7 @@ pub mod cli;
 pub mod clock;
 pub mod dht;
 pub mod fs;
+pub mod grant;
 pub mod id;
 pub mod inbox_record;
 pub mod item;

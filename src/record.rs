@@ -8,6 +8,7 @@
 //! record during repair.
 
 use crate::clock::{Causal, Clock};
+use crate::grant::{Grant, Scope, Sig};
 use crate::id::Id;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,8 @@ pub struct Record {
     /// The payload, or `None` for a signed delete (tombstone).
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
-    /// ed25519 signature over the key, sequence number and value.
+    /// ed25519 signature over the key, sequence number and value: the
+    /// owner's, or a granted writer's with its grant ([`crate::grant`]).
     #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
 }
@@ -55,6 +57,10 @@ pub enum RecordError {
     ValueTooLarge(usize),
     #[error("record clock is malformed")]
     BadClock,
+    /// A writer's version whose grant does not verify under the owner or
+    /// is for another scope.
+    #[error("the writer's grant does not verify")]
+    BadGrant,
     /// The version breaks a rule of its kind of record (an account
     /// record's: [`crate::account_record`]).
     #[error("record refused: {0}")]
@@ -300,18 +306,94 @@ impl Record {
             return Err(RecordError::BadClock);
         }
         let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
-        let sig_bytes: [u8; 64] = self
-            .sig
-            .as_slice()
-            .try_into()
-            .map_err(|_| RecordError::BadSignature)?;
-        let sig = Signature::from_bytes(&sig_bytes);
-        vk.verify_strict(
-            &signed_bytes(&self.key(), self.seq, &self.clock, &self.value),
-            &sig,
-        )
-        .map_err(|_| RecordError::BadSignature)
+        let bytes = || signed_bytes(&self.key(), self.seq, &self.clock, &self.value);
+        let check = |vk: &VerifyingKey, msg: &[u8], sig: &[u8; 64]| {
+            vk.verify_strict(msg, &Signature::from_bytes(sig))
+                .map_err(|_| RecordError::BadSignature)
+        };
+        match Sig::parse(&self.sig).ok_or(RecordError::BadSignature)? {
+            Sig::Owner(sig) => check(&vk, &bytes(), &sig),
+            Sig::Scoped(sig, scope) => check(&vk, &scoped(bytes(), &scope), &sig),
+            Sig::Granted(sig, scope, grant) => {
+                if grant.scope != scope || !grant.verify(&self.owner) {
+                    return Err(RecordError::BadGrant);
+                }
+                let writer = verifying_key(&grant.writer).ok_or(RecordError::BadGrant)?;
+                check(&writer, &scoped(bytes(), &scope), &sig)
+            }
+        }
     }
+
+    /// The scope this version is tagged with: a version of a record in a
+    /// folder shared with write access ([`crate::grant`]).
+    pub fn scope(&self) -> Option<Scope> {
+        Sig::parse(&self.sig).and_then(|s| s.scope())
+    }
+
+    /// Whether a writer the owner granted access signed this version
+    /// (rather than the owner).
+    pub fn is_granted(&self) -> bool {
+        matches!(Sig::parse(&self.sig), Some(Sig::Granted(..)))
+    }
+
+    /// Creates and signs, as the owner, a version tagged with `scope`.
+    pub fn sign_scoped(
+        key: &SigningKey,
+        name: &[u8],
+        seq: u64,
+        clock: Clock,
+        value: Option<Vec<u8>>,
+        scope: Scope,
+    ) -> Record {
+        let owner = key.verifying_key().to_bytes();
+        let msg = scoped(
+            signed_bytes(&record_key(&owner, name), seq, &clock, &value),
+            &scope,
+        );
+        let sig = key.sign(&msg).to_bytes();
+        Record {
+            owner,
+            name: name.to_vec(),
+            seq,
+            clock,
+            value,
+            sig: Sig::Scoped(sig, scope).encode(),
+        }
+    }
+
+    /// Creates and signs, as a writer with `grant` from `owner`, a version
+    /// of `owner`'s record `name`, tagged with the grant's scope.
+    pub fn sign_granted(
+        writer: &SigningKey,
+        owner: [u8; 32],
+        grant: &Grant,
+        name: &[u8],
+        seq: u64,
+        clock: Clock,
+        value: Option<Vec<u8>>,
+    ) -> Record {
+        let msg = scoped(
+            signed_bytes(&record_key(&owner, name), seq, &clock, &value),
+            &grant.scope,
+        );
+        let sig = writer.sign(&msg).to_bytes();
+        Record {
+            owner,
+            name: name.to_vec(),
+            seq,
+            clock,
+            value,
+            sig: Sig::Granted(sig, grant.scope, grant.clone()).encode(),
+        }
+    }
+}
+
+/// The bytes a scoped version's signature covers: the version's, then the
+/// scope.
+fn scoped(mut bytes: Vec<u8>, scope: &Scope) -> Vec<u8> {
+    bytes.extend_from_slice(b"scope");
+    bytes.extend_from_slice(scope);
+    bytes
 }
 
 #[cfg(test)]
@@ -367,6 +449,46 @@ mod tests {
     /// A clock out of order, as a hostile writer might send it.
     fn unsorted_clock(pairs: &[(u64, u64)]) -> Clock {
         postcard::from_bytes(&postcard::to_stdvec(&pairs.to_vec()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn scoped_and_granted_versions() {
+        let owner = key();
+        let o = owner.verifying_key().to_bytes();
+        let writer = SigningKey::from_bytes(&[8u8; 32]);
+        let w = writer.verifying_key().to_bytes();
+        let c = Clock::default().next(1);
+        let s = Record::sign_scoped(&owner, b"f", 2, c.clone(), Some(b"x".to_vec()), [1; 16]);
+        assert_eq!(s.verify(), Ok(()));
+        assert_eq!(s.scope(), Some([1; 16]));
+        assert!(!s.is_granted());
+        // The scope is signed: it cannot be swapped or cut off.
+        let mut swapped = s.clone();
+        swapped.sig[64..].copy_from_slice(&[2; 16]);
+        assert_eq!(swapped.verify(), Err(RecordError::BadSignature));
+        let mut cut = s.clone();
+        cut.sig.truncate(64);
+        assert_eq!(cut.verify(), Err(RecordError::BadSignature));
+        // A granted writer's version verifies, under the owner's key.
+        let g = Grant::sign(&owner, w, [1; 16]);
+        let v = Record::sign_granted(&writer, o, &g, b"f", 3, c.next(2), Some(b"y".to_vec()));
+        assert_eq!(v.verify(), Ok(()));
+        assert_eq!(v.key(), s.key());
+        assert!(v.is_granted());
+        // A grant the owner did not sign, one for another writer or scope,
+        // or a version of another owner's record: refused.
+        let self_made = Grant::sign(&writer, w, [1; 16]);
+        let forged = Record::sign_granted(&writer, o, &self_made, b"f", 3, c.clone(), None);
+        assert_eq!(forged.verify(), Err(RecordError::BadGrant));
+        let for_other = Grant::sign(&owner, [9; 32], [1; 16]);
+        let stolen = Record::sign_granted(&writer, o, &for_other, b"f", 3, c.clone(), None);
+        assert_eq!(stolen.verify(), Err(RecordError::BadSignature));
+        let mut rescoped = v.clone();
+        rescoped.sig[64..80].copy_from_slice(&[2; 16]);
+        assert_eq!(rescoped.verify(), Err(RecordError::BadGrant));
+        let mut moved = v;
+        moved.owner = [7; 32];
+        assert!(moved.verify().is_err());
     }
 
     #[test]

@@ -202,6 +202,24 @@ pub fn judge_versions(
     // versions form one line (a concurrent one is refused like a stale
     // one).
     let refused = |e| StoreError::BadRecord(crate::record::RecordError::Refused(e));
+    // A granted writer's version: every held version must be of the
+    // folder the grant is for (a revoked writer's grant is for a scope
+    // the owner has since replaced).
+    if offered.is_granted() {
+        let scope = offered.scope();
+        if held.iter().any(|h| h.scope() != scope) {
+            return Err(refused(
+                "the writer's grant is not for this record's folder (revoked?)".into(),
+            ));
+        }
+    }
+    let special = crate::account_record::account_of(offered).is_some()
+        || crate::inbox_record::inbox_of(offered).is_some();
+    if special && offered.sig.len() != 64 {
+        return Err(refused(
+            "account and inbox versions carry a plain signature".into(),
+        ));
+    }
     let account = if crate::account_record::account_of(offered).is_some() {
         crate::account_record::judge(held, offered).map_err(refused)?;
         true
@@ -321,6 +339,9 @@ fn decode_current(mut bytes: &[u8], key: Id) -> Result<Vec<Record>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::record::RecordError;
+    use ed25519_dalek::SigningKey;
 
     fn rec(seq: u64, clock: &[(u64, u64)], v: &[u8]) -> Record {
         let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
@@ -363,6 +384,51 @@ mod tests {
             judge_versions(&[q], &p, None),
             Err(StoreError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn a_granted_writer_writes_only_in_its_folder() {
+        use crate::grant::Grant;
+        let owner = SigningKey::from_bytes(&[1; 32]);
+        let o = owner.verifying_key().to_bytes();
+        let writer = SigningKey::from_bytes(&[2; 32]);
+        let w = writer.verifying_key().to_bytes();
+        let (s1, s2) = ([1u8; 16], [2u8; 16]);
+        let c = Clock::default();
+        let g1 = Grant::sign(&owner, w, s1);
+        let v1 = Record::sign_scoped(&owner, b"d", 1, c.next(1), Some(b"a".to_vec()), s1);
+        let held = vec![v1.clone()];
+        // In the folder: accepted.
+        let by_w = Record::sign_granted(
+            &writer,
+            o,
+            &g1,
+            b"d",
+            2,
+            c.next(1).next(2),
+            Some(b"b".to_vec()),
+        );
+        assert!(judge_versions(&held, &by_w, Some(1)).is_ok());
+        // A record the owner did not tag (outside the folder): refused.
+        let plain = Record::sign_clocked(&owner, b"e", 1, c.next(1), Some(b"p".to_vec()));
+        let into_plain = Record::sign_granted(&writer, o, &g1, b"e", 2, c.next(1).next(2), None);
+        assert!(matches!(
+            judge_versions(&[plain], &into_plain, Some(1)),
+            Err(StoreError::BadRecord(RecordError::Refused(_)))
+        ));
+        // Revoked: the owner retagged the record with a new scope.
+        let retagged =
+            Record::sign_scoped(&owner, b"d", 2, c.next(1).next(1), Some(b"a".to_vec()), s2);
+        let after = judge_versions(&held, &retagged, Some(1)).unwrap().unwrap();
+        let late = Record::sign_granted(&writer, o, &g1, b"d", 3, c.next(1).next(1).next(2), None);
+        assert!(matches!(
+            judge_versions(&after, &late, None),
+            Err(StoreError::BadRecord(RecordError::Refused(_)))
+        ));
+        // A grant never reaches account or inbox records.
+        let acct = crate::account_record::record_name("alice");
+        let g = Record::sign_granted(&writer, o, &g1, &acct, 1, Clock::default(), Some(vec![]));
+        assert!(judge_versions(&[], &g, Some(0)).is_err());
     }
 
     #[test]

@@ -129,9 +129,12 @@ fn main() -> ExitCode {
                 })
                 .await?
             }
-            Command::Share { peer, path, with } => {
-                cli::run_share(&peer.target()?, &path, &with).await?
-            }
+            Command::Share {
+                peer,
+                path,
+                with,
+                write,
+            } => cli::run_share(&peer.target()?, &path, &with, write).await?,
             Command::Shares { peer, json } => cli::run_shares(&peer.target()?, json).await?,
             Command::Rm {
                 vault,

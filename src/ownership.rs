@@ -148,9 +148,35 @@ impl Claim {
         }
     }
 
-    /// Checks the signature for block `block`.
+    /// A writer's claim on block `block` for `owner`, by `grant` (a block
+    /// written into the owner's folder shared for writing is the owner's:
+    /// it lives and is freed with the owner's tree).
+    pub fn sign_granted(
+        writer: &SigningKey,
+        owner: [u8; 32],
+        grant: &crate::grant::Grant,
+        block: Id,
+        time: u64,
+    ) -> Claim {
+        let mut sig = writer.sign(&claim_bytes(block, time)).to_bytes().to_vec();
+        sig.extend(postcard::to_stdvec(grant).unwrap_or_default());
+        Claim { owner, time, sig }
+    }
+
+    /// Checks the signature for block `block`: the owner's, or a writer's
+    /// with the owner's grant.
     pub fn verify(&self, block: Id) -> Result<(), OwnershipError> {
-        check(&self.owner, &claim_bytes(block, self.time), &self.sig)
+        let msg = claim_bytes(block, self.time);
+        if self.sig.len() == 64 {
+            return check(&self.owner, &msg, &self.sig);
+        }
+        let grant = match postcard::take_from_bytes::<crate::grant::Grant>(
+            &self.sig[64.min(self.sig.len())..],
+        ) {
+            Ok((g, [])) if g.verify(&self.owner) => g,
+            _ => return Err(OwnershipError::BadSignature),
+        };
+        check(&grant.writer, &msg, &self.sig[..64])
     }
 }
 
@@ -187,6 +213,35 @@ impl Release {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_granted_writer_claims_for_the_owner() {
+        let owner = SigningKey::from_bytes(&[1; 32]);
+        let o = owner.verifying_key().to_bytes();
+        let writer = SigningKey::from_bytes(&[2; 32]);
+        let g = crate::grant::Grant::sign(&owner, writer.verifying_key().to_bytes(), [5; 16]);
+        let block = Id::hash(b"block");
+        let c = Claim::sign_granted(&writer, o, &g, block, 7);
+        assert_eq!(c.owner, o);
+        assert_eq!(c.verify(block), Ok(()));
+        assert!(c.verify(Id::hash(b"other")).is_err());
+        // A grant the writer made itself, or one for another key: refused.
+        let own = crate::grant::Grant::sign(&writer, writer.verifying_key().to_bytes(), [5; 16]);
+        assert!(
+            Claim::sign_granted(&writer, o, &own, block, 7)
+                .verify(block)
+                .is_err()
+        );
+        let other = SigningKey::from_bytes(&[3; 32]);
+        assert!(
+            Claim::sign_granted(&other, o, &g, block, 7)
+                .verify(block)
+                .is_err()
+        );
+        let mut short = c;
+        short.sig.truncate(30);
+        assert!(short.verify(block).is_err());
+    }
 
     fn key(b: u8) -> SigningKey {
         SigningKey::from_bytes(&[b; 32])

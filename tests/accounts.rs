@@ -805,3 +805,166 @@ async fn read_shares_between_accounts() {
     })
     .await;
 }
+
+const BLOCK_WRITE: u8 = 136;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_shares_between_accounts() {
+    common::with_timeout(Duration::from_secs(240), async {
+        let nodes =
+            common::start_ring(BLOCK_WRITE, 3, NodeOpts::new(&addr(BLOCK_WRITE, 1), None)).await;
+        let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
+        let pw = tempfile::tempdir().unwrap();
+        let p = secret_file(pw.path(), "pw", b"a write share password");
+        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
+        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
+                .await;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("team");
+        std::fs::create_dir_all(src.join("notes")).unwrap();
+        std::fs::write(src.join("doc.txt"), b"alice's draft").unwrap();
+        std::fs::write(src.join("notes/n1.txt"), b"note one").unwrap();
+        alice.ok(&a, &["backup", s(&src), "/team"]).await;
+        let private = secret_file(work.path(), "private", b"alice only");
+        alice.ok(&a, &["put", s(&private), "/private.txt"]).await;
+        let out = alice
+            .ok(&a, &["share", "/team", "--with", "bob", "--write"])
+            .await;
+        assert!(out.contains("read-write"), "{out}");
+        alice.ok(&a, &["share", "/team", "--with", "carol"]).await;
+        let listed = alice.ok(&a, &["shares"]).await;
+        assert!(listed.contains("with bob  (read-write)"), "{listed}");
+        assert!(listed.contains("with carol  (read-only)"), "{listed}");
+
+        // Bob writes through the command line: a new file and an
+        // overwrite. Alice and carol read them.
+        let from_bob = secret_file(work.path(), "from-bob", b"bob was here");
+        bob.ok(
+            &b,
+            &["put", s(&from_bob), "/shared/alice/team/from-bob.txt"],
+        )
+        .await;
+        let edit = secret_file(work.path(), "edit", b"bob's edit of the draft");
+        bob.ok(&b, &["put", s(&edit), "/shared/alice/team/doc.txt"])
+            .await;
+        let back = work.path().join("back");
+        for (m, path) in [
+            (&alice, "/team/from-bob.txt"),
+            (&carol, "/shared/alice/team/from-bob.txt"),
+        ] {
+            m.ok(&a, &["get", path, s(&back)]).await;
+            assert_eq!(std::fs::read(&back).unwrap(), b"bob was here", "{path}");
+        }
+        alice.ok(&a, &["get", "/team/doc.txt", s(&back)]).await;
+        assert_eq!(std::fs::read(&back).unwrap(), b"bob's edit of the draft");
+        // Alice's own draft is a kept version of it.
+        let versions = alice.ok(&a, &["versions", "/team/doc.txt"]).await;
+        assert!(versions.lines().count() >= 2, "{versions}");
+        // Carol may not write; bob may not write outside the folder.
+        let line = error_line(
+            &carol
+                .run(&a, &["put", s(&edit), "/shared/alice/team/doc.txt"])
+                .await,
+        );
+        assert!(line.contains("read-only"), "{line}");
+        // A file alice makes in the folder later is bob's to change too.
+        let later = secret_file(work.path(), "later", b"alice, later");
+        alice
+            .ok(&a, &["put", s(&later), "/team/notes/later.txt"])
+            .await;
+        bob.ok(&b, &["put", s(&edit), "/shared/alice/team/notes/later.txt"])
+            .await;
+        alice
+            .ok(&a, &["get", "/team/notes/later.txt", s(&back)])
+            .await;
+        assert_eq!(std::fs::read(&back).unwrap(), b"bob's edit of the draft");
+        // Bob removes a file alice wrote.
+        bob.ok(&b, &["rm", "/shared/alice/team/notes/n1.txt"]).await;
+        let ls = alice.ok(&a, &["ls", "/team/notes"]).await;
+        assert!(!ls.contains("n1.txt") && ls.contains("later.txt"), "{ls}");
+
+        // Bob's mount: writes in the shared folder land in alice's tree.
+        let bob_node = NodeGuard::start(NodeOpts::mounted_as(
+            &addr(BLOCK_WRITE, 4),
+            Some(&a),
+            bob.config(),
+        ))
+        .await;
+        let team = bob_node.mount_dir().join("shared/alice/team");
+        common::wait_until("alice's team folder in bob's mount", CALL, || {
+            let p = team.join("doc.txt");
+            async move {
+                tokio::task::spawn_blocking(move || std::fs::read(&p).map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        })
+        .await;
+        let t2 = team.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::write(t2.join("mounted.txt"), b"written in bob's mount").unwrap();
+            std::fs::create_dir(t2.join("made-by-bob")).unwrap();
+            std::fs::write(t2.join("made-by-bob/deep.txt"), b"deep").unwrap();
+            // A rename between bob's tree and the shared folder is a copy.
+            let e = std::fs::rename(t2.join("mounted.txt"), t2.join("../../../x.txt")).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+        })
+        .await
+        .unwrap();
+        drop(bob_node);
+        for (path, want) in [
+            ("/team/mounted.txt", &b"written in bob's mount"[..]),
+            ("/team/made-by-bob/deep.txt", b"deep"),
+        ] {
+            alice.ok(&a, &["get", path, s(&back)]).await;
+            assert_eq!(std::fs::read(&back).unwrap(), want, "{path}");
+        }
+
+        // Straight to the replicas: bob's grant used on alice's record
+        // outside the folder (her root), and a grant bob made himself.
+        let pool = member_pool(&nodes[2]);
+        let store = peerstore::cli::RemoteStore::new(&a, common::test_keys());
+        let offers = peerstore::account::shares::received(&store, &bob.session())
+            .await
+            .unwrap();
+        let grant = offers[0].grant.clone().expect("a write grant");
+        let alice_id = alice.session().identity();
+        let root = alice_id.root_name();
+        let held = holders(&pool, &nodes, alice_id.record_key(&root)).await;
+        let head = &held[0].1[0];
+        let bob_key = SigningKey::from_bytes(&bob.session().keyring.identity);
+        let outside = Record::sign_granted(
+            &bob_key,
+            alice_id.owner(),
+            &grant,
+            &root,
+            head.seq + 1,
+            head.clock.next(77),
+            None,
+        );
+        let (n1, why) = send_to(&pool, &held, &outside).await;
+        assert!(why.contains("not for this record's folder"), "{why}");
+        let self_made = peerstore::grant::Grant::sign(&bob_key, grant.writer, grant.scope);
+        let forged = Record::sign_granted(
+            &bob_key,
+            alice_id.owner(),
+            &self_made,
+            &root,
+            head.seq + 1,
+            head.clock.next(77),
+            None,
+        );
+        let (n2, why) = send_to(&pool, &held, &forged).await;
+        assert!(why.contains("grant"), "{why}");
+        assert_eq!(n1 + n2, 2 * held.len());
+        eprintln!(
+            "{} writes outside the grant refused by every replica",
+            n1 + n2
+        );
+        alice.ok(&a, &["get", "/private.txt", s(&back)]).await;
+        assert_eq!(std::fs::read(&back).unwrap(), b"alice only");
+    })
+    .await;
+}

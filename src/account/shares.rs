@@ -19,6 +19,7 @@ use super::records::{self, AccountError};
 use super::session::Session;
 use crate::fs::crypto::{SecretKey, open, seal};
 use crate::fs::{BlockStore, Durability, FsError, Identity};
+use crate::grant::Grant;
 use crate::inbox_record::{Entry, InboxBody, MAX_INBOX_ENTRIES, MAX_INBOX_ENTRY, record_name};
 use crate::record::{Record, inbox_key};
 use ed25519_dalek::{Signature, Signer, SigningKey};
@@ -49,12 +50,37 @@ pub struct Offer {
     pub dir_key: [u8; 32],
     /// When it was offered (ms since the epoch, the sharer's clock).
     pub time_ms: u64,
+    /// With write access: the sharer's grant to the recipient's key for
+    /// the folder's scope.
+    pub grant: Option<Grant>,
 }
 
 impl Offer {
     /// A reader's identity for the shared folder.
     pub fn reader(&self) -> Identity {
         Identity::shared(self.owner, self.dir_name.clone(), SecretKey(self.dir_key))
+    }
+
+    /// The identity the recipient (holding `me`) uses for the folder: a
+    /// writer's if the offer grants write access to its key, else a
+    /// reader's.
+    pub fn identity(&self, me: &Keyring) -> Identity {
+        let mine = Identity::from_secret(me.identity).owner();
+        match &self.grant {
+            Some(g) if g.writer == mine => Identity::shared_writer(
+                self.owner,
+                self.dir_name.clone(),
+                SecretKey(self.dir_key),
+                me.identity,
+                g.clone(),
+            ),
+            _ => self.reader(),
+        }
+    }
+
+    /// Whether the recipient may write in the folder.
+    pub fn writable(&self) -> bool {
+        self.grant.is_some()
     }
 }
 
@@ -78,6 +104,8 @@ pub struct Given {
     pub path: String,
     /// The recipient.
     pub to: String,
+    /// Whether with write access.
+    pub write: bool,
     /// When.
     pub time_ms: u64,
 }
@@ -171,6 +199,7 @@ pub async fn offer<S: BlockStore>(
     to: &str,
     name: &str,
     dir: &crate::fs::Link,
+    scope: Option<crate::grant::Scope>,
 ) -> Result<Offer, AccountError> {
     if to == sharer.name {
         return Err(AccountError::SelfShare);
@@ -186,6 +215,7 @@ pub async fn offer<S: BlockStore>(
         dir_name: dir.name.clone(),
         dir_key: dir.key.0,
         time_ms: crate::ownership::now_ms(),
+        grant: scope.map(|sc| sharer.identity().grant(account.owner(), sc)),
     };
     let entry = seal_offer(&offer, &sharer.keyring, &account.body.box_key)?;
     append(store, to, &account.owner(), entry).await?;
@@ -400,13 +430,15 @@ mod tests {
                 user(&store, "carol").await,
             );
             let dir = Link::fresh(Kind::Dir);
-            let o = offer(&store, &alice, "bob", "photos", &dir).await.unwrap();
+            let o = offer(&store, &alice, "bob", "photos", &dir, None)
+                .await
+                .unwrap();
             assert!(matches!(
-                offer(&store, &alice, "alice", "photos", &dir).await,
+                offer(&store, &alice, "alice", "photos", &dir, None).await,
                 Err(AccountError::SelfShare)
             ));
             assert!(matches!(
-                offer(&store, &alice, "nobody", "photos", &dir).await,
+                offer(&store, &alice, "nobody", "photos", &dir, None).await,
                 Err(AccountError::NoSuchUser(_))
             ));
             let got = received(&store, &bob).await.unwrap();
@@ -427,7 +459,9 @@ mod tests {
             append(&store, "bob", &bob.identity().owner(), Entry(vec![0; 80]))
                 .await
                 .unwrap();
-            let newer = offer(&store, &alice, "bob", "photos", &dir).await.unwrap();
+            let newer = offer(&store, &alice, "bob", "photos", &dir, None)
+                .await
+                .unwrap();
             assert_eq!(received(&store, &bob).await.unwrap(), vec![newer.clone()]);
             // Bob tidies: the forged offer (its signature does not verify
             // under the key it names), the junk and the replaced offer go.

@@ -187,8 +187,8 @@ pub enum Command {
     /// Accounts on the ring.
     #[command(subcommand)]
     User(UserCommand),
-    /// Share a folder of your tree with another account, read-only: it
-    /// sees it as /shared/YOU/NAME in its paths.
+    /// Share a folder of your tree with another account: it sees it as
+    /// /shared/YOU/NAME in its paths and its mount.
     Share {
         #[command(flatten)]
         peer: PeerArg,
@@ -197,6 +197,10 @@ pub enum Command {
         /// The account to share it with.
         #[arg(long, value_name = "USER")]
         with: String,
+        /// Let it write too (storage nodes accept its versions of the
+        /// folder's records by your grant).
+        #[arg(long)]
+        write: bool,
     },
     /// List what you share with whom, and what is shared with you.
     Shares {

@@ -10,7 +10,7 @@ use super::versions::print_json;
 use super::{CliError, RemoteStore, Target, VaultArgs, open_vault};
 use crate::account::session::Session;
 use crate::account::shares::{self, Given, Offer};
-use crate::fs::{FsError, Kind, Vault};
+use crate::fs::{BlockStore, FsError, Kind, Vault};
 use std::sync::Arc;
 
 /// The top of the shared folders in every account's paths; reserved at the
@@ -56,11 +56,6 @@ pub async fn place(args: &VaultArgs, path: &str, write: bool) -> Result<Place, C
             false,
         ));
     };
-    if write {
-        return Err(CliError::Invalid(format!(
-            "{path}: folders shared with you are read-only"
-        )));
-    }
     if explicit.is_some_and(|p| !p.as_os_str().is_empty()) {
         return Err(CliError::Invalid(format!(
             "{path}: /{SHARED} holds what is shared with an account; it has no place in an identity file's tree"
@@ -70,6 +65,9 @@ pub async fn place(args: &VaultArgs, path: &str, write: bool) -> Result<Place, C
     let store = RemoteStore::new(&target.addr, target.keys.clone());
     let offers = shares::received(&store, &me).await?;
     match parts.as_slice() {
+        [] | [_] if write => Err(CliError::Invalid(format!(
+            "{path}: /{SHARED} lists what others share with you; write inside a shared folder"
+        ))),
         [] => {
             let mut owners: Vec<String> = offers.iter().map(|o| o.from.clone()).collect();
             owners.dedup();
@@ -90,17 +88,33 @@ pub async fn place(args: &VaultArgs, path: &str, write: bool) -> Result<Place, C
             let Some(o) = offers.iter().find(|o| o.from == *owner && o.name == *name) else {
                 return Err(CliError::tree(path, FsError::NotFound));
             };
+            if write && !o.writable() {
+                return Err(CliError::Invalid(format!(
+                    "{path}: {owner} shares {name} with you read-only"
+                )));
+            }
+            // A writer's overwrites keep the versions they replace, as
+            // the owner's do (in the owner's tree, freed by the owner).
             let vault = Vault::new(
                 Arc::new(RemoteStore::new(&target.addr, target.keys.clone())),
-                o.reader(),
+                o.identity(&me.keyring),
             );
-            Ok(Place::Tree(vault, format!("/{}", rest.join("/")), true))
+            Ok(Place::Tree(
+                vault,
+                format!("/{}", rest.join("/")),
+                !o.writable(),
+            ))
         }
     }
 }
 
-/// `peerstore share PATH --with USER`.
-pub async fn run_share(target: &Target, path: &str, with: &str) -> Result<(), CliError> {
+/// `peerstore share PATH --with USER [--write]`.
+pub async fn run_share(
+    target: &Target,
+    path: &str,
+    with: &str,
+    write: bool,
+) -> Result<(), CliError> {
     let me = need_session()?;
     let vault = open_vault(target, me.identity())?;
     if shared_parts(path).is_some() {
@@ -120,19 +134,40 @@ pub async fn run_share(target: &Target, path: &str, with: &str) -> Result<(), Cl
         ));
     };
     let store = RemoteStore::new(&target.addr, target.keys.clone());
-    shares::offer(&store, &me, with, name, &link).await?;
+    if with == me.name {
+        return Err(crate::account::records::AccountError::SelfShare.into());
+    }
+    let scope = if write {
+        // The folder's scope if it has one (shared for writing before),
+        // else a new one; every record under it is tagged with it.
+        let key = me.identity().record_key(&link.name);
+        let held = vault.store.get_versions(key).await.map_err(err(path))?;
+        let scope = held
+            .first()
+            .and_then(|h| h.scope())
+            .unwrap_or_else(rand::random);
+        let n = vault.retag(&link, scope).await.map_err(err(path))?;
+        vault.settle_all().await.map_err(err(path))?;
+        log::info!("{path}: {n} records tagged for writers");
+        Some(scope)
+    } else {
+        None
+    };
+    shares::offer(&store, &me, with, name, &link, scope).await?;
     shares::note_given(
         &store,
         &me.identity(),
         Given {
             path: path.to_string(),
             to: with.to_string(),
+            write,
             time_ms: crate::ownership::now_ms(),
         },
     )
     .await?;
+    let how = if write { "read-write" } else { "read-only" };
     println!(
-        "shared {path} with {with} (read-only): {with} sees it as /{SHARED}/{}/{name}",
+        "shared {path} with {with} ({how}): {with} sees it as /{SHARED}/{}/{name}",
         me.name
     );
     Ok(())
@@ -165,7 +200,7 @@ pub async fn run_shares(target: &Target, json: bool) -> Result<(), CliError> {
                     "from": o.from,
                     "name": o.name,
                     "path": shared_path(o),
-                    "write": false,
+                    "write": o.writable(),
                 })
             })
             .collect();
@@ -179,14 +214,20 @@ pub async fn run_shares(target: &Target, json: bool) -> Result<(), CliError> {
         println!("  (nothing)");
     }
     for g in &given {
-        println!("  {}  with {}  (read-only)", g.path, g.to);
+        let how = if g.write { "read-write" } else { "read-only" };
+        println!("  {}  with {}  ({how})", g.path, g.to);
     }
     println!("shared with {}:", me.name);
     if received.is_empty() {
         println!("  (nothing)");
     }
     for o in &received {
-        println!("  {}  from {}  (read-only)", shared_path(o), o.from);
+        let how = if o.writable() {
+            "read-write"
+        } else {
+            "read-only"
+        };
+        println!("  {}  from {}  ({how})", shared_path(o), o.from);
     }
     Ok(())
 }

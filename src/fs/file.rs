@@ -775,6 +775,10 @@ impl OpenFile {
             ..self.state.obj.attrs.clone()
         };
         let link = Link::fresh(super::object::Kind::File);
+        // The copy lives where the file does: the same folder scope.
+        let id = vault.identity();
+        let scope = vault.clocks.scope(id.record_key(&self.link.name));
+        vault.clocks.set_scope(id.record_key(&link.name), scope);
         let empty = Versioned::new(Object::empty(super::object::Kind::File, attrs.clone()), 0);
         let mut copy = OpenFile::from_state(link.clone(), empty);
         self.copy_content(vault, &mut copy, attrs).await?;

@@ -10,6 +10,7 @@
 //! the program sees only this type.
 
 use super::crypto::SecretKey;
+use crate::grant::{Grant, Scope};
 use crate::id::Id;
 use crate::keyfile::{KeyFileError, create_key, read_key};
 use crate::ownership::{Claim, Release, now_ms};
@@ -31,6 +32,9 @@ pub struct Identity {
     /// For a shared tree, the shared directory: its record name and key
     /// stand in for the root's.
     shared_root: Option<(Vec<u8>, SecretKey)>,
+    /// For a folder shared with write access: the owner's grant to the
+    /// signing key (the writer's own), for the folder's scope.
+    grant: Option<Grant>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -69,6 +73,7 @@ impl Identity {
             owner: signing.verifying_key().to_bytes(),
             signing,
             shared_root: None,
+            grant: None,
         }
     }
 
@@ -83,10 +88,38 @@ impl Identity {
         }
     }
 
-    /// Whether this is a reader of a shared tree (nothing it signs is
-    /// accepted by storage nodes).
+    /// A writer of the directory `dir_name` (key `dir_key`) of the tree
+    /// of `owner`, shared with write access: it signs with its own key
+    /// `writer` and the owner's `grant`, and claims the blocks it writes.
+    pub fn shared_writer(
+        owner: [u8; 32],
+        dir_name: Vec<u8>,
+        dir_key: SecretKey,
+        writer: [u8; 32],
+        grant: Grant,
+    ) -> Identity {
+        Identity {
+            owner,
+            shared_root: Some((dir_name, dir_key)),
+            grant: Some(grant),
+            ..Identity::from_secret(writer)
+        }
+    }
+
+    /// Whether this is a reader or writer of a shared tree.
     pub fn is_shared(&self) -> bool {
         self.shared_root.is_some()
+    }
+
+    /// Whether storage nodes accept what this identity signs: an owner's,
+    /// or a writer's with a grant (a reader's throwaway key is refused).
+    pub fn can_write(&self) -> bool {
+        self.shared_root.is_none() || self.grant.is_some()
+    }
+
+    /// The scope of the folder this identity writes by grant.
+    pub fn grant_scope(&self) -> Option<Scope> {
+        self.grant.as_ref().map(|g| g.scope)
     }
 
     /// Loads the identity at `path`, creating it (mode 0600) if absent.
@@ -112,7 +145,11 @@ impl Identity {
 
     /// This owner's claim on block `key`, made now.
     pub fn claim(&self, key: Id) -> Claim {
-        Claim::sign(&self.signing, key, now_ms())
+        match &self.grant {
+            // A writer's blocks in a shared folder are the folder owner's.
+            Some(g) => Claim::sign_granted(&self.signing, self.owner, g, key, now_ms()),
+            None => Claim::sign(&self.signing, key, now_ms()),
+        }
     }
 
     /// This owner's release of its claims on `keys`, made now.
@@ -176,7 +213,7 @@ impl Identity {
 
     /// Signs a record version with no clock.
     pub fn sign(&self, name: &[u8], seq: u64, value: Option<Vec<u8>>) -> Record {
-        Record::sign(&self.signing, name, seq, value)
+        self.sign_in(name, seq, crate::clock::Clock::default(), value, None)
     }
 
     /// Signs a record version with its writers' clock.
@@ -187,7 +224,32 @@ impl Identity {
         clock: crate::clock::Clock,
         value: Option<Vec<u8>>,
     ) -> Record {
-        Record::sign_clocked(&self.signing, name, seq, clock, value)
+        self.sign_in(name, seq, clock, value, None)
+    }
+
+    /// Signs a record version of a folder tagged `scope` (an owner's
+    /// version; a granted writer's always carries its grant's scope).
+    pub fn sign_in(
+        &self,
+        name: &[u8],
+        seq: u64,
+        clock: crate::clock::Clock,
+        value: Option<Vec<u8>>,
+        scope: Option<Scope>,
+    ) -> Record {
+        match (&self.grant, scope) {
+            (Some(g), _) => {
+                Record::sign_granted(&self.signing, self.owner, g, name, seq, clock, value)
+            }
+            (None, Some(s)) => Record::sign_scoped(&self.signing, name, seq, clock, value, s),
+            (None, None) => Record::sign_clocked(&self.signing, name, seq, clock, value),
+        }
+    }
+
+    /// Grants `writer` the right to write this owner's records tagged
+    /// `scope`.
+    pub fn grant(&self, writer: [u8; 32], scope: Scope) -> Grant {
+        Grant::sign(&self.signing, writer, scope)
     }
 }
 

@@ -25,6 +25,7 @@ pub mod merge;
 pub mod object;
 pub mod pending;
 pub mod ranges;
+pub mod retag;
 pub mod shards;
 pub mod trash;
 pub mod tree;
@@ -139,6 +140,10 @@ pub enum FsError {
     Stale,
     #[error("permission denied")]
     Permission,
+    /// A rename or link between two trees (the own tree and a shared
+    /// folder): tools copy and delete instead.
+    #[error("cross-device link")]
+    CrossDevice,
     /// A write into a folder another account shares read-only.
     #[error("read-only: a folder shared with you")]
     ReadOnly,
@@ -175,6 +180,7 @@ impl FsError {
             FsError::Stale => libc::ESTALE,
             FsError::Permission => libc::EPERM,
             FsError::ReadOnly => libc::EACCES,
+            FsError::CrossDevice => libc::EXDEV,
             FsError::NoSpace(_) => libc::ENOSPC,
         }
     }

@@ -292,7 +292,10 @@ impl<S: BlockStore> Vault<S> {
         // writers splitting one version write the same bytes): they carry
         // no clock. Every later version does.
         let rec = if expected == 0 {
-            self.identity().sign(name, 1, Some(sealed))
+            // A shard of a shared folder's directory carries its scope.
+            let scope = self.clocks.scope(self.identity().record_key(&dir.name));
+            self.identity()
+                .sign_in(name, 1, crate::clock::Clock::default(), Some(sealed), scope)
         } else {
             self.sign_next(name, expected + 1, Some(sealed)).await?
         };

@@ -519,9 +519,10 @@ impl<S: BlockStore> Vault<S> {
                 super::clocks::joined(&v)
             }
         };
+        let scope = self.clocks.scope(key);
         let rec = self
             .identity
-            .sign_clocked(name, seq, base.next(writer), value);
+            .sign_in(name, seq, base.next(writer), value, scope);
         self.clocks.note_written(&rec);
         Ok(rec)
     }
@@ -539,6 +540,17 @@ impl<S: BlockStore> Vault<S> {
             if let Err(e) = self.store.put_record(v, None, Durability::Later).await {
                 log::debug!("record {} not stored again: {e}", key.short());
             }
+        }
+    }
+
+    /// Makes the new object `child` of directory `parent` carry the
+    /// directory's scope (a folder shared with write access), so granted
+    /// writers may change it.
+    pub(crate) fn inherit_scope(&self, parent: &Link, child: &Link) {
+        let scope = self.clocks.scope(self.identity.record_key(&parent.name));
+        if scope.is_some() {
+            self.clocks
+                .set_scope(self.identity.record_key(&child.name), scope);
         }
     }
 
@@ -784,6 +796,7 @@ impl<S: BlockStore> Vault<S> {
         }
         check_name(name)?;
         let link = Link::fresh(kind);
+        self.inherit_scope(parent, &link);
         let mut obj = Object::empty(kind, attrs);
         if let (Body::Symlink { target: t }, Some(v)) = (&mut obj.body, target) {
             obj.attrs.size = v.len() as u64;
@@ -816,6 +829,7 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<(Link, Versioned, DirTicket), FsError> {
         check_name(name)?;
         let link = Link::fresh(Kind::File);
+        self.inherit_scope(parent, &link);
         {
             let mut unsaved = self.lock_unsaved();
             if unsaved.len() >= UNSAVED_MAX {
@@ -889,7 +903,11 @@ impl<S: BlockStore> Vault<S> {
             self.delete(link).await?;
             return Ok(true);
         }
-        let to_trash = trash_as.filter(|_| link.kind == Kind::File && self.keeps_versions());
+        // A writer in a folder another account shares has no trash there
+        // (the owner's trash is the owner's): its deletes are final.
+        let to_trash = trash_as.filter(|_| {
+            link.kind == Kind::File && self.keeps_versions() && !self.identity.is_shared()
+        });
         // One fetch and one compare-and-swap write in the common case,
         // again if the record changed meanwhile (a new link elsewhere).
         for _ in 0..CAS_ATTEMPTS {

@@ -123,10 +123,36 @@ impl<S: BlockStore> Core<S> {
     /// `Ok` if `ino` is in the mount's own tree (the only one it writes),
     /// `ReadOnly` (EACCES) if it is in a shared folder or `/shared`.
     pub(super) fn writable(&self, ino: u64) -> Result<(), FsError> {
-        match self.inodes().tree(ino) {
-            OWN_TREE => Ok(()),
+        let tree = self.inodes().tree(ino);
+        match (tree, self.shared.get()) {
+            (OWN_TREE, _) => Ok(()),
+            (LISTING_TREE, _) | (_, None) => Err(FsError::ReadOnly),
+            (t, Some(s)) if s.writable(t) => Ok(()),
             _ => Err(FsError::ReadOnly),
         }
+    }
+
+    /// The vault of directories `a` and `b`, which must be of one tree
+    /// (`CrossDevice` otherwise: a rename between the own tree and a
+    /// shared folder is a copy).
+    pub(super) fn same_tree(&self, a: u64, b: u64) -> Result<Arc<Vault<S>>, FsError> {
+        let (ta, tb) = {
+            let t = self.inodes();
+            (t.tree(a), t.tree(b))
+        };
+        if ta != tb {
+            return Err(FsError::CrossDevice);
+        }
+        self.tree_vault(ta)
+    }
+
+    /// Every vault of the mount: its own, and the shared folders'.
+    pub(super) fn all_vaults(&self) -> Vec<Arc<Vault<S>>> {
+        let mut v = vec![Arc::clone(&self.vault)];
+        if let Some(s) = self.shared.get() {
+            v.extend(s.vaults());
+        }
+        v
     }
 
     /// `Ok` if a name `name` may be made or removed in directory `parent`:
@@ -349,13 +375,14 @@ impl<S: BlockStore> Core<S> {
         by_handle: bool,
     ) -> Result<FileAttr, FsError> {
         self.writable(ino)?;
+        let vault = self.vault_of(ino)?;
         let link = self.inodes().link(ino)?;
         let open = self.handles().entry(ino).map(|e| Arc::clone(&e.file));
         if let Some(file) = open {
             let mut f = file.lock().await;
             let was_dirty = f.is_dirty();
             if let Some(size) = size {
-                f.truncate(&self.vault, size).await?;
+                f.truncate(&vault, size).await?;
             }
             change.apply(&mut f.state.obj.attrs);
             if !change.is_empty() {
@@ -375,8 +402,8 @@ impl<S: BlockStore> Core<S> {
         }
         let v = match (link.kind, size) {
             (Kind::File, Some(size)) => {
-                let mut f = OpenFile::open(&self.vault, link.clone()).await?;
-                f.truncate(&self.vault, size).await?;
+                let mut f = OpenFile::open(&vault, link.clone()).await?;
+                f.truncate(&vault, size).await?;
                 change.apply(&mut f.state.obj.attrs);
                 f.touch_attrs();
                 self.flush_placed(ino, &mut f, Durability::Later).await?;
@@ -390,10 +417,10 @@ impl<S: BlockStore> Core<S> {
             }
             (_, None) => {
                 if change.is_empty() {
-                    self.vault.load(&link).await?
+                    vault.load(&link).await?
                 } else {
                     let change = change.clone();
-                    self.vault
+                    vault
                         .update(&link, move |obj| {
                             change.apply(&mut obj.attrs);
                             Ok(())
@@ -568,8 +595,10 @@ impl<S: BlockStore> Core<S> {
         };
         // Queued now, in the order of the changes (so a later `rename`
         // moves the entry with this copy); stored behind.
-        let queued = self
-            .vault
+        let Ok(vault) = self.vault_of(ino) else {
+            return;
+        };
+        let queued = vault
             .queue_entry_attrs(&parent, &name, link, attrs.clone(), durability)
             .await;
         match queued {

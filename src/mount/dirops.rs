@@ -34,12 +34,13 @@ impl<S: BlockStore> Core<S> {
     ) -> Result<(u64, Link, Versioned, Option<DirTicket>), FsError> {
         check_name(name)?;
         self.may_change(parent, name)?;
+        let vault = self.vault_of(parent)?;
         let plink = self.dir_link(parent)?;
         let (link, v, ticket) = if behind && kind == Kind::File {
-            let (l, v, t) = self.vault.create_pending(&plink, name, attrs).await?;
+            let (l, v, t) = vault.create_pending(&plink, name, attrs).await?;
             (l, v, Some(t))
         } else {
-            let (l, v) = self.vault.create(&plink, name, kind, attrs, target).await?;
+            let (l, v) = vault.create(&plink, name, kind, attrs, target).await?;
             (l, v, None)
         };
         // The directory as this create left it: no reload for the next
@@ -190,6 +191,7 @@ impl<S: BlockStore> Core<S> {
     async fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<(), FsError> {
         check_name(name)?;
         self.may_change(parent, name)?;
+        let vault = self.vault_of(parent)?;
         let plink = self.dir_link(parent)?;
         let child = self.load_ino(parent).await?.obj.entry(name).ok();
         let shared = child
@@ -197,7 +199,7 @@ impl<S: BlockStore> Core<S> {
             .is_some_and(|l| l.kind != Kind::Dir && self.known_links(l) > 1);
         let path = self.path_in(parent, name);
         if let (true, Some(l)) = (shared, child) {
-            let res = self.vault.remove(&plink, name, dir, Some(&path)).await;
+            let res = vault.remove(&plink, name, dir, Some(&path)).await;
             self.refresh_dir(parent, &plink);
             if res? {
                 self.gone(&l);
@@ -206,10 +208,7 @@ impl<S: BlockStore> Core<S> {
             }
             return Ok(());
         }
-        let res = self
-            .vault
-            .remove_behind(&plink, name, dir, Some(&path))
-            .await;
+        let res = vault.remove_behind(&plink, name, dir, Some(&path)).await;
         self.refresh_dir(parent, &plink);
         self.gone(&res?);
         Ok(())
@@ -217,7 +216,8 @@ impl<S: BlockStore> Core<S> {
 
     /// Caches this vault's view of directory `ino` (or drops the cache).
     fn refresh_dir(&self, ino: u64, link: &Link) {
-        match self.vault.recent_dir(link) {
+        let recent = self.vault_of(ino).ok().and_then(|v| v.recent_dir(link));
+        match recent {
             Some(d) => self.inodes().store(ino, Arc::new(d)),
             None => self.inodes().invalidate(ino),
         }
@@ -266,6 +266,7 @@ impl<S: BlockStore> Core<S> {
         check_name(newname)?;
         self.may_change(parent, name)?;
         self.may_change(newparent, newname)?;
+        let vault = self.same_tree(parent, newparent)?;
         let from = self.dir_link(parent)?;
         let to = self.dir_link(newparent)?;
         let moving = self
@@ -282,8 +283,7 @@ impl<S: BlockStore> Core<S> {
             return Err(FsError::Exists);
         }
         let replaced_at = self.path_in(newparent, newname);
-        let res = self
-            .vault
+        let res = vault
             .rename(&from, name, &to, newname, Some(&replaced_at))
             .await;
         {
@@ -315,9 +315,10 @@ impl<S: BlockStore> Core<S> {
     ) -> Result<FileAttr, FsError> {
         self.writable(ino)?;
         self.may_change(newparent, newname)?;
+        let vault = self.same_tree(ino, newparent)?;
         let link = self.inodes().link(ino)?;
         let to = self.dir_link(newparent)?;
-        let res = self.vault.hard_link(&link, &to, newname).await;
+        let res = vault.hard_link(&link, &to, newname).await;
         self.inodes().invalidate(newparent);
         let v = res?;
         // The first name's copy says one link no more, so listings stop

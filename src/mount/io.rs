@@ -116,9 +116,10 @@ impl<S: BlockStore> Core<S> {
     ) -> Result<(u32, u64), FsError> {
         let (ino, file) = self.file_of(fh)?;
         self.writable(ino)?;
+        let vault = self.vault_of(ino)?;
         let mut f = file.lock().await;
         let at = offset.unwrap_or_else(|| f.size());
-        let n = f.write(&self.vault, at, data).await?;
+        let n = f.write(&vault, at, data).await?;
         self.handles().set_attrs(ino, &f.state.obj.attrs);
         Ok((n as u32, at))
     }
@@ -157,7 +158,12 @@ impl<S: BlockStore> Core<S> {
     /// `fsyncdir`: waits for the directory changes still being stored
     /// (new files' entries, written behind), then makes everything durable.
     pub async fn fsyncdir(&self) -> Result<(), FsError> {
-        let settled = self.vault.settle_all().await;
+        let mut settled = Ok(());
+        for v in self.all_vaults() {
+            if let Err(e) = v.settle_all().await {
+                settled = Err(e);
+            }
+        }
         self.vault.store.sync().await?;
         settled
     }
@@ -200,10 +206,11 @@ impl<S: BlockStore> Core<S> {
             // Opened read-only in a shared folder: nothing to store.
             return Ok(());
         }
+        let vault = self.vault_of(ino)?;
         if let Some((parent, name)) = self.place_of(ino) {
             f.set_place(parent, name);
         }
-        let res = f.flush(&self.vault, durability).await;
+        let res = f.flush(&vault, durability).await;
         match f.take_conflict() {
             None => {}
             Some(Conflicted::Copied(copy)) => {
@@ -255,9 +262,11 @@ impl<S: BlockStore> Core<S> {
                 first_err.get_or_insert(e);
             }
         }
-        if let Err(e) = self.vault.settle_all().await {
-            log::warn!("unmount: a directory change could not be stored: {e}");
-            first_err.get_or_insert(e);
+        for v in self.all_vaults() {
+            if let Err(e) = v.settle_all().await {
+                log::warn!("unmount: a directory change could not be stored: {e}");
+                first_err.get_or_insert(e);
+            }
         }
         if let Err(e) = self.vault.store.sync().await {
             log::warn!("unmount: stored data could not be made durable: {e}");
@@ -269,7 +278,7 @@ impl<S: BlockStore> Core<S> {
     /// Whether any open file or directory has unsaved changes (without
     /// waiting).
     pub fn has_unsaved(&self) -> bool {
-        self.vault.has_pending_dirs()
+        self.all_vaults().iter().any(|v| v.has_pending_dirs())
             || self
                 .handles()
                 .all_files()

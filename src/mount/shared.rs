@@ -83,15 +83,35 @@ impl<S: BlockStore> SharedTrees<S> {
             .ok_or(FsError::Stale)
     }
 
+    /// Whether the recipient may write in shared tree `tree`.
+    pub fn writable(&self, tree: u32) -> bool {
+        let st = self.state();
+        tree.checked_sub(1)
+            .and_then(|i| st.trees.get(i as usize))
+            .is_some_and(|(_, _, v)| v.identity().can_write())
+    }
+
+    /// The vaults of the shared folders opened so far.
+    pub fn vaults(&self) -> Vec<Arc<Vault<S>>> {
+        self.state()
+            .trees
+            .iter()
+            .map(|(_, _, v)| Arc::clone(v))
+            .collect()
+    }
+
     /// The tree number of `offer`'s folder, made on first use.
     fn tree_of(&self, offer: &Offer) -> u32 {
         let mut st = self.state();
         if let Some(i) = st.trees.iter().position(|(f, n, v)| {
-            *f == offer.from && *n == offer.name && v.root().name == offer.dir_name
+            *f == offer.from
+                && *n == offer.name
+                && v.root().name == offer.dir_name
+                && v.identity().can_write() == offer.writable()
         }) {
             return i as u32 + 1;
         }
-        let vault = Vault::new(Arc::clone(&self.store), offer.reader());
+        let vault = Vault::new(Arc::clone(&self.store), offer.identity(&self.me.keyring));
         st.trees
             .push((offer.from.clone(), offer.name.clone(), vault));
         st.trees.len() as u32

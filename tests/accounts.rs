@@ -17,6 +17,7 @@ use peerstore::record::{Record, account_key};
 use peerstore::wire::{RemoteError, ReplicaRequest, ReplicaResponse, Request, Response};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BLOCK_MACHINES: u8 = 133;
@@ -965,6 +966,161 @@ async fn write_shares_between_accounts() {
         );
         alice.ok(&a, &["get", "/private.txt", s(&back)]).await;
         assert_eq!(std::fs::read(&back).unwrap(), b"alice only");
+    })
+    .await;
+}
+
+const BLOCK_REVOKE: u8 = 137;
+
+/// Every object (link) under directory `top` of `vault`'s tree.
+async fn all_links<S: peerstore::fs::BlockStore>(
+    vault: &peerstore::fs::Vault<S>,
+    top: peerstore::fs::Link,
+) -> Vec<peerstore::fs::Link> {
+    let mut out = vec![top.clone()];
+    let mut stack = vec![top];
+    while let Some(d) = stack.pop() {
+        let v = vault.load(&d).await.expect("load a directory");
+        for e in v.obj.entries().expect("a directory").values() {
+            out.push(e.link.clone());
+            if e.link.kind == peerstore::fs::Kind::Dir {
+                stack.push(e.link.clone());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_share() {
+    common::with_timeout(Duration::from_secs(240), async {
+        let nodes =
+            common::start_ring(BLOCK_REVOKE, 3, NodeOpts::new(&addr(BLOCK_REVOKE, 1), None)).await;
+        let a = nodes[0].addr.clone();
+        let pw = tempfile::tempdir().unwrap();
+        let p = secret_file(pw.path(), "pw", b"a revocation password");
+        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
+        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
+                .await;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("team");
+        for d in 0..10 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for f in 0..10 {
+                std::fs::write(src.join(format!("d{d}/f{f}.txt")), format!("file {d}/{f}"))
+                    .unwrap();
+            }
+        }
+        alice.ok(&a, &["backup", s(&src), "/team"]).await;
+        alice
+            .ok(&a, &["share", "/team", "--with", "bob", "--write"])
+            .await;
+        alice.ok(&a, &["share", "/team", "--with", "carol"]).await;
+
+        // Every name and key carol could ever learn: the whole folder as
+        // her share showed it.
+        let store = Arc::new(peerstore::cli::RemoteStore::new(&a, common::test_keys()));
+        let carol_s = carol.session();
+        let offers = peerstore::account::shares::received(store.as_ref(), &carol_s)
+            .await
+            .unwrap();
+        let carol_view =
+            peerstore::fs::Vault::new(Arc::clone(&store), offers[0].identity(&carol_s.keyring));
+        let held = all_links(&carol_view, carol_view.root()).await;
+        assert_eq!(held.len(), 1 + 10 + 100);
+        let out = work.path().join("out");
+        carol
+            .ok(&a, &["get", "/shared/alice/team/d3/f4.txt", s(&out)])
+            .await;
+
+        // Revoke carol.
+        let t = Instant::now();
+        let said = alice.ok(&a, &["unshare", "/team", "--from", "carol"]).await;
+        let took = t.elapsed();
+        eprintln!("unshare of 100 files in 10 folders: {took:?}: {said}");
+        assert!(said.contains("carol's access revoked"), "{said}");
+        let listed = alice.ok(&a, &["shares"]).await;
+        assert!(
+            listed.contains("with bob") && !listed.contains("with carol"),
+            "{listed}"
+        );
+
+        // Written after: by alice, and by bob (who keeps write access with
+        // no action on his side).
+        let after = secret_file(work.path(), "after", b"written after the revocation");
+        alice.ok(&a, &["put", s(&after), "/team/d3/f4.txt"]).await;
+        alice.ok(&a, &["put", s(&after), "/team/new.txt"]).await;
+        bob.ok(&a, &["put", s(&after), "/shared/alice/team/d5/by-bob.txt"])
+            .await;
+        alice.ok(&a, &["get", "/team/d5/by-bob.txt", s(&out)]).await;
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"written after the revocation"
+        );
+        alice.ok(&a, &["get", "/team/d1/f1.txt", s(&out)]).await;
+        assert_eq!(std::fs::read(&out).unwrap(), b"file 1/1");
+
+        // Carol's old names lead to nothing readable, and none of her old
+        // keys opens any record of the folder as it is now.
+        let alice_s = alice.session();
+        let alice_view = peerstore::fs::Vault::new(Arc::clone(&store), alice_s.identity());
+        let (team, _) = alice_view.resolve("/team").await.unwrap();
+        let now = all_links(&alice_view, team).await;
+        assert_eq!(now.len(), 1 + 10 + 100 + 2);
+        let old_names: std::collections::HashSet<_> = held.iter().map(|l| l.name.clone()).collect();
+        assert!(
+            now.iter().all(|l| !old_names.contains(&l.name)),
+            "a record kept its name"
+        );
+        let mut tried = 0;
+        for new in &now {
+            for old in &held {
+                if old.kind != new.kind {
+                    continue;
+                }
+                let probe = peerstore::fs::Link {
+                    kind: new.kind,
+                    name: new.name.clone(),
+                    key: old.key.clone(),
+                };
+                assert!(
+                    alice_view.load(&probe).await.is_err(),
+                    "an old key opens a record written after the revocation"
+                );
+                tried += 1;
+            }
+        }
+        // Read again with a fresh view (no cached copies): every old
+        // record is deleted (the share's top reads as an empty folder, as
+        // a share's top with no record does).
+        let carol_after =
+            peerstore::fs::Vault::new(Arc::clone(&store), offers[0].identity(&carol_s.keyring));
+        for old in &held {
+            match carol_after.load(old).await {
+                Err(_) => {}
+                Ok(v) => assert!(
+                    old.name == held[0].name && v.obj.entries().is_some_and(|e| e.is_empty()),
+                    "an old record still reads: {:?}",
+                    old.kind
+                ),
+            }
+        }
+        eprintln!("{tried} (new record, old key) pairs tried: none opens");
+        let line = error_line(
+            &carol
+                .run(&a, &["get", "/shared/alice/team/d3/f4.txt", s(&out)])
+                .await,
+        );
+        assert!(line.contains("no such file"), "{line}");
+        // Bad input: not shared with that account.
+        let line = error_line(
+            &alice
+                .run(&a, &["unshare", "/team", "--from", "carol"])
+                .await,
+        );
+        assert!(line.contains("not shared with carol"), "{line}");
     })
     .await;
 }

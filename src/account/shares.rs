@@ -368,10 +368,35 @@ pub async fn note_given<S: BlockStore>(
     me: &Identity,
     g: Given,
 ) -> Result<(), AccountError> {
-    for _ in 0..APPEND_TRIES {
-        let (mut list, seq) = given(store, me).await?;
+    change_given(store, me, move |list| {
         list.retain(|x| !(x.path == g.path && x.to == g.to));
         list.push(g.clone());
+    })
+    .await
+}
+
+/// Removes the entry for `path` and `to` from the sharer's list.
+pub async fn forget_given<S: BlockStore>(
+    store: &S,
+    me: &Identity,
+    path: &str,
+    to: &str,
+) -> Result<(), AccountError> {
+    change_given(store, me, |list| {
+        list.retain(|x| !(x.path == path && x.to == to));
+    })
+    .await
+}
+
+/// Read-modify-write of the sharer's list.
+async fn change_given<S: BlockStore>(
+    store: &S,
+    me: &Identity,
+    f: impl Fn(&mut Vec<Given>),
+) -> Result<(), AccountError> {
+    for _ in 0..APPEND_TRIES {
+        let (mut list, seq) = given(store, me).await?;
+        f(&mut list);
         let name = me.shares_name();
         let plain = postcard::to_stdvec(&list)
             .map_err(|e| AccountError::Store(FsError::Invalid(e.to_string())))?;

@@ -29,7 +29,7 @@ pub use files::{open_vault, run_backup, run_get, run_ls, run_put, run_restore, r
 pub use network::{run_init, run_invite};
 pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
-pub use sharing::{Place, place, run_share, run_shares, with_place};
+pub use sharing::{Place, place, run_share, run_shares, run_unshare, with_place};
 pub use status::{run_pin, run_status};
 pub use versions::{run_trash_empty, run_trash_ls, run_trash_restore, run_versions};
 
@@ -201,6 +201,19 @@ pub enum Command {
         /// folder's records by your grant).
         #[arg(long)]
         write: bool,
+    },
+    /// Revoke an account's access to a folder you share: the folder moves
+    /// to new names and keys (its files' content re-encrypted), so nothing
+    /// written afterwards is readable with what it held; the other
+    /// grantees get the new keys.
+    Unshare {
+        #[command(flatten)]
+        peer: PeerArg,
+        /// The shared folder.
+        path: String,
+        /// The account to revoke.
+        #[arg(long, value_name = "USER")]
+        from: String,
     },
     /// List what you share with whom, and what is shared with you.
     Shares {

@@ -173,6 +173,72 @@ pub async fn run_share(
     Ok(())
 }
 
+/// `peerstore unshare PATH --from USER`: revokes `USER`'s access to the
+/// folder. The folder is copied to new names and keys (every directory,
+/// file and link; file content re-encrypted) and tagged with a new scope,
+/// the copy takes the folder's place, the old records are deleted, and the
+/// other grantees are sent the new keys (and writers new grants).
+pub async fn run_unshare(target: &Target, path: &str, from: &str) -> Result<(), CliError> {
+    let me = need_session()?;
+    let vault = open_vault(target, me.identity())?;
+    let store = RemoteStore::new(&target.addr, target.keys.clone());
+    let (given, _) = shares::given(&store, &me.identity()).await?;
+    if !given.iter().any(|g| g.path == path && g.to == from) {
+        return Err(CliError::Invalid(format!(
+            "{path} is not shared with {from} (see `peerstore shares`)"
+        )));
+    }
+    let remaining: Vec<Given> = given
+        .into_iter()
+        .filter(|g| g.path == path && g.to != from)
+        .collect();
+    let (link, _) = vault.resolve(path).await.map_err(err(path))?;
+    let (parent_path, name) = match path.trim_end_matches('/').rsplit_once('/') {
+        Some((p, n)) if !n.is_empty() => (if p.is_empty() { "/" } else { p }, n),
+        _ => return Err(CliError::Invalid(format!("{path}: not a shared folder"))),
+    };
+    let (parent, _) = vault.resolve(parent_path).await.map_err(err(parent_path))?;
+    let scope = remaining
+        .iter()
+        .any(|g| g.write)
+        .then(rand::random::<crate::grant::Scope>);
+    let started = std::time::Instant::now();
+    let (new, done) = vault.rekey(&link, scope).await.map_err(err(path))?;
+    vault.settle_all().await.map_err(err(path))?;
+    vault
+        .swap_entry(&parent, name.as_bytes(), &link, &new)
+        .await
+        .map_err(err(path))?;
+    vault.settle_all().await.map_err(err(path))?;
+    for old in &done.old {
+        if let Err(e) = vault.delete(old).await {
+            log::warn!("{path}: an old record was not deleted: {e}");
+        }
+    }
+    shares::forget_given(&store, &me.identity(), path, from).await?;
+    for g in &remaining {
+        shares::offer(
+            &store,
+            &me,
+            &g.to,
+            name,
+            &new,
+            g.write.then_some(scope).flatten(),
+        )
+        .await?;
+        shares::note_given(&store, &me.identity(), g.clone()).await?;
+    }
+    println!(
+        "{path}: {from}'s access revoked in {:.1} s ({} folders and {} files under new keys, {} bytes re-encrypted; {} other grantees sent the new keys)",
+        started.elapsed().as_secs_f64(),
+        done.dirs,
+        done.files,
+        done.bytes,
+        remaining.len()
+    );
+    Ok(())
+}
+
 /// `peerstore shares [--json]`: what the logged-in account shares, and
 /// what is shared with it.
 pub async fn run_shares(target: &Target, json: bool) -> Result<(), CliError> {

@@ -25,6 +25,7 @@ pub mod merge;
 pub mod object;
 pub mod pending;
 pub mod ranges;
+pub mod rekey;
 pub mod retag;
 pub mod shards;
 pub mod trash;

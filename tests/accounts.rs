@@ -1124,3 +1124,54 @@ async fn revoking_a_share() {
     })
     .await;
 }
+
+const BLOCK_REVOKE_LARGE: u8 = 138;
+
+/// The measure: revoking a folder of 1000 files in 100 folders on
+/// a 5-node loopback ring. Run by hand (`--ignored`); it prints the time.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn revoking_a_large_share() {
+    common::with_timeout(Duration::from_secs(600), async {
+        let nodes = common::start_ring(
+            BLOCK_REVOKE_LARGE,
+            5,
+            NodeOpts::new(&addr(BLOCK_REVOKE_LARGE, 1), None),
+        )
+        .await;
+        let a = nodes[0].addr.clone();
+        let pw = tempfile::tempdir().unwrap();
+        let p = secret_file(pw.path(), "pw", b"a large revocation");
+        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
+        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
+                .await;
+        }
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("big");
+        for d in 0..100 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for f in 0..10 {
+                std::fs::write(src.join(format!("d{d}/f{f}.txt")), vec![b'x'; 4096]).unwrap();
+            }
+        }
+        alice.ok(&a, &["backup", s(&src), "/big"]).await;
+        let t = Instant::now();
+        alice
+            .ok(&a, &["share", "/big", "--with", "bob", "--write"])
+            .await;
+        let share_took = t.elapsed();
+        alice.ok(&a, &["share", "/big", "--with", "carol"]).await;
+        let t = Instant::now();
+        let said = alice.ok(&a, &["unshare", "/big", "--from", "carol"]).await;
+        eprintln!(
+            "share --write (tagging 1101 records): {share_took:?}; unshare: {:?}: {said}",
+            t.elapsed()
+        );
+        let out = work.path().join("out");
+        bob.ok(&a, &["get", "/shared/alice/big/d99/f9.txt", s(&out)])
+            .await;
+        assert_eq!(std::fs::read(&out).unwrap().len(), 4096);
+    })
+    .await;
+}

@@ -1093,18 +1093,13 @@ async fn revoking_a_share() {
             }
         }
         // Read again with a fresh view (no cached copies): every old
-        // record is deleted (the share's top reads as an empty folder, as
-        // a share's top with no record does).
+        // record is deleted.
         let carol_after =
             peerstore::fs::Vault::new(Arc::clone(&store), offers[0].identity(&carol_s.keyring));
         for old in &held {
             match carol_after.load(old).await {
                 Err(_) => {}
-                Ok(v) => assert!(
-                    old.name == held[0].name && v.obj.entries().is_some_and(|e| e.is_empty()),
-                    "an old record still reads: {:?}",
-                    old.kind
-                ),
+                Ok(_) => panic!("an old record still reads: {:?}", old.kind),
             }
         }
         eprintln!("{tried} (new record, old key) pairs tried: none opens");
@@ -1121,6 +1116,43 @@ async fn revoking_a_share() {
                 .await,
         );
         assert!(line.contains("not shared with carol"), "{line}");
+
+        // Revoking the writer: its grant is refused by every replica of
+        // the folder as it is now, and its path leads nowhere.
+        let bob_s = bob.session();
+        let bob_offers = peerstore::account::shares::received(store.as_ref(), &bob_s)
+            .await
+            .unwrap();
+        let bob_grant = bob_offers[0].grant.clone().expect("bob's grant");
+        alice.ok(&a, &["unshare", "/team", "--from", "bob"]).await;
+        let fresh = peerstore::fs::Vault::new(Arc::clone(&store), alice_s.identity());
+        let (team, _) = fresh.resolve("/team").await.unwrap();
+        let pool = member_pool(&nodes[2]);
+        let key = alice_s.identity().record_key(&team.name);
+        let held = holders(&pool, &nodes, key).await;
+        let head = held[0].1[0].clone();
+        let bob_key = SigningKey::from_bytes(&bob_s.keyring.identity);
+        let late = Record::sign_granted(
+            &bob_key,
+            alice_s.identity().owner(),
+            &bob_grant,
+            &team.name,
+            head.seq + 1,
+            head.clock.next(99),
+            None,
+        );
+        let (n, why) = send_to(&pool, &held, &late).await;
+        assert_eq!(n, held.len());
+        assert!(why.contains("not for this record's folder"), "{why}");
+        let line = error_line(
+            &bob.run(&a, &["put", s(&after), "/shared/alice/team/late.txt"])
+                .await,
+        );
+        assert!(
+            line.contains("no such file") || line.contains("not found"),
+            "{line}"
+        );
+        eprintln!("the revoked writer's grant was refused by all {n} replicas");
     })
     .await;
 }

@@ -210,11 +210,7 @@ pub async fn run_unshare(target: &Target, path: &str, from: &str) -> Result<(), 
         .await
         .map_err(err(path))?;
     vault.settle_all().await.map_err(err(path))?;
-    for old in &done.old {
-        if let Err(e) = vault.delete(old).await {
-            log::warn!("{path}: an old record was not deleted: {e}");
-        }
-    }
+    vault.delete_old(&done.old).await;
     shares::forget_given(&store, &me.identity(), path, from).await?;
     for g in &remaining {
         shares::offer(

@@ -206,7 +206,10 @@ impl<S: BlockStore> Vault<S> {
     /// (the root, the trash): empty until first saved, and saved first
     /// by compare-and-swap (two machines may create it at once).
     fn is_fixed(&self, link: &Link) -> bool {
-        self.is_root(link) || link.name == self.identity.trash_name()
+        // A shared folder's top is an ordinary directory of its owner's
+        // tree: absent or deleted, it is gone (the share was revoked).
+        (self.is_root(link) && !self.identity.is_shared())
+            || link.name == self.identity.trash_name()
     }
 
     /// Loads an object. The root directory exists implicitly (empty, seq 0)

@@ -589,8 +589,9 @@ const BLOCK_SHARES: u8 = 135;
 #[tokio::test(flavor = "multi_thread")]
 async fn read_shares_between_accounts() {
     common::with_timeout(Duration::from_secs(240), async {
+        // Four nodes, and bob's mounting node makes five.
         let nodes =
-            common::start_ring(BLOCK_SHARES, 3, NodeOpts::new(&addr(BLOCK_SHARES, 1), None)).await;
+            common::start_ring(BLOCK_SHARES, 4, NodeOpts::new(&addr(BLOCK_SHARES, 1), None)).await;
         let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
         let pw = tempfile::tempdir().unwrap();
         let p = secret_file(pw.path(), "pw", b"a shared test password");
@@ -668,7 +669,7 @@ async fn read_shares_between_accounts() {
         // Bob's machine mounts his tree: alice's folder is under /shared,
         // readable, and every write there fails with EACCES.
         let bob_node = NodeGuard::start(NodeOpts::mounted_as(
-            &addr(BLOCK_SHARES, 4),
+            &addr(BLOCK_SHARES, 5),
             Some(&a),
             bob.config(),
         ))
@@ -812,8 +813,9 @@ const BLOCK_WRITE: u8 = 136;
 #[tokio::test(flavor = "multi_thread")]
 async fn write_shares_between_accounts() {
     common::with_timeout(Duration::from_secs(240), async {
+        // Four nodes, and bob's mounting node makes five.
         let nodes =
-            common::start_ring(BLOCK_WRITE, 3, NodeOpts::new(&addr(BLOCK_WRITE, 1), None)).await;
+            common::start_ring(BLOCK_WRITE, 4, NodeOpts::new(&addr(BLOCK_WRITE, 1), None)).await;
         let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
         let pw = tempfile::tempdir().unwrap();
         let p = secret_file(pw.path(), "pw", b"a write share password");
@@ -888,7 +890,7 @@ async fn write_shares_between_accounts() {
 
         // Bob's mount: writes in the shared folder land in alice's tree.
         let bob_node = NodeGuard::start(NodeOpts::mounted_as(
-            &addr(BLOCK_WRITE, 4),
+            &addr(BLOCK_WRITE, 5),
             Some(&a),
             bob.config(),
         ))
@@ -995,7 +997,7 @@ async fn all_links<S: peerstore::fs::BlockStore>(
 async fn revoking_a_share() {
     common::with_timeout(Duration::from_secs(240), async {
         let nodes =
-            common::start_ring(BLOCK_REVOKE, 3, NodeOpts::new(&addr(BLOCK_REVOKE, 1), None)).await;
+            common::start_ring(BLOCK_REVOKE, 5, NodeOpts::new(&addr(BLOCK_REVOKE, 1), None)).await;
         let a = nodes[0].addr.clone();
         let pw = tempfile::tempdir().unwrap();
         let p = secret_file(pw.path(), "pw", b"a revocation password");

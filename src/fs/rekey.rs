@@ -97,35 +97,12 @@ impl<S: BlockStore> Vault<S> {
     pub async fn delete_old(&self, old: &[Link]) -> usize {
         let mut failed = 0;
         for l in old {
-            if let Err(e) = self.delete_untagged(l).await {
+            if let Err(e) = self.delete_as(l, true).await {
                 log::warn!("an old record was not deleted: {e}");
                 failed += 1;
             }
         }
         failed
-    }
-
-    async fn delete_untagged(&self, link: &Link) -> Result<(), FsError> {
-        let key = self.identity().record_key(&link.name);
-        for _ in 0..8 {
-            let versions = self.read_versions(key).await?;
-            let seq = match versions.first() {
-                None => return Ok(()),
-                Some(r) if r.is_tombstone() && r.scope().is_none() => return Ok(()),
-                Some(r) => r.seq,
-            };
-            self.clocks.set_scope(key, None);
-            let rec = self.sign_next(&link.name, seq + 1, None).await?;
-            match self
-                .store
-                .put_record(rec, Some(seq), Durability::Later)
-                .await
-            {
-                Err(FsError::Conflict(_)) => continue,
-                other => return other,
-            }
-        }
-        Err(FsError::Conflict(None))
     }
 
     /// Points entry `name` of directory `parent` at `new` instead of `old`

@@ -597,13 +597,24 @@ impl<S: BlockStore> Vault<S> {
 
     /// Deletes an object (a signed tombstone), whatever its version.
     pub async fn delete(&self, link: &Link) -> Result<(), FsError> {
+        self.delete_as(link, false).await
+    }
+
+    /// [`Vault::delete`]; `untagged`: the tombstone carries no scope even
+    /// if the record did (no writer's grant matches it any more).
+    pub(crate) async fn delete_as(&self, link: &Link, untagged: bool) -> Result<(), FsError> {
         let key = self.identity.record_key(&link.name);
         for _ in 0..CAS_ATTEMPTS {
             let current = match self.read_versions(key).await?.first() {
                 None => return Ok(()),
-                Some(r) if r.is_tombstone() => return Ok(()),
+                Some(r) if r.is_tombstone() && (!untagged || r.scope().is_none()) => {
+                    return Ok(());
+                }
                 Some(r) => r.seq,
             };
+            if untagged {
+                self.clocks.set_scope(key, None);
+            }
             let rec = self.sign_next(&link.name, current + 1, None).await?;
             match self
                 .store

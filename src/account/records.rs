@@ -271,6 +271,34 @@ mod tests {
     }
 
     #[test]
+    fn a_record_whose_keyring_does_not_match_its_keys_is_refused() {
+        rt().block_on(async {
+            let store = MemStore::default();
+            // A record that passes every storage rule, but publishes a box
+            // key its keyring does not hold (a forger's, to read shares).
+            let kr = new_keyring(None);
+            let body = AccountBody {
+                name: "eve".into(),
+                box_key: [7; 32],
+                keyring: seal_keyring(&kr, "eve", PW, KdfParams::FLOOR).unwrap(),
+                created_ms: 0,
+            };
+            let rec = Identity::from_secret(kr.identity).sign(
+                &crate::account_record::record_name("eve"),
+                1,
+                Some(body.encode()),
+            );
+            store
+                .put_record(rec, Some(0), Durability::Now)
+                .await
+                .unwrap();
+            let e = login(&store, "eve", PW).await.unwrap_err();
+            assert!(matches!(e, AccountError::Forged { .. }), "{e}");
+            assert!(e.to_string().contains("damaged or forged"), "{e}");
+        });
+    }
+
+    #[test]
     fn create_login_and_change_the_password() {
         rt().block_on(async {
             let store = MemStore::default();

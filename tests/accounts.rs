@@ -87,6 +87,24 @@ impl Machine {
     }
 }
 
+/// One machine per name, each logged in as a new account of that name
+/// (created through `peer`).
+async fn users<const N: usize>(peer: &str, names: [&str; N]) -> [Machine; N] {
+    let mut out = Vec::with_capacity(N);
+    for name in names {
+        let m = Machine::new();
+        let p = secret_file(
+            m.config(),
+            "password",
+            format!("{name}'s password").as_bytes(),
+        );
+        m.ok(peer, &["user", "create", name, "--password-file", s(&p)])
+            .await;
+        out.push(m);
+    }
+    out.try_into().unwrap_or_else(|_| unreachable!())
+}
+
 /// A file holding `text`, in `dir`.
 fn secret_file(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -593,23 +611,7 @@ async fn read_shares_between_accounts() {
         let nodes =
             common::start_ring(BLOCK_SHARES, 4, NodeOpts::new(&addr(BLOCK_SHARES, 1), None)).await;
         let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
-        let pw = tempfile::tempdir().unwrap();
-        let p = secret_file(pw.path(), "pw", b"a shared test password");
-        let (alice, bob, carol, dave) = (
-            Machine::new(),
-            Machine::new(),
-            Machine::new(),
-            Machine::new(),
-        );
-        for (m, name) in [
-            (&alice, "alice"),
-            (&bob, "bob"),
-            (&carol, "carol"),
-            (&dave, "dave"),
-        ] {
-            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
-                .await;
-        }
+        let [alice, bob, carol, dave] = users(&a, ["alice", "bob", "carol", "dave"]).await;
         // Alice's photos, shared with bob and carol.
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(src.path().join("photos/2026")).unwrap();
@@ -817,13 +819,7 @@ async fn write_shares_between_accounts() {
         let nodes =
             common::start_ring(BLOCK_WRITE, 4, NodeOpts::new(&addr(BLOCK_WRITE, 1), None)).await;
         let (a, b) = (nodes[0].addr.clone(), nodes[1].addr.clone());
-        let pw = tempfile::tempdir().unwrap();
-        let p = secret_file(pw.path(), "pw", b"a write share password");
-        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
-        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
-            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
-                .await;
-        }
+        let [alice, bob, carol] = users(&a, ["alice", "bob", "carol"]).await;
         let work = tempfile::tempdir().unwrap();
         let src = work.path().join("team");
         std::fs::create_dir_all(src.join("notes")).unwrap();
@@ -999,13 +995,7 @@ async fn revoking_a_share() {
         let nodes =
             common::start_ring(BLOCK_REVOKE, 5, NodeOpts::new(&addr(BLOCK_REVOKE, 1), None)).await;
         let a = nodes[0].addr.clone();
-        let pw = tempfile::tempdir().unwrap();
-        let p = secret_file(pw.path(), "pw", b"a revocation password");
-        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
-        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
-            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
-                .await;
-        }
+        let [alice, bob, carol] = users(&a, ["alice", "bob", "carol"]).await;
         let work = tempfile::tempdir().unwrap();
         let src = work.path().join("team");
         for d in 0..10 {
@@ -1174,13 +1164,7 @@ async fn revoking_a_large_share() {
         )
         .await;
         let a = nodes[0].addr.clone();
-        let pw = tempfile::tempdir().unwrap();
-        let p = secret_file(pw.path(), "pw", b"a large revocation");
-        let (alice, bob, carol) = (Machine::new(), Machine::new(), Machine::new());
-        for (m, name) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
-            m.ok(&a, &["user", "create", name, "--password-file", s(&p)])
-                .await;
-        }
+        let [alice, bob, _carol] = users(&a, ["alice", "bob", "carol"]).await;
         let work = tempfile::tempdir().unwrap();
         let src = work.path().join("big");
         for d in 0..100 {

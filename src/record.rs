@@ -233,16 +233,7 @@ impl Record {
         value: Option<Vec<u8>>,
     ) -> Record {
         let owner = key.verifying_key().to_bytes();
-        let rkey = record_key(&owner, name);
-        let sig = key.sign(&signed_bytes(&rkey, seq, &clock, &value));
-        Record {
-            owner,
-            name: name.to_vec(),
-            seq,
-            clock,
-            value,
-            sig: sig.to_bytes().to_vec(),
-        }
+        Record::signed_as(key, owner, As::Owner, name, seq, clock, value)
     }
 
     /// How this version stands to `other`, a version of the same record:
@@ -346,19 +337,7 @@ impl Record {
         scope: Scope,
     ) -> Record {
         let owner = key.verifying_key().to_bytes();
-        let msg = scoped(
-            signed_bytes(&record_key(&owner, name), seq, &clock, &value),
-            &scope,
-        );
-        let sig = key.sign(&msg).to_bytes();
-        Record {
-            owner,
-            name: name.to_vec(),
-            seq,
-            clock,
-            value,
-            sig: Sig::Scoped(sig, scope).encode(),
-        }
+        Record::signed_as(key, owner, As::Scoped(scope), name, seq, clock, value)
     }
 
     /// Creates and signs, as a writer with `grant` from `owner`, a version
@@ -372,20 +351,46 @@ impl Record {
         clock: Clock,
         value: Option<Vec<u8>>,
     ) -> Record {
-        let msg = scoped(
-            signed_bytes(&record_key(&owner, name), seq, &clock, &value),
-            &grant.scope,
-        );
-        let sig = writer.sign(&msg).to_bytes();
+        Record::signed_as(writer, owner, As::Granted(grant), name, seq, clock, value)
+    }
+
+    /// A version of `owner`'s record `name` signed by `signer` in one of
+    /// the signature layouts ([`crate::grant`]).
+    fn signed_as(
+        signer: &SigningKey,
+        owner: [u8; 32],
+        how: As<'_>,
+        name: &[u8],
+        seq: u64,
+        clock: Clock,
+        value: Option<Vec<u8>>,
+    ) -> Record {
+        let bytes = signed_bytes(&record_key(&owner, name), seq, &clock, &value);
+        let sig = match how {
+            As::Owner => Sig::Owner(signer.sign(&bytes).to_bytes()),
+            As::Scoped(s) => Sig::Scoped(signer.sign(&scoped(bytes, &s)).to_bytes(), s),
+            As::Granted(g) => Sig::Granted(
+                signer.sign(&scoped(bytes, &g.scope)).to_bytes(),
+                g.scope,
+                g.clone(),
+            ),
+        };
         Record {
             owner,
             name: name.to_vec(),
             seq,
             clock,
             value,
-            sig: Sig::Granted(sig, grant.scope, grant.clone()).encode(),
+            sig: sig.encode(),
         }
     }
+}
+
+/// Whose signature a version carries ([`Record::signed_as`]).
+enum As<'a> {
+    Owner,
+    Scoped(Scope),
+    Granted(&'a Grant),
 }
 
 /// The bytes a scoped version's signature covers: the version's, then the

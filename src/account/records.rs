@@ -14,7 +14,8 @@
 use super::keyring::{Keyring, KeyringError, derive_in_vain, open_keyring, seal_keyring};
 use super::session::Session;
 use crate::account_record::{AccountBody, KdfParams, NameError, check_name, check_version};
-use crate::fs::{BlockStore, Durability, FsError, Identity};
+use crate::fs::vault::CAS_ATTEMPTS;
+use crate::fs::{BlockStore, Durability, FsError, Identity, retry};
 use crate::record::{Record, account_key};
 
 /// Why an account operation failed; its `Display` is the one line shown.
@@ -231,31 +232,25 @@ pub async fn change_password<S: BlockStore>(
         Some(body.encode()),
     );
     // The key's owner node judges the swap. One that has just joined may
-    // not hold the record yet (repair brings it within a few passes):
-    // while it reports an older version than ours, try again.
-    let mut wait = std::time::Duration::from_millis(100);
-    let deadline = std::time::Instant::now() + OWNER_CATCH_UP;
-    loop {
+    // not hold the record yet: it is handed the versions the replicas
+    // hold, and the swap is tried again. A newer version is another
+    // machine's change.
+    let key = record.key();
+    for attempt in 0..CAS_ATTEMPTS {
         match store
             .put_record(record.clone(), Some(seq), Durability::Now)
             .await
         {
             Ok(()) => return Ok(()),
-            Err(FsError::Conflict(current))
-                if current.unwrap_or(0) < seq && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            Err(FsError::Conflict(current)) if current.unwrap_or(0) < seq => {
+                retry::after_lost_swap(store, key, current, seq, attempt).await;
             }
             Err(FsError::Conflict(_)) => return Err(AccountError::Changed(name.to_string())),
             Err(e) => return Err(AccountError::Store(e)),
         }
     }
+    Err(AccountError::Changed(name.to_string()))
 }
-
-/// How long a password change waits for the owner node of the account's
-/// key to catch up with the version it replaces.
-const OWNER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {

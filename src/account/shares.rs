@@ -18,7 +18,8 @@ use super::keyring::Keyring;
 use super::records::{self, AccountError};
 use super::session::Session;
 use crate::fs::crypto::{SecretKey, open, seal};
-use crate::fs::{BlockStore, Durability, FsError, Identity};
+use crate::fs::vault::CAS_ATTEMPTS;
+use crate::fs::{BlockStore, Durability, FsError, Identity, retry};
 use crate::grant::Grant;
 use crate::inbox_record::{Entry, InboxBody, MAX_INBOX_ENTRIES, MAX_INBOX_ENTRY, record_name};
 use crate::record::{Record, inbox_key};
@@ -29,8 +30,6 @@ use serde::{Deserialize, Serialize};
 const OFFER_CONTEXT: &[u8] = b"peerstore share offer v1";
 /// Associated-data prefix of the sharer's list of shares.
 const LIST_AAD: &[u8] = b"peerstore shares v1";
-/// Attempts at appending to an inbox other senders are appending to.
-const APPEND_TRIES: usize = 12;
 
 /// A folder offered to another account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +159,7 @@ pub async fn append<S: BlockStore>(
     entry: Entry,
 ) -> Result<(), AccountError> {
     let key = inbox_key(owner);
-    for attempt in 0..APPEND_TRIES {
+    for attempt in 0..CAS_ATTEMPTS {
         let held = store.get_versions(key).await.map_err(AccountError::Store)?;
         let (seq, mut body) = match held.first() {
             Some(h) => (
@@ -180,10 +179,8 @@ pub async fn append<S: BlockStore>(
         let rec = Record::sign(&signer, &record_name(owner), seq + 1, Some(body.encode()));
         match store.put_record(rec, Some(seq), Durability::Now).await {
             Ok(()) => return Ok(()),
-            Err(FsError::Conflict(_)) => {
-                let ms = 20u64 << attempt.min(5);
-                let jitter = rand::random::<u64>() % ms;
-                tokio::time::sleep(std::time::Duration::from_millis(ms + jitter)).await;
+            Err(FsError::Conflict(current)) => {
+                retry::after_lost_swap(store, key, current, seq, attempt).await;
             }
             Err(e) => return Err(AccountError::Store(e)),
         }
@@ -307,13 +304,18 @@ async fn scan<S: BlockStore>(store: &S, me: &Session) -> Result<Scan, AccountErr
 
 /// Removes the entries of the logged-in account's inbox that are of no
 /// use (see [`Scan::useless`]), signed by the account's key (only the
-/// owner may remove). Returns how many were removed; a sender appending
-/// at the same moment makes it remove none this time.
-pub async fn tidy<S: BlockStore>(store: &S, me: &Session) -> Result<usize, AccountError> {
+/// owner may remove). Returns the offers ([`received`]) and how many
+/// entries were removed; a sender appending at the same moment makes it
+/// remove none this time (a failure to store is logged: the offers are
+/// read all the same).
+pub async fn tidy<S: BlockStore>(
+    store: &S,
+    me: &Session,
+) -> Result<(Vec<Offer>, usize), AccountError> {
     let scan = scan(store, me).await?;
     let removed = scan.useless.iter().filter(|u| **u).count();
     if removed == 0 {
-        return Ok(0);
+        return Ok((scan.offers, 0));
     }
     let body = InboxBody {
         entries: scan
@@ -329,9 +331,12 @@ pub async fn tidy<S: BlockStore>(store: &S, me: &Session) -> Result<usize, Accou
         .identity()
         .sign(&record_name(&owner), scan.seq + 1, Some(body.encode()));
     match store.put_record(rec, Some(scan.seq), Durability::Now).await {
-        Ok(()) => Ok(removed),
-        Err(FsError::Conflict(_)) => Ok(0),
-        Err(e) => Err(AccountError::Store(e)),
+        Ok(()) => Ok((scan.offers, removed)),
+        Err(FsError::Conflict(_)) => Ok((scan.offers, 0)),
+        Err(e) => {
+            log::warn!("could not tidy the inbox: {e}");
+            Ok((scan.offers, 0))
+        }
     }
 }
 
@@ -394,7 +399,8 @@ async fn change_given<S: BlockStore>(
     me: &Identity,
     f: impl Fn(&mut Vec<Given>),
 ) -> Result<(), AccountError> {
-    for _ in 0..APPEND_TRIES {
+    let key = me.record_key(&me.shares_name());
+    for attempt in 0..CAS_ATTEMPTS {
         let (mut list, seq) = given(store, me).await?;
         f(&mut list);
         let name = me.shares_name();
@@ -410,8 +416,8 @@ async fn change_given<S: BlockStore>(
             .await
         {
             Ok(()) => return Ok(()),
-            Err(FsError::Conflict(_)) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(FsError::Conflict(current)) => {
+                retry::after_lost_swap(store, key, current, seq, attempt).await;
             }
             Err(e) => return Err(AccountError::Store(e)),
         }
@@ -490,8 +496,8 @@ mod tests {
             assert_eq!(received(&store, &bob).await.unwrap(), vec![newer.clone()]);
             // Bob tidies: the forged offer (its signature does not verify
             // under the key it names), the junk and the replaced offer go.
-            assert_eq!(tidy(&store, &bob).await.unwrap(), 3);
-            assert_eq!(tidy(&store, &bob).await.unwrap(), 0);
+            assert_eq!(tidy(&store, &bob).await.unwrap().1, 3);
+            assert_eq!(tidy(&store, &bob).await.unwrap().1, 0);
             assert_eq!(received(&store, &bob).await.unwrap(), vec![newer]);
             let _ = o;
         });

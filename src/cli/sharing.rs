@@ -21,7 +21,7 @@ pub const SHARED: &str = "shared";
 pub enum Place {
     /// A path in a tree (the account's own, or inside a shared folder),
     /// and the path inside that tree.
-    Tree(Arc<Vault<RemoteStore>>, String, bool),
+    Tree(Arc<Vault<RemoteStore>>, String),
     /// `/shared` or `/shared/OWNER`: these names, all folders.
     Listing(Vec<String>),
 }
@@ -53,7 +53,6 @@ pub async fn place(args: &VaultArgs, path: &str, write: bool) -> Result<Place, C
         return Ok(Place::Tree(
             open_vault(&target, args.identity.resolve()?)?,
             path.to_string(),
-            false,
         ));
     };
     if explicit.is_some_and(|p| !p.as_os_str().is_empty()) {
@@ -99,11 +98,7 @@ pub async fn place(args: &VaultArgs, path: &str, write: bool) -> Result<Place, C
                 Arc::new(RemoteStore::new(&target.addr, target.keys.clone())),
                 o.identity(&me.keyring),
             );
-            Ok(Place::Tree(
-                vault,
-                format!("/{}", rest.join("/")),
-                !o.writable(),
-            ))
+            Ok(Place::Tree(vault, format!("/{}", rest.join("/"))))
         }
     }
 }
@@ -241,12 +236,10 @@ pub async fn run_shares(target: &Target, json: bool) -> Result<(), CliError> {
     let me = need_session()?;
     let store = RemoteStore::new(&target.addr, target.keys.clone());
     let (given, _) = shares::given(&store, &me.identity()).await?;
-    let received = shares::received(&store, &me).await?;
     // Reading the inbox is when its owner drops what it has no use for.
-    match shares::tidy(&store, &me).await {
-        Ok(0) => {}
-        Ok(n) => log::info!("removed {n} spent entries from the inbox"),
-        Err(e) => log::warn!("could not tidy the inbox: {e}"),
+    let (received, removed) = shares::tidy(&store, &me).await?;
+    if removed > 0 {
+        log::info!("removed {removed} spent entries from the inbox");
     }
     let shared_path = |o: &Offer| format!("/{SHARED}/{}/{}", o.from, o.name);
     if json {
@@ -307,7 +300,7 @@ where
     Fut: std::future::Future<Output = Result<(), CliError>>,
 {
     match place(args, path, write).await? {
-        Place::Tree(v, p, _) => f(v, p).await,
+        Place::Tree(v, p) => f(v, p).await,
         Place::Listing(names) => {
             for n in names {
                 println!("d0555 {:>12} {:>12} {n}", 0, 0);

@@ -27,6 +27,7 @@ pub mod pending;
 pub mod ranges;
 pub mod rekey;
 pub mod retag;
+pub mod retry;
 pub mod shards;
 pub mod trash;
 pub mod tree;

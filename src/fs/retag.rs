@@ -10,9 +10,6 @@ use super::{BlockStore, Durability, FsError, Kind, Link};
 use crate::grant::Scope;
 use std::sync::Arc;
 
-/// Attempts at retagging one record that other writers keep changing.
-const RETAG_TRIES: usize = 8;
-
 impl<S: BlockStore> Vault<S> {
     /// Tags every record under directory `top` (itself included) with
     /// `scope`; returns how many records were stored again. A record with
@@ -50,7 +47,7 @@ impl<S: BlockStore> Vault<S> {
     async fn retag_record(&self, name: &[u8], scope: Scope) -> Result<bool, FsError> {
         let key = self.identity().record_key(name);
         self.clocks.set_scope(key, Some(scope));
-        for _ in 0..RETAG_TRIES {
+        for attempt in 0..super::vault::CAS_ATTEMPTS {
             let versions = self.read_versions(key).await?;
             let Some(head) = versions.first() else {
                 return Ok(false);
@@ -71,7 +68,16 @@ impl<S: BlockStore> Vault<S> {
                 .await
             {
                 Ok(()) => return Ok(true),
-                Err(FsError::Conflict(_)) => continue,
+                Err(FsError::Conflict(current)) => {
+                    super::retry::after_lost_swap(
+                        self.store.as_ref(),
+                        key,
+                        current,
+                        head.seq,
+                        attempt,
+                    )
+                    .await;
+                }
                 Err(e) => return Err(e),
             }
         }

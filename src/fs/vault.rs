@@ -535,15 +535,7 @@ impl<S: BlockStore> Vault<S> {
     /// counted without) takes them, the others hold them already. Best
     /// effort: a failure only leaves the next compare-and-swap to fail.
     pub(crate) async fn reseed(&self, link: &Link) {
-        let key = self.identity.record_key(&link.name);
-        let Ok(versions) = self.store.get_versions(key).await else {
-            return;
-        };
-        for v in versions {
-            if let Err(e) = self.store.put_record(v, None, Durability::Later).await {
-                log::debug!("record {} not stored again: {e}", key.short());
-            }
-        }
+        super::retry::reseed(self.store.as_ref(), self.identity.record_key(&link.name)).await;
     }
 
     /// Makes the new object `child` of directory `parent` carry the
@@ -650,12 +642,7 @@ impl<S: BlockStore> Vault<S> {
                     v.seq = seq;
                     return Ok(v);
                 }
-                Err(FsError::Conflict(_)) => {
-                    if attempt > 0 {
-                        let jitter = rand::random::<u64>() % (5 << attempt.min(6));
-                        tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    }
-                }
+                Err(FsError::Conflict(_)) => super::retry::pause(attempt).await,
                 Err(e) => return Err(e),
             }
         }

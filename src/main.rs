@@ -135,9 +135,12 @@ fn main() -> ExitCode {
                 with,
                 write,
             } => cli::run_share(&peer.target()?, &path, &with, write).await?,
-            Command::Unshare { peer, path, from } => {
-                cli::run_unshare(&peer.target()?, &path, &from).await?
-            }
+            Command::Unshare {
+                peer,
+                path,
+                from,
+                eager,
+            } => cli::run_unshare(&peer.target()?, &path, &from, eager).await?,
             Command::Shares { peer, json } => cli::run_shares(&peer.target()?, json).await?,
             Command::Rm {
                 vault,

@@ -1005,6 +1005,10 @@ async fn revoking_a_share() {
                     .unwrap();
             }
         }
+        // Two files whose content is in blocks (the rest is inline).
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(src.join("big1.bin"), &big).unwrap();
+        std::fs::write(src.join("big2.bin"), &big).unwrap();
         alice.ok(&a, &["backup", s(&src), "/team"]).await;
         alice
             .ok(&a, &["share", "/team", "--with", "bob", "--write"])
@@ -1021,7 +1025,13 @@ async fn revoking_a_share() {
         let carol_view =
             peerstore::fs::Vault::new(Arc::clone(&store), offers[0].identity(&carol_s.keyring));
         let held = all_links(&carol_view, carol_view.root()).await;
-        assert_eq!(held.len(), 1 + 10 + 100);
+        assert_eq!(held.len(), 1 + 10 + 100 + 2);
+        let root = carol_view.load(&carol_view.root()).await.unwrap().obj;
+        let old_big1 = root.entry(b"big1.bin").unwrap();
+        let old_big2 = root.entry(b"big2.bin").unwrap();
+        let old_blocks = carol_view.load(&old_big1).await.unwrap().obj.blocks();
+        let old_blocks2 = carol_view.load(&old_big2).await.unwrap().obj.blocks();
+        assert!(!old_blocks.is_empty() && !old_blocks2.is_empty());
         let out = work.path().join("out");
         carol
             .ok(&a, &["get", "/shared/alice/team/d3/f4.txt", s(&out)])
@@ -1033,6 +1043,11 @@ async fn revoking_a_share() {
         let took = t.elapsed();
         eprintln!("unshare of 100 files in 10 folders: {took:?}: {said}");
         assert!(said.contains("carol's access revoked"), "{said}");
+        // By default file content gets its new key at its next write.
+        assert!(
+            said.contains("0 bytes re-encrypted, 2 files' content at their next write"),
+            "{said}"
+        );
         let listed = alice.ok(&a, &["shares"]).await;
         assert!(
             listed.contains("with bob") && !listed.contains("with carol"),
@@ -1059,8 +1074,8 @@ async fn revoking_a_share() {
         let alice_s = alice.session();
         let alice_view = peerstore::fs::Vault::new(Arc::clone(&store), alice_s.identity());
         let (team, _) = alice_view.resolve("/team").await.unwrap();
-        let now = all_links(&alice_view, team).await;
-        assert_eq!(now.len(), 1 + 10 + 100 + 2);
+        let now = all_links(&alice_view, team.clone()).await;
+        assert_eq!(now.len(), 1 + 10 + 100 + 2 + 2);
         let old_names: std::collections::HashSet<_> = held.iter().map(|l| l.name.clone()).collect();
         assert!(
             now.iter().all(|l| !old_names.contains(&l.name)),
@@ -1095,6 +1110,41 @@ async fn revoking_a_share() {
             }
         }
         eprintln!("{tried} (new record, old key) pairs tried: none opens");
+
+        // big1's content is where it was (the bytes carol could read)
+        // until its next write, which seals all of it under a new key.
+        let dir = alice_view.load(&team).await.unwrap().obj;
+        let big1 = dir.entry(b"big1.bin").unwrap();
+        assert_eq!(
+            alice_view.load(&big1).await.unwrap().obj.blocks(),
+            old_blocks
+        );
+        let mut f = peerstore::fs::OpenFile::open(&alice_view, big1.clone())
+            .await
+            .unwrap();
+        f.write(&alice_view, 7, b"NEW").await.unwrap();
+        f.flush(&alice_view, peerstore::fs::Durability::Now)
+            .await
+            .unwrap();
+        let fresh = peerstore::fs::Vault::new(Arc::clone(&store), alice_s.identity());
+        let written = fresh.load(&big1).await.unwrap().obj;
+        let content = written.content().unwrap();
+        assert!(content.priors.is_empty());
+        assert!(written.blocks().is_disjoint(&old_blocks));
+        for b in content.extents.blocks() {
+            assert!(
+                fresh.under_prior(&old_big1, &[], b).await.is_err(),
+                "carol's old key opens a block written after the revocation"
+            );
+        }
+        alice.ok(&a, &["get", "/team/big1.bin", s(&out)]).await;
+        let mut want = big.clone();
+        want[7..10].copy_from_slice(b"NEW");
+        assert!(std::fs::read(&out).unwrap() == want, "big1 reads wrong");
+        // big2, not written, still reads (through its earlier key).
+        bob.ok(&a, &["get", "/shared/alice/team/big2.bin", s(&out)])
+            .await;
+        assert!(std::fs::read(&out).unwrap() == big, "big2 reads wrong");
         let line = error_line(
             &carol
                 .run(&a, &["get", "/shared/alice/team/d3/f4.txt", s(&out)])
@@ -1116,9 +1166,31 @@ async fn revoking_a_share() {
             .await
             .unwrap();
         let bob_grant = bob_offers[0].grant.clone().expect("bob's grant");
-        alice.ok(&a, &["unshare", "/team", "--from", "bob"]).await;
+        let said = alice
+            .ok(&a, &["unshare", "/team", "--from", "bob", "--eager"])
+            .await;
+        assert!(
+            said.contains(" 0 files' content at their next write"),
+            "{said}"
+        );
         let fresh = peerstore::fs::Vault::new(Arc::clone(&store), alice_s.identity());
         let (team, _) = fresh.resolve("/team").await.unwrap();
+        // --eager: big2's content is under its new key at once.
+        let big2 = fresh
+            .load(&team)
+            .await
+            .unwrap()
+            .obj
+            .entry(b"big2.bin")
+            .unwrap();
+        let now2 = fresh.load(&big2).await.unwrap().obj;
+        assert!(now2.content().unwrap().priors.is_empty());
+        assert!(now2.blocks().is_disjoint(&old_blocks2));
+        for b in now2.content().unwrap().extents.blocks() {
+            assert!(fresh.under_prior(&old_big2, &[], b).await.is_err());
+        }
+        alice.ok(&a, &["get", "/team/big2.bin", s(&out)]).await;
+        assert!(std::fs::read(&out).unwrap() == big, "big2 reads wrong");
         let pool = member_pool(&nodes[2]);
         let key = alice_s.identity().record_key(&team.name);
         let held = holders(&pool, &nodes, key).await;
@@ -1151,8 +1223,9 @@ async fn revoking_a_share() {
 
 const BLOCK_REVOKE_LARGE: u8 = 138;
 
-/// The measure: revoking a folder of 1000 files in 100 folders on
-/// a 5-node loopback ring. Run by hand (`--ignored`); it prints the time.
+/// The measure: revoking a folder of 1000 files in 100 folders
+/// (and 32 MiB in 32 files of 1 MiB) on a 5-node loopback ring, lazily
+/// and with `--eager`. Run by hand (`--ignored`); it prints the times.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn revoking_a_large_share() {
@@ -1173,6 +1246,10 @@ async fn revoking_a_large_share() {
                 std::fs::write(src.join(format!("d{d}/f{f}.txt")), vec![b'x'; 4096]).unwrap();
             }
         }
+        std::fs::create_dir_all(src.join("media")).unwrap();
+        for f in 0..32u8 {
+            std::fs::write(src.join(format!("media/m{f}.bin")), vec![f; 1 << 20]).unwrap();
+        }
         alice.ok(&a, &["backup", s(&src), "/big"]).await;
         let t = Instant::now();
         alice
@@ -1183,13 +1260,22 @@ async fn revoking_a_large_share() {
         let t = Instant::now();
         let said = alice.ok(&a, &["unshare", "/big", "--from", "carol"]).await;
         eprintln!(
-            "share --write (tagging 1101 records): {share_took:?}; unshare: {:?}: {said}",
+            "share --write (tagging 1134 records): {share_took:?}; unshare: {:?}: {said}",
             t.elapsed()
         );
         let out = work.path().join("out");
         bob.ok(&a, &["get", "/shared/alice/big/d99/f9.txt", s(&out)])
             .await;
         assert_eq!(std::fs::read(&out).unwrap().len(), 4096);
+        alice.ok(&a, &["share", "/big", "--with", "carol"]).await;
+        let t = Instant::now();
+        let said = alice
+            .ok(&a, &["unshare", "/big", "--from", "carol", "--eager"])
+            .await;
+        eprintln!("unshare --eager: {:?}: {said}", t.elapsed());
+        bob.ok(&a, &["get", "/shared/alice/big/media/m31.bin", s(&out)])
+            .await;
+        assert!(std::fs::read(&out).unwrap() == vec![31u8; 1 << 20]);
     })
     .await;
 }

@@ -203,9 +203,9 @@ pub enum Command {
         write: bool,
     },
     /// Revoke an account's access to a folder you share: the folder moves
-    /// to new names and keys (its files' content re-encrypted), so nothing
-    /// written afterwards is readable with what it held; the other
-    /// grantees get the new keys.
+    /// to new names and keys (each file's content gets a new key at its
+    /// next write, or at once with --eager), so nothing written afterwards
+    /// is readable with what it held; the other grantees get the new keys.
     Unshare {
         #[command(flatten)]
         peer: PeerArg,
@@ -214,6 +214,10 @@ pub enum Command {
         /// The account to revoke.
         #[arg(long, value_name = "USER")]
         from: String,
+        /// Re-encrypt the files' content now, not at each file's next
+        /// write.
+        #[arg(long)]
+        eager: bool,
     },
     /// List what you share with whom, and what is shared with you.
     Shares {

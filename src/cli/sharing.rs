@@ -168,12 +168,18 @@ pub async fn run_share(
     Ok(())
 }
 
-/// `peerstore unshare PATH --from USER`: revokes `USER`'s access to the
-/// folder. The folder is copied to new names and keys (every directory,
-/// file and link; file content re-encrypted) and tagged with a new scope,
-/// the copy takes the folder's place, the old records are deleted, and the
-/// other grantees are sent the new keys (and writers new grants).
-pub async fn run_unshare(target: &Target, path: &str, from: &str) -> Result<(), CliError> {
+/// `peerstore unshare PATH --from USER [--eager]`: revokes `USER`'s access
+/// to the folder. The folder is copied to new names and keys (every
+/// directory, file and link; file content re-encrypted now with `eager`,
+/// else at each file's next write) and tagged with a new scope, the copy
+/// takes the folder's place, the old records are deleted, and the other
+/// grantees are sent the new keys (and writers new grants).
+pub async fn run_unshare(
+    target: &Target,
+    path: &str,
+    from: &str,
+    eager: bool,
+) -> Result<(), CliError> {
     let me = need_session()?;
     let vault = open_vault(target, me.identity())?;
     let store = RemoteStore::new(&target.addr, target.keys.clone());
@@ -198,7 +204,7 @@ pub async fn run_unshare(target: &Target, path: &str, from: &str) -> Result<(), 
         .any(|g| g.write)
         .then(rand::random::<crate::grant::Scope>);
     let started = std::time::Instant::now();
-    let (new, done) = vault.rekey(&link, scope).await.map_err(err(path))?;
+    let (new, done) = vault.rekey(&link, scope, eager).await.map_err(err(path))?;
     vault.settle_all().await.map_err(err(path))?;
     vault
         .swap_entry(&parent, name.as_bytes(), &link, &new)
@@ -220,11 +226,12 @@ pub async fn run_unshare(target: &Target, path: &str, from: &str) -> Result<(), 
         shares::note_given(&store, &me.identity(), g.clone()).await?;
     }
     println!(
-        "{path}: {from}'s access revoked in {:.1} s ({} folders and {} files under new keys, {} bytes re-encrypted; {} other grantees sent the new keys)",
+        "{path}: {from}'s access revoked in {:.1} s ({} folders and {} files under new keys, {} bytes re-encrypted, {} files' content at their next write; {} other grantees sent the new keys)",
         started.elapsed().as_secs_f64(),
         done.dirs,
         done.files,
         done.bytes,
+        done.lazy,
         remaining.len()
     );
     Ok(())

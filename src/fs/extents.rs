@@ -127,6 +127,16 @@ impl ExtentMap {
         self.map.values().map(|e| e.block).collect()
     }
 
+    /// Points every extent in a block of `moved` at that block's
+    /// replacement (same plaintext, so offsets in it stay valid).
+    pub fn replace_blocks(&mut self, moved: &std::collections::HashMap<Id, BlockRef>) {
+        for e in self.map.values_mut() {
+            if let Some(b) = moved.get(&e.block.key) {
+                e.block = *b;
+            }
+        }
+    }
+
     /// One past the last stored byte (0 if none).
     pub fn end(&self) -> u64 {
         self.map.values().next_back().map_or(0, |e| e.end())

@@ -27,7 +27,7 @@
 //! is stored, for that entry.
 
 use super::divergence::{Spans, conflict_name, content_changes};
-use super::extents::{Extent, Piece};
+use super::extents::{BlockRef, Extent, Piece};
 use super::object::{
     Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_MAX, Link, MAX_FILE_SIZE, Object, Time,
 };
@@ -416,7 +416,9 @@ impl OpenFile {
             match p {
                 Piece::Hole(n) => pos += n,
                 Piece::Data(e) => {
-                    let plain = vault.read_block(&self.link, e.block).await?;
+                    let plain = vault
+                        .read_block(&self.link, &content.priors, e.block)
+                        .await?;
                     let at = (pos - offset) as usize;
                     out[at..at + e.len as usize]
                         .copy_from_slice(&plain[e.at as usize..(e.at + e.len) as usize]);
@@ -454,8 +456,9 @@ impl OpenFile {
             {
                 let v = Arc::clone(vault);
                 let link = self.link.clone();
+                let priors = content.priors.clone();
                 tokio::spawn(async move {
-                    let _ = v.read_block(&link, e.block).await;
+                    let _ = v.read_block(&link, &priors, e.block).await;
                     v.release_prefetch(e.block.key);
                 });
             }
@@ -571,6 +574,7 @@ impl OpenFile {
             c.extents = Default::default();
             c.journal = Ranges::default();
             c.inline = Some(bytes);
+            c.priors.clear();
         } else if self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX {
             // Few bytes: they join the journal in the record.
             let added = std::mem::take(&mut self.dirty).into_pieces();
@@ -593,11 +597,18 @@ impl OpenFile {
             }
             self.collect(true).await?;
         }
+        let content_changed = !self.touched.is_empty();
+        if content_changed && !self.content()?.priors.is_empty() {
+            // The first write since a re-key seals the whole content
+            // under the file's own key.
+            let link = self.link.clone();
+            let fresh = reseal(vault, &link, self.content()?, durability).await?;
+            self.uploaded.extend(fresh);
+        }
         let mut next = self.state.obj.clone();
         let mut expected = self.state.seq;
         // The blocks of the version a successful save replaces.
         let mut replaced = self.stored_blocks.clone();
-        let content_changed = !self.touched.is_empty();
         for _ in 0..SAVE_ATTEMPTS {
             // Changing content another open saved keeps that version (not
             // a file created empty that never had content: `echo x > new`).
@@ -964,4 +975,39 @@ async fn spill_journal<S: BlockStore>(
         at += d.len() as u32;
     }
     Ok(Some(block.key))
+}
+
+/// Blocks re-sealed at once by [`reseal`].
+const RESEAL_PARALLEL: usize = 4;
+
+/// Seals every content block of `content` that is under one of its
+/// `priors` again under the file's own `link` (a block already under it
+/// is left as it is), points the extents at the new blocks and empties
+/// the priors. Returns the new blocks' keys.
+async fn reseal<S: BlockStore>(
+    vault: &Arc<Vault<S>>,
+    link: &Link,
+    content: &mut FileContent,
+    durability: Durability,
+) -> Result<HashSet<Id>, FsError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let blocks: Vec<_> = content.extents.blocks().into_iter().collect();
+    let priors = &content.priors;
+    let moved: Vec<Option<(Id, BlockRef)>> = stream::iter(blocks)
+        .map(|b| async move {
+            match vault.under_prior(link, priors, b).await? {
+                None => Ok(None),
+                Some(plain) => {
+                    let fresh = vault.write_block(link, &plain, durability).await?;
+                    Ok::<_, FsError>(Some((b.key, fresh)))
+                }
+            }
+        })
+        .buffer_unordered(RESEAL_PARALLEL)
+        .try_collect()
+        .await?;
+    let moved: std::collections::HashMap<Id, BlockRef> = moved.into_iter().flatten().collect();
+    content.extents.replace_blocks(&moved);
+    content.priors.clear();
+    Ok(moved.values().map(|b| b.key).collect())
 }

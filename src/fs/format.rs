@@ -9,12 +9,15 @@
 //! plaintext, aad = record name ‖ seal u64 BE)` (v1 chunks: XChaCha20,
 //! the same aad with the chunk number); index blocks are `seal(file key,
 //! postcard(IndexNode), aad = "peerstore index v2" ‖ record name ‖ seal u64
-//! BE)`.
+//! BE)`. A file's record plaintext is followed by `postcard(History)` and,
+//! if the file was re-keyed with its content left as it was,
+//! `postcard(Vec<Link>)`: the names and keys its older blocks are sealed
+//! under.
 
 use super::FsError;
 use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::history::History;
-use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Object};
+use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Link, Object};
 use super::ranges::Ranges;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +148,7 @@ pub enum Decoded {
         top: Vec<IndexRef>,
         journal: Ranges,
         history: History,
+        priors: Vec<Link>,
     },
     /// A directory whose entries are in shard records.
     DirSplit { attrs: Attrs, epoch: u64 },
@@ -154,10 +158,19 @@ pub enum Decoded {
 pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
     let (s, rest): (StoredObject, &[u8]) = postcard::take_from_bytes(plain)
         .map_err(|e| FsError::Corrupt(format!("object does not parse: {e}")))?;
-    let history: History = match (&s.body, rest.is_empty()) {
-        (StoredBody::File(_), false) => postcard::from_bytes(rest)
-            .map_err(|e| FsError::Corrupt(format!("file history does not parse: {e}")))?,
-        _ => History::default(),
+    let (history, priors): (History, Vec<Link>) = match (&s.body, rest.is_empty()) {
+        (StoredBody::File(_), false) => {
+            let (h, rest): (History, &[u8]) = postcard::take_from_bytes(rest)
+                .map_err(|e| FsError::Corrupt(format!("file history does not parse: {e}")))?;
+            let priors = match rest.is_empty() {
+                true => Vec::new(),
+                false => postcard::from_bytes(rest).map_err(|e| {
+                    FsError::Corrupt(format!("file's earlier keys do not parse: {e}"))
+                })?,
+            };
+            (h, priors)
+        }
+        _ => (History::default(), Vec::new()),
     };
     let attrs = s.attrs;
     let body = match s.body {
@@ -173,17 +186,20 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
                         top,
                         journal,
                         history,
+                        priors,
                     });
                 }
                 StoredIndex::Inline(d) if journal.is_empty() => Body::File(FileContent {
                     inline: Some(d),
                     history,
+                    priors,
                     ..FileContent::default()
                 }),
                 StoredIndex::Extents(x) => Body::File(FileContent {
                     extents: ExtentMap::from_extents(x)?,
                     journal,
                     history,
+                    priors,
                     ..FileContent::default()
                 }),
                 StoredIndex::Inline(_) | StoredIndex::Journaled { .. } => {
@@ -241,6 +257,9 @@ pub fn encode_v2(obj: &Object, top: Top) -> Result<Vec<u8>, FsError> {
         // The history rides after the object (a reader of the format
         // before it stops at the object).
         postcard::to_io(&c.history, &mut bytes).map_err(|e| FsError::Invalid(e.to_string()))?;
+        if !c.priors.is_empty() {
+            postcard::to_io(&c.priors, &mut bytes).map_err(|e| FsError::Invalid(e.to_string()))?;
+        }
     }
     Ok(bytes)
 }

@@ -204,6 +204,13 @@ pub struct FileContent {
     /// This version's number, the versions it keeps and its trash mark
     /// ([`super::history`]).
     pub history: super::history::History,
+    /// The record names and keys the file had before re-keys that left
+    /// its content blocks as they were (a revoked share, see
+    /// [`super::rekey`]), newest first: a block that does not open under
+    /// the file's own link opens under one of these. The next save that
+    /// changes the content seals every block under the file's own key and
+    /// empties this.
+    pub priors: Vec<Link>,
 }
 
 impl FileContent {

@@ -375,6 +375,7 @@ impl<S: BlockStore> Vault<S> {
                     top,
                     journal,
                     history,
+                    priors,
                 } => {
                     let (extents, index_blocks) =
                         super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
@@ -387,6 +388,7 @@ impl<S: BlockStore> Vault<S> {
                             index_blocks,
                             journal,
                             history,
+                            priors,
                         }),
                     }
                 }
@@ -1388,18 +1390,24 @@ impl<S: BlockStore> Vault<S> {
         })
     }
 
-    /// Fetches and decrypts a content block of the file `link`.
-    pub async fn read_block(&self, link: &Link, block: BlockRef) -> Result<Arc<Vec<u8>>, FsError> {
+    /// Fetches and decrypts a content block of the file `link`, sealed
+    /// under its link or one of its `priors` (tried first: a file re-keyed
+    /// with its content left as it was has every older block under one).
+    pub async fn read_block(
+        &self,
+        link: &Link,
+        priors: &[Link],
+        block: BlockRef,
+    ) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some(p) = self.cached_plain(block.key) {
             return Ok(p);
         }
         let sealed = self.store.get_block(block.key).await?;
-        let aad = chunk_aad(&link.name, block.seal);
-        let plain = match block.cipher {
-            Cipher::Aes256Gcm => open_gcm(&link.key, &sealed, &aad),
-            Cipher::XChaCha20Poly1305 => open(&link.key, &sealed, &aad),
-        }
-        .map_err(|e| FsError::Corrupt(format!("block {}: {e}", block.key.short())))?;
+        let plain = priors
+            .iter()
+            .chain([link])
+            .find_map(|l| open_block(l, block, &sealed))
+            .ok_or_else(|| undecryptable(block))?;
         if plain.len() != block.len as usize {
             return Err(FsError::Corrupt(format!(
                 "block {}: length differs from the index",
@@ -1409,6 +1417,32 @@ impl<S: BlockStore> Vault<S> {
         let plain = Arc::new(plain);
         self.remember_plain(block.key, Arc::clone(&plain));
         Ok(plain)
+    }
+
+    /// The plaintext of content block `block` of the file `link` if it is
+    /// sealed under one of `priors` rather than the link itself (`None`
+    /// if under the link).
+    pub async fn under_prior(
+        &self,
+        link: &Link,
+        priors: &[Link],
+        block: BlockRef,
+    ) -> Result<Option<Vec<u8>>, FsError> {
+        let sealed = self.store.get_block(block.key).await?;
+        if open_block(link, block, &sealed).is_some() {
+            return Ok(None);
+        }
+        let plain = priors
+            .iter()
+            .find_map(|l| open_block(l, block, &sealed))
+            .ok_or_else(|| undecryptable(block))?;
+        if plain.len() != block.len as usize {
+            return Err(FsError::Corrupt(format!(
+                "block {}: length differs from the index",
+                block.key.short()
+            )));
+        }
+        Ok(Some(plain))
     }
 
     fn cached_plain(&self, block: Id) -> Option<Arc<Vec<u8>>> {
@@ -1544,4 +1578,24 @@ pub(crate) fn touch(attrs: &mut Attrs) {
     let now = Time::now();
     attrs.mtime = now;
     attrs.ctime = now;
+}
+
+/// `sealed`, content block `block` of the file `link`, opened under the
+/// link (`None` if it does not open).
+fn open_block(link: &Link, block: BlockRef, sealed: &[u8]) -> Option<Vec<u8>> {
+    let aad = chunk_aad(&link.name, block.seal);
+    match block.cipher {
+        Cipher::Aes256Gcm => open_gcm(&link.key, sealed, &aad),
+        Cipher::XChaCha20Poly1305 => open(&link.key, sealed, &aad),
+    }
+    .ok()
+}
+
+/// The error of a content block no key of its file opens.
+fn undecryptable(block: BlockRef) -> FsError {
+    FsError::Corrupt(format!(
+        "block {}: {}",
+        block.key.short(),
+        super::crypto::CryptoError
+    ))
 }

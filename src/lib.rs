@@ -18,6 +18,8 @@
 //! - [`ownership`]: owners' signed claims on blocks and releases of them.
 //! - [`wire`]: message enums and length-prefixed framing.
 //! - [`keyfile`]: private key files (mode 0600, atomic).
+//! - [`metrics`]: the process's counters and histograms, in the
+//!   Prometheus text format.
 //! - [`net`]: secure links (Noise), multiplexed calls with timeouts, the
 //!   bounded server.
 //! - [`rpc`]: one type per RPC: the request it sends, the answer it expects.
@@ -35,6 +37,8 @@
 //! - [`mount`]: the FUSE folder over a vault.
 //! - [`node`]: the node process: drives `chord` over `net`, serves requests,
 //!   repairs replicas, leaves gracefully; the DHT as a vault's block store.
+//! - [`http`]: a node's web endpoint: `/metrics`, `/api/status` and the
+//!   dashboard page with a picture of the ring.
 //! - [`cli`]: the command-line client commands, and the vault's store that
 //!   talks to one node.
 //! - [`sim`]: a deterministic, in-process network of nodes, for tests and
@@ -49,11 +53,13 @@ pub mod clock;
 pub mod dht;
 pub mod fs;
 pub mod grant;
+pub mod http;
 pub mod id;
 pub mod inbox_record;
 pub mod item;
 pub mod journal;
 pub mod keyfile;
+pub mod metrics;
 pub mod mount;
 pub mod net;
 pub mod network;

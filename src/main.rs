@@ -254,6 +254,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     );
     // Ends the mount's background work (the orphan check) before leaving.
     let (orphan_stop_tx, orphan_stop) = tokio::sync::watch::channel(false);
+    let mut shares = None;
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
             let cache = Arc::new(
@@ -311,6 +312,22 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 Arc::clone(&store),
                 orphan_stop.clone(),
             ));
+            let levels: peerstore::node::health::MountLevelsHook = {
+                let (store, vault, cache) =
+                    (Arc::clone(&store), Arc::clone(&vault), Arc::clone(&cache));
+                Box::new(move || {
+                    let j = store.journal_size();
+                    let c = cache.stats();
+                    peerstore::node::health::MountLevels {
+                        journal_entries: j.entries,
+                        journal_bytes: j.bytes,
+                        uploads_in_flight: vault.uploads_in_flight() as u64,
+                        cache_bytes: c.bytes,
+                        cache_capacity: cache.capacity(),
+                    }
+                })
+            };
+            let _ = running.node.core.mount_levels.set(levels);
             let pins = Arc::new(Pins::load(&a.data, Arc::clone(&vault), cache));
             tokio::spawn(peerstore::node::pins::refresh_loop(
                 Arc::clone(&pins),
@@ -343,6 +360,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             running
                 .node
                 .set_mount(Arc::clone(&vault), dir.display().to_string(), local);
+            shares = session.clone().map(|s| shares_hook(Arc::clone(&store), s));
             let shared = session.map(|s| {
                 Arc::new(peerstore::mount::shared::SharedTrees::new(
                     Arc::clone(&store),
@@ -362,6 +380,16 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let Some(addr) = a.http {
+        let cfg = peerstore::http::HttpConfig {
+            addr,
+            allow_remote: a.http_allow_remote,
+        };
+        let bound = peerstore::http::start(cfg, Arc::clone(&running.node), shares, orphan_stop)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("dashboard at http://{bound}/");
+    }
     let unmounted = mounted.as_ref().map(|m| m.unmounted());
     let by_unmount = tokio::select! {
         _ = term.recv() => { log::info!("SIGTERM: leaving the ring"); false }
@@ -384,6 +412,38 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         }
     }
     running.shutdown().await.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Reads the shares of the account `session` over `store`, for the
+/// dashboard.
+fn shares_hook<S: peerstore::fs::BlockStore + 'static>(
+    store: Arc<S>,
+    session: peerstore::account::session::Session,
+) -> peerstore::http::SharesHook {
+    use peerstore::account::shares;
+    let session = Arc::new(session);
+    Arc::new(move || {
+        let (store, session) = (Arc::clone(&store), Arc::clone(&session));
+        Box::pin(async move {
+            let err = |e: peerstore::account::records::AccountError| e.to_string();
+            let (given, _) = shares::given(store.as_ref(), &session.identity())
+                .await
+                .map_err(err)?;
+            let received = shares::received(store.as_ref(), &session)
+                .await
+                .map_err(err)?;
+            Ok(peerstore::http::status::Shares {
+                given: given.into_iter().map(|g| (g.path, g.to, g.write)).collect(),
+                received: received
+                    .into_iter()
+                    .map(|o| {
+                        let write = o.writable();
+                        (format!("/shared/{}/{}", o.from, o.name), o.from, write)
+                    })
+                    .collect(),
+            })
+        })
+    })
 }
 
 /// The address a node joins through: a ticket's (its secret is kept in

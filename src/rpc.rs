@@ -16,7 +16,7 @@ use crate::id::Id;
 use crate::net::{NetError, Pool};
 use crate::record::Record;
 use crate::wire::{
-    ChordRequest, ChordResponse, Claim, ClientRequest, ClientResponse, Freed, ItemVersion,
+    ChordRequest, ChordResponse, Claim, ClientRequest, ClientResponse, Freed, Health, ItemVersion,
     NodeInfo, NodeSpace, NodeStatus, OwnedBlock, Peer, Proof, Release, RemoteError, ReplicaRequest,
     ReplicaResponse, Request, Response, RingSpace,
 };
@@ -388,6 +388,12 @@ rpc!(ClientInfo, NodeInfo, |_r| Request::Client(ClientRequest::Info),
 pub struct ClientStatus;
 rpc!(ClientStatus, NodeStatus, |_r| Request::Client(ClientRequest::Status),
     Response::Client(ClientResponse::Status(s)) => *s);
+
+/// The node's counts, ring contact and last repair pass (dashboards).
+#[derive(Debug, Clone)]
+pub struct ClientHealth;
+rpc!(ClientHealth, Health, |_r| Request::Client(ClientRequest::Health),
+    Response::Client(ClientResponse::Health(h)) => h);
 
 /// Pin (or unpin) a subtree of the node's mount (`peerstore pin`).
 #[derive(Debug, Clone)]

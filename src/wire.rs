@@ -66,6 +66,18 @@ pub enum Request {
     Client(ClientRequest),
 }
 
+impl Request {
+    /// The request's family (`chord`, `replica`, `client`) and kind (its
+    /// variant's name), for metrics.
+    pub fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Request::Chord(r) => ("chord", r.into()),
+            Request::Replica(r) => ("replica", r.into()),
+            Request::Client(r) => ("client", r.into()),
+        }
+    }
+}
+
 /// Every response, by family, or an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
@@ -76,7 +88,7 @@ pub enum Response {
 }
 
 /// Ring maintenance and lookup steps (the `chord` state machine's messages).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ChordRequest {
     /// Liveness check; always answered, even by a joining node. → `Pong`.
     Ping,
@@ -116,7 +128,7 @@ pub enum ChordResponse {
 }
 
 /// Operations on the receiving node's own store; no routing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ReplicaRequest {
     /// Store a block replica. → `Stored`. With `durable` it is fsynced
     /// before the answer; without, it is visible at once and made durable
@@ -186,7 +198,7 @@ pub enum ReplicaResponse {
 }
 
 /// What the command-line client asks of any node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 pub enum ClientRequest {
     /// Find the owner of `key`. → `Lookup`.
     Lookup { key: Id },
@@ -220,6 +232,9 @@ pub enum ClientRequest {
     /// Keep the subtree at `path` of the mounted folder in this machine's
     /// caches for reading offline (`pin`), or stop (`!pin`). → `Status`.
     Pin { path: String, pin: bool },
+    /// The node's counts, ring contact and last repair pass, for a
+    /// dashboard's picture of the ring. → `Health`.
+    Health,
 }
 
 /// Conflict copies listed in a status answer at most (the newest).
@@ -311,6 +326,29 @@ pub enum ClientResponse {
     Space(RingSpace),
     /// Boxed: the largest answer by far (encoded the same).
     Status(Box<NodeStatus>),
+    Health(Health),
+}
+
+/// A node's answer to `Health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub info: NodeInfo,
+    /// Whether the node is a ring member.
+    pub member: bool,
+    /// Its last repair pass (none yet: `None`).
+    pub repair: Option<RepairState>,
+}
+
+/// How a node's last repair pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairState {
+    /// Milliseconds since it ended.
+    pub age_ms: u64,
+    /// Items it copied to replicas that lacked them.
+    pub copied: u64,
+    /// Items (or calls) it could not get to r copies (the next pass
+    /// retries them).
+    pub backlog: u64,
 }
 
 /// An error that crosses the wire as an answer.

@@ -172,6 +172,12 @@ impl BlockCache {
 
     /// The cached block `key`, re-hashed; a damaged copy is dropped.
     pub fn get(&self, key: Id) -> Option<Vec<u8>> {
+        let found = self.read(key);
+        crate::metrics::get().cache_read("blocks", found.is_some());
+        found
+    }
+
+    fn read(&self, key: Id) -> Option<Vec<u8>> {
         if !self.lock().touch(key) {
             return None;
         }
@@ -248,6 +254,11 @@ impl BlockCache {
             self.lock().remove(k);
             let _ = fs::remove_file(self.path(k));
         }
+    }
+
+    /// The byte budget.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Current contents.

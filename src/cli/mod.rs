@@ -506,6 +506,15 @@ pub struct NodeArgs {
     /// (a node not run by root needs `user_allow_other` in /etc/fuse.conf)
     #[arg(long)]
     pub allow_other: bool,
+    /// Serve the dashboard (`/`), `/metrics` (Prometheus) and
+    /// `/api/status` at this address, e.g. 127.0.0.1:7480 (loopback only
+    /// unless --http-allow-remote).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Let --http listen on an address other machines can reach (they
+    /// read the ring's layout and this node's counts).
+    #[arg(long, requires = "http")]
+    pub http_allow_remote: bool,
 }
 
 /// `$XDG_DATA_HOME/peerstore`, or `~/.local/share/peerstore`.

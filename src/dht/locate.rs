@@ -127,6 +127,12 @@ impl Locate {
 
     /// Advances; the placement (or why there is none) once known.
     pub fn step(&mut self, cx: &mut Cx<'_>) -> Option<Result<Placement, LocateError>> {
+        let end = self.advance(cx)?;
+        crate::metrics::get().lookup(end.as_ref().ok().map(|p| p.hops));
+        Some(end)
+    }
+
+    fn advance(&mut self, cx: &mut Cx<'_>) -> Option<Result<Placement, LocateError>> {
         if !self.started {
             self.started = true;
             if let Some(p) = self.answer_locally(cx) {

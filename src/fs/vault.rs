@@ -1353,6 +1353,11 @@ impl<S: BlockStore> Vault<S> {
             .collect())
     }
 
+    /// Block uploads under way (of at most [`UPLOAD_SLOTS`]).
+    pub fn uploads_in_flight(&self) -> usize {
+        UPLOAD_SLOTS - self.upload_slots.available_permits()
+    }
+
     /// Releases `blocks` now, in batches of [`MAX_RELEASE_KEYS`].
     pub async fn release_now(&self, blocks: Vec<Id>) -> Result<(), FsError> {
         let set: HashSet<Id> = blocks.iter().copied().collect();

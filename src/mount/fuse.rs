@@ -70,13 +70,19 @@ impl<S: BlockStore> PeerFs<S> {
         &self.core
     }
 
-    /// Runs `f(core)` as a task on the runtime.
-    fn spawn<F, Fut>(&self, f: F)
+    /// Runs `f(core)`, FUSE operation `op`, as a task on the runtime
+    /// (its time to answer counted in the metrics).
+    fn spawn<F, Fut>(&self, op: &'static str, f: F)
     where
         F: FnOnce(Arc<Core<S>>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.rt.spawn(f(Arc::clone(&self.core)));
+        let started = std::time::Instant::now();
+        let work = f(Arc::clone(&self.core));
+        self.rt.spawn(async move {
+            work.await;
+            crate::metrics::get().fuse_op(op, started.elapsed());
+        });
     }
 }
 
@@ -149,7 +155,9 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = bytes(name);
-        self.spawn(move |c| async move { entry(reply, c.lookup(parent.0, &name).await) });
+        self.spawn("lookup", move |c| async move {
+            entry(reply, c.lookup(parent.0, &name).await)
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -157,7 +165,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |c| async move {
+        self.spawn("getattr", move |c| async move {
             match c.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ATTR_TTL, &attr),
                 Err(e) => reply.error(errno(&e)),
@@ -190,7 +198,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
             atime,
             mtime,
         };
-        self.spawn(move |c| async move {
+        self.spawn("setattr", move |c| async move {
             let r = c.setattr_via(ino.0, size, &change, fh.is_some()).await;
             match c.logged("setattr", || c.path_of(ino.0), r) {
                 Ok(attr) => reply.attr(&ATTR_TTL, &attr),
@@ -200,7 +208,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |c| async move {
+        self.spawn("readlink", move |c| async move {
             match c.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => reply.error(errno(&e)),
@@ -219,7 +227,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         reply: ReplyEntry,
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
-        self.spawn(move |c| async move {
+        self.spawn("mknod", move |c| async move {
             let r = c.mknod(parent.0, &name, mode & !umask, uid, gid).await;
             entry(reply, c.logged("mknod", || c.path_in(parent.0, &name), r))
         });
@@ -235,7 +243,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         reply: ReplyEntry,
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
-        self.spawn(move |c| async move {
+        self.spawn("mkdir", move |c| async move {
             let r = c.mkdir(parent.0, &name, mode & !umask, uid, gid).await;
             entry(reply, c.logged("mkdir", || c.path_in(parent.0, &name), r))
         });
@@ -243,7 +251,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |c| async move {
+        self.spawn("unlink", move |c| async move {
             let r = c.unlink(parent.0, &name).await;
             empty(reply, c.logged("unlink", || c.path_in(parent.0, &name), r))
         });
@@ -251,7 +259,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |c| async move {
+        self.spawn("rmdir", move |c| async move {
             let r = c.rmdir(parent.0, &name).await;
             empty(reply, c.logged("rmdir", || c.path_in(parent.0, &name), r))
         });
@@ -267,7 +275,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let (name, uid, gid) = (bytes(link_name), req.uid(), req.gid());
         let target = target.as_os_str().as_bytes().to_vec();
-        self.spawn(move |c| async move {
+        self.spawn("symlink", move |c| async move {
             let r = c.symlink(parent.0, &name, &target, uid, gid).await;
             entry(reply, c.logged("symlink", || c.path_in(parent.0, &name), r))
         });
@@ -284,7 +292,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (bytes(name), bytes(newname));
-        self.spawn(move |c| async move {
+        self.spawn("rename", move |c| async move {
             let r = c
                 .rename(parent.0, &name, newparent.0, &newname, flags)
                 .await;
@@ -301,7 +309,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         reply: ReplyEntry,
     ) {
         let newname = bytes(newname);
-        self.spawn(move |c| async move {
+        self.spawn("link", move |c| async move {
             let r = c.link(ino.0, newparent.0, &newname).await;
             entry(
                 reply,
@@ -311,7 +319,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(move |c| async move {
+        self.spawn("open", move |c| async move {
             match c.open(ino.0, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(&e)),
@@ -330,7 +338,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("read", move |c| async move {
             match c.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
@@ -352,7 +360,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     ) {
         let data = data.to_vec();
         let append = flags.0 & libc::O_APPEND != 0;
-        self.spawn(move |c| async move {
+        self.spawn("write", move |c| async move {
             let r = if append {
                 c.append(fh.0, offset, &data).await
             } else {
@@ -381,7 +389,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("flush", move |c| async move {
             let r = c.flush(fh.0).await;
             empty(reply, c.logged("close", || c.path_of_fh(fh.0), r))
         });
@@ -397,7 +405,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("release", move |c| async move {
             let path = c.path_of_fh(fh.0);
             let r = c.release(fh.0).await;
             empty(reply, c.logged("release", || path, r))
@@ -412,7 +420,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("fsync", move |c| async move {
             let r = c.fsync(fh.0).await;
             empty(reply, c.logged("fsync", || c.path_of_fh(fh.0), r))
         });
@@ -433,7 +441,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("readdir", move |c| async move {
             match c.readdir(ino.0, fh.0, offset).await {
                 Ok(listing) => {
                     for (i, e) in listing.iter().enumerate().skip(offset as usize) {
@@ -457,7 +465,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("readdirplus", move |c| async move {
             let listing = match c.readdir(ino.0, fh.0, offset).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
@@ -508,7 +516,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move {
+        self.spawn("fsyncdir", move |c| async move {
             let r = c.fsyncdir().await;
             empty(reply, c.logged("fsyncdir", || c.path_of(ino.0), r))
         });
@@ -531,7 +539,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |core| async move {
+        self.spawn("statfs", move |core| async move {
             match core.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -594,7 +602,7 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         reply: ReplyCreate,
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
-        self.spawn(move |c| async move {
+        self.spawn("create", move |c| async move {
             let r = c.create(parent.0, &name, mode & !umask, uid, gid).await;
             match c.logged("create", || c.path_in(parent.0, &name), r) {
                 Ok((attr, fh)) => reply.created(

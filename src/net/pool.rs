@@ -108,9 +108,16 @@ impl Pool {
     /// its ID is the hash of, or the call fails with
     /// [`NetError::WrongPeer`] and nothing is sent.
     pub async fn call_peer(&self, peer: &Peer, req: Request) -> Result<Response, NetError> {
-        let conn = self.connection_to(&peer.addr, Some(peer.id)).await?;
-        self.call_on(&peer.addr, conn, req, self.inner.cfg.rpc_timeout)
-            .await
+        let kind = req.kind();
+        let result = match self.connection_to(&peer.addr, Some(peer.id)).await {
+            Ok(conn) => {
+                self.call_on(&peer.addr, conn, req, self.inner.cfg.rpc_timeout)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        count_sent(kind, &result);
+        result
     }
 
     /// Calls `addr`, waiting at most `timeout` for the answer (connecting,
@@ -121,8 +128,13 @@ impl Pool {
         req: Request,
         timeout: Duration,
     ) -> Result<Response, NetError> {
-        let conn = self.connection(addr).await?;
-        self.call_on(addr, conn, req, timeout).await
+        let kind = req.kind();
+        let result = match self.connection(addr).await {
+            Ok(conn) => self.call_on(addr, conn, req, timeout).await,
+            Err(e) => Err(e),
+        };
+        count_sent(kind, &result);
+        result
     }
 
     /// The static public key the node at `addr` proved (connecting if
@@ -300,6 +312,17 @@ impl std::fmt::Debug for Pool {
             .field("connections", &self.len())
             .finish()
     }
+}
+
+/// Counts a request of `kind` sent, by how it ended.
+fn count_sent(kind: (&'static str, &'static str), result: &Result<Response, NetError>) {
+    let outcome = match result {
+        Ok(Response::Error(_)) | Err(NetError::Remote(_)) => "refused",
+        Ok(_) => "ok",
+        Err(NetError::Timeout) => "timeout",
+        Err(_) => "failed",
+    };
+    crate::metrics::get().sent(kind, outcome);
 }
 
 #[cfg(test)]

@@ -17,11 +17,13 @@ use std::sync::Arc;
 
 impl Handler for Node {
     async fn handle(&self, caller: Caller, req: Request) -> Response {
+        let kind = req.kind();
         let answer = match req {
             Request::Chord(r) => self.handle_chord(&caller, r).map(Response::Chord),
             Request::Replica(r) => self.handle_replica(&caller, r).await.map(Response::Replica),
             Request::Client(r) => self.handle_client(r).await.map(Response::Client),
         };
+        crate::metrics::get().served(kind, answer.is_ok());
         answer.unwrap_or_else(Response::Error)
     }
 }
@@ -110,8 +112,13 @@ impl Node {
     }
 
     async fn handle_client(&self, req: ClientRequest) -> Result<ClientResponse, RemoteError> {
-        if matches!(req, ClientRequest::Status) {
-            return Ok(ClientResponse::Status(Box::new(self.status().await)));
+        // Answered by members and non-members alike.
+        match req {
+            ClientRequest::Status => {
+                return Ok(ClientResponse::Status(Box::new(self.status().await)));
+            }
+            ClientRequest::Health => return Ok(ClientResponse::Health(self.health())),
+            _ => {}
         }
         if let ClientRequest::Pin { path, pin } = req {
             let Some(hook) = self.core.pin_hook.get() else {
@@ -172,6 +179,7 @@ impl Node {
                 Ok(ClientResponse::Versions(v))
             }
             ClientRequest::Info => Ok(ClientResponse::Info(self.info())),
+            ClientRequest::Health => Ok(ClientResponse::Health(self.health())),
             ClientRequest::Status | ClientRequest::Pin { .. } => {
                 Ok(ClientResponse::Status(Box::new(self.status().await)))
             }

@@ -18,6 +18,7 @@
 
 mod block_store;
 mod handler;
+pub mod health;
 pub mod heap;
 pub mod identity;
 mod members;
@@ -140,6 +141,11 @@ pub struct Core {
     pub mount_report: std::sync::OnceLock<MountReport>,
     /// Pins or unpins a path of the node's mount (set once mounted).
     pub pin_hook: std::sync::OnceLock<PinHook>,
+    /// How the last repair pass ended.
+    pub last_repair: std::sync::Mutex<Option<health::LastRepair>>,
+    /// The mount's journal, uploads and cache, for `/metrics` (set once
+    /// mounted).
+    pub mount_levels: std::sync::OnceLock<health::MountLevelsHook>,
 }
 
 /// Reports the state of a node's mount (see [`Core::mount_report`]).
@@ -296,6 +302,8 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         started: std::time::Instant::now(),
         mount_report: std::sync::OnceLock::new(),
         pin_hook: std::sync::OnceLock::new(),
+        last_repair: std::sync::Mutex::new(None),
+        mount_levels: std::sync::OnceLock::new(),
     });
     let node = Arc::new(Node {
         dht: Dht::new(
@@ -403,6 +411,7 @@ async fn repair_loop(node: Arc<Node>, period: Duration, mut stop: watch::Receive
             return;
         }
         let s = node.repair_pass().await;
+        node.note_repair(&s);
         if s.failures > 0 {
             log::warn!(
                 "repair: {} groups, {} items copied, {} surplus copies dropped, {} failures: {}",

@@ -150,6 +150,17 @@ impl Metrics {
             "FUSE operations by kind: time from request to answer",
             fuse_seconds.clone(),
         );
+        // Series that exist from the start (at 0), so a scrape shows them
+        // before the first event.
+        for outcome in ["ok", "failed"] {
+            drop(lookups.get_or_create(&LookupEnd { outcome }));
+        }
+        for result in ["hit", "miss"] {
+            drop(cache_reads.get_or_create(&CacheRead {
+                cache: "blocks",
+                result,
+            }));
+        }
         let levels = LevelGauges::default();
         let g = &levels;
         for (name, help, gauge) in [

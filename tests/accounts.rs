@@ -670,12 +670,10 @@ async fn read_shares_between_accounts() {
         }
         // Bob's machine mounts his tree: alice's folder is under /shared,
         // readable, and every write there fails with EACCES.
-        let bob_node = NodeGuard::start(NodeOpts::mounted_as(
-            &addr(BLOCK_SHARES, 5),
-            Some(&a),
-            bob.config(),
-        ))
-        .await;
+        let http = format!("127.0.{BLOCK_SHARES}.5:{}", common::port() + 80);
+        let mut opts = NodeOpts::mounted_as(&addr(BLOCK_SHARES, 5), Some(&a), bob.config());
+        opts.extra.extend(["--http".to_string(), http.clone()]);
+        let bob_node = NodeGuard::start(opts).await;
         let mnt = bob_node.mount_dir().to_path_buf();
         let shared = mnt.join("shared/alice/photos");
         let (got, took) = common::wait_until("alice's folder in bob's mount", CALL, || {
@@ -689,6 +687,16 @@ async fn read_shares_between_accounts() {
         .await;
         assert!(got == big, "the shared file reads back whole in the mount");
         eprintln!("alice's folder readable in bob's mount after {took:?}");
+        // The dashboard of bob's node lists what is shared with him.
+        let status = common::http_get(&format!("http://{http}/api/status"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(
+            v["shares"]["received"],
+            serde_json::json!([["/shared/alice/photos", "alice", false]]),
+            "{status}"
+        );
         let (mnt2, shared2) = (mnt.clone(), shared.clone());
         tokio::task::spawn_blocking(move || {
             let names = |p: &Path| -> Vec<String> {

@@ -54,29 +54,9 @@ fn browse(profile: &Path, url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `GET url` (plain HTTP on loopback), its body.
-async fn http_get(url: &str) -> Result<String, String> {
-    let url = url.to_string();
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&url)
-            .call()
-            .map_err(|e| e.to_string())?
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-}
-
 /// The members `/api/status` lists: (hex ID, up).
 async fn members(base: &str) -> Result<Vec<(String, bool)>, String> {
-    let body = http_get(&format!("{base}/api/status")).await?;
+    let body = common::http_get(&format!("{base}/api/status")).await?;
     let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     Ok(v["members"]
         .as_array()
@@ -192,7 +172,7 @@ async fn the_dashboard_in_a_browser() {
         }
 
         // The metrics, in the Prometheus text format.
-        let metrics = http_get(&format!("{base}/metrics")).await.unwrap();
+        let metrics = common::http_get(&format!("{base}/metrics")).await.unwrap();
         for family in [
             "peerstore_lookup_hops_bucket",
             "peerstore_rpcs_served_total",

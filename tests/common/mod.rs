@@ -1244,3 +1244,23 @@ pub fn tree(dir: &Path) -> Result<std::collections::BTreeMap<String, Vec<u8>>, S
     }
     Ok(out)
 }
+
+/// `GET url` (plain HTTP on loopback), its body.
+pub async fn http_get(url: &str) -> Result<String, String> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .map_err(|e| e.to_string())?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

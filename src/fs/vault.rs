@@ -1408,18 +1408,7 @@ impl<S: BlockStore> Vault<S> {
             return Ok(p);
         }
         let sealed = self.store.get_block(block.key).await?;
-        let plain = priors
-            .iter()
-            .chain([link])
-            .find_map(|l| open_block(l, block, &sealed))
-            .ok_or_else(|| undecryptable(block))?;
-        if plain.len() != block.len as usize {
-            return Err(FsError::Corrupt(format!(
-                "block {}: length differs from the index",
-                block.key.short()
-            )));
-        }
-        let plain = Arc::new(plain);
+        let plain = Arc::new(open_under(priors.iter().chain([link]), block, &sealed)?);
         self.remember_plain(block.key, Arc::clone(&plain));
         Ok(plain)
     }
@@ -1437,17 +1426,7 @@ impl<S: BlockStore> Vault<S> {
         if open_block(link, block, &sealed).is_some() {
             return Ok(None);
         }
-        let plain = priors
-            .iter()
-            .find_map(|l| open_block(l, block, &sealed))
-            .ok_or_else(|| undecryptable(block))?;
-        if plain.len() != block.len as usize {
-            return Err(FsError::Corrupt(format!(
-                "block {}: length differs from the index",
-                block.key.short()
-            )));
-        }
-        Ok(Some(plain))
+        open_under(priors.iter(), block, &sealed).map(Some)
     }
 
     fn cached_plain(&self, block: Id) -> Option<Arc<Vec<u8>>> {
@@ -1596,11 +1575,24 @@ fn open_block(link: &Link, block: BlockRef, sealed: &[u8]) -> Option<Vec<u8>> {
     .ok()
 }
 
-/// The error of a content block no key of its file opens.
-fn undecryptable(block: BlockRef) -> FsError {
-    FsError::Corrupt(format!(
-        "block {}: {}",
-        block.key.short(),
-        super::crypto::CryptoError
-    ))
+/// `sealed`, content block `block`, opened under the first of `links`
+/// that opens it, its length checked against the index.
+fn open_under<'a>(
+    mut links: impl Iterator<Item = &'a Link>,
+    block: BlockRef,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FsError> {
+    let plain = links
+        .find_map(|l| open_block(l, block, sealed))
+        .ok_or_else(|| {
+            let e = super::crypto::CryptoError;
+            FsError::Corrupt(format!("block {}: {e}", block.key.short()))
+        })?;
+    if plain.len() != block.len as usize {
+        return Err(FsError::Corrupt(format!(
+            "block {}: length differs from the index",
+            block.key.short()
+        )));
+    }
+    Ok(plain)
 }

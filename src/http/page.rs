@@ -281,21 +281,14 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(sh) = &s.shares {
         h.push_str("<h2>Shares</h2><table><tr><th>Folder</th><th>With</th><th>Access</th></tr>");
-        for (path, to, write) in &sh.given {
+        let given = sh.given.iter().map(|(p, to, w)| (p, to.clone(), w));
+        let received = (sh.received.iter()).map(|(p, from, w)| (p, format!("from {from}"), w));
+        for (path, who, write) in given.chain(received) {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 text(path),
-                text(to),
-                if *write { "read-write" } else { "read-only" }
-            );
-        }
-        for (path, from, write) in &sh.received {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>from {}</td><td>{}</td></tr>",
-                text(path),
-                text(from),
+                text(&who),
                 if *write { "read-write" } else { "read-only" }
             );
         }

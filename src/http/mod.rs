@@ -89,7 +89,13 @@ impl Dashboard {
             range: info
                 .pred
                 .as_ref()
-                .map(|p| (p.id.to_hex(), info.me.id.to_hex())),
+                .map(|p| p.id)
+                .or_else(|| {
+                    // Alone in its ring: every key is its own.
+                    let alone = info.succs.iter().all(|s| s.id == info.me.id);
+                    (node_status.member && alone).then_some(info.me.id)
+                })
+                .map(|from| (from.to_hex(), info.me.id.to_hex())),
             replicas: info.replicas,
             members: status::members(&seen, info.me.id, now),
             safety: status::safety(&seen, info.replicas, now),

@@ -2,6 +2,7 @@
 //! vault attributes.
 
 use crate::fs::object::Time;
+use super::inodes::ROOT_INO;
 use crate::fs::{Attrs, Kind};
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
@@ -20,8 +21,26 @@ pub fn file_type(kind: Kind) -> FileType {
     }
 }
 
+/// The user and group shown as the owner of the folder's top: the
+/// mounting process's. The tree is that user's wherever it was made (its
+/// root may have been created by root, or by another uid on another
+/// machine), and a user must be able to create files in their own folder.
+fn mount_owner() -> (u32, u32) {
+    static OWNER: std::sync::LazyLock<(u32, u32)> = std::sync::LazyLock::new(|| {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    });
+    *OWNER
+}
+
 /// The `stat` of object `ino` of `kind` with `attrs`.
 pub fn file_attr(ino: u64, kind: Kind, attrs: &Attrs) -> FileAttr {
+    let (uid, gid) = match ino {
+        ROOT_INO => mount_owner(),
+        _ => (attrs.uid, attrs.gid),
+    };
     FileAttr {
         ino: INodeNo(ino),
         size: attrs.size,
@@ -37,8 +56,8 @@ pub fn file_attr(ino: u64, kind: Kind, attrs: &Attrs) -> FileAttr {
         } else {
             attrs.nlink.max(1)
         },
-        uid: attrs.uid,
-        gid: attrs.gid,
+        uid,
+        gid,
         rdev: 0,
         blksize: BLKSIZE,
         flags: 0,
@@ -107,6 +126,13 @@ mod tests {
         );
         assert_eq!(f.kind, FileType::RegularFile);
         assert_eq!(file_attr(1, Kind::Dir, &a).nlink, 2);
+        // The folder's top is the mounting user's, whoever stored it.
+        let top = file_attr(ROOT_INO, Kind::Dir, &a);
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        assert_eq!((top.uid, top.gid), me);
         assert_eq!(file_attr(1, Kind::Symlink, &a).kind, FileType::Symlink);
     }
 

@@ -39,6 +39,8 @@
 //!   talks to one node.
 //! - [`sim`]: a deterministic, in-process network of nodes, for tests and
 //!   benchmarks.
+//! - [`version`]: what `peerstore --version` prints: the release, the git
+//!   commit, the wire and disk format versions.
 
 pub mod account;
 pub mod account_record;
@@ -64,4 +66,5 @@ pub mod replica;
 pub mod rpc;
 pub mod sim;
 pub mod store;
+pub mod version;
 pub mod wire;

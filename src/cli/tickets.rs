@@ -55,7 +55,14 @@ pub fn join_address(
                 "give the ticket once: --join TICKET (or @FILE), or --ticket-file FILE with --join ADDR".into(),
             ));
         }
-        Some(j) if join_is_ticket => (ticket_or_file(j)?, None, j.strip_prefix('@').map(Path::new)),
+        Some(j) if join_is_ticket => {
+            if !j.starts_with('@') {
+                log::warn!(
+                    "the join ticket is on the command line, where every user of this machine can read it (ps): prefer --ticket-file FILE or --join @FILE"
+                );
+            }
+            (ticket_or_file(j)?, None, j.strip_prefix('@').map(Path::new))
+        }
         via => (
             given_ticket(None, ticket_file)?,
             via.map(str::to_string),

@@ -79,7 +79,7 @@ fn exec_start_is_a_peerstore_command_line_without_secrets() {
     // As systemd would run it for alice with nothing in her env file.
     let line = exec[0]
         .replace("${PEERSTORE_LISTEN}", "127.0.0.1:7400")
-        .replace("%h", "/home/alice")
+        .replace("${HOME}", "/home/alice")
         .replace("%d", "/run/credentials/peerstore@alice.service");
     let words: Vec<&str> = line
         .split_whitespace()
@@ -95,7 +95,11 @@ fn exec_start_is_a_peerstore_command_line_without_secrets() {
         Some(Path::new("/run/credentials/peerstore@alice.service/ticket"))
     );
     assert_eq!(node.join, None, "a join argument on the command line");
-    assert!(node.mount.is_some());
+    assert_eq!(node.mount.as_deref(), Some(Path::new("/home/alice/PeerStore")));
+    assert_eq!(node.data, Path::new("/home/alice/.local/share/peerstore"));
+    // %h is root's home in a system unit, whatever User= says: the user's
+    // home is $HOME, which systemd sets for User=.
+    assert!(!unit.contains("%h"), "%h is /root in a system unit");
     // The ticket reaches the node as a credential, with an empty default.
     assert_eq!(
         values(&unit, "LoadCredential"),

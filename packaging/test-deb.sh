@@ -21,19 +21,9 @@ WORK=${PEERSTORE_DEB12_WORK:-/var/tmp/peerstore-deb12}
 MIRROR=${PEERSTORE_DEB12_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${PEERSTORE_DEB12_SECURITY:-http://deb.debian.org/debian-security}
 
-say() { printf '==> %s\n' "$*"; }
-fail() {
-    printf 'test-deb: FAILED: %s\n' "$*" >&2
-    exit 1
-}
-
-# Unmounts whatever is mounted under $1 (deepest first).
-unmount_under() {
-    awk -v root="$1" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while read -r m; do
-            umount "$m" 2>/dev/null || umount -l "$m"
-        done
-}
+TEST=test-deb
+# shellcheck source=packaging/test-lib.sh
+. "$(dirname "$0")/test-lib.sh"
 
 cleanup() {
     unmount_under "$WORK"
@@ -43,41 +33,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || fail "run me as root (debootstrap, chroot, mount)"
-
-deb=${1:-}
-if [ -z "$deb" ]; then
-    top=$(cd "$(dirname "$0")/.." && pwd)
-    target=${CARGO_TARGET_DIR:-$top/target}
-    deb=$(ls -t "$target"/debian/peerstore_*.deb 2>/dev/null | head -n 1 || true)
-    [ -n "$deb" ] || fail "no package in $target/debian: build one with cargo deb, or give its path"
-fi
-[ -f "$deb" ] || fail "$deb: no such file"
+find_deb "${1:-}"
 say "package $deb ($(du -h "$deb" | cut -f1))"
 
-if ! command -v debootstrap >/dev/null; then
-    say "apt-get install debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
-fi
-
-# The pristine system, made once. A run that died half-way leaves
-# $BASE.new, never a half-made $BASE.
-if [ "${PEERSTORE_DEB12_FRESH:-0}" = 1 ] || [ ! -f "$BASE/.complete" ]; then
-    say "debootstrap bookworm into $BASE (once)"
-    unmount_under "$BASE.new"
-    rm -rf --one-file-system "$BASE.new" "$BASE"
-    debootstrap --variant=minbase bookworm "$BASE.new" "$MIRROR"
-    unmount_under "$BASE.new"
-    touch "$BASE.new/.complete"
-    mv "$BASE.new" "$BASE"
-fi
-
+need debootstrap:debootstrap
+make_base "$BASE" "" "${PEERSTORE_DEB12_FRESH:-0}"
 say "fresh copy in $WORK"
-unmount_under "$WORK"
-if grep -q " $WORK[ /]" /proc/mounts; then
-    fail "something is still mounted under $WORK"
-fi
-rm -rf --one-file-system "$WORK"
-cp -a "$BASE" "$WORK"
+fresh_copy "$BASE" "$WORK"
 cat >"$WORK/etc/apt/sources.list" <<EOF
 deb $MIRROR bookworm main
 deb $MIRROR bookworm-updates main

@@ -25,19 +25,11 @@ WORK=${PEERSTORE_NSPAWN_WORK:-/var/tmp/peerstore-nspawn}
 MIRROR=${PEERSTORE_DEB12_MIRROR:-http://deb.debian.org/debian}
 FUSE_NODE="$WORK.fuse"
 
-say() { printf '==> %s\n' "$*"; }
-fail() {
-    printf 'test-unit: FAILED: %s\n' "$*" >&2
-    exit 1
-}
+TEST=test-unit
+# shellcheck source=packaging/test-lib.sh
+. "$(dirname "$0")/test-lib.sh"
 
 nspawn_pid=""
-unmount_under() {
-    awk -v root="$1" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts |
-        sort -r | while read -r m; do
-            umount "$m" 2>/dev/null || umount -l "$m"
-        done
-}
 cleanup() {
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
         kill "$nspawn_pid" 2>/dev/null || true
@@ -54,38 +46,13 @@ trap 'exit 130' INT TERM
 [ "$(id -u)" = 0 ] || fail "run me as root"
 [ -c /dev/fuse ] || fail "no /dev/fuse"
 
-deb=${1:-}
-if [ -z "$deb" ]; then
-    top=$(cd "$(dirname "$0")/.." && pwd)
-    target=${CARGO_TARGET_DIR:-$top/target}
-    deb=$(ls -t "$target"/debian/peerstore_*.deb 2>/dev/null | head -n 1 || true)
-    [ -n "$deb" ] || fail "no package in $target/debian: build one with cargo deb, or give its path"
-fi
-[ -f "$deb" ] || fail "$deb: no such file"
+find_deb "${1:-}"
 name=$(basename "$deb")
-
-for tool in systemd-nspawn:systemd-container debootstrap:debootstrap; do
-    if ! command -v "${tool%%:*}" >/dev/null; then
-        say "apt-get install ${tool#*:}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${tool#*:}"
-    fi
-done
-
-if [ "${PEERSTORE_NSPAWN_FRESH:-0}" = 1 ] || [ ! -f "$BASE/.complete" ]; then
-    say "debootstrap bookworm with systemd into $BASE (once)"
-    unmount_under "$BASE.new"
-    rm -rf --one-file-system "$BASE.new" "$BASE"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,fuse3,procps \
-        bookworm "$BASE.new" "$MIRROR"
-    unmount_under "$BASE.new"
-    touch "$BASE.new/.complete"
-    mv "$BASE.new" "$BASE"
-fi
+need systemd-nspawn:systemd-container debootstrap:debootstrap
+make_base "$BASE" systemd,systemd-sysv,dbus,fuse3,procps "${PEERSTORE_NSPAWN_FRESH:-0}"
 
 say "fresh container in $WORK, with $name"
-unmount_under "$WORK"
-rm -rf --one-file-system "$WORK"
-cp -a "$BASE" "$WORK"
+fresh_copy "$BASE" "$WORK"
 cp "$deb" "$WORK/root/$name"
 chroot "$WORK" dpkg -i "/root/$name" >/dev/null
 chroot "$WORK" useradd -m alice
@@ -134,7 +101,10 @@ wait_for() {
     i=0
     until "$@" >/dev/null 2>&1; do
         i=$((i + 1))
-        [ $i -lt 60 ] || fail "$what: not within 60 s"
+        if [ $i -ge 60 ]; then
+            c journalctl -u peerstore@alice -u peerstore-seed --no-pager -n 40 >&2 || true
+            fail "$what: not within 60 s"
+        fi
         sleep 1
     done
 }
@@ -168,6 +138,10 @@ for source in "ps -eo args" "systemctl show peerstore@alice" "journalctl --no-pa
         fail "$source shows the ticket"
     fi
 done
+
+# What a restart without the ticket rejoins through: the members the node
+# saved (every 10 s, and when it stops).
+wait_for "the members saved" c test -s /home/alice/.local/share/peerstore/seen
 
 say "systemctl stop: exit 0, unmounted, no unmount warning"
 c systemctl stop peerstore@alice

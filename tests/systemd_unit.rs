@@ -95,7 +95,10 @@ fn exec_start_is_a_peerstore_command_line_without_secrets() {
         Some(Path::new("/run/credentials/peerstore@alice.service/ticket"))
     );
     assert_eq!(node.join, None, "a join argument on the command line");
-    assert_eq!(node.mount.as_deref(), Some(Path::new("/home/alice/PeerStore")));
+    assert_eq!(
+        node.mount.as_deref(),
+        Some(Path::new("/home/alice/PeerStore"))
+    );
     assert_eq!(node.data, Path::new("/home/alice/.local/share/peerstore"));
     // %h is root's home in a system unit, whatever User= says: the user's
     // home is $HOME, which systemd sets for User=.

@@ -14,7 +14,7 @@ mod client;
 mod error;
 mod files;
 mod network;
-mod qr;
+pub mod qr;
 mod remote_store;
 mod ring_walk;
 mod sharing;

@@ -43,6 +43,8 @@
 //!   talks to one node.
 //! - [`sim`]: a deterministic, in-process network of nodes, for tests and
 //!   benchmarks.
+//! - [`version`]: what `peerstore --version` prints: the release, the git
+//!   commit, the wire and disk format versions.
 
 pub mod account;
 pub mod account_record;
@@ -70,4 +72,5 @@ pub mod replica;
 pub mod rpc;
 pub mod sim;
 pub mod store;
+pub mod version;
 pub mod wire;

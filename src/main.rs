@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node(args) => run_node(args).await?,
             Command::Init { data } => cli::run_init(&data)?,
-            Command::Invite { data, addr } => cli::run_invite(&data, addr.as_deref())?,
+            Command::Invite { data, addr, qr } => cli::run_invite(&data, addr.as_deref(), qr)?,
             Command::Block(BlockCommand::Put {
                 peer,
                 identity,
@@ -222,7 +222,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let join = join_address(&a.data, a.join.as_deref())?;
+    let join = cli::join_address(&a.data, a.join.as_deref(), a.ticket_file.as_deref())?;
     raise_fd_limit();
     let cfg = NodeConfig {
         listen: a.listen,
@@ -444,30 +444,6 @@ fn shares_hook<S: peerstore::fs::BlockStore + 'static>(
             })
         })
     })
-}
-
-/// The address a node joins through: a ticket's (its secret is kept in
-/// the data directory, which must not belong to another network), or a
-/// plain address when the data directory already holds a secret. Without
-/// `--join`, the node starts a ring (and creates a network if the data
-/// directory has none; see `node::start`).
-fn join_address(data: &std::path::Path, join: Option<&str>) -> anyhow::Result<Option<String>> {
-    use peerstore::network::{self, Ticket};
-    match join {
-        Some(j) if Ticket::looks_like(j) => {
-            let t = Ticket::parse(j).map_err(|e| anyhow::anyhow!("{e}"))?;
-            network::adopt(data, &t).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(Some(t.addr))
-        }
-        Some(addr) => match network::load_secret(data).map_err(|e| anyhow::anyhow!("{e}"))? {
-            Some(_) => Ok(Some(addr.to_string())),
-            None => Err(anyhow::anyhow!(
-                "--join {addr}: {} holds no network secret; join with a ticket from `peerstore invite` instead",
-                data.display()
-            )),
-        },
-        None => Ok(None),
-    }
 }
 
 /// Raises the open-file limit to its hard maximum, so the connection caps,

@@ -12,6 +12,9 @@
 //! Ticket format: `psk1` followed by URL-safe base64 (no padding) of
 //! `secret (32) ‖ address (UTF-8) ‖ checksum (first 4 bytes of SHA-256 of
 //! the rest)`, so a mistyped ticket is refused rather than tried.
+//!
+//! A ticket can also be kept in a file ([`read_ticket_file`]), so that it
+//! never appears on a command line (visible to every user in `ps`).
 
 use crate::keyfile::{KeyFileError, read_key, write_key};
 use crate::net::NetworkSecret;
@@ -19,7 +22,9 @@ use crate::net::keys::SECRET_LEN;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// The network secret's file in a data directory.
 pub const SECRET_FILE: &str = "network.secret";
@@ -30,6 +35,10 @@ pub const ADDRESS_FILE: &str = "node.addr";
 pub const TICKET_PREFIX: &str = "psk1";
 /// Longest address a ticket carries.
 const MAX_TICKET_ADDR: usize = 255;
+/// Most bytes read from a ticket file (a ticket is under 400 characters).
+const MAX_TICKET_FILE: u64 = 4096;
+/// Where systemd tells a service its credentials are (`LoadCredential=`).
+const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 /// Why admission data could not be read, written or parsed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +55,12 @@ pub enum AdmissionError {
     },
     #[error("not a join ticket: {0}")]
     BadTicket(String),
+    #[error("ticket file {0}: {1}")]
+    TicketFile(String, String),
+    #[error(
+        "ticket file {0} is readable or writable by group or others (mode {1:o}); run: chmod 600 {0}"
+    )]
+    TicketFileOpen(String, u32),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
 }
@@ -104,6 +119,58 @@ pub fn load_address(dir: &Path) -> Option<String> {
     let s = std::fs::read_to_string(dir.join(ADDRESS_FILE)).ok()?;
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Reads the ticket kept in the file at `path`; `None` if the file is
+/// empty (or white space only), which callers take as "no ticket".
+///
+/// Refused, with the path in the message: a file that is missing or
+/// unreadable, one that group or others may read or write (as for key
+/// files: run `chmod 600`), one longer than 4 KiB, and one that holds
+/// anything but a ticket. A file in systemd's credentials directory
+/// (`$CREDENTIALS_DIRECTORY`, from `LoadCredential=`) is not
+/// mode-checked: systemd makes it readable by the service's user alone,
+/// through its owner or an ACL (which shows in the group bits of the
+/// mode). Pipes are read too (`--ticket-file <(pass show peerstore)`).
+pub fn read_ticket_file(path: &Path) -> Result<Option<Ticket>, AdmissionError> {
+    let shown = path.display().to_string();
+    let fail = |why: String| AdmissionError::TicketFile(shown.clone(), why);
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.is_dir() {
+        return Err(fail("is a directory".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !in_credentials_dir(path) {
+        return Err(AdmissionError::TicketFileOpen(shown, mode));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TICKET_FILE + 1).read_to_string(&mut text))
+        .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_TICKET_FILE {
+        return Err(fail(format!(
+            "longer than {MAX_TICKET_FILE} bytes: not a ticket"
+        )));
+    }
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Ticket::parse(&text)
+        .map(Some)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Whether `path` is inside the credentials directory systemd gave this
+/// process.
+fn in_credentials_dir(path: &Path) -> bool {
+    let Some(dir) = std::env::var_os(CREDENTIALS_ENV) else {
+        return false;
+    };
+    let canon = |p: &Path| p.canonicalize().ok();
+    match (canon(&PathBuf::from(dir)), canon(path)) {
+        (Some(dir), Some(file)) => file.starts_with(dir),
+        _ => false,
+    }
 }
 
 /// A join ticket: the network secret and the address of a member.
@@ -193,6 +260,54 @@ mod tests {
         // The debug form does not show the secret.
         let shown = format!("{t:?}");
         assert!(!shown.contains(&hex::encode(t.secret.as_bytes())[..8]));
+    }
+
+    /// Writes `text` to a new file `name` in `dir` with `mode`.
+    fn file_with(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn ticket_files_are_read_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Ticket {
+            secret: NetworkSecret::generate(),
+            addr: "192.0.2.1:7400".into(),
+        };
+        let good = file_with(d.path(), "good", &format!("{}\n", t.encode()), 0o600);
+        assert_eq!(read_ticket_file(&good).unwrap(), Some(t.clone()));
+        let empty = file_with(d.path(), "empty", " \n", 0o400);
+        assert_eq!(read_ticket_file(&empty).unwrap(), None);
+
+        let refused = [
+            (d.path().join("missing"), "No such file"),
+            (
+                file_with(d.path(), "open", &t.encode(), 0o644),
+                "mode 644); run: chmod 600",
+            ),
+            (
+                file_with(d.path(), "wopen", &t.encode(), 0o620),
+                "mode 620)",
+            ),
+            (
+                file_with(d.path(), "bad", "psk1garbage", 0o600),
+                "not a join ticket",
+            ),
+            (
+                file_with(d.path(), "long", &"x".repeat(5000), 0o600),
+                "longer than 4096 bytes",
+            ),
+            (d.path().to_path_buf(), "is a directory"),
+        ];
+        for (path, why) in refused {
+            let e = read_ticket_file(&path).unwrap_err().to_string();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains(why), "{path:?}: {e}");
+            assert!(!e.contains('\n'), "not one line: {e}");
+        }
     }
 
     #[test]

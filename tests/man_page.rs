@@ -1,27 +1,50 @@
-//! The man page `man/peerstore.1` is generated from the clap definition, so
-//! it never drifts from `--help`.
+//! The man pages under `man/` are generated from the clap definition, so
+//! they never drift from `--help`.
 //!
-//! This test renders the page and compares it with the committed file. After
-//! changing the command line, regenerate the file with
+//! This test renders the pages and compares them with the committed files
+//! (a page missing, extra or different fails it). After changing the
+//! command line, regenerate them with
 //!
 //! ```text
 //! PEERSTORE_UPDATE_MAN=1 cargo test --test man_page
 //! ```
 //!
-//! The page is the top-level page (name, synopsis, description, global
+//! `peerstore.1` is the top-level page (name, synopsis, description, global
 //! options) followed by a COMMANDS section with one subsection per command
 //! (`node`, `block put`, `block get`, `lookup`, `ring`, ...): its
 //! description, synopsis and options. Hand-written ENVIRONMENT, FILES,
-//! SIGNALS and EXIT STATUS sections close it.
+//! SIGNALS and EXIT STATUS sections and a SEE ALSO list of the command
+//! pages close it. Then one page per command, named as clap_mangen names
+//! them (`peerstore-node.1`, `peerstore-block.1`, `peerstore-block-put.1`,
+//! ...), each pointing back to `peerstore(1)`. The Debian package installs
+//! them all (`man peerstore-share`). Pages show the release, not the
+//! commit `--version` adds to it.
 
 use clap::CommandFactory;
 use clap_mangen::Man;
 use peerstore::cli::Cli;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Where the committed page lives.
-fn page_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("man/peerstore.1")
+/// Where the committed pages live.
+fn man_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("man")
+}
+
+/// The release the pages name.
+const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
+/// The command line as the pages show it: built (so every subcommand has
+/// its `peerstore-...` page name), with the plain release as its version.
+fn cli_command() -> clap::Command {
+    /// No `help` subcommands: they have no pages.
+    fn without_help(cmd: clap::Command) -> clap::Command {
+        cmd.disable_help_subcommand(true)
+            .mut_subcommands(without_help)
+    }
+    let mut cmd = without_help(Cli::command().version(RELEASE));
+    cmd.build();
+    cmd
 }
 
 /// Defaults such as `--data` and `--identity` are computed from
@@ -125,6 +148,16 @@ const HAND_WRITTEN: &str = r#".SH ENVIRONMENT
 \fBPEERSTORE_PEER\fR
 Default for \fB\-\-peer\fR of the client commands.
 .TP
+\fBPEERSTORE_TICKET\fR, \fBPEERSTORE_TICKET_FILE\fR
+Defaults for \fB\-\-ticket\fR and \fB\-\-ticket\-file\fR of the client
+commands (\fB\-\-help\fR never shows the ticket). A ticket on a command line
+is visible to every user of the machine: prefer a file of mode 0600.
+.TP
+\fBCREDENTIALS_DIRECTORY\fR
+Set by systemd for a service with \fBLoadCredential=\fR: a ticket file in
+that directory is read whatever its mode (systemd lets only the service's
+user read it).
+.TP
 \fBRUST_LOG\fR
 Log filter (env_logger syntax), e.g. \fBdebug\fR or \fBpeerstore=debug\fR.
 Default: \fBinfo\fR for \fBnode\fR, \fBwarn\fR for the client commands.
@@ -162,10 +195,39 @@ leaving, hands over what arrived meanwhile, then exits.
 2 for a usage error.
 "#;
 
-/// The whole page.
+/// Every command but `help`, parents (`block`) and leaves (`block put`)
+/// alike, in definition order.
+fn all_commands(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() == "help" || sub.is_hide_set() {
+            continue;
+        }
+        out.push(sub.clone());
+        all_commands(sub, out);
+    }
+}
+
+/// The page name of a built subcommand: `peerstore-block-put`.
+fn page_name(sub: &clap::Command) -> String {
+    sub.get_display_name()
+        .unwrap_or_else(|| sub.get_name())
+        .to_string()
+}
+
+/// The page of one command: clap_mangen's, with the portable defaults,
+/// the release as its source and a SEE ALSO section.
+fn command_page(sub: &clap::Command) -> String {
+    let sub = portable(sub.clone());
+    let man = Man::new(sub).source(format!("peerstore {RELEASE}"));
+    let mut page = section(|w| man.render(w));
+    page.insert_str(0, PREAMBLE);
+    page.push_str(".SH \"SEE ALSO\"\n\\fBpeerstore\\fR(1)\n");
+    page
+}
+
+/// The whole top-level page.
 fn render() -> String {
-    let mut cmd = Cli::command();
-    cmd.build();
+    let cmd = cli_command();
     let man = Man::new(cmd.clone());
     let mut page = String::from(PREAMBLE);
     page.push_str(&section(|w| man.render_title(w)));
@@ -183,24 +245,105 @@ fn render() -> String {
     }
     page.push_str(HAND_WRITTEN);
     page.push_str(&section(|w| man.render_version_section(w)));
+    let mut commands = Vec::new();
+    all_commands(&cmd, &mut commands);
+    let refs: Vec<String> = commands
+        .iter()
+        .map(|c| format!("\\fB{}\\fR(1)", page_name(c).replace('-', "\\-")))
+        .collect();
+    page.push_str(&format!(".SH \"SEE ALSO\"\n{}\n", refs.join(",\n")));
     page
 }
 
+/// Every page by file name.
+fn render_all() -> BTreeMap<String, String> {
+    let cmd = cli_command();
+    let mut pages = BTreeMap::from([("peerstore.1".to_string(), render())]);
+    let mut commands = Vec::new();
+    all_commands(&cmd, &mut commands);
+    for sub in &commands {
+        pages.insert(format!("{}.1", page_name(sub)), command_page(sub));
+    }
+    pages
+}
+
+/// The committed pages (`*.1` in `man/`) by file name.
+fn committed() -> BTreeMap<String, String> {
+    let Ok(dir) = std::fs::read_dir(man_dir()) else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".1"))
+        .map(|name| {
+            let text = std::fs::read_to_string(man_dir().join(&name)).unwrap_or_default();
+            (name, text)
+        })
+        .collect()
+}
+
 #[test]
-fn man_page_matches_the_cli() {
-    let page = render();
-    let path = page_path();
+fn man_pages_match_the_cli() {
+    let pages = render_all();
+    let have = committed();
     if std::env::var_os("PEERSTORE_UPDATE_MAN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().expect("man/ has a parent")).expect("create man/");
-        std::fs::write(&path, &page).expect("write man/peerstore.1");
+        std::fs::create_dir_all(man_dir()).expect("create man/");
+        for name in have.keys().filter(|n| !pages.contains_key(*n)) {
+            std::fs::remove_file(man_dir().join(name)).expect("remove a stale page");
+        }
+        for (name, page) in &pages {
+            std::fs::write(man_dir().join(name), page).expect("write a page");
+        }
         return;
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let missing: Vec<&String> = pages.keys().filter(|n| !have.contains_key(*n)).collect();
+    let extra: Vec<&String> = have.keys().filter(|n| !pages.contains_key(*n)).collect();
+    let stale: Vec<&String> = pages
+        .iter()
+        .filter(|(n, p)| have.get(*n).is_some_and(|h| h != *p))
+        .map(|(n, _)| n)
+        .collect();
     assert!(
-        committed == page,
-        "man/peerstore.1 is out of date with the clap definition; regenerate it with\n\
+        missing.is_empty() && extra.is_empty() && stale.is_empty(),
+        "man/ is out of date with the clap definition (missing {missing:?}, not a \
+         command any more {extra:?}, different {stale:?}); regenerate it with\n\
          PEERSTORE_UPDATE_MAN=1 cargo test --test man_page"
     );
+}
+
+#[test]
+fn every_command_has_a_page() {
+    let pages = render_all();
+    for name in [
+        "peerstore.1",
+        "peerstore-node.1",
+        "peerstore-invite.1",
+        "peerstore-block.1",
+        "peerstore-block-put.1",
+        "peerstore-trash-restore.1",
+        "peerstore-user-create.1",
+        "peerstore-share.1",
+    ] {
+        assert!(pages.contains_key(name), "no page {name}");
+    }
+    let node = &pages["peerstore-node.1"];
+    assert!(node.contains(".TH peerstore-node 1"), "{node}");
+    for opt in ["ticket\\-file", "join", "mount"] {
+        assert!(
+            node.contains(&format!("\\-\\-{opt}")),
+            "--{opt} not in peerstore-node(1)"
+        );
+    }
+    assert!(node.contains("\\fBpeerstore\\fR(1)"), "no SEE ALSO");
+    // Every page names the release, none the commit.
+    for (name, page) in &pages {
+        assert!(page.contains(&format!("peerstore {RELEASE}")), "{name}");
+        assert!(!page.contains("commit"), "{name} names a commit");
+        if let Some(home) = std::env::var("HOME").ok().filter(|h| h.len() > 1) {
+            assert!(!page.contains(&home), "{name} shows this machine's {home}");
+        }
+    }
+    assert!(pages["peerstore.1"].contains("\\fBpeerstore\\-block\\-put\\fR(1)"));
 }
 
 #[test]
@@ -221,7 +364,17 @@ fn man_page_documents_every_command() {
         );
     }
     for opt in [
-        "listen", "join", "data", "replicas", "peer", "json", "output", "ticket", "addr",
+        "listen",
+        "join",
+        "data",
+        "replicas",
+        "peer",
+        "json",
+        "output",
+        "ticket",
+        "ticket\\-file",
+        "addr",
+        "qr",
     ] {
         assert!(
             page.contains(&format!("\\-\\-{opt}")),

@@ -919,6 +919,20 @@ async fn unmount(dir: &Path) {
     .await;
 }
 
+/// Fails if a node's log warns about its unmount (fuser's "Unmount
+/// failed", or the node's own "unmount ...").
+fn assert_unmounted_cleanly(who: &str, log: &str) {
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && l.contains("mount"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{who} warned about its unmount:\n{}",
+        bad.join("\n")
+    );
+}
+
 /// 4. Files put with the CLI show in the mount and the other way round;
 ///    unmounting the folder makes the node leave the ring (exit 0), and
 ///    every file stays readable through the others.
@@ -1015,6 +1029,9 @@ async fn unmount_leaves_the_ring() {
             nodes[3].log().contains("leaving the ring"),
             "node 4 did not log that it leaves the ring"
         );
+        // The folder was unmounted once, from outside: fuser must not try
+        // again (it used to log "Unmount failed: Invalid argument").
+        assert_unmounted_cleanly("node 4", &nodes[3].log());
         assert!(
             !common::is_mounted(&mnt),
             "{} is still mounted",
@@ -1058,6 +1075,7 @@ async fn sigterm_unmounts_then_leaves() {
         );
         let log = nodes[0].log();
         assert!(log.contains("SIGTERM: leaving the ring"), "no leave logged");
+        assert_unmounted_cleanly("the SIGTERMed node", &log);
         // The folder is a plain, empty directory again.
         let left: Vec<_> = fs::read_dir(&mnt).unwrap().collect();
         assert!(left.is_empty(), "the unmounted folder is not empty");

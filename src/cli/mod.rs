@@ -3,8 +3,9 @@
 //! Every client command talks to one node (`--peer`; default the ticket's
 //! address, else the address the local node recorded, else
 //! [`DEFAULT_ADDR`]) over a secure link, and lets that node route the
-//! request. The network secret comes from `--ticket` / `PEERSTORE_TICKET`,
-//! else from the data directory of a node on this machine (`--data`).
+//! request. The network secret comes from `--ticket` / `PEERSTORE_TICKET`
+//! or `--ticket-file` / `PEERSTORE_TICKET_FILE` ([`tickets`]), else from
+//! the data directory of a node on this machine (`--data`).
 //! The file commands run a vault over [`RemoteStore`], which sends every
 //! operation to that node's client API.
 
@@ -13,10 +14,12 @@ mod client;
 mod error;
 mod files;
 mod network;
+pub mod qr;
 mod remote_store;
 mod ring_walk;
 mod sharing;
 mod status;
+pub mod tickets;
 mod versions;
 
 pub use accounts::{
@@ -31,6 +34,7 @@ pub use remote_store::RemoteStore;
 pub use ring_walk::{run_ring, walk_ring};
 pub use sharing::{Place, place, run_share, run_shares, run_unshare, with_place};
 pub use status::{run_pin, run_status};
+pub use tickets::join_address;
 pub use versions::{run_trash_empty, run_trash_ls, run_trash_restore, run_versions};
 
 use clap::{Args, Parser, Subcommand};
@@ -42,7 +46,11 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7400";
 
 /// PeerStore: a peer-to-peer, end-to-end encrypted file store on a Chord ring.
 #[derive(Debug, Parser)]
-#[command(name = "peerstore", version, about, long_about = None)]
+#[command(
+    name = "peerstore",
+    version = crate::version::long_version(),
+    long_about = None
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +75,10 @@ pub enum Command {
         /// node in --data advertises).
         #[arg(long)]
         addr: Option<String>,
+        /// Also print the ticket as a QR code (for the terminal: light
+        /// modules drawn with block characters, for dark backgrounds).
+        #[arg(long)]
+        qr: bool,
     },
     /// Store and fetch raw blocks.
     #[command(subcommand)]
@@ -320,10 +332,15 @@ pub struct PeerArg {
     /// node's, else 127.0.0.1:7400].
     #[arg(long, env = "PEERSTORE_PEER")]
     pub peer: Option<String>,
-    /// Join ticket of the network (from `peerstore invite`) [default: the
-    /// network secret in --data].
+    /// Join ticket of the network (from `peerstore invite`), or @FILE for
+    /// the ticket in FILE [default: the network secret in --data]. Every
+    /// user of the machine sees a command line: prefer a file.
     #[arg(long, env = "PEERSTORE_TICKET", hide_env_values = true)]
     pub ticket: Option<String>,
+    /// Read the join ticket from FILE (mode 0600: refused if group or
+    /// others may read it); an empty file counts as no ticket.
+    #[arg(long, value_name = "FILE", env = "PEERSTORE_TICKET_FILE")]
+    pub ticket_file: Option<PathBuf>,
     /// Data directory of a node on this machine, whose network secret and
     /// address are used when no ticket is given.
     #[arg(long = "data", default_value_os_t = default_data_dir())]
@@ -342,17 +359,14 @@ pub struct Target {
 impl PeerArg {
     /// Resolves the node address and the network secret.
     pub fn target(&self) -> Result<Target, CliError> {
-        let (secret, ticket_addr) = match &self.ticket {
-            Some(t) => {
-                let t = crate::network::Ticket::parse(t)
-                    .map_err(|e| CliError::Invalid(e.to_string()))?;
-                (t.secret, Some(t.addr))
-            }
+        let given = tickets::given_ticket(self.ticket.as_deref(), self.ticket_file.as_deref())?;
+        let (secret, ticket_addr) = match given {
+            Some(t) => (t.secret, Some(t.addr)),
             None => match crate::network::load_secret(&self.data)? {
                 Some(s) => (s, None),
                 None => {
                     return Err(CliError::Invalid(format!(
-                        "no network secret: give --ticket TICKET (from `peerstore invite`), set PEERSTORE_TICKET, or --data DIR of a node on this machine ({} has none)",
+                        "no network secret: give --ticket-file FILE or --ticket TICKET (from `peerstore invite`), set PEERSTORE_TICKET_FILE or PEERSTORE_TICKET, or --data DIR of a node on this machine ({} has none)",
                         self.data.display()
                     )));
                 }
@@ -450,12 +464,19 @@ pub struct NodeArgs {
     /// Data directory (node key and stored blocks).
     #[arg(long, default_value_os_t = default_data_dir())]
     pub data: PathBuf,
-    /// Join ticket (from `peerstore invite`) of the ring to join; a node
-    /// whose data directory already holds the network secret may give a
+    /// Join ticket (from `peerstore invite`) of the ring to join, or @FILE
+    /// for the ticket in FILE; a node whose data directory already holds
+    /// the network secret (or that is given --ticket-file) may give a
     /// member's address instead. Without it a new ring starts (and, if the
     /// data directory has no network yet, a new network).
     #[arg(long, value_name = "TICKET")]
     pub join: Option<String>,
+    /// Read the join ticket from FILE (mode 0600: refused if group or
+    /// others may read it) and join through the member it names (or
+    /// --join ADDR). An empty file counts as no ticket: the data directory
+    /// must then hold the network secret already.
+    #[arg(long, value_name = "FILE")]
+    pub ticket_file: Option<PathBuf>,
     /// Copies kept of every block and record.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,

@@ -21,8 +21,9 @@ pub fn run_init(data: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `peerstore invite --data DIR [--addr ADDR]`: prints the ticket.
-pub fn run_invite(data: &Path, addr: Option<&str>) -> Result<(), CliError> {
+/// `peerstore invite --data DIR [--addr ADDR] [--qr]`: prints the ticket
+/// (a line scripts can read), then with `qr` the same as a QR code.
+pub fn run_invite(data: &Path, addr: Option<&str>, qr: bool) -> Result<(), CliError> {
     let secret = network::load_secret(data)?.ok_or_else(|| {
         CliError::Invalid(format!(
             "{} has no network: run `peerstore init --data {}` or start a node there first",
@@ -39,6 +40,11 @@ pub fn run_invite(data: &Path, addr: Option<&str>) -> Result<(), CliError> {
             ))
         })?,
     };
-    println!("{}", Ticket { secret, addr }.encode());
+    let ticket = Ticket { secret, addr }.encode();
+    println!("{ticket}");
+    if qr {
+        println!();
+        print!("{}", super::qr::render(&ticket)?);
+    }
     Ok(())
 }

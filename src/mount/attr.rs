@@ -1,8 +1,8 @@
 //! Vault attributes → the kernel's `FileAttr`, and `setattr` changes →
 //! vault attributes.
 
-use crate::fs::object::Time;
 use super::inodes::ROOT_INO;
+use crate::fs::object::Time;
 use crate::fs::{Attrs, Kind};
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 

@@ -138,7 +138,7 @@ impl Mount {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(if gone {
-                session.join()
+                join_unmounted(session)
             } else {
                 session.umount_and_join()
             });
@@ -167,6 +167,26 @@ impl Drop for Mount {
             log::warn!("unmount {}: {e}", self.dir.display());
         }
     }
+}
+
+/// Waits for the session of a folder that was unmounted from outside
+/// (`fusermount3 -u`) to end.
+///
+/// Not `BackgroundSession::join`, which drops fuser's mount guard: in
+/// fuser 0.18 the guard's check whether the folder is still mounted reads
+/// the dead connection as mounted (fuser PR #703, not in a release yet),
+/// so it unmounts the path again, which fails with EINVAL, logged as
+/// "Unmount failed: Invalid argument" at every such clean unmount, or,
+/// had something been mounted there meanwhile, unmounts that. The guard is
+/// forgotten instead: that keeps one descriptor of the dead connection
+/// open, and a few bytes, until the process exits.
+fn join_unmounted(mut session: BackgroundSession) -> io::Result<()> {
+    let done = std::thread::spawn(|| Ok(()));
+    let thread = std::mem::replace(&mut session.guard, done);
+    std::mem::forget(session);
+    thread
+        .join()
+        .map_err(|_| io::Error::other("the FUSE session thread panicked"))?
 }
 
 /// Detaches the mount at `dir` now (`fusermount3 -u -z`, else `umount -l`).

@@ -106,6 +106,17 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+/// Version of the store's on-disk layout, shown by `peerstore --version`.
+///
+/// 1: a block file is the block alone, a record file one version without
+/// a clock. 2 (this one): block files carry their owners' claims
+/// ([`block_file`], magic `PSB1`), record files hold versions with clocks,
+/// and the store keeps `releases.log` and `wal/`. Version 2 reads what
+/// version 1 wrote (a block as one without claims; a record file is
+/// rewritten in the new form at its next change); nothing in the
+/// directory records the version: each file tells its own layout.
+pub const FORMAT_VERSION: u32 = 2;
+
 /// Name of the block directory under the store root.
 const BLOCKS_DIR: &str = "blocks";
 /// Name of the record directory under the store root.

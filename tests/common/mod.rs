@@ -152,6 +152,8 @@ pub async fn cli_in(ns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Ou
         .env_remove("RUST_LOG")
         .env_remove("PEERSTORE_PEER")
         .env_remove("PEERSTORE_TICKET")
+        .env_remove("PEERSTORE_TICKET_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .env("PEERSTORE_IDENTITY", &identity);
     // An empty value removes the variable.
     for (k, v) in env {

@@ -61,6 +61,8 @@ echo peerstore-test >"$WORK/etc/hostname"
 chroot "$WORK" sh -c 'umask 077 && mkdir -p /etc/peerstore &&
     peerstore init --data /root/net >/dev/null &&
     peerstore invite --data /root/net --addr 127.0.0.1:7499 >/etc/peerstore/alice.ticket'
+# Settings, none secret: the dashboard on.
+echo 'PEERSTORE_HTTP=--http 127.0.0.1:7480' >"$WORK/etc/peerstore/alice.env"
 cat >"$WORK/etc/systemd/system/peerstore-seed.service" <<'EOF'
 [Service]
 ExecStart=/usr/bin/peerstore node --listen 127.0.0.1:7499 --data /root/net
@@ -122,6 +124,16 @@ wait_for "the folder mounted" mounted
 c systemctl status peerstore@alice --no-pager | sed -n 1,3p
 c grep " /home/alice/PeerStore " /proc/1/mounts
 c su alice -c 'stat -c "alice sees %n: %U:%G %a" ~/PeerStore'
+c su alice -c 'echo hello >~/PeerStore/by-alice.txt && cat ~/PeerStore/by-alice.txt' >/dev/null ||
+    fail "alice cannot create a file in her folder"
+
+say "the dashboard's /metrics (PEERSTORE_HTTP)"
+metrics() {
+    c bash -c 'exec 3<>/dev/tcp/127.0.0.1/7480 &&
+        printf "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n" >&3 && cat <&3' |
+        grep -q '^peerstore_ring_member 1'
+}
+wait_for "the dashboard's metrics" metrics
 
 say "the process: one capability, no new privileges, seccomp"
 pid=$(c systemctl show -p MainPID --value peerstore@alice)

@@ -302,6 +302,10 @@ async fn ring_survives_crashes_leave_and_restart() {
             log.contains("left the ring; handed over"),
             "no hand-off logged"
         );
+        assert!(
+            !log.contains("ring members seen"),
+            "the members seen were not saved at the leave"
+        );
         let peers: Vec<String> = [2, 4].iter().map(|&i| nodes[i].addr.clone()).collect();
         assert_all_read(
             "after a graceful leave",

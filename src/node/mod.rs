@@ -237,6 +237,8 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     /// The server task.
     server: JoinHandle<()>,
+    /// The data directory (where the members seen are saved at the end).
+    data: PathBuf,
 }
 
 /// Starts a node: identity, store, listener, ring membership, background
@@ -367,6 +369,7 @@ pub async fn start(cfg: NodeConfig) -> Result<RunningNode, NodeError> {
         addr,
         stop,
         server,
+        data: cfg.data.clone(),
     })
 }
 
@@ -443,6 +446,10 @@ impl RunningNode {
         let first = node.hand_off().await;
         node.core.ring.leave(Duration::from_secs(5)).await;
         let second = node.hand_off().await;
+        // The members it knew, for a restart without a ticket (saved here,
+        // waited for: a save left to a background task dies with the
+        // runtime).
+        seen::save_now(&node.core.ring, self.data.clone()).await;
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         let store = Arc::clone(&node.core.store);

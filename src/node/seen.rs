@@ -59,7 +59,8 @@ pub fn save(dir: &Path, peers: &[Peer]) -> Result<(), crate::keyfile::KeyFileErr
 }
 
 /// Saves the ring's list in `dir` whenever it changed (`saved`: what the
-/// file holds now), checking every [`SAVE_EVERY`] and once more at `stop`.
+/// file holds now), checking every [`SAVE_EVERY`], until `stop` (the last
+/// save is [`save_now`]'s, which the node's shutdown waits for).
 pub async fn save_loop(
     ring: Arc<Ring>,
     dir: PathBuf,
@@ -71,6 +72,9 @@ pub async fn save_loop(
             _ = tokio::time::sleep(SAVE_EVERY) => {}
             _ = stop.changed() => {}
         }
+        if *stop.borrow() {
+            return;
+        }
         let now = ring.with(|c| c.seen());
         if now != saved {
             let (d, list) = (dir.clone(), now.clone());
@@ -80,9 +84,16 @@ pub async fn save_loop(
                 Err(e) => log::warn!("saving the ring members seen failed: {e}"),
             }
         }
-        if *stop.borrow() {
-            return;
-        }
+    }
+}
+
+/// Saves the ring's list in `dir` now, and waits until it is on disk.
+pub async fn save_now(ring: &Ring, dir: PathBuf) {
+    let list = ring.view(|c| c.seen());
+    match tokio::task::spawn_blocking(move || save(&dir, &list)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn!("ring members seen could not be saved: {e}"),
+        Err(e) => log::warn!("saving the ring members seen failed: {e}"),
     }
 }
 

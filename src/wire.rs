@@ -263,6 +263,13 @@ pub struct MountStatus {
     pub local: LocalState,
 }
 
+impl MountStatus {
+    /// The conflict copies still there (open).
+    pub fn open_conflicts(&self) -> impl Iterator<Item = &ConflictInfo> {
+        self.conflicts.iter().filter(|c| c.present)
+    }
+}
+
 /// A mount's offline state: whether its ring is in reach, the journal
 /// of writes waiting for it, and what is pinned.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

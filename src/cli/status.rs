@@ -74,7 +74,7 @@ pub fn status_text(s: &NodeStatus) -> String {
     match &s.mount {
         None => out.push_str("no folder mounted\n"),
         Some(m) => {
-            let open: Vec<_> = m.conflicts.iter().filter(|c| c.present).collect();
+            let open: Vec<_> = m.open_conflicts().collect();
             out.push_str(&format!(
                 "folder {}: {} open conflict{}\n",
                 m.dir,
@@ -123,7 +123,7 @@ pub fn status_json(s: &NodeStatus) -> serde_json::Value {
         "successor": s.info.succs.first().map(|p| p.addr.clone()),
         "mount": s.mount.as_ref().map(|m| serde_json::json!({
             "dir": m.dir,
-            "conflicts": m.conflicts.iter().filter(|c| c.present).map(|c| serde_json::json!({
+            "conflicts": m.open_conflicts().map(|c| serde_json::json!({
                 "path": c.path,
                 "copy": c.copy,
                 "at": c.at,

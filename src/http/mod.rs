@@ -79,9 +79,6 @@ impl Dashboard {
         let node_status = self.node.status().await;
         let info = &node_status.info;
         let seen = self.survey.members();
-        let conflicts = node_status.mount.as_ref().map_or(0, |m| {
-            m.conflicts.iter().filter(|c| c.present).count() as u64
-        });
         Status {
             id: info.me.id.to_hex(),
             addr: info.me.addr.clone(),
@@ -99,7 +96,7 @@ impl Dashboard {
             replicas: info.replicas,
             members: status::members(&seen, info.me.id, now),
             safety: status::safety(&seen, info.replicas, now),
-            levels: self.node.levels(conflicts),
+            levels: levels_of(&self.node, &node_status),
             mount: node_status.mount,
             shares: self.shares().await,
         }
@@ -194,6 +191,12 @@ pub async fn start(
     Ok(bound)
 }
 
+/// The node's levels, with the open conflicts its mount reported.
+fn levels_of(node: &Node, status: &crate::wire::NodeStatus) -> crate::metrics::Levels {
+    let conflicts = status.mount.as_ref();
+    node.levels(conflicts.map_or(0, |m| m.open_conflicts().count() as u64))
+}
+
 type Shared = State<Arc<Dashboard>>;
 
 /// Runs `f` within [`REQUEST_TIMEOUT`] (503 past it).
@@ -240,10 +243,7 @@ async fn status_route(State(d): Shared) -> Response {
 async fn metrics_route(State(d): Shared) -> Response {
     bounded(async move {
         let node_status = d.node.status().await;
-        let conflicts = node_status.mount.as_ref().map_or(0, |m| {
-            m.conflicts.iter().filter(|c| c.present).count() as u64
-        });
-        let text = crate::metrics::render(&d.node.levels(conflicts));
+        let text = crate::metrics::render(&levels_of(&d.node, &node_status));
         ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
     })
     .await

@@ -256,7 +256,7 @@ pub fn render(s: &Status) -> String {
     h.push_str("</table>");
 
     if let Some(mount) = &s.mount {
-        let open: Vec<_> = mount.conflicts.iter().filter(|c| c.present).collect();
+        let open: Vec<_> = mount.open_conflicts().collect();
         let _ = write!(
             h,
             "<h2>Mount</h2><p>{} — {}, {} pinned</p>",

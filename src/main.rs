@@ -13,6 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a leaving node waits for its mount's journal to reach the ring.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
 fn main() -> ExitCode {
     peerstore::node::heap::limit_arenas();
     let cli = Cli::parse();
@@ -255,6 +258,7 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
     // Ends the mount's background work (the orphan check) before leaving.
     let (orphan_stop_tx, orphan_stop) = tokio::sync::watch::channel(false);
     let mut shares = None;
+    let mut journal_store = None;
     let mounted = match (&a.mount, identity) {
         (Some(dir), Some(identity)) => {
             let cache = Arc::new(
@@ -273,18 +277,21 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                     size.bytes
                 );
             }
-            let store = Arc::new(
-                JournalStore::new(
-                    CachedStore {
-                        inner: running.node.dht_client(),
-                        cache: Arc::clone(&cache),
-                    },
-                    journal,
-                    records,
-                    running.node.contact(),
-                )
-                .with_local(running.node.core.store.clone()),
-            );
+            let mut store = JournalStore::new(
+                CachedStore {
+                    inner: running.node.dht_client(),
+                    cache: Arc::clone(&cache),
+                },
+                journal,
+                records,
+                running.node.contact(),
+            )
+            .with_local(running.node.core.store.clone());
+            if a.write_back {
+                store = store.with_write_back(peerstore::journal::WriteBack::default());
+            }
+            let store = Arc::new(store);
+            journal_store = Some(Arc::clone(&store));
             let vault = Vault::new(Arc::clone(&store), identity);
             vault.set_retention(a.retention);
             // Conflict copies name the machine: its host name and the
@@ -409,6 +416,18 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::warn!("unmount: {e}"),
             Err(e) => log::warn!("unmount task: {e}"),
+        }
+    }
+    if let Some(store) = journal_store {
+        // The mount's last writes reach the ring before the node leaves it.
+        let left = store.drain(DRAIN_LIMIT).await;
+        if left.entries > 0 {
+            log::warn!(
+                "journal: {} writes ({} bytes) could not reach the ring; they are kept in {} and sent when the node next runs",
+                left.entries,
+                left.bytes,
+                a.data.join("journal").display()
+            );
         }
     }
     running.shutdown().await.map_err(|e| anyhow::anyhow!("{e}"))

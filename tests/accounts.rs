@@ -228,7 +228,12 @@ async fn accounts_across_machines() {
             async move {
                 let o = laptop.run(&a, &["get", "/from-desktop.txt", s(&out)]).await;
                 if o.status.success() {
-                    std::fs::read(&out).map_err(|e| e.to_string())
+                    // The name may reach the ring just before the bytes
+                    // (write-back sends the create, then the save).
+                    match std::fs::read(&out).map_err(|e| e.to_string())? {
+                        b if b == b"written on the desktop" => Ok(b),
+                        b => Err(format!("{} bytes so far", b.len())),
+                    }
                 } else {
                     Err(stderr(&o))
                 }
@@ -920,6 +925,7 @@ async fn write_shares_between_accounts() {
         })
         .await
         .unwrap();
+        bob_node.settle().await;
         drop(bob_node);
         for (path, want) in [
             ("/team/mounted.txt", &b"written in bob's mount"[..]),

@@ -1093,7 +1093,7 @@ _peerstore() {
             return 0
             ;;
         peerstore__subcmd__node)
-            opts="-h --listen --advertise --data --join --ticket-file --replicas --successors --repair-secs --orphan-check-secs --orphan-grace-secs --retention --clock-skew-secs --stabilize-ms --rpc-timeout-ms --handshake-timeout-ms --mount --identity --cache-size --allow-other --http --http-allow-remote --help"
+            opts="-h --listen --advertise --data --join --ticket-file --replicas --successors --repair-secs --orphan-check-secs --orphan-grace-secs --retention --write-back --clock-skew-secs --stabilize-ms --rpc-timeout-ms --handshake-timeout-ms --mount --identity --cache-size --allow-other --http --http-allow-remote --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -500,6 +500,13 @@ pub struct NodeArgs {
     /// after that.
     #[arg(long, default_value = "30d", value_parser = crate::fs::history::parse_retention)]
     pub retention: std::time::Duration,
+    /// Write-back (experimental): the mount's writes, `close` and `fsync`
+    /// return once they are in the journal on local disk, which survives a
+    /// crash; the journal sends them to the ring at once, and before the
+    /// node leaves. Other machines see a change once it is sent. Without
+    /// it (write-through), a write is on the ring when it returns.
+    #[arg(long)]
+    pub write_back: bool,
     /// Seconds added to this machine's clock for the times the node
     /// stamps (tests of machines whose clocks disagree).
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]

@@ -302,6 +302,8 @@ impl<T: Transport> Dht<T> {
             u.drain().map(|(_, p)| p).collect()
         };
         let mut failed = Vec::new();
+        let mut gone = Vec::new();
+        let mut synced = 0usize;
         for attempt in 1..=SYNC_TRIES {
             let results = futures::future::join_all(peers.iter().map(|p| {
                 self.transport
@@ -312,11 +314,11 @@ impl<T: Transport> Dht<T> {
             for (p, r) in peers.into_iter().zip(results) {
                 match r {
                     Err(crate::rpc::CallError::Timeout) if attempt < SYNC_TRIES => slow.push(p),
-                    r => {
-                        if let Err(e) = <crate::rpc::Sync as crate::rpc::Rpc>::parse(r) {
-                            failed.push((p, e));
-                        }
-                    }
+                    Err(crate::rpc::CallError::Unreachable(e)) => gone.push((p, e)),
+                    r => match <crate::rpc::Sync as crate::rpc::Rpc>::parse(r) {
+                        Ok(_) => synced += 1,
+                        Err(e) => failed.push((p, e)),
+                    },
                 }
             }
             if slow.is_empty() {
@@ -324,6 +326,23 @@ impl<T: Transport> Dht<T> {
             }
             log::debug!("sync: {} nodes slow to answer; asking again", slow.len());
             peers = slow;
+        }
+        // A node that cannot be reached at all crashed or left: what it
+        // took lazily is lost with it, and repair copies those items
+        // again from the replicas that synced. Asking it forever would
+        // fail every later sync. It counts only beside one that synced.
+        if synced > 0 {
+            for (p, e) in gone {
+                log::warn!(
+                    "sync: {} cannot be reached ({e}); its unsynced copies are left to repair",
+                    p.addr
+                );
+            }
+        } else {
+            failed.extend(
+                gone.into_iter()
+                    .map(|(p, e)| (p, crate::rpc::CallError::Unreachable(e))),
+            );
         }
         if failed.is_empty() {
             return Ok(());

@@ -1,37 +1,41 @@
-//! Offline work: a vault backend that keeps a mount working while its
-//! node is cut off from the ring, and replays what it wrote once the ring
-//! is back.
+//! Write-back and offline work: a vault backend that journals the mount's
+//! writes on local disk and sends them to the ring, at once while the ring
+//! is in reach, and once it is back while the node is cut off.
 //!
 //! [`JournalStore`] sits between the vault and the node's cached DHT
 //! client. Its node tells it whether it is in contact with its ring
 //! ([`Contact`]: a member with other members, or one that never saw any).
 //!
-//! - **Online**, with an empty journal, every call goes to the ring; each
-//!   record read or written is also kept in the [`RecordCache`], so the
-//!   tree stays readable later without the ring.
+//! - **Write-back** ([`WriteBack`], `node --write-back`): blocks under
+//!   [`DIRECT_BLOCK`], record versions and releases go to the [`Journal`]
+//!   and the call returns at local-disk speed; the replay is woken at once
+//!   and sends them on. Writers wait (bounded) while the journal is over
+//!   its limits and the ring is in reach.
+//! - **Write-through**, online with an empty journal: every call goes to
+//!   the ring. Either way each record read or written is also kept in the
+//!   [`RecordCache`], so the tree stays readable later without the ring.
 //! - **Offline** (or while the journal still holds entries, so that order
-//!   is kept), blocks and record versions go to the [`Journal`] on local
-//!   disk and the call returns at local-disk speed (a lazy write is
-//!   fsynced by the next `sync`, or by [`replay_loop`] within half a
-//!   second). A record's
-//!   compare-and-swap is judged against the newest version this machine
-//!   knows (journaled, else cached). Reads look in the journal, the
-//!   caches and this node's own store (the replicas it holds: everything,
-//!   on a ring no bigger than r); what none holds is unavailable (EIO),
-//!   never absent. Releases are not sent: the owner's orphan check
-//!   frees those blocks later, once every version that could still refer
-//!   to them is known.
+//!   is kept), writes go to the journal. A record's compare-and-swap is
+//!   judged against the newest version this machine knows (journaled, else
+//!   cached, else asked of the ring while it is in reach). Reads look in
+//!   the journal, the caches and this node's own store (the replicas it
+//!   holds: everything, on a ring no bigger than r); what none holds is
+//!   unavailable (EIO), never absent.
 //! - A put that fails because the ring cannot be reached is journaled too,
 //!   rather than failed.
 //!
 //! **Replay** ([`JournalStore::replay`], run by [`replay_loop`] while in
-//! contact) sends the entries in order: blocks, then record versions
-//! without a compare-and-swap. Each version carries its clock, so where
-//! the ring moved on meanwhile the storage nodes keep both versions as
-//! siblings and the vault merges them by the partition rules
-//! ([`crate::fs::merge`]): nothing is overwritten. Only a record's newest
-//! journaled version is sent (it builds on the older ones). An entry is
-//! removed only after the ring took it and a sync made it durable there.
+//! contact) sends the entries in order, runs of one kind together: blocks,
+//! then the record versions that refer to them, then releases. A record's
+//! newest journaled version is sent as a compare-and-swap against the
+//! version this machine last saw on the ring; where the ring moved on
+//! meanwhile it goes again without one, and since each version carries its
+//! clock the storage nodes keep both as siblings for the vault to merge by
+//! the partition rules ([`crate::fs::merge`]): nothing is overwritten. A
+//! release is sent only if no replayed record met such a version since the
+//! journal was last empty (else the owner's orphan check frees its blocks
+//! once it knows what the merge kept). An entry is removed only after the
+//! ring took it and a sync made it durable there.
 
 pub mod disk;
 
@@ -42,6 +46,7 @@ use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use disk::{Entry, Journal, JournalSize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -75,6 +80,10 @@ const REPLAY_BATCH: usize = 64;
 /// before it counts as out of reach.
 const OFFLINE_ASK: Duration = Duration::from_secs(2);
 
+/// How long the replay waits after a write before it starts, so the
+/// writes right behind it go in the same batch.
+const COALESCE: Duration = Duration::from_millis(30);
+
 /// Record keys one pin walk notes at most.
 const MAX_RECORDED: usize = 1 << 20;
 
@@ -100,7 +109,48 @@ pub struct JournalStore<S> {
     replaying: tokio::sync::Mutex<()>,
     /// Record keys read while a pin walk records them.
     recording: Mutex<Option<std::collections::HashSet<Id>>>,
+    /// Write-back: journal while online too.
+    write_back: Option<WriteBack>,
+    /// Wakes the replay (something was journaled).
+    kick: tokio::sync::Notify,
+    /// Wakes writers waiting for room (the replay removed entries).
+    shrunk: tokio::sync::Notify,
+    /// A replayed record met a version this machine had not seen since
+    /// the journal last emptied: releases wait for the orphan check.
+    tainted: AtomicBool,
 }
+
+/// Write-back caching: the mount's writes go to the journal while the ring
+/// is in reach too, and return at local-disk speed; the replay sends them
+/// on at once, in order. Blocks of [`DIRECT_BLOCK`] bytes or more (a
+/// sequential write's) still go straight to the ring: journaling them
+/// would only copy them twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBack {
+    /// Journal bytes above which writers wait for the replay.
+    pub max_bytes: u64,
+    /// Journal entries above which writers wait for the replay.
+    pub max_entries: u64,
+}
+
+impl Default for WriteBack {
+    fn default() -> Self {
+        WriteBack {
+            max_bytes: 64 << 20,
+            max_entries: 20_000,
+        }
+    }
+}
+
+/// Blocks this big go to the ring directly even in write-back mode.
+pub const DIRECT_BLOCK: usize = 256 << 10;
+
+/// Entries of one kind sent to the ring at once by the replay.
+const REPLAY_PARALLEL: usize = 16;
+
+/// How long a writer waits for room in a full write-back journal before
+/// it appends anyway (the ring may be refusing the replay).
+const ROOM_WAIT: Duration = Duration::from_secs(30);
 
 fn io(e: impl std::fmt::Display) -> FsError {
     FsError::Unavailable(format!("journal: {e}"))
@@ -119,7 +169,22 @@ impl<S: BlockStore> JournalStore<S> {
             space: Mutex::new(None),
             replaying: tokio::sync::Mutex::new(()),
             recording: Mutex::new(None),
+            write_back: None,
+            kick: tokio::sync::Notify::new(),
+            shrunk: tokio::sync::Notify::new(),
+            tainted: AtomicBool::new(false),
         }
+    }
+
+    /// Journals while online too ([`WriteBack`]).
+    pub fn with_write_back(mut self, wb: WriteBack) -> Self {
+        self.write_back = Some(wb);
+        self
+    }
+
+    /// Whether writes are journaled while online.
+    pub fn write_back(&self) -> bool {
+        self.write_back.is_some()
     }
 
     /// Reads this node's own copies while cut off.
@@ -150,7 +215,52 @@ impl<S: BlockStore> JournalStore<S> {
 
     /// Whether writes go to the journal now.
     fn journaling(&self) -> bool {
-        !self.online() || !self.journal.is_empty()
+        self.write_back.is_some() || !self.online() || !self.journal.is_empty()
+    }
+
+    /// Waits (bounded) while a write-back journal is over its limits and
+    /// the ring is in reach to take it.
+    async fn room(&self) {
+        let Some(wb) = self.write_back else { return };
+        let until = tokio::time::Instant::now() + ROOM_WAIT;
+        loop {
+            let s = self.journal.size();
+            if (s.bytes < wb.max_bytes && s.entries < wb.max_entries)
+                || !self.online()
+                || tokio::time::Instant::now() >= until
+            {
+                return;
+            }
+            let shrunk = self.shrunk.notified();
+            self.kick.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(200), shrunk).await;
+        }
+    }
+
+    /// Sends what the journal holds, until it is empty or `limit` passes;
+    /// returns what is left (for the leave: a mount's writes should be on
+    /// the ring before its node goes).
+    pub async fn drain(&self, limit: Duration) -> JournalSize {
+        let until = tokio::time::Instant::now() + limit;
+        while !self.journal.is_empty() && self.online() {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.replay()).await {
+                Ok(Ok(0)) => {
+                    // Paused (the ring refuses for now): try again shortly.
+                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    log::warn!("journal replay: {e}");
+                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                }
+                Err(_) => break,
+            }
+        }
+        self.journal_size()
     }
 
     /// What the journal holds.
@@ -159,18 +269,24 @@ impl<S: BlockStore> JournalStore<S> {
     }
 
     async fn append(&self, entry: Entry, durability: Durability) -> Result<(), FsError> {
+        self.room().await;
         let j = Arc::clone(&self.journal);
+        // A block is only of use once a record refers to it, and a durable
+        // record's sync covers every frame before it: one `fdatasync` per
+        // `fsync`, however many blocks it saved.
+        let block = matches!(entry, Entry::Block { .. });
         tokio::task::spawn_blocking(move || match durability {
-            Durability::Now => j.append_durable(&entry),
-            Durability::Later => j.append(&entry),
+            Durability::Now if !block => j.append(&entry).and_then(|_| j.sync()),
+            _ => j.append(&entry).map(|_| ()),
         })
         .await
         .map_err(io)?
-        .map(|_| ())
         .map_err(|e| match e {
             crate::store::StoreError::NoSpace(m) => FsError::NoSpace(m),
             e => io(e),
-        })
+        })?;
+        self.kick.notify_one();
+        Ok(())
     }
 
     /// The versions of `key` this machine knows without the ring: cached,
@@ -241,7 +357,19 @@ impl<S: BlockStore> JournalStore<S> {
         let key = rec.key();
         let head = match self.journal.record(key) {
             Some(r) => Some(r),
-            None => self.known(key).await.into_iter().next(),
+            None => match self.known(key).await.into_iter().next() {
+                Some(r) => Some(r),
+                // Write-back, and this machine never saw the record: the
+                // ring knows (a read that fails judges against nothing).
+                None if self.online() => match self.inner.get_versions(key).await {
+                    Ok(v) => {
+                        self.remember(key, v.clone()).await;
+                        v.into_iter().next()
+                    }
+                    Err(_) => None,
+                },
+                None => None,
+            },
         };
         if let Some(expected) = expected_seq {
             let current = head.as_ref().map(|r| r.seq);
@@ -254,70 +382,89 @@ impl<S: BlockStore> JournalStore<S> {
 
     /// Sends the journal to the ring, oldest first, while in contact;
     /// returns how many entries left it.
+    ///
+    /// Consecutive entries of one kind go out together (blocks, or record
+    /// versions); a change of kind waits for the run before it, so a
+    /// record reaches the ring after the blocks it refers to, and a
+    /// release after the records that stopped referring to them.
     pub async fn replay(&self) -> Result<u64, FsError> {
         let _one = self.replaying.lock().await;
         let mut done = 0;
+        // Records whose older journaled versions were skipped and whose
+        // newest one is not on the ring yet.
+        let mut unsent = std::collections::HashSet::new();
         loop {
             if !self.online() {
                 return Ok(done);
             }
             let batch = self.journal.oldest(REPLAY_BATCH);
             if batch.is_empty() {
+                self.tainted.store(false, Ordering::Relaxed);
                 return Ok(done);
+            }
+            let j = Arc::clone(&self.journal);
+            let read = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|n| (n, j.read(n)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(io)?;
+            let mut entries = Vec::with_capacity(read.len());
+            for (n, e) in read {
+                match e {
+                    Ok(e) => entries.push((n, e)),
+                    Err(e) => {
+                        log::warn!("journal entry {n} cannot be read ({e}); set aside");
+                        let _ = self.journal.set_aside(n);
+                    }
+                }
             }
             let mut sent = Vec::new();
             let mut stopped = None;
-            for n in batch {
-                let j = Arc::clone(&self.journal);
-                let entry = match tokio::task::spawn_blocking(move || j.read(n)).await {
-                    Ok(Ok(e)) => e,
-                    Ok(Err(e)) => {
-                        log::warn!("journal entry {n} cannot be read ({e}); set aside");
-                        let _ = self.journal.set_aside(n);
-                        continue;
+            for run in entries.chunk_by(|a, b| kind(&a.1) == kind(&b.1)) {
+                let results: Vec<Result<(), FsError>> = if kind(&run[0].1) == Kind::Release {
+                    let mut out = Vec::with_capacity(run.len());
+                    for (n, e) in run {
+                        out.push(self.send_release(*n, e, &unsent).await);
                     }
-                    Err(e) => return Err(io(e)),
+                    out
+                } else {
+                    let mut out = Vec::with_capacity(run.len());
+                    for chunk in run.chunks(REPLAY_PARALLEL) {
+                        let mut sends = Vec::with_capacity(chunk.len());
+                        for (n, e) in chunk {
+                            sends.push(self.send(*n, e));
+                        }
+                        out.extend(futures::future::join_all(sends).await);
+                    }
+                    out
                 };
-                let key = entry.key();
-                let result = match entry {
-                    Entry::Block { key, data, claim } => self
-                        .inner
-                        .put_block(key, data, claim, Durability::Later)
-                        .await
-                        .map(|_| ()),
-                    Entry::Record { record } if self.journal.is_newest(n, key) => {
-                        // No compare-and-swap: the storage nodes keep it
-                        // beside a version written meanwhile, for a merge.
-                        match self
-                            .inner
-                            .put_record(record.clone(), None, Durability::Later)
-                            .await
-                        {
-                            Ok(()) => {
-                                self.remember_written(&record).await;
-                                Ok(())
-                            }
-                            // A version above it is there already.
-                            Err(FsError::Conflict(_)) => Ok(()),
-                            Err(e) => Err(e),
+                for ((n, e), r) in run.iter().zip(results) {
+                    if let Entry::Record { record } = e {
+                        if !self.journal.is_newest(*n, record.key()) {
+                            unsent.insert(record.key());
+                        } else if r.is_ok() {
+                            unsent.remove(&record.key());
                         }
                     }
-                    // An older version of a record journaled again since.
-                    Entry::Record { .. } => Ok(()),
-                };
-                match result {
-                    Ok(()) => sent.push(n),
-                    Err(e @ (FsError::Unavailable(_) | FsError::NoSpace(_))) => {
-                        stopped = Some(e);
-                        break;
+                    match r {
+                        Ok(()) => sent.push(*n),
+                        Err(e @ (FsError::Unavailable(_) | FsError::NoSpace(_))) => {
+                            stopped = Some(e);
+                        }
+                        Err(err) => {
+                            log::error!(
+                                "journal entry {n} ({}) refused by the ring: {err}; kept in the journal's failed/ directory",
+                                e.key().short()
+                            );
+                            self.journal.set_aside(*n).map_err(io)?;
+                        }
                     }
-                    Err(e) => {
-                        log::error!(
-                            "journal entry {n} ({}) refused by the ring: {e}; kept in the journal's failed/ directory",
-                            key.short()
-                        );
-                        self.journal.set_aside(n).map_err(io)?;
-                    }
+                }
+                if stopped.is_some() {
+                    break;
                 }
             }
             if !sent.is_empty() {
@@ -327,12 +474,119 @@ impl<S: BlockStore> JournalStore<S> {
                     self.journal.remove(*n).map_err(io)?;
                 }
                 done += sent.len() as u64;
+                self.shrunk.notify_waiters();
             }
             if let Some(e) = stopped {
                 log::info!("journal replay paused ({e}); {done} entries sent so far");
                 return Ok(done);
             }
         }
+    }
+
+    /// Sends journaled block or record entry `n` to the ring.
+    async fn send(&self, n: u64, entry: &Entry) -> Result<(), FsError> {
+        match entry {
+            Entry::Block { key, data, claim } => self
+                .inner
+                .put_block(*key, data.clone(), claim.clone(), Durability::Later)
+                .await
+                .map(|_| ()),
+            Entry::Record { record } if self.journal.is_newest(n, record.key()) => {
+                self.send_record(record).await
+            }
+            // An older version of a record journaled again since: the
+            // newest builds on it.
+            Entry::Record { .. } => Ok(()),
+            Entry::Release { .. } => Err(FsError::Invalid("a release in a record run".into())),
+        }
+    }
+
+    /// Puts a journaled record version: as a compare-and-swap against the
+    /// version this machine last saw on the ring, and where another writer
+    /// got there first, without one, so the storage nodes keep both for a
+    /// merge (nothing is overwritten).
+    async fn send_record(&self, record: &Record) -> Result<(), FsError> {
+        let key = record.key();
+        let seen = {
+            let records = Arc::clone(&self.records);
+            tokio::task::spawn_blocking(move || crate::store::newest_versions(records.get(key)))
+                .await
+                .unwrap_or_default()
+        };
+        let expected = seen.first().map_or(0, |r| r.seq);
+        let mut put = self
+            .inner
+            .put_record(record.clone(), Some(expected), Durability::Later)
+            .await;
+        if let Err(FsError::Conflict(_)) = put {
+            self.tainted.store(true, Ordering::Relaxed);
+            log::debug!(
+                "record {} moved on the ring meanwhile: kept beside it for a merge",
+                key.short()
+            );
+            put = self
+                .inner
+                .put_record(record.clone(), None, Durability::Later)
+                .await;
+        }
+        match put {
+            Ok(()) => {
+                self.remember_written(record).await;
+                Ok(())
+            }
+            // A version above it is there already.
+            Err(FsError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends journaled release `n`, if it is safe: every record version
+    /// journaled before it is on the ring (else it goes to the journal's
+    /// end, behind them), and none met a version this machine had not
+    /// seen (else a merge may still refer to the blocks: the owner's
+    /// orphan check frees them later, once it knows).
+    async fn send_release(
+        &self,
+        n: u64,
+        entry: &Entry,
+        unsent: &std::collections::HashSet<Id>,
+    ) -> Result<(), FsError> {
+        let Entry::Release { release } = entry else {
+            return Err(FsError::Invalid("not a release".into()));
+        };
+        if self.tainted.load(Ordering::Relaxed) {
+            log::debug!(
+                "journal entry {n}: {} blocks left for the orphan check to free",
+                release.keys.len()
+            );
+            return Ok(());
+        }
+        if !unsent.is_empty() {
+            let j = Arc::clone(&self.journal);
+            let again = entry.clone();
+            tokio::task::spawn_blocking(move || j.append(&again))
+                .await
+                .map_err(io)?
+                .map_err(io)?;
+            return Ok(());
+        }
+        self.inner.release(release.clone()).await
+    }
+}
+
+/// The kinds of entry, for grouping the replay's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Block,
+    Record,
+    Release,
+}
+
+fn kind(e: &Entry) -> Kind {
+    match e {
+        Entry::Block { .. } => Kind::Block,
+        Entry::Record { .. } => Kind::Record,
+        Entry::Release { .. } => Kind::Release,
     }
 }
 
@@ -342,10 +596,20 @@ pub async fn replay_loop<S: BlockStore>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut was_online = store.online();
+    let mut next_tick = tokio::time::Instant::now() + REPLAY_EVERY;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(REPLAY_EVERY) => {}
+        let kicked = tokio::select! {
+            _ = tokio::time::sleep_until(next_tick) => false,
+            _ = store.kick.notified() => true,
             _ = stop.changed() => return,
+        };
+        if kicked {
+            // A moment for the writes that follow to join this replay (a
+            // directory changed many times is sent once).
+            tokio::select! {
+                _ = tokio::time::sleep(COALESCE) => {}
+                _ = stop.changed() => return,
+            }
         }
         let online = store.online();
         if online != was_online {
@@ -356,20 +620,25 @@ pub async fn replay_loop<S: BlockStore>(
             }
             was_online = online;
         }
-        // Lazily written entries are on disk within a tick, as a storage
-        // node flushes its own within a second.
-        let j = Arc::clone(&store.journal);
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.sync()).await {
-            log::warn!("journal: {e}");
+        if tokio::time::Instant::now() >= next_tick {
+            next_tick = tokio::time::Instant::now() + REPLAY_EVERY;
+            // Lazily written entries are on disk within a tick, as a
+            // storage node flushes its own within a second.
+            let j = Arc::clone(&store.journal);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.sync()).await {
+                log::warn!("journal: {e}");
+            }
         }
         if online && !store.journal.is_empty() {
             let before = store.journal_size();
             match store.replay().await {
-                Ok(n) if n > 0 => log::info!(
-                    "journal replayed: {n} of {} entries sent to the ring",
-                    before.entries
-                ),
-                Ok(_) => {}
+                Ok(n) if n > 0 && (before.entries > 1000 || store.write_back.is_none()) => {
+                    log::info!(
+                        "journal replayed: {n} of {} entries sent to the ring",
+                        before.entries
+                    )
+                }
+                Ok(n) => log::debug!("journal replayed: {n} of {} entries", before.entries),
                 Err(e) => log::warn!("journal replay: {e}"),
             }
         }
@@ -384,7 +653,10 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         claim: Claim,
         durability: Durability,
     ) -> Result<Id, FsError> {
-        if !self.journaling() {
+        // A big block (a sequential write's) goes straight to the ring
+        // while it is in reach, write-back or not: order does not matter
+        // for blocks, and the records that refer to it come after.
+        if !self.journaling() || (data.len() >= DIRECT_BLOCK && self.online()) {
             match self
                 .inner
                 .put_block(key, data.clone(), claim.clone(), durability)
@@ -406,11 +678,11 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
 
     async fn release(&self, rel: Release) -> Result<(), FsError> {
         if self.journaling() {
-            log::debug!(
-                "offline: {} blocks left for the orphan check to free",
-                rel.keys.len()
-            );
-            return Ok(());
+            // Sent after the records journaled before it, if safe then
+            // (see `send_release`).
+            return self
+                .append(Entry::Release { release: rel }, Durability::Later)
+                .await;
         }
         self.inner.release(rel).await
     }

@@ -936,6 +936,32 @@ impl NodeGuard {
             .path()
     }
 
+    /// Waits until the mount's journal is empty: every write it
+    /// acknowledged (write-back) is on the ring. Panics after 30 s.
+    pub async fn settle(&self) {
+        let dir = self.data.path().join("journal");
+        let limit = Duration::from_secs(30);
+        let start = Instant::now();
+        loop {
+            let pending = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+                })
+                .unwrap_or(false);
+            if !pending {
+                return;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "node {}: its journal did not empty within {limit:?}",
+                    self.addr
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits up to `limit` for the process to exit by itself; its status.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let start = Instant::now();

@@ -22,7 +22,9 @@
 //! (`apt-get install -y fuse3 openssh-server sshfs`). Nodes listen on
 //! 127.0.98.1..5; sshd on 127.0.0.1:2298. Everything started is stopped by
 //! PID and unmounted when the bench ends, fails or panics. Sizes:
-//! `PEERSTORE_BENCH_MIB` (default 256), `PEERSTORE_BENCH_FILES` (10000).
+//! `PEERSTORE_BENCH_MIB` (default 256), `PEERSTORE_BENCH_FILES` (10000);
+//! `PEERSTORE_BENCH_NODE_ARGS` adds options to the mounting node (e.g.
+//! `--write-back`).
 //!
 //! Run: `cargo bench --bench mount_vs_sshfs`.
 
@@ -124,6 +126,10 @@ fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
             cmd.args(["--join", &ticket]);
         } else {
             cmd.arg("--mount").arg(&pmnt);
+            // Extra options of the mounting node (e.g. `--write-back`).
+            if let Ok(extra) = std::env::var("PEERSTORE_BENCH_NODE_ARGS") {
+                cmd.args(extra.split_whitespace());
+            }
         }
         setup
             .nodes

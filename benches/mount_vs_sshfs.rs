@@ -111,6 +111,9 @@ fn start(setup: &mut Setup) -> Result<(PathBuf, PathBuf), String> {
     let base = setup.dir.path().to_path_buf();
     let pmnt = base.join("peerstore-mnt");
     let mut ticket = String::new();
+    // The tree's owner: a node with --identity needs the file to exist.
+    peerstore::fs::Identity::load_or_create(&base.join("identity"))
+        .map_err(|e| format!("identity: {e}"))?;
     for i in 0..NODES {
         let mut cmd = Command::new(bin);
         cmd.args(["node", "--listen", &format!("127.0.98.{}:7400", i + 1)])

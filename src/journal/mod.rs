@@ -275,12 +275,16 @@ impl<S: BlockStore> JournalStore<S> {
         // record's sync covers every frame before it: one `fdatasync` per
         // `fsync`, however many blocks it saved.
         let block = matches!(entry, Entry::Block { .. });
-        tokio::task::spawn_blocking(move || match durability {
-            Durability::Now if !block => j.append(&entry).and_then(|_| j.sync()),
+        match durability {
+            Durability::Now if !block => {
+                tokio::task::spawn_blocking(move || j.append(&entry).and_then(|_| j.sync()))
+                    .await
+                    .map_err(io)?
+            }
+            // One buffered `write` (the log's tail, no fsync): cheaper in
+            // place than the hand-off to a blocking thread and back.
             _ => j.append(&entry).map(|_| ()),
-        })
-        .await
-        .map_err(io)?
+        }
         .map_err(|e| match e {
             crate::store::StoreError::NoSpace(m) => FsError::NoSpace(m),
             e => io(e),

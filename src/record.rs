@@ -169,6 +169,39 @@ pub fn account_key(account: &[u8]) -> Id {
     Id::hash_parts(&[b"peerstore-account-v1", account])
 }
 
+/// The digests of record versions whose signatures checked out in this
+/// process (bounded; emptied when full, as the key cache).
+mod verified {
+    use crate::id::Id;
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    /// Digests kept at most (32 bytes each).
+    const MAX: usize = 1 << 16;
+
+    fn set() -> &'static Mutex<HashSet<Id>> {
+        static SET: OnceLock<Mutex<HashSet<Id>>> = OnceLock::new();
+        SET.get_or_init(Default::default)
+    }
+
+    /// Whether `digest` checked out before.
+    pub fn seen(digest: &Id) -> bool {
+        set()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(digest)
+    }
+
+    /// Notes that `digest` checked out.
+    pub fn note(digest: Id) {
+        let mut s = set().lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= MAX {
+            s.clear();
+        }
+        s.insert(digest);
+    }
+}
+
 /// Owners' keys kept decompressed, at most (a node sees few owners; the
 /// cache is emptied when full).
 const KEY_CACHE: usize = 1024;
@@ -297,22 +330,31 @@ impl Record {
             return Err(RecordError::BadClock);
         }
         let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
-        let bytes = || signed_bytes(&self.key(), self.seq, &self.clock, &self.value);
+        let signed = signed_bytes(&self.key(), self.seq, &self.clock, &self.value);
+        // Everything the check depends on: a version checked before (by a
+        // replica's read-modify-write, the record cache, a re-read) costs
+        // a hash, not a signature check.
+        let digest = Id::hash_parts(&[b"peerstore-verified-v1", &self.owner, &self.sig, &signed]);
+        if verified::seen(&digest) {
+            return Ok(());
+        }
         let check = |vk: &VerifyingKey, msg: &[u8], sig: &[u8; 64]| {
             vk.verify_strict(msg, &Signature::from_bytes(sig))
                 .map_err(|_| RecordError::BadSignature)
         };
         match Sig::parse(&self.sig).ok_or(RecordError::BadSignature)? {
-            Sig::Owner(sig) => check(&vk, &bytes(), &sig),
-            Sig::Scoped(sig, scope) => check(&vk, &scoped(bytes(), &scope), &sig),
+            Sig::Owner(sig) => check(&vk, &signed, &sig),
+            Sig::Scoped(sig, scope) => check(&vk, &scoped(signed, &scope), &sig),
             Sig::Granted(sig, scope, grant) => {
                 if grant.scope != scope || !grant.verify(&self.owner) {
                     return Err(RecordError::BadGrant);
                 }
                 let writer = verifying_key(&grant.writer).ok_or(RecordError::BadGrant)?;
-                check(&writer, &scoped(bytes(), &scope), &sig)
+                check(&writer, &scoped(signed, &scope), &sig)
             }
-        }
+        }?;
+        verified::note(digest);
+        Ok(())
     }
 
     /// The scope this version is tagged with: a version of a record in a
@@ -425,6 +467,10 @@ mod tests {
     #[test]
     fn tampering_breaks_signature() {
         let r = Record::sign(&key(), b"dir", 3, Some(b"hello".to_vec()));
+        // Checked once first: a version that checked out before must not
+        // vouch for a changed one (the cache of checked versions).
+        assert_eq!(r.verify(), Ok(()));
+        assert_eq!(r.verify(), Ok(()));
         let mut v = r.clone();
         v.value = Some(b"hellO".to_vec());
         assert_eq!(v.verify(), Err(RecordError::BadSignature));

@@ -148,6 +148,9 @@ pub const DIRECT_BLOCK: usize = 256 << 10;
 /// Entries of one kind sent to the ring at once by the replay.
 const REPLAY_PARALLEL: usize = 16;
 
+/// The pause between two tries of a drain that made no progress.
+const DRAIN_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a writer waits for room in a full write-back journal before
 /// it appends anyway (the ring may be refusing the replay).
 const ROOM_WAIT: Duration = Duration::from_secs(30);
@@ -180,11 +183,6 @@ impl<S: BlockStore> JournalStore<S> {
     pub fn with_write_back(mut self, wb: WriteBack) -> Self {
         self.write_back = Some(wb);
         self
-    }
-
-    /// Whether writes are journaled while online.
-    pub fn write_back(&self) -> bool {
-        self.write_back.is_some()
     }
 
     /// Reads this node's own copies while cut off.
@@ -247,17 +245,18 @@ impl<S: BlockStore> JournalStore<S> {
             if left.is_zero() {
                 break;
             }
-            match tokio::time::timeout(left, self.replay()).await {
-                Ok(Ok(0)) => {
-                    // Paused (the ring refuses for now): try again shortly.
-                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
-                }
-                Ok(Ok(_)) => {}
+            let progress = match tokio::time::timeout(left, self.replay()).await {
+                Ok(Ok(n)) => n > 0,
                 Ok(Err(e)) => {
                     log::warn!("journal replay: {e}");
-                    tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+                    false
                 }
                 Err(_) => break,
+            };
+            if !progress {
+                // The ring refuses for now (a replica busy or going): the
+                // next try is paced, within the deadline.
+                tokio::time::sleep(DRAIN_RETRY.min(left)).await;
             }
         }
         self.journal_size()
@@ -428,23 +427,17 @@ impl<S: BlockStore> JournalStore<S> {
             let mut sent = Vec::new();
             let mut stopped = None;
             for run in entries.chunk_by(|a, b| kind(&a.1) == kind(&b.1)) {
-                let results: Vec<Result<(), FsError>> = if kind(&run[0].1) == Kind::Release {
-                    let mut out = Vec::with_capacity(run.len());
-                    for (n, e) in run {
-                        out.push(self.send_release(*n, e, &unsent).await);
-                    }
-                    out
-                } else {
-                    let mut out = Vec::with_capacity(run.len());
-                    for chunk in run.chunks(REPLAY_PARALLEL) {
-                        let mut sends = Vec::with_capacity(chunk.len());
-                        for (n, e) in chunk {
-                            sends.push(self.send(*n, e));
-                        }
-                        out.extend(futures::future::join_all(sends).await);
-                    }
-                    out
+                // Releases one at a time (each checks what the runs
+                // before it sent), the others [`REPLAY_PARALLEL`] at once.
+                let width = match kind(&run[0].1) {
+                    Kind::Release => 1,
+                    _ => REPLAY_PARALLEL,
                 };
+                let mut results = Vec::with_capacity(run.len());
+                for chunk in run.chunks(width) {
+                    let sends = chunk.iter().map(|(n, e)| self.send(*n, e, &unsent));
+                    results.extend(futures::future::join_all(sends).await);
+                }
                 for ((n, e), r) in run.iter().zip(results) {
                     if let Entry::Record { record } = e {
                         if !self.journal.is_newest(*n, record.key()) {
@@ -487,8 +480,14 @@ impl<S: BlockStore> JournalStore<S> {
         }
     }
 
-    /// Sends journaled block or record entry `n` to the ring.
-    async fn send(&self, n: u64, entry: &Entry) -> Result<(), FsError> {
+    /// Sends journaled entry `n` to the ring (`unsent`: see
+    /// [`send_release`](Self::send_release)).
+    async fn send(
+        &self,
+        n: u64,
+        entry: &Entry,
+        unsent: &std::collections::HashSet<Id>,
+    ) -> Result<(), FsError> {
         match entry {
             Entry::Block { key, data, claim } => self
                 .inner
@@ -501,7 +500,7 @@ impl<S: BlockStore> JournalStore<S> {
             // An older version of a record journaled again since: the
             // newest builds on it.
             Entry::Record { .. } => Ok(()),
-            Entry::Release { .. } => Err(FsError::Invalid("a release in a record run".into())),
+            Entry::Release { release } => self.send_release(n, entry, release, unsent).await,
         }
     }
 
@@ -553,11 +552,9 @@ impl<S: BlockStore> JournalStore<S> {
         &self,
         n: u64,
         entry: &Entry,
+        release: &Release,
         unsent: &std::collections::HashSet<Id>,
     ) -> Result<(), FsError> {
-        let Entry::Release { release } = entry else {
-            return Err(FsError::Invalid("not a release".into()));
-        };
         if self.tainted.load(Ordering::Relaxed) {
             log::debug!(
                 "journal entry {n}: {} blocks left for the orphan check to free",

@@ -91,6 +91,16 @@ fn journaled_at(
     dir: &std::path::Path,
     online: bool,
 ) -> (Arc<AtomicBool>, Arc<Vault<JournalStore<Machine>>>) {
+    journaled_with(ring, dir, online, None)
+}
+
+/// [`journaled_at`], in write-back mode if `wb` is given.
+fn journaled_with(
+    ring: &Arc<MemStore>,
+    dir: &std::path::Path,
+    online: bool,
+    wb: Option<WriteBack>,
+) -> (Arc<AtomicBool>, Arc<Vault<JournalStore<Machine>>>) {
     let online = Arc::new(AtomicBool::new(online));
     let flag = Arc::clone(&online);
     let store = JournalStore::new(
@@ -103,6 +113,10 @@ fn journaled_at(
         RecordCache::open(&dir.join("records"), 1 << 24).unwrap(),
         Arc::new(move || flag.load(Ordering::SeqCst)),
     );
+    let store = match wb {
+        Some(wb) => store.with_write_back(wb),
+        None => store,
+    };
     let vault = Vault::new(Arc::new(store), Identity::from_secret([5; 32]));
     (online, vault)
 }
@@ -264,4 +278,97 @@ async fn a_journal_survives_a_restart_and_meets_concurrent_edits_as_conflict_cop
         read(&other, "new-offline.txt").await.unwrap(),
         b"made offline"
     );
+}
+
+fn ring_blocks(ring: &MemStore) -> std::collections::HashSet<Id> {
+    ring.blocks.lock().unwrap().keys().copied().collect()
+}
+
+#[tokio::test]
+async fn write_back_journals_while_online_and_the_replay_sends_records_then_releases() {
+    let ring = Arc::new(MemStore::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (_online, v) = journaled_with(&ring, dir.path(), true, Some(WriteBack::default()));
+    // Content in a block, under the size that goes straight to the ring.
+    let first = vec![1u8; 100_000];
+    write(&v, b"a.bin", &first).await;
+    assert_eq!(
+        ring.block_puts(),
+        0,
+        "online, yet nothing sent before the replay"
+    );
+    assert!(v.store.journal_size().entries > 0);
+    assert_eq!(read(&v, "a.bin").await.unwrap(), first);
+    assert!(v.store.replay().await.unwrap() > 0);
+    assert!(v.store.journal.is_empty());
+    let other = direct(&ring);
+    assert_eq!(read(&other, "a.bin").await.unwrap(), first);
+    let old = ring_blocks(&ring);
+    assert!(!old.is_empty());
+
+    // A block, the record that stops using it, and its release, journaled
+    // in that order: the replay puts the block, then the record, then
+    // frees the block.
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let data = b"a block, soon released".to_vec();
+    let bkey = Id::hash(&data);
+    v.store
+        .put_block(bkey, data, Claim::sign(&sk, bkey, 1), Durability::Later)
+        .await
+        .unwrap();
+    let r = Record::sign(&sk, b"r", 1, Some(b"no longer uses it".to_vec()));
+    v.store
+        .put_record(r.clone(), Some(0), Durability::Later)
+        .await
+        .unwrap();
+    v.store
+        .release(Release::sign(&sk, vec![bkey], 2))
+        .await
+        .unwrap();
+    assert_eq!(ring_blocks(&ring), old, "nothing sent before the replay");
+    v.store.replay().await.unwrap();
+    assert!(v.store.journal.is_empty());
+    assert_eq!(ring_blocks(&ring), old, "the block was put, then freed");
+    assert_eq!(ring.get_versions(r.key()).await.unwrap(), vec![r]);
+}
+
+#[tokio::test]
+async fn a_replayed_record_that_meets_an_unseen_version_withholds_later_releases() {
+    let ring = Arc::new(MemStore::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (_online, v) = journaled_with(&ring, dir.path(), true, Some(WriteBack::default()));
+    let store = &v.store;
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let key_of = |name: &[u8]| Record::sign(&sk, name, 1, None).key();
+    // This machine saw version 1 of a record; another writer then put 2.
+    let v1 = Record::sign(&sk, b"r", 1, Some(b"one".to_vec()));
+    store
+        .put_record(v1, Some(0), Durability::Later)
+        .await
+        .unwrap();
+    store.replay().await.unwrap();
+    let theirs = Record::sign(&sk, b"r", 2, Some(b"theirs".to_vec()));
+    ring.put_record(theirs, Some(1), Durability::Later)
+        .await
+        .unwrap();
+    // Ours builds on 1 (journaled: judged against what this machine knows),
+    // then a release of a block the ring holds.
+    let data = b"a block".to_vec();
+    let bkey = Id::hash(&data);
+    let claim = Claim::sign(&sk, bkey, 1);
+    ring.put_block(bkey, data, claim, Durability::Later)
+        .await
+        .unwrap();
+    let ours = Record::sign(&sk, b"r", 2, Some(b"ours".to_vec()));
+    store
+        .put_record(ours, Some(1), Durability::Later)
+        .await
+        .unwrap();
+    let rel = Release::sign(&sk, vec![bkey], 2);
+    store.release(rel).await.unwrap();
+    store.replay().await.unwrap();
+    assert!(store.journal.is_empty());
+    // The release was not sent: a merge may still refer to the block.
+    assert!(ring_blocks(&ring).contains(&bkey));
+    assert!(!ring.get_versions(key_of(b"r")).await.unwrap().is_empty());
 }

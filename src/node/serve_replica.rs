@@ -13,7 +13,8 @@ use crate::wire::{MAX_BATCH, MAX_OWNED, MAX_PROVE, RemoteError, ReplicaRequest, 
 use std::sync::Arc;
 
 /// Applies a replica request to a store; `Ok(None)` means the item asked
-/// for is not held. A disk store blocks: call it from `spawn_blocking`.
+/// for is not held. A disk store blocks: [`serve_replica`] runs only quick requests
+/// inline, the rest on a blocking thread.
 pub fn apply_replica<S: ItemStore + ?Sized>(
     store: &S,
     req: ReplicaRequest,
@@ -80,9 +81,13 @@ pub async fn serve_replica(
         }
         _ => {}
     }
-    let res = tokio::task::spawn_blocking(move || apply_replica(store.as_ref(), req))
-        .await
-        .map_err(|e| RemoteError::Storage(format!("store task failed: {e}")))?;
+    let res = if is_quick(&req) {
+        apply_replica(store.as_ref(), req)
+    } else {
+        tokio::task::spawn_blocking(move || apply_replica(store.as_ref(), req))
+            .await
+            .map_err(|e| RemoteError::Storage(format!("store task failed: {e}")))?
+    };
     match res {
         Ok(Some(r)) => Ok(r),
         Ok(None) => Err(RemoteError::NotFound),
@@ -91,6 +96,28 @@ pub async fn serve_replica(
             Err(RemoteError::NotFound)
         }
         Err(e) => Err(remote_error(&e)),
+    }
+}
+
+/// Largest block a replica stores without a hand-off to a blocking thread.
+const QUICK_BLOCK: usize = 64 << 10;
+
+/// Whether `req` is cheap enough to run on the async thread that received
+/// it: no fsync, no hashing of big blocks, no scan. A small put is one
+/// buffered write and a rename (tens of µs); handing it to a blocking
+/// thread and back costs two thread wake-ups, which on a storage node
+/// taking small files were most of its time per request.
+fn is_quick(req: &ReplicaRequest) -> bool {
+    match req {
+        ReplicaRequest::StoreRecord { durable, .. } => !durable,
+        ReplicaRequest::StoreBlock { data, durable, .. } => !durable && data.len() <= QUICK_BLOCK,
+        ReplicaRequest::FetchRecord { .. } | ReplicaRequest::Missing { .. } => true,
+        ReplicaRequest::FetchBlock { .. }
+        | ReplicaRequest::Sync
+        | ReplicaRequest::Prove { .. }
+        | ReplicaRequest::Release(_)
+        | ReplicaRequest::Owned { .. }
+        | ReplicaRequest::Space { .. } => false,
     }
 }
 

@@ -187,6 +187,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Takes the data directory's lock file (`DATA/node.lock`, an advisory
+/// `flock`), so a second node on the same directory stops with a clear
+/// error instead of writing the same logs and caches. The kernel drops the
+/// lock when the process ends, however it ends.
+fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data).map_err(|e| anyhow::anyhow!("{}: {e}", data.display()))?;
+    let path = data.join("node.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another node is running with data directory {} (it holds {})",
+            data.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("lock {}: {e}", path.display())
+        }
+    }
+}
+
 /// Runs a node until SIGINT or SIGTERM (or, with `--mount`, until its
 /// folder is unmounted), then leaves the ring gracefully.
 async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
@@ -196,6 +222,8 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
+    // Held until the process ends: one node per data directory.
+    let _data_lock = lock_data_dir(&a.data)?;
     if a.clock_skew_secs != 0 {
         log::warn!(
             "this node's clock runs {} s off (--clock-skew-secs)",

@@ -9,7 +9,8 @@
 //! writes go to the backend; reads try the cache first and keep what they fetch.
 //!
 //! Layout: `DIR/<first 2 hex>/<64 hex>` holds the block bytes; `DIR/tmp/`
-//! holds files being written. [`records`] keeps records the same way.
+//! holds files being written. [`records`] keeps records in an append-only log
+//! instead (one file per record cost an inode per directory version).
 
 pub mod records;
 

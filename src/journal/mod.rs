@@ -297,16 +297,19 @@ impl<S: BlockStore> JournalStore<S> {
     /// (it may have taken a later version than this machine read).
     async fn known(&self, key: Id) -> Vec<Record> {
         let records = Arc::clone(&self.records);
-        let local = if self.online() {
-            None
-        } else {
-            self.local.clone()
+        let local = match &self.local {
+            Some(l) if !self.online() => Arc::clone(l),
+            // The cache alone: memory or one read of its log, in place.
+            _ => return crate::store::newest_versions(records.get(key)),
         };
         tokio::task::spawn_blocking(move || {
             let mut all = records.get(key);
-            if let Some(l) = local {
-                all.extend(l.versions(key).into_iter().filter(|r| r.verify().is_ok()));
-            }
+            all.extend(
+                local
+                    .versions(key)
+                    .into_iter()
+                    .filter(|r| r.verify().is_ok()),
+            );
             crate::store::newest_versions(all)
         })
         .await
@@ -317,16 +320,15 @@ impl<S: BlockStore> JournalStore<S> {
     /// [`remember_written`](Self::remember_written); unchanged answers
     /// cost no write).
     async fn remember(&self, key: Id, versions: Vec<Record>) {
-        let records = Arc::clone(&self.records);
-        let _ = tokio::task::spawn_blocking(move || records.put(key, &versions)).await;
+        // A log append or a check in memory: cheaper in place than the
+        // hand-off to a blocking thread and back.
+        self.records.put(key, &versions);
     }
 
     /// Keeps a version this machine stored (awaited: a read right after
     /// going offline must find it).
     async fn remember_written(&self, rec: &Record) {
-        let records = Arc::clone(&self.records);
-        let rec = rec.clone();
-        let _ = tokio::task::spawn_blocking(move || records.note_written(&rec)).await;
+        self.records.note_written(rec);
     }
 
     /// What the ring answered a put of `rec`: the put's result, or `None`
@@ -510,12 +512,7 @@ impl<S: BlockStore> JournalStore<S> {
     /// merge (nothing is overwritten).
     async fn send_record(&self, record: &Record) -> Result<(), FsError> {
         let key = record.key();
-        let seen = {
-            let records = Arc::clone(&self.records);
-            tokio::task::spawn_blocking(move || crate::store::newest_versions(records.get(key)))
-                .await
-                .unwrap_or_default()
-        };
+        let seen = crate::store::newest_versions(self.records.get(key));
         let expected = seen.first().map_or(0, |r| r.seq);
         let mut put = self
             .inner

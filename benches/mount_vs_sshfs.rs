@@ -15,8 +15,9 @@
 //! - 1000 random 4 KiB `pwrite`s, each followed by `fsync`, into a 64 MiB
 //!   file (PeerStore: and then the ring's stored block bytes against r ×
 //!   the file's size, once they are stable, at most 60 s after);
-//! - PeerStore only: `rm` of the 256 MiB file, and the share of its block
-//!   bytes freed on the ring, polled for up to 60 s.
+//! - PeerStore only: `rm` of the 256 MiB file and `peerstore trash
+//!   empty`, and the share of its block bytes freed on the ring, polled
+//!   for up to 60 s.
 //!
 //! Needs root (drop_caches), `fusermount3`, `sshd` and `sshfs`
 //! (`apt-get install -y fuse3 openssh-server sshfs`). Nodes listen on
@@ -399,6 +400,19 @@ fn workload(
         Some(n) => {
             let b0 = ring_block_bytes(n);
             run(Command::new("rm").arg(&dst))?;
+            // A deleted file waits in the trash (30 days by default):
+            // emptying it is what frees the space.
+            let data = &n[0];
+            let identity = data
+                .parent()
+                .map(|b| b.join("identity"))
+                .unwrap_or_default();
+            run(Command::new(env!("CARGO_BIN_EXE_peerstore"))
+                .args(["trash", "empty", "--data"])
+                .arg(data)
+                .arg("--identity")
+                .arg(identity)
+                .stdout(Stdio::null()))?;
             let target = 3 * (mib << 20);
             let (b1, secs) = poll_blocks(n, Duration::from_secs(60), |b| {
                 b0.saturating_sub(b) * 100 >= target * 95
@@ -486,7 +500,7 @@ fn main() -> ExitCode {
             }
             if let Some((share, secs)) = p.rm_freed {
                 println!(
-                    "rm of the {mib} MiB file: {:.1}% of its r copies freed in {secs:.1} s",
+                    "rm of the {mib} MiB file, then trash empty: {:.1}% of its r copies freed in {secs:.1} s",
                     share * 100.0
                 );
             }

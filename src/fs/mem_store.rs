@@ -33,6 +33,8 @@ pub struct MemStore {
     /// Every put's key (a block's, or a record's) and the durability
     /// asked of it, in order.
     pub durabilities: Mutex<Vec<(Id, Durability)>>,
+    /// The key of every record read so far, in order.
+    pub record_reads: Mutex<Vec<Id>>,
 }
 
 impl MemStore {
@@ -163,6 +165,10 @@ impl BlockStore for MemStore {
     }
 
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        self.record_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
         Ok(self
             .records
             .lock()

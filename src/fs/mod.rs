@@ -92,6 +92,13 @@ pub trait BlockStore: Send + Sync + 'static {
     /// versions written concurrently (on two sides of a partition) wait
     /// for a writer to merge them.
     fn get_versions(&self, key: Id) -> impl Future<Output = Result<Vec<Record>, FsError>> + Send;
+    /// The versions of a record this machine kept from its earlier reads
+    /// and writes, head first, without asking the ring; empty if none (the
+    /// default). Only a guess, for a compare-and-swap that the replicas
+    /// then judge: it may be stale.
+    fn kept_versions(&self, _key: Id) -> Vec<Record> {
+        Vec::new()
+    }
     /// The writer this store's saves count as in records' clocks
     /// ([`crate::clock::Clock`]): the node they go through.
     fn writer(&self) -> impl Future<Output = Result<u64, FsError>> + Send;

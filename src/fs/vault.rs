@@ -242,6 +242,33 @@ impl<S: BlockStore> Vault<S> {
             }
             Err(e) => return Err(e),
         };
+        self.versioned_from(link, key, versions).await
+    }
+
+    /// A guess at file `link` as stored, from the one version this machine
+    /// kept of it (no ring read); `None` if it kept none, or several, or a
+    /// delete. Only for a compare-and-swap write, which fails on replicas
+    /// holding anything newer: the caller then loads it from the ring.
+    async fn load_kept(&self, link: &Link) -> Option<Versioned> {
+        if link.kind != Kind::File {
+            return None;
+        }
+        let key = self.identity.record_key(&link.name);
+        let versions = self.store.kept_versions(key);
+        if versions.len() != 1 || versions[0].is_tombstone() {
+            return None;
+        }
+        self.clocks.note_read(key, &versions);
+        self.versioned_from(link, key, versions).await.ok()
+    }
+
+    /// The object that `versions` (read for `link`, under `key`) hold.
+    async fn versioned_from(
+        &self,
+        link: &Link,
+        key: Id,
+        versions: Vec<crate::record::Record>,
+    ) -> Result<Versioned, FsError> {
         // With concurrent versions, a change beats a delete: a deleted
         // head gives way to the best live version (the sequence number
         // stays the head's, which the next save swaps on).
@@ -911,13 +938,22 @@ impl<S: BlockStore> Vault<S> {
         let to_trash = trash_as.filter(|_| {
             link.kind == Kind::File && self.keeps_versions() && !self.identity.is_shared()
         });
-        // One fetch and one compare-and-swap write in the common case,
-        // again if the record changed meanwhile (a new link elsewhere).
-        for _ in 0..CAS_ATTEMPTS {
-            let v = match self.load(link).await {
-                Ok(v) => v,
-                Err(FsError::NotFound) => return Ok(true),
-                Err(e) => return Err(e),
+        // One compare-and-swap write in the common case, over the version
+        // this machine kept (it wrote or read it: an `rm -rf` of what it
+        // made costs no read); again over a fresh read if the record
+        // changed meanwhile (a new link elsewhere), or nothing was kept.
+        for attempt in 0..CAS_ATTEMPTS {
+            let kept = match attempt {
+                0 => self.load_kept(link).await,
+                _ => None,
+            };
+            let v = match kept {
+                Some(v) => v,
+                None => match self.load(link).await {
+                    Ok(v) => v,
+                    Err(FsError::NotFound) => return Ok(true),
+                    Err(e) => return Err(e),
+                },
             };
             let written = if v.obj.attrs.nlink > 1 {
                 // Other names stay: one fewer.

@@ -761,6 +761,13 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         self.append(Entry::Record { record: rec }, durability).await
     }
 
+    fn kept_versions(&self, key: Id) -> Vec<Record> {
+        match self.journal.record(key) {
+            Some(r) => vec![r],
+            None => crate::store::newest_versions(self.records.get(key)),
+        }
+    }
+
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
         if let Some(keys) = self
             .recording

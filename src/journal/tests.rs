@@ -372,3 +372,52 @@ async fn a_replayed_record_that_meets_an_unseen_version_withholds_later_releases
     assert!(ring_blocks(&ring).contains(&bkey));
     assert!(!ring.get_versions(key_of(b"r")).await.unwrap().is_empty());
 }
+
+/// A removal builds on the version this machine kept (no read) when it is
+/// still the ring's; when another machine changed the file meanwhile, the
+/// kept one is stale: its compare-and-swap fails, and the removal reads
+/// the ring and trashes what is there, not what this machine last saw.
+#[tokio::test]
+async fn a_removal_over_a_stale_kept_version_trashes_the_newest() {
+    let ring = Arc::new(MemStore::default());
+    let m = journaled(&ring, tempfile::tempdir().unwrap());
+    let other = direct(&ring);
+    write(&m.vault, b"kept.txt", b"mine").await;
+    write(&m.vault, b"changed.txt", b"mine").await;
+    write(&other, b"changed.txt", b"theirs, later").await;
+    let (kept, _) = m.vault.resolve("/kept.txt").await.unwrap();
+    let key = Identity::from_secret([5; 32]).record_key(&kept.name);
+    ring.record_reads.lock().unwrap().clear();
+    let root = m.vault.root();
+    m.vault
+        .remove(&root, b"kept.txt", false, Some("/kept.txt"))
+        .await
+        .unwrap();
+    assert!(
+        !ring.record_reads.lock().unwrap().contains(&key),
+        "the kept version was used: the file's record was not read"
+    );
+    m.vault
+        .remove(&root, b"changed.txt", false, Some("/changed.txt"))
+        .await
+        .unwrap();
+    m.vault.settle_all().await.unwrap();
+    let items = m.vault.trash_items().await.unwrap();
+    let mut sizes: Vec<(String, u64)> = items.iter().map(|i| (i.path.clone(), i.size)).collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            ("/changed.txt".to_string(), b"theirs, later".len() as u64),
+            ("/kept.txt".to_string(), 4)
+        ]
+    );
+    assert_eq!(
+        m.vault.trash_restore("/changed.txt", None).await.unwrap(),
+        "/changed.txt"
+    );
+    assert_eq!(
+        read(&m.vault, "/changed.txt").await.unwrap(),
+        b"theirs, later"
+    );
+}

@@ -400,6 +400,11 @@ fn workload(
         Some(n) => {
             let b0 = ring_block_bytes(n);
             run(Command::new("rm").arg(&dst))?;
+            // The mount moves a removed file to the trash behind the
+            // `unlink`; an fsync of its directory waits for that.
+            File::open(mnt)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("fsync {}: {e}", mnt.display()))?;
             // A deleted file waits in the trash (30 days by default):
             // emptying it is what frees the space.
             let data = &n[0];

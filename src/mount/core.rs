@@ -394,8 +394,7 @@ impl<S: BlockStore> Core<S> {
             let later = was_dirty || (by_handle && size.is_some());
             if !later && !self.handles().is_unlinked(ino) {
                 self.flush_placed(ino, &mut f, Durability::Later).await?;
-                self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
-                    .await;
+                self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
             }
             self.after_change(ino, &f);
             return Ok(file_attr(ino, link.kind, &f.state.obj.attrs));
@@ -432,8 +431,7 @@ impl<S: BlockStore> Core<S> {
         if size.is_some() || !change.is_empty() {
             // The entry's copy follows (`utimensat` of rsync's temporary
             // file, before its rename, must show under the final name).
-            self.note_attrs(ino, &link, &v.obj.attrs, Durability::Later)
-                .await;
+            self.note_attrs(ino, &link, &v.obj.attrs).await;
         }
         let v = Arc::new(v);
         self.inodes().store(ino, Arc::clone(&v));
@@ -583,13 +581,7 @@ impl<S: BlockStore> Core<S> {
     /// Notes that file `ino` was stored with `attrs`: its directory entry's
     /// attribute copy (what listings show) is brought up to date, written
     /// behind.
-    pub(super) async fn note_attrs(
-        &self,
-        ino: u64,
-        link: &Link,
-        attrs: &Attrs,
-        durability: Durability,
-    ) {
+    pub(super) async fn note_attrs(&self, ino: u64, link: &Link, attrs: &Attrs) {
         let Some((parent, name)) = self.place_of(ino) else {
             return;
         };
@@ -599,7 +591,7 @@ impl<S: BlockStore> Core<S> {
             return;
         };
         let queued = vault
-            .queue_entry_attrs(&parent, &name, link, attrs.clone(), durability)
+            .queue_entry_attrs(&parent, &name, link, attrs.clone(), Durability::Later)
             .await;
         match queued {
             Ok(Some(ticket)) => {

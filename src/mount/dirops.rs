@@ -14,7 +14,7 @@
 use super::attr::file_attr;
 use super::core::Core;
 use crate::fs::{
-    Attrs, BlockStore, DirTicket, Durability, FsError, Kind, Link, OpenFile, Versioned, check_name,
+    Attrs, BlockStore, DirTicket, FsError, Kind, Link, OpenFile, Versioned, check_name,
 };
 use fuser::{FileAttr, RenameFlags};
 use std::sync::Arc;
@@ -323,8 +323,7 @@ impl<S: BlockStore> Core<S> {
         let v = res?;
         // The first name's copy says one link no more, so listings stop
         // trusting it (a write through the new name does not update it).
-        self.note_attrs(ino, &link, &v.obj.attrs, Durability::Later)
-            .await;
+        self.note_attrs(ino, &link, &v.obj.attrs).await;
         let n = {
             let mut t = self.inodes();
             let n = t.remember(&link, newparent, newname);

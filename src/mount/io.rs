@@ -140,8 +140,12 @@ impl<S: BlockStore> Core<S> {
         let res = self.flush_placed(ino, &mut f, durability).await;
         self.after_change(ino, &f);
         if res.is_ok() {
-            self.note_attrs(ino, &f.link, &f.state.obj.attrs, durability)
-                .await;
+            // The directory entry's copy of the attributes is for listings
+            // only (the file's own record, just stored as `durability`
+            // asks, holds them): it rides along with the directory's next
+            // update. Made durable at each `fsync`, it cost a durable
+            // directory put on r replicas per `fsync`.
+            self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
         }
         res
     }
@@ -179,8 +183,7 @@ impl<S: BlockStore> Core<S> {
                 let res = self.flush_placed(ino, &mut f, Durability::Later).await;
                 self.after_change(ino, &f);
                 if res.is_ok() {
-                    self.note_attrs(ino, &f.link, &f.state.obj.attrs, Durability::Later)
-                        .await;
+                    self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
                 }
                 res
             } else {

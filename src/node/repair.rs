@@ -26,10 +26,15 @@ impl Node {
         }
         let s = self.dht.run(HandOff::new(items.clone())).await;
         if s.targets == 0 {
-            log::warn!(
-                "last node of the ring: its {} items stay in its data directory",
-                items.len()
-            );
+            // Said once: a leaving node hands off before and after it
+            // leaves, and the last one finds no successor either time.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "last node of the ring: its {} items stay in its data directory",
+                    items.len()
+                );
+            }
             return Ok(0);
         }
         for r in &s.reasons {

@@ -25,7 +25,7 @@ pub(super) const MAX_PAYLOAD: u64 = 64 << 20;
 /// Keys whose decoded versions are kept in memory, per generation.
 pub(super) const RECENT_KEYS: usize = 2048;
 /// Bytes of versions kept in memory, per generation.
-pub(super) const RECENT_BYTES: u64 = 8 << 20;
+pub(super) const RECENT_BYTES: u64 = 2 << 20;
 
 /// Sizes the log works with (smaller in tests).
 #[derive(Clone, Copy)]

@@ -296,12 +296,11 @@ impl<S: BlockStore> JournalStore<S> {
     /// and while cut off, what this node's own store holds as a replica
     /// (it may have taken a later version than this machine read).
     async fn known(&self, key: Id) -> Vec<Record> {
-        let records = Arc::clone(&self.records);
         let local = match &self.local {
             Some(l) if !self.online() => Arc::clone(l),
-            // The cache alone: memory or one read of its log, in place.
-            _ => return crate::store::newest_versions(records.get(key)),
+            _ => return self.cached(key),
         };
+        let records = Arc::clone(&self.records);
         tokio::task::spawn_blocking(move || {
             let mut all = records.get(key);
             all.extend(
@@ -316,18 +315,24 @@ impl<S: BlockStore> JournalStore<S> {
         .unwrap_or_default()
     }
 
-    /// Keeps what the ring answered for `key` (awaited, as
+    /// Keeps what the ring answered for `key`, before returning (as
     /// [`remember_written`](Self::remember_written); unchanged answers
     /// cost no write).
-    async fn remember(&self, key: Id, versions: Vec<Record>) {
+    fn remember(&self, key: Id, versions: &[Record]) {
         // A log append or a check in memory: cheaper in place than the
         // hand-off to a blocking thread and back.
-        self.records.put(key, &versions);
+        self.records.put(key, versions);
     }
 
-    /// Keeps a version this machine stored (awaited: a read right after
-    /// going offline must find it).
-    async fn remember_written(&self, rec: &Record) {
+    /// The versions the record cache holds of `key`, newest first: memory
+    /// or one read of its log, in place.
+    fn cached(&self, key: Id) -> Vec<Record> {
+        crate::store::newest_versions(self.records.get(key))
+    }
+
+    /// Keeps a version this machine stored, before returning (a read
+    /// right after going offline must find it).
+    fn remember_written(&self, rec: &Record) {
         self.records.note_written(rec);
     }
 
@@ -340,7 +345,7 @@ impl<S: BlockStore> JournalStore<S> {
     ) -> Option<Result<(), FsError>> {
         match r {
             Ok(()) => {
-                self.remember_written(rec).await;
+                self.remember_written(rec);
                 Some(Ok(()))
             }
             Err(FsError::Unavailable(e)) => {
@@ -368,7 +373,7 @@ impl<S: BlockStore> JournalStore<S> {
                 // ring knows (a read that fails judges against nothing).
                 None if self.online() => match self.inner.get_versions(key).await {
                     Ok(v) => {
-                        self.remember(key, v.clone()).await;
+                        self.remember(key, &v);
                         v.into_iter().next()
                     }
                     Err(_) => None,
@@ -512,7 +517,7 @@ impl<S: BlockStore> JournalStore<S> {
     /// merge (nothing is overwritten).
     async fn send_record(&self, record: &Record) -> Result<(), FsError> {
         let key = record.key();
-        let seen = crate::store::newest_versions(self.records.get(key));
+        let seen = self.cached(key);
         let expected = seen.first().map_or(0, |r| r.seq);
         let mut put = self
             .inner
@@ -531,7 +536,7 @@ impl<S: BlockStore> JournalStore<S> {
         }
         match put {
             Ok(()) => {
-                self.remember_written(record).await;
+                self.remember_written(record);
                 Ok(())
             }
             // A version above it is there already.
@@ -764,7 +769,7 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
     fn kept_versions(&self, key: Id) -> Vec<Record> {
         match self.journal.record(key) {
             Some(r) => vec![r],
-            None => crate::store::newest_versions(self.records.get(key)),
+            None => self.cached(key),
         }
     }
 
@@ -784,7 +789,7 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         if self.online() {
             return match self.inner.get_versions(key).await {
                 Ok(v) => {
-                    self.remember(key, v.clone()).await;
+                    self.remember(key, &v);
                     Ok(v)
                 }
                 Err(FsError::Unavailable(m)) => {

@@ -338,5 +338,9 @@ fn time_note_written() {
             "{pass}: 20000 note_written of {size}-byte records over 200 keys: {:?}",
             t.elapsed()
         );
+        // Each key holds its last version, the one that replaced the rest.
+        for r in &recs[recs.len() - 200..] {
+            assert_eq!(c.get(r.key()), vec![r.clone()]);
+        }
     }
 }

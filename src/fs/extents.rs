@@ -10,7 +10,7 @@
 use super::FsError;
 use crate::id::Id;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// How a block's plaintext was sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,10 +73,12 @@ pub enum Piece {
     Hole(u64),
 }
 
-/// A file's extents, sorted and non-overlapping.
+/// A file's extents, sorted and non-overlapping. A persistent map: a copy
+/// (the stored version a save starts from, the next version it builds)
+/// shares the nodes it did not change, so it costs O(1), not O(extents).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtentMap {
-    map: BTreeMap<u64, Extent>,
+    map: imbl::OrdMap<u64, Extent>,
 }
 
 impl ExtentMap {
@@ -88,7 +90,7 @@ impl ExtentMap {
     /// A map from stored extents; refuses overlapping, empty or
     /// out-of-block extents (a corrupt or forged index).
     pub fn from_extents(extents: impl IntoIterator<Item = Extent>) -> Result<ExtentMap, FsError> {
-        let mut map = BTreeMap::new();
+        let mut map = imbl::OrdMap::new();
         let mut last_end = 0u64;
         for e in extents {
             let bad = e.len == 0
@@ -130,8 +132,16 @@ impl ExtentMap {
     /// Points every extent in a block of `moved` at that block's
     /// replacement (same plaintext, so offsets in it stay valid).
     pub fn replace_blocks(&mut self, moved: &std::collections::HashMap<Id, BlockRef>) {
-        for e in self.map.values_mut() {
-            if let Some(b) = moved.get(&e.block.key) {
+        let changed: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, e)| moved.contains_key(&e.block.key))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in changed {
+            if let Some(e) = self.map.get_mut(&k)
+                && let Some(b) = moved.get(&e.block.key)
+            {
                 e.block = *b;
             }
         }

@@ -35,7 +35,7 @@ use super::pending::DirTicket;
 use super::ranges::Ranges;
 use super::vault::{Vault, Versioned};
 use super::{BlockStore, Durability, FsError};
-use crate::id::Id;
+use crate::id::{Id, IdSet};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -102,7 +102,7 @@ pub struct OpenFile {
     /// (kept after a failure, so every later flush reports it too).
     linking: Option<DirTicket>,
     /// The blocks of the stored version `state` started from.
-    stored_blocks: HashSet<Id>,
+    stored_blocks: IdSet,
     /// Blocks stored since then (each referred to by `state`, or not any
     /// more if overwritten or truncated away before the save).
     uploaded: HashSet<Id>,
@@ -127,7 +127,7 @@ pub struct OpenFile {
     session_saved: Option<u64>,
     /// The blocks of the version this open kept last: its later saves
     /// must not release them.
-    session_kept: HashSet<Id>,
+    session_kept: IdSet,
 }
 
 impl OpenFile {
@@ -143,7 +143,7 @@ impl OpenFile {
     pub fn from_state(link: Link, state: Versioned) -> OpenFile {
         let mut f = OpenFile {
             link,
-            stored_blocks: HashSet::new(),
+            stored_blocks: IdSet::default(),
             uploaded: HashSet::new(),
             state,
             dirty: Ranges::default(),
@@ -161,23 +161,29 @@ impl OpenFile {
             base_plain: None,
             base_saved: Time::default(),
             session_saved: None,
-            session_kept: HashSet::new(),
+            session_kept: IdSet::default(),
         };
-        f.note_base();
+        f.note_base(None);
         f
     }
 
     /// Takes `state` as the stored version the next changes apply to.
     fn settle_on(&mut self, state: Versioned) {
+        self.settle_on_known(state, None);
+    }
+
+    /// [`OpenFile::settle_on`] with `state`'s blocks, if known.
+    fn settle_on_known(&mut self, state: Versioned, blocks: Option<IdSet>) {
         self.state = state;
-        self.note_base();
+        self.note_base(blocks);
         self.ops.clear();
         self.touched = Spans::default();
     }
 
-    /// Notes `state` as the stored version: its blocks, its content.
-    fn note_base(&mut self) {
-        self.stored_blocks = self.state.obj.blocks();
+    /// Notes `state` as the stored version: its blocks (given if known),
+    /// its content.
+    fn note_base(&mut self, blocks: Option<IdSet>) {
+        self.stored_blocks = blocks.unwrap_or_else(|| self.state.obj.blocks());
         let content = self.state.obj.content().cloned().unwrap_or_default();
         self.base_saved = saved_at(&content, self.state.obj.attrs.mtime);
         self.base = (content, self.state.obj.attrs.size);
@@ -676,7 +682,8 @@ impl OpenFile {
                     }
                     let kept = next.blocks();
                     let unused: HashSet<Id> = replaced
-                        .union(&self.uploaded)
+                        .iter()
+                        .chain(&self.uploaded)
                         .filter(|k| !kept.contains(k) && !self.session_kept.contains(k))
                         .copied()
                         .collect();
@@ -685,7 +692,7 @@ impl OpenFile {
                     if content_changed {
                         self.session_saved = Some(seq);
                     }
-                    self.settle_on(Versioned::new(next, seq));
+                    self.settle_on_known(Versioned::new(next, seq), Some(kept));
                     self.modified = false;
                     return Ok(());
                 }

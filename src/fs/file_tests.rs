@@ -272,7 +272,7 @@ async fn writes_truncates_and_reopens_match_a_byte_array() {
 }
 
 /// The keys of the blocks `store` holds.
-fn held_blocks(store: &MemStore) -> std::collections::HashSet<Id> {
+fn held_blocks(store: &MemStore) -> crate::id::IdSet {
     store.blocks.lock().unwrap().keys().copied().collect()
 }
 
@@ -348,7 +348,7 @@ async fn a_concurrent_writers_blocks_survive_the_other_writers_release() {
     let history = g.state.obj.content().unwrap().history.clone();
     assert_eq!(history.kept.len(), 1);
     let kept = a.kept_blocks(&fa.link, &history, None).await.unwrap();
-    let live: std::collections::HashSet<Id> = g.state.obj.blocks().union(&kept).copied().collect();
+    let live: crate::id::IdSet = g.state.obj.blocks().iter().chain(&kept).copied().collect();
     assert_eq!(held_blocks(&store), live);
     assert_eq!(g.read(&a, 2 * MIB as u64, MIB).await.unwrap(), tail);
 }
@@ -573,4 +573,38 @@ async fn two_first_saves_of_a_new_file_keep_both() {
         assert_eq!(content_of(&a, b"new.txt").await, won);
         assert_eq!(content_of(&a, &copy).await, lost);
     }
+}
+
+/// Timing, not a bound (run with `--release -- --ignored --nocapture`):
+/// the time of a random 4 KiB write + `fsync` as a file's extents grow
+/// from its 64 chunks to thousands. Checks the content at the end.
+#[tokio::test]
+#[ignore]
+async fn time_fsyncs_as_extents_grow() {
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[1; 32]);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut f = new_file(&v, b"db").await;
+    let mut model = random(&mut rng, 64 * MIB);
+    for (i, piece) in model.chunks(MIB).enumerate() {
+        f.write(&v, (i * MIB) as u64, piece).await.unwrap();
+    }
+    f.flush(&v, Durability::Now).await.unwrap();
+    for round in 0..8 {
+        let t = std::time::Instant::now();
+        for _ in 0..1000 {
+            let off = rng.gen_range(0..16 * 1024) * 4096;
+            let d = random(&mut rng, 4096);
+            f.write(&v, off as u64, &d).await.unwrap();
+            f.flush(&v, Durability::Now).await.unwrap();
+            model[off..off + 4096].copy_from_slice(&d);
+        }
+        let extents = f.state.obj.content().map_or(0, |c| c.extents.len());
+        println!(
+            "round {round}: {:.3} ms per write + fsync, {extents} extents",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let back = f.read(&v, 0, 64 * MIB).await.unwrap();
+    assert!(back == model, "the file reads as written");
 }

@@ -10,13 +10,14 @@
 //! block.
 
 use super::crypto::{open, seal};
-use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
+use super::extents::{BlockRef, Cipher, ExtentMap};
 use super::format::{IndexNode, IndexRef, StoredIndex, index_aad};
+use super::index_trees::{Level, Matcher, Tree, Trees};
 use super::object::{FileContent, Link};
 use super::{BlockStore, Durability, FsError, Identity};
-use crate::id::Id;
+use crate::id::{Id, IdSet};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Extents kept in the record itself, at most.
@@ -37,13 +38,17 @@ const FETCH_PARALLEL: usize = 16;
 /// Node blocks remembered for reuse.
 const CACHE_MAX: usize = 1 << 16;
 
-/// Blocks of index nodes by the hash of (record name, plaintext).
+/// Blocks of index nodes by the hash of (record name, plaintext), and the
+/// files' last trees.
 #[derive(Default)]
-pub struct NodeCache(Mutex<HashMap<Id, BlockRef>>);
+pub struct NodeCache {
+    nodes: Mutex<HashMap<Id, BlockRef>>,
+    trees: Trees,
+}
 
 impl NodeCache {
     fn get(&self, h: &Id) -> Option<BlockRef> {
-        self.0
+        self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(h)
@@ -53,14 +58,14 @@ impl NodeCache {
     /// Forgets the nodes stored in any of `blocks` (released: they must
     /// not be reused).
     pub fn forget_blocks(&self, blocks: &std::collections::HashSet<Id>) {
-        self.0
+        self.nodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, b| !blocks.contains(&b.key));
     }
 
     fn put(&self, h: Id, b: BlockRef) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= CACHE_MAX {
             m.clear();
         }
@@ -76,13 +81,14 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Splits `items` into runs ending where `cut_after` says (content-defined).
-fn runs<T: Copy>(items: &[T], offset: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+fn runs<T: Copy>(items: impl IntoIterator<Item = T>, offset: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
     for it in items {
-        cur.push(*it);
+        let cut = mix(offset(&it)) & CUT_MASK == 0;
+        cur.push(it);
         let n = cur.len();
-        if n >= NODE_MAX || (n >= NODE_MIN && mix(offset(it)) & CUT_MASK == 0) {
+        if n >= NODE_MAX || (n >= NODE_MIN && cut) {
             out.push(std::mem::take(&mut cur));
         }
     }
@@ -100,7 +106,7 @@ struct Saver<'a, S> {
     link: &'a Link,
     cache: &'a NodeCache,
     /// Blocks a cached node may be reused from (known not released).
-    reusable: &'a HashSet<Id>,
+    reusable: &'a IdSet,
     /// When new nodes must be durable.
     durability: Durability,
 }
@@ -139,31 +145,52 @@ async fn put_node<S: BlockStore>(to: &Saver<'_, S>, node: &IndexNode) -> Result<
     Ok(b)
 }
 
-/// Stores the nodes of one tree level (up to [`PUT_PARALLEL`] at once: a
-/// change spread over the file changes several) and returns their
-/// references, in order; their blocks are added to `used`.
+/// Stores the nodes of one tree level that `last` (the same level of the
+/// file's last tree) does not hold with a reusable block, up to
+/// [`PUT_PARALLEL`] at once (a change spread over the file changes
+/// several). Returns their references, in order, and the level as
+/// remembered; their blocks are added to `used`.
 async fn put_level<S: BlockStore>(
     to: &Saver<'_, S>,
     nodes: Vec<(IndexNode, (u64, u64))>,
+    last: Option<&Level>,
     used: &mut Vec<BlockRef>,
-) -> Result<Vec<IndexRef>, FsError> {
+) -> Result<(Vec<IndexRef>, Level), FsError> {
+    let mut matcher = Matcher::new(last);
+    let found: Vec<Option<BlockRef>> = nodes
+        .iter()
+        .map(|(node, _)| matcher.find(node).filter(|b| to.reusable.contains(&b.key)))
+        .collect();
     // The futures made first: a closure mapping borrowed items to futures
     // inside the stream would make the caller's future not `Send`.
-    let puts: Vec<_> = nodes.iter().map(|(node, _)| put_node(to, node)).collect();
-    let blocks: Vec<BlockRef> = stream::iter(puts)
+    let puts: Vec<_> = nodes
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|((node, _), _)| put_node(to, node))
+        .collect();
+    let stored: Vec<BlockRef> = stream::iter(puts)
         .buffered(PUT_PARALLEL)
         .try_collect()
         .await?;
+    let mut stored = stored.into_iter();
+    let blocks = found
+        .into_iter()
+        .map(|f| f.or_else(|| stored.next()))
+        .collect::<Option<Vec<BlockRef>>>()
+        .ok_or_else(|| FsError::Invalid("index level: a node without a block".into()))?;
     used.extend(blocks.iter().copied());
-    Ok(nodes
+    let refs = nodes
         .iter()
-        .zip(blocks)
+        .zip(&blocks)
         .map(|((_, (start, end)), block)| IndexRef {
             start: *start,
             end: *end,
-            block,
+            block: *block,
         })
-        .collect())
+        .collect();
+    let level = nodes.into_iter().map(|(n, _)| n).zip(blocks).collect();
+    Ok((refs, level))
 }
 
 /// The stored form of `content`'s index, storing the index blocks it needs
@@ -173,7 +200,7 @@ pub async fn save<S: BlockStore>(
     store: &S,
     owner: &Identity,
     link: &Link,
-    (cache, reusable): (&NodeCache, &HashSet<Id>),
+    (cache, reusable): (&NodeCache, &IdSet),
     content: &FileContent,
     durability: Durability,
 ) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
@@ -188,8 +215,7 @@ pub async fn save<S: BlockStore>(
         reusable,
         durability,
     };
-    let extents: Vec<Extent> = content.extents.iter().copied().collect();
-    let (base, used) = save_extents(&to, extents).await?;
+    let (base, used) = save_extents(&to, &content.extents).await?;
     Ok((StoredIndex::with_journal(base, &content.journal), used))
 }
 
@@ -197,32 +223,40 @@ pub async fn save<S: BlockStore>(
 /// a tree of index blocks.
 async fn save_extents<S: BlockStore>(
     to: &Saver<'_, S>,
-    extents: Vec<Extent>,
+    extents: &ExtentMap,
 ) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
     if extents.len() <= RECORD_EXTENTS {
-        return Ok((StoredIndex::Extents(extents), Vec::new()));
+        let all = extents.iter().copied().collect();
+        return Ok((StoredIndex::Extents(all), Vec::new()));
     }
+    let last = to.cache.trees.get(&to.link.name);
+    let last_level = |i: usize| last.as_ref().and_then(|t| t.get(i));
+    let mut tree: Tree = Vec::new();
     let mut used = Vec::new();
-    let leaves = runs(&extents, |e| e.offset)
+    let leaves = runs(extents.iter().copied(), |e| e.offset)
         .into_iter()
         .map(|run| {
             let span = (run[0].offset, run[run.len() - 1].end());
             (IndexNode::Leaf(run), span)
         })
         .collect();
-    let mut level = put_level(to, leaves, &mut used).await?;
+    let (mut level, nodes) = put_level(to, leaves, last_level(0), &mut used).await?;
+    tree.push(nodes);
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
+            to.cache.trees.put(&to.link.name, tree);
             return Ok((StoredIndex::Tree(level), used));
         }
-        let inner = runs(&level, |r| r.start)
+        let inner = runs(level.iter().copied(), |r| r.start)
             .into_iter()
             .map(|run| {
                 let span = (run[0].start, run[run.len() - 1].end);
                 (IndexNode::Inner(run), span)
             })
             .collect();
-        level = put_level(to, inner, &mut used).await?;
+        let (refs, nodes) = put_level(to, inner, last_level(tree.len()), &mut used).await?;
+        level = refs;
+        tree.push(nodes);
     }
     Err(FsError::TooBig)
 }
@@ -253,6 +287,8 @@ pub async fn load<S: BlockStore>(
 ) -> Result<(ExtentMap, Vec<BlockRef>), FsError> {
     let mut level = top;
     let mut used = Vec::new();
+    // The levels from the top down.
+    let mut tree: Tree = Vec::new();
     for _ in 0..MAX_DEPTH {
         used.extend(level.iter().map(|r| r.block));
         let nodes: Vec<IndexNode> = stream::iter(level.iter().copied())
@@ -261,12 +297,27 @@ pub async fn load<S: BlockStore>(
             .try_collect()
             .await?;
         if nodes.iter().all(|n| matches!(n, IndexNode::Leaf(_))) {
-            let extents = nodes.into_iter().flat_map(|n| match n {
-                IndexNode::Leaf(x) => x,
+            let extents = ExtentMap::from_extents(nodes.iter().flat_map(|n| match n {
+                IndexNode::Leaf(x) => x.clone(),
                 IndexNode::Inner(_) => Vec::new(),
-            });
-            return Ok((ExtentMap::from_extents(extents)?, used));
+            }))?;
+            tree.push(
+                nodes
+                    .into_iter()
+                    .zip(level.iter().map(|r| r.block))
+                    .collect(),
+            );
+            tree.reverse();
+            cache.trees.put(&link.name, tree);
+            return Ok((extents, used));
         }
+        tree.push(
+            nodes
+                .iter()
+                .cloned()
+                .zip(level.iter().map(|r| r.block))
+                .collect(),
+        );
         let mut next = Vec::new();
         for n in nodes {
             match n {
@@ -284,6 +335,7 @@ pub async fn load<S: BlockStore>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::extents::Extent;
     use crate::fs::mem_store::MemStore;
     use crate::fs::object::Kind;
 
@@ -316,7 +368,7 @@ mod tests {
             &store,
             &Identity::generate(),
             &link,
-            (&NodeCache::default(), &HashSet::new()),
+            (&NodeCache::default(), &IdSet::default()),
             &content(RECORD_EXTENTS as u64),
             Durability::Later,
         )
@@ -337,7 +389,7 @@ mod tests {
             &store,
             &owner,
             &link,
-            (&cache, &HashSet::new()),
+            (&cache, &IdSet::default()),
             &c,
             Durability::Later,
         )
@@ -357,7 +409,7 @@ mod tests {
         assert_eq!(used2.len(), used.len());
         // One extent changed: a leaf and its path are new, nothing else
         // (the nodes of the version replaced are reused).
-        let reuse: HashSet<Id> = used.iter().map(|b| b.key).collect();
+        let reuse: IdSet = used.iter().map(|b| b.key).collect();
         let mut c2 = c.clone();
         let mut e = extent(50_000);
         e.len = 3;
@@ -380,13 +432,73 @@ mod tests {
             &store,
             &owner,
             &link,
-            (&cache, &HashSet::new()),
+            (&cache, &IdSet::default()),
             &c2,
             Durability::Later,
         )
         .await
         .unwrap();
         assert_eq!(store.blocks.lock().unwrap().len() - before, used.len());
+    }
+
+    /// Saves `c` as `link`, reusing nodes of blocks in `reuse`; the number
+    /// of blocks the save stored.
+    async fn saved_blocks(
+        store: &MemStore,
+        link: &Link,
+        cache: &NodeCache,
+        reuse: &IdSet,
+        c: &FileContent,
+    ) -> usize {
+        let before = store.blocks.lock().unwrap().len();
+        let owner = Identity::generate();
+        save(store, &owner, link, (cache, reuse), c, Durability::Later)
+            .await
+            .unwrap();
+        store.blocks.lock().unwrap().len() - before
+    }
+
+    #[tokio::test]
+    async fn the_last_tree_finds_unchanged_nodes_without_hashing_them() {
+        let store = MemStore::default();
+        let link = Link::fresh(Kind::File);
+        let cache = NodeCache::default();
+        let c = content(20_000);
+        let (StoredIndex::Tree(top), used) = save(
+            &store,
+            &Identity::generate(),
+            &link,
+            (&cache, &IdSet::default()),
+            &c,
+            Durability::Later,
+        )
+        .await
+        .unwrap() else {
+            panic!("a tree")
+        };
+        let reuse: IdSet = used.iter().map(|b| b.key).collect();
+        // Without the nodes' hashes, the last tree alone finds them all.
+        cache.nodes.lock().unwrap().clear();
+        assert_eq!(saved_blocks(&store, &link, &cache, &reuse, &c).await, 0);
+        assert!(cache.nodes.lock().unwrap().is_empty(), "nothing hashed");
+        let mut c2 = c.clone();
+        let mut e = extent(10_000);
+        e.len = 3;
+        c2.extents.insert(e);
+        let added = saved_blocks(&store, &link, &cache, &reuse, &c2).await;
+        assert!((1..=4).contains(&added), "{added} new index blocks");
+        // A tree loaded into a fresh cache is remembered the same way.
+        let fresh = NodeCache::default();
+        load(&store, &link, &fresh, top).await.unwrap();
+        fresh.nodes.lock().unwrap().clear();
+        assert_eq!(saved_blocks(&store, &link, &fresh, &reuse, &c).await, 0);
+        // A remembered node whose block is not known reusable is stored
+        // again.
+        let none = IdSet::default();
+        assert_eq!(
+            saved_blocks(&store, &link, &fresh, &none, &c).await,
+            used.len()
+        );
     }
 
     #[tokio::test]
@@ -397,7 +509,7 @@ mod tests {
             &store,
             &Identity::generate(),
             &a,
-            (&NodeCache::default(), &HashSet::new()),
+            (&NodeCache::default(), &IdSet::default()),
             &content(1000),
             Durability::Later,
         )

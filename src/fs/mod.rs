@@ -20,6 +20,7 @@ pub mod format;
 pub mod history;
 pub mod identity;
 pub mod index;
+pub mod index_trees;
 pub mod mem_store;
 pub mod merge;
 pub mod object;

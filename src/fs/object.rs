@@ -258,7 +258,7 @@ pub struct Object {
 impl Object {
     /// The blocks this version refers to: a file's content blocks and the
     /// blocks of its index tree (none for other objects).
-    pub fn blocks(&self) -> std::collections::HashSet<crate::id::Id> {
+    pub fn blocks(&self) -> crate::id::IdSet {
         match &self.body {
             Body::File(c) => c
                 .extents

@@ -247,7 +247,7 @@ mod tests {
     }
 
     fn blocks(f: &OpenFile) -> HashSet<crate::id::Id> {
-        f.state.obj.blocks()
+        f.state.obj.blocks().into_iter().collect()
     }
 
     #[tokio::test]

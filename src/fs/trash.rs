@@ -321,7 +321,7 @@ impl<S: BlockStore> Vault<S> {
     /// Releases (behind) the blocks of deleted file `link` as last stored
     /// (`obj`) and of every version it kept.
     pub(crate) async fn release_file(&self, link: &Link, obj: &super::Object) {
-        let mut blocks: HashSet<Id> = obj.blocks();
+        let mut blocks: HashSet<Id> = obj.blocks().into_iter().collect();
         if let Some(c) = obj.content()
             && !c.history.kept.is_empty()
         {

@@ -30,7 +30,7 @@ use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
 use super::shards::Layout;
 use super::{BlockStore, Durability, FsError, Identity, check_name, split_path};
-use crate::id::Id;
+use crate::id::{Id, IdSet};
 use crate::item::RingSpace;
 use crate::ownership::{MAX_RELEASE_KEYS, OwnedBlock};
 use crate::record::MAX_RECORD_VALUE;
@@ -437,7 +437,7 @@ impl<S: BlockStore> Vault<S> {
             link,
             &mut o,
             expected,
-            &HashSet::new(),
+            &IdSet::default(),
             Durability::Later,
             false,
         )
@@ -455,7 +455,7 @@ impl<S: BlockStore> Vault<S> {
         link: &Link,
         obj: &mut Object,
         expected: u64,
-        reusable: &HashSet<Id>,
+        reusable: &IdSet,
         durability: Durability,
         found_unsaved: bool,
     ) -> Result<u64, FsError> {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 /// Extents and references the remembered trees hold together, at most
 /// (some 64 bytes each): a tree bigger than this is not remembered.
-const ENTRIES_MAX: usize = 1 << 17;
+const ENTRIES_MAX: usize = 1 << 16;
 
 /// One level of a tree: its nodes in file order, with their blocks.
 pub type Level = Vec<(IndexNode, BlockRef)>;

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Chunk uploads in flight per vault (the write pipeline's depth).
-pub const UPLOAD_SLOTS: usize = 8;
+pub const UPLOAD_SLOTS: usize = 4;
 /// Decrypted chunks kept in memory for reads.
 const PLAIN_CACHE_CHUNKS: usize = 8;
 /// How long unused blocks wait to be released together.

@@ -4,6 +4,10 @@
 //! own freed 1 MiB block buffers, which held the mounting node's peak RSS
 //! ~30 MiB higher during a large copy, with no gain in speed; and after a
 //! copy the freed buffers stayed resident (~90 MiB idle instead of ~20).
+//! Trimmed every 2 s, freed buffers still made up about 30 MiB of the
+//! mounting node's peak during a copy; every 0.5 s, the peak fell from
+//! 103 to 81 MiB (with 4 uploads in flight instead of 8) at no measured
+//! cost in speed.
 
 use std::time::Duration;
 use tokio::sync::watch;
@@ -13,7 +17,7 @@ use tokio::sync::watch;
 const ARENAS: libc::c_int = 2;
 
 /// How often freed heap memory is given back to the system.
-const TRIM_EVERY: Duration = Duration::from_secs(2);
+const TRIM_EVERY: Duration = Duration::from_millis(500);
 
 /// Limits the malloc arenas. Call it before any other thread starts.
 pub fn limit_arenas() {

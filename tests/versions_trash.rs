@@ -140,6 +140,9 @@ async fn versions_and_trash_restore_from_a_second_machine() {
         fs::rename(m.join(".edit.txt.swp"), m.join("edit.txt")).unwrap();
         fs::remove_dir_all(m.join("docs")).unwrap();
         fs::remove_file(m.join("gone.txt")).unwrap();
+        // The moves to the trash are written behind (batched for up to
+        // 250 ms): an fsync of the folder waits for them.
+        fs::File::open(&m).unwrap().sync_all().unwrap();
     })
     .await;
 

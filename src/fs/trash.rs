@@ -133,12 +133,18 @@ impl<S: BlockStore> Vault<S> {
             link: link.clone(),
             attrs: Some(o.attrs.clone()),
         };
-        self.update(&self.trash_link(), move |d| {
+        // Lazy: it waits up to `LAZY_DELAY` for the next entries, so an
+        // `rm -rf` stores the trash's shards once per batch of many
+        // removals rather than about one shard per removal (the trash's
+        // names spread over all its shards). `fsyncdir`, `settle_all` and
+        // unmount store it at once.
+        let add: super::pending::DirChange = Box::new(move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             entries.insert(id.clone(), entry.clone());
             Ok(())
-        })
-        .await?;
+        });
+        let ticket = self.queue_dir_change_lazy(&self.trash_link(), add).await?;
+        ticket.wait().await?;
         Ok(())
     }
 

@@ -15,12 +15,12 @@ use std::str::FromStr;
 /// Number of bits in an identifier (the `m` of the Chord paper).
 pub const ID_BITS: usize = 256;
 
-/// A point on the identifier ring.
 /// A set of ids with a fast keyed hash (foldhash's quality variant, seeded
 /// per process): the sets of a file's blocks are rebuilt on every save,
 /// where SipHash over 32-byte keys was a fifth of the time.
 pub type IdSet = std::collections::HashSet<Id, foldhash::quality::RandomState>;
 
+/// A point on the identifier ring.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct Id(pub [u8; 32]);
 

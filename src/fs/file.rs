@@ -105,7 +105,7 @@ pub struct OpenFile {
     stored_blocks: IdSet,
     /// Blocks stored since then (each referred to by `state`, or not any
     /// more if overwritten or truncated away before the save).
-    uploaded: HashSet<Id>,
+    uploaded: IdSet,
     /// The content and length of the stored version the changes here
     /// apply to (compared with another writer's version on a race).
     base: (FileContent, u64),
@@ -144,7 +144,7 @@ impl OpenFile {
         let mut f = OpenFile {
             link,
             stored_blocks: IdSet::default(),
-            uploaded: HashSet::new(),
+            uploaded: IdSet::default(),
             state,
             dirty: Ranges::default(),
             uploading: Vec::new(),

@@ -124,6 +124,26 @@ struct DirState {
 #[derive(Default)]
 pub struct PendingDirs {
     dirs: Mutex<HashMap<Vec<u8>, DirState>>,
+    /// `settle_all` calls under way: lazy changes queued meanwhile (a
+    /// removal's trash entry, queued once the removal is stored) are not
+    /// held back, so a settle never waits out [`LAZY_DELAY`].
+    settling: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one `settle_all` under way while it lives.
+struct Settling<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Settling<'a> {
+    fn start(n: &'a std::sync::atomic::AtomicUsize) -> Settling<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Settling(n)
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl PendingDirs {
@@ -218,7 +238,12 @@ impl<S: BlockStore> Vault<S> {
         link: &Link,
         change: DirChange,
     ) -> Result<DirTicket, FsError> {
-        self.queue_dir_change_with(link, change, Durability::Later, true)
+        let settling = self
+            .pending
+            .settling
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0;
+        self.queue_dir_change_with(link, change, Durability::Later, !settling)
             .await
     }
 
@@ -453,6 +478,7 @@ impl<S: BlockStore> Vault<S> {
     /// failed, and every object removed meanwhile has lost its name; the
     /// first failure is returned.
     pub async fn settle_all(&self) -> Result<(), FsError> {
+        let _settling = Settling::start(&self.pending.settling);
         let mut first = Ok(());
         for t in self.pending.tickets(None) {
             if let Err(e) = t.wait().await

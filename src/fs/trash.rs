@@ -136,8 +136,8 @@ impl<S: BlockStore> Vault<S> {
         // Lazy: it waits up to `LAZY_DELAY` for the next entries, so an
         // `rm -rf` stores the trash's shards once per batch of many
         // removals rather than about one shard per removal (the trash's
-        // names spread over all its shards). `fsyncdir`, `settle_all` and
-        // unmount store it at once.
+        // names spread over all its shards). While `settle_all` runs
+        // (`fsyncdir`, `syncfs`, unmount) it is stored at once.
         let add: super::pending::DirChange = Box::new(move |d| {
             let entries = d.entries_mut().ok_or(FsError::NotDir)?;
             entries.insert(id.clone(), entry.clone());
@@ -349,6 +349,7 @@ mod tests {
     use crate::fs::file::OpenFile;
     use crate::fs::mem_store::MemStore;
     use std::sync::Arc;
+    use std::time::Duration;
 
     async fn write(v: &Arc<Vault<MemStore>>, path: &str, data: &[u8]) -> Link {
         let (parent, name) = v.resolve_parent(path).await.unwrap();
@@ -376,6 +377,42 @@ mod tests {
 
     fn held(store: &MemStore) -> usize {
         store.blocks.lock().unwrap().len()
+    }
+
+    /// A removal's trash entry waits to be batched with the next ones,
+    /// but not when a settle (`fsyncdir`, unmount) waits for it.
+    #[tokio::test]
+    async fn a_trash_entry_is_batched_but_a_settle_does_not_wait_for_the_batch() {
+        let store = Arc::new(MemStore::default());
+        let v = Vault::new(store.clone(), Identity::from_secret([7; 32]));
+        let root = v.root();
+        for name in ["a", "b"] {
+            write(&v, &format!("/{name}.txt"), name.as_bytes()).await;
+        }
+        // A removal written behind, then settled: at once, and listed.
+        v.remove_behind(&root, b"a.txt", false, Some("/a.txt"))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        v.settle_all().await.unwrap();
+        assert!(
+            t0.elapsed() < super::super::pending::LAZY_DELAY,
+            "settle_all waited out the trash's batching delay"
+        );
+        let paths = |items: Vec<TrashItem>| items.into_iter().map(|i| i.path).collect::<Vec<_>>();
+        assert_eq!(paths(v.trash_items().await.unwrap()), ["/a.txt"]);
+        // Without a settle, the entry waits for the batch, then is stored.
+        v.remove_behind(&root, b"b.txt", false, Some("/b.txt"))
+            .await
+            .unwrap();
+        let fresh = || Vault::new(store.clone(), Identity::from_secret([7; 32]));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while fresh().trash_items().await.unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the batched trash entry is stored within seconds");
     }
 
     #[tokio::test]

@@ -457,10 +457,16 @@ impl RunningNode {
             log::error!("flushing writes to disk failed: {e}");
         }
         match (first, second) {
+            // The last node (no successor at the second hand-off, after
+            // leaving) says so once.
+            (Ok(_), Ok(repair::HandedOff::NoSuccessor(n))) => {
+                log::warn!("last node of the ring: its {n} items stay in its data directory");
+                Ok(())
+            }
             (Ok(a), Ok(b)) => {
                 log::info!(
                     "left the ring; handed over {} items its successors lacked (they held the rest already)",
-                    a + b
+                    a.copied() + b.copied()
                 );
                 Ok(())
             }

@@ -16,26 +16,17 @@ impl Node {
     }
 
     /// Hands every held item to the first r successors (the nodes that
-    /// hold this node's ranges once it is gone). `Ok(copied)` when at least
-    /// one live successor took everything (or this is the last node, whose
-    /// items stay in its data directory).
-    pub async fn hand_off(self: &Arc<Self>) -> Result<usize, super::LeaveError> {
+    /// hold this node's ranges once it is gone). `Ok` when at least one
+    /// live successor took everything, or when there is none (the last
+    /// node, whose items stay in its data directory).
+    pub async fn hand_off(self: &Arc<Self>) -> Result<HandedOff, super::LeaveError> {
         let items = self.core.store.items();
         if items.is_empty() {
-            return Ok(0);
+            return Ok(HandedOff::Copied(0));
         }
         let s = self.dht.run(HandOff::new(items.clone())).await;
         if s.targets == 0 {
-            // Said once: a leaving node hands off before and after it
-            // leaves, and the last one finds no successor either time.
-            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                log::warn!(
-                    "last node of the ring: its {} items stay in its data directory",
-                    items.len()
-                );
-            }
-            return Ok(0);
+            return Ok(HandedOff::NoSuccessor(items.len()));
         }
         for r in &s.reasons {
             log::warn!("hand-off: {r}");
@@ -43,6 +34,25 @@ impl Node {
         if s.reached == 0 {
             return Err(super::LeaveError::HandOff(s.reasons.join("; ")));
         }
-        Ok(s.pushed)
+        Ok(HandedOff::Copied(s.pushed))
+    }
+}
+
+/// What a hand-off did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandedOff {
+    /// Copied this many items the successors lacked.
+    Copied(usize),
+    /// No successor: the ring's last node keeps its items (this many).
+    NoSuccessor(usize),
+}
+
+impl HandedOff {
+    /// Items copied.
+    pub fn copied(self) -> usize {
+        match self {
+            HandedOff::Copied(n) => n,
+            HandedOff::NoSuccessor(_) => 0,
+        }
     }
 }

@@ -176,12 +176,18 @@ by group or others is refused). The node ID is the SHA\-256 of the public
 key, so a node restarted on the same data directory returns to the same
 place in the ring.
 .TP
+\fIDATA\fB/store/packs/\fIn\fB.pack\fR
+Records and blocks of at most 64 KiB, appended to a few segment files
+(\fIn\fR: 16 hex digits, growing); the oldest is copied forward and
+deleted once most of the segments' bytes are replaced or removed items.
+.TP
 \fIDATA\fB/store/blocks/\fIxx\fB/\fIkey\fR
-A block: its raw bytes. \fIkey\fR is the 64 hex digits of the SHA\-256 of
-the bytes, \fIxx\fR its first two digits.
+A bigger block: its owners' claims, then its bytes. \fIkey\fR is the 64
+hex digits of the SHA\-256 of the bytes, \fIxx\fR its first two digits.
 .TP
 \fIDATA\fB/store/records/\fIxx\fB/\fIkey\fR
-A signed record, postcard\-encoded.
+A signed record, postcard\-encoded, as releases before packs kept it: read,
+and moved into the packs at its next change.
 .TP
 \fIDATA\fB/store/tmp/\fR
 Writes are staged here (written, fsynced, renamed into place); emptied when

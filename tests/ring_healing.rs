@@ -286,22 +286,12 @@ async fn a_full_ring_answers_enospc_and_recovers() {
     .await;
 }
 
-/// Record files a node's store holds.
-/// The names of the record files a node's store holds.
+/// The keys (hex) of the records a node's store holds (in its packs, or
+/// in files from before them).
 fn records_held(data: &Path) -> std::collections::HashSet<String> {
-    let mut names = std::collections::HashSet::new();
-    if let Ok(dirs) = fs::read_dir(data.join("store").join("records")) {
-        for d in dirs.flatten() {
-            if let Ok(files) = fs::read_dir(d.path()) {
-                names.extend(
-                    files
-                        .flatten()
-                        .map(|f| f.file_name().to_string_lossy().into_owned()),
-                );
-            }
-        }
-    }
-    names
+    peerstore::store::held_in(&data.join("store"))
+        .map(|h| h.records.into_iter().map(|k| k.to_hex()).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -330,12 +320,7 @@ async fn unreachable_directories_read_as_eio_not_absent() {
         // holding the most records.
         let id = peerstore::fs::Identity::load_or_create(&identity).unwrap();
         let root = id.record_key(&id.root_name()).to_hex();
-        let holds_root = |d: &Path| {
-            d.join("store/records")
-                .join(&root[..2])
-                .join(&root)
-                .exists()
-        };
+        let holds_root = |d: &Path| records_held(d).contains(&root);
         // Directories are made in batches until that node holds a few
         // records no other node holds: node IDs are random, and one may
         // own a sliver of the ring. A copy left on a second node (a

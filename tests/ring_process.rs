@@ -133,13 +133,7 @@ fn check_placement(
             .collect();
         let have: HashSet<&String> = nodes
             .iter()
-            .filter(|n| {
-                n.data_dir()
-                    .join("store/blocks")
-                    .join(&key[..2])
-                    .join(key)
-                    .is_file()
-            })
+            .filter(|n| common::holds_block(n.data_dir(), key))
             .map(|n| &n.id)
             .collect();
         if have != want {

@@ -220,18 +220,15 @@ async fn the_orphan_check_frees_what_no_version_refers_to() {
     .await;
     assert!(out.status.success(), "block put: {}", common::stderr(&out));
     let key = common::stdout(&out).trim().to_string();
-    let hex = key.clone();
-    let path = node
-        .data_dir()
-        .join("store/blocks")
-        .join(&hex[..2])
-        .join(&hex);
-    assert!(path.exists(), "the stray block is stored");
-    let p = path.clone();
+    let data = node.data_dir().to_path_buf();
+    assert!(
+        common::holds_block(&data, &key),
+        "the stray block is stored"
+    );
     let (_, took) = wait_until("stray block released", Duration::from_secs(30), || {
-        let p = p.clone();
+        let (d, k) = (data.clone(), key.clone());
         async move {
-            (!p.exists())
+            (!common::holds_block(&d, &k))
                 .then_some(())
                 .ok_or("still stored".to_string())
         }

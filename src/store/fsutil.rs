@@ -79,11 +79,6 @@ pub fn stage_with(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<Staged, St
 }
 
 impl Staged {
-    /// A staged file already written at `path`.
-    pub(super) fn at(path: PathBuf) -> Staged {
-        Staged { path: Some(path) }
-    }
-
     /// Renames the temp file over `dest` (creating `dest`'s parent directory
     /// if needed). The caller must then [`sync_dir`] `dest`'s parent.
     pub fn commit(mut self, dest: &Path) -> Result<(), StoreError> {

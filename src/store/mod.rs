@@ -8,18 +8,21 @@
 //! # On-disk layout
 //!
 //! ```text
-//! DIR/blocks/<xx>/<key>    the block's owner claims, then the block exactly
-//!                          as put (≤ MAX_BLOCK), see [`block_file`]
-//! DIR/records/<xx>/<key>   postcard encoding of the stored `Record`
+//! DIR/packs/<n>.pack       records and small blocks, appended ([`packs`])
+//! DIR/blocks/<xx>/<key>    a block of more than packs::BLOCK_MAX bytes: its
+//!                          owners' claims, then the block exactly as put
+//!                          (≤ MAX_BLOCK), see [`block_file`]
+//! DIR/records/<xx>/<key>   a record as releases before packs kept it
 //! DIR/releases.log         owners' releases kept as tombstones ([`releases`])
-//! DIR/wal/<gen>.log         small items written since the last flush ([`wal`])
+//! DIR/wal/<gen>.log        the write-ahead log of layout 2, read once ([`wal`])
 //! DIR/tmp/                 staged writes; emptied on open
 //! ```
 //!
 //! `<key>` is the 64 lower-case hex digits of the item's [`Id`] and `<xx>` its
-//! first two, spreading items over 256 directories. The data part of a
-//! block file hashes to its file name. A record file
-//! holds the postcard encoding of [`Record`], fields in order:
+//! first two, spreading items over 256 directories. An item's "file" is
+//! the same bytes wherever it is kept, in a pack entry or a file of its
+//! own. The data part of a block's file hashes to its key. A record's
+//! file holds the postcard encoding of [`Record`], fields in order:
 //!
 //! ```text
 //! owner  32 bytes     ed25519 public key, raw (a fixed array: no length)
@@ -32,16 +35,21 @@
 //!
 //! # Invariants
 //!
-//! - Every file in `blocks/` and `records/` was written whole: bytes go to a
-//!   temp file in `tmp/`, renamed into place (an overwrite swaps instead,
-//!   keeping the old file as a spare to write into next, see [`spares`]).
-//!   A failed write (a full disk) leaves the old version in place and no
-//!   temp file.
+//! - A record or small block is one entry appended to the packs; an older
+//!   entry of the same item is garbage, which compaction frees
+//!   ([`packs`]). A failed append (a full disk) leaves the old entry the
+//!   newest.
+//! - Every file in `blocks/` was written whole: bytes go to a temp file in
+//!   `tmp/`, renamed into place. A failed write leaves the old version in
+//!   place and no temp file.
 //! - A put is durable when it returns if asked to be, else after the next
-//!   `Sync` or flush: a small item (≤ [`wal::ITEM_MAX`]) by its entry in
-//!   the write-ahead log ([`wal`], one `fdatasync`), a bigger one by fsyncs
-//!   of its file and directory ([`fsutil`]). The flush fsyncs the small
-//!   items' files too, then drops the logs that held them.
+//!   `Sync` or flush: a packed item by an `fdatasync` of its segment (one
+//!   for every put before it), a bigger block by fsyncs of its file and
+//!   directory ([`fsutil`]).
+//! - A file in `records/` or `blocks/` from before packs is read as it
+//!   is; the item's next change goes to the packs, and the file is
+//!   deleted once that entry is durable (a packed entry is always newer
+//!   than a file of the same item).
 //! - The in-memory [`Index`] lists exactly the files on disk, with block sizes
 //!   and record sequence numbers, so version queries never touch the disk.
 //! - A block is hashed once when stored. It is served to readers without
@@ -73,12 +81,12 @@ pub mod fsutil;
 mod index;
 mod items;
 mod mem;
+mod packs;
 mod pending;
 pub mod releases;
 mod scan;
 mod scrub;
 mod space;
-mod spares;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -101,7 +109,6 @@ use fsutil::{read_opt, remove_file, sync_dir, sync_file};
 use index::{BlockMeta, Index, RecordMeta};
 use releases::{ReleaseBook, ReleaseLog};
 use space::SpaceGuard;
-use spares::Spares;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -109,13 +116,16 @@ use std::sync::{Mutex, MutexGuard};
 /// Version of the store's on-disk layout, shown by `peerstore --version`.
 ///
 /// 1: a block file is the block alone, a record file one version without
-/// a clock. 2 (this one): block files carry their owners' claims
-/// ([`block_file`], magic `PSB1`), record files hold versions with clocks,
-/// and the store keeps `releases.log` and `wal/`. Version 2 reads what
-/// version 1 wrote (a block as one without claims; a record file is
-/// rewritten in the new form at its next change); nothing in the
-/// directory records the version: each file tells its own layout.
-pub const FORMAT_VERSION: u32 = 2;
+/// a clock. 2: block files carry their owners' claims ([`block_file`],
+/// magic `PSB1`), record files hold versions with clocks, and the store
+/// keeps `releases.log` and `wal/`. 3 (this one): records and blocks of at
+/// most [`packs::BLOCK_MAX`] bytes are appended to `packs/` instead of a
+/// file each. Each version reads what the ones before wrote (a block file
+/// without claims as a block without claims; a record or small block file
+/// moves into the packs at its next change; a `wal/` is replayed once);
+/// nothing in the directory records the version: each file tells its own
+/// layout.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Name of the block directory under the store root.
 const BLOCKS_DIR: &str = "blocks";
@@ -125,8 +135,12 @@ const RECORDS_DIR: &str = "records";
 const TMP_DIR: &str = "tmp";
 /// Name of the release log under the store root.
 const RELEASES_LOG: &str = "releases.log";
-/// Name of the write-ahead log directory under the store root.
+/// Name of the legacy write-ahead log directory under the store root.
 const WAL_DIR: &str = "wal";
+/// Name of the pack directory under the store root.
+const PACKS_DIR: &str = "packs";
+/// Pack segments compacted at most per flush.
+const COMPACT_PER_FLUSH: usize = 4;
 /// How often expired releases are forgotten (an hour).
 const PRUNE_EVERY_MS: u64 = 3600 * 1000;
 /// Number of block lock stripes. Two blocks share a stripe with chance
@@ -144,27 +158,11 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
-/// The two kinds of item, each in its own directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The two kinds of item, each in its own directory (if kept in a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
     Block,
     Record,
-}
-
-impl Kind {
-    fn logged_as(self) -> wal::EntryKind {
-        match self {
-            Kind::Block => wal::EntryKind::Block,
-            Kind::Record => wal::EntryKind::Record,
-        }
-    }
-
-    fn of_logged(k: wal::EntryKind) -> Kind {
-        match k {
-            wal::EntryKind::Block => Kind::Block,
-            wal::EntryKind::Record => Kind::Record,
-        }
-    }
 }
 
 /// This node's blocks and records, on disk under one directory.
@@ -179,12 +177,12 @@ pub struct Store {
     one_fs: bool,
     /// What is on disk; see [`Index`]. Held only for in-memory work.
     index: Mutex<Index>,
-    /// Files written without fsync (visible, not yet durable), made durable
-    /// by [`Store::sync_pending`] (periodically, or on a `Sync` request),
-    /// and whether the write-ahead log holds their bytes.
+    /// Item files written without fsync (visible, not yet durable), made
+    /// durable by [`Store::sync_pending`] (periodically, or on a `Sync`
+    /// request).
     pending: Mutex<pending::PendingFiles>,
-    /// The write-ahead log of small items ([`wal`]).
-    wal: wal::Wal,
+    /// Records and small blocks ([`packs`]).
+    packs: packs::Packs,
     /// Serializes record puts, record corruption handling and removals of
     /// the same key, so a record's check-and-write is atomic; striped by key
     /// so unrelated records do not wait on each other's fsync.
@@ -192,9 +190,6 @@ pub struct Store {
     /// Serializes writes and removals of blocks, striped by key so unrelated
     /// blocks do not wait on each other's fsync.
     block_locks: Vec<Mutex<()>>,
-    /// Old files swapped out by overwrites, reused by later writes (see
-    /// [`spares`]): no inode is allocated or freed per record update.
-    spares: Spares,
     /// Refuses new items when the file system is nearly full ([`space`]).
     space: SpaceGuard,
     /// The releases kept, their log, and when the book was last pruned.
@@ -267,7 +262,30 @@ impl Store {
         for r in kept {
             book.add(&std::sync::Arc::new(r));
         }
-        let index = scan::build_index(&dir.join(BLOCKS_DIR), &dir.join(RECORDS_DIR))?;
+        let mut index = scan::build_index(&dir.join(BLOCKS_DIR), &dir.join(RECORDS_DIR))?;
+        let (packs, packed) = packs::Packs::open(&dir.join(PACKS_DIR))?;
+        for (kind, key) in packed {
+            let Some(bytes) = packs.get(kind, key).transpose()? else {
+                continue;
+            };
+            // A file of the same item is from before packs: the entry is newer.
+            let legacy = match kind {
+                Kind::Block => index.block(key).is_some(),
+                Kind::Record => index.record(key).is_some(),
+            };
+            match scan::meta_of(kind, key, bytes) {
+                Ok(scan::Meta::Block(m)) => index.set_block(key, m),
+                Ok(scan::Meta::Record(m)) => index.set_record(key, m),
+                Err(why) => {
+                    log::error!("packed {kind:?} {key}: {why}; dropping it");
+                    packs.remove(kind, key)?;
+                    continue;
+                }
+            }
+            if legacy {
+                packs.shadow(Self::path_in(dir, kind, key));
+            }
+        }
         let t = index.totals();
         log::info!(
             "store {}: {} blocks, {} records, {} bytes",
@@ -276,17 +294,16 @@ impl Store {
             t.records,
             t.bytes
         );
-        let (wal, logged) = wal::Wal::open(&dir.join(WAL_DIR))?;
+        let (logs, logged) = wal::read_legacy(&dir.join(WAL_DIR))?;
         let store = Store {
             root: dir.to_path_buf(),
             tmp,
             one_fs,
             index: Mutex::new(index),
             pending: Mutex::new(pending::PendingFiles::default()),
-            wal,
+            packs,
             record_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             block_locks: (0..BLOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            spares: Spares::default(),
             space: SpaceGuard::new(dir),
             releases: Mutex::new(Releases {
                 book,
@@ -295,12 +312,15 @@ impl Store {
             }),
         };
         store.replay(logged)?;
+        if !logs.is_empty() {
+            wal::remove_legacy(&dir.join(WAL_DIR), &logs)?;
+        }
         Ok(store)
     }
 
-    /// Puts again what the write-ahead logs of an earlier run hold (their
-    /// items may not have reached the disk), through the normal checks,
-    /// then makes it all durable and drops those logs.
+    /// Puts again what the legacy write-ahead logs of an earlier run hold
+    /// (their items may not have reached the disk), through the normal
+    /// checks, then makes it all durable; the caller drops those logs.
     fn replay(&self, logged: Vec<wal::Entry>) -> Result<(), StoreError> {
         if logged.is_empty() {
             return self.sync_pending().map(|_| ());
@@ -334,7 +354,14 @@ impl Store {
             }
             // Held already (a process crash leaves files written but not
             // fsynced): made durable below either way.
-            lock(&self.pending).note(self.path(Kind::of_logged(e.kind), key), false);
+            let kind = match e.kind {
+                wal::EntryKind::Block => Kind::Block,
+                wal::EntryKind::Record => Kind::Record,
+            };
+            let path = self.path(kind, key);
+            if path.exists() {
+                lock(&self.pending).note(path);
+            }
         }
         log::info!(
             "store {}: replayed {} logged writes ({} already superseded)",
@@ -350,14 +377,19 @@ impl Store {
         &self.root
     }
 
-    /// Where the item `key` of `kind` lives.
+    /// Where the item `key` of `kind` lives if kept in a file.
     fn path(&self, kind: Kind, key: Id) -> PathBuf {
+        Self::path_in(&self.root, kind, key)
+    }
+
+    /// [`path`](Self::path) in the store at `root`.
+    fn path_in(root: &Path, kind: Kind, key: Id) -> PathBuf {
         let hex = key.to_hex();
         let dir = match kind {
             Kind::Block => BLOCKS_DIR,
             Kind::Record => RECORDS_DIR,
         };
-        self.root.join(dir).join(&hex[..2]).join(hex)
+        root.join(dir).join(&hex[..2]).join(hex)
     }
 
     /// The lock stripe guarding writes of record `key`.
@@ -370,101 +402,130 @@ impl Store {
         &self.block_locks[key.0[31] as usize % self.block_locks.len()]
     }
 
-    /// Writes the file of item `key`: staged and renamed into place, not
-    /// yet durable (see [`sync_if_pending`](Self::sync_if_pending)). A
-    /// small file is logged ([`wal`]), to be made durable by one
-    /// `fdatasync` of the log; a bigger one (or one the full log refuses)
-    /// by fsyncs of the file and its directory.
+    /// Writes the file of item `key`, not yet durable (see
+    /// [`sync_if_pending`](Self::sync_if_pending)): a record, or a block
+    /// of at most [`packs::BLOCK_MAX`] bytes of data, is appended to the
+    /// packs; a bigger block is staged and renamed into place.
     fn write_item(
         &self,
         kind: Kind,
         key: Id,
         bytes: &[u8],
+        data_len: usize,
         replace: bool,
     ) -> Result<(), StoreError> {
         let path = self.path(kind, key);
-        self.spares.write(&self.tmp, &path, bytes, false, replace)?;
-        if bytes.len() <= wal::ITEM_MAX {
-            // Listed before the entry is appended: a flush that retires
-            // the log then fsyncs this file first.
-            lock(&self.pending).note(path.clone(), true);
-            match self.wal.append(kind.logged_as(), &key.0, bytes) {
-                Ok(true) => return Ok(()),
-                // The log is full until the next flush.
-                Ok(false) => {}
-                Err(e) => {
-                    lock(&self.pending).note(path, false);
-                    return Err(e);
-                }
-            }
+        if packs::packs(kind, data_len) {
+            // Held but not packed: its file is from before packs, deleted
+            // once the entry is durable.
+            let legacy = (replace && !self.packs.holds(kind, key)).then_some(path);
+            return self.packs.put(kind, key, bytes, legacy);
         }
-        lock(&self.pending).note(path, false);
+        fsutil::stage_with(&self.tmp, bytes, false)?.commit(&path)?;
+        lock(&self.pending).note(path);
         Ok(())
     }
 
-    /// Makes one non-durable file durable now, if it is pending.
-    fn sync_if_pending(&self, path: &Path) -> Result<(), StoreError> {
-        let (logged, one) = {
-            let p = lock(&self.pending);
-            (p.logged(path), p.snapshot_one(path))
-        };
-        match logged {
-            None => Ok(()),
-            Some(true) => self.wal.sync_all(),
-            Some(false) => {
-                sync_file(path)?;
-                Self::sync_parent(path)?;
-                lock(&self.pending).settle(one);
-                Ok(())
-            }
+    /// The file of item `key`, wherever it is kept; `None` if absent.
+    fn read_item(&self, kind: Kind, key: Id) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.packs.get(kind, key) {
+            Some(r) => r.map(Some),
+            None => read_opt(&self.path(kind, key)),
         }
     }
 
-    /// The flush: makes every file written without `durable` durable by
-    /// fsyncs of it and of each directory it was renamed into, 16 at a
-    /// time (it touches nothing but this store's files), then drops the
-    /// write-ahead logs that covered them. Returns how many files.
+    /// Deletes item `key` wherever it is kept (a file from before packs
+    /// too). `true` if a file went: its directory needs an fsync for
+    /// that to be durable.
+    fn remove_item(&self, kind: Kind, key: Id) -> Result<bool, StoreError> {
+        self.packs.remove(kind, key)?;
+        let path = self.path(kind, key);
+        let removed = remove_file(&path)?;
+        if removed {
+            lock(&self.pending).remove(&path);
+        }
+        Ok(removed)
+    }
+
+    /// Makes item `key` durable now, if it is not yet.
+    fn sync_if_pending(&self, kind: Kind, key: Id) -> Result<(), StoreError> {
+        if self.packs.holds(kind, key) {
+            return self.packs.sync_for(kind, key);
+        }
+        let path = self.path(kind, key);
+        let one = lock(&self.pending).snapshot_one(&path);
+        if one.is_empty() {
+            return Ok(());
+        }
+        sync_file(&path)?;
+        Self::sync_parent(&path)?;
+        lock(&self.pending).settle(one);
+        Ok(())
+    }
+
+    /// The flush: makes every put so far durable (fsyncs of each pending
+    /// file and of each directory it was renamed into, 16 at a time, and
+    /// of the packs), then compacts the packs if they are due. Returns how
+    /// many files were pending.
     pub fn sync_pending(&self) -> Result<usize, StoreError> {
-        // Rotate first: whatever is logged from here on stays logged.
-        let rotation = self.wal.rotate()?;
         // Listed until durable: a durable put meanwhile syncs them itself.
-        let taken = lock(&self.pending).snapshot(false);
+        let taken = lock(&self.pending).snapshot();
         let n = taken.len();
         // On failure they stay listed for the next attempt (an fsync may
         // be repeated).
         fsutil::sync_with_parents(&taken.paths())?;
         lock(&self.pending).settle(taken);
-        if let Some(r) = rotation {
-            self.wal.retire(r)?;
-        }
+        self.packs.sync_all()?;
+        self.compact()?;
         Ok(n)
     }
 
     /// Makes every put so far durable for a writer waiting on it (a `Sync`
-    /// request): one `fdatasync` of the write-ahead log for the small
-    /// items; for the bigger ones, if the store is on one file system
+    /// request): one `fdatasync` of the packs for records and small
+    /// blocks; for bigger blocks, if the store is on one file system
     /// (checked at open), one `syncfs` of it (one journal commit, however
     /// many files; it also writes out other programs' dirty data on that
     /// file system, which the flush does not), else fsyncs of each.
-    /// Returns how many files were pending.
+    /// Returns how many files and pack segments were pending.
     pub fn sync_pending_now(&self) -> Result<usize, StoreError> {
-        let (unlogged, all) = {
-            let p = lock(&self.pending);
-            (p.snapshot(true), p.len())
-        };
-        let n = unlogged.len();
-        if !unlogged.is_empty() {
+        let files = lock(&self.pending).snapshot();
+        let n = files.len();
+        if !files.is_empty() {
             if self.one_fs {
                 fsutil::syncfs(&self.tmp)?;
             } else {
-                fsutil::sync_with_parents(&unlogged.paths())?;
+                fsutil::sync_with_parents(&files.paths())?;
             }
-            lock(&self.pending).settle(unlogged);
+            lock(&self.pending).settle(files);
         }
-        if all > n {
-            self.wal.sync_all()?;
+        let packed = self.packs.unsynced();
+        self.packs.sync_all()?;
+        Ok(n + usize::from(packed))
+    }
+
+    /// Compacts the packs while enough of them is garbage: the oldest
+    /// segment's live items are appended again (each under its item's
+    /// lock, so no put of it interleaves), then the segment is deleted.
+    /// Returns how many segments went.
+    pub fn compact(&self) -> Result<usize, StoreError> {
+        let mut freed = 0;
+        while freed < COMPACT_PER_FLUSH {
+            let Some((seg, items)) = self.packs.compaction_due() else {
+                break;
+            };
+            for (kind, key) in items {
+                let _item = match kind {
+                    Kind::Record => lock(self.record_lock(key)),
+                    Kind::Block => lock(self.block_lock(key)),
+                };
+                self.packs.relocate(seg, kind, key)?;
+            }
+            if !self.packs.retire(seg)? {
+                break;
+            }
+            freed += 1;
         }
-        Ok(all)
+        Ok(freed)
     }
 
     /// Fsyncs the directory holding `path`.
@@ -501,7 +562,6 @@ impl Store {
             return Err(StoreError::BadHash);
         }
         let _stripe = lock(self.block_lock(key));
-        let path = self.path(Kind::Block, key);
         let held_meta = lock(&self.index).block_meta(key).cloned();
         // The common repeat (a retry, a repair): every claim is held as
         // new or newer already, so nothing can change.
@@ -511,12 +571,12 @@ impl Store {
                 .all(|c| m.owners.iter().any(|(o, t)| *o == c.owner && *t >= c.time))
         {
             if durable {
-                self.sync_if_pending(&path)?;
+                self.sync_if_pending(Kind::Block, key)?;
             }
             return Ok(false);
         }
         let held = match held_meta {
-            Some(_) => match self.read_block_file(key, &path)? {
+            Some(_) => match self.read_block_file(key)? {
                 Some(f) => Some(f.claims),
                 None => None,
             },
@@ -528,7 +588,7 @@ impl Store {
         };
         let Some(merged) = merged else {
             if durable {
-                self.sync_if_pending(&path)?;
+                self.sync_if_pending(Kind::Block, key)?;
             }
             return Ok(false);
         };
@@ -537,10 +597,10 @@ impl Store {
         }
         let bytes = block_file::encode(&merged, data);
         // Indexed before the write is made durable: the file is in place.
-        self.write_item(Kind::Block, key, &bytes, held.is_some())?;
+        self.write_item(Kind::Block, key, &bytes, data.len(), held.is_some())?;
         lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &merged));
         if durable {
-            self.sync_if_pending(&path)?;
+            self.sync_if_pending(Kind::Block, key)?;
         }
         Ok(true)
     }
@@ -556,40 +616,35 @@ impl Store {
         if lock(&self.index).block(key).is_none() {
             return Ok(None);
         }
-        let path = self.path(Kind::Block, key);
-        if let Ok(Some(Some(f))) = block_file::read(&path, key) {
+        if let Ok(Some(bytes)) = self.read_item(Kind::Block, key)
+            && let Some(f) = block_file::decode(bytes, key)
+        {
             return Ok(Some(f));
         }
         let _stripe = lock(self.block_lock(key));
-        self.read_block_file(key, &path)
+        self.read_block_file(key)
     }
 
     /// Reads block `key` under its stripe (so no put or remove races with
     /// it). A copy that is gone is forgotten; a bad copy is deleted and
     /// reported as [`StoreError::Corrupt`].
-    fn read_block_file(&self, key: Id, path: &Path) -> Result<Option<BlockFile>, StoreError> {
+    fn read_block_file(&self, key: Id) -> Result<Option<BlockFile>, StoreError> {
         if lock(&self.index).block(key).is_none() {
             return Ok(None);
         }
-        match block_file::read(path, key) {
-            Ok(Some(Some(f))) => Ok(Some(f)),
-            Ok(None) => {
-                log::warn!("block {key} was indexed but {} is gone", path.display());
-                lock(&self.index).drop_block(key);
-                Ok(None)
-            }
-            Ok(Some(None)) => {
-                log::error!(
-                    "corrupt block {key} at {}: its bytes do not hash to the key; removing it",
-                    path.display()
-                );
-                remove_file(path)?;
-                lock(&self.index).drop_block(key);
-                Self::sync_parent(path)?;
-                Err(StoreError::Corrupt(key))
-            }
-            Err(e) => Err(fsutil::io_err("read", path, e)),
+        let Some(bytes) = self.read_item(Kind::Block, key)? else {
+            log::warn!("block {key} was indexed but is gone");
+            lock(&self.index).drop_block(key);
+            return Ok(None);
+        };
+        if let Some(f) = block_file::decode(bytes, key) {
+            return Ok(Some(f));
         }
+        log::error!("corrupt block {key}: its bytes do not hash to the key; removing it");
+        self.remove_item(Kind::Block, key)?;
+        lock(&self.index).drop_block(key);
+        Self::sync_parent(&self.path(Kind::Block, key))?;
+        Err(StoreError::Corrupt(key))
     }
 
     /// Applies an owner's release: logs it durably, then removes the
@@ -609,6 +664,7 @@ impl Store {
         }
         let mut freed = Freed::default();
         let mut dirs: HashSet<PathBuf> = HashSet::new();
+        let mut packed = false;
         for &key in &rel.keys {
             let _stripe = lock(self.block_lock(key));
             let Some(meta) = lock(&self.index).block_meta(key).cloned() else {
@@ -622,33 +678,37 @@ impl Store {
                 continue;
             }
             let path = self.path(Kind::Block, key);
-            let file = match self.read_block_file(key, &path) {
+            let file = match self.read_block_file(key) {
                 Ok(Some(f)) => f,
                 Ok(None) | Err(StoreError::Corrupt(_)) => continue,
                 Err(e) => return Err(e),
             };
+            packed |= self.packs.holds(Kind::Block, key);
             match after_release(&file.claims, &rel) {
                 None => {}
                 Some(left) if left.is_empty() => {
-                    remove_file(&path)?;
-                    lock(&self.pending).remove(&path);
+                    if self.remove_item(Kind::Block, key)?
+                        && let Some(d) = path.parent()
+                    {
+                        dirs.insert(d.to_path_buf());
+                    }
                     lock(&self.index).drop_block(key);
                     freed.blocks += 1;
                     freed.bytes += meta.len;
-                    if let Some(d) = path.parent() {
-                        dirs.insert(d.to_path_buf());
-                    }
                 }
                 Some(left) => {
                     let bytes = block_file::encode(&left, &file.data);
-                    self.spares.write(&self.tmp, &path, &bytes, true, true)?;
+                    self.write_item(Kind::Block, key, &bytes, file.data.len(), true)?;
                     lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &left));
-                    Self::sync_parent(&path)?;
+                    self.sync_if_pending(Kind::Block, key)?;
                 }
             }
         }
         for d in &dirs {
             sync_dir(d)?;
+        }
+        if packed {
+            self.packs.sync_all()?;
         }
         Ok(freed)
     }
@@ -698,16 +758,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         rec.verify()?;
         let key = rec.key();
-        let path = self.path(Kind::Record, key);
         let _records = lock(self.record_lock(key));
         let current = lock(&self.index).record(key);
         let held = match current {
-            Some(_) => self.read_versions(key, &path)?,
+            Some(_) => self.read_versions(key)?,
             None => Vec::new(),
         };
         let Some(versions) = judge_versions(&held, rec, expected_seq)? else {
             if durable {
-                self.sync_if_pending(&path)?;
+                self.sync_if_pending(Kind::Record, key)?;
             }
             return Ok(false);
         };
@@ -724,7 +783,7 @@ impl Store {
         if current.is_none() {
             self.space.admit(bytes.len() as u64)?;
         }
-        self.write_item(Kind::Record, key, &bytes, current.is_some())?;
+        self.write_item(Kind::Record, key, &bytes, bytes.len(), current.is_some())?;
         let meta = RecordMeta {
             seq: versions[0].seq,
             len: bytes.len() as u64,
@@ -734,29 +793,26 @@ impl Store {
         // Indexed before the write is made durable: the file is in place.
         lock(&self.index).set_record(key, meta);
         if durable {
-            self.sync_if_pending(&path)?;
+            self.sync_if_pending(Kind::Record, key)?;
         }
         Ok(true)
     }
 
     /// The versions held of record `key` (head first), under its record
     /// lock; a corrupt file is removed and reported.
-    fn read_versions(&self, key: Id, path: &Path) -> Result<Vec<Record>, StoreError> {
-        let Some(bytes) = read_opt(path)? else {
-            log::warn!("record {key} was indexed but {} is gone", path.display());
+    fn read_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
+        let Some(bytes) = self.read_item(Kind::Record, key)? else {
+            log::warn!("record {key} was indexed but is gone");
             lock(&self.index).drop_record(key);
             return Ok(Vec::new());
         };
         match decode_record(&bytes, key) {
             Ok(v) => Ok(v),
             Err(why) => {
-                log::error!(
-                    "corrupt record {key} at {}: {why}; removing it",
-                    path.display()
-                );
-                remove_file(path)?;
+                log::error!("corrupt record {key}: {why}; removing it");
+                self.remove_item(Kind::Record, key)?;
                 lock(&self.index).drop_record(key);
-                Self::sync_parent(path)?;
+                Self::sync_parent(&self.path(Kind::Record, key))?;
                 Err(StoreError::Corrupt(key))
             }
         }
@@ -775,8 +831,7 @@ impl Store {
         if lock(&self.index).record(key).is_none() {
             return Ok(Vec::new());
         }
-        let path = self.path(Kind::Record, key);
-        if let Some(bytes) = read_opt(&path)?
+        if let Some(bytes) = self.read_item(Kind::Record, key)?
             && let Ok(versions) = decode_record(&bytes, key)
         {
             return Ok(versions);
@@ -787,7 +842,7 @@ impl Store {
         if lock(&self.index).record(key).is_none() {
             return Ok(Vec::new());
         }
-        self.read_versions(key, &path)
+        self.read_versions(key)
     }
 
     /// What is held under `key`: the record's version if a record is held,
@@ -816,7 +871,7 @@ impl Store {
         let _stripe = lock(self.block_lock(key));
         for kind in [Kind::Block, Kind::Record] {
             let path = self.path(kind, key);
-            let removed = remove_file(&path)?;
+            let removed = self.remove_item(kind, key)?;
             let mut index = lock(&self.index);
             match kind {
                 Kind::Block => index.drop_block(key),
@@ -845,6 +900,40 @@ impl Store {
             bytes: t.bytes,
         }
     }
+}
+
+/// What a store directory holds: each block with the length of its file
+/// (claims and data), and each record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub blocks: std::collections::HashMap<Id, u64>,
+    pub records: HashSet<Id>,
+}
+
+/// What the store in `dir` holds, read without changing anything (to look
+/// into the store of a node that may be running, e.g. from a test).
+pub fn held_in(dir: &Path) -> Result<Held, StoreError> {
+    let mut held = Held::default();
+    let files = |sub: &str, f: &mut dyn FnMut(Id, u64)| {
+        let d = dir.join(sub);
+        match d.exists() {
+            true => scan::for_each_item(&d, |key, _, len| f(key, len)),
+            false => Ok(()),
+        }
+    };
+    files(BLOCKS_DIR, &mut |key, len| {
+        held.blocks.insert(key, len);
+    })?;
+    files(RECORDS_DIR, &mut |key, _| {
+        held.records.insert(key);
+    })?;
+    for ((kind, key), len) in packs::held_in(&dir.join(PACKS_DIR))? {
+        match kind {
+            Kind::Block => held.blocks.insert(key, len),
+            Kind::Record => held.records.insert(key).then_some(0),
+        };
+    }
+    Ok(held)
 }
 
 impl ItemStore for Store {

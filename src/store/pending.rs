@@ -1,5 +1,5 @@
-//! The files a store wrote without fsync: which are covered by the
-//! write-ahead log, and which write of each a sync has covered.
+//! The item files a store wrote without fsync, and which write of each a
+//! sync has covered.
 //!
 //! A sync takes a [`snapshot`](PendingFiles::snapshot) of the files,
 //! makes them durable, then [`settles`](PendingFiles::settle) them: an
@@ -10,15 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// One pending file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pending {
-    /// Its bytes are in the write-ahead log.
-    logged: bool,
-    /// Which write listed it (grows with every write).
-    write: u64,
-}
 
 /// A taken list of pending files, to settle once they are durable.
 #[derive(Debug, Default)]
@@ -39,24 +30,19 @@ impl Snapshot {
     }
 }
 
-/// The pending files of a store.
+/// The pending files of a store, each with the number of the write that
+/// listed it (growing with every write).
 #[derive(Debug, Default)]
 pub struct PendingFiles {
-    files: HashMap<PathBuf, Pending>,
+    files: HashMap<PathBuf, u64>,
     writes: u64,
 }
 
 impl PendingFiles {
-    /// Lists `path` as just written, its bytes in the log or not.
-    pub fn note(&mut self, path: PathBuf, logged: bool) {
+    /// Lists `path` as just written.
+    pub fn note(&mut self, path: PathBuf) {
         self.writes += 1;
-        let write = self.writes;
-        self.files.insert(path, Pending { logged, write });
-    }
-
-    /// Whether `path` is pending, and if so whether it is logged.
-    pub fn logged(&self, path: &Path) -> Option<bool> {
-        self.files.get(path).map(|p| p.logged)
+        self.files.insert(path, self.writes);
     }
 
     /// Forgets `path` (the file is gone).
@@ -64,23 +50,17 @@ impl PendingFiles {
         self.files.remove(path);
     }
 
-    /// The pending files, all of them or only those not in the log.
-    pub fn snapshot(&self, unlogged_only: bool) -> Snapshot {
-        Snapshot(
-            self.files
-                .iter()
-                .filter(|(_, p)| !(unlogged_only && p.logged))
-                .map(|(path, p)| (path.clone(), p.write))
-                .collect(),
-        )
+    /// Every pending file.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.files.iter().map(|(p, w)| (p.clone(), *w)).collect())
     }
 
-    /// The snapshot one file, if pending.
+    /// The snapshot of one file, if pending.
     pub fn snapshot_one(&self, path: &Path) -> Snapshot {
         Snapshot(
             self.files
                 .get(path)
-                .map(|p| (path.to_path_buf(), p.write))
+                .map(|w| (path.to_path_buf(), *w))
                 .into_iter()
                 .collect(),
         )
@@ -89,13 +69,14 @@ impl PendingFiles {
     /// Drops the files of `s`, now durable, unless written again since.
     pub fn settle(&mut self, s: Snapshot) {
         for (path, write) in s.0 {
-            if self.files.get(&path).is_some_and(|p| p.write == write) {
+            if self.files.get(&path) == Some(&write) {
                 self.files.remove(&path);
             }
         }
     }
 
     /// How many files are pending.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -109,17 +90,15 @@ mod tests {
     fn a_file_written_again_during_a_sync_stays_pending() {
         let mut p = PendingFiles::default();
         let (a, b) = (PathBuf::from("/s/a"), PathBuf::from("/s/b"));
-        p.note(a.clone(), true);
-        p.note(b.clone(), false);
-        assert_eq!(p.snapshot(true).paths(), vec![b.clone()]);
-        let s = p.snapshot(false);
+        p.note(a.clone());
+        p.note(b.clone());
+        let s = p.snapshot();
         assert_eq!(s.len(), 2);
-        // While the sync runs, `a` is written again (now too big to log).
-        p.note(a.clone(), false);
+        // While the sync runs, `a` is written again.
+        p.note(a.clone());
         p.settle(s);
         assert_eq!(p.len(), 1);
-        assert_eq!(p.logged(&a), Some(false));
-        assert_eq!(p.logged(&b), None);
+        assert_eq!(p.snapshot().paths(), vec![a.clone()]);
         let s = p.snapshot_one(&a);
         p.settle(s);
         assert_eq!(p.len(), 0);

@@ -9,8 +9,8 @@
 //! match its file name is removed; one that cannot be read (an I/O error)
 //! is logged and skipped, left for a later open.
 
-use super::index::{Index, RecordMeta};
-use super::{StoreError, block_file, block_meta, decode_record, fsutil};
+use super::index::{BlockMeta, Index, RecordMeta};
+use super::{Kind, StoreError, block_file, block_meta, decode_record, fsutil};
 use crate::id::Id;
 use crate::item::MAX_BLOCK;
 use std::fs;
@@ -53,6 +53,40 @@ pub fn build_index(blocks: &Path, records: &Path) -> Result<Index, StoreError> {
 }
 
 /// Removes a bad file found while scanning, logging a failure.
+/// What the index notes of an item.
+pub enum Meta {
+    Block(BlockMeta),
+    Record(RecordMeta),
+}
+
+/// The index entry of item `key` of `kind` whose file is `bytes` (a
+/// record's versions are checked; a block's data is not hashed). The error
+/// is a reason for the log.
+pub fn meta_of(kind: Kind, key: Id, bytes: Vec<u8>) -> Result<Meta, String> {
+    let len = bytes.len() as u64;
+    match kind {
+        Kind::Block => {
+            let f = block_file::split(bytes);
+            if f.data.len() > MAX_BLOCK {
+                return Err(format!(
+                    "{} bytes is more than a block can be",
+                    f.data.len()
+                ));
+            }
+            Ok(Meta::Block(block_meta(len, &f.claims)))
+        }
+        Kind::Record => {
+            let versions = decode_record(&bytes, key)?;
+            Ok(Meta::Record(RecordMeta {
+                seq: versions[0].seq,
+                len,
+                owner: versions[0].owner,
+                versions: versions.len() as u32,
+            }))
+        }
+    }
+}
+
 fn remove_logged(path: &Path) {
     if let Err(e) = fsutil::remove_file(path) {
         log::error!("{e}");
@@ -61,7 +95,7 @@ fn remove_logged(path: &Path) {
 
 /// Calls `f(key, path, size)` for each well-named regular file in the
 /// two-level layout under `dir`.
-fn for_each_item(dir: &Path, mut f: impl FnMut(Id, &Path, u64)) -> Result<(), StoreError> {
+pub fn for_each_item(dir: &Path, mut f: impl FnMut(Id, &Path, u64)) -> Result<(), StoreError> {
     let list = |d: &Path| fs::read_dir(d).map_err(|e| fsutil::io_err("list", d, e));
     for sub in list(dir)? {
         let sub = sub.map_err(|e| fsutil::io_err("list", dir, e))?;

@@ -60,9 +60,10 @@ fn block_round_trip() {
             bytes: file.len() as u64
         }
     );
-    let hex = key.to_hex();
-    let path = dir.path().join("blocks").join(&hex[..2]).join(&hex);
-    assert_eq!(fs::read(path).unwrap(), file);
+    // A small block is packed, not kept in a file of its own.
+    assert_eq!(store.read_item(Kind::Block, key), Ok(Some(file)));
+    assert!(store.packs.holds(Kind::Block, key));
+    assert!(files_on_disk(dir.path(), "blocks").is_empty());
 }
 
 #[test]
@@ -164,10 +165,9 @@ fn corrupt_block_is_detected_and_removed() {
     let (other, other_data) = block(2);
     store.put_block(key, &data, &[]).unwrap();
     store.put_block(other, &other_data, &[]).unwrap();
-    let path = store.path(Kind::Block, key);
-    fs::write(&path, b"bit rot").unwrap();
+    store.packs.damage(Kind::Block, key);
     assert_eq!(store.get_block(key), Err(StoreError::Corrupt(key)));
-    assert!(!path.exists());
+    assert!(!store.packs.holds(Kind::Block, key));
     assert_eq!(store.version(key), None);
     assert_eq!(store.stats().blocks, 1);
     assert_eq!(
@@ -187,15 +187,35 @@ fn corrupt_record_is_detected_and_removed() {
     let store = Store::open(dir.path()).unwrap();
     let r = rec(1, b"v1");
     store.put_record(&r, None).unwrap();
-    let path = store.path(Kind::Record, r.key());
-    // A valid record, but of another key, is as bad as garbage here.
-    let foreign = Record::sign(&signer(2), b"dir", 1, None);
-    fs::write(&path, postcard::to_stdvec(&foreign).unwrap()).unwrap();
+    store.packs.damage(Kind::Record, r.key());
     assert_eq!(store.get_record(r.key()), Err(StoreError::Corrupt(r.key())));
-    assert!(!path.exists());
+    assert!(!store.packs.holds(Kind::Record, r.key()));
     assert_eq!(store.stats(), StoreStats::default());
     assert_eq!(store.put_record(&r, None), Ok(true));
     assert_eq!(store.get_record(r.key()), Ok(Some(r)));
+}
+
+#[test]
+fn a_corrupt_record_file_from_before_packs_is_detected_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = rec(1, b"v1");
+    let path = Store::path_in(dir.path(), Kind::Record, r.key());
+    let store = Store::open(dir.path()).unwrap();
+    // A valid record, but of another key, is as bad as garbage here.
+    let foreign = Record::sign(&signer(2), b"dir", 1, None);
+    fs::write(&path, postcard::to_stdvec(&foreign).unwrap()).unwrap();
+    lock(&store.index).set_record(
+        r.key(),
+        RecordMeta {
+            seq: 1,
+            len: 10,
+            owner: r.owner,
+            versions: 1,
+        },
+    );
+    assert_eq!(store.get_record(r.key()), Err(StoreError::Corrupt(r.key())));
+    assert!(!path.exists());
+    assert_eq!(store.stats(), StoreStats::default());
 }
 
 #[test]
@@ -331,13 +351,15 @@ fn reopen_restores_everything() {
 fn open_drops_bad_records_and_ignores_strangers() {
     let dir = tempfile::tempdir().unwrap();
     let r = rec(1, b"x");
+    let r2 = Record::sign(&signer(2), b"other", 1, None);
     let path = {
         let store = Store::open(dir.path()).unwrap();
         store.put_record(&r, None).unwrap();
-        // Flushed: the log no longer holds it, to be put back on open.
         store.sync_pending().unwrap();
-        store.path(Kind::Record, r.key())
+        store.packs.damage(Kind::Record, r.key());
+        Store::path_in(dir.path(), Kind::Record, r2.key())
     };
+    // A file from before packs that does not decode.
     fs::write(&path, b"\x01\x02garbage").unwrap();
     let stranger = dir.path().join("blocks").join("README");
     fs::write(&stranger, b"not a block").unwrap();
@@ -386,6 +408,12 @@ fn remove_drops_local_copies() {
     assert!(files_on_disk(dir.path(), "records").is_empty());
     assert_eq!(store.get_block(k), Ok(None));
     assert_eq!(store.get_record(r.key()), Ok(None));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.items().is_empty(),
+        "the removals are in the packs too"
+    );
 }
 
 #[test]
@@ -442,17 +470,18 @@ fn concurrent_puts_keep_index_and_disk_in_step() {
     let stats = store.stats();
     assert_eq!(stats.blocks, THREADS * PER_THREAD);
     assert_eq!(stats.records, 1);
-    // The index matches the disk.
-    let blocks = files_on_disk(dir.path(), "blocks");
-    let records = files_on_disk(dir.path(), "records");
-    let disk_bytes: u64 = blocks.iter().chain(&records).map(|(_, n)| n).sum();
-    assert_eq!(blocks.len() as u64, stats.blocks);
-    assert_eq!(records.len() as u64, stats.records);
-    assert_eq!(disk_bytes, stats.bytes);
-    // tmp/ holds only the spares left by overwrites (one per record
-    // version replaced at most), removed when the store is opened again.
-    let spares = fs::read_dir(dir.path().join("tmp")).unwrap().count() as u64;
-    assert!(spares < THREADS * PER_THREAD, "{spares} spares");
+    // The index matches the packs: every item is there, with its size.
+    let mut packed_bytes = 0;
+    for (key, v) in store.items() {
+        let kind = if v == ItemVersion::Block {
+            Kind::Block
+        } else {
+            Kind::Record
+        };
+        packed_bytes += store.packs.get(kind, key).unwrap().unwrap().len() as u64;
+    }
+    assert_eq!(packed_bytes, stats.bytes);
+    assert!(files_on_disk(dir.path(), "blocks").is_empty());
     let items = store.items();
     drop(store);
     let reopened = Store::open(dir.path()).unwrap();
@@ -473,25 +502,22 @@ fn failed_write_reports_io_and_keeps_the_old_version() {
     let tmp = dir.path().join("tmp");
     fs::remove_dir(&tmp).unwrap();
     fs::write(&tmp, b"in the way").unwrap();
-    let err = store.put_record(&rec(2, b"new"), None).unwrap_err();
+    // A big block has a file of its own, staged in tmp/.
+    let d = vec![3u8; packs::BLOCK_MAX + 1];
+    let k = Id::hash(&d);
+    let err = store.put_block(k, &d, &[]).unwrap_err();
     assert!(
         matches!(&err, StoreError::Io(m) if m.contains("tmp")),
         "{err}"
     );
-    assert_eq!(store.get_record(r1.key()), Ok(Some(r1.clone())));
-    assert_eq!(store.version(r1.key()), Some(ItemVersion::Record(1)));
-    let (k, d) = block(1);
-    assert!(matches!(
-        store.put_block(k, &d, &[]),
-        Err(StoreError::Io(_))
-    ));
     assert_eq!(store.get_block(k), Ok(None));
     assert_eq!(store.stats(), stats);
+    assert_eq!(store.get_record(r1.key()), Ok(Some(r1.clone())));
     // Once the disk is usable again, so is the store.
     fs::remove_file(&tmp).unwrap();
     fs::create_dir(&tmp).unwrap();
-    assert_eq!(store.put_record(&rec(2, b"new"), None), Ok(true));
     assert_eq!(store.put_block(k, &d, &[]), Ok(true));
+    assert_eq!(store.get_block(k), Ok(Some(d)));
 }
 
 #[test]
@@ -516,17 +542,20 @@ fn non_durable_writes_are_visible_then_synced() {
     let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
     let rec = crate::record::Record::sign(&sk, b"n", 1, Some(b"v".to_vec()));
     assert!(s.put_record_with(&rec, None, false).unwrap());
-    assert_eq!(s.sync_pending().unwrap(), 2);
+    assert!(s.packs.unsynced());
+    // Packed: no file to fsync, one fdatasync of the packs.
     assert_eq!(s.sync_pending().unwrap(), 0);
-    // A durable put of an item held non-durably syncs it: a small one by
-    // its log entry (the flush still fsyncs its file), a big one at once.
+    assert!(!s.packs.unsynced());
+    // A durable put of an item held non-durably syncs it.
     let other = b"second".to_vec();
     s.put_block_with(Id::hash(&other), &other, &[], false)
         .unwrap();
+    assert!(s.packs.unsynced());
     assert!(!s.put_block(Id::hash(&other), &other, &[]).unwrap());
-    assert_eq!(s.sync_pending().unwrap(), 1);
-    let big = vec![7u8; wal::ITEM_MAX + 1];
+    assert!(!s.packs.unsynced());
+    let big = vec![7u8; packs::BLOCK_MAX + 1];
     s.put_block_with(Id::hash(&big), &big, &[], false).unwrap();
+    assert_eq!(lock(&s.pending).len(), 1);
     assert!(!s.put_block(Id::hash(&big), &big, &[]).unwrap());
     assert_eq!(s.sync_pending().unwrap(), 0);
     // Reopen sees everything.
@@ -537,56 +566,139 @@ fn non_durable_writes_are_visible_then_synced() {
 }
 
 #[test]
-fn logged_writes_are_put_back_after_a_crash_never_rolled_back() {
+fn legacy_logs_are_put_back_never_rolled_back_then_deleted() {
+    // A store of the release before packs, after a crash: item files
+    // that may not have reached the disk, and the log that holds them.
     let d = tempfile::tempdir().unwrap();
     let (k1, d1) = block(1);
-    let (k2, d2) = block(2);
     let (r1, r2, r3) = (rec(1, b"one"), rec(2, b"two"), rec(3, b"three"));
-    let (block_path, record_path) = {
-        let s = Store::open(d.path()).unwrap();
-        s.put_block_with(k1, &d1, &[], false).unwrap();
-        s.put_record_with(&r1, None, false).unwrap();
-        s.put_record_with(&r2, None, true).unwrap();
-        s.put_block(k2, &d2, &[]).unwrap();
-        // Nothing flushed: the files may not have reached the disk. A
-        // crash that loses them is what removing them here stands for.
-        let paths = (s.path(Kind::Block, k2), s.path(Kind::Record, r2.key()));
-        fs::remove_file(&paths.0).unwrap();
-        fs::write(&paths.1, postcard::to_stdvec(&r1).unwrap()).unwrap();
-        paths
-    };
+    drop(Store::open(d.path()).unwrap());
+    let record_path = Store::path_in(d.path(), Kind::Record, r1.key());
+    fs::write(
+        &record_path,
+        encode_versions(std::slice::from_ref(&r2)).unwrap(),
+    )
+    .unwrap();
+    let wal_dir = d.path().join(WAL_DIR);
+    fs::create_dir(&wal_dir).unwrap();
+    let log = [
+        wal::encode_entry(wal::EntryKind::Block, &k1.0, &block_file::encode(&[], &d1)),
+        wal::encode_entry(
+            wal::EntryKind::Record,
+            &r1.key().0,
+            &encode_versions(std::slice::from_ref(&r1)).unwrap(),
+        ),
+    ]
+    .concat();
+    fs::write(wal_dir.join(format!("{:016x}.log", 7)), log).unwrap();
     let s = Store::open(d.path()).unwrap();
     assert_eq!(s.get_block(k1).unwrap().unwrap(), d1);
-    assert_eq!(s.get_block(k2).unwrap().unwrap(), d2);
-    assert!(block_path.exists());
-    assert_eq!(s.get_record(r1.key()).unwrap().unwrap().seq, 2);
     assert_eq!(
-        fs::read(&record_path).unwrap(),
-        postcard::to_stdvec(&r2).unwrap()
+        s.get_record(r1.key()).unwrap().unwrap().seq,
+        2,
+        "not rolled back"
     );
-    // The open made it all durable and dropped the old log; a newer
-    // version written now is not undone by the next open.
+    assert!(!wal_dir.exists(), "the old log is gone once replayed");
+    // A newer version goes to the packs; the old file goes once that is
+    // durable, and the next open does not undo it.
     s.put_record(&r3, None).unwrap();
-    s.sync_pending().unwrap();
-    assert_eq!(s.wal.logs(), 1);
+    assert!(!record_path.exists());
     drop(s);
     let s = Store::open(d.path()).unwrap();
     assert_eq!(s.get_record(r1.key()).unwrap().unwrap().seq, 3);
-    assert_eq!(s.stats().blocks, 2);
+    assert_eq!((s.stats().blocks, s.stats().records), (1, 1));
 }
 
 #[test]
-fn a_sync_makes_logged_and_unlogged_writes_durable() {
+fn items_from_before_packs_are_read_and_moved_into_the_packs() {
+    let d = tempfile::tempdir().unwrap();
+    let (k1, d1) = block(1);
+    let (r1, r2) = (rec(1, b"one"), rec(2, b"two"));
+    drop(Store::open(d.path()).unwrap());
+    let block_path = Store::path_in(d.path(), Kind::Block, k1);
+    let record_path = Store::path_in(d.path(), Kind::Record, r1.key());
+    fs::write(&block_path, block_file::encode(&[], &d1)).unwrap();
+    fs::write(
+        &record_path,
+        encode_versions(std::slice::from_ref(&r1)).unwrap(),
+    )
+    .unwrap();
+    let s = Store::open(d.path()).unwrap();
+    assert_eq!(s.get_block(k1).unwrap().unwrap(), d1);
+    assert_eq!(s.get_record(r1.key()).unwrap().unwrap(), r1);
+    // A new claim rewrites the block, a new version the record: both
+    // into the packs; the files go at the next sync.
+    let owner = signer(5);
+    assert!(
+        s.put_block_with(k1, &d1, &[Claim::sign(&owner, k1, now_ms())], false)
+            .unwrap()
+    );
+    assert!(s.put_record_with(&r2, None, false).unwrap());
+    assert!(block_path.exists() && record_path.exists());
+    s.sync_pending().unwrap();
+    assert!(!block_path.exists() && !record_path.exists());
+    let stats = s.stats();
+    drop(s);
+    let s = Store::open(d.path()).unwrap();
+    assert_eq!(s.stats(), stats);
+    assert_eq!(s.get_record(r1.key()).unwrap().unwrap(), r2);
+    assert_eq!(s.owned(&owner.verifying_key().to_bytes(), None, 9).len(), 1);
+}
+
+#[test]
+fn puts_not_yet_synced_are_read_back_by_the_next_open() {
+    let d = tempfile::tempdir().unwrap();
+    let (k1, d1) = block(1);
+    {
+        let s = Store::open(d.path()).unwrap();
+        s.put_block_with(k1, &d1, &[], false).unwrap();
+        s.put_record_with(&rec(4, b"x"), None, false).unwrap();
+    }
+    let s = Store::open(d.path()).unwrap();
+    assert_eq!(s.get_block(k1).unwrap().unwrap(), d1);
+    assert_eq!(s.get_record(rec(4, b"").key()).unwrap().unwrap().seq, 4);
+}
+
+#[test]
+fn the_flush_compacts_the_packs_and_every_item_survives() {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path()).unwrap();
     let (k1, d1) = block(1);
-    let big = vec![9u8; wal::ITEM_MAX + 10];
+    s.put_block(k1, &d1, &[]).unwrap();
+    // A record of about 1 MiB rewritten 40 times: 40 MiB, most garbage.
+    let big = vec![0x5a; crate::record::MAX_RECORD_VALUE - 64];
+    for seq in 1..=40u64 {
+        let mut v = big.clone();
+        v[0] = seq as u8;
+        s.put_record_with(&rec(seq, &v), None, false).unwrap();
+    }
+    let before = s.packs.segments();
+    assert!(before >= 3, "{before} segments");
+    s.sync_pending().unwrap();
+    let after = s.packs.segments();
+    assert!(after < before, "{before} -> {after} segments");
+    let (total, live) = s.packs.sizes();
+    assert!(total < 2 * live + (32 << 20), "{total} {live}");
+    assert_eq!(s.get_block(k1).unwrap().unwrap(), d1);
+    assert_eq!(s.get_record(rec(1, b"").key()).unwrap().unwrap().seq, 40);
+    let stats = s.stats();
+    drop(s);
+    let s = Store::open(d.path()).unwrap();
+    assert_eq!(s.stats(), stats);
+    assert_eq!(s.get_record(rec(1, b"").key()).unwrap().unwrap().seq, 40);
+    assert_eq!(s.get_block(k1).unwrap().unwrap(), d1);
+}
+
+#[test]
+fn a_sync_makes_packed_and_file_writes_durable() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let (k1, d1) = block(1);
+    let big = vec![9u8; packs::BLOCK_MAX + 10];
     s.put_block_with(k1, &d1, &[], false).unwrap();
     s.put_block_with(Id::hash(&big), &big, &[], false).unwrap();
-    assert!(s.wal.current_len() > d1.len() as u64);
-    // Both counted; the small one stays listed for the flush to fsync.
+    // The big block's file and the packs.
     assert_eq!(s.sync_pending_now().unwrap(), 2);
-    assert_eq!(s.sync_pending_now().unwrap(), 1);
-    assert_eq!(s.sync_pending().unwrap(), 1);
     assert_eq!(s.sync_pending_now().unwrap(), 0);
+    assert_eq!(s.sync_pending().unwrap(), 0);
 }

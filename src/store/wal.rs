@@ -1,16 +1,13 @@
-//! The store's write-ahead log: how a small item is made durable with one
-//! `fdatasync` of an append-only file instead of fsyncs of its file and
-//! its directory.
+//! The write-ahead log of store layout 2 before packs: read once, when a
+//! store written by an older release opens, and then deleted.
 //!
-//! A small item's file is written and renamed into place without fsync
-//! (as a non-durable put is), and its bytes are appended here. A put that
-//! must be durable now, or a `Sync` request, then costs one `fdatasync` of
-//! the log, however many items it covers. The periodic flush
-//! ([`super::Store::sync_pending`]) fsyncs the items' own files and drops
-//! the logs written before it began ([`Wal::rotate`], [`Wal::retire`]).
-//! When the store opens after a crash, what the old logs hold is put
-//! again through the normal checks (signature, sequence number, hash,
-//! releases), so a replayed entry can never roll an item back.
+//! Older releases wrote each small item to its own file without fsync and
+//! appended its bytes here, one `fdatasync` making it durable; a flush
+//! fsynced the files and dropped the logs. After a crash the logs may
+//! hold items whose files never reached the disk, so the store puts what
+//! they hold again, through the normal checks (signature, sequence
+//! number, hash, releases: a replayed entry can never roll an item back),
+//! makes it durable in its packs ([`super::packs`]), and deletes the logs.
 //!
 //! # Format
 //!
@@ -26,25 +23,18 @@
 //!   file n - 33 bytes        the item's file, exactly as in records/ or blocks/
 //! ```
 //!
-//! Entries are appended whole, one `write` each, under a lock. Reading
-//! stops at the first entry that is short or fails its check: a crash can
-//! only tear the tail, and every `fdatasync` covers all entries before it,
-//! so nothing after a torn entry was ever acknowledged.
+//! Reading stops at the first entry that is short or fails its check: a
+//! crash could only tear the tail.
 
 use super::StoreError;
-use super::fsutil::{ensure_dir, io_err, sync_dir};
+use super::fsutil::{io_err, sync_dir};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Largest item file logged; bigger ones are fsynced on their own (their
-/// data dominates the cost, and logging would write it twice).
-pub const ITEM_MAX: usize = 64 << 10;
-/// A log stops taking entries at this size until the next flush rotates
-/// it: items then fall back to fsyncs of their own files.
-const LOG_MAX: u64 = 64 << 20;
+/// Largest item file older releases logged.
+const ITEM_MAX: usize = 64 << 10;
 /// Bytes before an entry's body: length and check.
 const HEAD: usize = 12;
 /// Bytes of an entry body before the item's file: kind and key.
@@ -63,36 +53,6 @@ pub struct Entry {
     pub kind: EntryKind,
     pub key: [u8; 32],
     pub file: Vec<u8>,
-}
-
-/// The log file being appended to.
-#[derive(Debug)]
-struct Current {
-    number: u64,
-    file: Arc<File>,
-    len: u64,
-}
-
-/// The logs of one store: the one being appended to, and older ones kept
-/// until a flush has made their items durable by other means. Lock order:
-/// `current`, then `old`.
-#[derive(Debug)]
-pub struct Wal {
-    dir: PathBuf,
-    current: Mutex<Current>,
-    /// Older logs not yet retired, oldest first, open for `fdatasync`.
-    old: Mutex<Vec<(u64, Arc<File>)>>,
-}
-
-/// A rotation's mark: once everything pending at the rotation is durable,
-/// [`Wal::retire`] removes every log older than `below`.
-#[derive(Debug, Clone, Copy)]
-pub struct Rotation {
-    below: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn log_path(dir: &Path, number: u64) -> PathBuf {
@@ -115,7 +75,8 @@ fn check_of(body: &[u8]) -> [u8; 8] {
     c
 }
 
-/// Encodes one entry.
+/// Encodes one entry (tests: a log as older releases wrote it).
+#[cfg(test)]
 pub fn encode_entry(kind: EntryKind, key: &[u8; 32], file: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(BODY_HEAD + file.len());
     body.push(kind as u8);
@@ -129,7 +90,7 @@ pub fn encode_entry(kind: EntryKind, key: &[u8; 32], file: &[u8]) -> Vec<u8> {
 }
 
 /// The entries of a log's bytes, up to the first torn or damaged one.
-pub fn decode_entries(mut bytes: &[u8]) -> Vec<Entry> {
+fn decode_entries(mut bytes: &[u8]) -> Vec<Entry> {
     let mut out = Vec::new();
     while bytes.len() >= HEAD {
         let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
@@ -157,164 +118,62 @@ pub fn decode_entries(mut bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
-/// Creates log `number` in `dir` (the directory synced, so the file exists
-/// after a crash).
-fn create(dir: &Path, number: u64) -> Result<Arc<File>, StoreError> {
-    let path = log_path(dir, number);
-    let f = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| io_err("create", &path, e))?;
-    sync_dir(dir)?;
-    Ok(Arc::new(f))
+/// The entries of the legacy logs in `dir`, oldest first, and the log
+/// files (to delete once what they hold is durable elsewhere). Nothing if
+/// there is no such directory.
+pub fn read_legacy(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Entry>), StoreError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(io_err("list", dir, e)),
+    };
+    let mut gens = Vec::new();
+    for e in listing {
+        let e = e.map_err(|e| io_err("list", dir, e))?;
+        match e.file_name().to_str().and_then(gen_of) {
+            Some(g) => gens.push(g),
+            None => log::warn!("ignoring {} in the log directory", e.path().display()),
+        }
+    }
+    gens.sort_unstable();
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    for g in gens {
+        let path = log_path(dir, g);
+        let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+        let found = decode_entries(&bytes);
+        let used: usize = found.iter().map(|e| HEAD + BODY_HEAD + e.file.len()).sum();
+        if used < bytes.len() {
+            log::warn!(
+                "log {}: {} bytes after the last whole entry ignored (a write torn by a crash)",
+                path.display(),
+                bytes.len() - used
+            );
+        }
+        entries.extend(found);
+        files.push(path);
+    }
+    Ok((files, entries))
 }
 
-fn datasync(f: &File, dir: &Path) -> Result<(), StoreError> {
-    f.sync_data()
-        .map_err(|e| io_err("fdatasync log in", dir, e))
-}
-
-impl Wal {
-    /// Opens the logs in `dir` (created if missing): returns the log and
-    /// the entries the existing logs hold, oldest first, to be put again.
-    /// The existing logs stay until the first [`retire`](Self::retire).
-    pub fn open(dir: &Path) -> Result<(Wal, Vec<Entry>), StoreError> {
-        ensure_dir(dir)?;
-        let mut gens = Vec::new();
-        for e in fs::read_dir(dir).map_err(|e| io_err("list", dir, e))? {
-            let e = e.map_err(|e| io_err("list", dir, e))?;
-            match e.file_name().to_str().and_then(gen_of) {
-                Some(g) => gens.push(g),
-                None => log::warn!("ignoring {} in the log directory", e.path().display()),
-            }
+/// Deletes the legacy logs `files` and their directory `dir`.
+pub fn remove_legacy(dir: &Path, files: &[PathBuf]) -> Result<(), StoreError> {
+    for f in files {
+        match fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", f, e)),
         }
-        gens.sort_unstable();
-        let mut entries = Vec::new();
-        let mut old = Vec::new();
-        for &g in &gens {
-            let path = log_path(dir, g);
-            let bytes = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
-            let found = decode_entries(&bytes);
-            let used: usize = found.iter().map(|e| HEAD + BODY_HEAD + e.file.len()).sum();
-            if used < bytes.len() {
-                log::warn!(
-                    "log {}: {} bytes after the last whole entry ignored (a write torn by a crash)",
-                    path.display(),
-                    bytes.len() - used
-                );
-            }
-            entries.extend(found);
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| io_err("open", &path, e))?;
-            old.push((g, Arc::new(f)));
-        }
-        let number = gens.last().map_or(0, |g| g + 1);
-        let file = create(dir, number)?;
-        let wal = Wal {
-            dir: dir.to_path_buf(),
-            current: Mutex::new(Current {
-                number,
-                file,
-                len: 0,
-            }),
-            old: Mutex::new(old),
-        };
-        Ok((wal, entries))
     }
-
-    /// Appends an entry (durable after the next [`sync_all`](Self::sync_all));
-    /// `false` if the log is full (the caller makes the item durable by
-    /// fsyncs instead).
-    pub fn append(&self, kind: EntryKind, key: &[u8; 32], file: &[u8]) -> Result<bool, StoreError> {
-        if file.len() > ITEM_MAX {
-            return Ok(false);
-        }
-        let entry = encode_entry(kind, key, file);
-        let mut cur = lock(&self.current);
-        if cur.len + entry.len() as u64 > LOG_MAX {
-            return Ok(false);
-        }
-        if let Err(e) = (&*cur.file).write_all(&entry) {
-            // A partial entry may be on the file: later ones would be
-            // unreadable behind it, so this log takes no more.
-            cur.len = LOG_MAX;
-            return Err(io_err("append to log in", &self.dir, e));
-        }
-        cur.len += entry.len() as u64;
-        Ok(true)
+    match fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => log::warn!("cannot remove {}: {e}", dir.display()),
     }
-
-    /// Makes every entry of every log durable.
-    pub fn sync_all(&self) -> Result<(), StoreError> {
-        // Lock order: `current`, then `old` (as in `rotate`). A rotation
-        // between the two reads moves the current log into `old`, which
-        // is then synced as the current one.
-        let cur = Arc::clone(&lock(&self.current).file);
-        let files: Vec<Arc<File>> = lock(&self.old)
-            .iter()
-            .map(|(_, f)| Arc::clone(f))
-            .chain(std::iter::once(cur))
-            .collect();
-        files.iter().try_for_each(|f| datasync(f, &self.dir))
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
     }
-
-    /// Starts a new log if the current one holds entries. Call it before
-    /// taking the set of files to fsync; once they are durable, pass the
-    /// mark to [`retire`](Self::retire). `None`: nothing is logged.
-    pub fn rotate(&self) -> Result<Option<Rotation>, StoreError> {
-        let mut cur = lock(&self.current);
-        if cur.len == 0 {
-            let old = lock(&self.old);
-            return Ok((!old.is_empty()).then_some(Rotation { below: cur.number }));
-        }
-        let number = cur.number + 1;
-        let file = create(&self.dir, number)?;
-        let prev = std::mem::replace(
-            &mut *cur,
-            Current {
-                number,
-                file,
-                len: 0,
-            },
-        );
-        lock(&self.old).push((prev.number, prev.file));
-        Ok(Some(Rotation { below: number }))
-    }
-
-    /// Removes the logs older than the rotation's mark: every item they
-    /// hold has been made durable by other means.
-    pub fn retire(&self, r: Rotation) -> Result<(), StoreError> {
-        let gone: Vec<u64> = {
-            let mut old = lock(&self.old);
-            let (gone, kept): (Vec<_>, Vec<_>) = old.drain(..).partition(|(g, _)| *g < r.below);
-            *old = kept;
-            gone.into_iter().map(|(g, _)| g).collect()
-        };
-        for g in gone {
-            let path = log_path(&self.dir, g);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("remove", &path, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes in the current log (tests).
-    #[cfg(test)]
-    pub fn current_len(&self) -> u64 {
-        lock(&self.current).len
-    }
-
-    /// How many logs exist, current included (tests).
-    #[cfg(test)]
-    pub fn logs(&self) -> usize {
-        lock(&self.old).len() + 1
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -360,50 +219,21 @@ mod tests {
     }
 
     #[test]
-    fn a_reopened_log_gives_back_what_was_appended_until_retired() {
+    fn legacy_logs_are_read_in_order_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("wal");
-        {
-            let (wal, old) = Wal::open(&d).unwrap();
-            assert!(old.is_empty());
-            for i in 0..3u8 {
-                let (k, key, f) = entry(i, 10);
-                assert!(wal.append(k, &key, &f).unwrap());
-                wal.sync_all().unwrap();
-            }
-            assert!(
-                !wal.append(EntryKind::Block, &[1; 32], &vec![0; ITEM_MAX + 1])
-                    .unwrap()
-            );
+        assert_eq!(read_legacy(&d).unwrap().1.len(), 0);
+        std::fs::create_dir(&d).unwrap();
+        for g in [2u64, 1] {
+            let (k, key, f) = entry(g as u8, 10);
+            std::fs::write(log_path(&d, g), encode_entry(k, &key, &f)).unwrap();
         }
-        let (wal, old) = Wal::open(&d).unwrap();
-        assert_eq!(old.len(), 3);
-        assert_eq!(old[2].key, [2; 32]);
-        assert_eq!(wal.logs(), 2, "the old log is kept until retired");
-        // The new log is empty: a rotation only marks the old one.
-        let r = wal.rotate().unwrap().unwrap();
-        wal.retire(r).unwrap();
-        assert_eq!(wal.logs(), 1);
-        assert!(wal.rotate().unwrap().is_none(), "nothing left to retire");
-        let (_, old) = Wal::open(&d).unwrap();
-        assert!(old.is_empty());
-    }
-
-    #[test]
-    fn a_rotation_keeps_entries_appended_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().join("wal");
-        let (wal, _) = Wal::open(&d).unwrap();
-        let (k, key, f) = entry(1, 10);
-        assert!(wal.append(k, &key, &f).unwrap());
-        let r = wal.rotate().unwrap().unwrap();
-        let (k, key, f) = entry(2, 10);
-        assert!(wal.append(k, &key, &f).unwrap());
-        wal.sync_all().unwrap();
-        wal.retire(r).unwrap();
-        drop(wal);
-        let (_, old) = Wal::open(&d).unwrap();
-        assert_eq!(old.len(), 1);
-        assert_eq!(old[0].key, [2; 32]);
+        let (files, entries) = read_legacy(&d).unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.key[0]).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        remove_legacy(&d, &files).unwrap();
+        assert!(!d.exists());
     }
 }

@@ -1078,22 +1078,22 @@ impl Drop for NodeGuard {
     }
 }
 
-/// Bytes of every block file under a node's store.
+/// What a node's store holds (read from its files and packs, without
+/// changing anything); nothing if it cannot be read.
+pub fn store_held(data_dir: &Path) -> peerstore::store::Held {
+    peerstore::store::held_in(&data_dir.join("store")).unwrap_or_default()
+}
+
+/// Bytes of every block a node's store holds (the garbage its packs have
+/// not compacted yet left out).
 pub fn block_bytes(data_dir: &Path) -> u64 {
-    let mut total = 0;
-    let Ok(subs) = std::fs::read_dir(data_dir.join("store/blocks")) else {
-        return 0;
-    };
-    for sub in subs.flatten() {
-        for f in std::fs::read_dir(sub.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            total += f.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    total
+    store_held(data_dir).blocks.values().sum()
+}
+
+/// Whether a node's store holds block `key` (hex).
+pub fn holds_block(data_dir: &Path, key: &str) -> bool {
+    key.parse()
+        .is_ok_and(|k| store_held(data_dir).blocks.contains_key(&k))
 }
 
 /// Waits (at most `limit`) until the stores in `data_dirs` hold at most

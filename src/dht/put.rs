@@ -3,7 +3,11 @@
 //! A put locates the key, then sends the item to the replica set: a block
 //! or a record's first version under a fresh name to all members at once,
 //! a compare-and-swap record version to the owner first (the owner orders
-//! writers) and then to the rest. A member that fails is replaced by the
+//! writers) and then to the rest. A durable compare-and-swap asks the
+//! owner to judge without fsyncing, then sends the version durably to the
+//! whole set, the owner included (which then only fsyncs what it holds),
+//! so the owner's fsync runs alongside the others' rather than before
+//! them; nothing counts as stored until it is durable. A member that fails is replaced by the
 //! next node after the set. The put succeeds once as many distinct nodes
 //! as [`RingView::copies_needed`](crate::chord::RingView::copies_needed)
 //! asks (r, or the ring's size when this node knows the whole ring and it
@@ -152,8 +156,18 @@ impl Put {
         }
     }
 
+    /// Whether the owner's compare-and-swap call of a durable put is sent
+    /// without durability: the owner then judges and keeps the version at
+    /// once, and is asked again, durably, with the other members, so its
+    /// fsync overlaps theirs instead of coming first.
+    fn owner_judges_first(&self) -> bool {
+        self.durable && self.item.owner_first()
+    }
+
     /// The store call to `to`; `cas` carries the compare-and-swap.
     fn send(&mut self, to: &Peer, cas: bool, cx: &mut Cx<'_>) {
+        let judging = cas && self.owner_judges_first();
+        let durable = self.durable && !judging;
         let id = match &self.item {
             Item::Block { key, data, claims } => cx.call(
                 to,
@@ -161,14 +175,14 @@ impl Put {
                     key: *key,
                     data: Arc::clone(data),
                     claims: claims.clone(),
-                    durable: self.durable,
+                    durable,
                 },
             ),
             Item::Record {
                 record,
                 expected_seq,
                 owner_first,
-            } => cx.call(
+            } => cx.call_with(
                 to,
                 StoreRecord {
                     record: Record::clone(record),
@@ -179,8 +193,10 @@ impl Put {
                     } else {
                         None
                     },
-                    durable: self.durable,
+                    durable,
                 },
+                // The durable call that follows covers it.
+                !judging,
             ),
         };
         self.pending.insert(id, to.clone());
@@ -367,7 +383,10 @@ impl Machine for Put {
                     }
                 }
                 Ok(()) => {
-                    if !self.has_stored(&peer) {
+                    // An owner that judged without fsyncing counts once
+                    // it answers the durable call `send_rest` sends it.
+                    let counts = !(owner_call && self.owner_judges_first());
+                    if counts && !self.has_stored(&peer) {
                         self.stored.push(peer);
                     }
                     if owner_call {

@@ -35,6 +35,9 @@ struct Fake {
     full: Mutex<HashSet<Id>>,
     /// Nodes asked for a block, in order.
     fetched_from: Mutex<Vec<Id>>,
+    /// Record puts, in order: the node, whether durable, the expected
+    /// sequence number.
+    record_puts: Mutex<Vec<(Id, bool, Option<u64>)>>,
     routes: RouteCache,
     started: Instant,
     _dirs: Vec<tempfile::TempDir>,
@@ -67,6 +70,7 @@ impl Fake {
             corrupt: Mutex::new(HashMap::new()),
             full: Mutex::new(HashSet::new()),
             fetched_from: Mutex::new(Vec::new()),
+            record_puts: Mutex::new(Vec::new()),
             routes: RouteCache::default(),
             started: Instant::now(),
             _dirs: dirs,
@@ -120,6 +124,17 @@ impl Transport for Fake {
         };
         if matches!(req, ReplicaRequest::FetchBlock { .. }) {
             self.fetched_from.lock().unwrap().push(to.id);
+        }
+        if let ReplicaRequest::StoreRecord {
+            durable,
+            expected_seq,
+            ..
+        } = &req
+        {
+            self.record_puts
+                .lock()
+                .unwrap()
+                .push((to.id, *durable, *expected_seq));
         }
         if self.down.lock().unwrap().contains(&to.id) {
             return Err(CallError::Unreachable("down".into()));
@@ -294,6 +309,37 @@ async fn records_newest_wins_and_forgeries_are_refused() {
     let fresh = Record::sign(&sk, b"fresh", 1, Some(b"new".to_vec()));
     assert_eq!(d.put_new_record(fresh.clone(), true).await.unwrap(), 3);
     assert_eq!(d.get_record(fresh.key()).await.unwrap(), fresh);
+}
+
+#[tokio::test]
+async fn a_durable_swap_has_the_owner_judge_first_then_fsync_with_the_others() {
+    let d = dht(Fake::new(4), 3);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
+    d.put_record(r1.clone(), Some(0)).await.unwrap();
+    d.transport.record_puts.lock().unwrap().clear();
+    let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
+    d.put_record(r2.clone(), Some(1)).await.unwrap();
+    let puts = d.transport.record_puts.lock().unwrap().clone();
+    // The owner judges the swap without fsyncing; then all three,
+    // the owner again, take it durably.
+    let owner = puts[0].0;
+    assert_eq!(puts[0], (owner, false, Some(1)));
+    let rest: HashSet<Id> = puts[1..].iter().map(|p| p.0).collect();
+    assert_eq!(puts.len(), 4, "{puts:?}");
+    assert!(puts[1..].iter().all(|p| p.1 && p.2.is_none()), "{puts:?}");
+    assert!(rest.contains(&owner) && rest.len() == 3);
+    // Nothing is left for a later Sync: every copy is durable.
+    assert!(d.unsynced.lock().unwrap().is_empty());
+    assert_eq!(d.transport.holders(r2.key()).len(), 3);
+    // A lost swap is refused by the owner, and goes no further.
+    d.transport.record_puts.lock().unwrap().clear();
+    let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
+    assert!(matches!(
+        d.put_record(r3, Some(1)).await,
+        Err(DhtError::Refused(RemoteError::Conflict { .. }))
+    ));
+    assert_eq!(d.transport.record_puts.lock().unwrap().len(), 1);
 }
 
 /// A new record a put placed on the node after the owner (from a range

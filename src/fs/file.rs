@@ -28,6 +28,7 @@
 
 use super::divergence::{Spans, conflict_name, content_changes};
 use super::extents::{BlockRef, Extent, Piece};
+use super::index::Unstored;
 use super::object::{
     Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_MAX, Link, MAX_FILE_SIZE, Object, Time,
 };
@@ -106,6 +107,9 @@ pub struct OpenFile {
     /// Blocks stored since then (each referred to by `state`, or not any
     /// more if overwritten or truncated away before the save).
     uploaded: IdSet,
+    /// Blocks sealed for the next save but not stored yet (a journal
+    /// spill): the save stores them with its index nodes, in one round.
+    unstored: Vec<Unstored>,
     /// The content and length of the stored version the changes here
     /// apply to (compared with another writer's version on a race).
     base: (FileContent, u64),
@@ -145,6 +149,7 @@ impl OpenFile {
             link,
             stored_blocks: IdSet::default(),
             uploaded: IdSet::default(),
+            unstored: Vec::new(),
             state,
             dirty: Ranges::default(),
             uploading: Vec::new(),
@@ -562,6 +567,19 @@ impl OpenFile {
         Ok(d)
     }
 
+    /// Moves the dirty bytes into the content's journal (the top layer).
+    fn dirty_into_journal(&mut self) -> Result<(), FsError> {
+        let added = std::mem::take(&mut self.dirty).into_pieces();
+        let c = self.content()?;
+        for (o, d) in &added {
+            c.journal.add(*o, d);
+        }
+        if !added.is_empty() {
+            self.ops.push(Op::Journal(added));
+        }
+        Ok(())
+    }
+
     /// The content and record part of [`OpenFile::flush`].
     async fn store<S: BlockStore>(
         &mut self,
@@ -583,25 +601,26 @@ impl OpenFile {
             c.priors.clear();
         } else if self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX {
             // Few bytes: they join the journal in the record.
-            let added = std::mem::take(&mut self.dirty).into_pieces();
-            let c = self.content()?;
-            for (o, d) in &added {
-                c.journal.add(*o, d);
-            }
-            if !added.is_empty() {
-                self.ops.push(Op::Journal(added));
-            }
+            self.dirty_into_journal()?;
         } else {
-            // The journal goes into a block; the rest is laid over it.
+            // The journal goes into a block (stored with the save's index
+            // nodes); the rest is laid over it: into a fresh journal if
+            // it fits, so the save takes one round of puts before its
+            // record, else uploaded first.
             let link = self.link.clone();
-            if let Some(key) = spill_journal(vault, &link, self.content()?, durability).await? {
-                self.uploaded.insert(key);
+            if let Some(u) = spill_journal(vault, &link, self.content()?) {
+                self.uploaded.insert(u.key);
+                self.unstored.push(u);
                 self.ops.push(Op::Spill);
             }
-            while !self.dirty.is_empty() {
-                self.start_upload(vault, durability).await;
+            if self.dirty.bytes() <= JOURNAL_MAX {
+                self.dirty_into_journal()?;
+            } else {
+                while !self.dirty.is_empty() {
+                    self.start_upload(vault, durability).await;
+                }
+                self.collect(true).await?;
             }
-            self.collect(true).await?;
         }
         let content_changed = !self.touched.is_empty();
         if content_changed && !self.content()?.priors.is_empty() {
@@ -657,7 +676,7 @@ impl OpenFile {
                 &self.link,
                 &mut next,
                 expected,
-                &replaced,
+                (&replaced, &self.unstored),
                 durability,
                 self.found_unsaved,
             );
@@ -671,6 +690,10 @@ impl OpenFile {
             };
             if let Some(Err(e)) = kept_put {
                 log::warn!("the version a save of a file replaced could not be kept: {e}");
+            }
+            if matches!(saved, Ok(_) | Err(FsError::Conflict(_))) {
+                // The record was tried: everything it refers to is stored.
+                self.unstored.clear();
             }
             match saved {
                 Ok(seq) => {
@@ -726,10 +749,10 @@ impl OpenFile {
                         // Two journals merged: keep the record small.
                         let c = o.content_mut()?;
                         if c.journal.bytes() > JOURNAL_MAX
-                            && let Some(key) =
-                                spill_journal(vault, &self.link, c, durability).await?
+                            && let Some(u) = spill_journal(vault, &self.link, c)
                         {
-                            self.uploaded.insert(key);
+                            self.uploaded.insert(u.key);
+                            self.unstored.push(u);
                         }
                         o
                     };
@@ -955,21 +978,21 @@ fn saved_at(content: &FileContent, mtime: Time) -> Time {
 }
 
 /// Moves `content`'s journal into one new block (laid under nothing newer:
-/// the journal is the top layer). Returns the block's key, if any.
-async fn spill_journal<S: BlockStore>(
+/// the journal is the top layer). Returns the block, sealed, for the save
+/// to store with its index nodes, if there was a journal.
+fn spill_journal<S: BlockStore>(
     vault: &Arc<Vault<S>>,
     link: &Link,
     content: &mut FileContent,
-    durability: Durability,
-) -> Result<Option<Id>, FsError> {
+) -> Option<Unstored> {
     if content.journal.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut plain = Vec::with_capacity(content.journal.bytes());
     for (_, d) in content.journal.iter() {
         plain.extend_from_slice(d);
     }
-    let block = vault.write_block(link, &plain, durability).await?;
+    let (block, unstored) = vault.seal_block(link, &plain);
     let journal = std::mem::take(&mut content.journal);
     let mut at = 0u32;
     for (offset, d) in journal.iter() {
@@ -981,7 +1004,7 @@ async fn spill_journal<S: BlockStore>(
         });
         at += d.len() as u32;
     }
-    Ok(Some(block.key))
+    Some(unstored)
 }
 
 /// Blocks re-sealed at once by [`reseal`].

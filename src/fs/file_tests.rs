@@ -118,7 +118,7 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     f.flush(&v, Durability::Later).await.unwrap();
     let blocks = held_blocks(&store);
     let puts = store.block_puts();
-    // 16 writes of 4 KiB fill the journal: each flush stores the record.
+    // Writes of 4 KiB fill the journal: each flush stores the record.
     let at = |i: usize| i * 300_000;
     for i in 0..JOURNAL_MAX / 4096 {
         let piece = random(&mut rng, 4096);
@@ -131,14 +131,15 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
     assert_eq!(g.state.obj.content().unwrap().journal.bytes(), JOURNAL_MAX);
     assert!(g.read(&v, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
-    // The next one moves the journal into a block.
+    // The next one moves the journal into one block, and itself into a
+    // fresh journal.
     let piece = random(&mut rng, 4096);
     model[at(20)..at(20) + 4096].copy_from_slice(&piece);
     f.write(&v, at(20) as u64, &piece).await.unwrap();
     f.flush(&v, Durability::Later).await.unwrap();
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
-    assert!(g.state.obj.content().unwrap().journal.is_empty());
-    assert!(store.block_puts() > puts);
+    assert_eq!(g.state.obj.content().unwrap().journal.bytes(), 4096);
+    assert_eq!(store.block_puts(), puts + 1);
     assert!(g.read(&v, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
 }
 
@@ -169,6 +170,41 @@ async fn a_journal_moved_into_a_block_does_not_undo_another_writers_bytes() {
         vec![b'a'; JOURNAL_MAX]
     );
     assert_eq!(g.read(&a, 0, 10).await.unwrap(), b"..........");
+}
+
+#[tokio::test]
+async fn a_journal_spill_that_failed_to_store_is_stored_by_the_next_flush() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = Arc::new(MemStore::default());
+    let v = vault_on(&store, &[7; 32]);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut f = new_file(&v, b"db").await;
+    let mut model = random(&mut rng, 8 * CHUNK_SIZE);
+    f.write(&v, 0, &model).await.unwrap();
+    f.flush(&v, Durability::Now).await.unwrap();
+    // Fill the journal, then one more write spills it into a block.
+    let at = |i: usize| i * 300_000;
+    for i in 0..=JOURNAL_MAX / 4096 {
+        let piece = random(&mut rng, 4096);
+        model[at(i)..at(i) + 4096].copy_from_slice(&piece);
+        f.write(&v, at(i) as u64, &piece).await.unwrap();
+        if i < JOURNAL_MAX / 4096 {
+            f.flush(&v, Durability::Now).await.unwrap();
+        }
+    }
+    // The write's own 4 KiB block goes, the 16 KiB spill fails: the
+    // save fails after its other puts.
+    let puts = store.block_puts();
+    store.fail_blocks_over.store(8 << 10, Relaxed);
+    assert!(f.flush(&v, Durability::Now).await.is_err());
+    assert!(store.block_puts() > puts, "the spill was tried");
+    store.fail_blocks_over.store(0, Relaxed);
+    f.flush(&v, Durability::Now).await.unwrap();
+    // Read back from the store alone: every block the record refers to
+    // was stored, the spill's too.
+    let fresh = vault_on(&store, &[7; 32]);
+    let mut g = OpenFile::open(&fresh, f.link.clone()).await.unwrap();
+    assert!(g.read(&fresh, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
 }
 
 #[tokio::test]

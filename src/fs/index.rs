@@ -114,71 +114,109 @@ struct Saver<'a, S> {
 /// Index node blocks stored at once.
 const PUT_PARALLEL: usize = 16;
 
-/// Stores one node (or finds it stored) and returns its block.
-async fn put_node<S: BlockStore>(to: &Saver<'_, S>, node: &IndexNode) -> Result<BlockRef, FsError> {
+/// A block sealed but not yet stored (a journal spill): it is stored with
+/// the index nodes of the save that refers to it, in the same round.
+#[derive(Debug, Clone)]
+pub struct Unstored {
+    pub key: Id,
+    pub sealed: Vec<u8>,
+}
+
+/// A put a save still has to make: the block's key and sealed bytes, and
+/// the cache entry (node hash, block) to add once it is stored.
+type Put = (Id, Vec<u8>, Option<(Id, BlockRef)>);
+
+/// A node sealed for storing: its block, and the put still to make (none
+/// if a stored node was found in the cache).
+struct Sealed {
+    block: BlockRef,
+    put: Option<Put>,
+}
+
+/// Seals one node (or finds it stored): its block is known before it is
+/// stored, so a whole tree's puts go out together ([`put_all`]).
+fn seal_node<S>(to: &Saver<'_, S>, node: &IndexNode) -> Result<Sealed, FsError> {
     let Saver {
-        store,
-        owner,
         link,
         cache,
         reusable,
-        durability,
+        ..
     } = to;
     let plain = postcard::to_allocvec(node).map_err(|e| FsError::Invalid(e.to_string()))?;
     let h = Id::hash_parts(&[&link.name, &plain]);
     if let Some(b) = cache.get(&h).filter(|b| reusable.contains(&b.key)) {
-        return Ok(b);
+        return Ok(Sealed {
+            block: b,
+            put: None,
+        });
     }
     let seal_no = rand::random::<u64>();
     let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
     let key = Id::hash(&sealed);
-    store
-        .put_block(key, sealed, owner.claim(key), *durability)
-        .await?;
-    let b = BlockRef {
+    let block = BlockRef {
         key,
         seal: seal_no,
         cipher: Cipher::XChaCha20Poly1305,
         len: plain.len() as u32,
     };
-    cache.put(h, b);
-    Ok(b)
+    Ok(Sealed {
+        block,
+        put: Some((key, sealed, Some((h, block)))),
+    })
 }
 
-/// Stores the nodes of one tree level that `last` (the same level of the
-/// file's last tree) does not hold with a reusable block, up to
-/// [`PUT_PARALLEL`] at once (a change spread over the file changes
-/// several). Returns their references, in order, and the level as
+/// Stores the sealed nodes of a whole tree, up to [`PUT_PARALLEL`] at
+/// once and every level together (a parent refers to its children by the
+/// keys of their sealed bytes, known before they are stored), and notes
+/// them in the cache once stored.
+async fn put_all<S: BlockStore>(to: &Saver<'_, S>, puts: Vec<Put>) -> Result<(), FsError> {
+    let Saver {
+        store,
+        owner,
+        cache,
+        durability,
+        ..
+    } = to;
+    let stored: Vec<Option<(Id, BlockRef)>> = stream::iter(puts)
+        .map(|(key, sealed, entry)| async move {
+            store
+                .put_block(key, sealed, owner.claim(key), *durability)
+                .await?;
+            Ok::<_, FsError>(entry)
+        })
+        .buffer_unordered(PUT_PARALLEL)
+        .try_collect()
+        .await?;
+    for (h, b) in stored.into_iter().flatten() {
+        cache.put(h, b);
+    }
+    Ok(())
+}
+
+/// Seals the nodes of one tree level that `last` (the same level of the
+/// file's last tree) does not hold with a reusable block; their puts join
+/// `puts`. Returns their references, in order, and the level as
 /// remembered; their blocks are added to `used`.
-async fn put_level<S: BlockStore>(
+fn seal_level<S>(
     to: &Saver<'_, S>,
     nodes: Vec<(IndexNode, (u64, u64))>,
     last: Option<&Level>,
     used: &mut Vec<BlockRef>,
+    puts: &mut Vec<Put>,
 ) -> Result<(Vec<IndexRef>, Level), FsError> {
     let mut matcher = Matcher::new(last);
-    let found: Vec<Option<BlockRef>> = nodes
-        .iter()
-        .map(|(node, _)| matcher.find(node).filter(|b| to.reusable.contains(&b.key)))
-        .collect();
-    // The futures made first: a closure mapping borrowed items to futures
-    // inside the stream would make the caller's future not `Send`.
-    let puts: Vec<_> = nodes
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|((node, _), _)| put_node(to, node))
-        .collect();
-    let stored: Vec<BlockRef> = stream::iter(puts)
-        .buffered(PUT_PARALLEL)
-        .try_collect()
-        .await?;
-    let mut stored = stored.into_iter();
-    let blocks = found
-        .into_iter()
-        .map(|f| f.or_else(|| stored.next()))
-        .collect::<Option<Vec<BlockRef>>>()
-        .ok_or_else(|| FsError::Invalid("index level: a node without a block".into()))?;
+    let mut blocks = Vec::with_capacity(nodes.len());
+    for (node, _) in &nodes {
+        let b = match matcher.find(node).filter(|b| to.reusable.contains(&b.key)) {
+            Some(b) => b,
+            None => {
+                let s = seal_node(to, node)?;
+                puts.extend(s.put);
+                s.block
+            }
+        };
+        blocks.push(b);
+    }
     used.extend(blocks.iter().copied());
     let refs = nodes
         .iter()
@@ -194,19 +232,17 @@ async fn put_level<S: BlockStore>(
 }
 
 /// The stored form of `content`'s index, storing the index blocks it needs
-/// (reusing a node of `cache` only if its block is in the given set);
-/// also every index block it refers to.
+/// (reusing a node of `cache` only if its block is in the given set) and
+/// the blocks of `extra` in one parallel round; also every index block it
+/// refers to.
 pub async fn save<S: BlockStore>(
     store: &S,
     owner: &Identity,
     link: &Link,
     (cache, reusable): (&NodeCache, &IdSet),
-    content: &FileContent,
+    (content, extra): (&FileContent, &[Unstored]),
     durability: Durability,
 ) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
-    if let Some(d) = &content.inline {
-        return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
-    }
     let to = Saver {
         store,
         owner,
@@ -215,19 +251,34 @@ pub async fn save<S: BlockStore>(
         reusable,
         durability,
     };
-    let (base, used) = save_extents(&to, &content.extents).await?;
+    let mut puts: Vec<Put> = extra
+        .iter()
+        .map(|u| (u.key, u.sealed.clone(), None))
+        .collect();
+    if let Some(d) = &content.inline {
+        put_all(&to, puts).await?;
+        return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
+    }
+    let (base, used, tree) = plan_extents(&to, &content.extents, &mut puts)?;
+    put_all(&to, puts).await?;
+    if let Some(t) = tree {
+        cache.trees.put(&link.name, t);
+    }
     Ok((StoredIndex::with_journal(base, &content.journal), used))
 }
 
 /// The extents part of [`save`]: in the record while they are few, else
-/// a tree of index blocks.
-async fn save_extents<S: BlockStore>(
+/// a tree of index blocks, whose puts join `puts`. Returns the stored
+/// form, the index blocks it refers to and the tree to remember once
+/// stored.
+fn plan_extents<S>(
     to: &Saver<'_, S>,
     extents: &ExtentMap,
-) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
+    puts: &mut Vec<Put>,
+) -> Result<(StoredIndex, Vec<BlockRef>, Option<Tree>), FsError> {
     if extents.len() <= RECORD_EXTENTS {
         let all = extents.iter().copied().collect();
-        return Ok((StoredIndex::Extents(all), Vec::new()));
+        return Ok((StoredIndex::Extents(all), Vec::new(), None));
     }
     let last = to.cache.trees.get(&to.link.name);
     let last_level = |i: usize| last.as_ref().and_then(|t| t.get(i));
@@ -240,12 +291,11 @@ async fn save_extents<S: BlockStore>(
             (IndexNode::Leaf(run), span)
         })
         .collect();
-    let (mut level, nodes) = put_level(to, leaves, last_level(0), &mut used).await?;
+    let (mut level, nodes) = seal_level(to, leaves, last_level(0), &mut used, puts)?;
     tree.push(nodes);
     for _ in 0..MAX_DEPTH {
         if level.len() <= TOP_MAX {
-            to.cache.trees.put(&to.link.name, tree);
-            return Ok((StoredIndex::Tree(level), used));
+            return Ok((StoredIndex::Tree(level), used, Some(tree)));
         }
         let inner = runs(level.iter().copied(), |r| r.start)
             .into_iter()
@@ -254,7 +304,7 @@ async fn save_extents<S: BlockStore>(
                 (IndexNode::Inner(run), span)
             })
             .collect();
-        let (refs, nodes) = put_level(to, inner, last_level(tree.len()), &mut used).await?;
+        let (refs, nodes) = seal_level(to, inner, last_level(tree.len()), &mut used, puts)?;
         level = refs;
         tree.push(nodes);
     }
@@ -369,7 +419,7 @@ mod tests {
             &Identity::generate(),
             &link,
             (&NodeCache::default(), &IdSet::default()),
-            &content(RECORD_EXTENTS as u64),
+            (&content(RECORD_EXTENTS as u64), &[]),
             Durability::Later,
         )
         .await
@@ -390,7 +440,7 @@ mod tests {
             &owner,
             &link,
             (&cache, &IdSet::default()),
-            &c,
+            (&c, &[]),
             Durability::Later,
         )
         .await
@@ -419,7 +469,7 @@ mod tests {
             &owner,
             &link,
             (&cache, &reuse),
-            &c2,
+            (&c2, &[]),
             Durability::Later,
         )
         .await
@@ -433,7 +483,7 @@ mod tests {
             &owner,
             &link,
             (&cache, &IdSet::default()),
-            &c2,
+            (&c2, &[]),
             Durability::Later,
         )
         .await
@@ -452,9 +502,16 @@ mod tests {
     ) -> usize {
         let before = store.blocks.lock().unwrap().len();
         let owner = Identity::generate();
-        save(store, &owner, link, (cache, reuse), c, Durability::Later)
-            .await
-            .unwrap();
+        save(
+            store,
+            &owner,
+            link,
+            (cache, reuse),
+            (c, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap();
         store.blocks.lock().unwrap().len() - before
     }
 
@@ -469,7 +526,7 @@ mod tests {
             &Identity::generate(),
             &link,
             (&cache, &IdSet::default()),
-            &c,
+            (&c, &[]),
             Durability::Later,
         )
         .await
@@ -510,7 +567,7 @@ mod tests {
             &Identity::generate(),
             &a,
             (&NodeCache::default(), &IdSet::default()),
-            &content(1000),
+            (&content(1000), &[]),
             Durability::Later,
         )
         .await

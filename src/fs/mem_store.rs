@@ -35,6 +35,9 @@ pub struct MemStore {
     pub durabilities: Mutex<Vec<(Id, Durability)>>,
     /// The key of every record read so far, in order.
     pub record_reads: Mutex<Vec<Id>>,
+    /// Block puts of more than this many bytes fail as if the ring were
+    /// out of reach (0: none fail).
+    pub fail_blocks_over: std::sync::atomic::AtomicUsize,
 }
 
 impl MemStore {
@@ -66,6 +69,12 @@ impl BlockStore for MemStore {
     ) -> Result<Id, FsError> {
         self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.note(key, durability);
+        let over = self
+            .fail_blocks_over
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if over > 0 && data.len() > over {
+            return Err(FsError::Unavailable("no replica in reach".into()));
+        }
         if data.len() > MAX_BLOCK {
             return Err(FsError::TooBig);
         }

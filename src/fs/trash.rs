@@ -127,8 +127,15 @@ impl<S: BlockStore> Vault<S> {
         o.attrs.nlink = 0;
         o.attrs.ctime = Time::now();
         let reusable = obj.blocks();
-        self.save_file(link, &mut o, seq, &reusable, Durability::Later, false)
-            .await?;
+        self.save_file(
+            link,
+            &mut o,
+            seq,
+            (&reusable, &[]),
+            Durability::Later,
+            false,
+        )
+        .await?;
         let entry = Entry {
             link: link.clone(),
             attrs: Some(o.attrs.clone()),
@@ -242,7 +249,14 @@ impl<S: BlockStore> Vault<S> {
             o.attrs.ctime = Time::now();
             let reusable = v.obj.blocks();
             match self
-                .save_file(link, &mut o, v.seq, &reusable, Durability::Later, false)
+                .save_file(
+                    link,
+                    &mut o,
+                    v.seq,
+                    (&reusable, &[]),
+                    Durability::Later,
+                    false,
+                )
                 .await
             {
                 Ok(_) => return Ok(o.attrs),

@@ -25,7 +25,7 @@ use super::divergence::conflict_name;
 use super::extents::{BlockRef, Cipher};
 use super::format::{Decoded, Top, decode_v2, encode_v2, object_aad, v1};
 use super::history::{TAG_V1, TAG_V2};
-use super::index::NodeCache;
+use super::index::{NodeCache, Unstored};
 use super::object::{Attrs, Body, Entry, Kind, Link, Object, Time, chunk_aad};
 use super::pending::{DirTicket, PendingDirs};
 use super::shards::Layout;
@@ -437,7 +437,7 @@ impl<S: BlockStore> Vault<S> {
             link,
             &mut o,
             expected,
-            &IdSet::default(),
+            (&IdSet::default(), &[]),
             Durability::Later,
             false,
         )
@@ -449,13 +449,15 @@ impl<S: BlockStore> Vault<S> {
     /// reused only if their block is in `reusable`: the blocks of the
     /// version being replaced, which no one can have released while it is
     /// the stored version (a block of an older version may have been
-    /// released by the writer that replaced it, on any machine).
+    /// released by the writer that replaced it, on any machine). The
+    /// blocks of `extra` (sealed, not yet stored) are stored with the
+    /// index nodes, before the record.
     pub async fn save_file(
         &self,
         link: &Link,
         obj: &mut Object,
         expected: u64,
-        reusable: &IdSet,
+        (reusable, extra): (&IdSet, &[Unstored]),
         durability: Durability,
         found_unsaved: bool,
     ) -> Result<u64, FsError> {
@@ -466,14 +468,17 @@ impl<S: BlockStore> Vault<S> {
                     &self.identity,
                     link,
                     (&self.index_nodes, reusable),
-                    c,
+                    (c, extra),
                     durability,
                 )
                 .await?;
                 c.index_blocks = blocks;
                 Top::File(index)
             }
-            _ => Top::None,
+            _ => {
+                self.put_unstored(extra, durability).await?;
+                Top::None
+            }
         };
         if found_unsaved && expected == 0 {
             return self.save_first_of_another(link, obj, top, durability).await;
@@ -961,9 +966,16 @@ impl<S: BlockStore> Vault<S> {
                 o.attrs.nlink -= 1;
                 o.attrs.ctime = Time::now();
                 let reusable = v.obj.blocks();
-                self.save_file(link, &mut o, v.seq, &reusable, Durability::Later, false)
-                    .await
-                    .map(|_| false)
+                self.save_file(
+                    link,
+                    &mut o,
+                    v.seq,
+                    (&reusable, &[]),
+                    Durability::Later,
+                    false,
+                )
+                .await
+                .map(|_| false)
             } else if let Some(path) = to_trash {
                 self.trash_file(link, v.seq, &v.obj, path)
                     .await
@@ -1417,18 +1429,44 @@ impl<S: BlockStore> Vault<S> {
         data: &[u8],
         durability: Durability,
     ) -> Result<BlockRef, FsError> {
+        let (block, u) = self.seal_block(link, data);
+        self.store
+            .put_block(u.key, u.sealed, self.identity.claim(u.key), durability)
+            .await?;
+        Ok(block)
+    }
+
+    /// Seals a content block of the file `link` without storing it: its
+    /// reference, and the block to store ([`Vault::save_file`]'s `extra`).
+    pub fn seal_block(&self, link: &Link, data: &[u8]) -> (BlockRef, Unstored) {
         let seal_no = rand::random::<u64>();
         let sealed = seal_gcm(&link.key, data, &chunk_aad(&link.name, seal_no));
         let key = Id::hash(&sealed);
-        self.store
-            .put_block(key, sealed, self.identity.claim(key), durability)
-            .await?;
-        Ok(BlockRef {
+        let block = BlockRef {
             key,
             seal: seal_no,
             cipher: Cipher::Aes256Gcm,
             len: data.len() as u32,
-        })
+        };
+        (block, Unstored { key, sealed })
+    }
+
+    /// Stores sealed blocks, all at once.
+    async fn put_unstored(
+        &self,
+        blocks: &[Unstored],
+        durability: Durability,
+    ) -> Result<(), FsError> {
+        futures::future::try_join_all(blocks.iter().map(|u| {
+            self.store.put_block(
+                u.key,
+                u.sealed.clone(),
+                self.identity.claim(u.key),
+                durability,
+            )
+        }))
+        .await?;
+        Ok(())
     }
 
     /// Fetches and decrypts a content block of the file `link`, sealed

@@ -209,7 +209,7 @@ impl Sim {
                     },
                 );
             }
-            Io::Call { id, to, req } => {
+            Io::Call { id, to, req, .. } => {
                 if std::env::var("PEERSTORE_SIM_CALLS").is_ok_and(|v| v == i.to_string()) {
                     eprintln!(
                         "  t={} node {i} op {op} call {id} to {} {:?}",

@@ -106,16 +106,22 @@ async fn a_huge_sparse_file_with_spread_writes() {
     assert!(stored_bytes(&store) < 512 * 1024);
 }
 
+/// A file of 8 whole chunks (no tail left in the journal), written and
+/// flushed: the vault, the file, its bytes and the random source.
+async fn chunked_file(store: &Arc<MemStore>) -> (Arc<Vault<MemStore>>, OpenFile, Vec<u8>, StdRng) {
+    let v = vault_on(store, &[7; 32]);
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut f = new_file(&v, b"db").await;
+    let model = random(&mut rng, 8 * CHUNK_SIZE);
+    f.write(&v, 0, &model).await.unwrap();
+    f.flush(&v, Durability::Now).await.unwrap();
+    (v, f, model, rng)
+}
+
 #[tokio::test]
 async fn a_small_write_and_flush_store_one_record_and_no_block() {
     let store = Arc::new(MemStore::default());
-    let v = vault_on(&store, &[7; 32]);
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut f = new_file(&v, b"db").await;
-    // Whole chunks: no tail left in the journal.
-    let mut model = random(&mut rng, 8 * CHUNK_SIZE);
-    f.write(&v, 0, &model).await.unwrap();
-    f.flush(&v, Durability::Later).await.unwrap();
+    let (v, mut f, mut model, mut rng) = chunked_file(&store).await;
     let blocks = held_blocks(&store);
     let puts = store.block_puts();
     // Writes of 4 KiB fill the journal: each flush stores the record.
@@ -176,12 +182,7 @@ async fn a_journal_moved_into_a_block_does_not_undo_another_writers_bytes() {
 async fn a_journal_spill_that_failed_to_store_is_stored_by_the_next_flush() {
     use std::sync::atomic::Ordering::Relaxed;
     let store = Arc::new(MemStore::default());
-    let v = vault_on(&store, &[7; 32]);
-    let mut rng = StdRng::seed_from_u64(7);
-    let mut f = new_file(&v, b"db").await;
-    let mut model = random(&mut rng, 8 * CHUNK_SIZE);
-    f.write(&v, 0, &model).await.unwrap();
-    f.flush(&v, Durability::Now).await.unwrap();
+    let (v, mut f, mut model, mut rng) = chunked_file(&store).await;
     // Fill the journal, then one more write spills it into a block.
     let at = |i: usize| i * 300_000;
     for i in 0..=JOURNAL_MAX / 4096 {

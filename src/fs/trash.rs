@@ -21,7 +21,7 @@
 use super::history::show_time;
 use super::object::{Attrs, Entry, Kind, Link, Time};
 use super::vault::Vault;
-use super::{BlockStore, Durability, FsError, split_path};
+use super::{BlockStore, FsError, split_path};
 use crate::id::Id;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -127,15 +127,7 @@ impl<S: BlockStore> Vault<S> {
         o.attrs.nlink = 0;
         o.attrs.ctime = Time::now();
         let reusable = obj.blocks();
-        self.save_file(
-            link,
-            &mut o,
-            seq,
-            (&reusable, &[]),
-            Durability::Later,
-            false,
-        )
-        .await?;
+        self.resave(link, &mut o, seq, &reusable).await?;
         let entry = Entry {
             link: link.clone(),
             attrs: Some(o.attrs.clone()),
@@ -248,17 +240,7 @@ impl<S: BlockStore> Vault<S> {
             o.attrs.nlink = if to.is_some() { 0 } else { 1 };
             o.attrs.ctime = Time::now();
             let reusable = v.obj.blocks();
-            match self
-                .save_file(
-                    link,
-                    &mut o,
-                    v.seq,
-                    (&reusable, &[]),
-                    Durability::Later,
-                    false,
-                )
-                .await
-            {
+            match self.resave(link, &mut o, v.seq, &reusable).await {
                 Ok(_) => return Ok(o.attrs),
                 Err(FsError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -359,9 +341,9 @@ impl<S: BlockStore> Vault<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::Identity;
     use crate::fs::file::OpenFile;
     use crate::fs::mem_store::MemStore;
+    use crate::fs::{Durability, Identity};
     use std::sync::Arc;
     use std::time::Duration;
 

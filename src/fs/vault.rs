@@ -444,6 +444,27 @@ impl<S: BlockStore> Vault<S> {
         .await
     }
 
+    /// Saves a change of `obj` other than to its content (a link count, a
+    /// trash mark) as version `expected + 1`, reusing the index blocks
+    /// of `reusable` (the stored version's); not durable before a sync.
+    pub async fn resave(
+        &self,
+        link: &Link,
+        obj: &mut Object,
+        expected: u64,
+        reusable: &IdSet,
+    ) -> Result<u64, FsError> {
+        self.save_file(
+            link,
+            obj,
+            expected,
+            (reusable, &[]),
+            Durability::Later,
+            false,
+        )
+        .await
+    }
+
     /// [`Vault::save`], which for a file also stores its index tree and
     /// notes the tree's blocks in `obj`. Index nodes stored before are
     /// reused only if their block is in `reusable`: the blocks of the
@@ -966,16 +987,9 @@ impl<S: BlockStore> Vault<S> {
                 o.attrs.nlink -= 1;
                 o.attrs.ctime = Time::now();
                 let reusable = v.obj.blocks();
-                self.save_file(
-                    link,
-                    &mut o,
-                    v.seq,
-                    (&reusable, &[]),
-                    Durability::Later,
-                    false,
-                )
-                .await
-                .map(|_| false)
+                self.resave(link, &mut o, v.seq, &reusable)
+                    .await
+                    .map(|_| false)
             } else if let Some(path) = to_trash {
                 self.trash_file(link, v.seq, &v.obj, path)
                     .await

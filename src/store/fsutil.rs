@@ -111,6 +111,22 @@ impl Drop for Staged {
     }
 }
 
+/// `dir/<n>.<ext>`, `<n>` as 16 lower-case hex digits: a numbered file of
+/// a log (the store's packs, the old write-ahead log).
+pub fn numbered_path(dir: &Path, n: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{n:016x}.{ext}"))
+}
+
+/// The number of a [`numbered_path`] file name with extension `ext`, if
+/// it is one.
+pub fn number_of(name: &str, ext: &str) -> Option<u64> {
+    let hex = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// Fsyncs the file at `path`; a file removed meanwhile is not an error.
 pub fn sync_file(path: &Path) -> Result<(), StoreError> {
     match File::open(path) {

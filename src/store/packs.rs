@@ -44,7 +44,7 @@
 
 use super::Kind;
 use super::StoreError;
-use super::fsutil::{ensure_dir, io_err, sync_dir};
+use super::fsutil::{ensure_dir, io_err, number_of, numbered_path, sync_dir};
 use crate::id::Id;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -127,16 +127,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn seg_path(dir: &Path, n: u64) -> PathBuf {
-    dir.join(format!("{n:016x}.pack"))
+    numbered_path(dir, n, "pack")
 }
 
 /// The number of a segment file name, if it is one.
 fn seg_of(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".pack")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    number_of(name, "pack")
 }
 
 /// Whether an item is packed: every record, and small blocks.

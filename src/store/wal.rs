@@ -27,7 +27,7 @@
 //! crash could only tear the tail.
 
 use super::StoreError;
-use super::fsutil::{io_err, sync_dir};
+use super::fsutil::{io_err, number_of, numbered_path, sync_dir};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::ErrorKind;
@@ -56,16 +56,12 @@ pub struct Entry {
 }
 
 fn log_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{number:016x}.log"))
+    numbered_path(dir, number, "log")
 }
 
 /// The generation number of a log file name, if it is one.
 fn gen_of(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".log")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    number_of(name, "log")
 }
 
 fn check_of(body: &[u8]) -> [u8; 8] {

@@ -135,6 +135,26 @@ fn rectify_keeps_live_predecessor() {
 }
 
 #[test]
+fn a_lone_node_notified_by_a_joiner_takes_it_for_successor_at_once() {
+    let mut n = ChordNode::new(peer(50), Config::default());
+    n.create();
+    assert!(n.in_contact(), "a ring of one is not cut off");
+    n.handle_request(ChordRequest::Notify(peer(40)));
+    assert_eq!(n.pred(), Some(&peer(40)));
+    // Not "cut off" (it now remembers a member) while waiting for its
+    // next stabilize round, and its lookups have a way forward.
+    assert_eq!(n.succs(), &[peer(40)]);
+    assert!(n.in_contact());
+    assert_eq!(
+        n.handle_request(ChordRequest::FindSuccessor(small(45))),
+        ChordResponse::Found {
+            owner: peer(50),
+            next: vec![peer(40)],
+        }
+    );
+}
+
+#[test]
 fn stabilize_adopts_new_successor_only_if_it_answers() {
     let mut n = ChordNode::new(peer(10), Config::default());
     n.create();

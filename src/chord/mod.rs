@@ -963,12 +963,13 @@ impl ChordNode {
                 );
             }
         }
-        // A node alone (a ring of one) that a joiner just notified has it
-        // for its successor too, as stabilize would find on its next round:
-        // until then it would take itself for cut off from a ring it
-        // remembers, and its lookups would find no way forward.
+        // A node alone (a ring of one) that a joiner just notified asks it
+        // for its state now, the stabilize round that admits a second node,
+        // rather than at its next tick: until then it would take itself for
+        // cut off from a ring it remembers, and its lookups would find no
+        // way forward.
         if self.succs.is_empty() && self.pred.is_some() {
-            self.recover_empty_list();
+            self.stabilize();
         }
     }
 

@@ -116,6 +116,18 @@ fn rectify_keeps_live_predecessor() {
     n.create();
     n.handle_request(ChordRequest::Notify(peer(40)));
     assert_eq!(n.pred(), Some(&peer(40)));
+    // Alone, it asks 40 for its state at once (and takes it for its
+    // successor); the calls that follow are not this test's.
+    let ask = n.poll_outgoing().unwrap();
+    n.handle_reply(
+        ask.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(50)),
+            succs: vec![peer(50)],
+            whole: true,
+        }),
+    );
+    while n.poll_outgoing().is_some() {}
     // 30 is not in (40, 50): ping 40 first.
     n.handle_request(ChordRequest::Notify(peer(30)));
     let ping = n.poll_outgoing().unwrap();
@@ -135,14 +147,28 @@ fn rectify_keeps_live_predecessor() {
 }
 
 #[test]
-fn a_lone_node_notified_by_a_joiner_takes_it_for_successor_at_once() {
+fn a_lone_node_notified_by_a_joiner_asks_it_for_its_state_at_once() {
     let mut n = ChordNode::new(peer(50), Config::default());
     n.create();
     assert!(n.in_contact(), "a ring of one is not cut off");
     n.handle_request(ChordRequest::Notify(peer(40)));
     assert_eq!(n.pred(), Some(&peer(40)));
-    // Not "cut off" (it now remembers a member) while waiting for its
-    // next stabilize round, and its lookups have a way forward.
+    // The round that admits it starts now, not at the next tick, and the
+    // joiner is taken only once it answers.
+    let ask = n.poll_outgoing().expect("a state request at once");
+    assert_eq!(
+        (ask.to.clone(), ask.req.clone()),
+        (peer(40), ChordRequest::GetState)
+    );
+    assert!(n.succs().is_empty());
+    n.handle_reply(
+        ask.token,
+        Ok(ChordResponse::State {
+            pred: Some(peer(50)),
+            succs: vec![peer(50)],
+            whole: true,
+        }),
+    );
     assert_eq!(n.succs(), &[peer(40)]);
     assert!(n.in_contact());
     assert_eq!(

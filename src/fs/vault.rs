@@ -496,10 +496,13 @@ impl<S: BlockStore> Vault<S> {
                 c.index_blocks = blocks;
                 Top::File(index)
             }
-            _ => {
-                self.put_unstored(extra, durability).await?;
-                Top::None
+            // Only a file's content has blocks to store with its save.
+            _ if !extra.is_empty() => {
+                return Err(FsError::Invalid(
+                    "content blocks saved with a non-file".into(),
+                ));
             }
+            _ => Top::None,
         };
         if found_unsaved && expected == 0 {
             return self.save_first_of_another(link, obj, top, durability).await;
@@ -1463,24 +1466,6 @@ impl<S: BlockStore> Vault<S> {
             len: data.len() as u32,
         };
         (block, Unstored { key, sealed })
-    }
-
-    /// Stores sealed blocks, all at once.
-    async fn put_unstored(
-        &self,
-        blocks: &[Unstored],
-        durability: Durability,
-    ) -> Result<(), FsError> {
-        futures::future::try_join_all(blocks.iter().map(|u| {
-            self.store.put_block(
-                u.key,
-                u.sealed.clone(),
-                self.identity.claim(u.key),
-                durability,
-            )
-        }))
-        .await?;
-        Ok(())
     }
 
     /// Fetches and decrypts a content block of the file `link`, sealed

@@ -438,8 +438,12 @@ impl Store {
     /// too). `true` if a file went: its directory needs an fsync for
     /// that to be durable.
     fn remove_item(&self, kind: Kind, key: Id) -> Result<bool, StoreError> {
-        self.packs.remove(kind, key)?;
         let path = self.path(kind, key);
+        // A packed item has a file only while one from before packs waits
+        // to be deleted: no unlink to try otherwise.
+        if self.packs.remove(kind, key)? && !self.packs.unshadow(&path) {
+            return Ok(false);
+        }
         let removed = remove_file(&path)?;
         if removed {
             lock(&self.pending).remove(&path);
@@ -756,7 +760,6 @@ impl Store {
         expected_seq: Option<u64>,
         durable: bool,
     ) -> Result<bool, StoreError> {
-        rec.verify()?;
         let key = rec.key();
         let _records = lock(self.record_lock(key));
         let current = lock(&self.index).record(key);
@@ -764,6 +767,11 @@ impl Store {
             Some(_) => self.read_versions(key)?,
             None => Vec::new(),
         };
+        // The very version held (a retry, a repair, the owner's durable
+        // second call of a swap) was verified when it was stored.
+        if !held.contains(rec) {
+            rec.verify()?;
+        }
         let Some(versions) = judge_versions(&held, rec, expected_seq)? else {
             if durable {
                 self.sync_if_pending(Kind::Record, key)?;

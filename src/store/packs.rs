@@ -503,6 +503,15 @@ impl Packs {
         lock(&self.state).shadowed.push(path);
     }
 
+    /// Takes `path` off the legacy files to delete; `true` if it was on
+    /// it (the file may still exist: its caller deletes it now).
+    pub fn unshadow(&self, path: &Path) -> bool {
+        let mut st = lock(&self.state);
+        let before = st.shadowed.len();
+        st.shadowed.retain(|p| p != path);
+        st.shadowed.len() != before
+    }
+
     /// Whether a put made so far is not yet durable.
     pub fn unsynced(&self) -> bool {
         lock(&self.state).segs.values().any(|s| s.synced < s.len)
@@ -567,10 +576,8 @@ impl Packs {
         self.sync_all()?;
         {
             let mut st = lock(&self.state);
-            if st.map.values().any(|l| l.seg == seg) {
-                return Ok(false);
-            }
-            if st.segs.last_key_value().map(|(n, _)| *n) == Some(seg) {
+            let newest = st.segs.last_key_value().map(|(n, _)| *n);
+            if newest == Some(seg) || st.segs.get(&seg).is_some_and(|s| s.live > 0) {
                 return Ok(false);
             }
             st.segs.remove(&seg);

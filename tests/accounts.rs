@@ -898,7 +898,7 @@ async fn write_shares_between_accounts() {
         assert!(!ls.contains("n1.txt") && ls.contains("later.txt"), "{ls}");
 
         // Bob's mount: writes in the shared folder land in alice's tree.
-        let bob_node = NodeGuard::start(NodeOpts::mounted_as(
+        let mut bob_node = NodeGuard::start(NodeOpts::mounted_as(
             &addr(BLOCK_WRITE, 5),
             Some(&a),
             bob.config(),
@@ -926,7 +926,9 @@ async fn write_shares_between_accounts() {
         .await
         .unwrap();
         bob_node.settle().await;
-        drop(bob_node);
+        // Unmounted as a user would: what bob wrote is stored (a close
+        // does not wait for a new file's entry; unmount does).
+        assert!(bob_node.terminate().await.success());
         for (path, want) in [
             ("/team/mounted.txt", &b"written in bob's mount"[..]),
             ("/team/made-by-bob/deep.txt", b"deep"),

@@ -1107,7 +1107,17 @@ async fn stale_mount_is_cleared() {
         let identity = keys.path().join("identity");
         let mut nodes = start_ring(BLOCK_STALE, 2, &[1], &identity).await;
         let mnt = nodes[0].mount_dir().to_path_buf();
-        write(&mnt.join("before.txt"), b"before the crash").await;
+        // fsynced: a crash may lose what was only closed (a new file's
+        // entry is stored up to 20 ms after its close, as on a local file
+        // system only `fsync` promises it).
+        let before = mnt.join("before.txt");
+        blocking("write + fsync before.txt", BULK, move || {
+            use std::io::Write;
+            let mut f = fs::File::create(&before).unwrap();
+            f.write_all(b"before the crash").unwrap();
+            f.sync_all().unwrap();
+        })
+        .await;
 
         nodes[0].kill_9();
         let err = {
@@ -1144,7 +1154,7 @@ async fn stale_mount_is_cleared() {
             b"after the restart",
         );
         assert_same(
-            "file written before the crash",
+            "file fsynced before the crash",
             &read(&mnt.join("before.txt")).await,
             b"before the crash",
         );

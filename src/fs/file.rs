@@ -510,7 +510,10 @@ impl OpenFile {
     /// Uploads every pending byte, waits for all uploads, then saves the
     /// file. A concurrent writer's version gets this file's changes laid
     /// over it. A new file's directory entry being stored behind is waited
-    /// for at the same time; if it failed, so does the flush.
+    /// for at the same time by a durable flush (`fsync`), and looked at by
+    /// any flush once stored; if it failed, so does the flush. A flush
+    /// that is not durable (`close`) does not wait for it: the entry is
+    /// held a moment for the next files' entries ([`Vault::create_pending`]).
     pub async fn flush<S: BlockStore>(
         &mut self,
         vault: &Arc<Vault<S>>,
@@ -519,6 +522,10 @@ impl OpenFile {
         let Some(ticket) = self.linking.clone() else {
             return self.store(vault, durability).await;
         };
+        if durability == Durability::Later && !ticket.is_done() {
+            return self.store(vault, durability).await;
+        }
+        ticket.hurry();
         let (stored, linked) = tokio::join!(self.store(vault, durability), ticket.wait());
         match linked {
             Ok(dir) => {
@@ -527,12 +534,30 @@ impl OpenFile {
             }
             Err(e) => {
                 stored?;
-                return Err(FsError::Unavailable(format!(
-                    "the new file's directory entry could not be stored: {e}"
-                )));
+                return Err(unlinked(e));
             }
         }
         stored
+    }
+
+    /// Waits until this new file's directory entry is stored (at once,
+    /// not held for others); an error if it could not be.
+    pub async fn wait_linked(&mut self) -> Result<(), FsError> {
+        let Some(ticket) = self.linking.clone() else {
+            return Ok(());
+        };
+        ticket.hurry();
+        let dir = ticket.wait().await.map_err(unlinked)?;
+        self.linking = None;
+        self.note_linked_name(&dir.obj);
+        Ok(())
+    }
+
+    /// The ticket of this new file's directory entry, if no flush has
+    /// seen it stored yet; the caller answers for it from now on (see
+    /// [`linked_as`]).
+    pub fn take_linking(&mut self) -> Option<DirTicket> {
+        self.linking.take()
     }
 
     /// After this new file's entry is stored in `dir`: if another machine
@@ -542,16 +567,9 @@ impl OpenFile {
         let Some((_, name)) = &self.place else {
             return;
         };
-        let Some(entries) = dir.entries() else {
-            return;
-        };
-        let mine = |e: &super::Entry| e.link.name == self.link.name;
-        if entries.get(name).is_some_and(mine) {
-            return;
-        }
-        if let Some((actual, _)) = entries.iter().find(|(_, e)| mine(e)) {
+        if let Some(actual) = linked_as(dir, name, &self.link) {
             self.conflict = Some(Conflicted::Renamed(actual.clone()));
-            self.place = self.place.take().map(|(p, _)| (p, actual.clone()));
+            self.place = self.place.take().map(|(p, _)| (p, actual));
         }
     }
 
@@ -891,6 +909,9 @@ impl OpenFile {
         self.copy_content(vault, &mut copy, attrs).await?;
         // Boxed: the copy's flush could (in principle) fork again.
         Box::pin(copy.flush(vault, durability)).await?;
+        // Named before this flush reports it (a close does not wait for
+        // a new file's entry otherwise).
+        copy.wait_linked().await?;
         let listed = copy.state.obj.attrs.clone();
         if let Err(e) = vault
             .queue_entry_attrs(&parent, &copy_name, &link, listed, durability)
@@ -1040,4 +1061,26 @@ async fn reseal<S: BlockStore>(
     content.extents.replace_blocks(&moved);
     content.priors.clear();
     Ok(moved.values().map(|b| b.key).collect())
+}
+
+/// A flush's error for a new file's entry that could not be stored.
+fn unlinked(e: FsError) -> FsError {
+    FsError::Unavailable(format!(
+        "the new file's directory entry could not be stored: {e}"
+    ))
+}
+
+/// The name `link` has in `dir`, its new file's entry stored, if it is not
+/// `name`: another machine's new file had taken `name` meanwhile, so this
+/// one was linked under a conflict name (see `Vault::create_pending`).
+pub fn linked_as(dir: &Object, name: &[u8], link: &Link) -> Option<Vec<u8>> {
+    let entries = dir.entries()?;
+    let mine = |e: &super::Entry| e.link.name == link.name;
+    if entries.get(name).is_some_and(mine) {
+        return None;
+    }
+    entries
+        .iter()
+        .find(|(_, e)| mine(e))
+        .map(|(actual, _)| actual.clone())
 }

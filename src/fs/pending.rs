@@ -15,8 +15,10 @@
 //! Each change has a [`DirTicket`] that resolves once the change is stored
 //! (or has failed). Whoever must not return before the change is visible
 //! elsewhere waits on it: [`Vault::update`] at once, a newly created file
-//! at its close (so the directory update overlaps the file's writes),
-//! `fsyncdir` and unmount through [`Vault::settle_all`].
+//! at its `fsync`, `fsyncdir` and unmount through [`Vault::settle_all`].
+//! A new file's `close` does not wait for its entry (see below); a failure
+//! found after that close is reported by the next `fsyncdir` or unmount
+//! ([`Vault::note_unlinked`]).
 //!
 //! Invariants:
 //! - `view` = `base` with every queued and in-flight change applied, in
@@ -28,12 +30,17 @@
 //! - The per-directory queue is bounded by [`MAX_QUEUED`]: past it,
 //!   [`Vault::queue_dir_change`] waits for its change to be stored.
 //!
-//! A *lazy* change (an entry's attribute copy, which only listings read)
-//! does not start an update by itself: it waits up to [`LAZY_DELAY`] for
-//! a change that does (the next file's create, in a copy), and rides
-//! along, so a copied file costs one directory update, not two. Waiting
-//! for a ticket (`settle_*`, `fsyncdir`, unmount) stores lazy changes at
-//! once.
+//! A change may be *held* before its update starts, so that the changes
+//! after it ride along: an entry's attribute copy (which only listings
+//! read) up to [`LAZY_DELAY`], a new file's entry up to [`CREATE_DELAY`].
+//! Nobody waits for either while it is held (a new file's `close` stores
+//! its record and returns), so a copy of many small files, which creates
+//! them one after another, stores its directory once per batch rather
+//! than once per file. An update starts when the earliest hold of its
+//! queue ends, at once for a change that is not held (`mkdir`, `unlink`,
+//! `rename`), and at once when someone waits for a ticket through
+//! [`DirTicket::hurry`] or [`Vault::settle_all`] (`fsync` of the new
+//! file, `fsyncdir`, unmount).
 
 use super::object::{Link, Object};
 use super::vault::{CAS_ATTEMPTS, Vault, Versioned};
@@ -41,8 +48,9 @@ use super::{BlockStore, Durability, FsError};
 use futures::channel::oneshot;
 use futures::future::{FutureExt, Shared};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A change to a directory object. It may run several times (once per
 /// attempt) and must leave the object as it was when it fails.
@@ -57,9 +65,34 @@ pub const MAX_QUEUED: usize = 1024;
 /// How long lazy changes wait for another change to ride along with.
 pub const LAZY_DELAY: Duration = Duration::from_millis(250);
 
+/// How long a new file's entry waits for the next files' entries. It
+/// bounds how much later other machines see a new name (a mount's
+/// listings are up to a second old anyway).
+pub const CREATE_DELAY: Duration = Duration::from_millis(20);
+
+/// Tells a directory's storing task to stop holding its queue back.
+#[derive(Default)]
+struct Urge {
+    /// Someone waits for the queued changes: nothing is held back.
+    hurry: AtomicBool,
+    /// Wakes the storing task while it holds changes back.
+    wake: tokio::sync::Notify,
+}
+
+impl Urge {
+    fn now(&self) {
+        self.hurry.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
 /// Resolves once its directory change is stored, or has failed.
 #[derive(Clone)]
-pub struct DirTicket(Shared<oneshot::Receiver<Outcome>>);
+pub struct DirTicket {
+    outcome: Shared<oneshot::Receiver<Outcome>>,
+    /// The directory's, to store a held change at once.
+    urge: Arc<Urge>,
+}
 
 impl std::fmt::Debug for DirTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +105,7 @@ impl std::fmt::Debug for DirTicket {
 impl DirTicket {
     /// Waits for the change; `Ok` once it is stored on its replicas.
     pub async fn wait(&self) -> Result<Arc<Versioned>, FsError> {
-        match self.0.clone().await {
+        match self.outcome.clone().await {
             Ok(r) => r,
             Err(_) => Err(FsError::Unavailable(
                 "directory update abandoned (shutting down)".into(),
@@ -82,7 +115,15 @@ impl DirTicket {
 
     /// Whether the change is stored or has failed (without waiting).
     pub fn is_done(&self) -> bool {
-        self.0.clone().now_or_never().is_some()
+        self.outcome.clone().now_or_never().is_some()
+    }
+
+    /// Has the directory's update start now if the change is held (and
+    /// every change queued with it).
+    pub fn hurry(&self) {
+        if !self.is_done() {
+            self.urge.now();
+        }
     }
 }
 
@@ -92,8 +133,8 @@ struct Queued {
     /// When the change must be durable (a batch is stored durably at once
     /// if any of its changes asks).
     durability: Durability,
-    /// Waits for a change that is not lazy, or [`LAZY_DELAY`].
-    lazy: bool,
+    /// Until when it may be held back (see the module doc).
+    until: Instant,
     done: oneshot::Sender<Outcome>,
     ticket: DirTicket,
 }
@@ -111,12 +152,22 @@ struct DirState {
     flying: Vec<DirTicket>,
     /// A task is storing this directory's changes (at most one is).
     running: bool,
-    /// Wakes the storing task while it holds back lazy changes.
-    wake: Arc<tokio::sync::Notify>,
-    /// The storing task is holding back lazy changes now.
-    holding: bool,
-    /// Someone waits for the queued changes: lazy ones are not held back.
-    hurry: bool,
+    /// Shared with the tickets: stop holding back.
+    urge: Arc<Urge>,
+    /// The storing task holds the queue back until then.
+    holding: Option<Instant>,
+}
+
+impl DirState {
+    /// Until when the queue may be held back: the earliest hold among
+    /// its changes, or now if someone waits.
+    fn hold_until(&self) -> Option<Instant> {
+        if self.urge.hurry.load(Ordering::SeqCst) {
+            return None;
+        }
+        let until = self.queued.iter().map(|q| q.until).min()?;
+        (until > Instant::now()).then_some(until)
+    }
 }
 
 /// Pending directory changes of a vault, by directory record name.
@@ -124,25 +175,28 @@ struct DirState {
 #[derive(Default)]
 pub struct PendingDirs {
     dirs: Mutex<HashMap<Vec<u8>, DirState>>,
-    /// `settle_all` calls under way: lazy changes queued meanwhile (a
+    /// `settle_all` calls under way: changes queued meanwhile (a
     /// removal's trash entry, queued once the removal is stored) are not
-    /// held back, so a settle never waits out [`LAZY_DELAY`].
-    settling: std::sync::atomic::AtomicUsize,
+    /// held back, so a settle never waits out a hold.
+    settling: AtomicUsize,
+    /// Why a new file's entry could not be stored after its `close`
+    /// returned (the first such failure since the last `settle_all`).
+    unlinked: Mutex<Option<FsError>>,
 }
 
 /// Counts one `settle_all` under way while it lives.
-struct Settling<'a>(&'a std::sync::atomic::AtomicUsize);
+struct Settling<'a>(&'a AtomicUsize);
 
 impl<'a> Settling<'a> {
-    fn start(n: &'a std::sync::atomic::AtomicUsize) -> Settling<'a> {
-        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn start(n: &'a AtomicUsize) -> Settling<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
         Settling(n)
     }
 }
 
 impl Drop for Settling<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -157,15 +211,12 @@ impl PendingDirs {
     }
 
     /// Tickets of every pending change (of one directory, or of all);
-    /// lazy changes among them are stored now.
+    /// held changes among them are stored now.
     fn tickets(&self, name: Option<&[u8]>) -> Vec<DirTicket> {
-        let mut dirs = self.lock();
-        for (n, s) in dirs.iter_mut() {
+        let dirs = self.lock();
+        for (n, s) in dirs.iter() {
             if name.is_none_or(|w| w == n.as_slice()) {
-                s.hurry = true;
-                if s.holding {
-                    s.wake.notify_one();
-                }
+                s.urge.now();
             }
         }
         let of = |s: &DirState| -> Vec<DirTicket> {
@@ -232,18 +283,28 @@ impl<S: BlockStore> Vault<S> {
 
     /// [`queue_dir_change`](Self::queue_dir_change) of a lazy change (see
     /// the module doc): stored with the directory's next change that is
-    /// not lazy, or after [`LAZY_DELAY`].
+    /// not held, or after [`LAZY_DELAY`].
     pub async fn queue_dir_change_lazy(
         &self,
         link: &Link,
         change: DirChange,
     ) -> Result<DirTicket, FsError> {
-        let settling = self
-            .pending
-            .settling
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0;
-        self.queue_dir_change_with(link, change, Durability::Later, !settling)
+        self.queue_dir_change_held(link, change, LAZY_DELAY).await
+    }
+
+    /// [`queue_dir_change`](Self::queue_dir_change) of a change that may
+    /// be held back up to `hold` (not while a `settle_all` runs).
+    pub(crate) async fn queue_dir_change_held(
+        &self,
+        link: &Link,
+        change: DirChange,
+        hold: Duration,
+    ) -> Result<DirTicket, FsError> {
+        let hold = match self.pending.settling.load(Ordering::SeqCst) {
+            0 => hold,
+            _ => Duration::ZERO,
+        };
+        self.queue_dir_change_with(link, change, Durability::Later, hold)
             .await
     }
 
@@ -255,17 +316,17 @@ impl<S: BlockStore> Vault<S> {
         change: DirChange,
         durability: Durability,
     ) -> Result<DirTicket, FsError> {
-        self.queue_dir_change_with(link, change, durability, false)
+        self.queue_dir_change_with(link, change, durability, Duration::ZERO)
             .await
     }
 
-    /// Queues `change`, lazy or not.
+    /// Queues `change`, to be held back up to `hold`.
     async fn queue_dir_change_with(
         &self,
         link: &Link,
         mut change: DirChange,
         durability: Durability,
-        lazy: bool,
+        hold: Duration,
     ) -> Result<DirTicket, FsError> {
         let mut base = None;
         // A few rounds at most: the state may go idle between the check
@@ -291,9 +352,8 @@ impl<S: BlockStore> Vault<S> {
                             queued: Vec::new(),
                             flying: Vec::new(),
                             running: false,
-                            wake: Arc::new(tokio::sync::Notify::new()),
-                            holding: false,
-                            hurry: false,
+                            urge: Arc::default(),
+                            holding: None,
                         },
                     );
                 }
@@ -308,20 +368,27 @@ impl<S: BlockStore> Vault<S> {
                     return Err(e);
                 }
                 let (done, rx) = oneshot::channel();
-                let ticket = DirTicket(rx.shared());
+                let ticket = DirTicket {
+                    outcome: rx.shared(),
+                    urge: Arc::clone(&st.urge),
+                };
+                let until = Instant::now() + hold;
                 st.queued.push(Queued {
                     change,
                     durability,
-                    lazy,
+                    until,
                     done,
                     ticket: ticket.clone(),
                 });
-                if !lazy && st.holding {
-                    st.wake.notify_one();
+                let full = st.queued.len() > MAX_QUEUED;
+                if full {
+                    st.urge.now();
+                } else if st.holding.is_some_and(|h| until < h) {
+                    st.urge.wake.notify_one();
                 }
                 let start = !st.running;
                 st.running = true;
-                (ticket, start, st.queued.len() > MAX_QUEUED)
+                (ticket, start, full)
             };
             if start {
                 match self.me.upgrade() {
@@ -361,20 +428,23 @@ impl<S: BlockStore> Vault<S> {
     /// empty and the directory's state dropped.
     async fn drain_dir(&self, link: &Link) {
         loop {
-            // Only lazy changes: wait for another one, or not too long.
-            let wake = {
+            // Held changes only: wait for more, or for someone to wait.
+            let hold = {
                 let mut dirs = self.pending.lock();
                 let Some(st) = dirs.get_mut(&link.name) else {
                     return;
                 };
-                st.holding = !st.hurry && !st.queued.is_empty() && st.queued.iter().all(|q| q.lazy);
-                st.holding.then(|| Arc::clone(&st.wake))
+                st.holding = st.hold_until();
+                st.holding.map(|until| (until, Arc::clone(&st.urge)))
             };
-            if let Some(wake) = wake {
-                let _ = tokio::time::timeout(LAZY_DELAY, wake.notified()).await;
+            if let Some((until, urge)) = hold {
+                let woken = urge.wake.notified();
+                let _ = tokio::time::timeout_at(until.into(), woken).await;
                 if let Some(st) = self.pending.lock().get_mut(&link.name) {
-                    st.holding = false;
+                    st.holding = None;
                 }
+                // A change not held, or a hurry, may have come: look again.
+                continue;
             }
             let mut batch = {
                 let mut dirs = self.pending.lock();
@@ -386,7 +456,7 @@ impl<S: BlockStore> Vault<S> {
                     return;
                 }
                 let batch = std::mem::take(&mut st.queued);
-                st.hurry = false;
+                st.urge.hurry.store(false, Ordering::SeqCst);
                 st.flying = batch.iter().map(|q| q.ticket.clone()).collect();
                 batch
             };
@@ -479,7 +549,10 @@ impl<S: BlockStore> Vault<S> {
     /// first failure is returned.
     pub async fn settle_all(&self) -> Result<(), FsError> {
         let _settling = Settling::start(&self.pending.settling);
-        let mut first = Ok(());
+        let mut first = match self.take_unlinked() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
         for t in self.pending.tickets(None) {
             if let Err(e) = t.wait().await
                 && first.is_ok()
@@ -507,5 +580,25 @@ impl<S: BlockStore> Vault<S> {
     /// Whether directory changes are waiting to be stored.
     pub fn has_pending_dirs(&self) -> bool {
         self.pending.any()
+    }
+
+    /// Notes that a new file's entry could not be stored after its
+    /// `close` had returned: the next [`Vault::settle_all`] (`fsyncdir`,
+    /// unmount) reports it.
+    pub fn note_unlinked(&self, e: FsError) {
+        let mut u = self
+            .pending
+            .unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        u.get_or_insert(e);
+    }
+
+    fn take_unlinked(&self) -> Option<FsError> {
+        self.pending
+            .unlinked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }

@@ -39,7 +39,7 @@ async fn settle_time() {
 }
 
 #[tokio::test]
-async fn pending_entry_is_visible_here_at_once_and_close_waits_for_it() {
+async fn pending_entry_is_visible_here_at_once_and_fsync_waits_for_it() {
     let mem = Arc::new(MemStore::default());
     let v = gated_vault(&mem, Gate::Hold);
     let root = v.root();
@@ -58,22 +58,29 @@ async fn pending_entry_is_visible_here_at_once_and_close_waits_for_it() {
     assert!(stored_names(&mem).await.is_empty());
     assert!(!ticket.is_done());
     assert!(v.has_pending_dirs());
-    // A flush (close) does not return while the entry is not stored.
+    // A close (a flush that is not durable) stores the content and
+    // returns without waiting for the entry; the file stays dirty.
     let mut f = OpenFile::from_state(link.clone(), state);
     f.set_linking(ticket.clone());
     f.write(&v, 0, b"hello").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), f.flush(&v, Durability::Later))
+        .await
+        .expect("close does not wait for the entry")
+        .unwrap();
+    assert!(f.is_dirty(), "the entry is still to be stored");
+    // fsync does not return while the entry is not stored.
     let v2 = Arc::clone(&v);
-    let closing = tokio::spawn(async move {
-        let r = f.flush(&v2, Durability::Later).await;
+    let syncing = tokio::spawn(async move {
+        let r = f.flush(&v2, Durability::Now).await;
         (f, r)
     });
     settle_time().await;
     assert!(
-        !closing.is_finished(),
-        "close waits for the directory entry"
+        !syncing.is_finished(),
+        "fsync waits for the directory entry"
     );
     v.store.set(Gate::Open);
-    let (f, r) = tokio::time::timeout(Duration::from_secs(5), closing)
+    let (f, r) = tokio::time::timeout(Duration::from_secs(5), syncing)
         .await
         .unwrap()
         .unwrap();
@@ -93,30 +100,72 @@ async fn pending_entry_is_visible_here_at_once_and_close_waits_for_it() {
     );
 }
 
+/// New files' entries are held for the next ones: a copy that creates
+/// files one after another stores its directory once per batch, and each
+/// entry is stored within `CREATE_DELAY` without anyone waiting for it.
+#[tokio::test(start_paused = true)]
+async fn new_entries_are_held_for_the_next_and_stored_within_the_delay() {
+    let mem = Arc::new(MemStore::default());
+    let v = gated_vault(&mem, Gate::Open);
+    let root = v.root();
+    let before = v.store.puts();
+    let mut tickets = Vec::new();
+    for i in 0..10u8 {
+        let name = format!("f{i}");
+        let (link, state, t) = v
+            .create_pending(&root, name.as_bytes(), attrs())
+            .await
+            .unwrap();
+        let mut f = OpenFile::from_state(link, state);
+        f.set_linking(t.clone());
+        f.write(&v, 0, b"x").await.unwrap();
+        f.flush(&v, Durability::Later).await.unwrap();
+        tickets.push(t);
+        tokio::time::sleep(pending::CREATE_DELAY / 20).await;
+    }
+    assert!(!tickets[0].is_done(), "held");
+    assert!(stored_names(&mem).await.is_empty());
+    tokio::time::sleep(pending::CREATE_DELAY).await;
+    for t in &tickets {
+        t.wait().await.unwrap();
+    }
+    assert_eq!(stored_names(&mem).await.len(), 10);
+    assert_eq!(
+        v.store.puts() - before,
+        1,
+        "ten new entries, one directory update"
+    );
+}
+
 #[tokio::test]
-async fn a_failed_background_update_fails_the_close() {
+async fn a_failed_background_update_fails_the_fsync_and_the_settle() {
     let mem = Arc::new(MemStore::default());
     let v = gated_vault(&mem, Gate::Fail);
     let root = v.root();
     let (link, state, ticket) = v.create_pending(&root, b"lost", attrs()).await.unwrap();
     let mut f = OpenFile::from_state(link, state);
-    f.set_linking(ticket);
+    f.set_linking(ticket.clone());
     f.write(&v, 0, b"data").await.unwrap();
-    let err = f.flush(&v, Durability::Later).await.unwrap_err();
+    let err = f.flush(&v, Durability::Now).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    // Reported again by a later flush, and the view no longer shows it.
+    // Reported again by a later flush, durable or not, and the view no
+    // longer shows it.
     assert_eq!(
         f.flush(&v, Durability::Later).await.unwrap_err().errno(),
         libc::EIO
     );
     assert!(v.load(&root).await.unwrap().obj.entry(b"lost").is_err());
     assert!(stored_names(&mem).await.is_empty());
-    // fsyncdir and unmount report a failed change too.
+    // fsyncdir and unmount report a failed change too, pending then...
     v.store.set(Gate::Hold);
     let (_, _, t2) = v.create_pending(&root, b"second", attrs()).await.unwrap();
     v.store.set(Gate::Fail);
     assert!(v.settle_all().await.is_err());
     assert!(t2.is_done());
+    // ...or noted as failed after its close had returned.
+    v.note_unlinked(FsError::Unavailable("test".into()));
+    assert!(v.settle_all().await.is_err());
+    assert!(v.settle_all().await.is_ok(), "reported once");
 }
 
 #[tokio::test]

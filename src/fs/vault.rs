@@ -876,10 +876,11 @@ impl<S: BlockStore> Vault<S> {
 
     /// Creates the file `name` in directory `parent`, writing the entry
     /// behind: it is in this vault's view of `parent` at once (`Exists` if
-    /// the name is taken there), and stored in the background; the ticket
-    /// resolves when it is stored. The file's record is written by its
-    /// first flush (until then the entry reads as an empty file, see
-    /// `load`), which must also wait for the ticket.
+    /// the name is taken there), and stored in the background, held up to
+    /// [`CREATE_DELAY`](super::pending::CREATE_DELAY) for the next files'
+    /// entries; the ticket resolves when it is stored. The file's record
+    /// is written by its first flush (until then the entry reads as an
+    /// empty file, see `load`); its `fsync` waits for the ticket too.
     pub async fn create_pending(
         &self,
         parent: &Link,
@@ -902,7 +903,11 @@ impl<S: BlockStore> Vault<S> {
             attrs: Some(obj.attrs.clone()),
         };
         let change = link_new_file(name, entry, self.conflicts.machine().to_string());
-        let ticket = self.queue_dir_change(parent, Box::new(change)).await?;
+        // Held a moment for the next files' entries: nobody waits for it
+        // but the file's `fsync` (which hurries it), `fsyncdir` and unmount.
+        let ticket = self
+            .queue_dir_change_held(parent, Box::new(change), super::pending::CREATE_DELAY)
+            .await?;
         Ok((link, Versioned::new(obj, 0), ticket))
     }
 

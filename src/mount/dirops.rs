@@ -5,8 +5,10 @@
 //! directories it touched, so the next `lookup`/`readdir` here sees it at
 //! once (other machines see it within [`super::ATTR_TTL`]). `create` writes
 //! the new entry behind: it returns once the entry is in this mount's view
-//! of the directory, and the file's `flush` (close) waits until the entry
-//! is stored, so other machines see it after the close (close-to-open). An object unlinked or
+//! of the directory, held a moment for the next files' entries (see
+//! `fs::pending`); the file's `fsync` waits until the entry is stored, its
+//! `close` does not (other machines see the name up to
+//! `fs::pending::CREATE_DELAY` after it). An object unlinked or
 //! replaced while open here is marked so: its record is deleted, so its
 //! open state is no longer saved, but it can still be read and written
 //! until the last handle closes (POSIX "unlinked but open").
@@ -144,8 +146,8 @@ impl<S: BlockStore> Core<S> {
         let attr = file_attr(ino, Kind::File, &v.obj.attrs);
         let mut file = OpenFile::from_state(link, v);
         // The new file's record is written on its first flush (at close at
-        // the latest), with the mode and owner given here; that flush also
-        // waits for the directory entry.
+        // the latest), with the mode and owner given here; a durable flush
+        // (fsync) also waits for the directory entry.
         file.touch_attrs();
         if let Some(t) = ticket {
             file.set_linking(t);

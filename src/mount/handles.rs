@@ -121,6 +121,11 @@ impl Handles {
         self.open.contains_key(&ino)
     }
 
+    /// How many handles are open on `ino`.
+    pub fn open_count(&self, ino: u64) -> usize {
+        self.open.get(&ino).map_or(0, |e| e.count)
+    }
+
     /// Every open file (to flush them all).
     pub fn all_files(&self) -> Vec<(u64, SharedFile)> {
         self.open

@@ -6,7 +6,9 @@
 //! `open`, here or on another machine, sees the data (close-to-open).
 
 use super::core::Core;
-use crate::fs::{BlockStore, Conflicted, Durability, FsError, Kind, OpenFile};
+use crate::fs::file::linked_as;
+use crate::fs::{BlockStore, Conflicted, DirTicket, Durability, FsError, Kind, Link, OpenFile};
+use std::sync::Arc;
 
 /// The part of the `open(2)` flags the core looks at.
 fn truncates(flags: i32) -> bool {
@@ -172,14 +174,16 @@ impl<S: BlockStore> Core<S> {
         settled
     }
 
-    /// Closes handle `fh`, storing unsaved changes first.
-    pub async fn release(&self, fh: u64) -> Result<(), FsError> {
+    /// Closes handle `fh`, storing unsaved changes first. A new file's
+    /// entry still being stored is watched in the background once its
+    /// last handle is closed.
+    pub async fn release(self: &Arc<Self>, fh: u64) -> Result<(), FsError> {
         let Ok((ino, file)) = self.file_of(fh) else {
             return Ok(());
         };
         let res = {
             let mut f = file.lock().await;
-            if f.is_dirty() && !self.handles().is_unlinked(ino) {
+            let res = if f.is_dirty() && !self.handles().is_unlinked(ino) {
                 let res = self.flush_placed(ino, &mut f, Durability::Later).await;
                 self.after_change(ino, &f);
                 if res.is_ok() {
@@ -188,7 +192,12 @@ impl<S: BlockStore> Core<S> {
                 res
             } else {
                 Ok(())
+            };
+            let last = self.handles().open_count(ino) <= 1;
+            if last && let Some(ticket) = f.take_linking() {
+                self.watch_linking(ino, &f, ticket);
             }
+            res
         };
         self.close(fh);
         res
@@ -228,19 +237,52 @@ impl<S: BlockStore> Core<S> {
                 self.vault.conflicts.note(&path, &copy);
                 self.drop_kernel_attrs(ino);
             }
-            Some(Conflicted::Renamed(name)) => {
-                let (path, copy) = {
-                    let mut t = self.inodes();
-                    let parent = t.parent(ino);
-                    let path = t.path(ino);
-                    t.moved(&f.link.name, parent, &name);
-                    t.invalidate(parent);
-                    (path, t.path(ino))
-                };
-                self.vault.conflicts.note(&path, &copy);
-            }
+            Some(Conflicted::Renamed(name)) => self.linked_as(ino, &f.link, &name),
         }
         res
+    }
+
+    /// New file `ino` was linked under the conflict name `name` (another
+    /// machine's new file had taken its name meanwhile).
+    fn linked_as(&self, ino: u64, link: &Link, name: &[u8]) {
+        let (path, copy) = {
+            let mut t = self.inodes();
+            let parent = t.parent(ino);
+            let path = t.path(ino);
+            t.moved(&link.name, parent, name);
+            t.invalidate(parent);
+            (path, t.path(ino))
+        };
+        self.vault.conflicts.note(&path, &copy);
+    }
+
+    /// Watches the entry of new file `ino`, closed before its entry was
+    /// stored (see `OpenFile::flush`): a conflict name is noted as at a
+    /// flush, and a failure is logged and reported by the next `fsyncdir`
+    /// or unmount.
+    fn watch_linking(self: &Arc<Self>, ino: u64, f: &OpenFile, ticket: DirTicket) {
+        let core = Arc::clone(self);
+        let link = f.link.clone();
+        let place = self.place_of(ino);
+        tokio::spawn(async move {
+            match ticket.wait().await {
+                Ok(dir) => {
+                    if let Some(name) = place
+                        .as_ref()
+                        .and_then(|(_, name)| linked_as(&dir.obj, name, &link))
+                    {
+                        core.linked_as(ino, &link, &name);
+                    }
+                }
+                Err(e) => {
+                    let path = core.inodes().path(ino);
+                    log::warn!("{path}: the new file's directory entry could not be stored: {e}");
+                    if let Ok(vault) = core.vault_of(ino) {
+                        vault.note_unlinked(e);
+                    }
+                }
+            }
+        });
     }
 
     /// Forgets handle `fh` (and the inode, if the kernel forgot it).

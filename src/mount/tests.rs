@@ -12,22 +12,22 @@ use std::sync::Arc;
 
 const SECRET: [u8; 32] = [7; 32];
 
-fn core() -> Core<MemStore> {
-    Core::new(Vault::new(
+fn core() -> Arc<Core<MemStore>> {
+    Arc::new(Core::new(Vault::new(
         Arc::new(MemStore::default()),
         Identity::generate(),
-    ))
+    )))
 }
 
 /// Two "machines" of one user over one store.
-fn two_cores() -> (Core<MemStore>, Core<MemStore>) {
+fn two_cores() -> (Arc<Core<MemStore>>, Arc<Core<MemStore>>) {
     let store = Arc::new(MemStore::default());
     (
-        Core::new(Vault::new(
+        Arc::new(Core::new(Vault::new(
             Arc::clone(&store),
             Identity::from_secret(SECRET),
-        )),
-        Core::new(Vault::new(store, Identity::from_secret(SECRET))),
+        ))),
+        Arc::new(Core::new(Vault::new(store, Identity::from_secret(SECRET)))),
     )
 }
 
@@ -68,7 +68,7 @@ async fn fsync_stores_durably_and_close_does_not() {
 #[tokio::test]
 async fn a_file_replaced_on_another_machine_opens_stale_then_anew() {
     let (a, b) = two_cores();
-    put(&a, ROOT_INO, b"f", b"old").await;
+    put_shared(&a, ROOT_INO, b"f", b"old").await;
     let old = b.lookup(ROOT_INO, b"f").await.unwrap().ino.0;
     // `sed -i` on machine a: a new file renamed over the name.
     put(&a, ROOT_INO, b"f.tmp", b"new").await;
@@ -95,7 +95,7 @@ fn errno<T: std::fmt::Debug>(r: Result<T, FsError>) -> i32 {
 }
 
 /// Creates `name` in `parent` with `data`, closed.
-async fn put(c: &Core<MemStore>, parent: u64, name: &[u8], data: &[u8]) -> u64 {
+async fn put(c: &Arc<Core<MemStore>>, parent: u64, name: &[u8], data: &[u8]) -> u64 {
     let (attr, fh) = c.create(parent, name, 0o644, 0, 0).await.unwrap();
     c.write(fh, 0, data).await.unwrap();
     c.flush(fh).await.unwrap();
@@ -103,7 +103,15 @@ async fn put(c: &Core<MemStore>, parent: u64, name: &[u8], data: &[u8]) -> u64 {
     attr.ino.0
 }
 
-async fn get(c: &Core<MemStore>, ino: u64) -> Vec<u8> {
+/// [`put`], and its entry stored (`fsyncdir`), where other machines see
+/// it (a close does not wait for a new file's entry).
+async fn put_shared(c: &Arc<Core<MemStore>>, parent: u64, name: &[u8], data: &[u8]) -> u64 {
+    let ino = put(c, parent, name, data).await;
+    c.fsyncdir().await.unwrap();
+    ino
+}
+
+async fn get(c: &Arc<Core<MemStore>>, ino: u64) -> Vec<u8> {
     let fh = c.open(ino, libc::O_RDONLY).await.unwrap();
     let size = c.getattr(ino).await.unwrap().size;
     let data = c.read(fh, 0, size as u32 + 10).await.unwrap();
@@ -425,8 +433,19 @@ async fn setattr_truncates_and_changes_attributes() {
 async fn open_sees_the_last_close_elsewhere() {
     let (a, b) = two_cores();
     let ino_a = put(&a, ROOT_INO, b"f", b"from a").await;
-    // B sees the new entry (its cache is empty).
-    let ino_b = b.lookup(ROOT_INO, b"f").await.unwrap().ino.0;
+    // B sees the new entry (its cache is empty) once it is stored, within
+    // CREATE_DELAY of the close with nobody waiting for it.
+    let deadline = std::time::Instant::now() + ATTR_TTL;
+    let ino_b = loop {
+        match b.lookup(ROOT_INO, b"f").await {
+            Ok(e) => break e.ino.0,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e, FsError::NotFound);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("a new name not stored within {ATTR_TTL:?}: {e}"),
+        }
+    };
     assert_eq!(get(&b, ino_b).await, b"from a");
     // A rewrites; B's next open reloads the manifest at once.
     let fh = a.open(ino_a, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
@@ -461,7 +480,7 @@ async fn flush_all_stores_open_files() {
 }
 
 #[tokio::test]
-async fn create_is_written_behind_and_close_and_fsyncdir_wait_for_it() {
+async fn create_is_written_behind_and_fsync_and_fsyncdir_wait_for_it() {
     use crate::fs::gated::{Gate, GatedStore};
     let mem = Arc::new(MemStore::default());
     let vault = Vault::new(
@@ -491,37 +510,56 @@ async fn create_is_written_behind_and_close_and_fsyncdir_wait_for_it() {
     assert_eq!(other.resolve("/f").await.unwrap_err(), FsError::NotFound);
     c.write(fh, 0, b"content").await.unwrap();
     assert!(c.has_unsaved());
-    // close (flush) and fsyncdir wait until the entry is stored.
+    // close (flush) stores the content and returns; fsync and fsyncdir
+    // wait until the entry is stored.
+    tokio::time::timeout(std::time::Duration::from_secs(5), c.flush(fh))
+        .await
+        .expect("close does not wait for the entry")
+        .unwrap();
     let c2 = Arc::clone(&c);
-    let close = tokio::spawn(async move { c2.flush(fh).await });
+    let fsync = tokio::spawn(async move { c2.fsync(fh).await });
     let c3 = Arc::clone(&c);
     let fsyncdir = tokio::spawn(async move { c3.fsyncdir().await });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!close.is_finished() && !fsyncdir.is_finished());
+    assert!(!fsync.is_finished() && !fsyncdir.is_finished());
     c.vault.store.set(Gate::Open);
-    close.await.unwrap().unwrap();
+    fsync.await.unwrap().unwrap();
     fsyncdir.await.unwrap().unwrap();
     c.release(fh).await.unwrap();
     let (l, st) = other.resolve("/f").await.unwrap();
     let mut f = OpenFile::from_state(l, st);
     assert_eq!(f.read(&other, 0, 100).await.unwrap(), b"content");
-    // A failed entry update is an EIO at close.
+    // A failed entry update is an EIO at fsync...
     c.vault.store.set(Gate::Fail);
     let (_, fh) = c.create(ROOT_INO, b"g", 0o644, 0, 0).await.unwrap();
     c.write(fh, 0, b"x").await.unwrap();
-    assert_eq!(errno(c.flush(fh).await), libc::EIO);
+    assert_eq!(errno(c.fsync(fh).await), libc::EIO);
     let _ = c.release(fh).await;
     assert!(!c.has_unsaved());
+    // ...and, after a close that returned before it failed, at the next
+    // fsyncdir (and unmount), once.
+    let (_, fh) = c.create(ROOT_INO, b"h", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"y").await.unwrap();
+    c.flush(fh).await.unwrap();
+    c.release(fh).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.has_unsaved() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(errno(c.fsyncdir().await), libc::EIO);
+    c.vault.store.set(Gate::Open);
+    c.fsyncdir().await.unwrap();
 }
 
 #[tokio::test]
 async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     let store = Arc::new(MemStore::default());
     let machine = || {
-        Core::new(Vault::new(
+        Arc::new(Core::new(Vault::new(
             Arc::clone(&store),
             Identity::from_secret(SECRET),
-        ))
+        )))
     };
     let a = machine();
     put(&a, ROOT_INO, b"stale", &pattern(100, 1)).await;
@@ -678,7 +716,7 @@ async fn a_hard_link_and_a_write_through_it_list_right_under_both_names() {
 async fn colliding_appends_from_two_machines_keep_both_lines() {
     let (a, b) = two_cores();
     b.vault.conflicts.set_machine("b");
-    let ino_a = put(&a, ROOT_INO, b"log.txt", b"start\n").await;
+    let ino_a = put_shared(&a, ROOT_INO, b"log.txt", b"start\n").await;
     let ino_b = b.lookup(ROOT_INO, b"log.txt").await.unwrap().ino.0;
     let fa = a
         .open(ino_a, libc::O_WRONLY | libc::O_APPEND)
@@ -706,10 +744,10 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
     let copy = &noted.copy.as_bytes()[1..];
     // (a's cached listing of the root is at most ATTR_TTL old: b's, and
     // a third machine's, are fresh.)
-    let c = Core::new(Vault::new(
+    let c = Arc::new(Core::new(Vault::new(
         Arc::clone(&a.vault.store),
         Identity::from_secret(SECRET),
-    ));
+    )));
     for m in [&b, &c] {
         let found = m.lookup(ROOT_INO, copy).await.unwrap();
         assert_eq!(found.size, 13, "the listing shows the copy's size");
@@ -727,7 +765,7 @@ async fn colliding_appends_from_two_machines_keep_both_lines() {
 #[tokio::test]
 async fn an_append_goes_to_the_end_the_open_loaded() {
     let (a, b) = two_cores();
-    let ino_a = put(&a, ROOT_INO, b"log", b"one\n").await;
+    let ino_a = put_shared(&a, ROOT_INO, b"log", b"one\n").await;
     let ino_b = b.lookup(ROOT_INO, b"log").await.unwrap().ino.0;
     let append = libc::O_WRONLY | libc::O_APPEND;
     let fa = a.open(ino_a, append).await.unwrap();

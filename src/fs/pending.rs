@@ -50,7 +50,8 @@ use futures::future::{FutureExt, Shared};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A change to a directory object. It may run several times (once per
 /// attempt) and must leave the object as it was when it fails.
@@ -439,7 +440,7 @@ impl<S: BlockStore> Vault<S> {
             };
             if let Some((until, urge)) = hold {
                 let woken = urge.wake.notified();
-                let _ = tokio::time::timeout_at(until.into(), woken).await;
+                let _ = tokio::time::timeout_at(until, woken).await;
                 if let Some(st) = self.pending.lock().get_mut(&link.name) {
                     st.holding = None;
                 }

@@ -546,14 +546,12 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Waits until every directory change queued so far is stored or has
-    /// failed, and every object removed meanwhile has lost its name; the
-    /// first failure is returned.
+    /// failed, and every task kept with [`Vault::keep_behind`] (an object
+    /// removed meanwhile losing its name, a new file's entry watched) has
+    /// ended; the first failure is returned.
     pub async fn settle_all(&self) -> Result<(), FsError> {
         let _settling = Settling::start(&self.pending.settling);
-        let mut first = match self.take_unlinked() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        };
+        let mut first = Ok(());
         for t in self.pending.tickets(None) {
             if let Err(e) = t.wait().await
                 && first.is_ok()
@@ -574,6 +572,13 @@ impl<S: BlockStore> Vault<S> {
             for t in tasks {
                 let _ = t.await;
             }
+        }
+        // A new file's entry that failed after its close (its watcher ran
+        // among the tasks above); reported once, by the ticket or here.
+        if let Some(e) = self.take_unlinked()
+            && first.is_ok()
+        {
+            first = Err(e);
         }
         first
     }

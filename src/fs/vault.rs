@@ -1066,10 +1066,17 @@ impl<S: BlockStore> Vault<S> {
                 Err(e) => log::warn!("a removal could not be stored (the name stays): {e}"),
             }
         });
+        self.keep_behind(task);
+        Ok(link)
+    }
+
+    /// Keeps `task`, work done behind the caller's back (a removal's
+    /// unlink, a batch of releases, a new file's entry watched after its
+    /// close), for [`Vault::settle_all`] to wait for.
+    pub fn keep_behind(&self, task: tokio::task::JoinHandle<()>) {
         let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
-        Ok(link)
     }
 
     /// Checks the removal of `name` from `parent` against this vault's
@@ -1315,9 +1322,7 @@ impl<S: BlockStore> Vault<S> {
             }
             me.send_releases().await;
         });
-        let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        self.keep_behind(task);
     }
 
     /// Sends the releases waiting in [`Vault::release_behind`]'s set.

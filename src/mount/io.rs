@@ -264,7 +264,8 @@ impl<S: BlockStore> Core<S> {
         let core = Arc::clone(self);
         let link = f.link.clone();
         let place = self.place_of(ino);
-        tokio::spawn(async move {
+        let vault = self.vault_of(ino).ok();
+        let task = tokio::spawn(async move {
             match ticket.wait().await {
                 Ok(dir) => {
                     if let Some(name) = place
@@ -283,6 +284,9 @@ impl<S: BlockStore> Core<S> {
                 }
             }
         });
+        if let Some(v) = vault {
+            v.keep_behind(task);
+        }
     }
 
     /// Forgets handle `fh` (and the inode, if the kernel forgot it).

@@ -218,6 +218,16 @@ impl OpenFile {
         self.state.obj.attrs.size
     }
 
+    /// Whether this is a small new file created here and never stored
+    /// (all of it fits its record), so its save may be left to its
+    /// release: nothing else can have a version of it yet.
+    pub fn is_small_and_new(&self) -> bool {
+        self.state.seq == 0
+            && !self.found_unsaved
+            && self.size() <= INLINE_MAX
+            && self.uploading.is_empty()
+    }
+
     /// Whether there are changes not yet saved.
     pub fn is_dirty(&self) -> bool {
         self.modified
@@ -233,11 +243,16 @@ impl OpenFile {
             let state = vault.load(&self.link).await?;
             self.settle_on(state);
             self.found_unsaved = self.state.seq == 0;
-            // A new open: its first content save keeps what it replaces.
-            self.session_saved = None;
-            self.session_kept.clear();
+            self.begin_session();
         }
         Ok(())
+    }
+
+    /// A new open: its first content save keeps what it replaces (the
+    /// version the last close saved), as a version of its own.
+    pub fn begin_session(&mut self) {
+        self.session_saved = None;
+        self.session_kept.clear();
     }
 
     fn content(&mut self) -> Result<&mut FileContent, FsError> {

@@ -18,7 +18,7 @@
 //! at its `fsync`, `fsyncdir` and unmount through [`Vault::settle_all`].
 //! A new file's `close` does not wait for its entry (see below); a failure
 //! found after that close is reported by the next `fsyncdir` or unmount
-//! ([`Vault::note_unlinked`]).
+//! ([`Vault::note_failed_behind`]).
 //!
 //! Invariants:
 //! - `view` = `base` with every queued and in-flight change applied, in
@@ -180,9 +180,10 @@ pub struct PendingDirs {
     /// removal's trash entry, queued once the removal is stored) are not
     /// held back, so a settle never waits out a hold.
     settling: AtomicUsize,
-    /// Why a new file's entry could not be stored after its `close`
-    /// returned (the first such failure since the last `settle_all`).
-    unlinked: Mutex<Option<FsError>>,
+    /// Why work written behind could not be stored after the call that
+    /// queued it returned (a new file's entry or content after its
+    /// `close`): the first such failure since the last `settle_all`.
+    failed_behind: Mutex<Option<FsError>>,
 }
 
 /// Counts one `settle_all` under way while it lives.
@@ -575,7 +576,7 @@ impl<S: BlockStore> Vault<S> {
         }
         // A new file's entry that failed after its close (its watcher ran
         // among the tasks above); reported once, by the ticket or here.
-        if let Some(e) = self.take_unlinked()
+        if let Some(e) = self.take_failed_behind()
             && first.is_ok()
         {
             first = Err(e);
@@ -588,21 +589,31 @@ impl<S: BlockStore> Vault<S> {
         self.pending.any()
     }
 
-    /// Notes that a new file's entry could not be stored after its
-    /// `close` had returned: the next [`Vault::settle_all`] (`fsyncdir`,
-    /// unmount) reports it.
-    pub fn note_unlinked(&self, e: FsError) {
+    /// Notes that work written behind (a new file's entry or content)
+    /// could not be stored after its `close` had returned: the next
+    /// [`Vault::settle_all`] (`fsyncdir`, unmount) reports it.
+    pub fn note_failed_behind(&self, e: FsError) {
         let mut u = self
             .pending
-            .unlinked
+            .failed_behind
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         u.get_or_insert(e);
     }
 
-    fn take_unlinked(&self) -> Option<FsError> {
+    /// Whether such a failure waits to be reported (then a new file's
+    /// `close` stores it before returning, and reports its own failure).
+    pub fn has_failed_behind(&self) -> bool {
         self.pending
-            .unlinked
+            .failed_behind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn take_failed_behind(&self) -> Option<FsError> {
+        self.pending
+            .failed_behind
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()

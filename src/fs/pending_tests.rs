@@ -163,7 +163,7 @@ async fn a_failed_background_update_fails_the_fsync_and_the_settle() {
     assert!(v.settle_all().await.is_err());
     assert!(t2.is_done());
     // ...or noted as failed after its close had returned.
-    v.note_unlinked(FsError::Unavailable("test".into()));
+    v.note_failed_behind(FsError::Unavailable("test".into()));
     assert!(v.settle_all().await.is_err());
     assert!(v.settle_all().await.is_ok(), "reported once");
 }

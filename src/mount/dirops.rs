@@ -284,6 +284,10 @@ impl<S: BlockStore> Core<S> {
         if flags.contains(RenameFlags::RENAME_NOREPLACE) && target.is_some() {
             return Err(FsError::Exists);
         }
+        let known = self.inodes().known(&moving.name);
+        if let Some(ino) = known {
+            self.store_behind_now(ino).await?;
+        }
         let replaced_at = self.path_in(newparent, newname);
         let res = vault
             .rename(&from, name, &to, newname, Some(&replaced_at))
@@ -320,6 +324,7 @@ impl<S: BlockStore> Core<S> {
         let vault = self.same_tree(ino, newparent)?;
         let link = self.inodes().link(ino)?;
         let to = self.dir_link(newparent)?;
+        self.store_behind_now(ino).await?;
         let res = vault.hard_link(&link, &to, newname).await;
         self.inodes().invalidate(newparent);
         let v = res?;

@@ -32,7 +32,14 @@ pub struct OpenEntry {
     /// The object was unlinked (or replaced by a rename) while open: its
     /// record is gone, so nothing is saved any more; reads still work.
     pub unlinked: bool,
+    /// A `close` returned without storing this new file: its release
+    /// stores it (see `Core::flush_as`).
+    behind: bool,
 }
+
+/// New files closed and not stored yet (their releases store them), at
+/// most: past this, a `close` stores its file before it returns.
+pub const BEHIND_MAX: usize = 64;
 
 /// One row of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +70,8 @@ pub struct Handles {
     dirs: HashMap<u64, DirHandle>,
     /// The last handle number given out.
     last_fh: u64,
+    /// Open entries marked `behind`.
+    behind: usize,
 }
 
 impl Handles {
@@ -97,6 +106,7 @@ impl Handles {
                 count: 1,
                 attrs,
                 unlinked: false,
+                behind: false,
             },
         );
         let fh = self.next_fh();
@@ -161,6 +171,35 @@ impl Handles {
         self.open.get(&ino).is_some_and(|e| e.unlinked)
     }
 
+    /// Marks open `ino` as closed without being stored (its release
+    /// stores it), unless [`BEHIND_MAX`] are already; whether it is.
+    pub fn mark_behind(&mut self, ino: u64) -> bool {
+        let full = self.behind >= BEHIND_MAX;
+        match self.open.get_mut(&ino) {
+            Some(e) if e.behind => true,
+            Some(e) if !full => {
+                e.behind = true;
+                self.behind += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether open `ino` was closed without being stored.
+    pub fn is_behind(&self, ino: u64) -> bool {
+        self.open.get(&ino).is_some_and(|e| e.behind)
+    }
+
+    /// The open files closed without being stored.
+    pub fn behind_files(&self) -> Vec<(u64, SharedFile)> {
+        self.open
+            .iter()
+            .filter(|(_, e)| e.behind)
+            .map(|(ino, e)| (*ino, Arc::clone(&e.file)))
+            .collect()
+    }
+
     /// Closes handle `fh`; returns its inode and whether that was the
     /// inode's last handle (its open state is then gone).
     pub fn detach(&mut self, fh: u64) -> Option<(u64, bool)> {
@@ -170,6 +209,9 @@ impl Handles {
         };
         entry.count = entry.count.saturating_sub(1);
         if entry.count == 0 {
+            if entry.behind {
+                self.behind -= 1;
+            }
             self.open.remove(&ino);
             return Some((ino, true));
         }

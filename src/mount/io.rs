@@ -4,8 +4,18 @@
 //! a reader sees what another handle wrote before it was flushed. `flush`
 //! (each `close`) and `fsync` store everything before they return: a later
 //! `open`, here or on another machine, sees the data (close-to-open).
+//! The exception is a small new file's `close`: it returns at once and
+//! the file's release (which the kernel sends after the close, without
+//! waiting for it) stores it, so `cp -r` of small files does not wait for
+//! a round of puts per file. Its name reaches other machines only after
+//! that (its entry is held, see `fs::pending`); an `open` here meets the
+//! same open file until it is stored; `fsync`, `fsyncdir`, an `open` for
+//! writing, a rename or a link of it and unmount store it first. A failure is logged and
+//! reported by the next `fsyncdir` or unmount, and until then every
+//! `close` stores its file itself.
 
 use super::core::Core;
+use super::handles::SharedFile;
 use crate::fs::file::linked_as;
 use crate::fs::{BlockStore, Conflicted, DirTicket, Durability, FsError, Kind, Link, OpenFile};
 use std::sync::Arc;
@@ -57,7 +67,14 @@ impl<S: BlockStore> Core<S> {
             }
         };
         let mut f = file.lock().await;
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let prepared = async {
+            if writes && self.handles().is_behind(ino) {
+                // What a close left to its release is a version of its
+                // own, not merged into the next writer's.
+                self.store_open(ino, &mut f).await?;
+                f.begin_session();
+            }
             if !fresh {
                 f.refresh(&vault).await?;
             }
@@ -139,6 +156,9 @@ impl<S: BlockStore> Core<S> {
         if self.handles().is_unlinked(ino) {
             return Ok(());
         }
+        if durability == Durability::Later && self.may_store_behind(ino, &f) {
+            return Ok(());
+        }
         let res = self.flush_placed(ino, &mut f, durability).await;
         self.after_change(ino, &f);
         if res.is_ok() {
@@ -147,6 +167,44 @@ impl<S: BlockStore> Core<S> {
             // asks, holds them): it rides along with the directory's next
             // update. Made durable at each `fsync`, it cost a durable
             // directory put on r replicas per `fsync`.
+            self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
+        }
+        res
+    }
+
+    /// Whether a `close` of `ino` may return without storing it (marking
+    /// it so): a small new file, while no failure of work written behind
+    /// waits to be reported and fewer than `BEHIND_MAX` files wait.
+    fn may_store_behind(&self, ino: u64, f: &OpenFile) -> bool {
+        f.is_dirty()
+            && f.is_small_and_new()
+            && self.writable(ino).is_ok()
+            && self.vault_of(ino).is_ok_and(|v| !v.has_failed_behind())
+            && self.handles().mark_behind(ino)
+    }
+
+    /// Stores file `ino` now if a `close` left it to its release (before
+    /// a rename or link of it: its other names must not show it empty).
+    pub(super) async fn store_behind_now(&self, ino: u64) -> Result<(), FsError> {
+        if !self.handles().is_behind(ino) {
+            return Ok(());
+        }
+        let Some(file) = self.handles().entry(ino).map(|e| Arc::clone(&e.file)) else {
+            return Ok(());
+        };
+        let mut f = file.lock().await;
+        self.store_open(ino, &mut f).await
+    }
+
+    /// Stores open file `ino` (`f`) if it has unsaved changes and still
+    /// has a name, and notes its attributes for its entry.
+    async fn store_open(&self, ino: u64, f: &mut OpenFile) -> Result<(), FsError> {
+        if !f.is_dirty() || self.handles().is_unlinked(ino) {
+            return Ok(());
+        }
+        let res = self.flush_placed(ino, f, Durability::Later).await;
+        self.after_change(ino, f);
+        if res.is_ok() {
             self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
         }
         res
@@ -165,6 +223,10 @@ impl<S: BlockStore> Core<S> {
     /// (new files' entries, written behind), then makes everything durable.
     pub async fn fsyncdir(&self) -> Result<(), FsError> {
         let mut settled = Ok(());
+        let behind = self.handles().behind_files();
+        if let Some(e) = self.store_files(behind, "fsyncdir").await {
+            settled = Err(e);
+        }
         for v in self.all_vaults() {
             if let Err(e) = v.settle_all().await {
                 settled = Err(e);
@@ -183,16 +245,16 @@ impl<S: BlockStore> Core<S> {
         };
         let res = {
             let mut f = file.lock().await;
-            let res = if f.is_dirty() && !self.handles().is_unlinked(ino) {
-                let res = self.flush_placed(ino, &mut f, Durability::Later).await;
-                self.after_change(ino, &f);
-                if res.is_ok() {
-                    self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
+            let res = self.store_open(ino, &mut f).await;
+            if let Err(e) = &res
+                && self.handles().is_behind(ino)
+            {
+                let path = self.inodes().path(ino);
+                log::warn!("{path}: the new file could not be stored after its close: {e}");
+                if let Ok(vault) = self.vault_of(ino) {
+                    vault.note_failed_behind(e.clone());
                 }
-                res
-            } else {
-                Ok(())
-            };
+            }
             let last = self.handles().open_count(ino) <= 1;
             if last && let Some(ticket) = f.take_linking() {
                 self.watch_linking(ino, &f, ticket);
@@ -279,7 +341,7 @@ impl<S: BlockStore> Core<S> {
                     let path = core.inodes().path(ino);
                     log::warn!("{path}: the new file's directory entry could not be stored: {e}");
                     if let Ok(vault) = core.vault_of(ino) {
-                        vault.note_unlinked(e);
+                        vault.note_failed_behind(e);
                     }
                 }
             }
@@ -300,17 +362,7 @@ impl<S: BlockStore> Core<S> {
     /// Stores every open file with unsaved changes (at unmount).
     pub async fn flush_all(&self) -> Result<(), FsError> {
         let files = self.handles().all_files();
-        let mut first_err = None;
-        for (ino, file) in files {
-            let mut f = file.lock().await;
-            if f.is_dirty()
-                && !self.handles().is_unlinked(ino)
-                && let Err(e) = self.flush_placed(ino, &mut f, Durability::Later).await
-            {
-                log::warn!("unmount: file could not be stored: {e}");
-                first_err.get_or_insert(e);
-            }
-        }
+        let mut first_err = self.store_files(files, "unmount").await;
         for v in self.all_vaults() {
             if let Err(e) = v.settle_all().await {
                 log::warn!("unmount: a directory change could not be stored: {e}");
@@ -322,6 +374,20 @@ impl<S: BlockStore> Core<S> {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Stores each of open `files` with unsaved changes; the first
+    /// failure (each is logged, for `why`).
+    async fn store_files(&self, files: Vec<(u64, SharedFile)>, why: &str) -> Option<FsError> {
+        let mut first_err = None;
+        for (ino, file) in files {
+            let mut f = file.lock().await;
+            if let Err(e) = self.store_open(ino, &mut f).await {
+                log::warn!("{why}: file could not be stored: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err
     }
 
     /// Whether any open file or directory has unsaved changes (without

@@ -552,6 +552,115 @@ async fn create_is_written_behind_and_fsync_and_fsyncdir_wait_for_it() {
 }
 
 #[tokio::test]
+async fn a_small_new_files_close_leaves_its_store_to_its_release() {
+    use crate::fs::gated::{Gate, GatedStore};
+    let mem = Arc::new(MemStore::default());
+    let vault = Vault::new(
+        Arc::new(GatedStore::new(Arc::clone(&mem))),
+        Identity::from_secret(SECRET),
+    );
+    let c = Arc::new(Core::new(vault));
+    let other = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let key_of = |ino: u64| {
+        let link = c.inodes().link(ino).unwrap();
+        c.vault.identity().record_key(&link.name)
+    };
+    let stored = |ino: u64| {
+        let key = key_of(ino);
+        let mem = Arc::clone(&mem);
+        async move {
+            use crate::fs::BlockStore;
+            !mem.get_versions(key).await.unwrap().is_empty()
+        }
+    };
+    // close returns with the file not stored; an open meanwhile meets the
+    // same open file; the release stores it.
+    let (attr, fh) = c.create(ROOT_INO, b"f", 0o644, 0, 0).await.unwrap();
+    let f = attr.ino.0;
+    c.write(fh, 0, b"content").await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(!stored(f).await, "close left the store to the release");
+    let again = c.open(f, libc::O_RDONLY).await.unwrap();
+    assert_eq!(c.read(again, 0, 100).await.unwrap(), b"content");
+    c.release(fh).await.unwrap();
+    c.release(again).await.unwrap();
+    assert!(stored(f).await);
+    c.fsyncdir().await.unwrap();
+    let (l, st) = other.resolve("/f").await.unwrap();
+    let mut of = OpenFile::from_state(l, st);
+    assert_eq!(of.read(&other, 0, 100).await.unwrap(), b"content");
+    // An open for writing stores it first: each close is a version.
+    let (attr, fh) = c.create(ROOT_INO, b"w", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"one").await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(!stored(attr.ino.0).await);
+    let rw = c
+        .open(attr.ino.0, libc::O_WRONLY | libc::O_TRUNC)
+        .await
+        .unwrap();
+    assert!(stored(attr.ino.0).await, "stored before the rewrite");
+    c.release(fh).await.unwrap();
+    c.release(rw).await.unwrap();
+    // A rename (as an editor's save) or a link of such a file stores it
+    // first: its new name never shows it empty.
+    let (attr, fh) = c.create(ROOT_INO, b"tmp", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"saved").await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(!stored(attr.ino.0).await);
+    c.rename(ROOT_INO, b"tmp", ROOT_INO, b"f", RenameFlags::empty())
+        .await
+        .unwrap();
+    assert!(stored(attr.ino.0).await, "stored before the rename");
+    c.release(fh).await.unwrap();
+    // A big file's close stores it.
+    let (attr, fh) = c.create(ROOT_INO, b"big", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, &pattern(100 << 10, 1)).await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(stored(attr.ino.0).await);
+    c.release(fh).await.unwrap();
+    // At most BEHIND_MAX wait: the next close stores its file itself.
+    let mut open = Vec::new();
+    for i in 0..=super::handles::BEHIND_MAX {
+        let name = format!("n{i}");
+        let (attr, fh) = c
+            .create(ROOT_INO, name.as_bytes(), 0o644, 0, 0)
+            .await
+            .unwrap();
+        c.write(fh, 0, b"x").await.unwrap();
+        c.flush(fh).await.unwrap();
+        open.push((attr.ino.0, fh));
+    }
+    let (last, _) = open[super::handles::BEHIND_MAX];
+    assert!(!stored(open[0].0).await && stored(last).await);
+    // fsyncdir stores those waiting, before their releases.
+    c.fsyncdir().await.unwrap();
+    assert!(stored(open[0].0).await);
+    for (_, fh) in open {
+        c.release(fh).await.unwrap();
+    }
+    // A release that fails to store it is reported by the next fsyncdir,
+    // once; until then each close stores its own file and reports.
+    let (attr, fh) = c.create(ROOT_INO, b"g", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"lost").await.unwrap();
+    c.flush(fh).await.unwrap();
+    c.vault.store.gate(key_of(attr.ino.0), Gate::Fail);
+    assert_eq!(errno(c.release(fh).await), libc::EIO);
+    let (attr, fh) = c.create(ROOT_INO, b"h", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"kept").await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(stored(attr.ino.0).await, "stored by its close");
+    c.release(fh).await.unwrap();
+    assert_eq!(errno(c.fsyncdir().await), libc::EIO);
+    c.fsyncdir().await.unwrap();
+    let (attr, fh) = c.create(ROOT_INO, b"i", 0o644, 0, 0).await.unwrap();
+    c.write(fh, 0, b"behind again").await.unwrap();
+    c.flush(fh).await.unwrap();
+    assert!(!stored(attr.ino.0).await);
+    c.release(fh).await.unwrap();
+    assert!(stored(attr.ino.0).await);
+}
+
+#[tokio::test]
 async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     let store = Arc::new(MemStore::default());
     let machine = || {

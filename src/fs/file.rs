@@ -372,29 +372,52 @@ impl OpenFile {
         offset: u64,
         data: &[u8],
     ) -> Result<usize, FsError> {
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|e| *e <= MAX_FILE_SIZE)
-            .ok_or(FsError::TooBig)?;
+        let end = write_end(offset, data)?;
         self.content()?;
         self.collect(false).await.ok();
         if self.overlaps_upload(offset, end) {
             // Rewriting bytes in flight: let those uploads land first.
             self.collect(true).await.ok();
         }
-        self.spill_inline()?;
-        self.dirty.add(offset, data);
-        self.touched.add(offset, end);
+        self.add_dirty(offset, data)?;
         while self.dirty.bytes() >= CHUNK_SIZE {
             self.start_upload(vault, Durability::Later).await;
         }
+        Ok(data.len())
+    }
+
+    /// [`OpenFile::write`] when it needs no waiting: no upload in flight,
+    /// and the dirty bytes stay under a block's worth. `None`: call
+    /// `write`.
+    pub fn write_now(&mut self, offset: u64, data: &[u8]) -> Option<Result<usize, FsError>> {
+        if !self.inflight.is_empty()
+            || !self.uploading.is_empty()
+            || self.dirty.bytes() + data.len() >= CHUNK_SIZE
+        {
+            return None;
+        }
+        Some(
+            write_end(offset, data)
+                .and_then(|_| self.add_dirty(offset, data))
+                .map(|()| data.len()),
+        )
+    }
+
+    /// Adds `data` at `offset` to the dirty bytes (the file's inline
+    /// bytes first, if it had them) and notes the change.
+    fn add_dirty(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        let end = write_end(offset, data)?;
+        self.content()?;
+        self.spill_inline()?;
+        self.dirty.add(offset, data);
+        self.touched.add(offset, end);
         let attrs = &mut self.state.obj.attrs;
         attrs.size = attrs.size.max(end);
         let now = Time::now();
         attrs.mtime = now;
         attrs.ctime = now;
         self.modified = true;
-        Ok(data.len())
+        Ok(())
     }
 
     /// Reads up to `size` bytes at `offset` (short at end of file). A
@@ -1002,6 +1025,15 @@ impl OpenFile {
         };
         Ok(obj)
     }
+}
+
+/// Where a write of `data` at `offset` ends; too big past the largest
+/// file.
+fn write_end(offset: u64, data: &[u8]) -> Result<u64, FsError> {
+    offset
+        .checked_add(data.len() as u64)
+        .filter(|e| *e <= MAX_FILE_SIZE)
+        .ok_or(FsError::TooBig)
 }
 
 /// When a version with `content` and `mtime` was saved (its mtime if it

@@ -290,6 +290,30 @@ impl<S: BlockStore> Core<S> {
         file_attr(ino, kind, &v.obj.attrs)
     }
 
+    /// [`lookup`](Self::lookup) when it needs no load: the directory's
+    /// view is cached within the TTL and the name is absent, or names an
+    /// object open here or cached too. `None`: it needs the async path.
+    pub fn lookup_cached(&self, parent: u64, name: &[u8]) -> Option<Result<FileAttr, FsError>> {
+        if let Err(e) = check_name(name) {
+            return Some(Err(e));
+        }
+        if self.is_shared_top(parent, name) {
+            return None;
+        }
+        let mut t = self.inodes();
+        let link = match t.cached(parent, ATTR_TTL)?.obj.entry(name) {
+            Ok(link) => link,
+            Err(e) => return Some(Err(e)),
+        };
+        let known = t.known(&link.name)?;
+        let attrs = match self.handles().entry(known) {
+            Some(e) => e.attrs.clone(),
+            None => t.cached(known, ATTR_TTL)?.obj.attrs.clone(),
+        };
+        let ino = t.remember(&link, parent, name);
+        Some(Ok(file_attr(ino, link.kind, &attrs)))
+    }
+
     /// Looks `name` up in directory `parent`; counts one kernel lookup.
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, FsError> {
         check_name(name)?;
@@ -334,6 +358,18 @@ impl<S: BlockStore> Core<S> {
         let mut t = self.inodes();
         let open = self.handles().is_open(ino);
         t.forget(ino, n, open);
+    }
+
+    /// [`getattr`](Self::getattr) when it needs no load (an open file, or
+    /// attributes cached within the TTL); `None` otherwise.
+    pub fn getattr_cached(&self, ino: u64) -> Option<FileAttr> {
+        let t = self.inodes();
+        let link = t.link(ino).ok()?;
+        if let Some(e) = self.handles().entry(ino) {
+            return Some(file_attr(ino, link.kind, &e.attrs));
+        }
+        let v = t.cached(ino, ATTR_TTL)?;
+        Some(file_attr(ino, link.kind, &v.obj.attrs))
     }
 
     /// The attributes of `ino`.

@@ -2,7 +2,12 @@
 //!
 //! Every callback copies its arguments, moves the reply into a task on the
 //! tokio runtime and returns at once, so the FUSE threads never block on
-//! the network; the task runs the core operation and answers. Errors become
+//! the network; the task runs the core operation and answers. A `lookup`
+//! or `getattr` whose answer is in memory (an open file, a view cached
+//! within the TTL), a write that only adds to an open file's buffer, and
+//! the `close` of a small new file left to its release, are answered on
+//! the FUSE thread itself, which takes only
+//! short locks and never waits for one: no hop to the runtime and back. Errors become
 //! errnos in one place, [`errno`]. If the runtime is gone, the dropped
 //! reply answers EIO (fuser does this), so no request ever hangs.
 
@@ -155,6 +160,12 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = bytes(name);
+        let started = std::time::Instant::now();
+        if let Some(r) = self.core.lookup_cached(parent.0, &name) {
+            entry(reply, r);
+            crate::metrics::get().fuse_op("lookup", started.elapsed());
+            return;
+        }
         self.spawn("lookup", move |c| async move {
             entry(reply, c.lookup(parent.0, &name).await)
         });
@@ -165,6 +176,12 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let started = std::time::Instant::now();
+        if let Some(attr) = self.core.getattr_cached(ino.0) {
+            reply.attr(&ATTR_TTL, &attr);
+            crate::metrics::get().fuse_op("getattr", started.elapsed());
+            return;
+        }
         self.spawn("getattr", move |c| async move {
             match c.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ATTR_TTL, &attr),
@@ -358,8 +375,17 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = data.to_vec();
         let append = flags.0 & libc::O_APPEND != 0;
+        let started = std::time::Instant::now();
+        if !append && let Some(r) = self.core.write_now(fh.0, offset, data) {
+            match self.core.logged("write", || self.core.path_of_fh(fh.0), r) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+            crate::metrics::get().fuse_op("write", started.elapsed());
+            return;
+        }
+        let data = data.to_vec();
         self.spawn("write", move |c| async move {
             let r = if append {
                 c.append(fh.0, offset, &data).await
@@ -389,6 +415,12 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let started = std::time::Instant::now();
+        if self.core.close_behind(fh.0) {
+            reply.ok();
+            crate::metrics::get().fuse_op("flush", started.elapsed());
+            return;
+        }
         self.spawn("flush", move |c| async move {
             let r = c.flush(fh.0).await;
             empty(reply, c.logged("close", || c.path_of_fh(fh.0), r))

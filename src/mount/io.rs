@@ -95,7 +95,7 @@ impl<S: BlockStore> Core<S> {
     }
 
     /// The file behind handle `fh`.
-    fn file_of(&self, fh: u64) -> Result<(u64, super::handles::SharedFile), FsError> {
+    pub(super) fn file_of(&self, fh: u64) -> Result<(u64, super::handles::SharedFile), FsError> {
         self.handles()
             .file(fh)
             .ok_or_else(|| FsError::Invalid(format!("no open file handle {fh}")))
@@ -112,6 +112,20 @@ impl<S: BlockStore> Core<S> {
     /// Writes `data` at `offset` through handle `fh`; returns its length.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         self.write_at(fh, Some(offset), data).await.map(|(n, _)| n)
+    }
+
+    /// [`write`](Self::write) when it needs no waiting (see
+    /// [`OpenFile::write_now`], the file found unlocked); `None`: call
+    /// `write`.
+    pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Option<Result<u32, FsError>> {
+        let (ino, file) = self.file_of(fh).ok()?;
+        if let Err(e) = self.writable(ino) {
+            return Some(Err(e));
+        }
+        let mut f = file.try_lock().ok()?;
+        let r = f.write_now(offset, data)?;
+        self.handles().set_attrs(ino, &f.state.obj.attrs);
+        Some(r.map(|n| n as u32))
     }
 
     /// Appends `data` through handle `fh` (opened with `O_APPEND`) at the
@@ -170,6 +184,19 @@ impl<S: BlockStore> Core<S> {
             self.note_attrs(ino, &f.link, &f.state.obj.attrs).await;
         }
         res
+    }
+
+    /// The `close` of handle `fh` decided without waiting: whether its
+    /// file is left to its release ([`Core::flush`] on a small new file,
+    /// found unlocked). `false`: the caller runs `flush`.
+    pub fn close_behind(&self, fh: u64) -> bool {
+        let Ok((ino, file)) = self.file_of(fh) else {
+            return false;
+        };
+        let Ok(f) = file.try_lock() else {
+            return false;
+        };
+        !self.handles().is_unlinked(ino) && self.may_store_behind(ino, &f)
     }
 
     /// Whether a `close` of `ino` may return without storing it (marking

@@ -661,6 +661,44 @@ async fn a_small_new_files_close_leaves_its_store_to_its_release() {
 }
 
 #[tokio::test]
+async fn answers_on_the_fuse_thread_come_from_memory_or_defer() {
+    let c = core();
+    let (attr, fh) = c.create(ROOT_INO, b"f", 0o644, 0, 0).await.unwrap();
+    let f = attr.ino.0;
+    // A write that only adds to the buffer is taken at once...
+    assert_eq!(c.write_now(fh, 0, b"hello").unwrap().unwrap(), 5);
+    assert_eq!(c.getattr_cached(f).unwrap().size, 5);
+    assert_eq!(c.read(fh, 0, 10).await.unwrap(), b"hello");
+    // ...not one that fills a block (it uploads), nor while the file is
+    // busy (locked by another call).
+    assert!(c.write_now(fh, 5, &vec![1u8; CHUNK_SIZE]).is_none());
+    let (_, file) = c.file_of(fh).unwrap();
+    let busy = file.lock().await;
+    assert!(c.write_now(fh, 5, b"x").is_none());
+    assert!(!c.close_behind(fh), "busy: the async flush decides");
+    drop(busy);
+    // The name is in the cached view: found, or absent, without a load.
+    assert_eq!(c.lookup_cached(ROOT_INO, b"f").unwrap().unwrap().ino.0, f);
+    assert_eq!(
+        c.lookup_cached(ROOT_INO, b"nope").unwrap().unwrap_err(),
+        FsError::NotFound
+    );
+    assert!(c.lookup_cached(ROOT_INO, &[b'n'; 300]).unwrap().is_err());
+    // A small new file's close is left to its release.
+    assert!(c.close_behind(fh));
+    c.release(fh).await.unwrap();
+    let (_, v) = c.vault.resolve("/f").await.unwrap();
+    assert_eq!(v.obj.attrs.size, 5);
+    // Nothing cached: the async path answers.
+    c.inodes().invalidate(f);
+    assert!(c.getattr_cached(f).is_none());
+    assert_eq!(c.getattr(f).await.unwrap().size, 5);
+    assert!(c.getattr_cached(f).is_some(), "cached by the load");
+    c.inodes().invalidate(ROOT_INO);
+    assert!(c.lookup_cached(ROOT_INO, b"f").is_none());
+}
+
+#[tokio::test]
 async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
     let store = Arc::new(MemStore::default());
     let machine = || {

@@ -66,6 +66,13 @@ pub const MAX_QUEUED: usize = 1024;
 /// How long lazy changes wait for another change to ride along with.
 pub const LAZY_DELAY: Duration = Duration::from_millis(250);
 
+/// How long a removed file's trash entry waits for the next removals'.
+/// The trash is one big directory whose names spread over all its
+/// shards, so each batch rewrites about every shard: an `rm -rf` costs
+/// one such round per delay, not per file (`fsyncdir` and unmount store
+/// it at once).
+pub const TRASH_DELAY: Duration = Duration::from_secs(1);
+
 /// How long a new file's entry waits for the next files' entries. It
 /// bounds how much later other machines see a new name (a mount's
 /// listings are up to a second old anyway).

@@ -132,7 +132,7 @@ impl<S: BlockStore> Vault<S> {
             link: link.clone(),
             attrs: Some(o.attrs.clone()),
         };
-        // Lazy: it waits up to `LAZY_DELAY` for the next entries, so an
+        // Held: it waits up to `TRASH_DELAY` for the next entries, so an
         // `rm -rf` stores the trash's shards once per batch of many
         // removals rather than about one shard per removal (the trash's
         // names spread over all its shards). While `settle_all` runs
@@ -142,7 +142,9 @@ impl<S: BlockStore> Vault<S> {
             entries.insert(id.clone(), entry.clone());
             Ok(())
         });
-        let ticket = self.queue_dir_change_lazy(&self.trash_link(), add).await?;
+        let ticket = self
+            .queue_dir_change_held(&self.trash_link(), add, super::pending::TRASH_DELAY)
+            .await?;
         ticket.wait().await?;
         Ok(())
     }
@@ -393,7 +395,7 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         v.settle_all().await.unwrap();
         assert!(
-            t0.elapsed() < super::super::pending::LAZY_DELAY,
+            t0.elapsed() < super::super::pending::TRASH_DELAY,
             "settle_all waited out the trash's batching delay"
         );
         let paths = |items: Vec<TrashItem>| items.into_iter().map(|i| i.path).collect::<Vec<_>>();
@@ -404,7 +406,7 @@ mod tests {
             .unwrap();
         let fresh = || Vault::new(store.clone(), Identity::from_secret([7; 32]));
         assert_eq!(fresh().trash_items().await.unwrap().len(), 1, "batched");
-        tokio::time::sleep(super::super::pending::LAZY_DELAY * 2).await;
+        tokio::time::sleep(super::super::pending::TRASH_DELAY * 2).await;
         assert_eq!(
             fresh().trash_items().await.unwrap().len(),
             2,

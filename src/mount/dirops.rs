@@ -14,7 +14,7 @@
 //! until the last handle closes (POSIX "unlinked but open").
 
 use super::attr::file_attr;
-use super::core::Core;
+use super::core::{ATTR_TTL, Core};
 use crate::fs::{
     Attrs, BlockStore, DirTicket, FsError, Kind, Link, OpenFile, Versioned, check_name,
 };
@@ -237,6 +237,17 @@ impl<S: BlockStore> Core<S> {
         }
         t.cached(ino, std::time::Duration::MAX)
             .map_or(0, |v| v.obj.attrs.nlink)
+    }
+
+    /// Whether an `unlink` in `parent` runs from memory: the directory's
+    /// view is cached and the removal is queued, not stored, before the
+    /// call returns (see `remove`), so running it needs no network but a
+    /// full queue's wait.
+    pub fn removes_in_memory(&self, parent: u64) -> bool {
+        let (Ok(vault), Ok(link)) = (self.vault_of(parent), self.dir_link(parent)) else {
+            return false;
+        };
+        self.inodes().cached(parent, ATTR_TTL).is_some() && vault.recent_dir(&link).is_some()
     }
 
     /// `unlink`: removes a non-directory.

@@ -6,9 +6,13 @@
 //! or `getattr` whose answer is in memory (an open file, a view cached
 //! within the TTL), a write that only adds to an open file's buffer, and
 //! the `close` of a small new file left to its release, are answered on
-//! the FUSE thread itself, which takes only
-//! short locks and never waits for one: no hop to the runtime and back. Errors become
-//! errnos in one place, [`errno`]. If the runtime is gone, the dropped
+//! the FUSE thread itself, which takes only short locks and never waits
+//! for one: no hop to the runtime and back, and no wait behind its
+//! background work. An `unlink` in a directory held in memory runs on the
+//! FUSE thread too (`block_on`): it queues the removal, written behind;
+//! only a full queue (1024 changes in one directory) makes that thread
+//! wait for the directory's update, while the other threads serve on.
+//! Errors become errnos in one place, [`errno`]. If the runtime is gone, the dropped
 //! reply answers EIO (fuser does this), so no request ever hangs.
 
 use super::attr::AttrChange;
@@ -268,6 +272,17 @@ impl<S: BlockStore> Filesystem for PeerFs<S> {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
+        if self.core.removes_in_memory(parent.0) {
+            // Queued in memory and written behind: run here rather than
+            // queue behind the runtime's background work (`rm -rf` waits
+            // for each unlink in turn).
+            let started = std::time::Instant::now();
+            let c = &self.core;
+            let r = self.rt.block_on(c.unlink(parent.0, &name));
+            empty(reply, c.logged("unlink", || c.path_in(parent.0, &name), r));
+            crate::metrics::get().fuse_op("unlink", started.elapsed());
+            return;
+        }
         self.spawn("unlink", move |c| async move {
             let r = c.unlink(parent.0, &name).await;
             empty(reply, c.logged("unlink", || c.path_in(parent.0, &name), r))

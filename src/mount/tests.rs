@@ -694,8 +694,11 @@ async fn answers_on_the_fuse_thread_come_from_memory_or_defer() {
     assert!(c.getattr_cached(f).is_none());
     assert_eq!(c.getattr(f).await.unwrap().size, 5);
     assert!(c.getattr_cached(f).is_some(), "cached by the load");
+    // An unlink in a directory held in memory runs from memory.
+    assert!(c.removes_in_memory(ROOT_INO));
     c.inodes().invalidate(ROOT_INO);
     assert!(c.lookup_cached(ROOT_INO, b"f").is_none());
+    assert!(!c.removes_in_memory(ROOT_INO));
 }
 
 #[tokio::test]

@@ -8,10 +8,12 @@
 //! - cold read: drop the page cache (and PeerStore's block cache), `cat`
 //!   the file to /dev/null;
 //! - small files: create 10,000 files of 4 KiB (100 directories of 100),
-//!   written by this process one after another;
+//!   written by this process one after another (and counted again until
+//!   an `fsync` of the mount's root returned);
 //! - no-op `rsync -a --delete` of a local copy of 1,000 of them, after a
 //!   first rsync made the mount's copy equal;
-//! - `rm -rf` of the small files;
+//! - `rm -rf` of the small files (and timed again until an `fsync` of the
+//!   mount's root returned);
 //! - 1000 random 4 KiB `pwrite`s, each followed by `fsync`, into a 64 MiB
 //!   file (PeerStore: and then the ring's stored block bytes against r ×
 //!   the file's size, once they are stable, at most 60 s after);
@@ -273,14 +275,29 @@ struct Results {
     write: f64,
     read: f64,
     creates: f64,
+    /// Creates per second counting until an `fsync` of the mount's root
+    /// returned (PeerStore writes new files' entries and small files
+    /// behind their `close`).
+    creates_settled: f64,
     rsync_noop: f64,
     rm_rf: f64,
+    /// `rm -rf` and then an `fsync` of the mount's root (PeerStore writes
+    /// removals behind the `unlink`).
+    rm_rf_settled: f64,
     pwrite_fsync: f64,
     /// PeerStore: ring block bytes after the pwrites ÷ (r × file size).
     pwrite_space: Option<f64>,
     /// PeerStore: share of the big file's block bytes freed by `rm`, and
     /// seconds it took.
     rm_freed: Option<(f64, f64)>,
+}
+
+/// `fsync` of directory `dir` (on PeerStore: waits for everything written
+/// behind).
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("fsync {}: {e}", dir.display()))
 }
 
 /// 1000 random 4 KiB `pwrite` + `fsync` into a 64 MiB file: seconds.
@@ -350,6 +367,8 @@ fn workload(
         f.write_all(&data).map_err(|e| e.to_string())?;
     }
     let creates = files as f64 / t.elapsed().as_secs_f64();
+    sync_dir(mnt)?;
+    let creates_settled = files as f64 / t.elapsed().as_secs_f64();
 
     // No-op rsync of a local tree the mount already has.
     let local = src.with_file_name("rsync-src");
@@ -376,6 +395,8 @@ fn workload(
     let t = Instant::now();
     run(Command::new("rm").arg("-rf").arg(mnt.join("small")))?;
     let rm_rf = t.elapsed().as_secs_f64();
+    sync_dir(mnt)?;
+    let rm_rf_settled = t.elapsed().as_secs_f64();
 
     let before = nodes.map(ring_block_bytes);
     let pwrite = pwrite_fsync(&mnt.join("pwrite.bin"))?;
@@ -430,8 +451,10 @@ fn workload(
         write,
         read,
         creates,
+        creates_settled,
         rsync_noop,
         rm_rf,
+        rm_rf_settled,
         pwrite_fsync: pwrite,
         pwrite_space,
         rm_freed,
@@ -488,12 +511,24 @@ fn main() -> ExitCode {
                 s.creates,
             );
             row(
+                "  then fsync of the mount".into(),
+                "/s",
+                p.creates_settled,
+                s.creates_settled,
+            );
+            row(
                 "no-op rsync -a --delete, 1000".into(),
                 "s",
                 p.rsync_noop,
                 s.rsync_noop,
             );
             row(format!("rm -rf {files} files"), "s", p.rm_rf, s.rm_rf);
+            row(
+                "  then fsync of the mount".into(),
+                "s",
+                p.rm_rf_settled,
+                s.rm_rf_settled,
+            );
             row(
                 "1000 x 4 KiB pwrite+fsync".into(),
                 "s",

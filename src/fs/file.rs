@@ -379,7 +379,7 @@ impl OpenFile {
             // Rewriting bytes in flight: let those uploads land first.
             self.collect(true).await.ok();
         }
-        self.add_dirty(offset, data)?;
+        self.add_dirty(offset, data, end)?;
         while self.dirty.bytes() >= CHUNK_SIZE {
             self.start_upload(vault, Durability::Later).await;
         }
@@ -398,16 +398,14 @@ impl OpenFile {
         }
         Some(
             write_end(offset, data)
-                .and_then(|_| self.add_dirty(offset, data))
+                .and_then(|end| self.add_dirty(offset, data, end))
                 .map(|()| data.len()),
         )
     }
 
-    /// Adds `data` at `offset` to the dirty bytes (the file's inline
-    /// bytes first, if it had them) and notes the change.
-    fn add_dirty(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
-        let end = write_end(offset, data)?;
-        self.content()?;
+    /// Adds `data` at `offset` (ending at `end`) to the dirty bytes (the
+    /// file's inline bytes first, if it had them) and notes the change.
+    fn add_dirty(&mut self, offset: u64, data: &[u8], end: u64) -> Result<(), FsError> {
         self.spill_inline()?;
         self.dirty.add(offset, data);
         self.touched.add(offset, end);

@@ -374,15 +374,10 @@ impl<S: BlockStore> Core<S> {
 
     /// The attributes of `ino`.
     pub async fn getattr(&self, ino: u64) -> Result<FileAttr, FsError> {
-        let (link, open) = {
-            let t = self.inodes();
-            let link = t.link(ino)?;
-            let open = self.handles().entry(ino).map(|e| e.attrs.clone());
-            (link, open)
-        };
-        if let Some(attrs) = open {
-            return Ok(file_attr(ino, link.kind, &attrs));
+        if let Some(attr) = self.getattr_cached(ino) {
+            return Ok(attr);
         }
+        let link = self.inodes().link(ino)?;
         let v = self.load_ino(ino).await?;
         Ok(self.attr_of(ino, link.kind, &v))
     }

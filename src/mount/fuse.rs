@@ -12,8 +12,9 @@
 //! FUSE thread too (`block_on`): it queues the removal, written behind;
 //! only a full queue (1024 changes in one directory) makes that thread
 //! wait for the directory's update, while the other threads serve on.
-//! Errors become errnos in one place, [`errno`]. If the runtime is gone, the dropped
-//! reply answers EIO (fuser does this), so no request ever hangs.
+//! Errors become errnos in one place, [`errno`]. If the runtime is gone,
+//! the dropped reply answers EIO (fuser does this), so no request ever
+//! hangs.
 
 use super::attr::AttrChange;
 use super::core::{ATTR_TTL, Core};

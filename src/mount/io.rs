@@ -10,9 +10,9 @@
 //! a round of puts per file. Its name reaches other machines only after
 //! that (its entry is held, see `fs::pending`); an `open` here meets the
 //! same open file until it is stored; `fsync`, `fsyncdir`, an `open` for
-//! writing, a rename or a link of it and unmount store it first. A failure is logged and
-//! reported by the next `fsyncdir` or unmount, and until then every
-//! `close` stores its file itself.
+//! writing, a rename or a link of it and unmount store it first. A
+//! failure is logged and reported by the next `fsyncdir` or unmount, and
+//! until then every `close` stores its file itself.
 
 use super::core::Core;
 use super::handles::SharedFile;
@@ -405,14 +405,21 @@ impl<S: BlockStore> Core<S> {
 
     /// Stores each of open `files` with unsaved changes; the first
     /// failure (each is logged, for `why`).
+    /// The files are stored at once (each its own puts), not one after
+    /// another: `fsyncdir` after a copy finds up to `BEHIND_MAX` waiting.
     async fn store_files(&self, files: Vec<(u64, SharedFile)>, why: &str) -> Option<FsError> {
-        let mut first_err = None;
-        for (ino, file) in files {
+        let stores = files.into_iter().map(|(ino, file)| async move {
             let mut f = file.lock().await;
-            if let Err(e) = self.store_open(ino, &mut f).await {
-                log::warn!("{why}: file could not be stored: {e}");
-                first_err.get_or_insert(e);
-            }
+            self.store_open(ino, &mut f).await
+        });
+        let mut first_err = None;
+        for e in futures::future::join_all(stores)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+        {
+            log::warn!("{why}: file could not be stored: {e}");
+            first_err.get_or_insert(e);
         }
         first_err
     }

@@ -246,6 +246,48 @@ impl ExtentMap {
         out
     }
 
+    /// The extents to lay over `base` (in order) for it to read as this
+    /// map, if at most `max` are needed and laying them gives exactly
+    /// this map; `None` otherwise (this map has a hole where `base` has
+    /// bytes, or many changes). Cheap when this map was made from a copy
+    /// of `base`: only the changed parts of the two are compared.
+    pub fn over(&self, base: &ExtentMap, max: usize) -> Option<Vec<Extent>> {
+        use imbl::ordmap::DiffItem;
+        let mut over = Vec::new();
+        for d in base.map.diff(&self.map) {
+            let e = match d {
+                DiffItem::Add(_, e) | DiffItem::Update { new: (_, e), .. } => e,
+                DiffItem::Remove(..) => continue,
+            };
+            // What is left of a base extent another one cut comes back
+            // when that one is laid.
+            if base.reads_as(e) {
+                continue;
+            }
+            if over.len() == max {
+                return None;
+            }
+            over.push(*e);
+        }
+        let mut laid = base.clone();
+        for e in &over {
+            laid.insert(*e);
+        }
+        laid.map.diff(&self.map).next().is_none().then_some(over)
+    }
+
+    /// Whether `e`'s bytes are read from the same place in this map.
+    fn reads_as(&self, e: &Extent) -> bool {
+        self.map
+            .range(..=e.offset)
+            .next_back()
+            .is_some_and(|(_, b)| {
+                b.block == e.block
+                    && b.end() >= e.end()
+                    && b.at as u64 + (e.offset - b.offset) == e.at as u64
+            })
+    }
+
     /// Where byte `pos` is read from: the block and the plaintext offset
     /// in it, or `None` in a hole.
     fn source(&self, pos: u64) -> Option<(Id, u64)> {
@@ -368,6 +410,54 @@ mod tests {
         assert!(ExtentMap::from_extents([ok, ok]).is_err());
         assert!(ExtentMap::from_extents([Extent { at: 5, ..ok }]).is_err());
         assert!(ExtentMap::from_extents([Extent { len: 0, ..ok }]).is_err());
+    }
+
+    proptest! {
+        /// The extents laid over a base since a copy of it was taken are
+        /// found, and laying them over the base gives the map back; a
+        /// truncation into the base's bytes (a hole extents cannot lay)
+        /// gives none.
+        #[test]
+        fn extents_laid_since_a_base_are_found_and_lay_back(
+            base_n in 1usize..400,
+            ops in proptest::collection::vec((0u64..40_000, 1u32..300, 0u8..8), 0..60),
+        ) {
+            let base = ExtentMap::from_extents((0..base_n as u64).map(|i| Extent {
+                offset: i * 100,
+                len: 90,
+                block: block((i % 200) as u8, 200),
+                at: (i % 3) as u32,
+            })).unwrap();
+            let mut map = base.clone();
+            let mut holes = false;
+            for (i, (off, len, kind)) in ops.into_iter().enumerate() {
+                if kind == 0 {
+                    holes |= off < base.end() && off < map.end();
+                    map.truncate(off);
+                } else {
+                    map.insert(Extent {
+                        offset: off,
+                        len,
+                        block: BlockRef { key: Id([255; 32]), seal: i as u64, ..block(0, 400) },
+                        at: 5,
+                    });
+                }
+            }
+            match map.over(&base, usize::MAX) {
+                Some(over) => {
+                    let mut laid = base.clone();
+                    for e in &over {
+                        laid.insert(*e);
+                    }
+                    prop_assert_eq!(&laid, &map);
+                    prop_assert!(over.windows(2).all(|w| w[0].end() <= w[1].offset));
+                }
+                None => prop_assert!(holes, "no overlay without a hole"),
+            }
+            if !holes {
+                prop_assert!(map.over(&base, 0).is_none() || map == base);
+            }
+        }
     }
 
     proptest! {

@@ -12,8 +12,11 @@
 //! (close-to-open consistency). A few bytes left at flush (with the
 //! journal, at most `JOURNAL_MAX`) join the journal in the record instead
 //! of a block, so a small `pwrite` + `fsync` stores one record; past that
-//! the journal moves into a block. A file of at most `INLINE_MAX` bytes
-//! keeps all its bytes in the record.
+//! the journal moves into a block. An `fsync` leaves that move to a
+//! background task (the block and the index nodes it changes) and saves
+//! the record with the journal still in it; a later save lays the moved
+//! bytes in and drops them from the journal. A file of at most
+//! `INLINE_MAX` bytes keeps all its bytes in the record.
 //!
 //! The changes since the last load are kept as operations (extents laid,
 //! truncations) and as the byte ranges they touched. When another writer
@@ -27,10 +30,11 @@
 //! is stored, for that entry.
 
 use super::divergence::{Spans, conflict_name, content_changes};
-use super::extents::{BlockRef, Extent, Piece};
+use super::extents::{BlockRef, Extent, ExtentMap, Piece};
 use super::index::Unstored;
 use super::object::{
-    Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_MAX, Link, MAX_FILE_SIZE, Object, Time,
+    Attrs, CHUNK_SIZE, FileContent, INLINE_MAX, JOURNAL_CARRY, JOURNAL_MAX, Link, MAX_FILE_SIZE,
+    Object, Time,
 };
 use super::pending::DirTicket;
 use super::ranges::Ranges;
@@ -54,6 +58,30 @@ type UploadDone = (
     Vec<(u64, Arc<Vec<u8>>)>,
     Result<super::extents::BlockRef, FsError>,
 );
+
+/// A journal being moved into a block in the background (with the index
+/// nodes that change), started by an `fsync` that did not wait for it.
+struct Spilling {
+    /// The extents the journal is laid over.
+    under: ExtentMap,
+    /// The journal moved.
+    journal: Ranges,
+    /// What the task stored: the extents with the journal laid in, the
+    /// extents the index tree then holds, and the blocks it stored (the
+    /// journal's block and any new index nodes).
+    task: tokio::task::JoinHandle<Result<SpillDone, FsError>>,
+}
+
+/// What a spill behind stored: the extents with the journal laid in, the
+/// extents the index tree holds (see [`FileContent::tree`]) and the blocks
+/// it stored.
+type SpillDone = (ExtentMap, Option<ExtentMap>, Vec<Id>);
+
+impl Drop for Spilling {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// How a flush resolved a collision with another machine's changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +160,11 @@ pub struct OpenFile {
     /// The blocks of the version this open kept last: its later saves
     /// must not release them.
     session_kept: IdSet,
+    /// The journal being moved into a block behind the last `fsync`.
+    spilling: Option<Spilling>,
+    /// Blocks a spill behind stored and laid in since the last save: the
+    /// next save may refer to them as stored.
+    spilled: IdSet,
 }
 
 impl OpenFile {
@@ -167,6 +200,8 @@ impl OpenFile {
             base_saved: Time::default(),
             session_saved: None,
             session_kept: IdSet::default(),
+            spilling: None,
+            spilled: IdSet::default(),
         };
         f.note_base(None);
         f
@@ -231,6 +266,7 @@ impl OpenFile {
     /// Whether there are changes not yet saved.
     pub fn is_dirty(&self) -> bool {
         self.modified
+            || self.spilling.is_some()
             || !self.dirty.is_empty()
             || !self.uploading.is_empty()
             || self.linking.as_ref().is_some_and(|t| !t.is_done())
@@ -621,6 +657,101 @@ impl OpenFile {
         Ok(d)
     }
 
+    /// Whether the dirty bytes join the journal at this save: they fit
+    /// `JOURNAL_MAX` with it, or, while a spill behind is in flight (it
+    /// is laid in first if done), `JOURNAL_CARRY` at an `fsync`. Past
+    /// that the save waits for the spill and then judges again.
+    async fn journal_takes(&mut self, durability: Durability) -> Result<bool, FsError> {
+        self.lay_in_spill(false).await;
+        let total = self.dirty.bytes() + self.content()?.journal.bytes();
+        // An `fsync` carries a full journal while it moves behind.
+        if total <= JOURNAL_MAX || (durability == Durability::Now && total <= JOURNAL_CARRY) {
+            return Ok(true);
+        }
+        if self.spilling.is_none() {
+            return Ok(false);
+        }
+        self.lay_in_spill(true).await;
+        Ok(self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX)
+    }
+
+    /// Starts moving the journal into a block in the background: the
+    /// block and the index nodes laid over it are stored (durably, as a
+    /// later `fsync`'s record will refer to them) while the records saved
+    /// meanwhile still carry the journal.
+    fn spill_behind<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
+        let mut c = self.content()?.clone();
+        let (under, journal) = (c.extents.clone(), c.journal.clone());
+        let mut reusable = self.stored_blocks.clone();
+        reusable.extend(self.spilled.iter().copied());
+        let (vault, link) = (Arc::clone(vault), self.link.clone());
+        let task = tokio::spawn(async move {
+            let Some(u) = spill_journal(&vault, &link, &mut c) else {
+                return Ok((c.extents, c.tree.get().cloned(), Vec::new()));
+            };
+            let key = u.key;
+            let (used, tree) = vault
+                .store_index(&link, &c, &reusable, &[u], Durability::Now)
+                .await?;
+            let mut fresh: Vec<Id> = used
+                .iter()
+                .map(|b| b.key)
+                .filter(|k| !reusable.contains(k))
+                .collect();
+            fresh.push(key);
+            Ok((c.extents, tree, fresh))
+        });
+        self.spilling = Some(Spilling {
+            under,
+            journal,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Lays a spill behind in once it is done (with `wait`, waits for it):
+    /// the extents take the moved journal and the journal keeps only what
+    /// was written over it since. If the content changed otherwise
+    /// meanwhile (another writer's version, a truncation, an upload), or
+    /// the spill failed, the journal stays (a later save moves it again)
+    /// and the blocks stored for it are freed with the next save.
+    async fn lay_in_spill(&mut self, wait: bool) {
+        let done = self
+            .spilling
+            .as_ref()
+            .is_some_and(|s| wait || s.task.is_finished());
+        let Some(mut s) = self.spilling.take().filter(|_| done) else {
+            return;
+        };
+        let (extents, tree, fresh) = match (&mut s.task).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                log::debug!("moving a journal into a block behind failed: {e}");
+                return;
+            }
+            Err(e) => {
+                log::warn!("the task moving a journal into a block ended: {e}");
+                return;
+            }
+        };
+        self.uploaded.extend(fresh.iter().copied());
+        let Ok(c) = self.state.obj.content_mut() else {
+            return;
+        };
+        if c.extents != s.under || !c.priors.is_empty() {
+            return;
+        }
+        let Some(rest) = c.journal.beyond(&s.journal) else {
+            return;
+        };
+        c.extents = extents;
+        c.tree = super::object::TreeBase::new(tree);
+        c.journal = rest;
+        self.spilled.extend(fresh);
+        self.ops.push(Op::Spill);
+        self.modified = true;
+    }
+
     /// Moves the dirty bytes into the content's journal (the top layer).
     fn dirty_into_journal(&mut self) -> Result<(), FsError> {
         let added = std::mem::take(&mut self.dirty).into_pieces();
@@ -641,6 +772,11 @@ impl OpenFile {
         durability: Durability,
     ) -> Result<(), FsError> {
         self.collect(true).await?;
+        if durability == Durability::Later {
+            // A close saves the file with a spill behind laid in, so no
+            // block it stored is left unreferenced.
+            self.lay_in_spill(true).await;
+        }
         if !self.modified {
             return Ok(());
         }
@@ -653,9 +789,15 @@ impl OpenFile {
             c.journal = Ranges::default();
             c.inline = Some(bytes);
             c.priors.clear();
-        } else if self.dirty.bytes() + self.content()?.journal.bytes() <= JOURNAL_MAX {
+        } else if self.journal_takes(durability).await? {
             // Few bytes: they join the journal in the record.
             self.dirty_into_journal()?;
+            if durability == Durability::Now
+                && self.spilling.is_none()
+                && self.content()?.journal.bytes() > JOURNAL_MAX
+            {
+                self.spill_behind(vault)?;
+            }
         } else {
             // The journal goes into a block (stored with the save's index
             // nodes); the rest is laid over it: into a fresh journal if
@@ -686,8 +828,10 @@ impl OpenFile {
         }
         let mut next = self.state.obj.clone();
         let mut expected = self.state.seq;
-        // The blocks of the version a successful save replaces.
+        // The blocks of the version a successful save replaces, and those
+        // a spill behind stored for it (reusable like them).
         let mut replaced = self.stored_blocks.clone();
+        replaced.extend(self.spilled.iter().copied());
         for _ in 0..SAVE_ATTEMPTS {
             // Changing content another open saved keeps that version (not
             // a file created empty that never had content: `echo x > new`).
@@ -766,6 +910,7 @@ impl OpenFile {
                         .collect();
                     vault.release_behind(unused);
                     self.uploaded.clear();
+                    self.spilled.clear();
                     if content_changed {
                         self.session_saved = Some(seq);
                     }

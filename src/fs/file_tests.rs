@@ -2,7 +2,7 @@
 //! of any size, concurrent writers, and a byte-array model.
 
 use super::mem_store::MemStore;
-use super::object::{Attrs, CHUNK_SIZE, JOURNAL_MAX, Kind, Link};
+use super::object::{Attrs, CHUNK_SIZE, JOURNAL_CARRY, JOURNAL_MAX, Kind, Link};
 use super::*;
 use crate::id::Id;
 use rand::rngs::StdRng;
@@ -178,34 +178,111 @@ async fn a_journal_moved_into_a_block_does_not_undo_another_writers_bytes() {
     assert_eq!(g.read(&a, 0, 10).await.unwrap(), b"..........");
 }
 
+/// The journal bytes of `link`'s stored record, read by a fresh vault,
+/// and whether that vault reads the file as `model`.
+async fn stored_journal(store: &Arc<MemStore>, link: &Link, model: &[u8]) -> (usize, bool) {
+    let fresh = vault_on(store, &[7; 32]);
+    let mut g = OpenFile::open(&fresh, link.clone()).await.unwrap();
+    let journal = g.state.obj.content().unwrap().journal.bytes();
+    let same = g.read(&fresh, 0, model.len()).await.unwrap() == model;
+    (journal, same)
+}
+
 #[tokio::test]
-async fn a_journal_spill_that_failed_to_store_is_stored_by_the_next_flush() {
+async fn an_fsync_leaves_a_full_journal_to_a_spill_behind_and_a_failed_one_to_the_next() {
     use std::sync::atomic::Ordering::Relaxed;
     let store = Arc::new(MemStore::default());
     let (v, mut f, mut model, mut rng) = chunked_file(&store).await;
-    // Fill the journal, then one more write spills it into a block.
-    let at = |i: usize| i * 300_000;
-    for i in 0..=JOURNAL_MAX / 4096 {
+    let at = |i: usize| i * 150_000;
+    // Every spill fails to store its block: each fsync still succeeds,
+    // its record carrying the journal, up to JOURNAL_CARRY.
+    store.fail_blocks_over.store(8 << 10, Relaxed);
+    let carried = JOURNAL_CARRY / 4096;
+    for i in 0..carried {
         let piece = random(&mut rng, 4096);
         model[at(i)..at(i) + 4096].copy_from_slice(&piece);
         f.write(&v, at(i) as u64, &piece).await.unwrap();
-        if i < JOURNAL_MAX / 4096 {
-            f.flush(&v, Durability::Now).await.unwrap();
-        }
+        f.flush(&v, Durability::Now).await.unwrap();
+        tokio::task::yield_now().await;
     }
-    // The write's own 4 KiB block goes, the 16 KiB spill fails: the
-    // save fails after its other puts.
+    assert_eq!(
+        stored_journal(&store, &f.link, &model).await,
+        (JOURNAL_CARRY, true)
+    );
+    // Past that the fsync moves the journal itself, and reports the
+    // failure; the next flush stores the moved bytes.
+    let piece = random(&mut rng, 4096);
+    model[at(carried)..at(carried) + 4096].copy_from_slice(&piece);
+    f.write(&v, at(carried) as u64, &piece).await.unwrap();
     let puts = store.block_puts();
-    store.fail_blocks_over.store(8 << 10, Relaxed);
     assert!(f.flush(&v, Durability::Now).await.is_err());
     assert!(store.block_puts() > puts, "the spill was tried");
     store.fail_blocks_over.store(0, Relaxed);
     f.flush(&v, Durability::Now).await.unwrap();
-    // Read back from the store alone: every block the record refers to
-    // was stored, the spill's too.
-    let fresh = vault_on(&store, &[7; 32]);
-    let mut g = OpenFile::open(&fresh, f.link.clone()).await.unwrap();
-    assert!(g.read(&fresh, 0, 8 * CHUNK_SIZE).await.unwrap() == model);
+    let (journal, same) = stored_journal(&store, &f.link, &model).await;
+    assert!(same);
+    assert!(journal <= JOURNAL_MAX, "{journal}");
+    // Spills behind that store: fsyncs never wait for them, and a close
+    // lays the last one in; another machine reads every byte.
+    for i in carried + 1..carried + 40 {
+        let piece = random(&mut rng, 4096);
+        model[at(i)..at(i) + 4096].copy_from_slice(&piece);
+        f.write(&v, at(i) as u64, &piece).await.unwrap();
+        f.flush(&v, Durability::Now).await.unwrap();
+        let (journal, same) = stored_journal(&store, &f.link, &model).await;
+        assert!(same, "after write {i}");
+        assert!(journal <= JOURNAL_CARRY, "{journal}");
+    }
+    f.flush(&v, Durability::Later).await.unwrap();
+    let (journal, same) = stored_journal(&store, &f.link, &model).await;
+    assert!(same);
+    assert!(journal <= JOURNAL_MAX, "{journal} after a close");
+}
+
+#[tokio::test]
+async fn random_small_fsyncs_lay_their_blocks_over_the_index_tree_in_the_record() {
+    let store = Arc::new(MemStore::default());
+    let (v, mut f, mut model, mut rng) = chunked_file(&store).await;
+    let pwrite = |model: &mut Vec<u8>, rng: &mut StdRng| {
+        let off = rng.gen_range(0..model.len() / 4096) * 4096;
+        let piece = random(rng, 4096);
+        model[off..off + 4096].copy_from_slice(&piece);
+        (off as u64, piece)
+    };
+    // Enough random writes for the extents to need an index tree.
+    for _ in 0..400 {
+        let (off, piece) = pwrite(&mut model, &mut rng);
+        f.write(&v, off, &piece).await.unwrap();
+        f.flush(&v, Durability::Now).await.unwrap();
+    }
+    f.flush(&v, Durability::Later).await.unwrap();
+    let c = f.state.obj.content().unwrap();
+    let leaves = c.index_blocks.len();
+    assert!(leaves >= 3, "{leaves} index blocks");
+    // From here, a spill stores its own block, and the tree's nodes only
+    // when the extents laid over it pass OVERLAY_MAX.
+    let puts = store.block_puts();
+    let n = 200;
+    for i in 0..n {
+        let (off, piece) = pwrite(&mut model, &mut rng);
+        f.write(&v, off, &piece).await.unwrap();
+        f.flush(&v, Durability::Now).await.unwrap();
+        if i % 50 == 0 {
+            assert!(stored_journal(&store, &f.link, &model).await.1, "write {i}");
+        }
+    }
+    f.flush(&v, Durability::Later).await.unwrap();
+    let spills = n * 4096 / JOURNAL_MAX;
+    let rewrites = n / super::index::OVERLAY_MAX + 1;
+    let bound = spills + rewrites * (leaves + 2);
+    let stored = store.block_puts() - puts;
+    // (Storing the changed leaves at every spill puts about three
+    // blocks a spill here.)
+    assert!(
+        stored <= bound && stored < 2 * spills,
+        "{stored} block puts for {spills} spills"
+    );
+    assert!(stored_journal(&store, &f.link, &model).await.1);
 }
 
 #[tokio::test]

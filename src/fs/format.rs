@@ -89,12 +89,23 @@ pub enum StoredIndex {
         base: Box<StoredIndex>,
         writes: Vec<(u64, Vec<u8>)>,
     },
+    /// A `Tree` with newer extents laid over it (sorted by offset, none
+    /// overlapping another): the extents written since the tree was, so
+    /// that a journal moved into a block changes the record, not the
+    /// tree's nodes, until the overlay grows past
+    /// [`super::index::OVERLAY_MAX`].
+    Overlaid {
+        base: Box<StoredIndex>,
+        over: Vec<Extent>,
+    },
 }
 
 /// The largest journal a record may hold when read (bytes). Writers keep
-/// theirs under [`super::object::JOURNAL_MAX`]; this leaves room to change
-/// that limit.
+/// theirs under [`super::object::JOURNAL_MAX`] (under
+/// [`super::object::JOURNAL_CARRY`] while a spill is stored behind); this
+/// leaves room to change those limits.
 const JOURNAL_READ_MAX: usize = 4 * super::object::JOURNAL_MAX;
+const _: () = assert!(super::object::JOURNAL_CARRY <= JOURNAL_READ_MAX);
 
 impl StoredIndex {
     /// `base` with `journal` laid over it (`base` itself if it is empty).
@@ -142,10 +153,12 @@ pub struct IndexRef {
 pub enum Decoded {
     /// Complete.
     Done(Object),
-    /// A file whose index tree is in blocks, and its journal.
+    /// A file whose index tree is in blocks, the extents laid over it,
+    /// and its journal.
     FileTree {
         attrs: Attrs,
         top: Vec<IndexRef>,
+        over: ExtentMap,
         journal: Ranges,
         history: History,
         priors: Vec<Link>,
@@ -179,11 +192,16 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
                 StoredIndex::Journaled { base, writes } => (*base, journal_of(writes, attrs.size)?),
                 other => (other, Ranges::default()),
             };
+            let (base, over) = match base {
+                StoredIndex::Overlaid { base, over } => (*base, ExtentMap::from_extents(over)?),
+                other => (other, ExtentMap::new()),
+            };
             match base {
                 StoredIndex::Tree(top) => {
                     return Ok(Decoded::FileTree {
                         attrs,
                         top,
+                        over,
                         journal,
                         history,
                         priors,
@@ -195,6 +213,9 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
                     priors,
                     ..FileContent::default()
                 }),
+                _ if !over.is_empty() => {
+                    return Err(FsError::Corrupt("extents laid over no tree".into()));
+                }
                 StoredIndex::Extents(x) => Body::File(FileContent {
                     extents: ExtentMap::from_extents(x)?,
                     journal,
@@ -202,7 +223,9 @@ pub fn decode_v2(plain: &[u8]) -> Result<Decoded, FsError> {
                     priors,
                     ..FileContent::default()
                 }),
-                StoredIndex::Inline(_) | StoredIndex::Journaled { .. } => {
+                StoredIndex::Inline(_)
+                | StoredIndex::Journaled { .. }
+                | StoredIndex::Overlaid { .. } => {
                     return Err(FsError::Corrupt("journal over a bad base".into()));
                 }
             }

@@ -10,7 +10,7 @@
 //! block.
 
 use super::crypto::{open, seal};
-use super::extents::{BlockRef, Cipher, ExtentMap};
+use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::format::{IndexNode, IndexRef, StoredIndex, index_aad};
 use super::index_trees::{Level, Matcher, Tree, Trees};
 use super::object::{FileContent, Link};
@@ -22,6 +22,10 @@ use std::sync::Mutex;
 
 /// Extents kept in the record itself, at most.
 pub const RECORD_EXTENTS: usize = 128;
+/// Extents a record lays over its file's index tree, at most: the
+/// extents written since the tree was stored. Past that, a save stores
+/// the tree anew (its changed nodes).
+pub const OVERLAY_MAX: usize = 64;
 /// Entries of one index node, at most.
 const NODE_MAX: usize = 256;
 /// Entries of one index node, at least (but the last).
@@ -231,10 +235,19 @@ fn seal_level<S>(
     Ok((refs, level))
 }
 
+/// What [`save`] stored: the index as the record keeps it, every index
+/// block it refers to, and the extents its tree holds (if it is a tree).
+pub struct Saved {
+    pub index: StoredIndex,
+    pub blocks: Vec<BlockRef>,
+    pub tree: Option<ExtentMap>,
+}
+
 /// The stored form of `content`'s index, storing the index blocks it needs
 /// (reusing a node of `cache` only if its block is in the given set) and
-/// the blocks of `extra` in one parallel round; also every index block it
-/// refers to.
+/// the blocks of `extra` in one parallel round. While the extents changed
+/// since the tree was stored (`content.tree`) are few, the tree stays as
+/// it is and the record lays them over it.
 pub async fn save<S: BlockStore>(
     store: &S,
     owner: &Identity,
@@ -242,7 +255,7 @@ pub async fn save<S: BlockStore>(
     (cache, reusable): (&NodeCache, &IdSet),
     (content, extra): (&FileContent, &[Unstored]),
     durability: Durability,
-) -> Result<(StoredIndex, Vec<BlockRef>), FsError> {
+) -> Result<Saved, FsError> {
     let to = Saver {
         store,
         owner,
@@ -257,14 +270,48 @@ pub async fn save<S: BlockStore>(
         .collect();
     if let Some(d) = &content.inline {
         put_all(&to, puts).await?;
-        return Ok((StoredIndex::Inline(d.clone()), Vec::new()));
+        return Ok(Saved {
+            index: StoredIndex::Inline(d.clone()),
+            blocks: Vec::new(),
+            tree: None,
+        });
     }
-    let (base, used, tree) = plan_extents(&to, &content.extents, &mut puts)?;
+    let (base, used, tree, held) = match overlay(content) {
+        Some((held, over)) => {
+            let (base, used, tree) = plan_extents(&to, held, &mut puts)?;
+            let base = StoredIndex::Overlaid {
+                base: Box::new(base),
+                over,
+            };
+            (base, used, tree, Some(held.clone()))
+        }
+        None => {
+            let (base, used, tree) = plan_extents(&to, &content.extents, &mut puts)?;
+            let held = tree.is_some().then(|| content.extents.clone());
+            (base, used, tree, held)
+        }
+    };
     put_all(&to, puts).await?;
     if let Some(t) = tree {
         cache.trees.put(&link.name, t);
     }
-    Ok((StoredIndex::with_journal(base, &content.journal), used))
+    Ok(Saved {
+        index: StoredIndex::with_journal(base, &content.journal),
+        blocks: used,
+        tree: held,
+    })
+}
+
+/// The extents to lay over the stored tree of `content` (and that tree),
+/// if the tree stays: both it and the content are too many extents for
+/// the record, and at most [`OVERLAY_MAX`] changed.
+fn overlay(content: &FileContent) -> Option<(&ExtentMap, Vec<Extent>)> {
+    let held = content.tree.get()?;
+    if held.len() <= RECORD_EXTENTS || content.extents.len() <= RECORD_EXTENTS {
+        return None;
+    }
+    let over = content.extents.over(held, OVERLAY_MAX)?;
+    Some((held, over))
 }
 
 /// The extents part of [`save`]: in the record while they are few, else
@@ -387,7 +434,7 @@ mod tests {
     use super::*;
     use crate::fs::extents::Extent;
     use crate::fs::mem_store::MemStore;
-    use crate::fs::object::Kind;
+    use crate::fs::object::{Kind, TreeBase};
 
     fn extent(i: u64) -> Extent {
         Extent {
@@ -414,7 +461,11 @@ mod tests {
     async fn small_index_stays_in_the_record() {
         let store = MemStore::default();
         let link = Link::fresh(Kind::File);
-        let (idx, used) = save(
+        let Saved {
+            index: idx,
+            blocks: used,
+            ..
+        } = save(
             &store,
             &Identity::generate(),
             &link,
@@ -435,7 +486,11 @@ mod tests {
         let cache = NodeCache::default();
         let owner = Identity::generate();
         let c = content(100_000);
-        let (idx, used) = save(
+        let Saved {
+            index: idx,
+            blocks: used,
+            ..
+        } = save(
             &store,
             &owner,
             &link,
@@ -521,7 +576,11 @@ mod tests {
         let link = Link::fresh(Kind::File);
         let cache = NodeCache::default();
         let c = content(20_000);
-        let (StoredIndex::Tree(top), used) = save(
+        let Saved {
+            index: StoredIndex::Tree(top),
+            blocks: used,
+            ..
+        } = save(
             &store,
             &Identity::generate(),
             &link,
@@ -530,7 +589,8 @@ mod tests {
             Durability::Later,
         )
         .await
-        .unwrap() else {
+        .unwrap()
+        else {
             panic!("a tree")
         };
         let reuse: IdSet = used.iter().map(|b| b.key).collect();
@@ -559,10 +619,113 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn extents_written_since_the_tree_lie_over_it_in_the_record() {
+        let store = MemStore::default();
+        let link = Link::fresh(Kind::File);
+        let cache = NodeCache::default();
+        let owner = Identity::generate();
+        let c = content(20_000);
+        let first = save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &IdSet::default()),
+            (&c, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap();
+        let reuse: IdSet = first.blocks.iter().map(|b| b.key).collect();
+        let held = first.tree.clone().expect("a tree");
+        assert_eq!(held, c.extents);
+        let fresh = |i: u64, n: u64| Extent {
+            offset: n * 10 + 2,
+            len: 4,
+            block: BlockRef {
+                key: Id::hash(&(1_000_000 + i).to_be_bytes()),
+                seal: i,
+                cipher: Cipher::Aes256Gcm,
+                len: 4,
+            },
+            at: 0,
+        };
+        // A few extents laid since: no node is stored, the record lays
+        // them over the same tree, and they read back over it.
+        let mut c2 = c.clone();
+        c2.tree = TreeBase::new(Some(held.clone()));
+        for i in 0..10 {
+            c2.extents.insert(fresh(i, i * 1500));
+        }
+        let stored = store.blocks.lock().unwrap().len();
+        let second = save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &reuse),
+            (&c2, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.blocks.lock().unwrap().len(), stored);
+        assert_eq!(second.tree.as_ref(), Some(&held));
+        let StoredIndex::Overlaid { base, over } = second.index else {
+            panic!("laid over the tree")
+        };
+        assert_eq!(over.len(), 10);
+        let StoredIndex::Tree(top) = *base else {
+            panic!("over a tree")
+        };
+        let (mut back, _) = load(&store, &link, &NodeCache::default(), top)
+            .await
+            .unwrap();
+        for e in over {
+            back.insert(e);
+        }
+        assert_eq!(back, c2.extents);
+        // Past OVERLAY_MAX the tree is stored anew and holds them all.
+        let mut c3 = c2.clone();
+        for i in 10..10 + OVERLAY_MAX as u64 {
+            c3.extents.insert(fresh(i, i * 150));
+        }
+        let third = save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &reuse),
+            (&c3, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(third.index, StoredIndex::Tree(_)));
+        assert_eq!(third.tree, Some(c3.extents.clone()));
+        // So is a truncation into the tree's bytes (a hole no extent
+        // can lay over it).
+        let mut c4 = c2.clone();
+        c4.extents.truncate(100_000);
+        c4.extents.insert(fresh(99, 15_000));
+        let fourth = save(
+            &store,
+            &owner,
+            &link,
+            (&cache, &reuse),
+            (&c4, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap();
+        assert!(matches!(fourth.index, StoredIndex::Tree(_)));
+    }
+
+    #[tokio::test]
     async fn index_blocks_from_another_file_do_not_open() {
         let store = MemStore::default();
         let (a, b) = (Link::fresh(Kind::File), Link::fresh(Kind::File));
-        let (StoredIndex::Tree(top), _) = save(
+        let Saved {
+            index: StoredIndex::Tree(top),
+            ..
+        } = save(
             &store,
             &Identity::generate(),
             &a,
@@ -571,7 +734,8 @@ mod tests {
             Durability::Later,
         )
         .await
-        .unwrap() else {
+        .unwrap()
+        else {
             panic!("a tree")
         };
         assert!(matches!(

@@ -35,6 +35,11 @@ pub const INLINE_MAX: u64 = 8192;
 /// journal).
 pub const JOURNAL_MAX: usize = 16 << 10;
 
+/// While a full journal is being moved into a block behind an `fsync`
+/// (so that the `fsync` waits only for the record), the records saved
+/// meanwhile carry it and the writes since, at most this many bytes.
+pub const JOURNAL_CARRY: usize = 2 * JOURNAL_MAX;
+
 /// Longest file name, in bytes (as ext4).
 pub const MAX_NAME: usize = 255;
 
@@ -211,7 +216,35 @@ pub struct FileContent {
     /// changes the content seals every block under the file's own key and
     /// empties this.
     pub priors: Vec<Link>,
+    /// The extents as the stored index tree holds them, if the index is
+    /// a tree: a save lays the extents changed since over it in the
+    /// record ([`super::index`]) instead of storing new tree nodes.
+    pub tree: TreeBase,
 }
+
+/// The extents a file's stored index tree holds (`None`: no tree, or not
+/// known). How the content was stored, not what it is: two contents equal
+/// in every other part are equal whatever their bases.
+#[derive(Debug, Clone, Default)]
+pub struct TreeBase(Option<Box<ExtentMap>>);
+
+impl TreeBase {
+    pub fn new(tree: Option<ExtentMap>) -> TreeBase {
+        TreeBase(tree.map(Box::new))
+    }
+
+    pub fn get(&self) -> Option<&ExtentMap> {
+        self.0.as_deref()
+    }
+}
+
+impl PartialEq for TreeBase {
+    fn eq(&self, _: &TreeBase) -> bool {
+        true
+    }
+}
+
+impl Eq for TreeBase {}
 
 impl FileContent {
     /// Lays `e` over the content (over the journal too).
@@ -233,6 +266,9 @@ impl FileContent {
 pub type Entries = imbl::OrdMap<Vec<u8>, Entry>;
 
 /// The type-specific part of an object.
+// A file's content is the body of most objects, held one per object (not
+// in arrays): boxing it would add an allocation per object for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
     File(FileContent),

@@ -170,6 +170,46 @@ impl Ranges {
         }
     }
 
+    /// These ranges less every byte that `older` holds with the same value
+    /// at the same offset: what must stay on top once `older`'s bytes are
+    /// laid underneath. `None` if `older` holds a byte these do not (it
+    /// was cut since), so laying `older` underneath would bring it back.
+    pub fn beyond(&self, older: &Ranges) -> Option<Ranges> {
+        let mut out = Ranges::default();
+        let mut covered = 0usize;
+        for (o, d) in self.iter() {
+            let end = o + d.len() as u64;
+            let mut same = vec![false; d.len()];
+            let first = older
+                .map
+                .range(..o)
+                .next_back()
+                .filter(|(p, od)| **p + od.len() as u64 > o)
+                .map(|(p, _)| *p);
+            let overlapping = first
+                .into_iter()
+                .chain(older.map.range(o..end).map(|(p, _)| *p));
+            for p in overlapping {
+                let od = &older.map[&p];
+                let (s, e) = (p.max(o), (p + od.len() as u64).min(end));
+                for x in s..e {
+                    covered += 1;
+                    let i = (x - o) as usize;
+                    same[i] = d[i] == od[(x - p) as usize];
+                }
+            }
+            let mut i = 0;
+            while i < d.len() {
+                let j = i + same[i..].iter().take_while(|s| **s == same[i]).count();
+                if !same[i] {
+                    out.add(o + i as u64, &d[i..j]);
+                }
+                i = j;
+            }
+        }
+        (covered == older.bytes).then_some(out)
+    }
+
     /// Takes up to `room` bytes from the front, in file order, splitting
     /// the last range taken if needed.
     pub fn take_front(&mut self, mut room: usize) -> Vec<(u64, Vec<u8>)> {
@@ -250,6 +290,45 @@ mod tests {
                 prop_assert_eq!(r.bytes(), model.iter().filter(|m| m.is_some()).count());
                 let pieces = r.to_pieces();
                 prop_assert_eq!(Ranges::from_pieces(pieces), Some(r.clone()));
+            }
+        }
+    }
+
+    proptest! {
+        /// `beyond` keeps exactly the bytes that differ from `older` (or
+        /// that `older` lacks), so `older` laid underneath with it on top
+        /// reads as these ranges; and it refuses when `older` holds a
+        /// byte these do not.
+        #[test]
+        fn beyond_keeps_what_laying_older_underneath_would_change(
+            older_ops in proptest::collection::vec((0u64..200, 1usize..40, 0u8..4), 1..10),
+            newer_ops in proptest::collection::vec((0u8..4, 0u64..200, 1usize..40, 0u8..4), 0..10),
+        ) {
+            let mut older = Ranges::default();
+            for (at, len, val) in older_ops {
+                older.add(at, &vec![val; len]);
+            }
+            let mut r = older.clone();
+            for (kind, at, len, val) in newer_ops {
+                match kind {
+                    0 => r.cut(at, at + len as u64),
+                    _ => r.add(at, &vec![val; len]),
+                }
+            }
+            let (o, n) = (flat(&older, 256), flat(&r, 256));
+            match r.beyond(&older) {
+                None => prop_assert!(o.iter().zip(&n).any(|(a, b)| a.is_some() && b.is_none())),
+                Some(rest) => {
+                    let rest = flat(&rest, 256);
+                    for i in 0..256 {
+                        prop_assert!(o[i].is_none() || n[i].is_some());
+                        let laid = rest[i].or(o[i]);
+                        prop_assert_eq!(laid, n[i]);
+                        if rest[i].is_some() {
+                            prop_assert_ne!(o[i], n[i]);
+                        }
+                    }
+                }
             }
         }
     }

@@ -400,13 +400,18 @@ impl<S: BlockStore> Vault<S> {
                 Decoded::FileTree {
                     attrs,
                     top,
+                    over,
                     journal,
                     history,
                     priors,
                 } => {
-                    let (extents, index_blocks) =
+                    let (tree, index_blocks) =
                         super::index::load(self.store.as_ref(), link, &self.index_nodes, top)
                             .await?;
+                    let mut extents = tree.clone();
+                    for e in over.iter() {
+                        extents.insert(*e);
+                    }
                     Object {
                         attrs,
                         body: Body::File(super::object::FileContent {
@@ -416,6 +421,7 @@ impl<S: BlockStore> Vault<S> {
                             journal,
                             history,
                             priors,
+                            tree: super::object::TreeBase::new(Some(tree)),
                         }),
                     }
                 }
@@ -484,7 +490,7 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
-                let (index, blocks) = super::index::save(
+                let saved = super::index::save(
                     self.store.as_ref(),
                     &self.identity,
                     link,
@@ -493,8 +499,9 @@ impl<S: BlockStore> Vault<S> {
                     durability,
                 )
                 .await?;
-                c.index_blocks = blocks;
-                Top::File(index)
+                c.index_blocks = saved.blocks;
+                c.tree = super::object::TreeBase::new(saved.tree);
+                Top::File(saved.index)
             }
             // Only a file's content has blocks to store with its save.
             _ if !extra.is_empty() => {
@@ -508,6 +515,32 @@ impl<S: BlockStore> Vault<S> {
             return self.save_first_of_another(link, obj, top, durability).await;
         }
         self.save_top(link, obj, top, expected, durability).await
+    }
+
+    /// Stores what a save of a file with `content` would store before its
+    /// record: the index nodes it needs (reusing a cached node only from
+    /// `reusable`) and the `extra` blocks, in one parallel round. Returns
+    /// the index blocks `content` refers to and the extents its tree
+    /// holds. A journal spilled behind a `fsync` ([`super::file`]) is
+    /// stored this way, its record later.
+    pub async fn store_index(
+        &self,
+        link: &Link,
+        content: &super::object::FileContent,
+        reusable: &IdSet,
+        extra: &[Unstored],
+        durability: Durability,
+    ) -> Result<(Vec<BlockRef>, Option<super::extents::ExtentMap>), FsError> {
+        let saved = super::index::save(
+            self.store.as_ref(),
+            &self.identity,
+            link,
+            (&self.index_nodes, reusable),
+            (content, extra),
+            durability,
+        )
+        .await?;
+        Ok((saved.blocks, saved.tree))
     }
 
     /// Saves the first version of a file another machine created and has

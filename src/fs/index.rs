@@ -618,6 +618,26 @@ mod tests {
         );
     }
 
+    /// Saves `c` as `link` (not durably), reusing nodes of `reuse`.
+    async fn save_later(
+        store: &MemStore,
+        owner: &Identity,
+        link: &Link,
+        (cache, reuse): (&NodeCache, &IdSet),
+        c: &FileContent,
+    ) -> Saved {
+        save(
+            store,
+            owner,
+            link,
+            (cache, reuse),
+            (c, &[]),
+            Durability::Later,
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn extents_written_since_the_tree_lie_over_it_in_the_record() {
         let store = MemStore::default();
@@ -625,16 +645,7 @@ mod tests {
         let cache = NodeCache::default();
         let owner = Identity::generate();
         let c = content(20_000);
-        let first = save(
-            &store,
-            &owner,
-            &link,
-            (&cache, &IdSet::default()),
-            (&c, &[]),
-            Durability::Later,
-        )
-        .await
-        .unwrap();
+        let first = save_later(&store, &owner, &link, (&cache, &IdSet::default()), &c).await;
         let reuse: IdSet = first.blocks.iter().map(|b| b.key).collect();
         let held = first.tree.clone().expect("a tree");
         assert_eq!(held, c.extents);
@@ -657,16 +668,7 @@ mod tests {
             c2.extents.insert(fresh(i, i * 1500));
         }
         let stored = store.blocks.lock().unwrap().len();
-        let second = save(
-            &store,
-            &owner,
-            &link,
-            (&cache, &reuse),
-            (&c2, &[]),
-            Durability::Later,
-        )
-        .await
-        .unwrap();
+        let second = save_later(&store, &owner, &link, (&cache, &reuse), &c2).await;
         assert_eq!(store.blocks.lock().unwrap().len(), stored);
         assert_eq!(second.tree.as_ref(), Some(&held));
         let StoredIndex::Overlaid { base, over } = second.index else {
@@ -688,16 +690,7 @@ mod tests {
         for i in 10..10 + OVERLAY_MAX as u64 {
             c3.extents.insert(fresh(i, i * 150));
         }
-        let third = save(
-            &store,
-            &owner,
-            &link,
-            (&cache, &reuse),
-            (&c3, &[]),
-            Durability::Later,
-        )
-        .await
-        .unwrap();
+        let third = save_later(&store, &owner, &link, (&cache, &reuse), &c3).await;
         assert!(matches!(third.index, StoredIndex::Tree(_)));
         assert_eq!(third.tree, Some(c3.extents.clone()));
         // So is a truncation into the tree's bytes (a hole no extent
@@ -705,16 +698,7 @@ mod tests {
         let mut c4 = c2.clone();
         c4.extents.truncate(100_000);
         c4.extents.insert(fresh(99, 15_000));
-        let fourth = save(
-            &store,
-            &owner,
-            &link,
-            (&cache, &reuse),
-            (&c4, &[]),
-            Durability::Later,
-        )
-        .await
-        .unwrap();
+        let fourth = save_later(&store, &owner, &link, (&cache, &reuse), &c4).await;
         assert!(matches!(fourth.index, StoredIndex::Tree(_)));
     }
 

@@ -490,15 +490,9 @@ impl<S: BlockStore> Vault<S> {
     ) -> Result<u64, FsError> {
         let top = match &mut obj.body {
             Body::File(c) => {
-                let saved = super::index::save(
-                    self.store.as_ref(),
-                    &self.identity,
-                    link,
-                    (&self.index_nodes, reusable),
-                    (c, extra),
-                    durability,
-                )
-                .await?;
+                let saved = self
+                    .save_index(link, c, reusable, extra, durability)
+                    .await?;
                 c.index_blocks = saved.blocks;
                 c.tree = super::object::TreeBase::new(saved.tree);
                 Top::File(saved.index)
@@ -531,7 +525,22 @@ impl<S: BlockStore> Vault<S> {
         extra: &[Unstored],
         durability: Durability,
     ) -> Result<(Vec<BlockRef>, Option<super::extents::ExtentMap>), FsError> {
-        let saved = super::index::save(
+        let saved = self
+            .save_index(link, content, reusable, extra, durability)
+            .await?;
+        Ok((saved.blocks, saved.tree))
+    }
+
+    /// [`super::index::save`] with this vault's store, identity and cache.
+    async fn save_index(
+        &self,
+        link: &Link,
+        content: &super::object::FileContent,
+        reusable: &IdSet,
+        extra: &[Unstored],
+        durability: Durability,
+    ) -> Result<super::index::Saved, FsError> {
+        super::index::save(
             self.store.as_ref(),
             &self.identity,
             link,
@@ -539,8 +548,7 @@ impl<S: BlockStore> Vault<S> {
             (content, extra),
             durability,
         )
-        .await?;
-        Ok((saved.blocks, saved.tree))
+        .await
     }
 
     /// Saves the first version of a file another machine created and has

@@ -56,9 +56,12 @@
 //!   being hashed again ([`Store::serve_block`]: every reader checks it
 //!   against the key); a block read for the store's own use is re-hashed,
 //!   and the scrub ([`scrub`]) re-hashes every block in the background.
-//!   Every record read is re-verified (signature, and key = file name). A
-//!   bad copy found is logged, deleted and reported as
-//!   [`StoreError::Corrupt`], so the caller fetches it again from a replica.
+//!   A record is verified (signature) when stored; read back, a packed one
+//!   is checked by its pack entry's CRC and its key (every reader checks
+//!   the signature), and one in a file of its own from before packs by
+//!   signature and key again. A bad copy found is logged, deleted and
+//!   reported as [`StoreError::Corrupt`], so the caller fetches it again
+//!   from a replica.
 //! - A stored record's sequence number only grows while it is held.
 //! - A block is deleted only when a release signed by each of its claiming
 //!   owners (or a repair hand-over, [`Store::remove`]) says so; the release
@@ -432,6 +435,18 @@ impl Store {
             Some(r) => r.map(Some),
             None => read_opt(&self.path(kind, key)),
         }
+    }
+
+    /// The versions in record `key`'s file as read from disk. A packed
+    /// record's signatures were checked when it was stored, and its entry's
+    /// CRC on this read: they are not checked again (an ed25519 check per
+    /// version, twice per put on every replica before). A file of its own
+    /// (from before packs) is checked in full.
+    fn read_record(&self, key: Id) -> Result<Option<Result<Vec<Record>, String>>, StoreError> {
+        if let Some(r) = self.packs.get(Kind::Record, key) {
+            return Ok(Some(items::decode_stored_versions(&r?, key)));
+        }
+        Ok(read_opt(&self.path(Kind::Record, key))?.map(|b| decode_record(&b, key)))
     }
 
     /// Deletes item `key` wherever it is kept (a file from before packs
@@ -809,12 +824,12 @@ impl Store {
     /// The versions held of record `key` (head first), under its record
     /// lock; a corrupt file is removed and reported.
     fn read_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
-        let Some(bytes) = self.read_item(Kind::Record, key)? else {
+        let Some(decoded) = self.read_record(key)? else {
             log::warn!("record {key} was indexed but is gone");
             lock(&self.index).drop_record(key);
             return Ok(Vec::new());
         };
-        match decode_record(&bytes, key) {
+        match decoded {
             Ok(v) => Ok(v),
             Err(why) => {
                 log::error!("corrupt record {key}: {why}; removing it");
@@ -826,22 +841,21 @@ impl Store {
         }
     }
 
-    /// Reads record `key` (a tombstone too), re-verifying its signature and
-    /// key. A bad copy is deleted and reported as [`StoreError::Corrupt`].
+    /// Reads record `key` (a tombstone too), checked against damage on
+    /// disk ([`Store::read_record`]) and for its key. A bad copy is deleted
+    /// and reported as [`StoreError::Corrupt`].
     pub fn get_record(&self, key: Id) -> Result<Option<Record>, StoreError> {
         Ok(self.get_versions(key)?.into_iter().next())
     }
 
     /// Every version held of record `key`, head first (more than one
     /// while concurrent versions wait for a writer to merge them); empty
-    /// if none. Each is re-verified.
+    /// if none, checked as [`Store::get_record`] says.
     pub fn get_versions(&self, key: Id) -> Result<Vec<Record>, StoreError> {
         if lock(&self.index).record(key).is_none() {
             return Ok(Vec::new());
         }
-        if let Some(bytes) = self.read_item(Kind::Record, key)?
-            && let Ok(versions) = decode_record(&bytes, key)
-        {
+        if let Some(Ok(versions)) = self.read_record(key)? {
             return Ok(versions);
         }
         // The slow path: read again under the record lock and, if the

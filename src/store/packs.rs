@@ -448,9 +448,10 @@ impl Packs {
         Ok(true)
     }
 
-    /// The file of `(kind, key)`: `None` if it is not packed. Not checked
-    /// here beyond the entry's kind and key: the caller checks the file
-    /// as it would a file of its own (hash, signature).
+    /// The file of `(kind, key)`: `None` if it is not packed. The entry's
+    /// kind, key and CRC are checked (a damaged one reads as empty, which
+    /// no caller's check accepts): the file is as it was written, which
+    /// the store did only after checking it (hash, signature).
     pub fn get(&self, kind: Kind, key: Id) -> Option<Result<Vec<u8>, StoreError>> {
         let (loc, file) = {
             let st = lock(&self.state);
@@ -471,6 +472,17 @@ impl Packs {
         {
             // Not what the map says is there: hand back nothing the
             // caller's checks would accept.
+            return Ok(Vec::new());
+        }
+        let crc = u32::from_le_bytes(buf[4..HEAD].try_into().unwrap_or_default());
+        if crc32fast::hash(body) != crc {
+            // Damaged on disk since it was written.
+            log::error!(
+                "{}: the entry of {} at {} fails its check",
+                seg_path(&self.dir, loc.seg).display(),
+                key.short(),
+                loc.off
+            );
             return Ok(Vec::new());
         }
         buf.drain(..HEAD + BODY_HEAD);
@@ -789,6 +801,20 @@ mod tests {
         assert_eq!(p.get(Kind::Record, key(4)).unwrap().unwrap(), b"after");
         assert_eq!(p.get(Kind::Record, key(2)).unwrap().unwrap(), b"second");
         assert!(!p.holds(Kind::Record, key(3)));
+    }
+
+    #[test]
+    fn a_read_checks_the_entrys_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = Packs::open(&dir.path().join("packs")).unwrap();
+        p.put(Kind::Record, key(1), b"a record", None).unwrap();
+        p.put(Kind::Block, key(2), b"a block", None).unwrap();
+        assert_eq!(p.get(Kind::Record, key(1)).unwrap().unwrap(), b"a record");
+        p.damage(Kind::Record, key(1));
+        p.damage(Kind::Block, key(2));
+        // Damaged bytes read as nothing, which no caller's check accepts.
+        assert!(p.get(Kind::Record, key(1)).unwrap().unwrap().is_empty());
+        assert!(p.get(Kind::Block, key(2)).unwrap().unwrap().is_empty());
     }
 
     #[test]

@@ -324,11 +324,20 @@ impl State {
         let end = off + bytes.len() as u64;
         if end > seg.size {
             // Zeros ahead (best effort: on a full disk the append alone
-            // may still fit).
+            // may still fit), from a static buffer rather than a
+            // megabyte allocated per extension.
+            static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
             let ahead = end.max(seg.size + ZERO_AHEAD).min(SEGMENT_MAX.max(end));
-            let zeros = vec![0u8; (ahead - seg.size) as usize];
-            if seg.file.write_all_at(&zeros, seg.size).is_ok() {
-                seg.size = ahead;
+            while seg.size < ahead {
+                let n = (ahead - seg.size).min(ZEROS.len() as u64);
+                if seg
+                    .file
+                    .write_all_at(&ZEROS[..n as usize], seg.size)
+                    .is_err()
+                {
+                    break;
+                }
+                seg.size += n;
             }
         }
         if let Err(e) = seg.file.write_all_at(bytes, off) {

@@ -690,9 +690,10 @@ impl OpenFile {
                 return Ok((c.extents, c.tree.get().cloned(), Vec::new()));
             };
             let key = u.key;
-            let (used, tree) = vault
+            let saved = vault
                 .store_index(&link, &c, &reusable, &[u], Durability::Now)
                 .await?;
+            let (used, tree) = (saved.blocks, saved.tree);
             let mut fresh: Vec<Id> = used
                 .iter()
                 .map(|b| b.key)

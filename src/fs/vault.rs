@@ -491,7 +491,7 @@ impl<S: BlockStore> Vault<S> {
         let top = match &mut obj.body {
             Body::File(c) => {
                 let saved = self
-                    .save_index(link, c, reusable, extra, durability)
+                    .store_index(link, c, reusable, extra, durability)
                     .await?;
                 c.index_blocks = saved.blocks;
                 c.tree = super::object::TreeBase::new(saved.tree);
@@ -513,26 +513,11 @@ impl<S: BlockStore> Vault<S> {
 
     /// Stores what a save of a file with `content` would store before its
     /// record: the index nodes it needs (reusing a cached node only from
-    /// `reusable`) and the `extra` blocks, in one parallel round. Returns
-    /// the index blocks `content` refers to and the extents its tree
-    /// holds. A journal spilled behind a `fsync` ([`super::file`]) is
+    /// `reusable`) and the `extra` blocks, in one parallel round
+    /// ([`super::index::save`] with this vault's store, identity and
+    /// cache). A journal spilled behind a `fsync` ([`super::file`]) is
     /// stored this way, its record later.
     pub async fn store_index(
-        &self,
-        link: &Link,
-        content: &super::object::FileContent,
-        reusable: &IdSet,
-        extra: &[Unstored],
-        durability: Durability,
-    ) -> Result<(Vec<BlockRef>, Option<super::extents::ExtentMap>), FsError> {
-        let saved = self
-            .save_index(link, content, reusable, extra, durability)
-            .await?;
-        Ok((saved.blocks, saved.tree))
-    }
-
-    /// [`super::index::save`] with this vault's store, identity and cache.
-    async fn save_index(
         &self,
         link: &Link,
         content: &super::object::FileContent,

@@ -162,9 +162,6 @@ pub struct OpenFile {
     session_kept: IdSet,
     /// The journal being moved into a block behind the last `fsync`.
     spilling: Option<Spilling>,
-    /// Blocks a spill behind stored and laid in since the last save: the
-    /// next save may refer to them as stored.
-    spilled: IdSet,
 }
 
 impl OpenFile {
@@ -201,7 +198,6 @@ impl OpenFile {
             session_saved: None,
             session_kept: IdSet::default(),
             spilling: None,
-            spilled: IdSet::default(),
         };
         f.note_base(None);
         f
@@ -683,7 +679,7 @@ impl OpenFile {
         let mut c = self.content()?.clone();
         let (under, journal) = (c.extents.clone(), c.journal.clone());
         let mut reusable = self.stored_blocks.clone();
-        reusable.extend(self.spilled.iter().copied());
+        reusable.extend(self.uploaded.iter().copied());
         let (vault, link) = (Arc::clone(vault), self.link.clone());
         let task = tokio::spawn(async move {
             let Some(u) = spill_journal(&vault, &link, &mut c) else {
@@ -735,7 +731,7 @@ impl OpenFile {
                 return;
             }
         };
-        self.uploaded.extend(fresh.iter().copied());
+        self.uploaded.extend(fresh);
         let Ok(c) = self.state.obj.content_mut() else {
             return;
         };
@@ -748,7 +744,6 @@ impl OpenFile {
         c.extents = extents;
         c.tree = super::object::TreeBase::new(tree);
         c.journal = rest;
-        self.spilled.extend(fresh);
         self.ops.push(Op::Spill);
         self.modified = true;
     }
@@ -830,9 +825,9 @@ impl OpenFile {
         let mut next = self.state.obj.clone();
         let mut expected = self.state.seq;
         // The blocks of the version a successful save replaces, and those
-        // a spill behind stored for it (reusable like them).
+        // stored since (a spill behind's index nodes), reusable like them.
         let mut replaced = self.stored_blocks.clone();
-        replaced.extend(self.spilled.iter().copied());
+        replaced.extend(self.uploaded.iter().copied());
         for _ in 0..SAVE_ATTEMPTS {
             // Changing content another open saved keeps that version (not
             // a file created empty that never had content: `echo x > new`).
@@ -911,7 +906,6 @@ impl OpenFile {
                         .collect();
                     vault.release_behind(unused);
                     self.uploaded.clear();
-                    self.spilled.clear();
                     if content_changed {
                         self.session_saved = Some(seq);
                     }

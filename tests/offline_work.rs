@@ -206,7 +206,8 @@ async fn a_machine_cut_off_works_from_its_journal_across_a_crash_and_replays_it(
                 let t = tree(&m)?;
                 for (name, data) in &files {
                     if t.get(name) != Some(data) {
-                        return Err(format!("{name} lost in the restart"));
+                        let names: Vec<&String> = t.keys().collect();
+                        return Err(format!("{name} lost in the restart; the tree: {names:?}"));
                     }
                 }
                 if t.get("shared.txt").map(Vec::as_slice) != Some(b"edit offline\n") {

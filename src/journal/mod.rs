@@ -118,7 +118,15 @@ pub struct JournalStore<S> {
     /// A replayed record met a version this machine had not seen since
     /// the journal last emptied: releases wait for the orphan check.
     tainted: AtomicBool,
+    /// Record compare-and-swaps judged by the journal, one at a time per
+    /// key (striped by key): a judge and its append are one step, or two
+    /// writers of one version would both pass and the later would hide
+    /// the earlier.
+    judging: [tokio::sync::Mutex<()>; JUDGE_STRIPES],
 }
+
+/// Locks that keep the journal's compare-and-swaps of one key in turn.
+const JUDGE_STRIPES: usize = 64;
 
 /// Write-back caching: the mount's writes go to the journal while the ring
 /// is in reach too, and return at local-disk speed; the replay sends them
@@ -176,6 +184,7 @@ impl<S: BlockStore> JournalStore<S> {
             kick: tokio::sync::Notify::new(),
             shrunk: tokio::sync::Notify::new(),
             tainted: AtomicBool::new(false),
+            judging: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
@@ -365,6 +374,8 @@ impl<S: BlockStore> JournalStore<S> {
         durability: Durability,
     ) -> Result<(), FsError> {
         let key = rec.key();
+        let stripe = usize::from(key.0[0]) % JUDGE_STRIPES;
+        let _turn = self.judging[stripe].lock().await;
         let head = match self.journal.record(key) {
             Some(r) => Some(r),
             None => match self.known(key).await.into_iter().next() {

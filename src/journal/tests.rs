@@ -421,3 +421,42 @@ async fn a_removal_over_a_stale_kept_version_trashes_the_newest() {
         b"theirs, later"
     );
 }
+
+/// Cut off, a record's compare-and-swap is judged by the journal. Writers
+/// that all build on one version race: exactly one may win, or the last
+/// journaled would silently hide the others' changes (a directory entry
+/// made offline vanished after a crash this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_swaps_of_one_version_offline_let_exactly_one_win() {
+    let ring = Arc::new(MemStore::default());
+    let m = journaled(&ring, tempfile::tempdir().unwrap());
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    for round in 0..20u64 {
+        let seq = 2 * round;
+        let base = Record::sign(&sk, b"r", seq + 1, Some(b"base".to_vec()));
+        m.vault
+            .store
+            .put_record(base, (seq > 0).then_some(seq), Durability::Later)
+            .await
+            .unwrap();
+        m.online.store(false, Ordering::SeqCst);
+        let tries = (0..8u8).map(|i| {
+            let v = Arc::clone(&m.vault);
+            let rec = Record::sign(&sk, b"r", seq + 2, Some(vec![i]));
+            tokio::spawn(async move {
+                v.store
+                    .put_record(rec, Some(seq + 1), Durability::Now)
+                    .await
+            })
+        });
+        let mut won = 0;
+        for t in tries.collect::<Vec<_>>() {
+            match t.await.unwrap() {
+                Ok(()) => won += 1,
+                Err(FsError::Conflict(Some(s))) => assert_eq!(s, seq + 2),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "round {round}: {won} writers of one version won");
+    }
+}

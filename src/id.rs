@@ -40,9 +40,24 @@ impl Id {
     /// The zero point of the ring.
     pub const ZERO: Id = Id([0; 32]);
 
-    /// SHA-256 of `bytes`: the key of a block, the ID of a public key.
+    /// SHA-256 of `bytes`: the ID of a public key, the key of a block
+    /// stored by a release before BLAKE3 block keys.
     pub fn hash(bytes: &[u8]) -> Id {
         Id(Sha256::digest(bytes).into())
+    }
+
+    /// The key of a block: the BLAKE3 of its bytes. Each block is hashed
+    /// by its writer, by every replica that stores it and by every reader;
+    /// BLAKE3 runs about four times as fast as SHA-256 (SHA-NI) here.
+    pub fn of_block(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// Whether `self` is the key of block `bytes`: their BLAKE3, or their
+    /// SHA-256 (the key of a block stored by an earlier release). Either is
+    /// a content address: no one can find other bytes for a given key.
+    pub fn names(&self, bytes: &[u8]) -> bool {
+        Id::of_block(bytes) == *self || Id::hash(bytes) == *self
     }
 
     /// SHA-256 over several parts, concatenated.
@@ -188,6 +203,22 @@ mod tests {
         let mut b = [0u8; 32];
         b[0] = 0x80;
         assert_eq!(Id::ZERO.add_pow2(255), Id(b));
+    }
+
+    #[test]
+    fn a_block_is_named_by_its_blake3_or_by_the_sha256_of_earlier_releases() {
+        let data = b"sealed block bytes".to_vec();
+        let key = Id::of_block(&data);
+        // The published BLAKE3 test vector of the empty input.
+        assert_eq!(
+            Id::of_block(b"").to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        assert_ne!(key, Id::hash(&data));
+        assert!(key.names(&data));
+        assert!(Id::hash(&data).names(&data));
+        assert!(!key.names(b"other bytes"));
+        assert!(!Id::hash(b"other bytes").names(&data));
     }
 
     #[test]

@@ -114,7 +114,7 @@ async fn put_get_works(peer: &str, rng: &mut StdRng, dir: &std::path::Path, tag:
     let key = put_file(peer, &path)
         .await
         .unwrap_or_else(|e| panic!("put after {tag}: {e}"));
-    assert_eq!(key, Id::hash(&data).to_hex());
+    assert_eq!(key, Id::of_block(&data).to_hex());
     let got = get_file(peer, &key, &dir.join(format!("{tag}.out")))
         .await
         .unwrap_or_else(|e| panic!("get after {tag}: {e}"));

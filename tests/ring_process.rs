@@ -199,17 +199,17 @@ async fn ring_survives_crashes_leave_and_restart() {
         assert_eq!(ids.len(), 5, "node IDs are not distinct");
         eprintln!("[{:?}] ring of 5 formed", t0.elapsed());
 
-        // 2. 200 blocks through the five nodes; the printed key is SHA-256.
+        // 2. 200 blocks through the five nodes; the printed key is BLAKE3.
         let mut blocks: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut puts = Vec::new();
         for (i, size) in sizes(&mut rng).into_iter().enumerate() {
             let data = loop {
                 let d = common::random_bytes(&mut rng, size);
-                if !blocks.contains_key(&Id::hash(&d).to_hex()) {
+                if !blocks.contains_key(&Id::of_block(&d).to_hex()) {
                     break d;
                 }
             };
-            let key = Id::hash(&data).to_hex();
+            let key = Id::of_block(&data).to_hex();
             let path = files.path().join(format!("{i}.in"));
             std::fs::write(&path, &data).unwrap();
             puts.push((nodes[i % 5].addr.clone(), path, key.clone()));

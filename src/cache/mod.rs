@@ -1,7 +1,7 @@
 //! The local block cache: on disk, bounded in bytes, least recently used
 //! out first, content-addressed.
 //!
-//! Blocks are immutable and named by their SHA-256, so a cached block is
+//! Blocks are immutable and named by their hash ([`Id::names`]), so a cached block is
 //! never stale; every read is re-hashed and a damaged file is dropped (it
 //! is only a cache: writes skip fsync, a crash at worst leaves a file that
 //! fails its hash). Blocks arrive here already encrypted, so the cache holds
@@ -183,7 +183,7 @@ impl BlockCache {
             return None;
         }
         match fs::read(self.path(key)) {
-            Ok(data) if Id::hash(&data) == key => Some(data),
+            Ok(data) if key.names(&data) => Some(data),
             _ => {
                 self.lock().remove(key);
                 let _ = fs::remove_file(self.path(key));

@@ -56,7 +56,7 @@ pub async fn run_block_put(
         )));
     }
     let data = std::fs::read(file).map_err(|e| CliError::file(file, e))?;
-    let claim = owner.claim(Id::hash(&data));
+    let claim = owner.claim(Id::of_block(&data));
     let pool = client_pool(target);
     let (key, _) = call_client(&pool, peer, "block", rpc::ClientPutBlock(data, claim)).await?;
     println!("{key}");
@@ -74,7 +74,7 @@ pub async fn run_block_get(
     let pool = client_pool(target);
     let what = format!("block {key}");
     let data = call_client(&pool, peer, &what, rpc::ClientGetBlock(key)).await?;
-    if Id::hash(&data) != key {
+    if !key.names(&data) {
         return Err(CliError::Invalid(format!(
             "block {key}: received bytes do not match the key"
         )));

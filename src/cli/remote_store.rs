@@ -79,7 +79,7 @@ impl BlockStore for RemoteStore {
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
         let d = self.call(ClientGetBlock(key)).await?;
-        if Id::hash(&d) != key {
+        if !key.names(&d) {
             return Err(FsError::Corrupt(format!(
                 "block {} does not match its key",
                 key.short()

@@ -190,7 +190,7 @@ impl Get {
         };
         match self.want {
             Want::Block => match FetchBlock::parse(reply) {
-                Ok((d, c)) if Id::hash(&d) == self.key => return Some((d, c)),
+                Ok((d, c)) if self.key.names(&d) => return Some((d, c)),
                 Ok(_) => {
                     log::warn!(
                         "block {} from {:?} does not match its hash; trying the next replica",

@@ -271,8 +271,13 @@ impl<T: Transport> Dht<T> {
     /// Stores a block owned by `claim`'s signer on its replicas, each
     /// fsynced before it answers; returns its key and the copy count.
     pub async fn put_block(&self, data: Vec<u8>, claim: Claim) -> Result<(Id, u32), DhtError> {
-        self.put_block_as(Id::hash(&data), data, vec![claim], true)
-            .await
+        // A client of an earlier release names its block by SHA-256 and
+        // signs its claim for that key.
+        let key = match Id::of_block(&data) {
+            k if claim.verify(k).is_ok() => k,
+            _ => Id::hash(&data),
+        };
+        self.put_block_as(key, data, vec![claim], true).await
     }
 
     /// Stores block `data` (whose hash is `key`: the replicas check) with

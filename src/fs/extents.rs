@@ -24,7 +24,7 @@ pub enum Cipher {
 /// A stored block of a file: where it is and how to open it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlockRef {
-    /// The block's key (SHA-256 of the sealed bytes).
+    /// The block's key (BLAKE3, or SHA-256 before 2026-12-05, of the sealed bytes).
     pub key: Id,
     /// The number bound into the seal's associated data with the file's
     /// record name (random per block; a v1 chunk's index).

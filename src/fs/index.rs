@@ -156,7 +156,7 @@ fn seal_node<S>(to: &Saver<'_, S>, node: &IndexNode) -> Result<Sealed, FsError> 
     }
     let seal_no = rand::random::<u64>();
     let sealed = seal(&link.key, &plain, &index_aad(&link.name, seal_no));
-    let key = Id::hash(&sealed);
+    let key = Id::of_block(&sealed);
     let block = BlockRef {
         key,
         seal: seal_no,

@@ -78,7 +78,7 @@ impl BlockStore for MemStore {
         if data.len() > MAX_BLOCK {
             return Err(FsError::TooBig);
         }
-        if Id::hash(&data) != key {
+        if !key.names(&data) {
             return Err(FsError::Invalid(
                 "block bytes do not hash to the key".into(),
             ));

@@ -60,7 +60,7 @@ pub enum Durability {
 
 /// Where the vault keeps blocks and records.
 pub trait BlockStore: Send + Sync + 'static {
-    /// Stores block `data` (`key` is its SHA-256, which the store checks),
+    /// Stores block `data` (`key` names it, [`Id::names`]: the store checks),
     /// owned by `claim`'s signer, on r replicas; returns its key.
     fn put_block(
         &self,

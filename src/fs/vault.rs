@@ -1494,7 +1494,7 @@ impl<S: BlockStore> Vault<S> {
     pub fn seal_block(&self, link: &Link, data: &[u8]) -> (BlockRef, Unstored) {
         let seal_no = rand::random::<u64>();
         let sealed = seal_gcm(&link.key, data, &chunk_aad(&link.name, seal_no));
-        let key = Id::hash(&sealed);
+        let key = Id::of_block(&sealed);
         let block = BlockRef {
             key,
             seal: seal_no,

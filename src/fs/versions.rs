@@ -60,7 +60,7 @@ impl<S: BlockStore> Vault<S> {
             }
         };
         let sealed = seal_version(link, &tagged);
-        Ok((Id::hash(&sealed), sealed))
+        Ok((Id::of_block(&sealed), sealed))
     }
 
     /// Stores a version block (sent at the same time as the record that

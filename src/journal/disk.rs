@@ -753,7 +753,7 @@ impl Journal {
     pub fn block(&self, key: Id) -> Option<Vec<u8>> {
         let n = *self.lock().blocks.get(&key)?;
         match self.read(n) {
-            Ok(Entry::Block { data, .. }) if Id::hash(&data) == key => Some(data),
+            Ok(Entry::Block { data, .. }) if key.names(&data) => Some(data),
             _ => None,
         }
     }

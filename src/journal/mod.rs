@@ -682,7 +682,7 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
                 r => return r,
             }
         }
-        if Id::hash(&data) != key {
+        if !key.names(&data) {
             return Err(FsError::Invalid("block does not match its key".into()));
         }
         self.append(Entry::Block { key, data, claim }, durability)
@@ -734,7 +734,7 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         }
         if let Some(l) = self.local.clone()
             && let Ok(Some(d)) = tokio::task::spawn_blocking(move || l.block(key)).await
-            && Id::hash(&d) == key
+            && key.names(&d)
         {
             return Ok(d);
         }

@@ -333,7 +333,7 @@ impl Sim {
                             s.copies
                         );
                     }
-                    self.acked_blocks.insert(Id::hash(&d), d);
+                    self.acked_blocks.insert(Id::of_block(&d), d);
                 }
                 (Acks::Record { index, record }, Ok(_)) => {
                     let st = &mut self.records[index];
@@ -430,7 +430,7 @@ impl Sim {
             return false;
         };
         let item = Item::Block {
-            key: Id::hash(&data),
+            key: Id::of_block(&data),
             data: Arc::new(data.clone()),
             claims: Vec::new(),
         };

@@ -5,7 +5,8 @@
 //! header length    u32, little-endian: n
 //! header           n bytes: postcard Vec<Claim> (varint count, then per
 //!                  claim: owner 32 bytes, time varint, sig varint 64 + 64 bytes)
-//! data             the block, exactly as put; SHA-256(data) is the file name
+//! data             the block, exactly as put; its key (BLAKE3, or SHA-256
+//!                  before 2026-12-05: [`Id::names`]) is the file name
 //! ```
 //!
 //! A file written by an older release holds the block alone (no magic):
@@ -49,7 +50,7 @@ pub struct BlockFile {
 /// `key`; `None` if neither layout hashes to the key (a bad copy).
 pub fn decode(mut bytes: Vec<u8>, key: Id) -> Option<BlockFile> {
     if let Some((claims, start)) = header(&bytes)
-        && Id::hash(&bytes[start..]) == key
+        && key.names(&bytes[start..])
     {
         bytes.drain(..start);
         return Some(BlockFile {
@@ -57,7 +58,7 @@ pub fn decode(mut bytes: Vec<u8>, key: Id) -> Option<BlockFile> {
             data: bytes,
         });
     }
-    (Id::hash(&bytes) == key).then_some(BlockFile {
+    key.names(&bytes).then_some(BlockFile {
         claims: Vec::new(),
         data: bytes,
     })

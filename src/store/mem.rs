@@ -57,7 +57,7 @@ impl ItemStore for MemItems {
         if data.len() > MAX_BLOCK {
             return Err(StoreError::TooLarge(data.len()));
         }
-        if Id::hash(data) != key {
+        if !key.names(data) {
             return Err(StoreError::BadHash);
         }
         let mut b = lock(&self.blocks);

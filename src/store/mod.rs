@@ -577,7 +577,7 @@ impl Store {
         if data.len() > MAX_BLOCK {
             return Err(StoreError::TooLarge(data.len()));
         }
-        if Id::hash(data) != key {
+        if !key.names(data) {
             return Err(StoreError::BadHash);
         }
         let _stripe = lock(self.block_lock(key));

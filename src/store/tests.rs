@@ -702,3 +702,27 @@ fn a_sync_makes_packed_and_file_writes_durable() {
     assert_eq!(s.sync_pending_now().unwrap(), 0);
     assert_eq!(s.sync_pending().unwrap(), 0);
 }
+
+/// New blocks are named by BLAKE3, blocks of earlier releases by SHA-256:
+/// the store takes and serves both, and refuses bytes that neither names.
+#[test]
+fn blocks_named_by_blake3_or_by_sha256_are_stored_and_others_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for len in [100usize, 200 << 10] {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let (new, old) = (Id::of_block(&data), Id::hash(&data));
+        assert_eq!(s.put_block(new, &data, &[]), Ok(true));
+        assert_eq!(s.put_block(old, &data, &[]), Ok(true));
+        assert_eq!(s.get_block(new).unwrap().as_deref(), Some(&data[..]));
+        assert_eq!(s.get_block(old).unwrap().as_deref(), Some(&data[..]));
+        let mut other = data.clone();
+        other[0] ^= 1;
+        assert_eq!(s.put_block(new, &other, &[]), Err(StoreError::BadHash));
+        assert_eq!(s.put_block(old, &other, &[]), Err(StoreError::BadHash));
+    }
+    // Reopened, the scrub finds all four good.
+    let again = Store::open(dir.path()).unwrap();
+    let done = again.scrub(None, u64::MAX).unwrap();
+    assert_eq!((done.checked, done.corrupt.len()), (4, 0));
+}

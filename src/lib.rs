@@ -67,6 +67,7 @@ pub mod net;
 pub mod network;
 pub mod node;
 pub mod ownership;
+pub mod postcard_tail;
 pub mod record;
 pub mod replica;
 pub mod rpc;

@@ -409,9 +409,10 @@ pub enum FrameError {
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0, 0, 0, 0, VERSION]);
-    let body = postcard::to_extend(frame, std::mem::take(out))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    *out = body;
+    if let Err(e) = crate::postcard_tail::append(frame, out) {
+        out.truncate(start);
+        return Err(FrameError::Malformed(e.to_string()));
+    }
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);

@@ -260,7 +260,8 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// `entry` as one frame: length, CRC, payload.
 fn encode(entry: &Entry) -> Result<Vec<u8>, StoreError> {
-    let mut frame = postcard::to_extend(entry, vec![0; HEADER])
+    let mut frame = vec![0; HEADER];
+    crate::postcard_tail::append(entry, &mut frame)
         .map_err(|e| StoreError::Io(format!("encode journal entry: {e}")))?;
     let len = u32::try_from(frame.len() - HEADER)
         .ok()

@@ -470,6 +470,13 @@ impl<S: BlockStore> Vault<S> {
                 batch
             };
             let (stored, results) = self.store_batch(link, &mut batch).await;
+            if let Err(e) = &stored {
+                log::warn!(
+                    "directory {}: {} change(s) could not be stored: {e}",
+                    hex::encode(&link.name[..link.name.len().min(4)]),
+                    batch.len()
+                );
+            }
             {
                 let mut dirs = self.pending.lock();
                 if let Some(st) = dirs.get_mut(&link.name) {

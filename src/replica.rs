@@ -50,6 +50,28 @@ pub fn group_keys(held: &BTreeSet<Id>, first: Id, owner: Id) -> Vec<Id> {
     out
 }
 
+/// Where a repair pass starts its walk: an estimate of the start of the
+/// arc of keys this node is a replica of (its own range and those of its
+/// `r − 1` predecessors), so that a pass visits the keys whose copies it is
+/// responsible for before stray copies it holds from elsewhere. A pass can
+/// be slow while the ring is in flux (every lookup waiting for dead nodes to
+/// time out), and that is exactly when the keys of a crashed neighbour have
+/// a copy too few. The arc's width is guessed from the spacing of the
+/// successor list (`r` average gaps back from `me`, one more than needed);
+/// a wrong guess only changes the order of the walk.
+pub fn walk_start(me: Id, succs: &[Peer], r: usize) -> Id {
+    let Some(last) = succs.last() else {
+        return me;
+    };
+    let span = me.distance_to(last.id).prefix_u64();
+    let gap = span / succs.len() as u64;
+    let back = gap.saturating_mul(r as u64);
+    let start = me.prefix_u64().wrapping_sub(back);
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&start.to_be_bytes());
+    Id(out)
+}
+
 /// The first held key at or after `from` clockwise (wrapping), if any.
 pub fn first_from(held: &BTreeSet<Id>, from: Id) -> Option<Id> {
     held.range(from..)
@@ -69,6 +91,33 @@ mod tests {
         let set = replica_set(&peer(1), &[peer(2), peer(2), peer(3), peer(4)], 3);
         assert_eq!(set, vec![peer(1), peer(2), peer(3)]);
         assert_eq!(replica_set(&peer(1), &[], 3), vec![peer(1)]);
+    }
+
+    #[test]
+    fn a_walk_starts_r_gaps_before_this_node() {
+        // Successors 10 apart in the top 64 bits: the arc of r = 3 starts
+        // 30 before me, wrapping below zero.
+        let at = |n: u64| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&n.to_be_bytes());
+            Id(b)
+        };
+        let succs: Vec<Peer> = [110u64, 120, 130]
+            .into_iter()
+            .map(|n| Peer {
+                id: at(n),
+                addr: format!("sim:{n}"),
+            })
+            .collect();
+        assert_eq!(walk_start(at(100), &succs, 3), at(70));
+        assert_eq!(walk_start(at(10), &succs, 3), at(10u64.wrapping_sub(300)));
+        assert_eq!(walk_start(at(100), &[], 3), at(100));
+        // The pass then visits the arc before the strays above this node.
+        let held: BTreeSet<Id> = [at(105), at(80), at(95)].into_iter().collect();
+        assert_eq!(
+            first_from(&held, walk_start(at(100), &succs, 3)),
+            Some(at(80))
+        );
     }
 
     #[test]

@@ -379,7 +379,9 @@ fn data_survives_churn() {
     run_seeds(
         "data_survives_churn",
         false,
-        &(1..=30).collect::<Vec<_>>(),
+        // 737: repair one group at a time, walking from this node's own
+        // ID, lost blocks whose three holders crashed within 8 s.
+        &(1..=30).chain([737]).collect::<Vec<_>>(),
         true,
     );
 }
@@ -389,7 +391,9 @@ fn a_lying_member_costs_no_acknowledged_item() {
     run_seeds(
         "a_lying_member_costs_no_acknowledged_item",
         true,
-        &(1..=10).collect::<Vec<_>>(),
+        // 523, 494, 467: items lost to repair passes that were too slow
+        // (one group at a time) or visited a crashed neighbour's keys last.
+        &(1..=10).chain([467, 494, 523]).collect::<Vec<_>>(),
         false,
     );
 }

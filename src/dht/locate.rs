@@ -115,7 +115,12 @@ impl Locate {
         self.key
     }
 
-    /// Takes the reply of call `id` if it is one of this locate's.
+    /// Whether call `id` is one of this lookup's, still unanswered.
+    pub fn is_waiting_for(&self, id: CallId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    /// Takes the reply of call `id`; `false` if it is not this lookup's.
     pub fn on_reply(&mut self, id: CallId, reply: Reply) -> bool {
         if self.pending.contains_key(&id) {
             self.replies.push((id, reply));

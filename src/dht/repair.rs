@@ -2,7 +2,9 @@
 //! request machines.
 //!
 //! A repair pass walks the items this node holds in ring order, grouped by
-//! owner (one lookup per group, see [`crate::replica`]). For each group it
+//! owner (one lookup per group, see [`crate::replica`]), starting with the
+//! keys it is a replica of and working on a few groups at once. For each
+//! group it
 //! locates the owner afresh (the answer checked with the owner, see
 //! [`super::locate`]), asks every member of the replica set which items it
 //! lacks and pushes those ([`SyncTo`]). If this node is not itself in the
@@ -20,7 +22,7 @@ use super::locate::{CacheUse, Locate};
 use super::machine::{CallId, Cx, Machine};
 use crate::id::Id;
 use crate::record::Record;
-use crate::replica::{first_from, group_keys};
+use crate::replica::{first_from, group_keys, walk_start};
 use crate::rpc::{
     CallError, FetchBlock, FetchRecord, Missing, Prove, ReleaseBlocks, Reply, Rpc, StoreBlock,
     StoreRecord,
@@ -463,10 +465,10 @@ struct Shown {
     theirs: Vec<Option<Vec<Record>>>,
 }
 
-/// Where a repair pass is.
+/// Where one of a repair pass's workers is.
 #[derive(Debug)]
 enum Phase {
-    /// Picking the next group.
+    /// Idle: picking the next group.
     Next,
     Locating(Box<Locate>),
     /// Making sure each member holds the group.
@@ -479,16 +481,59 @@ enum Phase {
     Dropping(Box<DropProven>),
 }
 
+impl Phase {
+    /// Whether this worker takes reply `id` (a call it made).
+    fn take_reply(&mut self, id: CallId, reply: Reply) -> Option<Reply> {
+        match self {
+            Phase::Locating(l) => {
+                if l.is_waiting_for(id) {
+                    l.on_reply(id, reply);
+                    return None;
+                }
+            }
+            Phase::Syncing { syncs, .. } => {
+                if let Some(s) = syncs.iter_mut().find(|s| s.owns(id)) {
+                    s.on_reply(id, reply);
+                    return None;
+                }
+            }
+            Phase::Dropping(d) => {
+                if d.owns(id) {
+                    d.on_reply(id, reply);
+                    return None;
+                }
+            }
+            Phase::Next => {}
+        }
+        Some(reply)
+    }
+}
+
+/// Groups a repair pass works on at once. While the ring is in flux a
+/// lookup can take a second or more (dead nodes time out, owners fail to
+/// confirm); one group at a time, a node holding a few dozen groups then
+/// took longer than the ring's budget between failures to reach the keys
+/// of a crashed neighbour.
+const PASS_PARALLELISM: usize = 4;
+
 /// One repair pass over a snapshot of the items this node holds.
+///
+/// [`PASS_PARALLELISM`] workers walk the keys in ring order from
+/// [`walk_start`]; each claims the next unclaimed key, locates its owner,
+/// and takes every still unclaimed key of that owner's group with it.
 #[derive(Debug)]
 pub struct RepairPass {
     /// The items held when the pass started, sorted by key.
     held: Vec<(Id, ItemVersion)>,
-    /// Keys not yet visited.
+    /// Keys not yet claimed by a worker.
     todo: BTreeSet<Id>,
     /// The nonce of this pass's proofs.
     nonce: [u8; 32],
-    phase: Phase,
+    /// Where the walk is: the last key claimed, at first [`walk_start`]
+    /// (fixed at the first step, so that a view changing mid-pass cannot
+    /// put a key off to the end).
+    cursor: Option<Id>,
+    workers: Vec<Phase>,
     stats: RepairStats,
 }
 
@@ -501,7 +546,8 @@ impl RepairPass {
             held,
             todo,
             nonce,
-            phase: Phase::Next,
+            cursor: None,
+            workers: (0..PASS_PARALLELISM).map(|_| Phase::Next).collect(),
             stats: RepairStats::default(),
         }
     }
@@ -514,53 +560,40 @@ impl RepairPass {
             .copied()
             .collect()
     }
-}
 
-impl Machine for RepairPass {
-    type Output = RepairStats;
-
-    fn on_reply(&mut self, id: CallId, reply: Reply) {
-        match &mut self.phase {
-            Phase::Locating(l) => {
-                l.on_reply(id, reply);
-            }
-            Phase::Syncing { syncs, .. } => {
-                if let Some(s) = syncs.iter_mut().find(|s| s.owns(id)) {
-                    s.on_reply(id, reply);
-                }
-            }
-            Phase::Dropping(d) => {
-                if d.owns(id) {
-                    d.on_reply(id, reply);
-                }
-            }
-            Phase::Next => {}
-        }
-    }
-
-    fn step(&mut self, cx: &mut Cx<'_>) -> Option<RepairStats> {
+    /// Advances worker `w` as far as it goes now; `true` once it is idle
+    /// with nothing left to claim.
+    fn step_worker(&mut self, w: usize, cx: &mut Cx<'_>) -> bool {
         loop {
-            match &mut self.phase {
+            match &mut self.workers[w] {
                 Phase::Next => {
-                    let Some(first) = first_from(&self.todo, cx.view.me.id) else {
-                        return Some(std::mem::take(&mut self.stats));
+                    let from = *self.cursor.get_or_insert_with(|| {
+                        walk_start(cx.view.me.id, &cx.view.succs, cx.replicas)
+                    });
+                    let Some(first) = first_from(&self.todo, from) else {
+                        return true;
                     };
-                    self.phase = Phase::Locating(Box::new(Locate::new(first, CacheUse::Fresh)));
+                    self.todo.remove(&first);
+                    self.cursor = Some(first);
+                    self.workers[w] =
+                        Phase::Locating(Box::new(Locate::new(first, CacheUse::Fresh)));
                 }
                 Phase::Locating(l) => {
                     let first = l.key();
-                    let p = match l.step(cx)? {
+                    let Some(located) = l.step(cx) else {
+                        return false;
+                    };
+                    let p = match located {
                         Ok(p) => p,
                         Err(e) => {
                             // The ring is in flux here: the next pass
                             // retries this key. Meanwhile its copy goes to
                             // this node's own successors (more copies, never
                             // fewer: they are dropped once the ring heals),
-                            // and the pass goes on with the next key, so one
-                            // unplaceable key never starves the groups after
-                            // it.
+                            // and the worker goes on with the next key, so
+                            // one unplaceable key never starves the groups
+                            // after it.
                             self.stats.fail(format!("lookup of {}: {e}", first.short()));
-                            self.todo.remove(&first);
                             let group = self.versions(&[first]);
                             let members: Vec<Peer> = cx
                                 .view
@@ -573,7 +606,7 @@ impl Machine for RepairPass {
                                 .iter()
                                 .map(|m| SyncTo::new(m.clone(), group.clone()))
                                 .collect();
-                            self.phase = Phase::Syncing {
+                            self.workers[w] = Phase::Syncing {
                                 drop_after: false,
                                 members,
                                 group,
@@ -582,11 +615,13 @@ impl Machine for RepairPass {
                             continue;
                         }
                     };
-                    let keys = group_keys(&self.todo, first, p.owner.id);
+                    // The group: the claimed key, and every key of the same
+                    // owner no other worker claimed meanwhile.
+                    let mut keys = group_keys(&self.todo, first, p.owner.id);
                     for k in &keys {
                         self.todo.remove(k);
                     }
-                    self.todo.remove(&first);
+                    keys.push(first);
                     self.stats.groups += 1;
                     let group = self.versions(&keys);
                     let set = p.replicas(cx.replicas);
@@ -596,7 +631,7 @@ impl Machine for RepairPass {
                         .iter()
                         .map(|m| SyncTo::new(m.clone(), group.clone()))
                         .collect();
-                    self.phase = Phase::Syncing {
+                    self.workers[w] = Phase::Syncing {
                         drop_after: !in_set && !members.is_empty(),
                         members,
                         group,
@@ -614,36 +649,58 @@ impl Machine for RepairPass {
                         all_done &= s.step(cx);
                     }
                     if !all_done {
-                        return None;
+                        return false;
                     }
                     let mut clean = true;
                     for s in syncs.iter() {
                         self.stats.absorb(s);
                         clean &= s.failures == 0;
                     }
-                    if *drop_after && clean {
-                        let d = DropProven::new(
+                    let next = if *drop_after && clean {
+                        Phase::Dropping(Box::new(DropProven::new(
                             std::mem::take(members),
                             std::mem::take(group),
                             self.nonce,
-                        );
-                        self.phase = Phase::Dropping(Box::new(d));
+                        )))
                     } else {
-                        self.phase = Phase::Next;
-                    }
+                        Phase::Next
+                    };
+                    self.workers[w] = next;
                 }
                 Phase::Dropping(d) => {
                     if !d.step(cx) {
-                        return None;
+                        return false;
                     }
                     self.stats.dropped += d.dropped;
                     for r in std::mem::take(&mut d.reasons) {
                         self.stats.fail(r);
                     }
-                    self.phase = Phase::Next;
+                    self.workers[w] = Phase::Next;
                 }
             }
         }
+    }
+}
+
+impl Machine for RepairPass {
+    type Output = RepairStats;
+
+    fn on_reply(&mut self, id: CallId, reply: Reply) {
+        let mut reply = Some(reply);
+        for w in self.workers.iter_mut() {
+            match reply.take() {
+                Some(r) => reply = w.take_reply(id, r),
+                None => break,
+            }
+        }
+    }
+
+    fn step(&mut self, cx: &mut Cx<'_>) -> Option<RepairStats> {
+        let mut idle = true;
+        for w in 0..self.workers.len() {
+            idle &= self.step_worker(w, cx);
+        }
+        idle.then(|| std::mem::take(&mut self.stats))
     }
 }
 

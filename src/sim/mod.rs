@@ -417,11 +417,17 @@ impl Sim {
     /// Stops a node for `ms` (SIGSTOP, then SIGCONT): it keeps its items
     /// and state, and everything addressed to it waits until it runs again.
     pub fn pause(&mut self, i: usize, ms: u64) {
+        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+            eprintln!("  t={} pause of node {i} for {ms} ms", self.now);
+        }
         self.nodes[i].paused_until = Some(self.now + ms);
     }
 
     /// Cuts node `i` off from every other node for `ms`.
     pub fn cut_off(&mut self, i: usize, ms: u64) {
+        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+            eprintln!("  t={} node {i} cut off for {ms} ms", self.now);
+        }
         self.nodes[i].cut_until = Some(self.now + ms);
     }
 
@@ -489,6 +495,9 @@ impl Sim {
 
     /// Makes node `i` a liar ([`lies`]).
     pub fn make_liar(&mut self, i: usize) {
+        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+            eprintln!("  t={} node {i} lies from now on", self.now);
+        }
         self.nodes[i].liar = true;
     }
 

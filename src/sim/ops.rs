@@ -289,6 +289,20 @@ impl Sim {
                 key.short()
             );
         }
+        if let Request::Replica(crate::wire::ReplicaRequest::StoreRecord {
+            record,
+            expected_seq,
+            durable,
+        }) = &req
+            && Sim::traced(record.key())
+        {
+            eprintln!(
+                "TRACE t={} node {to} stores {} version {} (from node {from}, expected {expected_seq:?}, durable {durable})",
+                self.now,
+                record.key().short(),
+                record.seq
+            );
+        }
         let reply = if self.nodes[to].liar && from != to {
             self.lie_request(to, req)
         } else {
@@ -335,7 +349,16 @@ impl Sim {
                     }
                     self.acked_blocks.insert(Id::of_block(&d), d);
                 }
-                (Acks::Record { index, record }, Ok(_)) => {
+                (Acks::Record { index, record }, Ok(s)) => {
+                    if Sim::traced(record.key()) {
+                        eprintln!(
+                            "TRACE t={} node {i} put of {} version {} acknowledged ({} copies)",
+                            self.now,
+                            record.key().short(),
+                            record.seq,
+                            s.copies
+                        );
+                    }
                     let st = &mut self.records[index];
                     st.inflight = false;
                     if st.acked.as_ref().is_none_or(|a| a.seq < record.seq) {

@@ -379,9 +379,11 @@ fn data_survives_churn() {
     run_seeds(
         "data_survives_churn",
         false,
-        // 737: repair one group at a time, walking from this node's own
-        // ID, lost blocks whose three holders crashed within 8 s.
-        &(1..=30).chain([737]).collect::<Vec<_>>(),
+        // 737, 264: blocks whose three holders crashed within 8 s were
+        // lost by repair one group at a time, walking from this node's own
+        // ID (737), and by one worker going through a long batch alone
+        // (264).
+        &(1..=30).chain([264, 737]).collect::<Vec<_>>(),
         true,
     );
 }

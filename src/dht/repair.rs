@@ -519,8 +519,12 @@ const PASS_PARALLELISM: usize = 4;
 /// One repair pass over a snapshot of the items this node holds.
 ///
 /// [`PASS_PARALLELISM`] workers walk the keys in ring order from
-/// [`walk_start`]; each claims the next unclaimed key, locates its owner,
-/// and takes every still unclaimed key of that owner's group with it.
+/// [`walk_start`]. Each claims a batch: the next unclaimed keys up to the
+/// nearest node this node knows of at or after the first (its guess of
+/// their owner, from its predecessor, successors and fingers), so that
+/// workers rarely look up keys of one group twice. Within its batch a
+/// worker goes as a single pass would: it locates the first key's owner
+/// and takes the batch's keys up to that owner as the group.
 #[derive(Debug)]
 pub struct RepairPass {
     /// The items held when the pass started, sorted by key.
@@ -533,7 +537,10 @@ pub struct RepairPass {
     /// (fixed at the first step, so that a view changing mid-pass cannot
     /// put a key off to the end).
     cursor: Option<Id>,
+    /// Per worker: where it is, and where its batch starts and the keys
+    /// of it still to do.
     workers: Vec<Phase>,
+    batches: Vec<(Id, BTreeSet<Id>)>,
     stats: RepairStats,
 }
 
@@ -548,6 +555,7 @@ impl RepairPass {
             nonce,
             cursor: None,
             workers: (0..PASS_PARALLELISM).map(|_| Phase::Next).collect(),
+            batches: vec![(Id::default(), BTreeSet::new()); PASS_PARALLELISM],
             stats: RepairStats::default(),
         }
     }
@@ -561,20 +569,75 @@ impl RepairPass {
             .collect()
     }
 
+    /// Gives worker `w` the next batch of unclaimed keys; `false` if none
+    /// is left.
+    fn claim_batch(&mut self, w: usize, cx: &mut Cx<'_>) -> bool {
+        let from = *self
+            .cursor
+            .get_or_insert_with(|| walk_start(cx.view.me.id, &cx.view.succs, cx.replicas));
+        let Some(first) = first_from(&self.todo, from) else {
+            return self.steal_batch(w);
+        };
+        let known = cx
+            .view
+            .succs
+            .iter()
+            .chain(cx.view.fingers.iter())
+            .chain(cx.view.pred.iter())
+            .map(|p| p.id)
+            .chain([cx.view.me.id]);
+        let guess = known
+            .min_by_key(|id| first.distance_to(*id))
+            .unwrap_or(first);
+        let mut batch: BTreeSet<Id> = group_keys(&self.todo, first, guess).into_iter().collect();
+        batch.insert(first);
+        for k in &batch {
+            self.todo.remove(k);
+        }
+        self.cursor = Some(first);
+        self.batches[w] = (first, batch);
+        true
+    }
+
+    /// Gives idle worker `w` the later half of the largest batch another
+    /// worker still has (a guess of the owner can be far off while the
+    /// ring is in flux, and one worker would go through a long batch alone
+    /// while the others wait); `false` if no batch has two keys left.
+    fn steal_batch(&mut self, w: usize) -> bool {
+        let Some(j) = (0..self.batches.len())
+            .filter(|&j| j != w && self.batches[j].1.len() >= 2)
+            .max_by_key(|&j| self.batches[j].1.len())
+        else {
+            return false;
+        };
+        let (start, batch) = &mut self.batches[j];
+        let ordered: Vec<Id> = batch
+            .range(*start..)
+            .chain(batch.range(..*start))
+            .copied()
+            .collect();
+        let later = ordered[ordered.len() / 2..].to_vec();
+        for k in &later {
+            batch.remove(k);
+        }
+        self.batches[w] = (later[0], later.into_iter().collect());
+        true
+    }
+
     /// Advances worker `w` as far as it goes now; `true` once it is idle
     /// with nothing left to claim.
     fn step_worker(&mut self, w: usize, cx: &mut Cx<'_>) -> bool {
         loop {
             match &mut self.workers[w] {
                 Phase::Next => {
-                    let from = *self.cursor.get_or_insert_with(|| {
-                        walk_start(cx.view.me.id, &cx.view.succs, cx.replicas)
-                    });
-                    let Some(first) = first_from(&self.todo, from) else {
+                    if self.batches[w].1.is_empty() && !self.claim_batch(w, cx) {
+                        return true;
+                    }
+                    let (start, batch) = &mut self.batches[w];
+                    let Some(first) = first_from(batch, *start) else {
                         return true;
                     };
-                    self.todo.remove(&first);
-                    self.cursor = Some(first);
+                    batch.remove(&first);
                     self.workers[w] =
                         Phase::Locating(Box::new(Locate::new(first, CacheUse::Fresh)));
                 }
@@ -615,11 +678,12 @@ impl RepairPass {
                             continue;
                         }
                     };
-                    // The group: the claimed key, and every key of the same
-                    // owner no other worker claimed meanwhile.
-                    let mut keys = group_keys(&self.todo, first, p.owner.id);
+                    // The group: the key located, and the batch's keys up to
+                    // its owner.
+                    let batch = &mut self.batches[w].1;
+                    let mut keys = group_keys(batch, first, p.owner.id);
                     for k in &keys {
-                        self.todo.remove(k);
+                        batch.remove(k);
                     }
                     keys.push(first);
                     self.stats.groups += 1;
@@ -777,5 +841,40 @@ impl Machine for HandOff {
             stats.reasons.extend(s.reasons.iter().cloned());
         }
         Some(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::small;
+
+    fn pass_over(keys: &[u8]) -> RepairPass {
+        let held = keys.iter().map(|&k| (small(k), ItemVersion::Block)).collect();
+        RepairPass::new(held, [0; 32])
+    }
+
+    #[test]
+    fn an_idle_worker_takes_the_later_half_of_the_largest_batch() {
+        let mut p = pass_over(&[]);
+        // Worker 0's batch wraps past zero: 200, 250, 1, 5 in ring order.
+        let batch: BTreeSet<Id> = [200, 250, 1, 5].into_iter().map(small).collect();
+        p.batches[0] = (small(200), batch);
+        p.batches[1] = (small(90), [small(90)].into_iter().collect());
+        assert!(p.steal_batch(2));
+        assert_eq!(p.batches[2].0, small(1));
+        assert_eq!(
+            p.batches[2].1,
+            [small(1), small(5)].into_iter().collect::<BTreeSet<_>>()
+        );
+        assert_eq!(
+            p.batches[0].1,
+            [small(200), small(250)].into_iter().collect::<BTreeSet<_>>()
+        );
+        // Batches of one key are left alone.
+        p.batches[0].1.remove(&small(250));
+        p.batches[2].1.clear();
+        p.batches[3].1.clear();
+        assert!(!p.steal_batch(3));
     }
 }

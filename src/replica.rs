@@ -102,15 +102,20 @@ mod tests {
             b[..8].copy_from_slice(&n.to_be_bytes());
             Id(b)
         };
-        let succs: Vec<Peer> = [110u64, 120, 130]
-            .into_iter()
-            .map(|n| Peer {
-                id: at(n),
-                addr: format!("sim:{n}"),
-            })
-            .collect();
+        let peers = |ns: [u64; 3]| -> Vec<Peer> {
+            ns.into_iter()
+                .map(|n| Peer {
+                    id: at(n),
+                    addr: format!("sim:{n}"),
+                })
+                .collect()
+        };
+        let succs = peers([110, 120, 130]);
         assert_eq!(walk_start(at(100), &succs, 3), at(70));
-        assert_eq!(walk_start(at(10), &succs, 3), at(10u64.wrapping_sub(300)));
+        assert_eq!(
+            walk_start(at(10), &peers([20, 30, 40]), 3),
+            at(10u64.wrapping_sub(30))
+        );
         assert_eq!(walk_start(at(100), &[], 3), at(100));
         // The pass then visits the arc before the strays above this node.
         let held: BTreeSet<Id> = [at(105), at(80), at(95)].into_iter().collect();

@@ -850,7 +850,10 @@ mod tests {
     use crate::id::small;
 
     fn pass_over(keys: &[u8]) -> RepairPass {
-        let held = keys.iter().map(|&k| (small(k), ItemVersion::Block)).collect();
+        let held = keys
+            .iter()
+            .map(|&k| (small(k), ItemVersion::Block))
+            .collect();
         RepairPass::new(held, [0; 32])
     }
 
@@ -869,7 +872,9 @@ mod tests {
         );
         assert_eq!(
             p.batches[0].1,
-            [small(200), small(250)].into_iter().collect::<BTreeSet<_>>()
+            [small(200), small(250)]
+                .into_iter()
+                .collect::<BTreeSet<_>>()
         );
         // Batches of one key are left alone.
         p.batches[0].1.remove(&small(250));

@@ -210,7 +210,7 @@ async fn a_machine_cut_off_works_from_its_journal_across_a_crash_and_replays_it(
         let mnt_a = nodes[0].mount_dir().to_path_buf();
         {
             let (m, files) = (mnt_a.clone(), offline_files.clone());
-            let r = blocking("read the journal after the restart", IO, move || {
+            blocking("read the journal after the restart", IO, move || {
                 let t = tree(&m)?;
                 for (name, data) in &files {
                     if t.get(name) != Some(data) {
@@ -238,8 +238,8 @@ async fn a_machine_cut_off_works_from_its_journal_across_a_crash_and_replays_it(
                 }
                 Ok(())
             })
-            .await;
-            r.expect("offline writes survive the crash");
+            .await
+            .expect("offline writes survive the crash");
         }
         let s = status(&ns.0, &a[0]).await.expect("status after restart");
         assert_eq!(s["mount"]["online"], false, "{s}");

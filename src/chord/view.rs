@@ -86,6 +86,20 @@ impl RingView {
         )
     }
 
+    /// The nearest node this node knows of (itself, its predecessor,
+    /// successors and fingers) at or after `key`: its guess of the key's
+    /// owner, unchecked, for ordering work (a repair pass's batches), never
+    /// for placing data.
+    pub fn guess_owner(&self, key: Id) -> Id {
+        std::iter::once(&self.me)
+            .chain(self.pred.iter())
+            .chain(self.succs.iter())
+            .chain(self.fingers.iter())
+            .map(|p| p.id)
+            .min_by_key(|id| key.distance_to(*id))
+            .unwrap_or(self.me.id)
+    }
+
     /// Whether `id` is this node, its predecessor or in its successor list.
     pub fn knows(&self, id: Id) -> bool {
         self.me.id == id
@@ -156,6 +170,19 @@ mod tests {
     use super::*;
     use crate::id::small;
     use crate::wire::test_peer as peer;
+
+    #[test]
+    fn the_guessed_owner_is_the_nearest_known_node_at_or_after_the_key() {
+        let mut v = RingView::alone(peer(100));
+        v.pred = Some(peer(50));
+        v.succs = vec![peer(150), peer(200)];
+        v.fingers = vec![peer(10)];
+        assert_eq!(v.guess_owner(small(60)), small(100));
+        assert_eq!(v.guess_owner(small(150)), small(150));
+        assert_eq!(v.guess_owner(small(151)), small(200));
+        // Past the last known node it wraps to the first.
+        assert_eq!(v.guess_owner(small(201)), small(10));
+    }
 
     #[test]
     fn a_whole_ring_answers_every_key_locally() {

@@ -482,30 +482,30 @@ enum Phase {
 }
 
 impl Phase {
-    /// Whether this worker takes reply `id` (a call it made).
-    fn take_reply(&mut self, id: CallId, reply: Reply) -> Option<Reply> {
+    /// Whether call `id` is one this worker made and waits for.
+    fn owns(&self, id: CallId) -> bool {
         match self {
+            Phase::Next => false,
+            Phase::Locating(l) => l.is_waiting_for(id),
+            Phase::Syncing { syncs, .. } => syncs.iter().any(|s| s.owns(id)),
+            Phase::Dropping(d) => d.owns(id),
+        }
+    }
+
+    /// Takes the reply of call `id` (one this worker [`owns`](Self::owns)).
+    fn on_reply(&mut self, id: CallId, reply: Reply) {
+        match self {
+            Phase::Next => {}
             Phase::Locating(l) => {
-                if l.is_waiting_for(id) {
-                    l.on_reply(id, reply);
-                    return None;
-                }
+                l.on_reply(id, reply);
             }
             Phase::Syncing { syncs, .. } => {
                 if let Some(s) = syncs.iter_mut().find(|s| s.owns(id)) {
                     s.on_reply(id, reply);
-                    return None;
                 }
             }
-            Phase::Dropping(d) => {
-                if d.owns(id) {
-                    d.on_reply(id, reply);
-                    return None;
-                }
-            }
-            Phase::Next => {}
+            Phase::Dropping(d) => d.on_reply(id, reply),
         }
-        Some(reply)
     }
 }
 
@@ -578,17 +578,7 @@ impl RepairPass {
         let Some(first) = first_from(&self.todo, from) else {
             return self.steal_batch(w);
         };
-        let known = cx
-            .view
-            .succs
-            .iter()
-            .chain(cx.view.fingers.iter())
-            .chain(cx.view.pred.iter())
-            .map(|p| p.id)
-            .chain([cx.view.me.id]);
-        let guess = known
-            .min_by_key(|id| first.distance_to(*id))
-            .unwrap_or(first);
+        let guess = cx.view.guess_owner(first);
         let mut batch: BTreeSet<Id> = group_keys(&self.todo, first, guess).into_iter().collect();
         batch.insert(first);
         for k in &batch {
@@ -750,12 +740,8 @@ impl Machine for RepairPass {
     type Output = RepairStats;
 
     fn on_reply(&mut self, id: CallId, reply: Reply) {
-        let mut reply = Some(reply);
-        for w in self.workers.iter_mut() {
-            match reply.take() {
-                Some(r) => reply = w.take_reply(id, r),
-                None => break,
-            }
+        if let Some(w) = self.workers.iter_mut().find(|w| w.owns(id)) {
+            w.on_reply(id, reply);
         }
     }
 

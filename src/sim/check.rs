@@ -113,7 +113,7 @@ impl Sim {
                 .filter_map(|p| pos.get(&p.id).copied())
                 .collect();
             if live_entries.is_empty() {
-                if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+                if super::debug_on() {
                     eprintln!(
                         "  {} succs {:?} pred {:?} member {} {}",
                         c.me().id.short(),
@@ -143,7 +143,7 @@ impl Sim {
         }
         let principals = skipped.iter().filter(|s| !**s).count();
         let need = (self.cfg.chord.succ_list_len + 1).min(n);
-        if principals < need && std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if principals < need && super::debug_on() {
             for &i in &ring {
                 let c = &self.nodes[i].chord;
                 let succ: Vec<String> = c.succs().iter().map(|p| p.addr.clone()).collect();
@@ -181,7 +181,7 @@ impl Sim {
                 .collect();
             let got: Vec<Id> = c.succs().iter().map(|p| p.id).collect();
             if got != want {
-                if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+                if super::debug_on() {
                     for &j in &ring {
                         let c = &self.nodes[j].chord;
                         eprintln!(

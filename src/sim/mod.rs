@@ -234,6 +234,11 @@ pub struct Sim {
     pub failed_hand_offs: usize,
 }
 
+/// Whether the run prints its debug lines (`PEERSTORE_SIM_DEBUG` set).
+fn debug_on() -> bool {
+    std::env::var("PEERSTORE_SIM_DEBUG").is_ok()
+}
+
 fn addr_of(i: usize) -> String {
     format!("sim:{i}")
 }
@@ -403,7 +408,7 @@ impl Sim {
 
     /// Crashes a node: it stops answering, its items are gone.
     pub fn crash(&mut self, i: usize) {
-        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if debug_on() {
             eprintln!("  t={} crash of node {i}", self.now);
         }
         self.trace_holdings(i, "crash of");
@@ -417,7 +422,7 @@ impl Sim {
     /// Stops a node for `ms` (SIGSTOP, then SIGCONT): it keeps its items
     /// and state, and everything addressed to it waits until it runs again.
     pub fn pause(&mut self, i: usize, ms: u64) {
-        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if debug_on() {
             eprintln!("  t={} pause of node {i} for {ms} ms", self.now);
         }
         self.nodes[i].paused_until = Some(self.now + ms);
@@ -425,7 +430,7 @@ impl Sim {
 
     /// Cuts node `i` off from every other node for `ms`.
     pub fn cut_off(&mut self, i: usize, ms: u64) {
-        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if debug_on() {
             eprintln!("  t={} node {i} cut off for {ms} ms", self.now);
         }
         self.nodes[i].cut_until = Some(self.now + ms);
@@ -495,7 +500,7 @@ impl Sim {
 
     /// Makes node `i` a liar ([`lies`]).
     pub fn make_liar(&mut self, i: usize) {
-        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if debug_on() {
             eprintln!("  t={} node {i} lies from now on", self.now);
         }
         self.nodes[i].liar = true;
@@ -504,7 +509,7 @@ impl Sim {
     /// Graceful leave: hand the items to the successors (a request
     /// machine), then tell the neighbours.
     pub fn leave(&mut self, i: usize) {
-        if std::env::var("PEERSTORE_SIM_DEBUG").is_ok() {
+        if debug_on() {
             eprintln!("  t={} node {i} leaves", self.now);
         }
         self.trace_holdings(i, "leave of");

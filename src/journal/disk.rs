@@ -720,6 +720,21 @@ impl Journal {
         self.sync_dir_upto(created)
     }
 
+    /// Whether [`sync`](Self::sync) has nothing to do: no entry appended
+    /// lazily since the last sync, no segment created since the last
+    /// directory fsync, and no sync under way (one that took the files may
+    /// not have made them durable yet). No I/O.
+    pub fn is_synced(&self) -> bool {
+        let Ok(_one) = self.syncing.try_lock() else {
+            return false;
+        };
+        let (empty, created) = {
+            let ix = self.lock();
+            (ix.unsynced.is_empty(), ix.created)
+        };
+        empty && *self.dir_synced.lock().unwrap_or_else(|p| p.into_inner()) >= created
+    }
+
     /// Fsyncs the directory unless it was since the `created`th segment
     /// was created.
     fn sync_dir_upto(&self, created: u64) -> Result<(), StoreError> {
@@ -1155,6 +1170,23 @@ mod tests {
         let j = Journal::open(d.path()).unwrap();
         let got: Vec<(u64, Entry)> = all(&j);
         assert_eq!(got, expected.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn is_synced_until_a_lazy_append() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        j.sync().unwrap();
+        assert!(j.is_synced());
+        j.append(&record("a", 1)).unwrap();
+        assert!(!j.is_synced(), "a lazy append waits for a sync");
+        j.sync().unwrap();
+        assert!(j.is_synced());
+        j.append_durable(&record("b", 1)).unwrap();
+        assert!(j.is_synced(), "a durable append synced itself");
+        // A sync under way (holding the turn) is not skipped.
+        let _turn = j.syncing.lock().unwrap();
+        assert!(!j.is_synced());
     }
 
     #[test]

@@ -829,11 +829,15 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
     }
 
     async fn sync(&self) -> Result<(), FsError> {
-        let j = Arc::clone(&self.journal);
-        tokio::task::spawn_blocking(move || j.sync())
-            .await
-            .map_err(io)?
-            .map_err(io)?;
+        // Nothing journaled lazily (the usual case online): no hand-off to
+        // a blocking thread.
+        if !self.journal.is_synced() {
+            let j = Arc::clone(&self.journal);
+            tokio::task::spawn_blocking(move || j.sync())
+                .await
+                .map_err(io)?
+                .map_err(io)?;
+        }
         if self.journaling() {
             return Ok(());
         }

@@ -289,15 +289,24 @@ impl Sim {
                 key.short()
             );
         }
-        if let Request::Replica(crate::wire::ReplicaRequest::StoreRecord {
-            record,
-            expected_seq,
-            durable,
-        }) = &req
+        let stored_record = match &req {
+            Request::Replica(crate::wire::ReplicaRequest::StoreRecord {
+                record,
+                expected_seq,
+                durable,
+            }) => Some((record, *expected_seq, *durable, "")),
+            Request::Replica(crate::wire::ReplicaRequest::StoreRecordCopy {
+                record,
+                expected_seq,
+                durable,
+            }) => Some((record, Some(*expected_seq), *durable, ", a copy")),
+            _ => None,
+        };
+        if let Some((record, expected_seq, durable, copy)) = stored_record
             && Sim::traced(record.key())
         {
             eprintln!(
-                "TRACE t={} node {to} stores {} version {} (from node {from}, expected {expected_seq:?}, durable {durable})",
+                "TRACE t={} node {to} stores {} version {} (from node {from}, expected {expected_seq:?}, durable {durable}{copy})",
                 self.now,
                 record.key().short(),
                 record.seq

@@ -4,7 +4,7 @@
 //!
 //! Online, every read goes to the ring and the answer replaces what is
 //! kept here; the cache is only read when the ring cannot answer. Records
-//! are signed, so every version read back is verified (a damaged or
+//! are signed, so every version read back from disk is verified (a damaged or
 //! planted entry is dropped). Bounded in bytes, least recently used out
 //! first, except pinned records ([`RecordCache::set_pinned`]), which stay.
 //!
@@ -79,8 +79,11 @@ impl RecordCache {
             Found::Recent(loc, v) => (loc, Ok((loc.fp, v)), false),
             Found::OnDisk(loc, file) => (loc, load(&file, &loc, key), true),
         };
+        // Versions kept in memory came from the ring (every version a
+        // read returns is verified), were signed here, or were verified
+        // when read from the log: only a read of the log is checked.
         let why = match loaded {
-            Ok((fp, v)) if sound(key, &v) => {
+            Ok((fp, v)) if !from_disk || sound(key, &v) => {
                 if from_disk {
                     self.lock().settle(key, &seen, fp, &v);
                 }
@@ -94,7 +97,8 @@ impl RecordCache {
         Vec::new()
     }
 
-    /// Keeps `versions` (what the ring answered, head first) for `key`.
+    /// Keeps `versions` (what the ring answered, verified, head first)
+    /// for `key`.
     pub fn put(&self, key: Id, versions: &[Record]) {
         if versions.is_empty() {
             self.forget(key);

@@ -216,6 +216,15 @@ impl Rpc for FindSuccessor {
 
 // ---- one node's store ------------------------------------------------
 
+/// A shared block, as the bytes of a [`bytes::Bytes`].
+struct SharedBytes(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Store a block replica.
 #[derive(Debug, Clone)]
 pub struct StoreBlock {
@@ -226,7 +235,8 @@ pub struct StoreBlock {
 }
 rpc!(StoreBlock, (), |r| Request::Replica(ReplicaRequest::StoreBlock {
         key: r.key,
-        data: std::sync::Arc::unwrap_or_clone(r.data),
+        // The block is shared with the request, not copied.
+        data: bytes::Bytes::from_owner(SharedBytes(r.data)),
         claims: r.claims,
         durable: r.durable,
     }),

@@ -135,8 +135,9 @@ pub enum ReplicaRequest {
     /// by the node's periodic flush or the next `Sync`.
     StoreBlock {
         key: Id,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// Encoded as a byte string, like a `Vec<u8>`; shared, so a put
+        /// to r members does not copy the block per member.
+        data: bytes::Bytes,
         /// The owners' claims (refused with `Released` if an owner's kept
         /// release covers every one).
         claims: Vec<Claim>,
@@ -497,7 +498,7 @@ mod tests {
             id: 42,
             body: Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(b"abc"),
-                data: b"abc".to_vec(),
+                data: bytes::Bytes::from_static(b"abc"),
                 claims: Vec::new(),
                 durable: true,
             }),

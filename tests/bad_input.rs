@@ -329,7 +329,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             for req in [
                 ReplicaRequest::StoreBlock {
                     key: Id::hash(&good),
-                    data: good.clone(),
+                    data: good.clone().into(),
                     claims: vec![],
                     durable: true,
                 },
@@ -386,7 +386,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
                 to,
                 Request::Replica(ReplicaRequest::StoreBlock {
                     key: claimed,
-                    data: data.clone(),
+                    data: data.clone().into(),
                     claims: vec![],
                     durable: true,
                 }),
@@ -419,7 +419,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             a,
             Request::Replica(ReplicaRequest::StoreBlock {
                 key: Id::hash(&big),
-                data: big.clone(),
+                data: big.clone().into(),
                 claims: vec![],
                 durable: true,
             }),

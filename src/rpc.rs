@@ -286,21 +286,6 @@ rpc!(StoreRecord, (), |r| Request::Replica(ReplicaRequest::StoreRecord {
     }),
     Response::Replica(ReplicaResponse::Stored) => ());
 
-/// Store a copy of a record version beside the owner's compare-and-swap
-/// of it (checked like one, by a member that need not be the owner).
-#[derive(Debug, Clone)]
-pub struct StoreRecordCopy {
-    pub record: Record,
-    pub expected_seq: u64,
-    pub durable: bool,
-}
-rpc!(StoreRecordCopy, (), |r| Request::Replica(ReplicaRequest::StoreRecordCopy {
-        record: r.record,
-        expected_seq: r.expected_seq,
-        durable: r.durable,
-    }),
-    Response::Replica(ReplicaResponse::Stored) => ());
-
 /// Read a record replica (tombstones too): its versions, head first.
 #[derive(Debug, Clone)]
 pub struct FetchRecord(pub Id);

@@ -23,7 +23,7 @@ pub use crate::item::{ItemVersion, MAX_BLOCK, NodeSpace, Proof, RingSpace, proof
 pub use crate::ownership::{Claim, Freed, OwnedBlock, Release};
 
 /// Wire protocol version, the first byte of every frame body.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 4;
 /// Largest frame body (version byte included): a full block plus headroom.
 pub const MAX_FRAME: usize = MAX_BLOCK + 64 * 1024;
 /// Largest batch of items in one [`ReplicaRequest::Missing`].
@@ -176,17 +176,6 @@ pub enum ReplicaRequest {
     /// This node's data file system, and the bytes it holds for
     /// `owner`. → `Space`.
     Space { owner: [u8; 32] },
-    /// Store a copy of a record version whose compare-and-swap the key's
-    /// owner judges at the same time: kept only if the held sequence is
-    /// `expected_seq` (an absent record counts as 0) and the version is
-    /// newer than every held one, as the owner checks, but by any member
-    /// (no owner check). The writer counts the copy only once the owner
-    /// accepted the version. → `Stored`.
-    StoreRecordCopy {
-        record: Record,
-        expected_seq: u64,
-        durable: bool,
-    },
 }
 
 /// Answers to [`ReplicaRequest`].
@@ -516,17 +505,17 @@ mod tests {
             id: 7,
             body: Request::Chord(ChordRequest::Ping),
         };
-        assert_eq!(bytes(ping), [0, 0, 0, 5, 5, 0, 7, 0, 0]);
+        assert_eq!(bytes(ping), [0, 0, 0, 5, 4, 0, 7, 0, 0]);
         let pong = Frame::Response {
             id: 7,
             body: Response::Chord(ChordResponse::Pong),
         };
-        assert_eq!(bytes(pong), [0, 0, 0, 5, 5, 1, 7, 0, 0]);
+        assert_eq!(bytes(pong), [0, 0, 0, 5, 4, 1, 7, 0, 0]);
         let info = Frame::Request {
             id: 1,
             body: Request::Client(ClientRequest::Info),
         };
-        assert_eq!(bytes(info), [0, 0, 0, 5, 5, 0, 1, 2, 5]);
+        assert_eq!(bytes(info), [0, 0, 0, 5, 4, 0, 1, 2, 5]);
     }
 
     #[test]

@@ -32,7 +32,15 @@ pub type CallId = u64;
 pub enum Io {
     /// A call to `to`. A call to this node itself is served by the driver
     /// from the local store, exactly as a peer's call would be.
-    Call { id: CallId, to: Peer, req: Request },
+    Call {
+        id: CallId,
+        to: Peer,
+        req: Request,
+        /// Whether a non-durable put is to be covered by a later `Sync`
+        /// (false when the machine itself sends the node a durable call
+        /// for the same item next).
+        sync_later: bool,
+    },
     /// Drop this node's own copies of `key` (repair, once the replica set
     /// proved it holds them). Answered `Stored`, or an error.
     Remove { id: CallId, key: Id },
@@ -127,11 +135,19 @@ impl<'a> Cx<'a> {
 
     /// Queues `rpc` to `to`; returns the call's ID.
     pub fn call<R: Rpc>(&mut self, to: &Peer, rpc: R) -> CallId {
+        self.call_with(to, rpc, true)
+    }
+
+    /// [`call`](Self::call); without `sync_later`, a non-durable put it
+    /// makes is not noted for the next `Sync` (the caller follows it with
+    /// a durable call to the same node).
+    pub fn call_with<R: Rpc>(&mut self, to: &Peer, rpc: R, sync_later: bool) -> CallId {
         let id = self.fresh_id();
         self.out.push(Io::Call {
             id,
             to: to.clone(),
             req: rpc.request(),
+            sync_later,
         });
         id
     }

@@ -168,7 +168,6 @@ impl<T> Dht<T> {
             Request::Replica(
                 ReplicaRequest::StoreBlock { durable: false, .. }
                     | ReplicaRequest::StoreRecord { durable: false, .. }
-                    | ReplicaRequest::StoreRecordCopy { durable: false, .. }
             )
         )
     }
@@ -243,8 +242,13 @@ impl<T: Transport> Dht<T> {
     /// Performs one I/O of a machine: (its ID, the node called, the reply).
     async fn perform(&self, io: Io) -> (CallId, Option<Id>, Reply) {
         match io {
-            Io::Call { id, to, req } => {
-                let lazy = Self::is_lazy_put(&req);
+            Io::Call {
+                id,
+                to,
+                req,
+                sync_later,
+            } => {
+                let lazy = sync_later && Self::is_lazy_put(&req);
                 let reply = self.transport.call(&to, req).await;
                 if lazy {
                     // Whatever the answer: a put that timed out may still

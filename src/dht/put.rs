@@ -1,20 +1,13 @@
 //! Storing an item on its replicas until enough copies exist.
 //!
-//! A put locates the key, then sends the item to every member of the
-//! replica set at once. A block or a record's first version under a fresh
-//! name needs no ordering. A record update is a compare-and-swap that the
-//! key's owner judges (it orders writers): the owner gets the swap, the
-//! other members at the same time a copy that they check the same way
-//! (`StoreRecordCopy`: kept only if they hold the version the swap
-//! expects), so an update costs one round, fsyncs included. The owner's
-//! verdict decides: a copy counts only once the owner accepted, and a
-//! member that refused its copy because it held another version (it
-//! lagged, or a losing writer's copy reached it first) is then sent the
-//! accepted version plainly, to keep beside what it holds. If the owner
-//! refuses, the put fails with its refusal; the copies a member took are
-//! of a version that lost, which the losing writer's next version
-//! replaces (it merges and writes again). With `durable`, nothing counts
-//! as stored until it is durable. A member that fails is replaced by the
+//! A put locates the key, then sends the item to the replica set: a block
+//! or a record's first version under a fresh name to all members at once,
+//! a compare-and-swap record version to the owner first (the owner orders
+//! writers) and then to the rest. A durable compare-and-swap asks the
+//! owner to judge without fsyncing, then sends the version durably to the
+//! whole set, the owner included (which then only fsyncs what it holds),
+//! so the owner's fsync runs alongside the others' rather than before
+//! them; nothing counts as stored until it is durable. A member that fails is replaced by the
 //! next node after the set. The put succeeds once as many distinct nodes
 //! as [`RingView::copies_needed`](crate::chord::RingView::copies_needed)
 //! asks (r, or the ring's size when this node knows the whole ring and it
@@ -36,7 +29,7 @@ use super::machine::{CallId, Cx, Machine, Millis};
 use super::{DhtError, Placement};
 use crate::id::Id;
 use crate::record::Record;
-use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord, StoreRecordCopy};
+use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord};
 use crate::wire::{Claim, Peer, RemoteError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -100,23 +93,12 @@ enum Phase {
     New,
     /// Finding the replica set.
     Locating(Box<Locate>),
-    /// Waiting for the members (and spares).
-    Storing,
+    /// Waiting for the owner's compare-and-swap verdict.
+    Owner,
+    /// Waiting for the other members (and spares).
+    Members,
     /// Pausing until the next attempt.
     Backoff(Millis),
-}
-
-/// How a member is asked to store a record version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ask {
-    /// The owner judging an update's compare-and-swap, or any member
-    /// checking that a fresh name is absent.
-    Judge,
-    /// A member beside the owner, checking the same compare-and-swap
-    /// without judging (counted once the owner accepted).
-    Beside,
-    /// A member taking the version the owner accepted.
-    Follow,
 }
 
 /// A put in progress.
@@ -138,13 +120,8 @@ pub struct Put {
     placement: Option<Placement>,
     /// Nodes after the set still to try in place of failed members.
     spares: VecDeque<Peer>,
-    /// Calls in flight: the node, and how it was asked.
-    pending: HashMap<CallId, (Peer, Ask)>,
-    /// The owner's compare-and-swap call of this attempt, while its
-    /// verdict is awaited.
-    owner_call: Option<CallId>,
-    /// Refusals of members beside the owner, held until its verdict.
-    held: Vec<(Peer, Ask, CallError)>,
+    /// Calls in flight: the node, and whether it is the owner's CAS call.
+    pending: HashMap<CallId, Peer>,
     /// Replies not yet handled.
     replies: Vec<(CallId, Reply)>,
     /// Why the last call that failed failed.
@@ -171,8 +148,6 @@ impl Put {
             placement: None,
             spares: VecDeque::new(),
             pending: HashMap::new(),
-            owner_call: None,
-            held: Vec::new(),
             replies: Vec::new(),
             last: None,
             transient: 0,
@@ -181,10 +156,18 @@ impl Put {
         }
     }
 
-    /// The store call to `to`, asked as `ask` (records; a block is
-    /// stored alike by every member).
-    fn send(&mut self, to: &Peer, ask: Ask, cx: &mut Cx<'_>) -> CallId {
-        let durable = self.durable;
+    /// Whether the owner's compare-and-swap call of a durable put is sent
+    /// without durability: the owner then judges and keeps the version at
+    /// once, and is asked again, durably, with the other members, so its
+    /// fsync overlaps theirs instead of coming first.
+    fn owner_judges_first(&self) -> bool {
+        self.durable && self.item.owner_first()
+    }
+
+    /// The store call to `to`; `cas` carries the compare-and-swap.
+    fn send(&mut self, to: &Peer, cas: bool, cx: &mut Cx<'_>) {
+        let judging = cas && self.owner_judges_first();
+        let durable = self.durable && !judging;
         let id = match &self.item {
             Item::Block { key, data, claims } => cx.call(
                 to,
@@ -198,43 +181,32 @@ impl Put {
             Item::Record {
                 record,
                 expected_seq,
-                ..
-            } => match (ask, *expected_seq) {
-                (Ask::Beside, Some(e)) => cx.call(
-                    to,
-                    StoreRecordCopy {
-                        record: Record::clone(record),
-                        expected_seq: e,
-                        durable,
+                owner_first,
+            } => cx.call_with(
+                to,
+                StoreRecord {
+                    record: Record::clone(record),
+                    // Replicas after the owner take the version the owner
+                    // accepted; all-at-once puts check at every member.
+                    expected_seq: if cas || !owner_first {
+                        *expected_seq
+                    } else {
+                        None
                     },
-                ),
-                (ask, expected_seq) => cx.call(
-                    to,
-                    StoreRecord {
-                        record: Record::clone(record),
-                        // A follower takes the version the owner accepted.
-                        expected_seq: if ask == Ask::Follow {
-                            None
-                        } else {
-                            expected_seq
-                        },
-                        durable,
-                    },
-                ),
-            },
+                    durable,
+                },
+                // The durable call that follows covers it.
+                !judging,
+            ),
         };
-        self.pending.insert(id, (to.clone(), ask));
-        id
+        self.pending.insert(id, to.clone());
     }
 
     fn has_stored(&self, p: &Peer) -> bool {
         self.stored.iter().any(|q| q.id == p.id)
     }
 
-    /// Starts an attempt on `p`: sends to every member that has not
-    /// stored yet, an update's owner its compare-and-swap and the others
-    /// their copies, unless the owner holds the version already (from an
-    /// earlier attempt): then the others simply take it.
+    /// Starts an attempt on `p`.
     fn start_storing(&mut self, p: Placement, cx: &mut Cx<'_>) {
         let set = p.replicas(cx.replicas);
         self.spares = p
@@ -245,71 +217,27 @@ impl Put {
         self.transient = 0;
         self.no_space = 0;
         self.placement = Some(p);
-        self.owner_call = None;
-        self.held.clear();
-        self.phase = Phase::Storing;
-        let update = self.item.owner_first();
-        let judged = update && !set.first().is_some_and(|o| self.has_stored(o));
-        for (i, m) in set.iter().enumerate() {
-            if self.has_stored(m) {
-                continue;
-            }
-            let ask = match (update, judged, i) {
-                (false, _, _) => Ask::Judge,
-                (true, true, 0) => Ask::Judge,
-                (true, true, _) => Ask::Beside,
-                (true, false, _) => Ask::Follow,
-            };
-            let id = self.send(m, ask, cx);
-            if update && ask == Ask::Judge {
-                self.owner_call = Some(id);
-            }
+        if self.item.owner_first() && !self.has_stored(&set[0]) {
+            self.send(&set[0], true, cx);
+            self.phase = Phase::Owner;
+            return;
         }
+        self.send_rest(cx);
     }
 
-    /// A member's refusal or failure, once no verdict is awaited: a
-    /// copy refused for holding another version is sent the accepted
-    /// version plainly; a member holding a later version counts; a final
-    /// refusal of a fresh name ends the put; anything else moves on to
-    /// a spare.
-    fn member_failed(&mut self, peer: Peer, ask: Ask, e: CallError, cx: &mut Cx<'_>) {
-        let update = self.item.owner_first();
-        match e {
-            // A member already holds a newer version: the owner accepted
-            // this one first, so that one was ordered after it and
-            // carries it on (the member got the two out of order). The
-            // copy counts.
-            CallError::Refused(RemoteError::Stale { offered, current })
-                if update && current > offered =>
-            {
-                if !self.has_stored(&peer) {
-                    self.stored.push(peer);
-                }
-            }
-            // A copy beside the owner found another version held (the
-            // member lagged, or a losing writer's copy came first): it
-            // takes the accepted one beside what it holds.
-            CallError::Refused(RemoteError::Conflict { .. }) if ask == Ask::Beside => {
-                self.send(&peer, Ask::Follow, cx);
-            }
-            e if e.is_final() && self.stored.is_empty() => self.refused = Some(e),
-            // A first version stored at every member at once that one of
-            // them refuses as taken: another writer's version was there
-            // first (the owner decides which). Final, so the writer
-            // reloads and keeps its own as a conflict copy; the other
-            // writer's version, numbered above the first, replaces what
-            // this one left on the others.
-            e @ CallError::Refused(RemoteError::Conflict { .. }) if !update => {
-                self.refused = Some(e);
-            }
-            e => {
-                self.note_failure(&peer, &e);
-                if let Some(s) = self.spares.pop_front() {
-                    let ask = if update { Ask::Follow } else { Ask::Judge };
-                    self.send(&s, ask, cx);
-                }
+    /// Sends to every member of the set that has not stored yet.
+    fn send_rest(&mut self, cx: &mut Cx<'_>) {
+        let set = self
+            .placement
+            .as_ref()
+            .map(|p| p.replicas(cx.replicas))
+            .unwrap_or_default();
+        for m in set {
+            if !self.has_stored(&m) {
+                self.send(&m, false, cx);
             }
         }
+        self.phase = Phase::Members;
     }
 
     fn note_failure(&mut self, peer: &Peer, e: &CallError) {
@@ -345,13 +273,6 @@ impl Put {
                 copies: self.stored.len() as u32,
             }));
         }
-        self.retry(cx)
-    }
-
-    /// Pauses before the next attempt, or fails: at once if every node
-    /// tried is out of space, else once the deadline is near.
-    fn retry(&mut self, cx: &mut Cx<'_>) -> Option<Result<Stored, DhtError>> {
-        let needed = cx.view.copies_needed(cx.replicas);
         // Every node we could try refused for space and none failed for a
         // passing reason: waiting will not help.
         if self.no_space > 0 && self.transient == 0 && self.spares.is_empty() {
@@ -441,38 +362,63 @@ impl Machine for Put {
                 cx.wake_at(until);
                 return None;
             }
-            Phase::Storing => {}
+            Phase::Owner | Phase::Members => {}
         }
         for (id, reply) in std::mem::take(&mut self.replies) {
-            let Some((peer, ask)) = self.pending.remove(&id) else {
+            let Some(peer) = self.pending.remove(&id) else {
                 continue;
             };
-            let verdict = self.owner_call == Some(id);
-            if verdict {
-                self.owner_call = None;
-            }
-            match StoreRecord::parse(reply) {
-                Ok(()) => {
+            let owner_call = matches!(self.phase, Phase::Owner);
+            let r = StoreRecord::parse(reply);
+            match r {
+                // A member after the owner already holds a newer version:
+                // the owner accepted this one first, so that one was
+                // ordered after it and carries it on (the member got the
+                // two out of order). The copy counts.
+                Err(CallError::Refused(RemoteError::Stale { offered, current }))
+                    if !owner_call && self.item.owner_first() && current > offered =>
+                {
                     if !self.has_stored(&peer) {
                         self.stored.push(peer);
                     }
-                    if verdict {
-                        for (p, a, e) in std::mem::take(&mut self.held) {
-                            self.member_failed(p, a, e, cx);
-                        }
+                }
+                Ok(()) => {
+                    // An owner that judged without fsyncing counts once
+                    // it answers the durable call `send_rest` sends it.
+                    let counts = !(owner_call && self.owner_judges_first());
+                    if counts && !self.has_stored(&peer) {
+                        self.stored.push(peer);
+                    }
+                    if owner_call {
+                        self.send_rest(cx);
                     }
                 }
-                Err(e) if verdict && e.is_final() => self.refused = Some(e),
-                Err(e) if verdict => {
-                    // Without the owner's verdict the attempt ends, however
-                    // many copies it has: look the owner up again.
-                    self.note_failure(&peer, &e);
-                    self.pending.clear();
-                    self.held.clear();
-                    return self.retry(cx);
+                Err(e) if e.is_final() && (owner_call || self.stored.is_empty()) => {
+                    self.refused = Some(e);
                 }
-                Err(e) if self.owner_call.is_some() => self.held.push((peer, ask, e)),
-                Err(e) => self.member_failed(peer, ask, e, cx),
+                // A first version stored at every member at once that one
+                // of them refuses as taken: another writer's version was
+                // there first (the owner decides which). Final, so the
+                // writer reloads and keeps its own as a conflict copy;
+                // the other writer's version, numbered above the first,
+                // replaces what this one left on the others.
+                Err(e @ CallError::Refused(RemoteError::Conflict { .. }))
+                    if !self.item.owner_first() =>
+                {
+                    self.refused = Some(e);
+                }
+                Err(e) => {
+                    self.note_failure(&peer, &e);
+                    if owner_call {
+                        // Without the owner's verdict nothing may be sent
+                        // on: look the owner up again.
+                        self.pending.clear();
+                        return self.end_attempt(cx);
+                    }
+                    if let Some(s) = self.spares.pop_front() {
+                        self.send(&s, false, cx);
+                    }
+                }
             }
         }
         if let Some(CallError::Refused(e)) = self.refused.take() {

@@ -21,10 +21,6 @@ async fn put_owned<T: Transport>(d: &Dht<T>, data: Vec<u8>) -> Result<(Id, u32),
 }
 use std::time::Instant;
 
-/// A record put the fake saw: the node, whether durable, the expected
-/// sequence number, whether it is a copy beside the owner's swap.
-type RecordPut = (Id, bool, Option<u64>, bool);
-
 /// A ring of in-memory stores seen from one of them.
 struct Fake {
     stores: Vec<(Peer, Store)>,
@@ -40,9 +36,8 @@ struct Fake {
     /// Nodes asked for a block, in order.
     fetched_from: Mutex<Vec<Id>>,
     /// Record puts, in order: the node, whether durable, the expected
-    /// sequence number, whether it is a copy beside the owner's
-    /// compare-and-swap.
-    record_puts: Mutex<Vec<RecordPut>>,
+    /// sequence number.
+    record_puts: Mutex<Vec<(Id, bool, Option<u64>)>>,
     routes: RouteCache,
     started: Instant,
     _dirs: Vec<tempfile::TempDir>,
@@ -130,27 +125,16 @@ impl Transport for Fake {
         if matches!(req, ReplicaRequest::FetchBlock { .. }) {
             self.fetched_from.lock().unwrap().push(to.id);
         }
-        match &req {
-            ReplicaRequest::StoreRecord {
-                durable,
-                expected_seq,
-                ..
-            } => self
-                .record_puts
+        if let ReplicaRequest::StoreRecord {
+            durable,
+            expected_seq,
+            ..
+        } = &req
+        {
+            self.record_puts
                 .lock()
                 .unwrap()
-                .push((to.id, *durable, *expected_seq, false)),
-            ReplicaRequest::StoreRecordCopy {
-                durable,
-                expected_seq,
-                ..
-            } => {
-                self.record_puts
-                    .lock()
-                    .unwrap()
-                    .push((to.id, *durable, Some(*expected_seq), true))
-            }
-            _ => {}
+                .push((to.id, *durable, *expected_seq));
         }
         if self.down.lock().unwrap().contains(&to.id) {
             return Err(CallError::Unreachable("down".into()));
@@ -164,9 +148,7 @@ impl Transport for Fake {
         if self.full.lock().unwrap().contains(&to.id)
             && matches!(
                 req,
-                ReplicaRequest::StoreBlock { .. }
-                    | ReplicaRequest::StoreRecord { .. }
-                    | ReplicaRequest::StoreRecordCopy { .. }
+                ReplicaRequest::StoreBlock { .. } | ReplicaRequest::StoreRecord { .. }
             )
         {
             return Err(CallError::Refused(RemoteError::NoSpace(format!(
@@ -330,81 +312,34 @@ async fn records_newest_wins_and_forgeries_are_refused() {
 }
 
 #[tokio::test]
-async fn an_update_takes_one_round_the_owner_judging_and_the_others_copying() {
+async fn a_durable_swap_has_the_owner_judge_first_then_fsync_with_the_others() {
     let d = dht(Fake::new(4), 3);
     let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
     d.put_record(r1.clone(), Some(0)).await.unwrap();
-    let owner = {
-        let ids: Vec<Id> = (0..4).map(|i| d.transport.peer(i).id).collect();
-        ids[(0..4).find(|&i| ids[i] >= r1.key()).unwrap_or(0)]
-    };
     d.transport.record_puts.lock().unwrap().clear();
     let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
     d.put_record(r2.clone(), Some(1)).await.unwrap();
     let puts = d.transport.record_puts.lock().unwrap().clone();
-    // One durable call to each member: the owner's swap and two copies
-    // checking the same sequence.
-    assert_eq!(puts.len(), 3, "{puts:?}");
-    assert!(puts.contains(&(owner, true, Some(1), false)), "{puts:?}");
-    let copies: HashSet<Id> = puts
-        .iter()
-        .filter(|p| *p == &(p.0, true, Some(1), true))
-        .map(|p| p.0)
-        .collect();
-    assert!(copies.len() == 2 && !copies.contains(&owner), "{puts:?}");
+    // The owner judges the swap without fsyncing; then all three,
+    // the owner again, take it durably.
+    let owner = puts[0].0;
+    assert_eq!(puts[0], (owner, false, Some(1)));
+    let rest: HashSet<Id> = puts[1..].iter().map(|p| p.0).collect();
+    assert_eq!(puts.len(), 4, "{puts:?}");
+    assert!(puts[1..].iter().all(|p| p.1 && p.2.is_none()), "{puts:?}");
+    assert!(rest.contains(&owner) && rest.len() == 3);
     // Nothing is left for a later Sync: every copy is durable.
     assert!(d.unsynced.lock().unwrap().is_empty());
     assert_eq!(d.transport.holders(r2.key()).len(), 3);
-    // A lost swap is refused by the owner, and the copies too: nothing
-    // more is sent, and version 2 stays.
+    // A lost swap is refused by the owner, and goes no further.
     d.transport.record_puts.lock().unwrap().clear();
     let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
     assert!(matches!(
         d.put_record(r3, Some(1)).await,
         Err(DhtError::Refused(RemoteError::Conflict { .. }))
     ));
-    assert_eq!(d.transport.record_puts.lock().unwrap().len(), 3);
-    for i in d.transport.holders(r2.key()) {
-        assert_eq!(
-            d.transport.stores[i].1.get_record(r2.key()).unwrap(),
-            Some(r2.clone())
-        );
-    }
-}
-
-/// A member that missed the version an update builds on refuses its copy
-/// (it holds another sequence); once the owner accepted, it is sent the
-/// version plainly and takes it, so the update still has r copies.
-#[tokio::test]
-async fn a_lagging_member_takes_the_accepted_version_after_refusing_its_copy() {
-    let d = dht(Fake::new(3), 3);
-    let sk = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
-    let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
-    let key = r1.key();
-    let ids: Vec<Id> = (0..3).map(|i| d.transport.peer(i).id).collect();
-    let owner = (0..3).find(|&i| ids[i] >= key).unwrap_or(0);
-    let lagging = (owner + 1) % 3;
-    for (i, (_, store)) in d.transport.stores.iter().enumerate() {
-        if i != lagging {
-            store.put_record(&r1, Some(0)).unwrap();
-        }
-    }
-    let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
-    d.put_record(r2.clone(), Some(1)).await.unwrap();
-    let puts = d.transport.record_puts.lock().unwrap().clone();
-    let to_lagging: Vec<_> = puts.iter().filter(|p| p.0 == ids[lagging]).collect();
-    assert_eq!(
-        to_lagging,
-        [
-            &(ids[lagging], true, Some(1), true),
-            &(ids[lagging], true, None, false)
-        ],
-        "{puts:?}"
-    );
-    for (_, store) in &d.transport.stores {
-        assert_eq!(store.get_record(key).unwrap(), Some(r2.clone()));
-    }
+    assert_eq!(d.transport.record_puts.lock().unwrap().len(), 1);
 }
 
 /// A new record a put placed on the node after the owner (from a range

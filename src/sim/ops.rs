@@ -289,24 +289,15 @@ impl Sim {
                 key.short()
             );
         }
-        let stored_record = match &req {
-            Request::Replica(crate::wire::ReplicaRequest::StoreRecord {
-                record,
-                expected_seq,
-                durable,
-            }) => Some((record, *expected_seq, *durable, "")),
-            Request::Replica(crate::wire::ReplicaRequest::StoreRecordCopy {
-                record,
-                expected_seq,
-                durable,
-            }) => Some((record, Some(*expected_seq), *durable, ", a copy")),
-            _ => None,
-        };
-        if let Some((record, expected_seq, durable, copy)) = stored_record
+        if let Request::Replica(crate::wire::ReplicaRequest::StoreRecord {
+            record,
+            expected_seq,
+            durable,
+        }) = &req
             && Sim::traced(record.key())
         {
             eprintln!(
-                "TRACE t={} node {to} stores {} version {} (from node {from}, expected {expected_seq:?}, durable {durable}{copy})",
+                "TRACE t={} node {to} stores {} version {} (from node {from}, expected {expected_seq:?}, durable {durable})",
                 self.now,
                 record.key().short(),
                 record.seq

@@ -537,11 +537,32 @@ pub struct RepairPass {
     /// (fixed at the first step, so that a view changing mid-pass cannot
     /// put a key off to the end).
     cursor: Option<Id>,
-    /// Per worker: where it is, and where its batch starts and the keys
-    /// of it still to do.
-    workers: Vec<Phase>,
-    batches: Vec<(Id, BTreeSet<Id>)>,
+    workers: Vec<Worker>,
     stats: RepairStats,
+}
+
+/// One of a pass's workers: where it is, and the keys of its batch still
+/// to do.
+#[derive(Debug)]
+struct Worker {
+    phase: Phase,
+    batch: Batch,
+}
+
+/// Keys a worker claimed, walked in ring order from `start`.
+#[derive(Debug, Default)]
+struct Batch {
+    start: Id,
+    keys: BTreeSet<Id>,
+}
+
+impl Batch {
+    /// Takes the next key of the walk, if any is left.
+    fn take_next(&mut self) -> Option<Id> {
+        let k = first_from(&self.keys, self.start)?;
+        self.keys.remove(&k);
+        Some(k)
+    }
 }
 
 impl RepairPass {
@@ -554,8 +575,12 @@ impl RepairPass {
             todo,
             nonce,
             cursor: None,
-            workers: (0..PASS_PARALLELISM).map(|_| Phase::Next).collect(),
-            batches: vec![(Id::default(), BTreeSet::new()); PASS_PARALLELISM],
+            workers: (0..PASS_PARALLELISM)
+                .map(|_| Worker {
+                    phase: Phase::Next,
+                    batch: Batch::default(),
+                })
+                .collect(),
             stats: RepairStats::default(),
         }
     }
@@ -585,7 +610,10 @@ impl RepairPass {
             self.todo.remove(k);
         }
         self.cursor = Some(first);
-        self.batches[w] = (first, batch);
+        self.workers[w].batch = Batch {
+            start: first,
+            keys: batch,
+        };
         true
     }
 
@@ -594,23 +622,26 @@ impl RepairPass {
     /// ring is in flux, and one worker would go through a long batch alone
     /// while the others wait); `false` if no batch has two keys left.
     fn steal_batch(&mut self, w: usize) -> bool {
-        let Some(j) = (0..self.batches.len())
-            .filter(|&j| j != w && self.batches[j].1.len() >= 2)
-            .max_by_key(|&j| self.batches[j].1.len())
+        let Some(j) = (0..self.workers.len())
+            .filter(|&j| j != w && self.workers[j].batch.keys.len() >= 2)
+            .max_by_key(|&j| self.workers[j].batch.keys.len())
         else {
             return false;
         };
-        let (start, batch) = &mut self.batches[j];
-        let ordered: Vec<Id> = batch
+        let Batch { start, keys } = &mut self.workers[j].batch;
+        let ordered: Vec<Id> = keys
             .range(*start..)
-            .chain(batch.range(..*start))
+            .chain(keys.range(..*start))
             .copied()
             .collect();
         let later = ordered[ordered.len() / 2..].to_vec();
         for k in &later {
-            batch.remove(k);
+            keys.remove(k);
         }
-        self.batches[w] = (later[0], later.into_iter().collect());
+        self.workers[w].batch = Batch {
+            start: later[0],
+            keys: later.into_iter().collect(),
+        };
         true
     }
 
@@ -618,17 +649,15 @@ impl RepairPass {
     /// with nothing left to claim.
     fn step_worker(&mut self, w: usize, cx: &mut Cx<'_>) -> bool {
         loop {
-            match &mut self.workers[w] {
+            match &mut self.workers[w].phase {
                 Phase::Next => {
-                    if self.batches[w].1.is_empty() && !self.claim_batch(w, cx) {
-                        return true;
-                    }
-                    let (start, batch) = &mut self.batches[w];
-                    let Some(first) = first_from(batch, *start) else {
-                        return true;
+                    let Some(first) = self.workers[w].batch.take_next() else {
+                        if !self.claim_batch(w, cx) {
+                            return true;
+                        }
+                        continue;
                     };
-                    batch.remove(&first);
-                    self.workers[w] =
+                    self.workers[w].phase =
                         Phase::Locating(Box::new(Locate::new(first, CacheUse::Fresh)));
                 }
                 Phase::Locating(l) => {
@@ -659,7 +688,7 @@ impl RepairPass {
                                 .iter()
                                 .map(|m| SyncTo::new(m.clone(), group.clone()))
                                 .collect();
-                            self.workers[w] = Phase::Syncing {
+                            self.workers[w].phase = Phase::Syncing {
                                 drop_after: false,
                                 members,
                                 group,
@@ -670,7 +699,7 @@ impl RepairPass {
                     };
                     // The group: the key located, and the batch's keys up to
                     // its owner.
-                    let batch = &mut self.batches[w].1;
+                    let batch = &mut self.workers[w].batch.keys;
                     let mut keys = group_keys(batch, first, p.owner.id);
                     for k in &keys {
                         batch.remove(k);
@@ -685,7 +714,7 @@ impl RepairPass {
                         .iter()
                         .map(|m| SyncTo::new(m.clone(), group.clone()))
                         .collect();
-                    self.workers[w] = Phase::Syncing {
+                    self.workers[w].phase = Phase::Syncing {
                         drop_after: !in_set && !members.is_empty(),
                         members,
                         group,
@@ -719,7 +748,7 @@ impl RepairPass {
                     } else {
                         Phase::Next
                     };
-                    self.workers[w] = next;
+                    self.workers[w].phase = next;
                 }
                 Phase::Dropping(d) => {
                     if !d.step(cx) {
@@ -729,7 +758,7 @@ impl RepairPass {
                     for r in std::mem::take(&mut d.reasons) {
                         self.stats.fail(r);
                     }
-                    self.workers[w] = Phase::Next;
+                    self.workers[w].phase = Phase::Next;
                 }
             }
         }
@@ -740,8 +769,8 @@ impl Machine for RepairPass {
     type Output = RepairStats;
 
     fn on_reply(&mut self, id: CallId, reply: Reply) {
-        if let Some(w) = self.workers.iter_mut().find(|w| w.owns(id)) {
-            w.on_reply(id, reply);
+        if let Some(w) = self.workers.iter_mut().find(|w| w.phase.owns(id)) {
+            w.phase.on_reply(id, reply);
         }
     }
 
@@ -844,28 +873,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_walked_in_ring_order_from_its_start() {
+        let mut b = Batch {
+            start: small(200),
+            keys: [5, 200, 1, 250].into_iter().map(small).collect(),
+        };
+        let walked: Vec<Id> = std::iter::from_fn(|| b.take_next()).collect();
+        assert_eq!(walked, [200, 250, 1, 5].map(small));
+        assert!(b.keys.is_empty());
+    }
+
+    #[test]
     fn an_idle_worker_takes_the_later_half_of_the_largest_batch() {
         let mut p = pass_over(&[]);
         // Worker 0's batch wraps past zero: 200, 250, 1, 5 in ring order.
         let batch: BTreeSet<Id> = [200, 250, 1, 5].into_iter().map(small).collect();
-        p.batches[0] = (small(200), batch);
-        p.batches[1] = (small(90), [small(90)].into_iter().collect());
+        p.workers[0].batch = Batch {
+            start: small(200),
+            keys: batch,
+        };
+        p.workers[1].batch = Batch {
+            start: small(90),
+            keys: [small(90)].into_iter().collect(),
+        };
         assert!(p.steal_batch(2));
-        assert_eq!(p.batches[2].0, small(1));
+        assert_eq!(p.workers[2].batch.start, small(1));
         assert_eq!(
-            p.batches[2].1,
+            p.workers[2].batch.keys,
             [small(1), small(5)].into_iter().collect::<BTreeSet<_>>()
         );
         assert_eq!(
-            p.batches[0].1,
+            p.workers[0].batch.keys,
             [small(200), small(250)]
                 .into_iter()
                 .collect::<BTreeSet<_>>()
         );
         // Batches of one key are left alone.
-        p.batches[0].1.remove(&small(250));
-        p.batches[2].1.clear();
-        p.batches[3].1.clear();
+        p.workers[0].batch.keys.remove(&small(250));
+        p.workers[2].batch.keys.clear();
+        p.workers[3].batch.keys.clear();
         assert!(!p.steal_batch(3));
     }
 }

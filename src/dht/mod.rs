@@ -145,6 +145,11 @@ pub struct Dht<T> {
     /// Nodes that took a non-durable write from this client since its last
     /// [`Dht::sync`].
     unsynced: Mutex<HashMap<Id, Peer>>,
+    /// Held by a [`Dht::sync`] from the moment it takes the nodes to ask
+    /// until they answered (or went back into `unsynced`): a sync that
+    /// starts meanwhile waits, since the nodes it must cover may be the
+    /// ones the running sync took and has not heard from yet.
+    sync_turn: tokio::sync::Mutex<()>,
 }
 
 /// How many times [`Dht::sync`] asks a node that does not answer in time.
@@ -158,6 +163,7 @@ impl<T> Dht<T> {
             replicas,
             policy: Policy::default(),
             unsynced: Mutex::new(HashMap::new()),
+            sync_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -306,7 +312,12 @@ impl<T: Transport> Dht<T> {
     /// that took one. A node that does not answer in time is asked again,
     /// up to [`SYNC_TRIES`] times in all: a `Sync` is idempotent, and a
     /// disk busy for a few seconds is no reason to fail an `fsync`.
+    ///
+    /// Concurrent syncs take turns: each covers every node noted before it
+    /// started, either itself or by waiting for the sync that took the
+    /// node (and put it back on failure).
     pub async fn sync(&self) -> Result<(), DhtError> {
+        let _turn = self.sync_turn.lock().await;
         let mut peers: Vec<Peer> = {
             let mut u = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
             u.drain().map(|(_, p)| p).collect()

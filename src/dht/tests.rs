@@ -38,6 +38,10 @@ struct Fake {
     /// Record puts, in order: the node, whether durable, the expected
     /// sequence number.
     record_puts: Mutex<Vec<(Id, bool, Option<u64>)>>,
+    /// While set, a `Sync` call waits for a permit of it.
+    hold_syncs: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// `Sync` calls received.
+    syncs: std::sync::atomic::AtomicUsize,
     routes: RouteCache,
     started: Instant,
     _dirs: Vec<tempfile::TempDir>,
@@ -71,6 +75,8 @@ impl Fake {
             full: Mutex::new(HashSet::new()),
             fetched_from: Mutex::new(Vec::new()),
             record_puts: Mutex::new(Vec::new()),
+            hold_syncs: Mutex::new(None),
+            syncs: Default::default(),
             routes: RouteCache::default(),
             started: Instant::now(),
             _dirs: dirs,
@@ -124,6 +130,13 @@ impl Transport for Fake {
         };
         if matches!(req, ReplicaRequest::FetchBlock { .. }) {
             self.fetched_from.lock().unwrap().push(to.id);
+        }
+        if matches!(req, ReplicaRequest::Sync) {
+            self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let hold = self.hold_syncs.lock().unwrap().clone();
+            if let Some(h) = hold {
+                h.acquire().await.unwrap().forget();
+            }
         }
         if let ReplicaRequest::StoreRecord {
             durable,
@@ -505,6 +518,42 @@ async fn sync_reaches_every_node_written_lazily() {
     // Durable puts need no sync.
     put_owned(&d, b"durable".to_vec()).await.unwrap();
     assert!(d.unsynced.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_sync_started_while_another_runs_waits_for_its_nodes() {
+    let d = Arc::new(dht(Fake::new(3), 3));
+    d.put_block_as(Id::hash(b"lazy"), b"lazy".to_vec(), Vec::new(), false)
+        .await
+        .unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *d.transport.hold_syncs.lock().unwrap() = Some(Arc::clone(&gate));
+    let first = tokio::spawn({
+        let d = Arc::clone(&d);
+        async move { d.sync().await }
+    });
+    // The first sync took the three nodes and waits for their answers.
+    let t = Instant::now();
+    while d.transport.syncs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(d.unsynced.lock().unwrap().is_empty());
+    // A second sync (another file's fsync, whose lazy put went to the
+    // same nodes) must not report them durable before they answered.
+    let second = tokio::spawn({
+        let d = Arc::clone(&d);
+        async move { d.sync().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!second.is_finished(), "the second sync returned first");
+    gate.add_permits(3);
+    first.await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), second)
+        .await
+        .expect("the second sync ends after the first")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

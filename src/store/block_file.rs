@@ -28,12 +28,19 @@ const MAX_HEADER: usize = 1 << 20;
 
 /// The file bytes for `data` owned by `claims`.
 pub fn encode(claims: &[Claim], data: &[u8]) -> Vec<u8> {
+    let mut out = head(claims, data.len());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The file bytes before the block's (magic, header length, header), with
+/// room reserved for `reserve` more.
+pub fn head(claims: &[Claim], reserve: usize) -> Vec<u8> {
     let header = postcard::to_stdvec(claims).unwrap_or_default();
-    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    let mut out = Vec::with_capacity(8 + header.len() + reserve);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
-    out.extend_from_slice(data);
     out
 }
 

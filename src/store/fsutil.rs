@@ -34,14 +34,14 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Files at least this big, written without a sync, start their write to
 /// disk at once.
-const START_WRITEBACK: usize = 256 << 10;
+pub const START_WRITEBACK: usize = 256 << 10;
 
 /// Starts writing `file`'s dirty pages to disk without waiting for them
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A large copy's blocks then
 /// reach the disk while the copy goes on, rather than all at its closing
 /// sync: the sync that makes them durable later finds little left to
 /// write. Only a hint: an error is ignored (the sync reports real ones).
-fn start_writeback(file: &File) {
+pub fn start_writeback(file: &File) {
     use std::os::fd::AsRawFd;
     // SAFETY: a plain syscall on an open descriptor; no memory is passed.
     unsafe {
@@ -68,16 +68,20 @@ pub struct Staged {
     pub(super) path: Option<PathBuf>,
 }
 
-/// Writes `bytes` to a new uniquely named file in `tmp_dir`, synced only if
-/// `sync` (an unsynced file is made durable later by [`sync_file`]).
-pub fn stage_with(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<Staged, StoreError> {
-    let name = format!(
+/// A fresh, unique temp file name in `tmp_dir`.
+pub fn temp_path(tmp_dir: &Path) -> PathBuf {
+    tmp_dir.join(format!(
         "{}-{}-{:016x}{TMP_SUFFIX}",
         std::process::id(),
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed),
         rand::random::<u64>()
-    );
-    let path = tmp_dir.join(name);
+    ))
+}
+
+/// Writes `bytes` to a new uniquely named file in `tmp_dir`, synced only if
+/// `sync` (an unsynced file is made durable later by [`sync_file`]).
+pub fn stage_with(tmp_dir: &Path, bytes: &[u8], sync: bool) -> Result<Staged, StoreError> {
+    let path = temp_path(tmp_dir);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -79,6 +79,7 @@
 //! held under them.
 
 pub mod block_file;
+mod direct;
 mod error;
 pub mod fsutil;
 mod index;
@@ -408,12 +409,13 @@ impl Store {
     /// Writes the file of item `key`, not yet durable (see
     /// [`sync_if_pending`](Self::sync_if_pending)): a record, or a block
     /// of at most [`packs::BLOCK_MAX`] bytes of data, is appended to the
-    /// packs; a bigger block is staged and renamed into place.
+    /// packs; a bigger block is staged (past the page cache: [`direct`])
+    /// and renamed into place. The file is `parts`, one after the other.
     fn write_item(
         &self,
         kind: Kind,
         key: Id,
-        bytes: &[u8],
+        parts: &[&[u8]],
         data_len: usize,
         replace: bool,
     ) -> Result<(), StoreError> {
@@ -422,9 +424,12 @@ impl Store {
             // Held but not packed: its file is from before packs, deleted
             // once the entry is durable.
             let legacy = (replace && !self.packs.holds(kind, key)).then_some(path);
-            return self.packs.put(kind, key, bytes, legacy);
+            return match parts {
+                [bytes] => self.packs.put(kind, key, bytes, legacy),
+                _ => self.packs.put(kind, key, &parts.concat(), legacy),
+            };
         }
-        fsutil::stage_with(&self.tmp, bytes, false)?.commit(&path)?;
+        direct::stage_parts(&self.tmp, parts)?.commit(&path)?;
         lock(&self.pending).note(path);
         Ok(())
     }
@@ -614,10 +619,10 @@ impl Store {
         if held.is_none() {
             self.space.admit(data.len() as u64)?;
         }
-        let bytes = block_file::encode(&merged, data);
+        let head = block_file::head(&merged, 0);
+        self.write_item(Kind::Block, key, &[&head, data], data.len(), held.is_some())?;
         // Indexed before the write is made durable: the file is in place.
-        self.write_item(Kind::Block, key, &bytes, data.len(), held.is_some())?;
-        lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &merged));
+        lock(&self.index).set_block(key, block_meta((head.len() + data.len()) as u64, &merged));
         if durable {
             self.sync_if_pending(Kind::Block, key)?;
         }
@@ -717,7 +722,7 @@ impl Store {
                 }
                 Some(left) => {
                     let bytes = block_file::encode(&left, &file.data);
-                    self.write_item(Kind::Block, key, &bytes, file.data.len(), true)?;
+                    self.write_item(Kind::Block, key, &[&bytes], file.data.len(), true)?;
                     lock(&self.index).set_block(key, block_meta(bytes.len() as u64, &left));
                     self.sync_if_pending(Kind::Block, key)?;
                 }
@@ -806,7 +811,7 @@ impl Store {
         if current.is_none() {
             self.space.admit(bytes.len() as u64)?;
         }
-        self.write_item(Kind::Record, key, &bytes, bytes.len(), current.is_some())?;
+        self.write_item(Kind::Record, key, &[&bytes], bytes.len(), current.is_some())?;
         let meta = RecordMeta {
             seq: versions[0].seq,
             len: bytes.len() as u64,

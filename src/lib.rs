@@ -53,6 +53,7 @@ pub mod chord;
 pub mod cli;
 pub mod clock;
 pub mod dht;
+pub mod frame_bytes;
 pub mod fs;
 pub mod grant;
 pub mod http;

@@ -136,7 +136,9 @@ pub enum ReplicaRequest {
     StoreBlock {
         key: Id,
         /// Encoded as a byte string, like a `Vec<u8>`; shared, so a put
-        /// to r members does not copy the block per member.
+        /// to r members does not copy the block per member, and decoded
+        /// as a slice of the received frame ([`crate::frame_bytes`]).
+        #[serde(deserialize_with = "crate::frame_bytes::deserialize")]
         data: bytes::Bytes,
         /// The owners' claims (refused with `Released` if an owner's kept
         /// release covers every one).
@@ -454,6 +456,12 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
         ))),
         Err(e) => Err(FrameError::Malformed(e.to_string())),
     }
+}
+
+/// [`decode_body`] of a received frame body that large byte strings in it
+/// share rather than copy ([`crate::frame_bytes`]).
+pub fn decode_shared(body: &bytes::Bytes) -> Result<Frame, FrameError> {
+    crate::frame_bytes::with_frame(body, decode_body)
 }
 
 /// Decodes the first complete frame in `buf`: `Ok(Some((frame, used)))`,

@@ -82,7 +82,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
             return Err(ReadError::Truncated);
         }
     }
-    Ok(Some(wire::decode_body(&body)?))
+    // The body becomes shared (no copy): a block's bytes decode as a
+    // slice of it.
+    Ok(Some(wire::decode_shared(&bytes::Bytes::from(body))?))
 }
 
 /// Runs one read step of a frame, bounded by the frame's deadline, mapping

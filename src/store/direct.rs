@@ -19,7 +19,7 @@
 //! counts as durable, as for any staged file.
 
 use super::StoreError;
-use super::fsutil::{Staged, io_err, start_writeback, temp_path};
+use super::fsutil::{START_WRITEBACK, Staged, io_err, start_writeback, temp_path};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -86,7 +86,7 @@ fn buffered(file: &File) -> std::io::Result<()> {
 
 /// Writes `parts`, one after the other, to a new uniquely named file in
 /// `tmp_dir`, not synced: past the page cache where the file system allows
-/// it, else through it (then starting its write-back, as
+/// it, else through it (then starting the write-back of a large one, as
 /// [`super::fsutil::stage_with`] does).
 pub fn stage_parts(tmp_dir: &Path, parts: &[&[u8]]) -> Result<Staged, StoreError> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -116,7 +116,9 @@ pub fn stage_parts(tmp_dir: &Path, parts: &[&[u8]]) -> Result<Staged, StoreError
             .map_err(|e| io_err("write", &path, e))?;
         at += p.len() as u64;
     }
-    start_writeback(&file);
+    if len >= START_WRITEBACK {
+        start_writeback(&file);
+    }
     Ok(staged)
 }
 

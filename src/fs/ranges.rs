@@ -92,12 +92,13 @@ impl Ranges {
             && only <= offset
             && let Some(buf) = self.map.get_mut(&only)
         {
+            // `at` is within or just past the range: it touches `offset`.
             let at = (offset - only) as usize;
             let before = buf.len();
-            if buf.len() < at + data.len() {
-                buf.resize(at + data.len(), 0);
-            }
-            buf[at..at + data.len()].copy_from_slice(data);
+            let inside = before.saturating_sub(at).min(data.len());
+            buf[at..at + inside].copy_from_slice(&data[..inside]);
+            // The rest extends the range (no zero-filling first).
+            buf.extend_from_slice(&data[inside..]);
             self.bytes += buf.len() - before;
             return;
         }

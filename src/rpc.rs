@@ -216,27 +216,18 @@ impl Rpc for FindSuccessor {
 
 // ---- one node's store ------------------------------------------------
 
-/// A shared block, as the bytes of a [`bytes::Bytes`].
-struct SharedBytes(std::sync::Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
 /// Store a block replica.
 #[derive(Debug, Clone)]
 pub struct StoreBlock {
     pub key: Id,
-    pub data: std::sync::Arc<Vec<u8>>,
+    /// Shared with every member's request, not copied.
+    pub data: bytes::Bytes,
     pub claims: Vec<Claim>,
     pub durable: bool,
 }
 rpc!(StoreBlock, (), |r| Request::Replica(ReplicaRequest::StoreBlock {
         key: r.key,
-        // The block is shared with the request, not copied.
-        data: bytes::Bytes::from_owner(SharedBytes(r.data)),
+        data: r.data,
         claims: r.claims,
         durable: r.durable,
     }),

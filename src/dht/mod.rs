@@ -301,7 +301,7 @@ impl<T: Transport> Dht<T> {
         }
         let item = Item::Block {
             key,
-            data: Arc::new(data),
+            data: bytes::Bytes::from(data),
             claims,
         };
         let Stored { key, copies } = self.run(Put::new(item, durable)).await?;

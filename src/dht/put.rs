@@ -41,7 +41,7 @@ pub enum Item {
     /// claims.
     Block {
         key: Id,
-        data: Arc<Vec<u8>>,
+        data: bytes::Bytes,
         claims: Vec<Claim>,
     },
     /// A record version.
@@ -173,7 +173,7 @@ impl Put {
                 to,
                 StoreBlock {
                     key: *key,
-                    data: Arc::clone(data),
+                    data: data.clone(),
                     claims: claims.clone(),
                     durable,
                 },

@@ -173,7 +173,7 @@ impl SyncTo {
                             &self.peer,
                             StoreBlock {
                                 key,
-                                data: Arc::new(data),
+                                data: data.into(),
                                 claims,
                                 durable: true,
                             },

@@ -454,7 +454,7 @@ impl Sim {
         };
         let item = Item::Block {
             key: Id::of_block(&data),
-            data: Arc::new(data.clone()),
+            data: bytes::Bytes::from(data.clone()),
             claims: Vec::new(),
         };
         self.start_op(

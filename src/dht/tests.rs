@@ -522,37 +522,32 @@ async fn sync_reaches_every_node_written_lazily() {
 
 #[tokio::test]
 async fn a_sync_started_while_another_runs_waits_for_its_nodes() {
-    let d = Arc::new(dht(Fake::new(3), 3));
+    let d = dht(Fake::new(3), 3);
     d.put_block_as(Id::hash(b"lazy"), b"lazy".to_vec(), Vec::new(), false)
         .await
         .unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     *d.transport.hold_syncs.lock().unwrap() = Some(Arc::clone(&gate));
-    let first = tokio::spawn({
-        let d = Arc::clone(&d);
-        async move { d.sync().await }
-    });
-    // The first sync took the three nodes and waits for their answers.
-    let t = Instant::now();
-    while d.transport.syncs.load(std::sync::atomic::Ordering::SeqCst) < 3 {
-        assert!(t.elapsed() < std::time::Duration::from_secs(5));
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    // Its first step: the first sync takes the three nodes and asks them.
+    let mut first = Box::pin(d.sync());
+    assert!(futures::poll!(&mut first).is_pending());
+    assert_eq!(
+        d.transport.syncs.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
     assert!(d.unsynced.lock().unwrap().is_empty());
     // A second sync (another file's fsync, whose lazy put went to the
     // same nodes) must not report them durable before they answered.
-    let second = tokio::spawn({
-        let d = Arc::clone(&d);
-        async move { d.sync().await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!second.is_finished(), "the second sync returned first");
+    let mut second = Box::pin(d.sync());
+    assert!(
+        futures::poll!(&mut second).is_pending(),
+        "the second sync returned before the nodes the first took answered"
+    );
     gate.add_permits(3);
-    first.await.unwrap().unwrap();
+    first.await.unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(5), second)
         .await
         .expect("the second sync ends after the first")
-        .unwrap()
         .unwrap();
 }
 

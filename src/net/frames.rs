@@ -37,6 +37,11 @@ pub(crate) enum ReadError {
     Idle(Duration),
 }
 
+/// Frames at least this big are decoded sharing their buffer (a block's
+/// bytes become a slice of it); smaller ones, where copying their few
+/// byte strings costs less than making the buffer shared, are not.
+const SHARE_MIN: usize = 64 << 10;
+
 /// Encodes `frame` into a fresh buffer, length prefix included.
 pub(crate) fn encode_frame(frame: &Frame) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::new();
@@ -81,6 +86,9 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         if within(deadline, rest.read_buf(&mut body)).await? == 0 {
             return Err(ReadError::Truncated);
         }
+    }
+    if len < SHARE_MIN {
+        return Ok(Some(wire::decode_body(&body)?));
     }
     // The body becomes shared (no copy): a block's bytes decode as a
     // slice of it.

@@ -246,6 +246,13 @@ impl ExtentMap {
         out
     }
 
+    /// Whether `other` is a copy of this very map (they share their
+    /// root): then they are equal, checked in O(1). Equal maps built
+    /// apart are not copies.
+    pub fn is_copy_of(&self, other: &ExtentMap) -> bool {
+        self.map.ptr_eq(&other.map)
+    }
+
     /// The extents to lay over `base` (in order) for it to read as this
     /// map, if at most `max` are needed and laying them gives exactly
     /// this map; `None` otherwise (this map has a hole where `base` has

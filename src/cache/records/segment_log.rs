@@ -142,7 +142,10 @@ pub(super) fn encode_frame(key: Id, payload: &[u8]) -> Vec<u8> {
 
 /// A tag of a payload (never 0): equal tags mean equal bytes.
 pub(super) fn fingerprint(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(Id::hash(bytes).0[..8].try_into().unwrap_or_default()) | 1
+    // In memory only: BLAKE3, several times faster than the SHA-256 of
+    // keys on a journal-carrying record of some 20 KiB per `fsync`.
+    let h = blake3::hash(bytes);
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default()) | 1
 }
 
 pub(super) fn segment_path(dir: &Path, n: u64) -> PathBuf {

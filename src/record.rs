@@ -18,9 +18,11 @@ pub const MAX_RECORD_VALUE: usize = 1 << 20;
 /// Largest record name, in bytes.
 pub const MAX_RECORD_NAME: usize = 1024;
 /// Domain separation for record signatures: versions without a clock
-/// (as every version was before clocks) and with one.
+/// (as every version was before clocks), with one, and (what this
+/// release signs) over the value's BLAKE3 digest instead of the value.
 const SIGN_CONTEXT: &[u8] = b"peerstore-record-v1";
 const SIGN_CONTEXT_CLOCKED: &[u8] = b"peerstore-record-v2";
+const SIGN_CONTEXT_DIGEST: &[u8] = b"peerstore-record-v3";
 
 /// One version of a mutable record.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +40,8 @@ pub struct Record {
     /// The payload, or `None` for a signed delete (tombstone).
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
-    /// ed25519 signature over the key, sequence number and value: the
+    /// ed25519 signature over the key, sequence number, clock and the
+    /// value's BLAKE3 digest ([`digest_signed_bytes`]): the
     /// owner's, or a granted writer's with its grant ([`crate::grant`]).
     #[serde(with = "serde_bytes")]
     pub sig: Vec<u8>,
@@ -204,7 +207,8 @@ mod verified {
 
 /// What [`verified`] keeps of a version whose signature checked out:
 /// everything the check depends on (the owner, the whole signature field
-/// with its scope and grant, and the signed bytes).
+/// with its scope and grant, and the version as [`digest_signed_bytes`]
+/// gives it, whichever form its signature covers).
 fn verified_digest(owner: &[u8; 32], sig: &[u8], signed: &[u8]) -> Id {
     // The signature field's length first: no other split of the same
     // bytes into a field and signed bytes gives the same digest. BLAKE3,
@@ -241,7 +245,36 @@ pub fn verifying_key(owner: &[u8; 32]) -> Option<VerifyingKey> {
     Some(k)
 }
 
-fn signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>) -> Vec<u8> {
+/// What a version signs: `"peerstore-record-v3" ‖ key ‖ seq (u64 BE) ‖
+/// clock ‖ value tag ‖ BLAKE3(value)`. Signing a digest, not the value,
+/// costs the same for any value: ed25519 hashes its message twice with
+/// SHA-512 to sign and once to check, which on a file's record carrying
+/// its journal (some 20 KiB per `fsync`) was most of the cost of each.
+fn digest_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: Option<&[u8; 32]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGN_CONTEXT_DIGEST.len() + 81 + 16 * clock.pairs().len());
+    out.extend_from_slice(SIGN_CONTEXT_DIGEST);
+    out.extend_from_slice(&key.0);
+    out.extend_from_slice(&seq.to_be_bytes());
+    clock.encode_into(&mut out);
+    match value {
+        Some(h) => {
+            out.push(1);
+            out.extend_from_slice(h);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+/// The BLAKE3 digest of a version's value (`None` for a tombstone).
+fn value_digest(value: &Option<Vec<u8>>) -> Option<[u8; 32]> {
+    value.as_deref().map(|v| *blake3::hash(v).as_bytes())
+}
+
+/// What versions signed before [`digest_signed_bytes`]: the value itself,
+/// after the clock (or, with no clock, exactly what versions signed before
+/// clocks existed). Still checked, so records written then verify.
+fn full_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         SIGN_CONTEXT.len() + 49 + 16 * clock.pairs().len() + value.as_ref().map_or(0, |v| v.len()),
     );
@@ -346,7 +379,9 @@ impl Record {
             return Err(RecordError::BadClock);
         }
         let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
-        let signed = signed_bytes(&self.key(), self.seq, &self.clock, &self.value);
+        let key = self.key();
+        let hash = value_digest(&self.value);
+        let signed = digest_signed_bytes(&key, self.seq, &self.clock, hash.as_ref());
         // Everything the check depends on: a version checked before (by a
         // replica's read-modify-write, the record cache, a re-read) costs
         // a hash, not a signature check.
@@ -354,21 +389,29 @@ impl Record {
         if verified::seen(&digest) {
             return Ok(());
         }
-        let check = |vk: &VerifyingKey, msg: &[u8], sig: &[u8; 64]| {
-            vk.verify_strict(msg, &Signature::from_bytes(sig))
-                .map_err(|_| RecordError::BadSignature)
-        };
-        match Sig::parse(&self.sig).ok_or(RecordError::BadSignature)? {
-            Sig::Owner(sig) => check(&vk, &signed, &sig),
-            Sig::Scoped(sig, scope) => check(&vk, &scoped(signed, &scope), &sig),
+        let (signer, scope, sig) = match Sig::parse(&self.sig).ok_or(RecordError::BadSignature)? {
+            Sig::Owner(sig) => (vk, None, sig),
+            Sig::Scoped(sig, scope) => (vk, Some(scope), sig),
             Sig::Granted(sig, scope, grant) => {
                 if grant.scope != scope || !grant.verify(&self.owner) {
                     return Err(RecordError::BadGrant);
                 }
                 let writer = verifying_key(&grant.writer).ok_or(RecordError::BadGrant)?;
-                check(&writer, &scoped(signed, &scope), &sig)
+                (writer, Some(scope), sig)
             }
-        }?;
+        };
+        let message = |bytes: Vec<u8>| match &scope {
+            Some(s) => scoped(bytes, s),
+            None => bytes,
+        };
+        let sig = Signature::from_bytes(&sig);
+        if signer.verify_strict(&message(signed), &sig).is_err() {
+            // A version signed before signatures covered the digest.
+            let full = full_signed_bytes(&key, self.seq, &self.clock, &self.value);
+            signer
+                .verify_strict(&message(full), &sig)
+                .map_err(|_| RecordError::BadSignature)?;
+        }
         verified::note(digest);
         Ok(())
     }
@@ -423,7 +466,8 @@ impl Record {
         clock: Clock,
         value: Option<Vec<u8>>,
     ) -> Record {
-        let bytes = signed_bytes(&record_key(&owner, name), seq, &clock, &value);
+        let hash = value_digest(&value);
+        let bytes = digest_signed_bytes(&record_key(&owner, name), seq, &clock, hash.as_ref());
         let by_owner = signer.verifying_key().to_bytes() == owner;
         let (sig, checks_out) = match how {
             As::Owner => (Sig::Owner(signer.sign(&bytes).to_bytes()), by_owner),
@@ -604,6 +648,76 @@ mod tests {
         let mut cut = c.clone();
         cut.clock = Clock::default();
         assert_eq!(cut.verify(), Err(RecordError::BadSignature));
+    }
+
+    /// A version signed as releases before digest signatures signed it:
+    /// over the whole value (and the scope, if any).
+    fn signed_over_the_value(
+        k: &SigningKey,
+        seq: u64,
+        clock: Clock,
+        value: Option<Vec<u8>>,
+        scope: Option<Scope>,
+    ) -> Record {
+        let owner = k.verifying_key().to_bytes();
+        let bytes = full_signed_bytes(&record_key(&owner, b"dir"), seq, &clock, &value);
+        let sig = match scope {
+            Some(s) => Sig::Scoped(k.sign(&scoped(bytes, &s)).to_bytes(), s),
+            None => Sig::Owner(k.sign(&bytes).to_bytes()),
+        };
+        Record {
+            owner,
+            name: b"dir".to_vec(),
+            seq,
+            clock,
+            value,
+            sig: sig.encode(),
+        }
+    }
+
+    #[test]
+    fn versions_sign_their_values_digest_and_those_signed_over_the_value_still_verify() {
+        let value = Some(vec![5u8; 20_000]);
+        let clock = Clock::default().next(1);
+        // What this release signs: the digest form, whatever the value's size.
+        let r = Record::sign_clocked(&key(), b"dir", 3, clock.clone(), value.clone());
+        let Some(Sig::Owner(sig)) = Sig::parse(&r.sig) else {
+            panic!("an owner's signature")
+        };
+        let digest_form = digest_signed_bytes(&r.key(), 3, &clock, value_digest(&value).as_ref());
+        assert!(digest_form.len() < 200);
+        let vk = key().verifying_key();
+        assert!(
+            vk.verify_strict(&digest_form, &Signature::from_bytes(&sig))
+                .is_ok()
+        );
+        // Versions written before: without a clock, with one, scoped.
+        let old = [
+            signed_over_the_value(&key(), 3, Clock::default(), value.clone(), None),
+            signed_over_the_value(&key(), 4, clock.clone(), value.clone(), None),
+            signed_over_the_value(&key(), 5, clock.clone(), None, None),
+            signed_over_the_value(&key(), 6, clock.clone(), value.clone(), Some([4; 16])),
+        ];
+        for v in &old {
+            assert_ne!(v.sig, r.sig);
+            assert_eq!(v.verify(), Ok(()), "{v:?}");
+            assert_eq!(v.verify(), Ok(()), "{v:?} checked again");
+            // Still bound to every byte of the value, and to the scope.
+            let mut changed = v.clone();
+            if let Some(x) = changed.value.as_mut() {
+                x[19_999] ^= 1;
+            } else {
+                changed.value = Some(Vec::new());
+            }
+            assert_eq!(changed.verify(), Err(RecordError::BadSignature));
+        }
+        let mut rescoped = old[3].clone();
+        rescoped.sig[64..].copy_from_slice(&[5; 16]);
+        assert_eq!(rescoped.verify(), Err(RecordError::BadSignature));
+        // A digest-form signature moved onto another value does not hold.
+        let mut moved = r.clone();
+        moved.value = Some(vec![6u8; 20_000]);
+        assert_eq!(moved.verify(), Err(RecordError::BadSignature));
     }
 
     #[test]

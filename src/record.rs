@@ -256,14 +256,19 @@ fn digest_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: Option<&[u8; 32
     out.extend_from_slice(&key.0);
     out.extend_from_slice(&seq.to_be_bytes());
     clock.encode_into(&mut out);
+    push_tagged(&mut out, value.map(|h| &h[..]));
+    out
+}
+
+/// Appends a value's tag (0: a tombstone, 1: a value) and its bytes.
+fn push_tagged(out: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
-        Some(h) => {
+        Some(v) => {
             out.push(1);
-            out.extend_from_slice(h);
+            out.extend_from_slice(v);
         }
         None => out.push(0),
     }
-    out
 }
 
 /// The BLAKE3 digest of a version's value (`None` for a tombstone).
@@ -289,13 +294,7 @@ fn full_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>)
         out.extend_from_slice(&seq.to_be_bytes());
         clock.encode_into(&mut out);
     }
-    match value {
-        Some(v) => {
-            out.push(1);
-            out.extend_from_slice(v);
-        }
-        None => out.push(0),
-    }
+    push_tagged(&mut out, value.as_deref());
     out
 }
 

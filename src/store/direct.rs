@@ -69,6 +69,32 @@ fn refused(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINVAL)
 }
 
+/// Where a test makes the file system refuse `O_DIRECT`: no file system
+/// here does (tmpfs accepts it since Linux 6.6), so the fallbacks are
+/// exercised by pretending, on the test's own thread.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Refusal {
+    Open,
+    Write,
+}
+
+#[cfg(test)]
+thread_local! {
+    static REFUSE: std::cell::Cell<Option<Refusal>> = const { std::cell::Cell::new(None) };
+}
+
+/// `EINVAL` if a test asked for a refusal at `at`, once (never outside
+/// tests).
+fn pretend_refusal(at: Refusal) -> Option<std::io::Error> {
+    #[cfg(test)]
+    if REFUSE.get() == Some(at) {
+        REFUSE.set(None);
+        return Some(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let _ = at;
+    None
+}
+
 /// Turns `O_DIRECT` off on `file`'s descriptor.
 fn buffered(file: &File) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
@@ -98,8 +124,13 @@ pub fn stage_parts(tmp_dir: &Path, parts: &[&[u8]]) -> Result<Staged, StoreError
             .custom_flags(if direct { libc::O_DIRECT } else { 0 })
             .open(&path)
     };
-    let (file, direct) = match open(len >= DIRECT_MIN) {
-        Ok(f) => (f, len >= DIRECT_MIN),
+    let direct = len >= DIRECT_MIN;
+    let opened = match pretend_refusal(Refusal::Open).filter(|_| direct) {
+        Some(e) => Err(e),
+        None => open(direct),
+    };
+    let (file, direct) = match opened {
+        Ok(f) => (f, direct),
         Err(e) if refused(&e) => (open(false).map_err(|e| io_err("create", &path, e))?, false),
         Err(e) => return Err(io_err("create", &path, e)),
     };
@@ -136,7 +167,10 @@ fn write_direct(file: &File, parts: &[&[u8]], len: usize) -> std::io::Result<boo
         at += p.len();
     }
     let whole = len / ALIGN * ALIGN;
-    let written = file.write_all_at(&area[..whole], 0);
+    let written = match pretend_refusal(Refusal::Write) {
+        Some(e) => Err(e),
+        None => file.write_all_at(&area[..whole], 0),
+    };
     let tail = match written {
         Ok(()) => buffered(file).and_then(|()| file.write_all_at(&area[whole..len], whole as u64)),
         Err(e) if refused(&e) => {
@@ -184,6 +218,29 @@ mod tests {
         }
         let pooled = POOL.lock().unwrap().len();
         assert!((1..=POOL_MAX).contains(&pooled), "{pooled} buffers kept");
+    }
+
+    #[test]
+    fn a_refused_open_or_direct_write_falls_back_to_the_page_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let body = bytes(DIRECT_MIN + ALIGN + 77, 4);
+        for at in [Refusal::Open, Refusal::Write] {
+            REFUSE.set(Some(at));
+            let dest = d.path().join(format!("{at:?}"));
+            let staged = stage_parts(d.path(), &[b"head", &body]);
+            let reached = REFUSE.replace(None).is_none();
+            assert!(reached, "the refusal at {at:?} was never met");
+            // Written whole through the page cache (an unaligned write to
+            // a descriptor still in O_DIRECT mode would fail here).
+            staged.unwrap().commit(&dest).unwrap();
+            let got = std::fs::read(&dest).unwrap();
+            assert_eq!(got.len(), 4 + body.len(), "{at:?}");
+            assert_eq!(&got[..4], b"head");
+            assert_eq!(&got[4..], &body[..], "{at:?}");
+        }
+        // Only the refusal is forgiven: nothing is left in the directory
+        // but the two files.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 
     #[test]

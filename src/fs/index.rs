@@ -332,19 +332,25 @@ pub async fn save<S: BlockStore>(
     }
     let mut remember = None;
     let (base, used, tree, held) = match overlay(cache, &link.name, content) {
-        Some((held, over)) => {
-            let (base, used, tree) = match cache.last_plan(&link.name, held, reusable) {
+        Some((held, over, over_known)) => {
+            let planned = cache.last_plan(&link.name, held, reusable);
+            let plan_known = planned.is_some();
+            let (base, used, tree) = match planned {
                 Some((base, used)) => (base, used, None),
                 None => plan_extents(&to, held, &mut puts)?,
             };
-            remember = Some(LastOverlay {
-                name: link.name.clone(),
-                held: held.clone(),
-                base: base.clone(),
-                used: used.clone(),
-                extents: content.extents.clone(),
-                over: over.clone(),
-            });
+            // Both as remembered (a save that changed only the journal):
+            // nothing new to remember.
+            if !(plan_known && over_known) {
+                remember = Some(LastOverlay {
+                    name: link.name.clone(),
+                    held: held.clone(),
+                    base: base.clone(),
+                    used: used.clone(),
+                    extents: content.extents.clone(),
+                    over: over.clone(),
+                });
+            }
             let base = StoredIndex::Overlaid {
                 base: Box::new(base),
                 over,
@@ -374,21 +380,22 @@ pub async fn save<S: BlockStore>(
 
 /// The extents to lay over the stored tree of `content` (and that tree),
 /// if the tree stays: both it and the content are too many extents for
-/// the record, and at most [`OVERLAY_MAX`] changed.
+/// the record, and at most [`OVERLAY_MAX`] changed. `true` with them if
+/// they are the last save's (remembered in `cache`).
 fn overlay<'c>(
     cache: &NodeCache,
     name: &[u8],
     content: &'c FileContent,
-) -> Option<(&'c ExtentMap, Vec<Extent>)> {
+) -> Option<(&'c ExtentMap, Vec<Extent>, bool)> {
     let held = content.tree.get()?;
     if held.len() <= RECORD_EXTENTS || content.extents.len() <= RECORD_EXTENTS {
         return None;
     }
     if let Some(over) = cache.last_over(name, held, &content.extents) {
-        return Some((held, over));
+        return Some((held, over, true));
     }
     let over = content.extents.over(held, OVERLAY_MAX)?;
-    Some((held, over))
+    Some((held, over, false))
 }
 
 /// The extents part of [`save`]: in the record while they are few, else

@@ -125,7 +125,7 @@ pub fn stage_parts(tmp_dir: &Path, parts: &[&[u8]]) -> Result<Staged, StoreError
             .open(&path)
     };
     let direct = len >= DIRECT_MIN;
-    let opened = match pretend_refusal(Refusal::Open).filter(|_| direct) {
+    let opened = match direct.then(|| pretend_refusal(Refusal::Open)).flatten() {
         Some(e) => Err(e),
         None => open(direct),
     };

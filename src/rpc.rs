@@ -277,21 +277,6 @@ rpc!(StoreRecord, (), |r| Request::Replica(ReplicaRequest::StoreRecord {
     }),
     Response::Replica(ReplicaResponse::Stored) => ());
 
-/// Store a record version if the member's newest version is numbered
-/// `expected_seq`: a member's own check, not the owner's verdict.
-#[derive(Debug, Clone)]
-pub struct StoreRecordIfAt {
-    pub record: Record,
-    pub expected_seq: u64,
-    pub durable: bool,
-}
-rpc!(StoreRecordIfAt, (), |r| Request::Replica(ReplicaRequest::StoreRecordIfAt {
-        record: r.record,
-        expected_seq: r.expected_seq,
-        durable: r.durable,
-    }),
-    Response::Replica(ReplicaResponse::Stored) => ());
-
 /// Read a record replica (tombstones too): its versions, head first.
 #[derive(Debug, Clone)]
 pub struct FetchRecord(pub Id);

@@ -178,17 +178,6 @@ pub enum ReplicaRequest {
     /// This node's data file system, and the bytes it holds for
     /// `owner`. → `Space`.
     Space { owner: [u8; 32] },
-    /// Store a record version if the newest version this node holds is
-    /// numbered `expected_seq` (0: it holds none): a member's own check
-    /// of an update sent to the whole replica set at once. Unlike
-    /// `StoreRecord`'s compare-and-swap, which only the key's owner
-    /// answers, it is not the verdict that orders writers, so any member
-    /// answers it. → `Stored`.
-    StoreRecordIfAt {
-        record: Record,
-        expected_seq: u64,
-        durable: bool,
-    },
 }
 
 /// Answers to [`ReplicaRequest`].

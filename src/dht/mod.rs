@@ -174,7 +174,6 @@ impl<T> Dht<T> {
             Request::Replica(
                 ReplicaRequest::StoreBlock { durable: false, .. }
                     | ReplicaRequest::StoreRecord { durable: false, .. }
-                    | ReplicaRequest::StoreRecordIfAt { durable: false, .. }
             )
         )
     }

@@ -2,15 +2,13 @@
 //!
 //! A put locates the key, then sends the item to the replica set: a block
 //! or a record's first version under a fresh name to all members at once,
-//! each checking the name is free; a record update (a compare-and-swap)
-//! so that the owner orders writers. A durable update goes to every member
-//! at once, each judging the compare-and-swap against what it holds, in
-//! one round: the owner's verdict decides, and a member that refused is
-//! sent the version again without the check once the owner accepted it
-//! ([`Order::Speculative`]). Other updates (not durable, or of account and
-//! inbox records, whose versions form one line) go to the owner first and
-//! then to the rest. Nothing counts as stored until it is durable, when
-//! asked. A member that fails is replaced by the next node after the set. The put succeeds once as many distinct nodes
+//! a compare-and-swap record version to the owner first (the owner orders
+//! writers) and then to the rest. A durable compare-and-swap asks the
+//! owner to judge without fsyncing, then sends the version durably to the
+//! whole set, the owner included (which then only fsyncs what it holds),
+//! so the owner's fsync runs alongside the others' rather than before
+//! them; nothing counts as stored until it is durable. A member that fails is replaced by the
+//! next node after the set. The put succeeds once as many distinct nodes
 //! as [`RingView::copies_needed`](crate::chord::RingView::copies_needed)
 //! asks (r, or the ring's size when this node knows the whole ring and it
 //! is smaller) answered that they store the item.
@@ -31,7 +29,7 @@ use super::machine::{CallId, Cx, Machine, Millis};
 use super::{DhtError, Placement};
 use crate::id::Id;
 use crate::record::Record;
-use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord, StoreRecordIfAt};
+use crate::rpc::{CallError, Reply, Rpc, StoreBlock, StoreRecord};
 use crate::wire::{Claim, Peer, RemoteError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -77,49 +75,6 @@ impl Item {
             }
         )
     }
-
-    /// How a put of this item with `durable` asks the members of a set.
-    fn order(&self, durable: bool) -> Order {
-        match self {
-            Item::Record {
-                record,
-                owner_first: true,
-                ..
-            } => {
-                // Account and inbox versions form one line that members
-                // refuse to fork: only the owner's verdict may order them.
-                let one_line = crate::account_record::account_of(record).is_some()
-                    || crate::inbox_record::inbox_of(record).is_some();
-                if durable && !one_line {
-                    Order::Speculative
-                } else {
-                    Order::OwnerFirst
-                }
-            }
-            _ => Order::AllAtOnce,
-        }
-    }
-}
-
-/// How the members of a replica set are asked to store an item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Order {
-    /// All at once, each checking the compare-and-swap itself: a block, or
-    /// a record's first version under a fresh name.
-    AllAtOnce,
-    /// The owner judges the compare-and-swap first; the other members then
-    /// take the version it accepted, without the check.
-    OwnerFirst,
-    /// A durable update: every member is sent the compare-and-swap at once
-    /// and judges it against what it holds, in one round. The owner's
-    /// verdict decides: a refusal by the owner is final, and a member that
-    /// refused is sent the version again without the check once the owner
-    /// accepted it (it held another writer's version, or none). Members
-    /// keep concurrent versions side by side (their clocks tell), so no
-    /// member drops what it held for a version the owner refused; such a
-    /// version, left on a member that accepted it, is replaced by the
-    /// writer's next one, which the writer builds on the owner's.
-    Speculative,
 }
 
 /// What a successful put reports.
@@ -153,14 +108,6 @@ pub struct Put {
     item: Item,
     /// Whether replicas fsync before answering.
     durable: bool,
-    /// How the set's members are asked.
-    order: Order,
-    /// A speculative put's owner in this attempt, and whether it accepted.
-    owner: Option<Id>,
-    owner_ok: bool,
-    /// Members (or spares) to send the version to without the check once
-    /// the owner accepts it.
-    waiting: Vec<Peer>,
     /// Where it is.
     phase: Phase,
     /// Attempts started (a fresh lookup each).
@@ -173,9 +120,8 @@ pub struct Put {
     placement: Option<Placement>,
     /// Nodes after the set still to try in place of failed members.
     spares: VecDeque<Peer>,
-    /// Calls in flight: the node, and whether the call carries the
-    /// compare-and-swap.
-    pending: HashMap<CallId, (Peer, bool)>,
+    /// Calls in flight: the node, and whether it is the owner's CAS call.
+    pending: HashMap<CallId, Peer>,
     /// Replies not yet handled.
     replies: Vec<(CallId, Reply)>,
     /// Why the last call that failed failed.
@@ -192,14 +138,9 @@ impl Put {
     /// A put of `item`; with `durable`, every replica fsyncs before it
     /// answers.
     pub fn new(item: Item, durable: bool) -> Put {
-        let order = item.order(durable);
         Put {
             item,
             durable,
-            order,
-            owner: None,
-            owner_ok: false,
-            waiting: Vec::new(),
             phase: Phase::New,
             attempt: 0,
             deadline: 0,
@@ -220,7 +161,7 @@ impl Put {
     /// once, and is asked again, durably, with the other members, so its
     /// fsync overlaps theirs instead of coming first.
     fn owner_judges_first(&self) -> bool {
-        self.durable && self.order == Order::OwnerFirst
+        self.durable && self.item.owner_first()
     }
 
     /// The store call to `to`; `cas` carries the compare-and-swap.
@@ -234,20 +175,6 @@ impl Put {
                     key: *key,
                     data: data.clone(),
                     claims: claims.clone(),
-                    durable,
-                },
-            ),
-            // A speculative put's members check the swap against their
-            // own copy; only the owner's check is the verdict.
-            Item::Record {
-                record,
-                expected_seq: Some(e),
-                ..
-            } if cas && self.order == Order::Speculative && self.owner != Some(to.id) => cx.call(
-                to,
-                StoreRecordIfAt {
-                    record: Record::clone(record),
-                    expected_seq: *e,
                     durable,
                 },
             ),
@@ -272,7 +199,7 @@ impl Put {
                 !judging,
             ),
         };
-        self.pending.insert(id, (to.clone(), cas));
+        self.pending.insert(id, to.clone());
     }
 
     fn has_stored(&self, p: &Peer) -> bool {
@@ -290,35 +217,12 @@ impl Put {
         self.transient = 0;
         self.no_space = 0;
         self.placement = Some(p);
-        self.waiting.clear();
-        self.owner = set.first().map(|o| o.id);
-        self.owner_ok = set.first().is_some_and(|o| self.has_stored(o));
-        match self.order {
-            Order::OwnerFirst if !self.owner_ok => {
-                self.send(&set[0], true, cx);
-                self.phase = Phase::Owner;
-            }
-            Order::Speculative if !self.owner_ok => {
-                for m in set {
-                    if !self.has_stored(&m) {
-                        self.send(&m, true, cx);
-                    }
-                }
-                self.phase = Phase::Members;
-            }
-            _ => self.send_rest(cx),
+        if self.item.owner_first() && !self.has_stored(&set[0]) {
+            self.send(&set[0], true, cx);
+            self.phase = Phase::Owner;
+            return;
         }
-    }
-
-    /// Sends the version without the check to `p` (a member that refused
-    /// the compare-and-swap, or a spare) once the owner accepted it; until
-    /// then `p` waits for the owner's verdict.
-    fn send_after_owner(&mut self, p: Peer, cx: &mut Cx<'_>) {
-        if self.owner_ok {
-            self.send(&p, false, cx);
-        } else if !self.waiting.iter().any(|q| q.id == p.id) {
-            self.waiting.push(p);
-        }
+        self.send_rest(cx);
     }
 
     /// Sends to every member of the set that has not stored yet.
@@ -461,23 +365,12 @@ impl Machine for Put {
             Phase::Owner | Phase::Members => {}
         }
         for (id, reply) in std::mem::take(&mut self.replies) {
-            let Some((peer, cas)) = self.pending.remove(&id) else {
+            let Some(peer) = self.pending.remove(&id) else {
                 continue;
             };
-            let speculative = self.order == Order::Speculative;
-            // The call whose answer is the owner's verdict: the owner's
-            // first call, or a speculative put's call to its owner.
-            let owner_call = matches!(self.phase, Phase::Owner)
-                || (speculative && cas && self.owner == Some(peer.id));
+            let owner_call = matches!(self.phase, Phase::Owner);
             let r = StoreRecord::parse(reply);
             match r {
-                // A member (not the owner) refused a speculative
-                // compare-and-swap: the owner decides.
-                Err(CallError::Refused(
-                    RemoteError::Conflict { .. } | RemoteError::Stale { .. },
-                )) if speculative && cas && !owner_call => {
-                    self.send_after_owner(peer, cx);
-                }
                 // A member after the owner already holds a newer version:
                 // the owner accepted this one first, so that one was
                 // ordered after it and carries it on (the member got the
@@ -496,12 +389,7 @@ impl Machine for Put {
                     if counts && !self.has_stored(&peer) {
                         self.stored.push(peer);
                     }
-                    if owner_call && speculative {
-                        self.owner_ok = true;
-                        for p in std::mem::take(&mut self.waiting) {
-                            self.send(&p, false, cx);
-                        }
-                    } else if owner_call {
+                    if owner_call {
                         self.send_rest(cx);
                     }
                 }
@@ -525,15 +413,10 @@ impl Machine for Put {
                         // Without the owner's verdict nothing may be sent
                         // on: look the owner up again.
                         self.pending.clear();
-                        self.waiting.clear();
                         return self.end_attempt(cx);
                     }
                     if let Some(s) = self.spares.pop_front() {
-                        if speculative {
-                            self.send_after_owner(s, cx);
-                        } else {
-                            self.send(&s, false, cx);
-                        }
+                        self.send(&s, false, cx);
                     }
                 }
             }

@@ -36,9 +36,8 @@ struct Fake {
     /// Nodes asked for a block, in order.
     fetched_from: Mutex<Vec<Id>>,
     /// Record puts, in order: the node, whether durable, the expected
-    /// sequence number, and whether it is a member's own check
-    /// (`StoreRecordIfAt`) rather than a `StoreRecord`.
-    record_puts: Mutex<Vec<(Id, bool, Option<u64>, bool)>>,
+    /// sequence number.
+    record_puts: Mutex<Vec<(Id, bool, Option<u64>)>>,
     /// While set, a `Sync` call waits for a permit of it.
     hold_syncs: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// `Sync` calls received.
@@ -86,23 +85,6 @@ impl Fake {
 
     fn peer(&self, i: usize) -> Peer {
         self.stores[i].0.clone()
-    }
-
-    /// The listed member that owns `key`: the first at or after it.
-    fn owner_of(&self, key: Id) -> Id {
-        let listed = self.listed.lock().unwrap().clone();
-        let mut ids: Vec<Id> = self
-            .stores
-            .iter()
-            .map(|s| s.0.id)
-            .filter(|id| listed.contains(id))
-            .collect();
-        ids.sort();
-        ids.iter()
-            .find(|&&id| id >= key)
-            .or(ids.first())
-            .copied()
-            .unwrap_or(key)
     }
 
     fn holders(&self, key: Id) -> Vec<usize> {
@@ -156,38 +138,16 @@ impl Transport for Fake {
                 h.acquire().await.unwrap().forget();
             }
         }
-        match &req {
-            ReplicaRequest::StoreRecord {
-                durable,
-                expected_seq,
-                record,
-            } => {
-                self.record_puts
-                    .lock()
-                    .unwrap()
-                    .push((to.id, *durable, *expected_seq, false));
-                // As a node's handler does: a compare-and-swap is the
-                // owner's to judge.
-                if expected_seq.is_some_and(|e| e > 0)
-                    && !self.down.lock().unwrap().contains(&to.id)
-                    && self.owner_of(record.key()) != to.id
-                {
-                    return Err(CallError::Refused(RemoteError::Unavailable(
-                        "not the owner".into(),
-                    )));
-                }
-            }
-            ReplicaRequest::StoreRecordIfAt {
-                durable,
-                expected_seq,
-                ..
-            } => {
-                self.record_puts
-                    .lock()
-                    .unwrap()
-                    .push((to.id, *durable, Some(*expected_seq), true));
-            }
-            _ => {}
+        if let ReplicaRequest::StoreRecord {
+            durable,
+            expected_seq,
+            ..
+        } = &req
+        {
+            self.record_puts
+                .lock()
+                .unwrap()
+                .push((to.id, *durable, *expected_seq));
         }
         if self.down.lock().unwrap().contains(&to.id) {
             return Err(CallError::Unreachable("down".into()));
@@ -201,9 +161,7 @@ impl Transport for Fake {
         if self.full.lock().unwrap().contains(&to.id)
             && matches!(
                 req,
-                ReplicaRequest::StoreBlock { .. }
-                    | ReplicaRequest::StoreRecord { .. }
-                    | ReplicaRequest::StoreRecordIfAt { .. }
+                ReplicaRequest::StoreBlock { .. } | ReplicaRequest::StoreRecord { .. }
             )
         {
             return Err(CallError::Refused(RemoteError::NoSpace(format!(
@@ -367,98 +325,34 @@ async fn records_newest_wins_and_forgeries_are_refused() {
 }
 
 #[tokio::test]
-async fn a_durable_update_goes_to_the_whole_set_at_once_and_the_owner_decides() {
+async fn a_durable_swap_has_the_owner_judge_first_then_fsync_with_the_others() {
     let d = dht(Fake::new(4), 3);
     let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let r1 = Record::sign(&sk, b"n", 1, Some(b"one".to_vec()));
-    let key = r1.key();
-    let owner = d.transport.owner_of(key);
     d.put_record(r1.clone(), Some(0)).await.unwrap();
     d.transport.record_puts.lock().unwrap().clear();
     let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
     d.put_record(r2.clone(), Some(1)).await.unwrap();
     let puts = d.transport.record_puts.lock().unwrap().clone();
-    // One round, every call durable: the owner's compare-and-swap (the
-    // verdict) and the two other members' own checks.
-    assert_eq!(puts.len(), 3, "{puts:?}");
-    assert!(puts.contains(&(owner, true, Some(1), false)), "{puts:?}");
-    let checks: HashSet<Id> = puts.iter().filter(|p| p.3).map(|p| p.0).collect();
-    assert_eq!(checks.len(), 2, "{puts:?}");
-    assert!(!checks.contains(&owner));
-    assert!(puts.iter().all(|p| p.1 && p.2 == Some(1)), "{puts:?}");
+    // The owner judges the swap without fsyncing; then all three,
+    // the owner again, take it durably.
+    let owner = puts[0].0;
+    assert_eq!(puts[0], (owner, false, Some(1)));
+    let rest: HashSet<Id> = puts[1..].iter().map(|p| p.0).collect();
+    assert_eq!(puts.len(), 4, "{puts:?}");
+    assert!(puts[1..].iter().all(|p| p.1 && p.2.is_none()), "{puts:?}");
+    assert!(rest.contains(&owner) && rest.len() == 3);
     // Nothing is left for a later Sync: every copy is durable.
     assert!(d.unsynced.lock().unwrap().is_empty());
-    let held = |r: &Record| {
-        d.transport
-            .stores
-            .iter()
-            .filter(|s| s.1.get_versions(key).unwrap().contains(r))
-            .count()
-    };
-    assert_eq!(held(&r2), 3);
-
-    // A lost swap: the owner refuses, and so does every member holding
-    // the newer version. Nothing of it is kept.
+    assert_eq!(d.transport.holders(r2.key()).len(), 3);
+    // A lost swap is refused by the owner, and goes no further.
     d.transport.record_puts.lock().unwrap().clear();
     let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
     assert!(matches!(
-        d.put_record(r3.clone(), Some(1)).await,
+        d.put_record(r3, Some(1)).await,
         Err(DhtError::Refused(RemoteError::Conflict { .. }))
     ));
-    assert_eq!(held(&r3), 0);
-
-    // A member that missed version 2 refuses the check; once the owner
-    // accepts, it is sent version 3 without one, and all three hold it.
-    let (lagging, _) = d
-        .transport
-        .stores
-        .iter()
-        .find(|s| checks.contains(&s.0.id))
-        .unwrap();
-    let lagging = lagging.id;
-    let store = &d.transport.stores.iter().find(|s| s.0.id == lagging).unwrap().1;
-    store.remove(key).unwrap();
-    store.put_record(&r1, None).unwrap();
-    d.transport.record_puts.lock().unwrap().clear();
-    let r3 = Record::sign(&sk, b"n", 3, Some(b"three".to_vec()));
-    d.put_record(r3.clone(), Some(2)).await.unwrap();
-    assert_eq!(held(&r3), 3);
-    let puts = d.transport.record_puts.lock().unwrap().clone();
-    assert!(
-        puts.contains(&(lagging, true, Some(2), true)) && puts.contains(&(lagging, true, None, false)),
-        "{puts:?}"
-    );
-
-    // The owner's refusal is final even where members would take the
-    // version (they hold an older one): a writer that lost learns so.
-    for s in d.transport.stores.iter().filter(|s| s.0.id != owner) {
-        s.1.remove(key).unwrap();
-        s.1.put_record(&r2, None).unwrap();
-    }
-    let other = Record::sign(&sk, b"n", 3, Some(b"other".to_vec()));
-    assert!(matches!(
-        d.put_record(other, Some(2)).await,
-        Err(DhtError::Refused(RemoteError::Conflict { .. }))
-    ));
-    assert_eq!(held(&r3), 1);
-}
-
-/// A durable put of an account record, whose versions form one line,
-/// still has the owner judge first: members never see a version it
-/// refused.
-#[tokio::test]
-async fn a_durable_swap_of_a_one_line_record_has_the_owner_judge_first() {
-    let d = dht(Fake::new(4), 3);
-    let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-    let name = crate::account_record::record_name("alice");
-    let bad = Record::sign(&sk, &name, 1, Some(b"not an account".to_vec()));
-    let owner = d.transport.owner_of(bad.key());
-    assert!(matches!(
-        d.put_record(bad, Some(0)).await,
-        Err(DhtError::Refused(_))
-    ));
-    let puts = d.transport.record_puts.lock().unwrap().clone();
-    assert_eq!(puts, vec![(owner, false, Some(0), false)]);
+    assert_eq!(d.transport.record_puts.lock().unwrap().len(), 1);
 }
 
 /// A new record a put placed on the node after the owner (from a range

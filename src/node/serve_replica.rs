@@ -49,14 +49,6 @@ pub fn apply_replica<S: ItemStore + ?Sized>(
             store.put_record_with(&record, expected_seq, durable)?;
             ReplicaResponse::Stored
         }
-        ReplicaRequest::StoreRecordIfAt {
-            record,
-            expected_seq,
-            durable,
-        } => {
-            store.put_record_with(&record, Some(expected_seq), durable)?;
-            ReplicaResponse::Stored
-        }
         ReplicaRequest::FetchRecord { key } => match store.get_versions(key)? {
             v if v.is_empty() => return Ok(None),
             v => ReplicaResponse::Versions(v),
@@ -117,8 +109,7 @@ const QUICK_BLOCK: usize = 64 << 10;
 /// taking small files were most of its time per request.
 fn is_quick(req: &ReplicaRequest) -> bool {
     match req {
-        ReplicaRequest::StoreRecord { durable, .. }
-        | ReplicaRequest::StoreRecordIfAt { durable, .. } => !durable,
+        ReplicaRequest::StoreRecord { durable, .. } => !durable,
         ReplicaRequest::StoreBlock { data, durable, .. } => !durable && data.len() <= QUICK_BLOCK,
         ReplicaRequest::FetchRecord { .. } | ReplicaRequest::Missing { .. } => true,
         ReplicaRequest::FetchBlock { .. }

@@ -81,7 +81,6 @@ impl Sim {
             Request::Replica(r) => match r {
                 ReplicaRequest::StoreBlock { .. }
                 | ReplicaRequest::StoreRecord { .. }
-                | ReplicaRequest::StoreRecordIfAt { .. }
                 | ReplicaRequest::Sync => Ok(Response::Replica(ReplicaResponse::Stored)),
                 ReplicaRequest::FetchBlock { .. } | ReplicaRequest::FetchRecord { .. } => {
                     Err(CallError::Refused(RemoteError::NotFound))

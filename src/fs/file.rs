@@ -130,8 +130,9 @@ pub struct OpenFile {
     /// The directory entry of this new file, while not known to be stored
     /// (kept after a failure, so every later flush reports it too).
     linking: Option<DirTicket>,
-    /// The blocks of the stored version `state` started from.
-    stored_blocks: IdSet,
+    /// The blocks of the stored version `state` started from (shared: a
+    /// save that changes only the journal keeps the very same set).
+    pub(super) stored_blocks: Arc<IdSet>,
     /// Blocks stored since then (each referred to by `state`, or not any
     /// more if overwritten or truncated away before the save).
     uploaded: IdSet,
@@ -177,7 +178,7 @@ impl OpenFile {
     pub fn from_state(link: Link, state: Versioned) -> OpenFile {
         let mut f = OpenFile {
             link,
-            stored_blocks: IdSet::default(),
+            stored_blocks: Arc::default(),
             uploaded: IdSet::default(),
             unstored: Vec::new(),
             state,
@@ -209,7 +210,7 @@ impl OpenFile {
     }
 
     /// [`OpenFile::settle_on`] with `state`'s blocks, if known.
-    fn settle_on_known(&mut self, state: Versioned, blocks: Option<IdSet>) {
+    fn settle_on_known(&mut self, state: Versioned, blocks: Option<Arc<IdSet>>) {
         self.state = state;
         self.note_base(blocks);
         self.ops.clear();
@@ -218,8 +219,8 @@ impl OpenFile {
 
     /// Notes `state` as the stored version: its blocks (given if known),
     /// its content.
-    fn note_base(&mut self, blocks: Option<IdSet>) {
-        self.stored_blocks = blocks.unwrap_or_else(|| self.state.obj.blocks());
+    fn note_base(&mut self, blocks: Option<Arc<IdSet>>) {
+        self.stored_blocks = blocks.unwrap_or_else(|| Arc::new(self.state.obj.blocks()));
         let content = self.state.obj.content().cloned().unwrap_or_default();
         self.base_saved = saved_at(&content, self.state.obj.attrs.mtime);
         self.base = (content, self.state.obj.attrs.size);
@@ -678,7 +679,7 @@ impl OpenFile {
     fn spill_behind<S: BlockStore>(&mut self, vault: &Arc<Vault<S>>) -> Result<(), FsError> {
         let mut c = self.content()?.clone();
         let (under, journal) = (c.extents.clone(), c.journal.clone());
-        let mut reusable = self.stored_blocks.clone();
+        let mut reusable = IdSet::clone(&self.stored_blocks);
         reusable.extend(self.uploaded.iter().copied());
         let (vault, link) = (Arc::clone(vault), self.link.clone());
         let task = tokio::spawn(async move {
@@ -826,8 +827,16 @@ impl OpenFile {
         let mut expected = self.state.seq;
         // The blocks of the version a successful save replaces, and those
         // stored since (a spill behind's index nodes), reusable like them.
-        let mut replaced = self.stored_blocks.clone();
-        replaced.extend(self.uploaded.iter().copied());
+        let mut replaced = if self.uploaded.is_empty() {
+            Arc::clone(&self.stored_blocks)
+        } else {
+            let mut r = IdSet::clone(&self.stored_blocks);
+            r.extend(self.uploaded.iter().copied());
+            Arc::new(r)
+        };
+        // Whether `self.base` is still the stored version `stored_blocks`
+        // belongs to (a lost race moves it to the other writer's).
+        let mut raced = false;
         for _ in 0..SAVE_ATTEMPTS {
             // Changing content another open saved keeps that version (not
             // a file created empty that never had content: `echo x > new`).
@@ -870,7 +879,7 @@ impl OpenFile {
                 &self.link,
                 &mut next,
                 expected,
-                (&replaced, &self.unstored),
+                (replaced.as_ref(), &self.unstored),
                 durability,
                 self.found_unsaved,
             );
@@ -895,11 +904,19 @@ impl OpenFile {
                     // referred to and the new version does not is freed,
                     // unless a kept version refers to it.
                     if keep {
-                        self.session_kept = replaced.clone();
+                        self.session_kept = IdSet::clone(&replaced);
                     }
-                    let kept = next.blocks();
-                    let unused: HashSet<Id> = replaced
-                        .iter()
+                    // A save that changed only the journal refers to the
+                    // very blocks of the version it replaces.
+                    let kept = if !raced && same_blocks(&next, &self.base.0) {
+                        Arc::clone(&self.stored_blocks)
+                    } else {
+                        Arc::new(next.blocks())
+                    };
+                    let unused: HashSet<Id> = (!Arc::ptr_eq(&replaced, &kept))
+                        .then(|| replaced.iter())
+                        .into_iter()
+                        .flatten()
                         .chain(&self.uploaded)
                         .filter(|k| !kept.contains(k) && !self.session_kept.contains(k))
                         .copied()
@@ -916,6 +933,7 @@ impl OpenFile {
                 Err(FsError::Conflict(current)) => {
                     // A version block kept for a version that lost is unused.
                     self.uploaded.extend(kept_block);
+                    raced = true;
                     let theirs = vault.load(&self.link).await?;
                     if current.is_none() && theirs.seq > 0 {
                         // The owner holds no version while other replicas
@@ -932,7 +950,7 @@ impl OpenFile {
                         return self.fork(vault, theirs, durability).await;
                     }
                     expected = theirs.seq;
-                    replaced = theirs.obj.blocks();
+                    replaced = Arc::new(theirs.obj.blocks());
                     next = if small {
                         match self.merge_small(&theirs.obj) {
                             Some(o) => o,
@@ -1172,6 +1190,13 @@ fn write_end(offset: u64, data: &[u8]) -> Result<u64, FsError> {
         .checked_add(data.len() as u64)
         .filter(|e| *e <= MAX_FILE_SIZE)
         .ok_or(FsError::TooBig)
+}
+
+/// Whether `obj` refers to exactly the blocks of content `base`: the
+/// very same extents (one shared map, checked in O(1)) and index nodes.
+fn same_blocks(obj: &Object, base: &FileContent) -> bool {
+    obj.content()
+        .is_some_and(|c| c.extents.is_copy_of(&base.extents) && c.index_blocks == base.index_blocks)
 }
 
 /// When a version with `content` and `mtime` was saved (its mtime if it

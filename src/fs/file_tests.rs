@@ -125,13 +125,17 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     let blocks = held_blocks(&store);
     let puts = store.block_puts();
     // Writes of 4 KiB fill the journal: each flush stores the record.
+    // The file's set of stored blocks stays the very same one.
     let at = |i: usize| i * 300_000;
+    let stored = Arc::clone(&f.stored_blocks);
     for i in 0..JOURNAL_MAX / 4096 {
         let piece = random(&mut rng, 4096);
         model[at(i)..at(i) + 4096].copy_from_slice(&piece);
         f.write(&v, at(i) as u64, &piece).await.unwrap();
         f.flush(&v, Durability::Later).await.unwrap();
         assert_eq!(store.block_puts(), puts, "write {i} stored a block");
+        assert!(Arc::ptr_eq(&f.stored_blocks, &stored), "write {i}");
+        assert_eq!(*f.stored_blocks, f.state.obj.blocks());
     }
     assert_eq!(held_blocks(&store), blocks);
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
@@ -143,6 +147,8 @@ async fn a_small_write_and_flush_store_one_record_and_no_block() {
     model[at(20)..at(20) + 4096].copy_from_slice(&piece);
     f.write(&v, at(20) as u64, &piece).await.unwrap();
     f.flush(&v, Durability::Later).await.unwrap();
+    assert_eq!(*f.stored_blocks, f.state.obj.blocks());
+    assert!(f.stored_blocks.len() > stored.len());
     let mut g = OpenFile::open(&v, f.link.clone()).await.unwrap();
     assert_eq!(g.state.obj.content().unwrap().journal.bytes(), 4096);
     assert_eq!(store.block_puts(), puts + 1);

@@ -419,7 +419,7 @@ async fn send_to(pool: &Pool, to: &[(String, Vec<Record>)], record: &Record) -> 
             .call(
                 addr,
                 Request::Replica(ReplicaRequest::StoreRecord {
-                    record: record.clone(),
+                    record: std::sync::Arc::new(record.clone()),
                     expected_seq: None,
                     durable: true,
                 }),

@@ -185,7 +185,7 @@ impl Put {
             } => cx.call_with(
                 to,
                 StoreRecord {
-                    record: Record::clone(record),
+                    record: Arc::clone(record),
                     // Replicas after the owner take the version the owner
                     // accepted; all-at-once puts check at every member.
                     expected_seq: if cas || !owner_first {

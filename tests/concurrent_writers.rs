@@ -163,6 +163,20 @@ fn write_then_meet(path: &Path, how: &fs::OpenOptions, line: &str, gate: &Barrie
     written.and_then(close).is_ok()
 }
 
+/// [`write_then_meet`] with an `fsync` after the gate: both mounts' durable
+/// saves of the file race. Whether the write, the `fsync` and the close
+/// all returned success.
+fn write_meet_then_sync(path: &Path, how: &fs::OpenOptions, line: &str, gate: &Barrier) -> bool {
+    let written = how
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()).map(|_| f));
+    gate.wait();
+    written
+        .and_then(|f| f.sync_all().map(|_| f))
+        .and_then(close)
+        .is_ok()
+}
+
 /// Whether `files` together hold every one of `lines`; the missing ones
 /// otherwise.
 fn all_lines_in(files: &BTreeMap<String, Vec<u8>>, lines: &[String]) -> Result<(), String> {
@@ -317,6 +331,47 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
             for r in 0..10 {
                 assert!(files.contains_key(&format!("{what}{r}.txt")), "{what}{r}");
             }
+        }
+        drop(nodes);
+    })
+    .await;
+}
+
+/// 20 appends from each of two mounts to one file, each pair written at
+/// the same time and then both `fsync`ed at once, so that the two mounts'
+/// durable compare-and-swaps of the file's record race: every line whose
+/// `fsync` and close returned 0 is in the file or in one of its conflict
+/// copies, on both mounts.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_fsynced_appends_from_two_mounts_lose_nothing_acknowledged() {
+    with_timeout(Duration::from_secs(300), async {
+        let keys = tempfile::tempdir().expect("temp dir");
+        let identity = keys.path().join("identity");
+        let nodes = two_mounts(&identity).await;
+        let mounts = [
+            nodes[0].mount_dir().to_path_buf(),
+            nodes[1].mount_dir().to_path_buf(),
+        ];
+        seed(&mounts, "synced", &["synced.txt".into()], b"start\n").await;
+        let acked: Vec<String> = at_once(&mounts, |i, m, gate| {
+            let mut how = fs::OpenOptions::new();
+            how.append(true);
+            (0..20)
+                .map(|k| format!("mount {} synced line {k}\n", i + 1))
+                .filter(|line| write_meet_then_sync(&m.join("synced.txt"), &how, line, gate))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .concat();
+        eprintln!("{} of 40 fsynced appends acknowledged", acked.len());
+        assert!(acked.len() >= 20, "most appends succeed: {acked:?}");
+        let files = agreed(&mounts, "synced", |f| all_lines_in(f, &acked)).await;
+        assert!(files.contains_key("synced.txt"));
+        for name in files.keys().filter(|n| *n != "synced.txt") {
+            assert!(
+                name.starts_with("synced.conflict-") && name.ends_with(".txt"),
+                "{name}"
+            );
         }
         drop(nodes);
     })

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+/// Address blocks (`127.0.BLOCK.x`) of the two tests, which run at once.
 const BLOCK: u8 = 116;
+const BLOCK_SYNCED: u8 = 140;
 /// Deadline of one round of writes from both mounts.
 const IO: Duration = Duration::from_secs(60);
 /// How long the two mounts may take to show the same files (listings are
@@ -31,12 +33,12 @@ const AGREE: Duration = Duration::from_secs(15);
 const SKEW: &str = "3600";
 
 /// A 3-node ring whose nodes 1 and 2 mount the tree of one identity;
-/// node 2's clock is [`SKEW`] seconds ahead.
-async fn two_mounts(identity: &Path) -> Vec<NodeGuard> {
-    let first = addr(BLOCK, 1);
+/// node 2's clock is [`SKEW`] seconds ahead; on addresses `127.0.block.x`.
+async fn two_mounts(identity: &Path, block: u8) -> Vec<NodeGuard> {
+    let first = addr(block, 1);
     let mut nodes = Vec::new();
     for i in 1..=3u8 {
-        let me = addr(BLOCK, i);
+        let me = addr(block, i);
         let join = (i > 1).then_some(first.as_str());
         let mut opts = if i <= 2 {
             NodeOpts::mounted(&me, join, identity)
@@ -177,6 +179,41 @@ fn write_meet_then_sync(path: &Path, how: &fs::OpenOptions, line: &str, gate: &B
         .is_ok()
 }
 
+/// 20 appends from each mount to `PREFIX.txt`, each pair at once, each
+/// by `write` (whether all its steps returned success): once every
+/// acknowledged line is in the file or in one of its conflict copies
+/// (named as such), on both mounts, the files they agree on.
+async fn race_appends(
+    mounts: &[PathBuf; 2],
+    prefix: &'static str,
+    write: fn(&Path, &fs::OpenOptions, &str, &Barrier) -> bool,
+) -> BTreeMap<String, Vec<u8>> {
+    let file = format!("{prefix}.txt");
+    seed(mounts, prefix, std::slice::from_ref(&file), b"start\n").await;
+    let name = file.clone();
+    let acked: Vec<String> = at_once(mounts, move |i, m, gate| {
+        let mut how = fs::OpenOptions::new();
+        how.append(true);
+        (0..20)
+            .map(|k| format!("mount {} {prefix} line {k}\n", i + 1))
+            .filter(|line| write(&m.join(&name), &how, line, gate))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .concat();
+    eprintln!("{} of 40 {prefix} appends acknowledged", acked.len());
+    assert!(acked.len() >= 20, "most appends succeed: {acked:?}");
+    let files = agreed(mounts, prefix, |f| all_lines_in(f, &acked)).await;
+    assert!(files.contains_key(&file));
+    for name in files.keys().filter(|n| **n != file) {
+        assert!(
+            name.starts_with(&format!("{prefix}.conflict-")) && name.ends_with(".txt"),
+            "{name}"
+        );
+    }
+    files
+}
+
 /// Whether `files` together hold every one of `lines`; the missing ones
 /// otherwise.
 fn all_lines_in(files: &BTreeMap<String, Vec<u8>>, lines: &[String]) -> Result<(), String> {
@@ -211,35 +248,15 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
     with_timeout(Duration::from_secs(300), async {
         let keys = tempfile::tempdir().expect("temp dir");
         let identity = keys.path().join("identity");
-        let nodes = two_mounts(&identity).await;
+        let nodes = two_mounts(&identity, BLOCK).await;
         let mounts = [
             nodes[0].mount_dir().to_path_buf(),
             nodes[1].mount_dir().to_path_buf(),
         ];
 
         // Appends.
-        seed(&mounts, "log", &["log.txt".into()], b"start\n").await;
-        let acked: Vec<String> = at_once(&mounts, |i, m, gate| {
-            let mut how = fs::OpenOptions::new();
-            how.append(true);
-            (0..20)
-                .map(|k| format!("mount {} line {k}\n", i + 1))
-                .filter(|line| write_then_meet(&m.join("log.txt"), &how, line, gate))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .concat();
-        eprintln!("{} of 40 appends acknowledged", acked.len());
-        assert!(acked.len() >= 20, "most appends succeed: {acked:?}");
-        let files = agreed(&mounts, "log", |f| all_lines_in(f, &acked)).await;
-        assert!(files.contains_key("log.txt"));
+        let files = race_appends(&mounts, "log", write_then_meet).await;
         let copies: Vec<&String> = files.keys().filter(|n| *n != "log.txt").collect();
-        for name in &copies {
-            assert!(
-                name.starts_with("log.conflict-") && name.ends_with(".txt"),
-                "{name}"
-            );
-        }
         // `peerstore status` of the two nodes lists every copy as open,
         // each on the node that made it; a deleted one is no longer open.
         let listed = |nodes: &[NodeGuard]| {
@@ -347,32 +364,12 @@ async fn concurrent_fsynced_appends_from_two_mounts_lose_nothing_acknowledged() 
     with_timeout(Duration::from_secs(300), async {
         let keys = tempfile::tempdir().expect("temp dir");
         let identity = keys.path().join("identity");
-        let nodes = two_mounts(&identity).await;
+        let nodes = two_mounts(&identity, BLOCK_SYNCED).await;
         let mounts = [
             nodes[0].mount_dir().to_path_buf(),
             nodes[1].mount_dir().to_path_buf(),
         ];
-        seed(&mounts, "synced", &["synced.txt".into()], b"start\n").await;
-        let acked: Vec<String> = at_once(&mounts, |i, m, gate| {
-            let mut how = fs::OpenOptions::new();
-            how.append(true);
-            (0..20)
-                .map(|k| format!("mount {} synced line {k}\n", i + 1))
-                .filter(|line| write_meet_then_sync(&m.join("synced.txt"), &how, line, gate))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .concat();
-        eprintln!("{} of 40 fsynced appends acknowledged", acked.len());
-        assert!(acked.len() >= 20, "most appends succeed: {acked:?}");
-        let files = agreed(&mounts, "synced", |f| all_lines_in(f, &acked)).await;
-        assert!(files.contains_key("synced.txt"));
-        for name in files.keys().filter(|n| *n != "synced.txt") {
-            assert!(
-                name.starts_with("synced.conflict-") && name.ends_with(".txt"),
-                "{name}"
-            );
-        }
+        race_appends(&mounts, "synced", write_meet_then_sync).await;
         drop(nodes);
     })
     .await;

@@ -834,9 +834,6 @@ impl OpenFile {
             r.extend(self.uploaded.iter().copied());
             Arc::new(r)
         };
-        // Whether `self.base` is still the stored version `stored_blocks`
-        // belongs to (a lost race moves it to the other writer's).
-        let mut raced = false;
         for _ in 0..SAVE_ATTEMPTS {
             // Changing content another open saved keeps that version (not
             // a file created empty that never had content: `echo x > new`).
@@ -907,8 +904,13 @@ impl OpenFile {
                         self.session_kept = IdSet::clone(&replaced);
                     }
                     // A save that changed only the journal refers to the
-                    // very blocks of the version it replaces.
-                    let kept = if !raced && same_blocks(&next, &self.base.0) {
+                    // very blocks of the version it replaces. (`replaced`
+                    // is the stored set itself only while nothing was
+                    // uploaded and no race moved `self.base` to another
+                    // writer's version.)
+                    let kept = if Arc::ptr_eq(&replaced, &self.stored_blocks)
+                        && same_blocks(&next, &self.base.0)
+                    {
                         Arc::clone(&self.stored_blocks)
                     } else {
                         Arc::new(next.blocks())
@@ -933,7 +935,6 @@ impl OpenFile {
                 Err(FsError::Conflict(current)) => {
                     // A version block kept for a version that lost is unused.
                     self.uploaded.extend(kept_block);
-                    raced = true;
                     let theirs = vault.load(&self.link).await?;
                     if current.is_none() && theirs.seq > 0 {
                         // The owner holds no version while other replicas

@@ -32,16 +32,19 @@ const AGREE: Duration = Duration::from_secs(15);
 /// by comparing versions, never times.
 const SKEW: &str = "3600";
 
-/// A 3-node ring whose nodes 1 and 2 mount the tree of one identity;
-/// node 2's clock is [`SKEW`] seconds ahead; on addresses `127.0.block.x`.
-async fn two_mounts(identity: &Path, block: u8) -> Vec<NodeGuard> {
+/// A 3-node ring on addresses `127.0.block.x` whose nodes 1 and 2 mount
+/// the tree of one identity (kept in the returned directory); node 2's
+/// clock is [`SKEW`] seconds ahead. The nodes, and the two mount paths.
+async fn two_mounts(block: u8) -> (tempfile::TempDir, Vec<NodeGuard>, [PathBuf; 2]) {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let identity = keys.path().join("identity");
     let first = addr(block, 1);
     let mut nodes = Vec::new();
     for i in 1..=3u8 {
         let me = addr(block, i);
         let join = (i > 1).then_some(first.as_str());
         let mut opts = if i <= 2 {
-            NodeOpts::mounted(&me, join, identity)
+            NodeOpts::mounted(&me, join, &identity)
         } else {
             NodeOpts::new(&me, join)
         };
@@ -56,7 +59,11 @@ async fn two_mounts(identity: &Path, block: u8) -> Vec<NodeGuard> {
         common::ring_consistent(&all, &all)
     })
     .await;
-    nodes
+    let mounts = [
+        nodes[0].mount_dir().to_path_buf(),
+        nodes[1].mount_dir().to_path_buf(),
+    ];
+    (keys, nodes, mounts)
 }
 
 /// Every file in `dir` whose name starts with `prefix`, with its content.
@@ -246,13 +253,7 @@ fn all_lines_in(files: &BTreeMap<String, Vec<u8>>, lines: &[String]) -> Result<(
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
     with_timeout(Duration::from_secs(300), async {
-        let keys = tempfile::tempdir().expect("temp dir");
-        let identity = keys.path().join("identity");
-        let nodes = two_mounts(&identity, BLOCK).await;
-        let mounts = [
-            nodes[0].mount_dir().to_path_buf(),
-            nodes[1].mount_dir().to_path_buf(),
-        ];
+        let (_keys, nodes, mounts) = two_mounts(BLOCK).await;
 
         // Appends.
         let files = race_appends(&mounts, "log", write_then_meet).await;
@@ -362,13 +363,7 @@ async fn concurrent_writes_from_two_mounts_lose_nothing_acknowledged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_fsynced_appends_from_two_mounts_lose_nothing_acknowledged() {
     with_timeout(Duration::from_secs(300), async {
-        let keys = tempfile::tempdir().expect("temp dir");
-        let identity = keys.path().join("identity");
-        let nodes = two_mounts(&identity, BLOCK_SYNCED).await;
-        let mounts = [
-            nodes[0].mount_dir().to_path_buf(),
-            nodes[1].mount_dir().to_path_buf(),
-        ];
+        let (_keys, nodes, mounts) = two_mounts(BLOCK_SYNCED).await;
         race_appends(&mounts, "synced", write_meet_then_sync).await;
         drop(nodes);
     })

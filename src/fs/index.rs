@@ -722,20 +722,21 @@ mod tests {
         .unwrap()
     }
 
-    /// A file of 20,000 extents saved once as a tree: the store, file,
-    /// cache and owner, its content, the first save, its blocks (to
-    /// reuse) and the tree's extents.
-    struct Saved20k {
-        store: MemStore,
-        link: Link,
-        cache: NodeCache,
-        owner: Identity,
-        c: FileContent,
-        first: Saved,
-        reuse: IdSet,
-        held: ExtentMap,
-    }
+    /// What [`saved_20k`] returns: the store, file, cache and owner, the
+    /// content, the first save, its blocks (to reuse) and the tree's
+    /// extents.
+    type Saved20k = (
+        MemStore,
+        Link,
+        NodeCache,
+        Identity,
+        FileContent,
+        Saved,
+        IdSet,
+        ExtentMap,
+    );
 
+    /// A file of 20,000 extents saved once as a tree.
     async fn saved_20k() -> Saved20k {
         let store = MemStore::default();
         let link = Link::fresh(Kind::File);
@@ -745,30 +746,12 @@ mod tests {
         let first = save_later(&store, &owner, &link, (&cache, &IdSet::default()), &c).await;
         let reuse: IdSet = first.blocks.iter().map(|b| b.key).collect();
         let held = first.tree.clone().expect("a tree");
-        Saved20k {
-            store,
-            link,
-            cache,
-            owner,
-            c,
-            first,
-            reuse,
-            held,
-        }
+        (store, link, cache, owner, c, first, reuse, held)
     }
 
     #[tokio::test]
     async fn extents_written_since_the_tree_lie_over_it_in_the_record() {
-        let Saved20k {
-            store,
-            link,
-            cache,
-            owner,
-            c,
-            reuse,
-            held,
-            ..
-        } = saved_20k().await;
+        let (store, link, cache, owner, c, _, reuse, held) = saved_20k().await;
         assert_eq!(held, c.extents);
         let fresh = |i: u64, n: u64| Extent {
             offset: n * 10 + 2,
@@ -825,16 +808,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_save_over_the_same_tree_reuses_its_last_plan_while_its_blocks_are_reusable() {
-        let Saved20k {
-            store,
-            link,
-            cache,
-            owner,
-            c,
-            first,
-            reuse,
-            held,
-        } = saved_20k().await;
+        let (store, link, cache, owner, c, first, reuse, held) = saved_20k().await;
         let mut c2 = c.clone();
         c2.tree = TreeBase::new(Some(held.clone()));
         for i in 0..10 {

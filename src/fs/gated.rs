@@ -33,6 +33,8 @@ pub struct GatedStore {
     gate: watch::Sender<Gate>,
     /// Puts of the gated key so far (each attempt counts).
     pub puts: AtomicUsize,
+    /// Reads of the gated key so far.
+    reads: AtomicUsize,
 }
 
 impl GatedStore {
@@ -43,6 +45,7 @@ impl GatedStore {
             key: Mutex::new(None),
             gate: watch::channel(Gate::Open).0,
             puts: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         }
     }
 
@@ -60,6 +63,11 @@ impl GatedStore {
     /// Puts of the gated key so far.
     pub fn puts(&self) -> usize {
         self.puts.load(Ordering::SeqCst)
+    }
+
+    /// Reads of the gated key so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
     }
 }
 
@@ -104,6 +112,12 @@ impl BlockStore for GatedStore {
     }
 
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        if *self.key.lock().unwrap() == Some(key) {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            // A read takes a while, as a round trip to the ring does: other
+            // tasks run meanwhile.
+            tokio::task::yield_now().await;
+        }
         self.inner.get_versions(key).await
     }
 

@@ -191,6 +191,37 @@ pub struct PendingDirs {
     /// queued it returned (a new file's entry or content after its
     /// `close`): the first such failure since the last `settle_all`.
     failed_behind: Mutex<Option<FsError>>,
+    /// One turn per directory whose stored version is being fetched to
+    /// start its state: changes queued meanwhile wait for that fetch
+    /// rather than each fetching the whole directory (an `rm -rf`'s
+    /// hundreds of trash entries, queued at once behind the removals,
+    /// each loaded a trash of tens of thousands of entries: gigabytes).
+    loading: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn to fetch a directory's stored version
+/// ([`PendingDirs::loading`]); given up when dropped.
+struct LoadTurn<'a> {
+    pending: &'a PendingDirs,
+    name: Vec<u8>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for LoadTurn<'_> {
+    fn drop(&mut self) {
+        let mut loading = self
+            .pending
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(turn) = self.turn.take() {
+            let lock = tokio::sync::OwnedMutexGuard::mutex(&turn);
+            // The map's and this turn's: nobody else waits for it.
+            if Arc::strong_count(lock) == 2 {
+                loading.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// Counts one `settle_all` under way while it lives.
@@ -210,6 +241,19 @@ impl Drop for Settling<'_> {
 }
 
 impl PendingDirs {
+    /// Waits for the turn to fetch directory `name`'s stored version.
+    async fn load_turn(&self, name: &[u8]) -> LoadTurn<'_> {
+        let lock = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(loading.entry(name.to_vec()).or_default())
+        };
+        LoadTurn {
+            pending: self,
+            name: name.to_vec(),
+            turn: Some(lock.lock_owned().await),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<Vec<u8>, DirState>> {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -341,11 +385,17 @@ impl<S: BlockStore> Vault<S> {
         // A few rounds at most: the state may go idle between the check
         // and the lock, and then the base must be fetched after all.
         for _ in 0..3 {
+            // Held until the state is in place, so that changes queued
+            // meanwhile find it rather than fetch the directory again.
+            let mut _turn = None;
             if base.is_none() && !self.pending.lock().contains_key(&link.name) {
-                base = Some(match self.guess(link) {
-                    Some(g) => g,
-                    None => self.load_stored(link).await?,
-                });
+                _turn = Some(self.pending.load_turn(&link.name).await);
+                if !self.pending.lock().contains_key(&link.name) {
+                    base = Some(match self.guess(link) {
+                        Some(g) => g,
+                        None => self.load_stored(link).await?,
+                    });
+                }
             }
             let (ticket, start, full) = {
                 let mut dirs = self.pending.lock();

@@ -424,3 +424,64 @@ async fn lazy_changes_ride_along_with_the_next_update() {
         "settle_all waited the delay out"
     );
 }
+
+#[tokio::test]
+async fn changes_queued_at_once_share_one_fetch_of_their_directory() {
+    let mem = Arc::new(MemStore::default());
+    // A directory another vault stored: this one has no state or
+    // remembered version of it, so its first change fetches it.
+    let other = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    let (dir, _) = other
+        .create(
+            &other.root(),
+            b"d",
+            Kind::Dir,
+            Attrs::new(0o755, 0, 0),
+            None,
+        )
+        .await
+        .unwrap();
+    let (file, _) = other
+        .create(&other.root(), b"f", Kind::File, attrs(), None)
+        .await
+        .unwrap();
+    let v = Vault::new(
+        Arc::new(GatedStore::new(Arc::clone(&mem))),
+        Identity::from_secret(SECRET),
+    );
+    v.store.gate(v.identity().record_key(&dir.name), Gate::Open);
+    // Queued together, as the trash entries of an `rm -rf` are.
+    let queued = futures::future::join_all((0..32u32).map(|i| {
+        let entry = object::Entry {
+            link: file.clone(),
+            attrs: None,
+        };
+        let add: pending::DirChange = Box::new(move |d| {
+            let entries = d.entries_mut().ok_or(FsError::NotDir)?;
+            entries.insert(format!("n{i}").into_bytes(), entry.clone());
+            Ok(())
+        });
+        v.queue_dir_change_held(&dir, add, Duration::from_millis(20))
+    }))
+    .await;
+    for t in queued {
+        t.unwrap().wait().await.unwrap();
+    }
+    assert_eq!(
+        v.store.reads(),
+        1,
+        "one fetch of the directory for all the changes queued meanwhile"
+    );
+    let stored = Vault::new(Arc::clone(&mem), Identity::from_secret(SECRET));
+    assert_eq!(
+        stored
+            .load(&dir)
+            .await
+            .unwrap()
+            .obj
+            .entries()
+            .unwrap()
+            .len(),
+        32
+    );
+}

@@ -10,7 +10,7 @@
 //! name, or a file's chunk position), so a storage node cannot swap two
 //! valid ciphertexts unnoticed. Keys are zeroized on drop and never printed.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -48,19 +48,15 @@ pub fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let cipher = XChaCha20Poly1305::new((&key.0).into());
     let mut nonce = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        // Encryption fails only for inputs beyond 256 GiB; items are ≤ 1 MiB.
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(24 + ct.len());
+    // Encrypted in place in the one buffer it is returned in.
+    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    match cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[24..]) {
+        Ok(tag) => out.extend_from_slice(&tag),
+        // Encryption fails only for inputs beyond 256 GiB; items are ≤ 1 MiB.
+        Err(_) => return Vec::new(),
+    }
     out
 }
 

@@ -19,6 +19,7 @@ use super::extents::{BlockRef, Cipher, Extent, ExtentMap};
 use super::history::History;
 use super::object::{Attrs, Body, CHUNK_SIZE, Entry, FileContent, Link, Object};
 use super::ranges::Ranges;
+use crate::postcard_tail::append;
 use serde::{Deserialize, Serialize};
 
 /// Associated-data prefix of a v2 object record.
@@ -274,14 +275,17 @@ pub fn encode_v2(obj: &Object, top: Top) -> Result<Vec<u8>, FsError> {
     if matches!(obj.body, Body::Dir { .. }) {
         attrs.nlink = 0; // computed when loaded
     }
-    let mut bytes = postcard::to_allocvec(&StoredObject { attrs, body })
-        .map_err(|e| FsError::Invalid(e.to_string()))?;
+    let invalid = |e: postcard::Error| FsError::Invalid(e.to_string());
+    // Each part is sized before it is written (a file's record is often
+    // ~20 KiB: no growing buffer).
+    let mut bytes = Vec::new();
+    append(&StoredObject { attrs, body }, &mut bytes).map_err(invalid)?;
     if let Body::File(c) = &obj.body {
         // The history rides after the object (a reader of the format
         // before it stops at the object).
-        postcard::to_io(&c.history, &mut bytes).map_err(|e| FsError::Invalid(e.to_string()))?;
+        append(&c.history, &mut bytes).map_err(invalid)?;
         if !c.priors.is_empty() {
-            postcard::to_io(&c.priors, &mut bytes).map_err(|e| FsError::Invalid(e.to_string()))?;
+            append(&c.priors, &mut bytes).map_err(invalid)?;
         }
     }
     Ok(bytes)

@@ -255,7 +255,7 @@ pub fn judge_versions(
         return Err(StoreError::TooManyVersions(kept.len() + 1));
     }
     if !kept.is_empty() {
-        let size = |r: &Record| postcard::to_stdvec(r).map_or(usize::MAX, |b| b.len());
+        let size = |r: &Record| postcard::experimental::serialized_size(r).unwrap_or(usize::MAX);
         let total = kept
             .iter()
             .chain([offered])
@@ -299,9 +299,15 @@ pub fn newest_versions(all: Vec<Record>) -> Vec<Record> {
 /// postcard encodings, one after another. One version encodes exactly as
 /// a lone record.
 pub fn encode_versions(versions: &[Record]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    // Sized first, then written in place: one allocation of the ~20 KiB a
+    // file's record may hold, not a growing buffer per version.
+    let mut len = 0usize;
     for v in versions {
-        out.extend(postcard::to_stdvec(v).map_err(|e| e.to_string())?);
+        len += postcard::experimental::serialized_size(v).map_err(|e| e.to_string())?;
+    }
+    let mut out = Vec::with_capacity(len);
+    for v in versions {
+        crate::postcard_tail::append(v, &mut out).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

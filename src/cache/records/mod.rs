@@ -29,13 +29,13 @@ mod segment_log;
 mod tests;
 
 use crate::id::Id;
-use crate::record::Record;
+use crate::record::{Record, VersionOrder};
 use crate::store::{encode_versions, newest_versions};
-use segment_log::{Found, LIMITS, Limits, Log, fingerprint, load, sound};
+use segment_log::{Found, LIMITS, Limits, Log, Shared, fingerprint, load, sound};
 use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Default bound: 256 MiB of records.
 pub const DEFAULT_RECORD_CACHE_BYTES: u64 = 256 << 20;
@@ -72,12 +72,23 @@ impl RecordCache {
     /// The versions kept for `key` (each verified), head first; empty if
     /// none are.
     pub fn get(&self, key: Id) -> Vec<Record> {
+        self.get_shared(key)
+            .map(|v| v.as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// [`get`](Self::get), shared with the cache rather than copied.
+    fn get_shared(&self, key: Id) -> Option<Shared> {
         // Read and verified outside the lock: a segment file stays
         // readable through its handle even if compaction deletes it.
         let (seen, loaded, from_disk) = match self.lock().find(key) {
-            Found::Missing => return Vec::new(),
+            Found::Missing => return None,
             Found::Recent(loc, v) => (loc, Ok((loc.fp, v)), false),
-            Found::OnDisk(loc, file) => (loc, load(&file, &loc, key), true),
+            Found::OnDisk(loc, file) => (
+                loc,
+                load(&file, &loc, key).map(|(fp, v)| (fp, Arc::new(v))),
+                true,
+            ),
         };
         // Versions kept in memory came from the ring (every version a
         // read returns is verified), were signed here, or were verified
@@ -87,24 +98,28 @@ impl RecordCache {
                 if from_disk {
                     self.lock().settle(key, &seen, fp, &v);
                 }
-                return v;
+                return Some(v);
             }
             Ok(_) => "a version does not verify".to_string(),
             Err(why) => why,
         };
         log::warn!("cached record {} dropped: {why}", key.short());
         self.lock().forget_if_unchanged(key, &seen);
-        Vec::new()
+        None
     }
 
     /// Keeps `versions` (what the ring answered, verified, head first)
     /// for `key`.
     pub fn put(&self, key: Id, versions: &[Record]) {
+        self.put_shared(key, Arc::new(versions.to_vec()));
+    }
+
+    fn put_shared(&self, key: Id, versions: Shared) {
         if versions.is_empty() {
             self.forget(key);
             return;
         }
-        let Ok(bytes) = encode_versions(versions) else {
+        let Ok(bytes) = encode_versions(&versions) else {
             return;
         };
         let fp = fingerprint(&bytes);
@@ -114,8 +129,7 @@ impl RecordCache {
         } else if !log.write_entry(key, &bytes, fp) {
             return;
         }
-        log.recent
-            .keep(key, fp, bytes.len() as u64, versions.to_vec());
+        log.recent.keep(key, fp, bytes.len() as u64, versions);
         log.evict(self.capacity);
         log.compact();
     }
@@ -124,9 +138,15 @@ impl RecordCache {
     /// it is above, and stands beside concurrent ones.
     pub fn note_written(&self, rec: &Record) {
         let key = rec.key();
-        let mut versions = self.get(key);
-        versions.push(rec.clone());
-        self.put(key, &newest_versions(versions));
+        let versions = match self.get_shared(key) {
+            // A writer's next version replaces every kept one: nothing
+            // kept is copied to find that out.
+            Some(kept) if !kept.iter().all(|k| rec.order(k) == VersionOrder::Newer) => {
+                newest_versions(kept.iter().cloned().chain([rec.clone()]).collect())
+            }
+            _ => vec![rec.clone()],
+        };
+        self.put_shared(key, Arc::new(versions));
     }
 
     /// Drops what is kept for `key`.

@@ -187,6 +187,9 @@ pub(super) fn sound(key: Id, versions: &[Record]) -> bool {
             .all(|r| r.key() == key && r.verify().is_ok())
 }
 
+/// A key's decoded versions, shared between the cache and its readers.
+pub(super) type Shared = Arc<Vec<Record>>;
+
 /// Decoded versions of the keys most recently written or read, each
 /// tagged with the fingerprint of the payload they were decoded from (or
 /// encoded to): served only while the index holds that payload. Two
@@ -194,28 +197,28 @@ pub(super) fn sound(key: Id, versions: &[Record]) -> bool {
 /// old one is dropped; a hit in the old one moves to the young one.
 #[derive(Default)]
 pub(super) struct Recent {
-    pub(super) young: HashMap<Id, (u64, u64, Vec<Record>)>,
-    pub(super) old: HashMap<Id, (u64, u64, Vec<Record>)>,
+    pub(super) young: HashMap<Id, (u64, u64, Shared)>,
+    pub(super) old: HashMap<Id, (u64, u64, Shared)>,
     pub(super) young_bytes: u64,
 }
 
 impl Recent {
     /// The versions kept for `key` if they are those of payload `fp`.
-    pub(super) fn get(&mut self, key: Id, fp: u64) -> Option<Vec<Record>> {
+    pub(super) fn get(&mut self, key: Id, fp: u64) -> Option<Shared> {
         if let Some((f, _, v)) = self.young.get(&key) {
-            return (*f == fp).then(|| v.clone());
+            return (*f == fp).then(|| Arc::clone(v));
         }
         let (f, size, v) = self.old.remove(&key)?;
         if f != fp {
             return None;
         }
-        let out = v.clone();
+        let out = Arc::clone(&v);
         self.keep(key, fp, size, v);
         Some(out)
     }
 
     /// Keeps `versions` (payload `fp`, `size` bytes) for `key`.
-    pub(super) fn keep(&mut self, key: Id, fp: u64, size: u64, versions: Vec<Record>) {
+    pub(super) fn keep(&mut self, key: Id, fp: u64, size: u64, versions: Shared) {
         self.remove(key);
         if size > RECENT_BYTES / 8 {
             return;
@@ -240,7 +243,7 @@ impl Recent {
 pub(super) enum Found {
     Missing,
     /// Decoded versions kept in memory (already touched).
-    Recent(Loc, Vec<Record>),
+    Recent(Loc, Shared),
     /// To be read from the segment file.
     OnDisk(Loc, Arc<File>),
 }
@@ -523,7 +526,7 @@ impl Log {
         l.fp = fp;
         let len = l.len;
         self.touch(key);
-        self.recent.keep(key, fp, len, versions.to_vec());
+        self.recent.keep(key, fp, len, Arc::new(versions.to_vec()));
     }
 
     /// Drops least recently used unpinned records while over `capacity`.

@@ -10,6 +10,7 @@
 use crate::clock::{Causal, Clock};
 use crate::grant::{Grant, Scope, Sig};
 use crate::id::Id;
+use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -37,9 +38,11 @@ pub struct Record {
     /// Which writers made the versions this one replaces ([`Clock`]):
     /// stores keep every version no other one's clock is above.
     pub clock: Clock,
-    /// The payload, or `None` for a signed delete (tombstone).
-    #[serde(with = "serde_bytes")]
-    pub value: Option<Vec<u8>>,
+    /// The payload, or `None` for a signed delete (tombstone). Shared,
+    /// not copied, by the versions' many holders on a save's way (the
+    /// journal, the puts to each member, the record cache); encoded as a
+    /// byte string, as before.
+    pub value: Option<Bytes>,
     /// ed25519 signature over the key, sequence number, clock and the
     /// value's BLAKE3 digest ([`digest_signed_bytes`]): the
     /// owner's, or a granted writer's with its grant ([`crate::grant`]).
@@ -115,7 +118,7 @@ impl Record {
                 name: r.name,
                 seq: r.seq,
                 clock: Clock::default(),
-                value: r.value,
+                value: r.value.map(Bytes::from),
                 sig: r.sig,
             }),
             _ => None,
@@ -272,16 +275,16 @@ fn push_tagged(out: &mut Vec<u8>, value: Option<&[u8]>) {
 }
 
 /// The BLAKE3 digest of a version's value (`None` for a tombstone).
-fn value_digest(value: &Option<Vec<u8>>) -> Option<[u8; 32]> {
-    value.as_deref().map(|v| *blake3::hash(v).as_bytes())
+fn value_digest(value: Option<&[u8]>) -> Option<[u8; 32]> {
+    value.map(|v| *blake3::hash(v).as_bytes())
 }
 
 /// What versions signed before [`digest_signed_bytes`]: the value itself,
 /// after the clock (or, with no clock, exactly what versions signed before
 /// clocks existed). Still checked, so records written then verify.
-fn full_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>) -> Vec<u8> {
+fn full_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: Option<&[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        SIGN_CONTEXT.len() + 49 + 16 * clock.pairs().len() + value.as_ref().map_or(0, |v| v.len()),
+        SIGN_CONTEXT.len() + 49 + 16 * clock.pairs().len() + value.map_or(0, |v| v.len()),
     );
     if clock.is_empty() {
         // Exactly the bytes signed before records had clocks.
@@ -294,7 +297,7 @@ fn full_signed_bytes(key: &Id, seq: u64, clock: &Clock, value: &Option<Vec<u8>>)
         out.extend_from_slice(&seq.to_be_bytes());
         clock.encode_into(&mut out);
     }
-    push_tagged(&mut out, value.as_deref());
+    push_tagged(&mut out, value);
     out
 }
 
@@ -379,7 +382,7 @@ impl Record {
         }
         let vk = verifying_key(&self.owner).ok_or(RecordError::BadOwner)?;
         let key = self.key();
-        let hash = value_digest(&self.value);
+        let hash = value_digest(self.value.as_deref());
         let signed = digest_signed_bytes(&key, self.seq, &self.clock, hash.as_ref());
         // Everything the check depends on: a version checked before (by a
         // replica's read-modify-write, the record cache, a re-read) costs
@@ -406,7 +409,7 @@ impl Record {
         let sig = Signature::from_bytes(&sig);
         if signer.verify_strict(&message(signed), &sig).is_err() {
             // A version signed before signatures covered the digest.
-            let full = full_signed_bytes(&key, self.seq, &self.clock, &self.value);
+            let full = full_signed_bytes(&key, self.seq, &self.clock, self.value.as_deref());
             signer
                 .verify_strict(&message(full), &sig)
                 .map_err(|_| RecordError::BadSignature)?;
@@ -465,7 +468,7 @@ impl Record {
         clock: Clock,
         value: Option<Vec<u8>>,
     ) -> Record {
-        let hash = value_digest(&value);
+        let hash = value_digest(value.as_deref());
         let bytes = digest_signed_bytes(&record_key(&owner, name), seq, &clock, hash.as_ref());
         let by_owner = signer.verifying_key().to_bytes() == owner;
         let (sig, checks_out) = match how {
@@ -497,7 +500,7 @@ impl Record {
             name: name.to_vec(),
             seq,
             clock,
-            value,
+            value: value.map(Bytes::from),
             sig,
         }
     }
@@ -547,7 +550,7 @@ mod tests {
         assert_eq!(r.verify(), Ok(()));
         assert_eq!(r.verify(), Ok(()));
         let mut v = r.clone();
-        v.value = Some(b"hellO".to_vec());
+        v.value = Some(Bytes::from_static(b"hellO"));
         assert_eq!(v.verify(), Err(RecordError::BadSignature));
         let mut s = r.clone();
         s.seq = 4;
@@ -618,6 +621,39 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_value_encodes_as_the_byte_string_it_was() {
+        #[derive(Serialize)]
+        struct Before<'a> {
+            owner: [u8; 32],
+            #[serde(with = "serde_bytes")]
+            name: &'a [u8],
+            seq: u64,
+            clock: &'a Clock,
+            #[serde(with = "serde_bytes")]
+            value: Option<&'a [u8]>,
+            #[serde(with = "serde_bytes")]
+            sig: &'a [u8],
+        }
+        for value in [Some(vec![7u8; 300]), Some(Vec::new()), None] {
+            let r = Record::sign_clocked(&key(), b"dir", 3, Clock::default().next(1), value);
+            let bytes = postcard::to_stdvec(&r).unwrap();
+            let before = postcard::to_stdvec(&Before {
+                owner: r.owner,
+                name: &r.name,
+                seq: r.seq,
+                clock: &r.clock,
+                value: r.value.as_deref(),
+                sig: &r.sig,
+            })
+            .unwrap();
+            assert_eq!(bytes, before);
+            let back: Record = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, r);
+            assert_eq!(back.verify(), Ok(()));
+        }
+    }
+
+    #[test]
     fn a_version_stored_before_clocks_still_reads_and_verifies() {
         #[derive(Serialize)]
         struct Old<'a> {
@@ -643,7 +679,13 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(back.verify(), Ok(()));
         // A clocked version signs other bytes: its clock cannot be cut off.
-        let c = Record::sign_clocked(&key(), b"dir", 3, Clock::default().next(1), r.value.clone());
+        let c = Record::sign_clocked(
+            &key(),
+            b"dir",
+            3,
+            Clock::default().next(1),
+            r.value.as_deref().map(<[u8]>::to_vec),
+        );
         let mut cut = c.clone();
         cut.clock = Clock::default();
         assert_eq!(cut.verify(), Err(RecordError::BadSignature));
@@ -659,7 +701,7 @@ mod tests {
         scope: Option<Scope>,
     ) -> Record {
         let owner = k.verifying_key().to_bytes();
-        let bytes = full_signed_bytes(&record_key(&owner, b"dir"), seq, &clock, &value);
+        let bytes = full_signed_bytes(&record_key(&owner, b"dir"), seq, &clock, value.as_deref());
         let sig = match scope {
             Some(s) => Sig::Scoped(k.sign(&scoped(bytes, &s)).to_bytes(), s),
             None => Sig::Owner(k.sign(&bytes).to_bytes()),
@@ -669,7 +711,7 @@ mod tests {
             name: b"dir".to_vec(),
             seq,
             clock,
-            value,
+            value: value.map(Bytes::from),
             sig: sig.encode(),
         }
     }
@@ -683,7 +725,8 @@ mod tests {
         let Some(Sig::Owner(sig)) = Sig::parse(&r.sig) else {
             panic!("an owner's signature")
         };
-        let digest_form = digest_signed_bytes(&r.key(), 3, &clock, value_digest(&value).as_ref());
+        let digest_form =
+            digest_signed_bytes(&r.key(), 3, &clock, value_digest(value.as_deref()).as_ref());
         assert!(digest_form.len() < 200);
         let vk = key().verifying_key();
         assert!(
@@ -703,11 +746,14 @@ mod tests {
             assert_eq!(v.verify(), Ok(()), "{v:?} checked again");
             // Still bound to every byte of the value, and to the scope.
             let mut changed = v.clone();
-            if let Some(x) = changed.value.as_mut() {
-                x[19_999] ^= 1;
-            } else {
-                changed.value = Some(Vec::new());
-            }
+            changed.value = Some(match &changed.value {
+                Some(x) => {
+                    let mut x = x.to_vec();
+                    x[19_999] ^= 1;
+                    Bytes::from(x)
+                }
+                None => Bytes::new(),
+            });
             assert_eq!(changed.verify(), Err(RecordError::BadSignature));
         }
         let mut rescoped = old[3].clone();
@@ -715,7 +761,7 @@ mod tests {
         assert_eq!(rescoped.verify(), Err(RecordError::BadSignature));
         // A digest-form signature moved onto another value does not hold.
         let mut moved = r.clone();
-        moved.value = Some(vec![6u8; 20_000]);
+        moved.value = Some(Bytes::from(vec![6u8; 20_000]));
         assert_eq!(moved.verify(), Err(RecordError::BadSignature));
     }
 

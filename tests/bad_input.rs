@@ -292,7 +292,7 @@ async fn current(pool: &Pool, to: &str, key: Id) -> Result<(u64, Option<Vec<u8>>
         Response::Client(ClientResponse::Record(r)) => {
             assert_eq!(r.key(), key);
             assert_eq!(r.verify(), Ok(()));
-            Ok((r.seq, r.value))
+            Ok((r.seq, r.value.map(|v| v.to_vec())))
         }
         Response::Error(e) => Err(e),
         other => panic!("GetRecord: {other:?}"),
@@ -517,7 +517,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
 
         // Signed, then the value changed.
         let mut tampered = Record::sign(&owner, name, 5, Some(b"five".to_vec()));
-        tampered.value = Some(b"FIVE".to_vec());
+        tampered.value = Some(bytes::Bytes::from_static(b"FIVE"));
         assert_eq!(
             call(&pool, a, put_record(tampered)).await,
             Response::Error(RemoteError::BadSignature)

@@ -298,7 +298,10 @@ async fn records_newest_wins_and_forgeries_are_refused() {
     d.put_record(r1.clone(), Some(0)).await.unwrap();
     let r2 = Record::sign(&sk, b"n", 2, Some(b"two".to_vec()));
     d.put_record(r2, Some(1)).await.unwrap();
-    assert_eq!(d.get_record(r1.key()).await.unwrap().value.unwrap(), b"two");
+    assert_eq!(
+        d.get_record(r1.key()).await.unwrap().value.unwrap(),
+        &b"two"[..]
+    );
     // Stale and CAS failures are final.
     assert!(matches!(
         d.put_record(r1.clone(), None).await,
@@ -310,7 +313,7 @@ async fn records_newest_wins_and_forgeries_are_refused() {
         Err(DhtError::Refused(RemoteError::Conflict { .. }))
     ));
     let mut forged = Record::sign(&sk, b"n", 9, Some(b"evil".to_vec()));
-    forged.value = Some(b"EVIL".to_vec());
+    forged.value = Some(bytes::Bytes::from_static(b"EVIL"));
     assert!(matches!(
         d.put_record(forged, None).await,
         Err(DhtError::Refused(RemoteError::BadSignature))

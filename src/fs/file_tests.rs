@@ -24,7 +24,7 @@ fn stored_bytes(store: &MemStore) -> usize {
         .unwrap()
         .values()
         .flatten()
-        .map(|r| r.value.as_ref().map_or(0, Vec::len))
+        .map(|r| r.value.as_ref().map_or(0, bytes::Bytes::len))
         .sum();
     b + r
 }

@@ -405,7 +405,11 @@ impl<S: BlockStore> Vault<S> {
         self.settle_dir(dir).await;
         let head = &versions[0];
         let rec = self
-            .sign_next(&link.name, head.seq + 1, winner.value.clone())
+            .sign_next(
+                &link.name,
+                head.seq + 1,
+                winner.value.as_deref().map(<[u8]>::to_vec),
+            )
             .await?;
         self.store
             .put_record(rec, Some(head.seq), Durability::Now)

@@ -60,7 +60,11 @@ impl<S: BlockStore> Vault<S> {
             }
             self.clocks.set_scope(key, Some(scope));
             let rec = self
-                .sign_next(name, head.seq + 1, head.value.clone())
+                .sign_next(
+                    name,
+                    head.seq + 1,
+                    head.value.as_deref().map(<[u8]>::to_vec),
+                )
                 .await?;
             match self
                 .store

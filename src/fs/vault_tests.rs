@@ -274,7 +274,12 @@ fn records(store: &MemStore) -> std::collections::HashMap<crate::id::Id, (u64, u
         .lock()
         .unwrap()
         .iter()
-        .map(|(k, v)| (*k, (v[0].seq, v[0].value.as_ref().map_or(0, Vec::len))))
+        .map(|(k, v)| {
+            (
+                *k,
+                (v[0].seq, v[0].value.as_ref().map_or(0, bytes::Bytes::len)),
+            )
+        })
         .collect()
 }
 

@@ -255,7 +255,7 @@ fn record_versions_only_grow() {
     assert_eq!(store.version(key), Some(ItemVersion::record(2, 2)));
     // A forged version is refused.
     let mut forged = rec(9, b"evil");
-    forged.value = Some(b"EVIL".to_vec());
+    forged.value = Some(bytes::Bytes::from_static(b"EVIL"));
     assert_eq!(
         store.put_record(&forged, None),
         Err(StoreError::BadRecord(RecordError::BadSignature))

@@ -27,6 +27,8 @@
 //!   it edits), so changes can be applied in place.
 //! - At most one task stores a given directory; a directory's state is
 //!   dropped once its queue is empty, so later loads read the store again.
+//! - At most one change at a time fetches a directory to start its state;
+//!   changes queued meanwhile wait for that state.
 //! - The per-directory queue is bounded by [`MAX_QUEUED`]: past it,
 //!   [`Vault::queue_dir_change`] waits for its change to be stored.
 //!

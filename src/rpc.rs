@@ -266,7 +266,7 @@ rpc!(SpaceOf, NodeSpace, |r| Request::Replica(ReplicaRequest::Space { owner: r.0
 /// Store a record version (compare-and-swap on `expected_seq` if given).
 #[derive(Debug, Clone)]
 pub struct StoreRecord {
-    pub record: std::sync::Arc<Record>,
+    pub record: Record,
     pub expected_seq: Option<u64>,
     pub durable: bool,
 }

@@ -150,10 +150,7 @@ pub enum ReplicaRequest {
     /// Store a record version (refused if not newer). `expected_seq`
     /// makes it a compare-and-swap on the current sequence. → `Stored`.
     StoreRecord {
-        /// Encoded as the record itself; shared, so a put to r members
-        /// does not copy the version (its value some 20 KiB for a file
-        /// with a journal) per member.
-        record: std::sync::Arc<Record>,
+        record: Record,
         expected_seq: Option<u64>,
         durable: bool,
     },

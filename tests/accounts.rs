@@ -419,7 +419,7 @@ async fn send_to(pool: &Pool, to: &[(String, Vec<Record>)], record: &Record) -> 
             .call(
                 addr,
                 Request::Replica(ReplicaRequest::StoreRecord {
-                    record: std::sync::Arc::new(record.clone()),
+                    record: record.clone(),
                     expected_seq: None,
                     durable: true,
                 }),

@@ -544,7 +544,7 @@ async fn wrong_requests_are_refused_and_change_nothing() {
             &member,
             &addrs[1],
             Request::Replica(ReplicaRequest::StoreRecord {
-                record: forged.into(),
+                record: forged,
                 expected_seq: None,
                 durable: true,
             }),

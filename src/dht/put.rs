@@ -185,7 +185,8 @@ impl Put {
             } => cx.call_with(
                 to,
                 StoreRecord {
-                    record: Arc::clone(record),
+                    // A copy shares the value's bytes.
+                    record: Record::clone(record),
                     // Replicas after the owner take the version the owner
                     // accepted; all-at-once puts check at every member.
                     expected_seq: if cas || !owner_first {

@@ -188,7 +188,7 @@ impl SyncTo {
                                 cx.call(
                                     &self.peer,
                                     StoreRecord {
-                                        record: std::sync::Arc::new(record),
+                                        record,
                                         expected_seq: None,
                                         durable: true,
                                     },

@@ -275,19 +275,20 @@ pub fn encode_v2(obj: &Object, top: Top) -> Result<Vec<u8>, FsError> {
     if matches!(obj.body, Body::Dir { .. }) {
         attrs.nlink = 0; // computed when loaded
     }
-    let invalid = |e: postcard::Error| FsError::Invalid(e.to_string());
-    // Each part is sized before it is written (a file's record is often
-    // ~20 KiB: no growing buffer).
+    let stored = StoredObject { attrs, body };
+    // A file's history (and its priors, if any) ride after the object: a
+    // reader of the format before it stops at the object. A tuple encodes
+    // as its parts one after another, so the whole is sized once and
+    // written into one buffer (a record is often ~20 KiB).
     let mut bytes = Vec::new();
-    append(&StoredObject { attrs, body }, &mut bytes).map_err(invalid)?;
-    if let Body::File(c) = &obj.body {
-        // The history rides after the object (a reader of the format
-        // before it stops at the object).
-        append(&c.history, &mut bytes).map_err(invalid)?;
-        if !c.priors.is_empty() {
-            append(&c.priors, &mut bytes).map_err(invalid)?;
+    match &obj.body {
+        Body::File(c) if !c.priors.is_empty() => {
+            append(&(&stored, &c.history, &c.priors), &mut bytes)
         }
+        Body::File(c) => append(&(&stored, &c.history), &mut bytes),
+        _ => append(&stored, &mut bytes),
     }
+    .map_err(|e| FsError::Invalid(e.to_string()))?;
     Ok(bytes)
 }
 
@@ -413,6 +414,36 @@ mod tests {
             }),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_file_encodes_as_its_object_then_its_history_then_its_priors() {
+        let mut obj = Object::empty(Kind::File, Attrs::new(0o644, 0, 0));
+        let top = || StoredIndex::Inline(b"abc".to_vec());
+        let parts = |o: &Object| {
+            let c = o.content().unwrap();
+            let mut b = postcard::to_allocvec(&StoredObject {
+                attrs: o.attrs.clone(),
+                body: StoredBody::File(top()),
+            })
+            .unwrap();
+            b.extend(postcard::to_allocvec(&c.history).unwrap());
+            if !c.priors.is_empty() {
+                b.extend(postcard::to_allocvec(&c.priors).unwrap());
+            }
+            b
+        };
+        assert_eq!(encode_v2(&obj, Top::File(top())).unwrap(), parts(&obj));
+        obj.content_mut()
+            .unwrap()
+            .priors
+            .push(Link::fresh(Kind::File));
+        let with_priors = encode_v2(&obj, Top::File(top())).unwrap();
+        assert_eq!(with_priors, parts(&obj));
+        let Decoded::Done(back) = decode_v2(&with_priors).unwrap() else {
+            panic!("not decoded whole");
+        };
+        assert_eq!(back.content().unwrap().priors.len(), 1);
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub struct PendingDirs {
 struct LoadTurn<'a> {
     pending: &'a PendingDirs,
     name: Vec<u8>,
-    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Drop for LoadTurn<'_> {
@@ -216,12 +216,9 @@ impl Drop for LoadTurn<'_> {
             .loading
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(turn) = self.turn.take() {
-            let lock = tokio::sync::OwnedMutexGuard::mutex(&turn);
-            // The map's and this turn's: nobody else waits for it.
-            if Arc::strong_count(lock) == 2 {
-                loading.remove(&self.name);
-            }
+        // The map's and this turn's: nobody else waits for it.
+        if Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&self.turn)) == 2 {
+            loading.remove(&self.name);
         }
     }
 }
@@ -252,7 +249,7 @@ impl PendingDirs {
         LoadTurn {
             pending: self,
             name: name.to_vec(),
-            turn: Some(lock.lock_owned().await),
+            turn: lock.lock_owned().await,
         }
     }
 

@@ -516,7 +516,7 @@ impl Log {
 
     /// Notes that `versions` (of payload `fp`) were read and verified
     /// from `seen`, if `key` still holds that payload.
-    pub(super) fn settle(&mut self, key: Id, seen: &Loc, fp: u64, versions: &[Record]) {
+    pub(super) fn settle(&mut self, key: Id, seen: &Loc, fp: u64, versions: &Shared) {
         let Some(l) = self.entries.get_mut(&key) else {
             return;
         };
@@ -526,7 +526,7 @@ impl Log {
         l.fp = fp;
         let len = l.len;
         self.touch(key);
-        self.recent.keep(key, fp, len, Arc::new(versions.to_vec()));
+        self.recent.keep(key, fp, len, Arc::clone(versions));
     }
 
     /// Drops least recently used unpinned records while over `capacity`.

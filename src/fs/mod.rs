@@ -47,14 +47,16 @@ use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::future::Future;
 
-/// When a put must be on disk on its replicas.
+/// When a put must be on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Visible to readers when the put returns, durable after the next
     /// [`BlockStore::sync`] (or the nodes' own flush, within a second).
     Later,
-    /// Durable on every replica when the put returns: a writer in `fsync`
-    /// then needs no `sync` round for it.
+    /// Durable when the put returns: on disk on every replica, or (the
+    /// mount's journaling store, [`crate::journal::JournalStore`]) on this
+    /// machine's disk and in every replica's memory until the ring syncs
+    /// it. A writer in `fsync` then needs no `sync` round for it.
     Now,
 }
 

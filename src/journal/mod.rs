@@ -14,6 +14,16 @@
 //! - **Write-through**, online with an empty journal: every call goes to
 //!   the ring. Either way each record read or written is also kept in the
 //!   [`RecordCache`], so the tree stays readable later without the ring.
+//!   A durable put (an `fsync`'s) goes to the ring lazily while the same
+//!   write is appended to the journal durably, at once
+//!   ([`Journal::append_sent`]): it is acknowledged once r members hold it
+//!   and this machine's disk does, and the members' `fdatasync` leaves
+//!   the critical path. The replay loop then asks the ring to sync
+//!   ([`JournalStore::settle`], one `Sync` round for every write a short
+//!   while gathered) and drops the entries; a crash before that replays
+//!   them from the journal at the next start. Past [`MAX_SENT`] entries
+//!   waiting, or if the journal cannot be written, a durable put waits
+//!   for the ring's `fdatasync` as before.
 //! - **Offline** (or while the journal still holds entries, so that order
 //!   is kept), writes go to the journal. A record's compare-and-swap is
 //!   judged against the newest version this machine knows (journaled, else
@@ -46,7 +56,7 @@ use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use disk::{Entry, Journal, JournalSize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,6 +93,11 @@ const OFFLINE_ASK: Duration = Duration::from_secs(2);
 /// How long the replay waits after a write before it starts, so the
 /// writes right behind it go in the same batch.
 const COALESCE: Duration = Duration::from_millis(30);
+
+/// Entries appended as sent ([`Journal::append_sent`]) waiting for a ring
+/// sync, at most; past it a durable put is made durable on the ring before
+/// it returns.
+pub const MAX_SENT: usize = 4096;
 
 /// Record keys one pin walk notes at most.
 const MAX_RECORDED: usize = 1 << 20;
@@ -123,6 +138,16 @@ pub struct JournalStore<S> {
     /// writers of one version would both pass and the later would hide
     /// the earlier.
     judging: [tokio::sync::Mutex<()>; JUDGE_STRIPES],
+    /// Durable puts the ring took lazily while the journal keeps them
+    /// (their entries), until [`settle`](Self::settle).
+    sent: Mutex<Vec<u64>>,
+    /// One settle at a time.
+    settling: tokio::sync::Mutex<()>,
+    /// Lazy puts the ring took that no journal entry covers, counted, and
+    /// how many of them the last ring sync covered: a `sync` with none
+    /// since needs no `Sync` round.
+    lazy: AtomicU64,
+    lazy_synced: AtomicU64,
 }
 
 /// Locks that keep the journal's compare-and-swaps of one key in turn.
@@ -185,6 +210,10 @@ impl<S: BlockStore> JournalStore<S> {
             shrunk: tokio::sync::Notify::new(),
             tainted: AtomicBool::new(false),
             judging: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            sent: Mutex::new(Vec::new()),
+            settling: tokio::sync::Mutex::new(()),
+            lazy: AtomicU64::new(0),
+            lazy_synced: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +278,9 @@ impl<S: BlockStore> JournalStore<S> {
     /// the ring before its node goes).
     pub async fn drain(&self, limit: Duration) -> JournalSize {
         let until = tokio::time::Instant::now() + limit;
+        if let Ok(Err(e)) = tokio::time::timeout(limit, self.settle()).await {
+            log::warn!("journal: the ring did not sync what it took: {e}");
+        }
         while !self.journal.is_empty() && self.online() {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -343,6 +375,79 @@ impl<S: BlockStore> JournalStore<S> {
     /// right after going offline must find it).
     fn remember_written(&self, rec: &Record) {
         self.records.note_written(rec);
+    }
+
+    /// Whether a durable put may go to the ring lazily, kept by the
+    /// journal until a ring sync ([`put_sent`](Self::put_sent)).
+    fn may_send_lazily(&self, durability: Durability) -> bool {
+        durability == Durability::Now && self.sent().len() < MAX_SENT
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A durable put: `ring` (the put, sent lazily) and a durable append of
+    /// `entry` to the journal, at once. Acknowledged when both are done;
+    /// the entry is dropped by the next [`settle`](Self::settle). If the
+    /// ring refused or is out of reach, the entry goes and so does the
+    /// put's answer (the caller journals a put the ring could not take);
+    /// if the journal could not keep it, the ring makes it durable first.
+    async fn put_sent<T>(
+        &self,
+        entry: Entry,
+        ring: impl std::future::Future<Output = Result<T, FsError>>,
+    ) -> Result<T, FsError> {
+        let j = Arc::clone(&self.journal);
+        let local = tokio::task::spawn_blocking(move || j.append_sent(&entry));
+        let (put, kept) = tokio::join!(ring, local);
+        match (put, kept.map_err(io).and_then(|k| k.map_err(io))) {
+            (Ok(v), Ok(n)) => {
+                self.sent().push(n);
+                self.kick.notify_one();
+                Ok(v)
+            }
+            (Ok(v), Err(e)) => {
+                log::debug!("a durable put not journaled ({e}): synced on the ring instead");
+                self.inner.sync().await?;
+                Ok(v)
+            }
+            (Err(e), Ok(n)) => {
+                self.journal.remove(n).map_err(io)?;
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// Notes a lazy put the ring took that no journal entry covers (the
+    /// next `sync` makes the ring sync).
+    fn note_lazy<T>(&self, r: &Result<T, FsError>, durability: Durability) {
+        if durability == Durability::Later && r.is_ok() {
+            self.lazy.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes the ring sync every lazy put it took, and drops the journal
+    /// entries that kept them meanwhile ([`put_sent`](Self::put_sent)).
+    /// On failure they stay, for the next settle (or a replay after a
+    /// restart).
+    pub async fn settle(&self) -> Result<(), FsError> {
+        let _one = self.settling.lock().await;
+        let taken = std::mem::take(&mut *self.sent());
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let covered = self.lazy.load(Ordering::Acquire);
+        if let Err(e) = self.inner.sync().await {
+            self.sent().extend(taken);
+            return Err(e);
+        }
+        self.lazy_synced.fetch_max(covered, Ordering::AcqRel);
+        for n in taken {
+            self.journal.remove(n).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// What the ring answered a put of `rec`: the put's result, or `None`
@@ -643,6 +748,12 @@ pub async fn replay_loop<S: BlockStore>(
                 log::warn!("journal: {e}");
             }
         }
+        if online
+            && !store.sent().is_empty()
+            && let Err(e) = store.settle().await
+        {
+            log::debug!("journal: the ring did not sync what it took yet: {e}");
+        }
         if online && !store.journal.is_empty() {
             let before = store.journal_size();
             match store.replay().await {
@@ -671,11 +782,28 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         // while it is in reach, write-back or not: order does not matter
         // for blocks, and the records that refer to it come after.
         if !self.journaling() || (data.len() >= DIRECT_BLOCK && self.online()) {
-            match self
-                .inner
-                .put_block(key, data.clone(), claim.clone(), durability)
-                .await
+            let put = if !self.journaling()
+                && data.len() < DIRECT_BLOCK
+                && self.may_send_lazily(durability)
             {
+                let entry = Entry::Block {
+                    key,
+                    data: data.clone(),
+                    claim: claim.clone(),
+                };
+                let ring =
+                    self.inner
+                        .put_block(key, data.clone(), claim.clone(), Durability::Later);
+                self.put_sent(entry, ring).await
+            } else {
+                let r = self
+                    .inner
+                    .put_block(key, data.clone(), claim.clone(), durability)
+                    .await;
+                self.note_lazy(&r, durability);
+                r
+            };
+            match put {
                 Err(FsError::Unavailable(e)) => {
                     log::debug!("block {} journaled: {e}", key.short());
                 }
@@ -755,10 +883,22 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         durability: Durability,
     ) -> Result<(), FsError> {
         if !self.journaling() {
-            let r = self
-                .inner
-                .put_record(rec.clone(), expected_seq, durability)
-                .await;
+            let r = if self.may_send_lazily(durability) {
+                let entry = Entry::Record {
+                    record: rec.clone(),
+                };
+                let ring = self
+                    .inner
+                    .put_record(rec.clone(), expected_seq, Durability::Later);
+                self.put_sent(entry, ring).await
+            } else {
+                let r = self
+                    .inner
+                    .put_record(rec.clone(), expected_seq, durability)
+                    .await;
+                self.note_lazy(&r, durability);
+                r
+            };
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;
             }
@@ -768,7 +908,17 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
 
     async fn put_new_record(&self, rec: Record, durability: Durability) -> Result<(), FsError> {
         if !self.journaling() {
-            let r = self.inner.put_new_record(rec.clone(), durability).await;
+            let r = if self.may_send_lazily(durability) {
+                let entry = Entry::Record {
+                    record: rec.clone(),
+                };
+                let ring = self.inner.put_new_record(rec.clone(), Durability::Later);
+                self.put_sent(entry, ring).await
+            } else {
+                let r = self.inner.put_new_record(rec.clone(), durability).await;
+                self.note_lazy(&r, durability);
+                r
+            };
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;
             }
@@ -841,7 +991,14 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         if self.journaling() {
             return Ok(());
         }
-        self.inner.sync().await
+        // Only lazy puts no journal entry keeps need the ring's sync now.
+        let covered = self.lazy.load(Ordering::Acquire);
+        if self.lazy_synced.load(Ordering::Acquire) >= covered {
+            return Ok(());
+        }
+        self.inner.sync().await?;
+        self.lazy_synced.fetch_max(covered, Ordering::AcqRel);
+        Ok(())
     }
 }
 

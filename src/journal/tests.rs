@@ -460,3 +460,185 @@ async fn concurrent_swaps_of_one_version_offline_let_exactly_one_win() {
         assert_eq!(won, 1, "round {round}: {won} writers of one version won");
     }
 }
+
+/// A ring that counts how it is asked (lazy and durable puts, syncs) and
+/// can be made to refuse puts or be out of reach.
+#[derive(Default)]
+struct Counting {
+    ring: MemStore,
+    lazy: std::sync::atomic::AtomicUsize,
+    durable: std::sync::atomic::AtomicUsize,
+    syncs: std::sync::atomic::AtomicUsize,
+    fail: Mutex<Option<FsError>>,
+}
+
+impl Counting {
+    fn count(&self, d: Durability) -> Result<(), FsError> {
+        if let Some(e) = self.fail.lock().unwrap().clone() {
+            return Err(e);
+        }
+        match d {
+            Durability::Later => self.lazy.fetch_add(1, Ordering::SeqCst),
+            Durability::Now => self.durable.fetch_add(1, Ordering::SeqCst),
+        };
+        Ok(())
+    }
+    fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.lazy.load(Ordering::SeqCst),
+            self.durable.load(Ordering::SeqCst),
+            self.syncs.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl BlockStore for Counting {
+    async fn put_block(
+        &self,
+        key: Id,
+        data: Vec<u8>,
+        claim: Claim,
+        d: Durability,
+    ) -> Result<Id, FsError> {
+        self.count(d)?;
+        self.ring.put_block(key, data, claim, d).await
+    }
+    async fn release(&self, rel: Release) -> Result<(), FsError> {
+        self.ring.release(rel).await
+    }
+    async fn space(&self, owner: [u8; 32]) -> Result<RingSpace, FsError> {
+        self.ring.space(owner).await
+    }
+    async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
+        self.ring.get_block(key).await
+    }
+    async fn put_record(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+        d: Durability,
+    ) -> Result<(), FsError> {
+        self.count(d)?;
+        self.ring.put_record(rec, expected_seq, d).await
+    }
+    async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
+        self.ring.get_versions(key).await
+    }
+    async fn writer(&self) -> Result<u64, FsError> {
+        Ok(1)
+    }
+    async fn sync(&self) -> Result<(), FsError> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn counting_store(dir: &std::path::Path) -> JournalStore<Counting> {
+    JournalStore::new(
+        Counting::default(),
+        Journal::open(&dir.join("journal")).unwrap(),
+        RecordCache::open(&dir.join("records"), 1 << 24).unwrap(),
+        Arc::new(|| true),
+    )
+}
+
+fn signed(name: &str, seq: u64) -> Record {
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    Record::sign(&sk, name.as_bytes(), seq, Some(vec![seq as u8; 64]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_put_goes_to_the_ring_lazily_and_the_journal_keeps_it_until_a_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = counting_store(dir.path());
+    let rec = signed("f", 1);
+    s.put_record(rec.clone(), Some(0), Durability::Now)
+        .await
+        .unwrap();
+    let data = vec![7u8; 4096];
+    let key = Id::hash(&data);
+    let claim = Claim::sign(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]), key, 1);
+    s.put_block(key, data, claim, Durability::Now)
+        .await
+        .unwrap();
+    // On the ring, lazily; kept by the journal, out of the replay's sight.
+    assert_eq!(s.inner.counts(), (2, 0, 0));
+    assert_eq!(
+        s.inner.ring.get_versions(rec.key()).await.unwrap(),
+        vec![rec]
+    );
+    assert_eq!(s.journal.sent(), 2);
+    assert!(s.journal.is_empty());
+    assert!(!s.journaling());
+    // An fsync's closing sync has nothing left for the ring to sync.
+    s.sync().await.unwrap();
+    assert_eq!(s.inner.counts(), (2, 0, 0));
+    // The settle syncs the ring once for both, and drops the entries.
+    s.settle().await.unwrap();
+    assert_eq!(s.inner.counts(), (2, 0, 1));
+    assert_eq!(s.journal.sent(), 0);
+    assert!(
+        std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("seg-"))
+    );
+    // A lazy put no journal entry covers makes the next sync sync the ring.
+    s.put_record(signed("g", 1), Some(0), Durability::Later)
+        .await
+        .unwrap();
+    s.sync().await.unwrap();
+    assert_eq!(s.inner.counts(), (3, 0, 2));
+    s.sync().await.unwrap();
+    assert_eq!(s.inner.counts(), (3, 0, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_durable_put_leaves_nothing_journaled_and_one_out_of_reach_is_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = counting_store(dir.path());
+    *s.inner.fail.lock().unwrap() = Some(FsError::Conflict(Some(3)));
+    let e = s.put_record(signed("f", 4), Some(3), Durability::Now).await;
+    assert_eq!(e, Err(FsError::Conflict(Some(3))));
+    assert_eq!(s.journal.sent(), 0);
+    assert!(s.journal.is_empty());
+    drop(s);
+    // Nothing comes back at a restart either.
+    let s = counting_store(dir.path());
+    assert!(s.journal.is_empty());
+    // Out of reach: journaled for the replay (it judges the swap against
+    // what this machine knows: nothing, so expect 0).
+    *s.inner.fail.lock().unwrap() = Some(unreachable());
+    let rec = signed("h", 1);
+    s.put_record(rec.clone(), Some(0), Durability::Now)
+        .await
+        .unwrap();
+    assert_eq!(s.journal.sent(), 0);
+    assert_eq!(s.journal.record(rec.key()), Some(rec));
+    assert!(s.journaling());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_a_crash_left_before_the_settle_are_replayed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = signed("f", 1);
+    {
+        let s = counting_store(dir.path());
+        s.put_record(rec.clone(), Some(0), Durability::Now)
+            .await
+            .unwrap();
+        assert_eq!(s.journal.sent(), 1);
+        // No settle: the node stops here.
+    }
+    let s = counting_store(dir.path());
+    assert_eq!(s.journal.record(rec.key()), Some(rec.clone()));
+    // This ring lost it (a member that crashed before its flush): the
+    // replay puts it again, then syncs, and the journal empties.
+    assert_eq!(s.replay().await.unwrap(), 1);
+    assert_eq!(
+        s.inner.ring.get_versions(rec.key()).await.unwrap(),
+        vec![rec]
+    );
+    assert!(s.journal.is_empty());
+    assert_eq!(s.inner.counts().2, 1);
+}

@@ -70,7 +70,9 @@ use crate::id::Id;
 use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use crate::store::StoreError;
-use crate::store::fsutil::{clear_dir, ensure_dir, io_err, remove_file, stage_with, sync_dir};
+use crate::store::fsutil::{
+    clear_dir, ensure_dir, io_err, remove_file, stage_with, sync_dir, zeros_ahead,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -87,21 +89,6 @@ const MAX_PAYLOAD: u32 = 64 << 20;
 
 /// Bytes before each payload: its length and its CRC.
 const HEADER: usize = 8;
-
-/// Zeros written ahead of a segment's frames at a time.
-const ZERO_AHEAD: u64 = 1 << 20;
-
-/// Writes zeros to `file` from `from` up to `to`.
-fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(ZEROS.len() as u64);
-        file.write_all_at(&ZEROS[..n as usize], at)?;
-        at += n;
-    }
-    Ok(())
-}
 
 /// One journaled write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +144,7 @@ struct Meta {
 struct Writer {
     /// Its first entry's number.
     first: u64,
-    /// Opened for appending.
+    /// Opened for writing (frames go where the zeros ahead start).
     file: Arc<File>,
     /// Its entries' length: where the next frame goes.
     len: u64,
@@ -722,15 +709,7 @@ impl Journal {
         let w = self.writer(ix)?;
         let (first, offset, file) = (w.first, w.len, Arc::clone(&w.file));
         let end = offset + frame.len() as u64;
-        if end > w.size {
-            // Zeros ahead (best effort: on a full disk the frame alone
-            // extends the file).
-            let ahead = end.max(w.size + ZERO_AHEAD).min(SEGMENT_MAX.max(end));
-            match write_zeros(&file, w.size, ahead) {
-                Ok(()) => w.size = ahead,
-                Err(e) => log::debug!("journal: zeros ahead not written: {e}"),
-            }
-        }
+        w.size = zeros_ahead(&file, w.size, end, SEGMENT_MAX);
         match file.write_all_at(frame, offset) {
             Ok(()) => {
                 w.len = end;
@@ -956,6 +935,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fsutil::ZERO_AHEAD;
     use std::collections::BTreeMap;
 
     fn claim(key: Id) -> Claim {
@@ -983,7 +963,6 @@ mod tests {
         list(dir).unwrap().0
     }
 
-    /// Each frame's offset in segment file `path`.
     /// Each frame's offset in segment file `path`, up to the zeros ahead.
     fn frame_offsets(path: &Path) -> Vec<u64> {
         let bytes = fs::read(path).unwrap();

@@ -219,6 +219,34 @@ pub fn sync_with_parents(files: &[PathBuf]) -> Result<(), StoreError> {
     }
 }
 
+/// Zeros written ahead of a log file's entries at a time ([`zeros_ahead`]).
+pub const ZERO_AHEAD: u64 = 1 << 20;
+
+/// Makes room for an entry ending at `end` in a log file of `size` bytes
+/// (entries, then zeros) that grows up to `max`: writes zeros from `size`
+/// up to [`ZERO_AHEAD`] past it, so appends overwrite bytes the file has
+/// and their `fdatasync` commits no metadata. Returns the file's size
+/// after: best effort, as far as the zeros got (on a full disk the entry
+/// alone may still fit). The zeros come from a static buffer, not a
+/// megabyte allocated per extension.
+pub fn zeros_ahead(file: &File, size: u64, end: u64, max: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    if end <= size {
+        return size;
+    }
+    let ahead = end.max(size + ZERO_AHEAD).min(max.max(end));
+    let mut at = size;
+    while at < ahead {
+        let n = (ahead - at).min(ZEROS.len() as u64);
+        if file.write_all_at(&ZEROS[..n as usize], at).is_err() {
+            break;
+        }
+        at += n;
+    }
+    at
+}
+
 /// Fsyncs directory `dir`, making renames and unlinks inside it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)

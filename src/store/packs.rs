@@ -42,7 +42,7 @@
 //! - A segment is deleted only after its live entries were appended again
 //!   and synced.
 //! - A segment's file is written with zeros ahead of its entries
-//!   ([`ZERO_AHEAD`] at a time), so an append overwrites bytes the file
+//!   ([`ZERO_AHEAD`](super::fsutil::ZERO_AHEAD) at a time), so an append overwrites bytes the file
 //!   already has and its `fdatasync` flushes data only: no change of the
 //!   file's size or extents to commit to the file system's journal per
 //!   sync (a third cheaper here, more with several nodes on one disk). A
@@ -51,7 +51,7 @@
 
 use super::Kind;
 use super::StoreError;
-use super::fsutil::{ensure_dir, io_err, number_of, numbered_path, sync_dir};
+use super::fsutil::{ensure_dir, io_err, number_of, numbered_path, sync_dir, zeros_ahead};
 use crate::id::Id;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -71,7 +71,6 @@ const ENTRY_MAX: usize = 8 << 20;
 /// Bytes before an entry's body: length and check.
 const HEAD: usize = 8;
 /// Zeros written ahead of a segment's entries at a time.
-const ZERO_AHEAD: u64 = 1 << 20;
 /// Bytes of a body before the item's file: kind and key.
 const BODY_HEAD: usize = 33;
 /// Compaction starts when garbage is more than this share of all segment
@@ -322,24 +321,7 @@ impl State {
         };
         let off = seg.len;
         let end = off + bytes.len() as u64;
-        if end > seg.size {
-            // Zeros ahead (best effort: on a full disk the append alone
-            // may still fit), from a static buffer rather than a
-            // megabyte allocated per extension.
-            static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-            let ahead = end.max(seg.size + ZERO_AHEAD).min(SEGMENT_MAX.max(end));
-            while seg.size < ahead {
-                let n = (ahead - seg.size).min(ZEROS.len() as u64);
-                if seg
-                    .file
-                    .write_all_at(&ZEROS[..n as usize], seg.size)
-                    .is_err()
-                {
-                    break;
-                }
-                seg.size += n;
-            }
-        }
+        seg.size = zeros_ahead(&seg.file, seg.size, end, SEGMENT_MAX);
         if let Err(e) = seg.file.write_all_at(bytes, off) {
             // Nothing may sit behind a partial entry: cut it off, or, if
             // even that fails, take no more entries here.
@@ -675,6 +657,7 @@ impl Packs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fsutil::ZERO_AHEAD;
 
     fn key(i: u8) -> Id {
         Id([i; 32])

@@ -420,12 +420,29 @@ impl<S: BlockStore> JournalStore<S> {
         }
     }
 
-    /// Notes a lazy put the ring took that no journal entry covers (the
-    /// next `sync` makes the ring sync).
-    fn note_lazy<T>(&self, r: &Result<T, FsError>, durability: Durability) {
+    /// A put to the ring while writing through: `put` with `durability`,
+    /// or, for a durable put the journal may keep (`keepable`), lazily
+    /// with `entry` kept ([`put_sent`](Self::put_sent)). A lazy put no
+    /// journal entry covers is counted, so the next `sync` syncs the ring.
+    async fn put_through<T, F, Fut>(
+        &self,
+        durability: Durability,
+        keepable: bool,
+        entry: impl FnOnce() -> Entry,
+        put: F,
+    ) -> Result<T, FsError>
+    where
+        F: FnOnce(Durability) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FsError>>,
+    {
+        if keepable && self.may_send_lazily(durability) {
+            return self.put_sent(entry(), put(Durability::Later)).await;
+        }
+        let r = put(durability).await;
         if durability == Durability::Later && r.is_ok() {
             self.lazy.fetch_add(1, Ordering::AcqRel);
         }
+        r
     }
 
     /// Makes the ring sync every lazy put it took, and drops the journal
@@ -782,28 +799,14 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         // while it is in reach, write-back or not: order does not matter
         // for blocks, and the records that refer to it come after.
         if !self.journaling() || (data.len() >= DIRECT_BLOCK && self.online()) {
-            let put = if !self.journaling()
-                && data.len() < DIRECT_BLOCK
-                && self.may_send_lazily(durability)
-            {
-                let entry = Entry::Block {
-                    key,
-                    data: data.clone(),
-                    claim: claim.clone(),
-                };
-                let ring =
-                    self.inner
-                        .put_block(key, data.clone(), claim.clone(), Durability::Later);
-                self.put_sent(entry, ring).await
-            } else {
-                let r = self
-                    .inner
-                    .put_block(key, data.clone(), claim.clone(), durability)
-                    .await;
-                self.note_lazy(&r, durability);
-                r
+            let keepable = !self.journaling() && data.len() < DIRECT_BLOCK;
+            let entry = || Entry::Block {
+                key,
+                data: data.clone(),
+                claim: claim.clone(),
             };
-            match put {
+            let put = |d| self.inner.put_block(key, data.clone(), claim.clone(), d);
+            match self.put_through(durability, keepable, entry, put).await {
                 Err(FsError::Unavailable(e)) => {
                     log::debug!("block {} journaled: {e}", key.short());
                 }
@@ -883,22 +886,11 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
         durability: Durability,
     ) -> Result<(), FsError> {
         if !self.journaling() {
-            let r = if self.may_send_lazily(durability) {
-                let entry = Entry::Record {
-                    record: rec.clone(),
-                };
-                let ring = self
-                    .inner
-                    .put_record(rec.clone(), expected_seq, Durability::Later);
-                self.put_sent(entry, ring).await
-            } else {
-                let r = self
-                    .inner
-                    .put_record(rec.clone(), expected_seq, durability)
-                    .await;
-                self.note_lazy(&r, durability);
-                r
+            let entry = || Entry::Record {
+                record: rec.clone(),
             };
+            let put = |d| self.inner.put_record(rec.clone(), expected_seq, d);
+            let r = self.put_through(durability, true, entry, put).await;
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;
             }
@@ -908,17 +900,11 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
 
     async fn put_new_record(&self, rec: Record, durability: Durability) -> Result<(), FsError> {
         if !self.journaling() {
-            let r = if self.may_send_lazily(durability) {
-                let entry = Entry::Record {
-                    record: rec.clone(),
-                };
-                let ring = self.inner.put_new_record(rec.clone(), Durability::Later);
-                self.put_sent(entry, ring).await
-            } else {
-                let r = self.inner.put_new_record(rec.clone(), durability).await;
-                self.note_lazy(&r, durability);
-                r
+            let entry = || Entry::Record {
+                record: rec.clone(),
             };
+            let put = |d| self.inner.put_new_record(rec.clone(), d);
+            let r = self.put_through(durability, true, entry, put).await;
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;
             }

@@ -334,6 +334,14 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
         self.inner.put_record(rec, expected_seq, durability).await
     }
 
+    async fn put_record_ordered(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<crate::fs::Following, FsError> {
+        self.inner.put_record_ordered(rec, expected_seq).await
+    }
+
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
         self.inner.get_versions(key).await
     }

@@ -134,6 +134,24 @@ pub trait Transport: Send + Sync {
     fn remove_local(&self, key: Id) -> impl Future<Output = Reply> + Send;
 }
 
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn now(&self) -> Millis {
+        (**self).now()
+    }
+    fn view(&self) -> RingView {
+        (**self).view()
+    }
+    fn routes(&self) -> &RouteCache {
+        (**self).routes()
+    }
+    fn call(&self, to: &Peer, req: Request) -> impl Future<Output = Reply> + Send {
+        (**self).call(to, req)
+    }
+    fn remove_local(&self, key: Id) -> impl Future<Output = Reply> + Send {
+        (**self).remove_local(key)
+    }
+}
+
 /// Put/get over a transport with replication factor `replicas`.
 pub struct Dht<T> {
     /// Routing and calls.
@@ -143,13 +161,14 @@ pub struct Dht<T> {
     /// Deadlines and retry pacing.
     pub policy: Policy,
     /// Nodes that took a non-durable write from this client since its last
-    /// [`Dht::sync`].
-    unsynced: Mutex<HashMap<Id, Peer>>,
+    /// [`Dht::sync`] (shared with the [`Dht::sibling`]s that finish its
+    /// ordered puts).
+    unsynced: Arc<Mutex<HashMap<Id, Peer>>>,
     /// Held by a [`Dht::sync`] from the moment it takes the nodes to ask
     /// until they answered (or went back into `unsynced`): a sync that
     /// starts meanwhile waits, since the nodes it must cover may be the
     /// ones the running sync took and has not heard from yet.
-    sync_turn: tokio::sync::Mutex<()>,
+    sync_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many times [`Dht::sync`] asks a node that does not answer in time.
@@ -162,8 +181,8 @@ impl<T> Dht<T> {
             transport,
             replicas,
             policy: Policy::default(),
-            unsynced: Mutex::new(HashMap::new()),
-            sync_turn: tokio::sync::Mutex::new(()),
+            unsynced: Arc::new(Mutex::new(HashMap::new())),
+            sync_turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -176,6 +195,22 @@ impl<T> Dht<T> {
                     | ReplicaRequest::StoreRecord { durable: false, .. }
             )
         )
+    }
+
+    /// A client over a copy of the transport that shares this one's record
+    /// of unsynced nodes: what it puts lazily, this one's
+    /// [`sync`](Dht::sync) covers.
+    fn sibling(&self) -> Dht<T>
+    where
+        T: Clone,
+    {
+        Dht {
+            transport: self.transport.clone(),
+            replicas: self.replicas,
+            policy: self.policy.clone(),
+            unsynced: Arc::clone(&self.unsynced),
+            sync_turn: Arc::clone(&self.sync_turn),
+        }
     }
 
     /// Notes that `to` took a non-durable put. Called once the put is
@@ -304,7 +339,7 @@ impl<T: Transport> Dht<T> {
             data: bytes::Bytes::from(data),
             claims,
         };
-        let Stored { key, copies } = self.run(Put::new(item, durable)).await?;
+        let Stored { key, copies, .. } = self.run(Put::new(item, durable)).await?;
         Ok((key, copies))
     }
 
@@ -408,6 +443,36 @@ impl<T: Transport> Dht<T> {
         Ok(self.run(Put::new(item, durable)).await?.copies)
     }
 
+    /// Stores a record version lazily, in order: a compare-and-swap on
+    /// `expected_seq` that returns once the record's owner took it (one
+    /// round, [`Put::until_owner`]), when no other writer's version can
+    /// take its place any more. The other members get it in the
+    /// background ([`Put::after`], on a [`sibling`](Dht::sibling)), and
+    /// [`Rest`] says when they all did; a [`sync`](Dht::sync) after that
+    /// makes every copy durable.
+    pub async fn put_record_ordered(
+        &self,
+        record: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<Rest, DhtError>
+    where
+        T: Clone + 'static,
+    {
+        let item = Item::Record {
+            record: Arc::new(record),
+            expected_seq,
+            owner_first: true,
+        };
+        let first = self.run(Put::until_owner(item.clone())).await?;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let rest = self.sibling();
+        tokio::spawn(async move {
+            let r = rest.run(Put::after(item, first.by)).await;
+            let _ = tx.send(r);
+        });
+        Ok(Rest(rx))
+    }
+
     /// Stores the first version of a record under a name nobody else can
     /// know (drawn at random): all replicas at once, each checking the name
     /// is free (`expected_seq = 0`), no owner round first.
@@ -473,6 +538,24 @@ impl<T: Transport> Dht<T> {
             )));
         }
         self.put_record(tombstone, expected_seq).await
+    }
+}
+
+/// The copies an ordered put ([`Dht::put_record_ordered`]) still makes
+/// in the background.
+#[derive(Debug)]
+pub struct Rest(futures::channel::oneshot::Receiver<Result<Stored, DhtError>>);
+
+impl Rest {
+    /// Waits until every copy is stored, or the put failed (at its
+    /// deadline, or with a refusal: a new owner that never saw the
+    /// version the compare-and-swap expects).
+    pub async fn wait(self) -> Result<Stored, DhtError> {
+        self.0.await.unwrap_or_else(|_| {
+            Err(DhtError::Unavailable(
+                "the put of the other copies was stopped".into(),
+            ))
+        })
     }
 }
 

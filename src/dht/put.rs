@@ -7,7 +7,11 @@
 //! owner to judge without fsyncing, then sends the version durably to the
 //! whole set, the owner included (which then only fsyncs what it holds),
 //! so the owner's fsync runs alongside the others' rather than before
-//! them; nothing counts as stored until it is durable. A member that fails is replaced by the
+//! them; nothing counts as stored until it is durable. An ordered put
+//! ([`Put::until_owner`], then [`Put::after`]) splits a lazy
+//! compare-and-swap in two: the owner's verdict, which its writer waits
+//! for, and the other members' copies, which follow in the background.
+//! A member that fails is replaced by the
 //! next node after the set. The put succeeds once as many distinct nodes
 //! as [`RingView::copies_needed`](crate::chord::RingView::copies_needed)
 //! asks (r, or the ring's size when this node knows the whole ring and it
@@ -84,6 +88,8 @@ pub struct Stored {
     pub key: Id,
     /// Distinct nodes that answered that they store it.
     pub copies: u32,
+    /// Those nodes.
+    pub by: Vec<Peer>,
 }
 
 /// Where a put is.
@@ -108,6 +114,9 @@ pub struct Put {
     item: Item,
     /// Whether replicas fsync before answering.
     durable: bool,
+    /// Whether the put ends once the owner took the version (see
+    /// [`Put::until_owner`]).
+    until_owner: bool,
     /// Where it is.
     phase: Phase,
     /// Attempts started (a fresh lookup each).
@@ -141,6 +150,7 @@ impl Put {
         Put {
             item,
             durable,
+            until_owner: false,
             phase: Phase::New,
             attempt: 0,
             deadline: 0,
@@ -153,6 +163,36 @@ impl Put {
             transient: 0,
             no_space: 0,
             refused: None,
+        }
+    }
+
+    /// The first half of an ordered put: a compare-and-swap record version
+    /// sent lazily to its owner alone, done once the owner took it. The
+    /// version's place among its writers' versions is then decided; the
+    /// other members get it from [`Put::after`].
+    pub fn until_owner(item: Item) -> Put {
+        debug_assert!(item.owner_first(), "only an update has an owner's verdict");
+        Put {
+            until_owner: true,
+            ..Put::new(item, false)
+        }
+    }
+
+    /// The second half of an ordered put: `item`, which the nodes `by`
+    /// (the owner) already store, sent lazily to the rest of its set.
+    pub fn after(item: Item, by: Vec<Peer>) -> Put {
+        Put {
+            stored: by,
+            ..Put::new(item, false)
+        }
+    }
+
+    /// Copies the put needs.
+    fn needed(&self, cx: &Cx<'_>) -> usize {
+        if self.until_owner {
+            1
+        } else {
+            cx.view.copies_needed(cx.replicas)
         }
     }
 
@@ -252,7 +292,7 @@ impl Put {
 
     /// Ends the attempt: done, or a pause before the next.
     fn end_attempt(&mut self, cx: &mut Cx<'_>) -> Option<Result<Stored, DhtError>> {
-        let needed = cx.view.copies_needed(cx.replicas);
+        let needed = self.needed(cx);
         if self.stored.len() >= needed {
             log::debug!(
                 "{} stored on {} (attempt {}, placement {})",
@@ -272,6 +312,7 @@ impl Put {
             return Some(Ok(Stored {
                 key: self.item.key(),
                 copies: self.stored.len() as u32,
+                by: self.stored.clone(),
             }));
         }
         // Every node we could try refused for space and none failed for a
@@ -390,7 +431,7 @@ impl Machine for Put {
                     if counts && !self.has_stored(&peer) {
                         self.stored.push(peer);
                     }
-                    if owner_call {
+                    if owner_call && !self.until_owner {
                         self.send_rest(cx);
                     }
                 }

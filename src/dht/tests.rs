@@ -804,3 +804,81 @@ fn typed_replies_of_the_wrong_kind_are_unexpected() {
     let r = crate::rpc::FetchBlock::parse(Ok(Response::Replica(ReplicaResponse::Stored)));
     assert_eq!(r, Err(CallError::Unexpected));
 }
+
+/// An ordered put returns at the owner's verdict: one compare-and-swap
+/// call, lazily. The other members take the version in the background,
+/// without one, and a sync after that covers all three.
+#[tokio::test]
+async fn an_ordered_put_returns_at_the_owners_verdict_and_the_rest_follow() {
+    let mut d = Dht::new(Arc::new(Fake::new(4)), 3);
+    d.policy = dht(Fake::new(1), 3).policy;
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[10; 32]);
+    let v1 = Record::sign(&sk, b"f", 1, Some(b"one".to_vec()));
+    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let key = v1.key();
+    d.transport.record_puts.lock().unwrap().clear();
+    let v2 = Record::sign(&sk, b"f", 2, Some(b"two".to_vec()));
+    let rest = d.put_record_ordered(v2.clone(), Some(1)).await.unwrap();
+    let at_verdict = d.transport.record_puts.lock().unwrap().clone();
+    assert_eq!(at_verdict.len(), 1, "the owner alone: {at_verdict:?}");
+    let owner = at_verdict[0].0;
+    assert_eq!(at_verdict[0], (owner, false, Some(1)));
+    let stored = rest.wait().await.unwrap();
+    assert_eq!(stored.copies, 3);
+    let puts = d.transport.record_puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 3);
+    for (to, durable, expected) in &puts[1..] {
+        assert_ne!(*to, owner);
+        assert_eq!((*durable, *expected), (false, None));
+    }
+    for i in d.transport.holders(key) {
+        assert_eq!(
+            d.transport.stores[i].1.get_record(key).unwrap(),
+            Some(v2.clone())
+        );
+    }
+    assert_eq!(d.transport.holders(key).len(), 3);
+    assert_eq!(d.unsynced.lock().unwrap().len(), 3);
+    d.sync().await.unwrap();
+    assert_eq!(
+        d.transport.syncs.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+}
+
+/// An ordered put the owner refuses (another writer's version came first)
+/// fails at once and sends nothing to the other members; one whose other
+/// members cannot be reached returns at the verdict and its rest fails.
+#[tokio::test]
+async fn an_ordered_put_refused_sends_nothing_on_and_an_unreachable_rest_fails() {
+    let mut d = Dht::new(Arc::new(Fake::new(3)), 3);
+    d.policy = dht(Fake::new(1), 3).policy;
+    let sk = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let v1 = Record::sign(&sk, b"f", 1, Some(b"one".to_vec()));
+    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let theirs = Record::sign(&sk, b"f", 2, Some(b"theirs".to_vec()));
+    d.put_record(theirs.clone(), Some(1)).await.unwrap();
+    d.transport.record_puts.lock().unwrap().clear();
+    let mine = Record::sign(&sk, b"f", 2, Some(b"mine".to_vec()));
+    assert!(matches!(
+        d.put_record_ordered(mine, Some(1)).await,
+        Err(DhtError::Refused(_))
+    ));
+    assert_eq!(d.transport.record_puts.lock().unwrap().len(), 1);
+    // The other two members down: the owner takes v3, the rest fails.
+    let owner = d.transport.record_puts.lock().unwrap()[0].0;
+    let others: Vec<Id> = d
+        .transport
+        .stores
+        .iter()
+        .map(|s| s.0.id)
+        .filter(|id| *id != owner)
+        .collect();
+    d.transport.down.lock().unwrap().extend(others);
+    let v3 = Record::sign(&sk, b"f", 3, Some(b"three".to_vec()));
+    let rest = d.put_record_ordered(v3, Some(2)).await.unwrap();
+    assert!(matches!(
+        rest.wait().await,
+        Err(DhtError::TooFewReplicas { stored: 1, .. })
+    ));
+}

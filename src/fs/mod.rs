@@ -114,9 +114,62 @@ pub trait BlockStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), FsError>> + Send {
         self.put_record(rec, Some(0), durability)
     }
+    /// Stores a record version lazily (compare-and-swap on `expected_seq`),
+    /// returning once its order among writers is decided: on the ring,
+    /// once the record's owner took it, while the other replicas' copies
+    /// follow ([`Following`]: a `sync` after it completed covers them).
+    /// For a writer that keeps the version itself until then (the mount's
+    /// journal). By default a lazy [`put_record`](Self::put_record), with
+    /// nothing to follow.
+    fn put_record_ordered(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+    ) -> impl Future<Output = Result<Following, FsError>> + Send {
+        async move {
+            self.put_record(rec, expected_seq, Durability::Later)
+                .await
+                .map(|()| Following::done())
+        }
+    }
     /// Puts are visible to every reader once they return, and durable (on
     /// disk on every replica) once a later `sync` returns.
     fn sync(&self) -> impl Future<Output = Result<(), FsError>> + Send;
+}
+
+/// The copies an ordered put ([`BlockStore::put_record_ordered`]) still
+/// makes in the background.
+pub struct Following(Option<futures::future::BoxFuture<'static, Result<(), FsError>>>);
+
+impl Following {
+    /// Nothing follows: every copy is made.
+    pub fn done() -> Following {
+        Following(None)
+    }
+
+    /// The copies `rest` makes (it runs on its own: this only waits for
+    /// its outcome).
+    pub fn of(rest: impl Future<Output = Result<(), FsError>> + Send + 'static) -> Following {
+        Following(Some(Box::pin(rest)))
+    }
+
+    /// Waits until every copy is made, or they failed.
+    pub async fn wait(self) -> Result<(), FsError> {
+        match self.0 {
+            Some(rest) => rest.await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Following {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Following(..)"
+        } else {
+            "Following(done)"
+        })
+    }
 }
 
 /// Why a file system operation failed; maps to one errno.

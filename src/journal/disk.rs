@@ -140,6 +140,23 @@ struct Meta {
     len: u32,
 }
 
+impl Meta {
+    /// Where `entry`'s frame is: at `offset` in `segment`, `len` bytes.
+    fn of(entry: &Entry, segment: u64, offset: u64, len: u32) -> Meta {
+        Meta {
+            key: entry.key(),
+            kind: match entry {
+                Entry::Block { .. } => Kind::Block,
+                Entry::Record { .. } => Kind::Record,
+                Entry::Release { .. } => Kind::Release,
+            },
+            segment,
+            offset,
+            len,
+        }
+    }
+}
+
 /// The segment being appended to.
 struct Writer {
     /// Its first entry's number.
@@ -164,9 +181,8 @@ struct Index {
     blocks: HashMap<Id, u64>,
     /// Sum of the entries' frame lengths.
     bytes: u64,
-    /// Entries appended as sent ([`Journal::append_sent`]): their
-    /// segment, by number.
-    sent: HashMap<u64, u64>,
+    /// Entries appended as sent ([`Journal::append_sent`]), by number.
+    sent: HashMap<u64, Meta>,
     /// Live entries of each segment on disk (sent ones too), by first
     /// number.
     live: HashMap<u64, u64>,
@@ -179,27 +195,23 @@ struct Index {
 }
 
 impl Index {
-    /// Adds entry `n`, whose frame is at `offset` in `segment`.
+    /// Adds entry `n`, whose frame is at `offset` in `segment`; a lookup
+    /// by key keeps finding the newest entry of the key.
     fn insert(&mut self, n: u64, entry: &Entry, segment: u64, offset: u64, len: u32) {
         let key = entry.key();
-        let kind = match entry {
+        match entry {
             Entry::Block { .. } => {
-                self.blocks.insert(key, n);
-                Kind::Block
+                let newest = self.blocks.entry(key).or_insert(n);
+                *newest = (*newest).max(n);
             }
             Entry::Record { record } => {
-                self.records.insert(key, (n, record.clone()));
-                Kind::Record
+                if self.records.get(&key).is_none_or(|(m, _)| *m < n) {
+                    self.records.insert(key, (n, record.clone()));
+                }
             }
-            Entry::Release { .. } => Kind::Release,
-        };
-        let meta = Meta {
-            key,
-            kind,
-            segment,
-            offset,
-            len,
-        };
+            Entry::Release { .. } => {}
+        }
+        let meta = Meta::of(entry, segment, offset, len);
         self.entries.insert(n, meta);
         *self.live.entry(segment).or_default() += 1;
         self.bytes += u64::from(len);
@@ -230,7 +242,7 @@ impl Index {
 
     /// Drops sent entry `n`; its segment, if it was one.
     fn forget_sent(&mut self, n: u64) -> Option<u64> {
-        let segment = self.sent.remove(&n)?;
+        let segment = self.sent.remove(&n)?.segment;
         if let Some(live) = self.live.get_mut(&segment) {
             *live = live.saturating_sub(1);
         }
@@ -272,6 +284,17 @@ pub struct Journal {
 pub struct JournalSize {
     pub entries: u64,
     pub bytes: u64,
+}
+
+/// Entry `n` from its frame, checked against its CRC.
+fn decode_frame(n: u64, frame: &Frame) -> Result<Entry, StoreError> {
+    if !frame.intact() {
+        return Err(StoreError::Io(format!(
+            "journal entry {n} fails its CRC check"
+        )));
+    }
+    postcard::from_bytes(frame.payload())
+        .map_err(|e| StoreError::Io(format!("journal entry {n}: {e}")))
 }
 
 /// An old-format entry file's name.
@@ -680,7 +703,7 @@ impl Journal {
         let n = ix.next;
         ix.next += 1;
         if how == Append::Sent {
-            ix.sent.insert(n, segment);
+            ix.sent.insert(n, Meta::of(entry, segment, offset, len));
             *ix.live.entry(segment).or_default() += 1;
         } else {
             ix.insert(n, entry, segment, offset, len);
@@ -860,6 +883,11 @@ impl Journal {
             self.lock().entries.get(&n).copied().ok_or_else(|| {
                 StoreError::Io(format!("journal entry {n} is not in the journal"))
             })?;
+        self.frame_at(&m)
+    }
+
+    /// The frame `m` places (one positioned read).
+    fn frame_at(&self, m: &Meta) -> Result<Frame, StoreError> {
         let path = self.segment_path(m.segment);
         let file = File::open(&path).map_err(|e| io_err("open", &path, e))?;
         let mut bytes = vec![0; m.len as usize];
@@ -870,14 +898,27 @@ impl Journal {
 
     /// Entry `n`, read back from its segment (checked against its CRC).
     pub fn read(&self, n: u64) -> Result<Entry, StoreError> {
-        let frame = self.frame(n)?;
-        if !frame.intact() {
-            return Err(StoreError::Io(format!(
-                "journal entry {n} fails its CRC check"
-            )));
+        decode_frame(n, &self.frame(n)?)
+    }
+
+    /// Takes sent entry `n` for any other entry from now on: in lookups,
+    /// in the size and in the replay (the ring did not take all its
+    /// copies after all). Nothing if it is not a sent entry (any more).
+    pub fn resend(&self, n: u64) -> Result<(), StoreError> {
+        let Some(m) = self.lock().sent.get(&n).copied() else {
+            return Ok(());
+        };
+        let entry = decode_frame(n, &self.frame_at(&m)?)?;
+        let mut ix = self.lock();
+        if ix.sent.remove(&n).is_none() {
+            return Ok(());
         }
-        postcard::from_bytes(frame.payload())
-            .map_err(|e| StoreError::Io(format!("journal entry {n}: {e}")))
+        // Counted among its segment's live entries once, as before.
+        if let Some(live) = ix.live.get_mut(&m.segment) {
+            *live = live.saturating_sub(1);
+        }
+        ix.insert(n, &entry, m.segment, m.offset, m.len);
+        Ok(())
     }
 
     /// The numbers of the oldest `max` entries.
@@ -1368,6 +1409,39 @@ mod tests {
         assert_eq!(segment_files(d.path()), segs[..1]);
         j.remove(s).unwrap();
         j.remove(k).unwrap();
+        assert!(segment_files(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_sent_entry_resent_is_looked_up_replayed_and_freed_like_any_other() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        let old = record("f", 1);
+        let newer = record("f", 2);
+        let s = j.append_sent(&old).unwrap();
+        let n = j.append(&newer).unwrap();
+        let t = j.append_sent(&record("t", 1)).unwrap();
+        j.resend(s).unwrap();
+        // In sight now, but a lookup still finds the newer version.
+        assert_eq!(j.sent(), 1);
+        assert_eq!(j.oldest(10), vec![s, n]);
+        assert_eq!(j.read(s).unwrap(), old);
+        let Entry::Record { record: newest } = newer else {
+            unreachable!()
+        };
+        assert_eq!(j.record(old.key()), Some(newest));
+        assert!(!j.is_newest(s, old.key()));
+        assert_eq!(j.size().entries, 2);
+        // Twice, or for an entry no longer sent: nothing.
+        j.resend(s).unwrap();
+        j.resend(n).unwrap();
+        assert_eq!(j.size().entries, 2);
+        // Its segment goes once every entry in it is removed, no sooner.
+        for e in [s, n] {
+            j.remove(e).unwrap();
+            assert_eq!(segment_files(d.path()).len(), 1);
+        }
+        j.remove(t).unwrap();
         assert!(segment_files(d.path()).is_empty());
     }
 

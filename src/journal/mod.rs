@@ -16,12 +16,18 @@
 //!   [`RecordCache`], so the tree stays readable later without the ring.
 //!   A durable put (an `fsync`'s) goes to the ring lazily while the same
 //!   write is appended to the journal durably, at once
-//!   ([`Journal::append_sent`]): it is acknowledged once r members hold it
-//!   and this machine's disk does, and the members' `fdatasync` leaves
-//!   the critical path. The replay loop then asks the ring to sync
-//!   ([`JournalStore::settle`], one `Sync` round for every write a short
-//!   while gathered) and drops the entries; a crash before that replays
-//!   them from the journal at the next start. Past [`MAX_SENT`] entries
+//!   ([`Journal::append_sent`]): it is acknowledged once this machine's
+//!   disk holds it and the ring took it: a block or a new record once r
+//!   members hold it, a record's compare-and-swap once its owner took it
+//!   ([`BlockStore::put_record_ordered`]: its order among writers is then
+//!   decided, and the other members' copies follow in the background).
+//!   The members' `fdatasync` and the second round leave the critical
+//!   path. The replay loop then waits for the copies that follow, asks the
+//!   ring to sync ([`JournalStore::settle`], one `Sync` round for every
+//!   write a short while gathered) and drops the entries; an entry whose
+//!   copies could not all be made goes to the replay instead
+//!   ([`Journal::resend`]), and a crash before the settle replays them
+//!   from the journal at the next start. Past [`MAX_SENT`] entries
 //!   waiting, or if the journal cannot be written, a durable put waits
 //!   for the ring's `fdatasync` as before.
 //! - **Offline** (or while the journal still holds entries, so that order
@@ -50,7 +56,7 @@
 pub mod disk;
 
 use crate::cache::records::RecordCache;
-use crate::fs::{BlockStore, Durability, FsError};
+use crate::fs::{BlockStore, Durability, Following, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
@@ -139,8 +145,9 @@ pub struct JournalStore<S> {
     /// the earlier.
     judging: [tokio::sync::Mutex<()>; JUDGE_STRIPES],
     /// Durable puts the ring took lazily while the journal keeps them
-    /// (their entries), until [`settle`](Self::settle).
-    sent: Mutex<Vec<u64>>,
+    /// (their entries, and the copies still following), until
+    /// [`settle`](Self::settle).
+    sent: Mutex<Vec<(u64, Following)>>,
     /// One settle at a time.
     settling: tokio::sync::Mutex<()>,
     /// Lazy puts the ring took that no journal entry covers, counted, and
@@ -171,6 +178,28 @@ impl Default for WriteBack {
         WriteBack {
             max_bytes: 64 << 20,
             max_entries: 20_000,
+        }
+    }
+}
+
+/// How a write-through put is sent to the ring
+/// ([`JournalStore::put_through`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// As asked.
+    Plain(Durability),
+    /// Lazily, kept by the journal until a settle; a record's
+    /// compare-and-swap in order
+    /// ([`BlockStore::put_record_ordered`]).
+    Kept,
+}
+
+impl Via {
+    /// The durability a put sent this way asks of the ring.
+    fn durability(self) -> Durability {
+        match self {
+            Via::Plain(d) => d,
+            Via::Kept => Durability::Later,
         }
     }
 }
@@ -383,32 +412,34 @@ impl<S: BlockStore> JournalStore<S> {
         durability == Durability::Now && self.sent().len() < MAX_SENT
     }
 
-    fn sent(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+    fn sent(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Following)>> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A durable put: `ring` (the put, sent lazily) and a durable append of
-    /// `entry` to the journal, at once. Acknowledged when both are done;
-    /// the entry is dropped by the next [`settle`](Self::settle). If the
-    /// ring refused or is out of reach, the entry goes and so does the
-    /// put's answer (the caller journals a put the ring could not take);
-    /// if the journal could not keep it, the ring makes it durable first.
+    /// A durable put: `ring` (the put, sent lazily, or in order with
+    /// copies following) and a durable append of `entry` to the journal,
+    /// at once. Acknowledged when both are done; the entry is dropped by
+    /// the next [`settle`](Self::settle). If the ring refused or is out of
+    /// reach, the entry goes and so does the put's answer (the caller
+    /// journals a put the ring could not take); if the journal could not
+    /// keep it, the ring makes every copy durable first.
     async fn put_sent<T>(
         &self,
         entry: Entry,
-        ring: impl std::future::Future<Output = Result<T, FsError>>,
+        ring: impl std::future::Future<Output = Result<(T, Following), FsError>>,
     ) -> Result<T, FsError> {
         let j = Arc::clone(&self.journal);
         let local = tokio::task::spawn_blocking(move || j.append_sent(&entry));
         let (put, kept) = tokio::join!(ring, local);
         match (put, kept.map_err(io).and_then(|k| k.map_err(io))) {
-            (Ok(v), Ok(n)) => {
-                self.sent().push(n);
+            (Ok((v, rest)), Ok(n)) => {
+                self.sent().push((n, rest));
                 self.kick.notify_one();
                 Ok(v)
             }
-            (Ok(v), Err(e)) => {
+            (Ok((v, rest)), Err(e)) => {
                 log::debug!("a durable put not journaled ({e}): synced on the ring instead");
+                rest.wait().await?;
                 self.inner.sync().await?;
                 Ok(v)
             }
@@ -421,9 +452,10 @@ impl<S: BlockStore> JournalStore<S> {
     }
 
     /// A put to the ring while writing through: `put` with `durability`,
-    /// or, for a durable put the journal may keep (`keepable`), lazily
-    /// with `entry` kept ([`put_sent`](Self::put_sent)). A lazy put no
-    /// journal entry covers is counted, so the next `sync` syncs the ring.
+    /// or, for a durable put the journal may keep (`keepable`), sent as
+    /// [`Via::Kept`] with `entry` kept ([`put_sent`](Self::put_sent)). A
+    /// lazy put no journal entry covers is counted, so the next `sync`
+    /// syncs the ring.
     async fn put_through<T, F, Fut>(
         &self,
         durability: Durability,
@@ -432,23 +464,27 @@ impl<S: BlockStore> JournalStore<S> {
         put: F,
     ) -> Result<T, FsError>
     where
-        F: FnOnce(Durability) -> Fut,
-        Fut: std::future::Future<Output = Result<T, FsError>>,
+        F: FnOnce(Via) -> Fut,
+        Fut: std::future::Future<Output = Result<(T, Following), FsError>>,
     {
         if keepable && self.may_send_lazily(durability) {
-            return self.put_sent(entry(), put(Durability::Later)).await;
+            return self.put_sent(entry(), put(Via::Kept)).await;
         }
-        let r = put(durability).await;
+        let r = put(Via::Plain(durability)).await;
         if durability == Durability::Later && r.is_ok() {
             self.lazy.fetch_add(1, Ordering::AcqRel);
         }
-        r
+        // Nothing follows a plain put.
+        r.map(|(v, _)| v)
     }
 
     /// Makes the ring sync every lazy put it took, and drops the journal
     /// entries that kept them meanwhile ([`put_sent`](Self::put_sent)).
-    /// On failure they stay, for the next settle (or a replay after a
-    /// restart).
+    /// First it waits for the copies that follow ordered puts: an entry
+    /// whose copies could not all be made goes to the replay
+    /// ([`Journal::resend`]), which sends it again as any journaled write.
+    /// If the sync fails the others stay, for the next settle (or a replay
+    /// after a restart).
     pub async fn settle(&self) -> Result<(), FsError> {
         let _one = self.settling.lock().await;
         let taken = std::mem::take(&mut *self.sent());
@@ -456,12 +492,29 @@ impl<S: BlockStore> JournalStore<S> {
             return Ok(());
         }
         let covered = self.lazy.load(Ordering::Acquire);
+        let mut made = Vec::with_capacity(taken.len());
+        for (n, rest) in taken {
+            match rest.wait().await {
+                Ok(()) => made.push(n),
+                Err(e) => {
+                    log::warn!(
+                        "journal: a write's copies could not all be made ({e}); it is sent again"
+                    );
+                    match self.journal.resend(n) {
+                        Ok(()) => self.kick.notify_one(),
+                        // Still in the journal: the next start replays it.
+                        Err(e) => log::error!("journal: entry {n} cannot be sent again: {e}"),
+                    }
+                }
+            }
+        }
         if let Err(e) = self.inner.sync().await {
-            self.sent().extend(taken);
+            self.sent()
+                .extend(made.into_iter().map(|n| (n, Following::done())));
             return Err(e);
         }
         self.lazy_synced.fetch_max(covered, Ordering::AcqRel);
-        for n in taken {
+        for n in made {
             self.journal.remove(n).map_err(io)?;
         }
         Ok(())
@@ -805,7 +858,12 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
                 data: data.clone(),
                 claim: claim.clone(),
             };
-            let put = |d| self.inner.put_block(key, data.clone(), claim.clone(), d);
+            let put = |via: Via| {
+                let k = self
+                    .inner
+                    .put_block(key, data.clone(), claim.clone(), via.durability());
+                async move { Ok((k.await?, Following::done())) }
+            };
             match self.put_through(durability, keepable, entry, put).await {
                 Err(FsError::Unavailable(e)) => {
                     log::debug!("block {} journaled: {e}", key.short());
@@ -889,7 +947,19 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
             let entry = || Entry::Record {
                 record: rec.clone(),
             };
-            let put = |d| self.inner.put_record(rec.clone(), expected_seq, d);
+            let rec = &rec;
+            let put = |via: Via| async move {
+                match via {
+                    Via::Kept => {
+                        let rest = self.inner.put_record_ordered(rec.clone(), expected_seq);
+                        Ok(((), rest.await?))
+                    }
+                    Via::Plain(d) => {
+                        let r = self.inner.put_record(rec.clone(), expected_seq, d);
+                        Ok((r.await?, Following::done()))
+                    }
+                }
+            };
             let r = self.put_through(durability, true, entry, put).await;
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;
@@ -903,7 +973,10 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
             let entry = || Entry::Record {
                 record: rec.clone(),
             };
-            let put = |d| self.inner.put_new_record(rec.clone(), d);
+            let put = |via: Via| {
+                let r = self.inner.put_new_record(rec.clone(), via.durability());
+                async move { Ok((r.await?, Following::done())) }
+            };
             let r = self.put_through(durability, true, entry, put).await;
             if let Some(done) = self.settle_online(&rec, r).await {
                 return done;

@@ -461,15 +461,18 @@ async fn concurrent_swaps_of_one_version_offline_let_exactly_one_win() {
     }
 }
 
-/// A ring that counts how it is asked (lazy and durable puts, syncs) and
-/// can be made to refuse puts or be out of reach.
+/// A ring that counts how it is asked (lazy and durable puts, ordered
+/// ones among the lazy, syncs) and can be made to refuse puts, be out of
+/// reach, or fail to make the copies that follow an ordered put.
 #[derive(Default)]
 struct Counting {
     ring: MemStore,
     lazy: std::sync::atomic::AtomicUsize,
     durable: std::sync::atomic::AtomicUsize,
+    ordered: std::sync::atomic::AtomicUsize,
     syncs: std::sync::atomic::AtomicUsize,
     fail: Mutex<Option<FsError>>,
+    fail_following: Mutex<Option<FsError>>,
 }
 
 impl Counting {
@@ -521,6 +524,19 @@ impl BlockStore for Counting {
         self.count(d)?;
         self.ring.put_record(rec, expected_seq, d).await
     }
+    async fn put_record_ordered(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<Following, FsError> {
+        self.count(Durability::Later)?;
+        self.ordered.fetch_add(1, Ordering::SeqCst);
+        self.ring
+            .put_record(rec, expected_seq, Durability::Later)
+            .await?;
+        let outcome = self.fail_following.lock().unwrap().clone();
+        Ok(Following::of(async move { outcome.map_or(Ok(()), Err) }))
+    }
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {
         self.ring.get_versions(key).await
     }
@@ -561,8 +577,10 @@ async fn a_durable_put_goes_to_the_ring_lazily_and_the_journal_keeps_it_until_a_
     s.put_block(key, data, claim, Durability::Now)
         .await
         .unwrap();
-    // On the ring, lazily; kept by the journal, out of the replay's sight.
+    // On the ring, lazily (the record in order); kept by the journal, out
+    // of the replay's sight.
     assert_eq!(s.inner.counts(), (2, 0, 0));
+    assert_eq!(s.inner.ordered.load(Ordering::SeqCst), 1);
     assert_eq!(
         s.inner.ring.get_versions(rec.key()).await.unwrap(),
         vec![rec]
@@ -641,4 +659,41 @@ async fn entries_a_crash_left_before_the_settle_are_replayed_at_the_next_start()
     );
     assert!(s.journal.is_empty());
     assert_eq!(s.inner.counts().2, 1);
+}
+
+/// The copies that follow an ordered put could not all be made: the
+/// settle hands its entry to the replay instead of dropping it, and the
+/// replay sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_copies_could_not_all_be_made_is_sent_again_by_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = counting_store(dir.path());
+    *s.inner.fail_following.lock().unwrap() = Some(unreachable());
+    let rec = signed("f", 1);
+    s.put_record(rec.clone(), Some(0), Durability::Now)
+        .await
+        .unwrap();
+    assert_eq!(s.inner.ordered.load(Ordering::SeqCst), 1);
+    assert_eq!(s.journal.sent(), 1);
+    assert!(s.journal.is_empty());
+    s.settle().await.unwrap();
+    assert_eq!(s.journal.sent(), 0, "no longer waiting for a sync");
+    assert_eq!(s.journal.record(rec.key()), Some(rec.clone()), "but kept");
+    assert_eq!(s.journal.size().entries, 1);
+    assert!(s.journaling(), "later writes queue behind it");
+    *s.inner.fail_following.lock().unwrap() = None;
+    let (lazy, durable, _) = s.inner.counts();
+    assert_eq!(s.replay().await.unwrap(), 1);
+    assert!(s.journal.is_empty());
+    assert!(
+        s.inner.counts().0 + s.inner.counts().1 > lazy + durable,
+        "put again"
+    );
+    assert_eq!(
+        s.inner.ring.get_versions(rec.key()).await.unwrap(),
+        vec![rec.clone()]
+    );
+    // Nothing of it is left for a restart.
+    drop(s);
+    assert!(counting_store(dir.path()).journal.is_empty());
 }

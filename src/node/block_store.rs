@@ -4,7 +4,7 @@
 //! client's store uses too).
 
 use crate::dht::{Dht, DhtError, Transport};
-use crate::fs::{BlockStore, Durability, FsError};
+use crate::fs::{BlockStore, Durability, Following, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
 use crate::ownership::{Claim, Release};
@@ -33,7 +33,7 @@ fn from_dht(e: DhtError) -> FsError {
     }
 }
 
-impl<T: Transport + 'static> BlockStore for Dht<T> {
+impl<T: Transport + Clone + 'static> BlockStore for Dht<T> {
     async fn put_block(
         &self,
         key: Id,
@@ -69,6 +69,19 @@ impl<T: Transport + 'static> BlockStore for Dht<T> {
             .await
             .map(|_| ())
             .map_err(from_dht)
+    }
+
+    async fn put_record_ordered(
+        &self,
+        rec: Record,
+        expected_seq: Option<u64>,
+    ) -> Result<Following, FsError> {
+        let rest = Dht::put_record_ordered(self, rec, expected_seq)
+            .await
+            .map_err(from_dht)?;
+        Ok(Following::of(async move {
+            rest.wait().await.map(|_| ()).map_err(from_dht)
+        }))
     }
 
     async fn get_versions(&self, key: Id) -> Result<Vec<Record>, FsError> {

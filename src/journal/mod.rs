@@ -961,7 +961,7 @@ impl<S: BlockStore> BlockStore for JournalStore<S> {
                 }
             };
             let r = self.put_through(durability, true, entry, put).await;
-            if let Some(done) = self.settle_online(&rec, r).await {
+            if let Some(done) = self.settle_online(rec, r).await {
                 return done;
             }
         }

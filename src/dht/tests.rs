@@ -191,15 +191,33 @@ impl Transport for Fake {
     }
 }
 
-fn dht(fake: Fake, r: usize) -> Dht<Fake> {
-    let mut d = Dht::new(fake, r);
-    d.policy = Policy {
+/// Short deadlines, for tests.
+fn policy() -> Policy {
+    Policy {
         put_deadline: 1_500,
         get_deadline: 1_000,
         backoff_min: 20,
         backoff_max: 100,
-    };
+    }
+}
+
+fn dht(fake: Fake, r: usize) -> Dht<Fake> {
+    let mut d = Dht::new(fake, r);
+    d.policy = policy();
     d
+}
+
+/// A client over a shared ring of `n` (r = 3), whose siblings finish its
+/// ordered puts, and a record's first version stored on it with `sk`.
+async fn shared_with_a_record(
+    n: usize,
+    sk: &ed25519_dalek::SigningKey,
+) -> (Dht<Arc<Fake>>, Record) {
+    let mut d = Dht::new(Arc::new(Fake::new(n)), 3);
+    d.policy = policy();
+    let v1 = Record::sign(sk, b"f", 1, Some(b"one".to_vec()));
+    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    (d, v1)
 }
 
 #[tokio::test]
@@ -810,11 +828,8 @@ fn typed_replies_of_the_wrong_kind_are_unexpected() {
 /// without one, and a sync after that covers all three.
 #[tokio::test]
 async fn an_ordered_put_returns_at_the_owners_verdict_and_the_rest_follow() {
-    let mut d = Dht::new(Arc::new(Fake::new(4)), 3);
-    d.policy = dht(Fake::new(1), 3).policy;
     let sk = ed25519_dalek::SigningKey::from_bytes(&[10; 32]);
-    let v1 = Record::sign(&sk, b"f", 1, Some(b"one".to_vec()));
-    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let (d, v1) = shared_with_a_record(4, &sk).await;
     let key = v1.key();
     d.transport.record_puts.lock().unwrap().clear();
     let v2 = Record::sign(&sk, b"f", 2, Some(b"two".to_vec()));
@@ -851,11 +866,8 @@ async fn an_ordered_put_returns_at_the_owners_verdict_and_the_rest_follow() {
 /// members cannot be reached returns at the verdict and its rest fails.
 #[tokio::test]
 async fn an_ordered_put_refused_sends_nothing_on_and_an_unreachable_rest_fails() {
-    let mut d = Dht::new(Arc::new(Fake::new(3)), 3);
-    d.policy = dht(Fake::new(1), 3).policy;
     let sk = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
-    let v1 = Record::sign(&sk, b"f", 1, Some(b"one".to_vec()));
-    d.put_record(v1.clone(), Some(0)).await.unwrap();
+    let (d, _) = shared_with_a_record(3, &sk).await;
     let theirs = Record::sign(&sk, b"f", 2, Some(b"theirs".to_vec()));
     d.put_record(theirs.clone(), Some(1)).await.unwrap();
     d.transport.record_puts.lock().unwrap().clear();

@@ -55,8 +55,10 @@ pub enum Durability {
     Later,
     /// Durable when the put returns: on disk on every replica, or (the
     /// mount's journaling store, [`crate::journal::JournalStore`]) on this
-    /// machine's disk and in every replica's memory until the ring syncs
-    /// it. A writer in `fsync` then needs no `sync` round for it.
+    /// machine's disk and in the ring's memory until the ring syncs it
+    /// (a block there: on this machine's disk once a durable record put
+    /// or a `sync` that follows returns, as whatever refers to it is). A
+    /// writer in `fsync` then needs no `sync` round for it.
     Now,
 }
 

@@ -190,6 +190,9 @@ struct Index {
     current: Option<Writer>,
     /// Segments written lazily since the last sync.
     unsynced: HashMap<u64, Arc<File>>,
+    /// Lazy appends so far (a durable append that saw none since it
+    /// wrote knows its `fdatasync` covered every one).
+    lazy_appends: u64,
     /// Segment files created so far (the directory needs an fsync for them).
     created: u64,
 }
@@ -264,6 +267,9 @@ enum Append {
     Durable,
     /// Durable, and sent to the ring already (see [`Journal::append_sent`]).
     Sent,
+    /// Sent to the ring already, on disk after the next sync or durable
+    /// append (see [`Journal::append_sent_lazily`]).
+    SentLazily,
 }
 
 /// The journal in one directory.
@@ -684,13 +690,22 @@ impl Journal {
         self.append_with(entry, Append::Sent)
     }
 
+    /// [`append_sent`](Self::append_sent), on disk once the next
+    /// [`sync`](Self::sync) or durable append returns (one that writes to
+    /// the same segment makes everything before it durable). For a write
+    /// nothing acknowledged refers to until such a durable step follows
+    /// (a block a durable record will refer to).
+    pub fn append_sent_lazily(&self, entry: &Entry) -> Result<u64, StoreError> {
+        self.append_with(entry, Append::SentLazily)
+    }
+
     /// How many entries appended as sent are held.
     pub fn sent(&self) -> usize {
         self.lock().sent.len()
     }
 
     fn append_with(&self, entry: &Entry, how: Append) -> Result<u64, StoreError> {
-        let durable = how != Append::Lazy;
+        let durable = matches!(how, Append::Durable | Append::Sent);
         let frame = encode(entry)?;
         let len = frame.len() as u32;
         // The number is taken and the frame written under the lock, so
@@ -702,7 +717,7 @@ impl Journal {
         let (segment, offset, file) = self.write_frame(&mut ix, &frame)?;
         let n = ix.next;
         ix.next += 1;
-        if how == Append::Sent {
+        if matches!(how, Append::Sent | Append::SentLazily) {
             ix.sent.insert(n, Meta::of(entry, segment, offset, len));
             *ix.live.entry(segment).or_default() += 1;
         } else {
@@ -710,7 +725,14 @@ impl Journal {
         }
         if !durable {
             ix.unsynced.insert(segment, Arc::clone(&file));
+            ix.lazy_appends += 1;
         }
+        // Lazy appends waiting only in this segment: this `fdatasync`
+        // makes them durable too. Waiting in others too (the segment
+        // changed since): they are synced as well, so that a durable
+        // entry is never on disk without the ones before it.
+        let covers =
+            (durable && ix.unsynced.keys().all(|&s| s == segment)).then_some(ix.lazy_appends);
         let created = ix.created;
         drop(ix);
         if durable {
@@ -718,6 +740,13 @@ impl Journal {
             file.sync_data()
                 .map_err(|e| io_err("fdatasync", &path, e))?;
             self.sync_dir_upto(created)?;
+            let mut ix = self.lock();
+            if covers.is_some_and(|c| c == ix.lazy_appends) {
+                ix.unsynced.remove(&segment);
+            } else if covers.is_none() {
+                drop(ix);
+                self.sync()?;
+            }
         }
         Ok(n)
     }
@@ -1443,6 +1472,37 @@ mod tests {
         }
         j.remove(t).unwrap();
         assert!(segment_files(d.path()).is_empty());
+    }
+
+    #[test]
+    fn a_durable_append_makes_the_lazy_ones_before_it_durable_in_any_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::open(d.path()).unwrap();
+        let block = Entry::Block {
+            key: Id::of_block(b"b"),
+            data: b"b".to_vec(),
+            claim: Claim::sign(
+                &ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+                Id::of_block(b"b"),
+                1,
+            ),
+        };
+        let b = j.append_sent_lazily(&block).unwrap();
+        assert!(!j.is_synced(), "on disk only after a sync");
+        assert_eq!(j.sent(), 1);
+        assert!(j.is_empty(), "out of sight like any sent entry");
+        j.append_sent(&record("r", 1)).unwrap();
+        assert!(j.is_synced(), "the record's fdatasync covered the block");
+        // A lazy append in a segment the durable one does not write to.
+        j.append_sent_lazily(&block).unwrap();
+        j.lock().current = None;
+        j.append_sent(&record("r", 2)).unwrap();
+        assert!(j.is_synced(), "the other segment was synced too");
+        assert_eq!(segment_files(d.path()).len(), 2);
+        drop(j);
+        let j = Journal::open(d.path()).unwrap();
+        assert_eq!(j.read(b).unwrap(), block);
+        assert_eq!(j.size().entries, 4);
     }
 
     #[test]

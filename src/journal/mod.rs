@@ -22,7 +22,10 @@
 //!   ([`BlockStore::put_record_ordered`]: its order among writers is then
 //!   decided, and the other members' copies follow in the background).
 //!   The members' `fdatasync` and the second round leave the critical
-//!   path. The replay loop then waits for the copies that follow, asks the
+//!   path. A block's entry is written without an `fdatasync` of its own
+//!   ([`Journal::append_sent_lazily`]): the durable append of the record
+//!   that refers to it, or the `sync` that ends an `fsync`, makes it
+//!   durable first. The replay loop then waits for the copies that follow, asks the
 //!   ring to sync ([`JournalStore::settle`], one `Sync` round for every
 //!   write a short while gathered) and drops the entries; an entry whose
 //!   copies could not all be made goes to the replay instead
@@ -429,7 +432,14 @@ impl<S: BlockStore> JournalStore<S> {
         ring: impl std::future::Future<Output = Result<(T, Following), FsError>>,
     ) -> Result<T, FsError> {
         let j = Arc::clone(&self.journal);
-        let local = tokio::task::spawn_blocking(move || j.append_sent(&entry));
+        // A block is appended lazily: nothing acknowledged refers to it
+        // before a durable record's append or a `sync` (an `fsync` ends
+        // with one) made the journal durable behind it.
+        let lazily = matches!(entry, Entry::Block { .. });
+        let local = tokio::task::spawn_blocking(move || match lazily {
+            true => j.append_sent_lazily(&entry),
+            false => j.append_sent(&entry),
+        });
         let (put, kept) = tokio::join!(ring, local);
         match (put, kept.map_err(io).and_then(|k| k.map_err(io))) {
             (Ok((v, rest)), Ok(n)) => {

@@ -312,7 +312,7 @@ impl Put {
             return Some(Ok(Stored {
                 key: self.item.key(),
                 copies: self.stored.len() as u32,
-                by: self.stored.clone(),
+                by: std::mem::take(&mut self.stored),
             }));
         }
         // Every node we could try refused for space and none failed for a

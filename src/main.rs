@@ -306,10 +306,8 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
                 );
             }
             let mut store = JournalStore::new(
-                CachedStore {
-                    inner: running.node.dht_client(),
-                    cache: Arc::clone(&cache),
-                },
+                CachedStore::new(running.node.dht_client(), Arc::clone(&cache))
+                    .with_local(running.node.core.store.clone()),
                 journal,
                 records,
                 running.node.contact(),

@@ -17,11 +17,11 @@ pub mod records;
 use crate::fs::{BlockStore, Durability, FsError};
 use crate::id::Id;
 use crate::item::RingSpace;
+use crate::journal::LocalCopies;
 use crate::ownership::{Claim, Release};
 use crate::record::Record;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -203,28 +203,17 @@ impl BlockCache {
         if data.len() as u64 > self.capacity || self.lock().touch(key) {
             return;
         }
-        let path = self.path(key);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{}", key.to_hex(), rand::random::<u32>()));
-        let written = (|| -> std::io::Result<()> {
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            fs::rename(&tmp, &path)
-        })();
+        // Staged as the store stages a block: a large one past the page
+        // cache, so a streaming read leaves no dirty pages behind for the
+        // next `sync` to write (and pays no page-cache copy).
+        let written = crate::store::direct::stage_parts(&self.dir.join("tmp"), &[data])
+            .and_then(|staged| staged.commit(&self.path(key)));
         match written {
             Ok(()) => {
                 self.lock().add(key, data.len() as u64);
                 self.evict();
             }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                log::debug!("cache: could not keep block {}: {e}", key.short());
-            }
+            Err(e) => log::debug!("cache: could not keep block {}: {e}", key.short()),
         }
     }
 
@@ -278,6 +267,28 @@ pub struct CachedStore<S> {
     pub inner: S,
     /// The cache.
     pub cache: Arc<BlockCache>,
+    /// This node's own store, if it has one: a block it holds as a
+    /// replica is read from there and never copied into the cache.
+    local: Option<Arc<dyn LocalCopies>>,
+}
+
+impl<S> CachedStore<S> {
+    /// `inner` with `cache` in front.
+    pub fn new(inner: S, cache: Arc<BlockCache>) -> Self {
+        CachedStore {
+            inner,
+            cache,
+            local: None,
+        }
+    }
+
+    /// Skips caching the blocks `local` (this node's store) holds: a
+    /// second copy on the same disk would only cost a write of every byte
+    /// read (which the next `sync` pays) and the cache's space.
+    pub fn with_local(mut self, local: Arc<dyn LocalCopies>) -> Self {
+        self.local = Some(local);
+        self
+    }
 }
 
 impl<S: BlockStore> BlockStore for CachedStore<S> {
@@ -319,6 +330,9 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
         // reads re-hash each copy): hashing it again here would be a third
         // pass over every byte read.
         let data = self.inner.get_block(key).await?;
+        if self.local.as_ref().is_some_and(|l| l.holds_block(key)) {
+            return Ok(data);
+        }
         let cache = Arc::clone(&self.cache);
         let copy = data.clone();
         tokio::task::spawn_blocking(move || cache.insert(key, &copy));
@@ -404,10 +418,10 @@ mod tests {
     #[tokio::test]
     async fn cached_store_serves_reads_locally() {
         let d = tempfile::tempdir().unwrap();
-        let s = CachedStore {
-            inner: crate::fs::mem_store::MemStore::default(),
-            cache: Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
-        };
+        let s = CachedStore::new(
+            crate::fs::mem_store::MemStore::default(),
+            Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
+        );
         let key = Id::hash(b"block");
         let owner = crate::fs::Identity::generate();
         s.put_block(key, b"block".to_vec(), owner.claim(key), Durability::Later)
@@ -426,5 +440,49 @@ mod tests {
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
         s.cache.clear();
         assert_eq!(s.get_block(key).await, Err(FsError::NotFound));
+    }
+
+    /// This node's store, as a fake: holds the blocks in `held`.
+    struct Holds(Vec<Id>);
+
+    impl LocalCopies for Holds {
+        fn versions(&self, _key: Id) -> Vec<Record> {
+            Vec::new()
+        }
+        fn block(&self, _key: Id) -> Option<Vec<u8>> {
+            None
+        }
+        fn holds_block(&self, key: Id) -> bool {
+            self.0.contains(&key)
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_held_here_are_not_cached() {
+        let d = tempfile::tempdir().unwrap();
+        let held = Id::hash(b"held");
+        let s = CachedStore::new(
+            crate::fs::mem_store::MemStore::default(),
+            Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
+        )
+        .with_local(Arc::new(Holds(vec![held])));
+        let owner = crate::fs::Identity::generate();
+        let other = Id::hash(b"other");
+        for (key, bytes) in [(held, b"held".to_vec()), (other, b"other".to_vec())] {
+            s.put_block(key, bytes.clone(), owner.claim(key), Durability::Later)
+                .await
+                .unwrap();
+            assert_eq!(s.get_block(key).await.unwrap(), bytes);
+        }
+        // The other block is kept in the background; wait for it (bounded).
+        for _ in 0..200 {
+            if s.cache.contains(other) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(s.cache.contains(other), "a block held elsewhere is cached");
+        assert!(!s.cache.contains(held), "a block held here is not cached");
+        assert_eq!(s.cache.stats().blocks, 1);
     }
 }

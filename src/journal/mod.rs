@@ -80,6 +80,8 @@ pub trait LocalCopies: Send + Sync + 'static {
     fn versions(&self, key: Id) -> Vec<Record>;
     /// Block `key`, if held here (blocking I/O).
     fn block(&self, key: Id) -> Option<Vec<u8>>;
+    /// Whether block `key` is held here (in memory, no I/O).
+    fn holds_block(&self, key: Id) -> bool;
 }
 
 impl LocalCopies for crate::store::Store {
@@ -89,6 +91,10 @@ impl LocalCopies for crate::store::Store {
 
     fn block(&self, key: Id) -> Option<Vec<u8>> {
         self.get_block(key).ok().flatten()
+    }
+
+    fn holds_block(&self, key: Id) -> bool {
+        self.holds_block(key)
     }
 }
 

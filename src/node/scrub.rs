@@ -2,7 +2,9 @@
 //! few MiB a second, over and over ([`crate::store::Store::scrub`]), and
 //! fetches a good copy from a replica of each bad one it finds. It is
 //! what catches a damaged disk, since blocks are served without being
-//! hashed again (every reader checks them against their keys).
+//! hashed again (every reader checks them against their keys). A step
+//! waits while the store is busy ([`Pace`]): its reads would compete with
+//! the node's own for the disk.
 
 use super::Node;
 use crate::id::Id;
@@ -16,10 +18,41 @@ const STEP_EVERY: Duration = Duration::from_secs(1);
 /// a few ms of CPU a second).
 const STEP_BYTES: u64 = 8 << 20;
 
+/// Steps put off in a row at most while the store stays busy: under
+/// constant load the scrub still reads `STEP_BYTES` every this many steps.
+const MAX_PUT_OFF: u32 = 30;
+
+/// When a scrub step runs: only after a period in which the store wrote
+/// no item and served no block (as ZFS delays a scrub's reads while the
+/// pool has other I/O), or after [`MAX_PUT_OFF`] busy periods in a row.
+#[derive(Debug, Default)]
+struct Pace {
+    /// [`crate::store::Store::served`] at the last look.
+    seen: Option<u64>,
+    /// Busy periods in a row since the last step.
+    put_off: u32,
+}
+
+impl Pace {
+    /// Whether a step runs now, given the store's count of items written
+    /// and blocks served.
+    fn step_now(&mut self, served: u64) -> bool {
+        let busy = self.seen.is_some_and(|s| s != served);
+        self.seen = Some(served);
+        if busy && self.put_off < MAX_PUT_OFF {
+            self.put_off += 1;
+            return false;
+        }
+        self.put_off = 0;
+        true
+    }
+}
+
 /// Scrubs the node's store until `stop`.
 pub async fn scrub_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut after: Option<Id> = None;
     let (mut checked, mut bad) = (0usize, 0usize);
+    let mut pace = Pace::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(STEP_EVERY) => {}
@@ -27,6 +60,9 @@ pub async fn scrub_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         }
         if *stop.borrow() {
             return;
+        }
+        if !pace.step_now(node.core.store.served()) {
+            continue;
         }
         let store = Arc::clone(&node.core.store);
         let step = match tokio::task::spawn_blocking(move || store.scrub(after, STEP_BYTES)).await {
@@ -55,5 +91,29 @@ pub async fn scrub_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
             (checked, bad) = (0, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_waits_while_the_store_is_busy_but_not_forever() {
+        let mut pace = Pace::default();
+        assert!(pace.step_now(0), "the first look steps");
+        assert!(pace.step_now(0), "an idle period steps");
+        for n in 1..=MAX_PUT_OFF as u64 {
+            assert!(!pace.step_now(n), "busy period {n} waits");
+        }
+        assert!(
+            pace.step_now(MAX_PUT_OFF as u64 + 1),
+            "a step after the most put off"
+        );
+        assert!(
+            !pace.step_now(MAX_PUT_OFF as u64 + 2),
+            "busy again: waits again"
+        );
+        assert!(pace.step_now(MAX_PUT_OFF as u64 + 2), "idle: steps");
     }
 }

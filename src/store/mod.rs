@@ -79,7 +79,7 @@
 //! held under them.
 
 pub mod block_file;
-mod direct;
+pub mod direct;
 mod error;
 pub mod fsutil;
 mod index;
@@ -115,6 +115,7 @@ use releases::{ReleaseBook, ReleaseLog};
 use space::SpaceGuard;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Version of the store's on-disk layout, shown by `peerstore --version`.
@@ -198,6 +199,8 @@ pub struct Store {
     space: SpaceGuard,
     /// The releases kept, their log, and when the book was last pruned.
     releases: Mutex<Releases>,
+    /// Items written and blocks served so far ([`Store::served`]).
+    served: AtomicU64,
 }
 
 /// The kept releases of a [`Store`].
@@ -314,6 +317,7 @@ impl Store {
                 log,
                 pruned_at: now,
             }),
+            served: AtomicU64::new(0),
         };
         store.replay(logged)?;
         if !logs.is_empty() {
@@ -419,6 +423,7 @@ impl Store {
         data_len: usize,
         replace: bool,
     ) -> Result<(), StoreError> {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let path = self.path(kind, key);
         if packs::packs(kind, data_len) {
             // Held but not packed: its file is from before packs, deleted
@@ -876,6 +881,18 @@ impl Store {
     /// else `Block` if a block is.
     pub fn version(&self, key: Id) -> Option<ItemVersion> {
         lock(&self.index).version(key)
+    }
+
+    /// How many items this store has written and blocks it has served
+    /// since it opened: a count that moves while the node is busy, which
+    /// background work that competes for the disk (the scrub) waits out.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether a block is held under `key` (the index, no I/O).
+    pub fn holds_block(&self, key: Id) -> bool {
+        lock(&self.index).block(key).is_some()
     }
 
     /// Indexes (into `items`) of the items this store lacks: blocks it does

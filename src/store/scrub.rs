@@ -37,6 +37,8 @@ impl Store {
         if lock(&self.index).block(key).is_none() {
             return Ok(None);
         }
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.read_item(Kind::Block, key)? {
             Some(bytes) => Ok(Some(block_file::split(bytes))),
             // Removed meanwhile: the locked read sorts it out.

@@ -327,7 +327,7 @@ pub enum ClientResponse {
         key: Id,
         copies: u32,
     },
-    Block(Vec<u8>),
+    Block(#[serde(with = "serde_bytes")] Vec<u8>),
     Record(Record),
     /// A record's versions, head first.
     Versions(Vec<Record>),

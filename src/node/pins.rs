@@ -175,8 +175,19 @@ impl<S: BlockStore> Pins<S> {
             .filter(|k| !self.blocks.contains(*k))
             .collect();
         let store = &self.vault.store;
-        let results: Vec<Result<Vec<u8>, FsError>> = futures::stream::iter(missing)
-            .map(|k| store.get_block(k))
+        // Kept here even if this node holds the block as a replica (the
+        // store then leaves it out of the cache): a replica may be handed
+        // to another node, a pin must stay readable offline. Each block
+        // goes to the cache as it arrives, so a large pin is never in
+        // memory at once.
+        let results: Vec<Result<(), FsError>> = futures::stream::iter(missing)
+            .map(|k| async move {
+                let data = store.get_block(k).await?;
+                let cache = Arc::clone(&self.blocks);
+                tokio::task::spawn_blocking(move || cache.insert(k, &data))
+                    .await
+                    .map_err(|e| FsError::Unavailable(format!("keeping block {}: {e}", k.short())))
+            })
             .buffer_unordered(FETCH_AT_ONCE)
             .collect()
             .await;

@@ -322,6 +322,15 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
     }
 
     async fn get_block(&self, key: Id) -> Result<Vec<u8>, FsError> {
+        // A replica this node holds is read from its own store: what the
+        // cache would hold, without a lookup (which also works while the
+        // node is still joining, right after a restart).
+        if let Some(local) = self.local.clone()
+            && local.holds_block(key)
+            && let Ok(Some(d)) = tokio::task::spawn_blocking(move || local.block(key)).await
+        {
+            return Ok(d);
+        }
         let cache = Arc::clone(&self.cache);
         if let Ok(Some(d)) = tokio::task::spawn_blocking(move || cache.get(key)).await {
             return Ok(d);
@@ -442,18 +451,21 @@ mod tests {
         assert_eq!(s.get_block(key).await, Err(FsError::NotFound));
     }
 
-    /// This node's store, as a fake: holds the blocks in `held`.
-    struct Holds(Vec<Id>);
+    /// This node's store, as a fake: holds these blocks.
+    struct Holds(Vec<(Id, Vec<u8>)>);
 
     impl LocalCopies for Holds {
         fn versions(&self, _key: Id) -> Vec<Record> {
             Vec::new()
         }
-        fn block(&self, _key: Id) -> Option<Vec<u8>> {
-            None
+        fn block(&self, key: Id) -> Option<Vec<u8>> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, d)| d.clone())
         }
         fn holds_block(&self, key: Id) -> bool {
-            self.0.contains(&key)
+            self.0.iter().any(|(k, _)| *k == key)
         }
     }
 
@@ -465,7 +477,7 @@ mod tests {
             crate::fs::mem_store::MemStore::default(),
             Arc::new(BlockCache::open(d.path(), 1 << 20).unwrap()),
         )
-        .with_local(Arc::new(Holds(vec![held])));
+        .with_local(Arc::new(Holds(vec![(held, b"held".to_vec())])));
         let owner = crate::fs::Identity::generate();
         let other = Id::hash(b"other");
         for (key, bytes) in [(held, b"held".to_vec()), (other, b"other".to_vec())] {
@@ -484,5 +496,9 @@ mod tests {
         assert!(s.cache.contains(other), "a block held elsewhere is cached");
         assert!(!s.cache.contains(held), "a block held here is not cached");
         assert_eq!(s.cache.stats().blocks, 1);
+        // Read from this node's store, not the backend.
+        s.inner.blocks.lock().unwrap().clear();
+        assert_eq!(s.get_block(held).await.unwrap(), b"held");
+        assert_eq!(s.get_block(other).await.unwrap(), b"other");
     }
 }

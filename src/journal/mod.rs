@@ -78,7 +78,7 @@ pub type Contact = Arc<dyn Fn() -> bool + Send + Sync>;
 pub trait LocalCopies: Send + Sync + 'static {
     /// The versions of record `key` held here (blocking I/O).
     fn versions(&self, key: Id) -> Vec<Record>;
-    /// Block `key`, if held here (blocking I/O).
+    /// Block `key`, if held here, its bytes checked against `key` (blocking I/O).
     fn block(&self, key: Id) -> Option<Vec<u8>>;
     /// Whether block `key` is held here (in memory, no I/O).
     fn holds_block(&self, key: Id) -> bool;

@@ -282,9 +282,10 @@ impl<S> CachedStore<S> {
         }
     }
 
-    /// Skips caching the blocks `local` (this node's store) holds: a
-    /// second copy on the same disk would only cost a write of every byte
-    /// read (which the next `sync` pays) and the cache's space.
+    /// Reads the blocks `local` (this node's store) holds from there and
+    /// never caches them: a second copy on the same disk would only cost
+    /// a write of every byte read (which the next `sync` pays) and the
+    /// cache's space.
     pub fn with_local(mut self, local: Arc<dyn LocalCopies>) -> Self {
         self.local = Some(local);
         self

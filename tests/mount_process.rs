@@ -770,8 +770,9 @@ fn scan(dirs: &[PathBuf], markers: &[&[u8]]) -> (Vec<String>, usize, u64) {
 async fn no_plaintext_at_rest() {
     const NAME: &str = "MARKERNAME_7f3a";
     const CONTENT: &str = "CONTENTMARKER_c91e_plaintext";
-    // The CLI's file spans three chunks; reading it through the mount
-    // (which did not write it) puts its blocks in the mounting node's cache.
+    // The CLI's file spans three chunks; pinning its folder on the
+    // mounting node puts its blocks in that node's cache (a read does not:
+    // on a ring of 3 with r = 3 the node holds every block itself).
     const CLI_REPEAT: usize = 100_000;
     common::with_timeout(Duration::from_secs(180), async {
         let keys = tempdir("peerstore-id-");
@@ -811,8 +812,7 @@ async fn no_plaintext_at_rest() {
         .await;
         assert!(o.status.success(), "peerstore put: {}", stderr(&o));
 
-        // Everything is really stored: read it all back through the mount
-        // (which also fills the mounting node's cache).
+        // Everything is really stored: read it all back through the mount.
         assert_same(
             "big file",
             &read(&dir.join(format!("big_{NAME}.txt"))).await,
@@ -842,6 +842,9 @@ async fn no_plaintext_at_rest() {
             &read(&dir.join(format!("put_{NAME}.txt"))).await,
             CONTENT.repeat(CLI_REPEAT).as_bytes(),
         );
+        let dir_path = format!("/dir_{NAME}");
+        let o = cli(&["pin", &dir_path, "--peer", &nodes[0].addr]).await;
+        assert!(o.status.success(), "peerstore pin: {}", stderr(&o));
         // Give replication a few repair rounds to place every copy.
         tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -862,7 +865,7 @@ async fn no_plaintext_at_rest() {
             data_dirs.len()
         );
         // At least one copy of everything, and the cache holds the blocks
-        // of the file read back through the mount.
+        // of the pinned folder.
         let content_bytes = (big.len() + CONTENT.len() * CLI_REPEAT) as u64;
         assert!(
             bytes > content_bytes,

@@ -196,6 +196,12 @@ impl Identity {
         SecretKey(self.derive(b"shares record key"))
     }
 
+    /// The key that seals this machine's list of pinned paths
+    /// (`DATA/pins`): file names are not kept in plain text at rest.
+    pub fn pins_key(&self) -> SecretKey {
+        SecretKey(self.derive(b"pinned paths key"))
+    }
+
     /// The record name of the tree's trash directory.
     pub fn trash_name(&self) -> Vec<u8> {
         self.derive(b"trash directory record name")[..16].to_vec()

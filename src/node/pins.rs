@@ -25,6 +25,8 @@ use tokio::sync::watch;
 
 /// File name of the pinned paths inside the data directory.
 pub const PINS_FILE: &str = "pins";
+/// What the pins file's seal is bound to.
+const PINS_AAD: &[u8] = b"peerstore pinned paths v1";
 
 /// Paths pinned at most.
 const MAX_PINS: usize = 1024;
@@ -70,14 +72,23 @@ impl<S: BlockStore> Pins<S> {
         blocks: Arc<BlockCache>,
     ) -> Pins<S> {
         let file = data.join(PINS_FILE);
-        let paths: BTreeSet<String> = std::fs::read_to_string(&file)
-            .unwrap_or_default()
+        let key = vault.identity().pins_key();
+        let (text, plain) = match std::fs::read(&file) {
+            Ok(b) => match crate::fs::crypto::open(&key, &b, PINS_AAD) {
+                Ok(p) => (String::from_utf8_lossy(&p).into_owned(), false),
+                // A list saved in plain text by an earlier release: sealed
+                // again below.
+                Err(_) => (String::from_utf8_lossy(&b).into_owned(), true),
+            },
+            Err(_) => (String::new(), false),
+        };
+        let paths: BTreeSet<String> = text
             .lines()
             .filter_map(|l| normal(l).ok())
             .take(MAX_PINS)
             .collect();
         let records = Arc::clone(&vault.store.records);
-        Pins {
+        let pins = Pins {
             file,
             paths: Mutex::new(paths),
             vault,
@@ -85,7 +96,17 @@ impl<S: BlockStore> Pins<S> {
             records,
             kept: Mutex::new((HashSet::new(), HashSet::new())),
             walking: tokio::sync::Mutex::new(()),
+        };
+        if plain
+            && !pins.paths().is_empty()
+            && let Err(e) = pins.save()
+        {
+            log::warn!(
+                "could not seal the pinned paths in {}: {e}",
+                pins.file.display()
+            );
         }
+        pins
     }
 
     fn lock_paths(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -102,9 +123,12 @@ impl<S: BlockStore> Pins<S> {
         self.blocks.pinned_bytes()
     }
 
+    /// Writes the list, sealed under the identity's pins key.
     fn save(&self) -> Result<(), String> {
         let text: String = self.paths().iter().map(|p| format!("{p}\n")).collect();
-        crate::keyfile::write_key(&self.file, text.as_bytes()).map_err(|e| e.to_string())
+        let key = self.vault.identity().pins_key();
+        let sealed = crate::fs::crypto::seal(&key, text.as_bytes(), PINS_AAD);
+        crate::keyfile::write_key(&self.file, &sealed).map_err(|e| e.to_string())
     }
 
     /// Pins `path` (which must exist) and fetches its subtree.

@@ -41,6 +41,9 @@ struct Lru {
     tick: u64,
     /// Blocks kept through eviction (`peerstore pin`).
     pinned: std::collections::HashSet<Id>,
+    /// Blocks being written in (a pin's walk and a read may both keep
+    /// the same block: it is written once).
+    writing: std::collections::HashSet<Id>,
 }
 
 impl Lru {
@@ -200,17 +203,23 @@ impl BlockCache {
 
     /// Keeps a block (whose key the caller has checked).
     pub fn insert(&self, key: Id, data: &[u8]) {
-        if data.len() as u64 > self.capacity || self.lock().touch(key) {
-            return;
+        {
+            let mut l = self.lock();
+            if data.len() as u64 > self.capacity || l.touch(key) || !l.writing.insert(key) {
+                return;
+            }
         }
         // Staged as the store stages a block: a large one past the page
         // cache, so a streaming read leaves no dirty pages behind for the
         // next `sync` to write (and pays no page-cache copy).
         let written = crate::store::direct::stage_parts(&self.dir.join("tmp"), &[data])
             .and_then(|staged| staged.commit(&self.path(key)));
+        let mut l = self.lock();
+        l.writing.remove(&key);
         match written {
             Ok(()) => {
-                self.lock().add(key, data.len() as u64);
+                l.add(key, data.len() as u64);
+                drop(l);
                 self.evict();
             }
             Err(e) => log::debug!("cache: could not keep block {}: {e}", key.short()),
@@ -340,9 +349,6 @@ impl<S: BlockStore> BlockStore for CachedStore<S> {
         // reads re-hash each copy): hashing it again here would be a third
         // pass over every byte read.
         let data = self.inner.get_block(key).await?;
-        if self.local.as_ref().is_some_and(|l| l.holds_block(key)) {
-            return Ok(data);
-        }
         let cache = Arc::clone(&self.cache);
         let copy = data.clone();
         tokio::task::spawn_blocking(move || cache.insert(key, &copy));
@@ -438,18 +444,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
-        // The read keeps the block in the background; wait for it (bounded).
-        for _ in 0..200 {
-            if s.cache.stats().blocks == 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(s.cache.stats().blocks, 1, "a read keeps the block");
+        assert!(kept_soon(&s.cache, key).await, "a read keeps the block");
         s.inner.blocks.lock().unwrap().clear();
         assert_eq!(s.get_block(key).await.unwrap(), b"block");
         s.cache.clear();
         assert_eq!(s.get_block(key).await, Err(FsError::NotFound));
+    }
+
+    #[test]
+    fn a_block_being_written_in_is_not_written_again() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path(), 1 << 20).unwrap();
+        let k = Id::hash(b"x");
+        c.lock().writing.insert(k);
+        c.insert(k, b"x");
+        assert!(!c.contains(k), "a second writer of the block stood back");
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        c.lock().writing.remove(&k);
+        c.insert(k, b"x");
+        assert!(c.contains(k));
+        assert_eq!(c.get(k).as_deref(), Some(b"x".as_slice()));
+    }
+
+    /// Whether `cache` holds `key` within 2 s: a read keeps a block in a
+    /// background task the test cannot await.
+    async fn kept_soon(cache: &BlockCache, key: Id) -> bool {
+        for _ in 0..200 {
+            if cache.contains(key) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// This node's store, as a fake: holds these blocks.
@@ -487,14 +513,10 @@ mod tests {
                 .unwrap();
             assert_eq!(s.get_block(key).await.unwrap(), bytes);
         }
-        // The other block is kept in the background; wait for it (bounded).
-        for _ in 0..200 {
-            if s.cache.contains(other) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert!(s.cache.contains(other), "a block held elsewhere is cached");
+        assert!(
+            kept_soon(&s.cache, other).await,
+            "a block held elsewhere is cached"
+        );
         assert!(!s.cache.contains(held), "a block held here is not cached");
         assert_eq!(s.cache.stats().blocks, 1);
         // Read from this node's store, not the backend.

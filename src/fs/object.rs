@@ -341,10 +341,15 @@ impl Object {
     /// The directory entry `name`: `NotDir` if this is not a directory,
     /// `NotFound` if it has no such entry.
     pub fn entry(&self, name: &[u8]) -> Result<Link, super::FsError> {
+        self.dir_entry(name).map(|e| e.link.clone())
+    }
+
+    /// The directory entry `name` with its attribute copy; errors as
+    /// [`entry`](Self::entry).
+    pub fn dir_entry(&self, name: &[u8]) -> Result<&Entry, super::FsError> {
         self.entries()
             .ok_or(super::FsError::NotDir)?
             .get(name)
-            .map(|e| e.link.clone())
             .ok_or(super::FsError::NotFound)
     }
 

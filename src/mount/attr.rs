@@ -3,7 +3,7 @@
 
 use super::inodes::ROOT_INO;
 use crate::fs::object::Time;
-use crate::fs::{Attrs, Kind};
+use crate::fs::{Attrs, Kind, Link};
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
 /// `st_blksize`: large, so tools (cp, cat, rsync) use big buffers that
@@ -33,6 +33,17 @@ fn mount_owner() -> (u32, u32) {
         )
     });
     *OWNER
+}
+
+/// A directory entry's attribute copy, if the kernel may be given it in
+/// place of the object's own (a lookup's or a listing's answer): not for
+/// a directory (its link count and times change with its entries, which
+/// its entry's copy does not follow) nor a file with more than one link
+/// (only the entry its last save went through is brought up to date). A
+/// copy left stale by a crash between a file's save and its entry's
+/// update is caught at `open` (`Core::check_hinted`).
+pub fn trusted_hint<'a>(link: &Link, hint: Option<&'a Attrs>) -> Option<&'a Attrs> {
+    hint.filter(|a| link.kind != Kind::Dir && a.nlink <= 1)
 }
 
 /// The `stat` of object `ino` of `kind` with `attrs`.

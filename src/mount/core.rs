@@ -13,7 +13,7 @@
 //! unless the file is open here with unsaved changes; `flush`/`fsync`
 //! return only once chunks and manifest are stored.
 
-use super::attr::{AttrChange, file_attr, file_type};
+use super::attr::{AttrChange, file_attr, file_type, trusted_hint};
 use super::handles::{DirEntry, Handles};
 use super::inodes::{InodeTable, LISTING_TREE, OWN_TREE, ROOT_INO};
 use super::shared::SharedTrees;
@@ -301,26 +301,37 @@ impl<S: BlockStore> Core<S> {
             return None;
         }
         let mut t = self.inodes();
-        let link = match t.cached(parent, ATTR_TTL)?.obj.entry(name) {
-            Ok(link) => link,
+        let dir = t.cached(parent, ATTR_TTL)?;
+        let (link, hint) = match dir.obj.dir_entry(name) {
+            Ok(e) => (e.link.clone(), e.attrs.clone()),
             Err(e) => return Some(Err(e)),
         };
-        let known = t.known(&link.name)?;
-        let attrs = match self.handles().entry(known) {
-            Some(e) => e.attrs.clone(),
-            None => t.cached(known, ATTR_TTL)?.obj.attrs.clone(),
+        let known = t.known(&link.name);
+        let open = known.and_then(|i| self.handles().entry(i).map(|e| e.attrs.clone()));
+        let (attrs, hinted) = if let Some(a) = open {
+            (a, false)
+        } else if let Some(v) = known.and_then(|i| t.cached(i, ATTR_TTL)) {
+            (v.obj.attrs.clone(), false)
+        } else {
+            (trusted_hint(&link, hint.as_ref())?.clone(), true)
         };
         let ino = t.remember(&link, parent, name);
+        drop(t);
+        if hinted {
+            self.note_hinted(ino, attrs.size);
+        }
         Some(Ok(file_attr(ino, link.kind, &attrs)))
     }
 
     /// Looks `name` up in directory `parent`; counts one kernel lookup.
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<FileAttr, FsError> {
         check_name(name)?;
-        let link = if self.is_shared_top(parent, name) {
-            super::shared::top_link()
+        let (link, hint) = if self.is_shared_top(parent, name) {
+            (super::shared::top_link(), None)
         } else {
-            self.load_ino(parent).await?.obj.entry(name)?
+            let dir = self.load_ino(parent).await?;
+            let e = dir.obj.dir_entry(name)?;
+            (e.link.clone(), e.attrs.clone())
         };
         let known = self.inodes().known(&link.name);
         let open = known.and_then(|ino| {
@@ -339,6 +350,13 @@ impl<S: BlockStore> Core<S> {
         };
         let child = match child {
             Some(v) => v,
+            None if let Some(a) = trusted_hint(&link, hint.as_ref()) => {
+                // The entry's copy, as a listing gives it: no fetch of the
+                // object until it is opened (or its attributes expire).
+                let ino = self.inodes().remember(&link, parent, name);
+                self.note_hinted(ino, a.size);
+                return Ok(file_attr(ino, link.kind, a));
+            }
             None => {
                 let tree = self.inodes().tree_in(parent, &link);
                 Arc::new(self.load_in(tree, &link).await?)
@@ -579,10 +597,7 @@ impl<S: BlockStore> Core<S> {
             if let Some(v) = self.inodes().cached(e.ino, ATTR_TTL) {
                 return (file_attr(e.ino, link.kind, &v.obj.attrs), ATTR_TTL);
             }
-            if let Some(a) = &e.hint
-                && link.kind != Kind::Dir
-                && a.nlink <= 1
-            {
+            if let Some(a) = trusted_hint(link, e.hint.as_ref()) {
                 self.note_hinted(e.ino, a.size);
                 return (file_attr(e.ino, link.kind, a), ATTR_TTL);
             }

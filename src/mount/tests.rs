@@ -928,3 +928,71 @@ async fn an_append_goes_to_the_end_the_open_loaded() {
     b.release(fb).await.unwrap();
     assert_eq!(get(&a, ino_a).await, b"one\ntwo\nthree\n");
 }
+
+/// A lookup of a name whose object is not cached answers from the entry's
+/// attribute copy, as a listing does, without loading the object (an
+/// `rm -rf` or `git status` of a large tree looks up every name again
+/// once the kernel's entries expire); a directory is still loaded, and a
+/// copy left stale is caught at `open`.
+#[tokio::test]
+async fn a_lookup_answers_from_the_entrys_copy_without_a_load() {
+    let store = Arc::new(MemStore::default());
+    let machine = || {
+        Arc::new(Core::new(Vault::new(
+            Arc::clone(&store),
+            Identity::from_secret(SECRET),
+        )))
+    };
+    let a = machine();
+    put(&a, ROOT_INO, b"f", &pattern(100, 1)).await;
+    put(&a, ROOT_INO, b"g", &pattern(200, 2)).await;
+    a.mkdir(ROOT_INO, b"d", 0o755, 0, 0).await.unwrap();
+    let root = a.vault.root();
+    for name in [b"f".as_slice(), b"g"] {
+        let path = format!("/{}", String::from_utf8_lossy(name));
+        let (link, v) = a.vault.resolve(&path).await.unwrap();
+        a.vault
+            .note_entry_attrs(&root, name, &link, v.obj.attrs.clone(), Durability::Later)
+            .await
+            .unwrap();
+    }
+    a.fsyncdir().await.unwrap();
+    // Another machine saves "f" at 5000 bytes and crashes before its
+    // entry's copy is updated.
+    let b = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET));
+    let (link, _) = b.resolve("/f").await.unwrap();
+    let mut f = OpenFile::open(&b, link).await.unwrap();
+    f.write(&b, 0, &pattern(5000, 3)).await.unwrap();
+    f.flush(&b, Durability::Later).await.unwrap();
+
+    let c = machine();
+    let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let d = Arc::clone(&dropped);
+    c.set_invalidator(Box::new(move |ino, _| d.lock().unwrap().push(ino)));
+    let puts = store.puts.load(std::sync::atomic::Ordering::Relaxed);
+    // The async path (the root is not cached yet) and the FUSE thread's
+    // (it is now) both answer from the copies: no object is cached after.
+    let f_attr = c.lookup(ROOT_INO, b"f").await.unwrap();
+    assert_eq!(f_attr.size, 100, "the entry's copy");
+    let g_attr = c.lookup_cached(ROOT_INO, b"g").unwrap().unwrap();
+    assert_eq!(g_attr.size, 200);
+    let (fi, gi) = (f_attr.ino.0, g_attr.ino.0);
+    assert!(c.getattr_cached(fi).is_none() && c.getattr_cached(gi).is_none());
+    // A directory's copy is not trusted (its link count and times follow
+    // its entries): looked up, it is loaded.
+    let di = c.lookup(ROOT_INO, b"d").await.unwrap().ino.0;
+    assert!(c.getattr_cached(di).is_some());
+    assert_eq!(
+        store.puts.load(std::sync::atomic::Ordering::Relaxed),
+        puts,
+        "lookups store nothing"
+    );
+    // Opening checks the copy the kernel was given: "f"'s was stale.
+    for ino in [gi, fi] {
+        let fh = c.open(ino, libc::O_RDONLY).await.unwrap();
+        c.release(fh).await.unwrap();
+    }
+    assert_eq!(*dropped.lock().unwrap(), vec![fi]);
+    assert_eq!(get(&c, fi).await, pattern(5000, 3));
+    assert_eq!(get(&c, gi).await, pattern(200, 2));
+}

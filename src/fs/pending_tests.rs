@@ -480,3 +480,29 @@ async fn changes_queued_at_once_share_one_fetch_of_their_directory() {
         "every change stored"
     );
 }
+
+/// A removal written behind holds one of the [`REMOVALS_BEHIND`] permits
+/// from its `unlink` until its object is unlinked, so an `rm -rf` cannot
+/// run ahead of the ring without bound.
+#[tokio::test]
+async fn a_removal_behind_holds_a_permit_until_its_object_is_unlinked() {
+    let mem = Arc::new(MemStore::default());
+    let v = gated_vault(&mem, Gate::Open);
+    let root = v.root();
+    for name in [b"a".as_slice(), b"b"] {
+        v.create(&root, name, Kind::File, attrs(), None)
+            .await
+            .unwrap();
+    }
+    v.settle_all().await.unwrap();
+    assert_eq!(v.removals_behind(), 0);
+    v.store.set(Gate::Hold);
+    v.remove_behind(&root, b"a", false, None).await.unwrap();
+    v.remove_behind(&root, b"b", false, None).await.unwrap();
+    settle_time().await;
+    assert_eq!(v.removals_behind(), 2, "held while the change waits");
+    v.store.set(Gate::Open);
+    v.settle_all().await.unwrap();
+    assert_eq!(v.removals_behind(), 0, "given back once unlinked");
+    assert!(stored_names(&mem).await.is_empty());
+}

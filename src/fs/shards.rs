@@ -60,7 +60,10 @@ pub struct ShardNode {
 /// other than directories.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
-    pub nodes: BTreeMap<Vec<u8>, ShardNode>,
+    /// The nodes by path: a persistent map, so that the view of a
+    /// directory (copied for every `unlink` in it) shares them rather than
+    /// copying a 64-leaf tree each time.
+    pub nodes: imbl::OrdMap<Vec<u8>, ShardNode>,
     /// Nodes (by path) loaded by merging concurrent versions: the next
     /// save writes them whether or not their entries changed, replacing
     /// the versions merged.
@@ -70,7 +73,7 @@ pub struct Layout {
 impl Layout {
     /// The layout of a directory stored as one leaf holding `entries`.
     pub fn single(name: &[u8], seq: u64, entries: &Entries) -> Layout {
-        let mut nodes = BTreeMap::new();
+        let mut nodes = imbl::OrdMap::new();
         nodes.insert(
             Vec::new(),
             ShardNode {

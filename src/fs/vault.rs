@@ -1124,9 +1124,23 @@ impl<S: BlockStore> Vault<S> {
     /// Keeps `task`, work done behind the caller's back (a removal's
     /// unlink, a batch of releases, a new file's entry watched after its
     /// close), for [`Vault::settle_all`] to wait for.
+    ///
+    /// Finished tasks are swept out when the list is full, and the list
+    /// grows when over half of it is still running: O(1) per task on
+    /// average (a sweep at every task cost 3% of an `rm -rf` of 10,000
+    /// files), and the finished tasks kept until a sweep bounded by the
+    /// list's size, which follows the running tasks' count.
     pub fn keep_behind(&self, task: tokio::task::JoinHandle<()>) {
         let mut tasks = self.unlinking.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|t| !t.is_finished());
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|t| !t.is_finished());
+            let (len, cap) = (tasks.len(), tasks.capacity());
+            if len > cap / 2 {
+                tasks.reserve(cap.max(16));
+            } else if cap > 64 && len < cap / 4 {
+                tasks.shrink_to(cap / 2);
+            }
+        }
         tasks.push(task);
     }
 

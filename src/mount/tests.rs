@@ -703,33 +703,50 @@ async fn answers_on_the_fuse_thread_come_from_memory_or_defer() {
     assert!(!c.removes_in_memory(ROOT_INO));
 }
 
-#[tokio::test]
-async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
-    let store = Arc::new(MemStore::default());
-    let machine = || {
-        Arc::new(Core::new(Vault::new(
-            Arc::clone(&store),
-            Identity::from_secret(SECRET),
-        )))
-    };
-    let a = machine();
-    put(&a, ROOT_INO, b"stale", &pattern(100, 1)).await;
-    put(&a, ROOT_INO, b"fresh", &pattern(100, 2)).await;
-    // The entries' attribute copies are updated in the background; here
-    // at once, then stored (`fsyncdir` waits for queued changes).
-    let root = a.vault.root();
-    for name in [b"stale".as_slice(), b"fresh"] {
-        let (link, v) = a
-            .vault
-            .resolve(&format!("/{}", String::from_utf8_lossy(name)))
-            .await
-            .unwrap();
-        a.vault
+/// A machine of the user whose vault is kept in `store`.
+fn machine(store: &Arc<MemStore>) -> Arc<Core<MemStore>> {
+    Arc::new(Core::new(Vault::new(
+        Arc::clone(store),
+        Identity::from_secret(SECRET),
+    )))
+}
+
+/// Stores `files` (name, bytes) in `c`'s root with their entries'
+/// attribute copies up to date, stored: what the background update of
+/// the copies leaves, here at once (`fsyncdir` waits for queued changes).
+async fn put_listed(c: &Arc<Core<MemStore>>, files: &[(&[u8], Vec<u8>)]) {
+    let root = c.vault.root();
+    for (name, data) in files {
+        put(c, ROOT_INO, name, data).await;
+        let path = format!("/{}", String::from_utf8_lossy(name));
+        let (link, v) = c.vault.resolve(&path).await.unwrap();
+        c.vault
             .note_entry_attrs(&root, name, &link, v.obj.attrs.clone(), Durability::Later)
             .await
             .unwrap();
     }
-    a.fsyncdir().await.unwrap();
+    c.fsyncdir().await.unwrap();
+}
+
+/// Another machine saves `data` as file `path` and crashes before its
+/// entry's attribute copy is updated (the vault alone does not).
+async fn save_unlisted(store: &Arc<MemStore>, path: &str, data: &[u8]) {
+    let b = Vault::new(Arc::clone(store), Identity::from_secret(SECRET));
+    let (link, _) = b.resolve(path).await.unwrap();
+    let mut f = OpenFile::open(&b, link).await.unwrap();
+    f.write(&b, 0, data).await.unwrap();
+    f.flush(&b, Durability::Later).await.unwrap();
+}
+
+#[tokio::test]
+async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
+    let store = Arc::new(MemStore::default());
+    let a = machine(&store);
+    put_listed(
+        &a,
+        &[(b"stale", pattern(100, 1)), (b"fresh", pattern(100, 2))],
+    )
+    .await;
     let (_, listed_root) = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET))
         .resolve("/")
         .await
@@ -742,15 +759,9 @@ async fn open_drops_the_kernels_listed_size_when_the_object_differs() {
             .map(|a| a.size);
         assert_eq!(size, Some(100), "the entry's copy of {name:?}");
     }
-    // Another machine saves "stale" at 5000 bytes and crashes before its
-    // entry's attribute copy is updated (the vault alone does not).
-    let b = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET));
-    let (link, _) = b.resolve("/stale").await.unwrap();
-    let mut f = OpenFile::open(&b, link).await.unwrap();
-    f.write(&b, 0, &pattern(5000, 3)).await.unwrap();
-    f.flush(&b, Durability::Later).await.unwrap();
+    save_unlisted(&store, "/stale", &pattern(5000, 3)).await;
     // A third machine lists the root (sizes from the entries' copies)...
-    let c = machine();
+    let c = machine(&store);
     let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
     let d = Arc::clone(&dropped);
     c.set_invalidator(Box::new(move |ino, _| d.lock().unwrap().push(ino)));
@@ -937,35 +948,12 @@ async fn an_append_goes_to_the_end_the_open_loaded() {
 #[tokio::test]
 async fn a_lookup_answers_from_the_entrys_copy_without_a_load() {
     let store = Arc::new(MemStore::default());
-    let machine = || {
-        Arc::new(Core::new(Vault::new(
-            Arc::clone(&store),
-            Identity::from_secret(SECRET),
-        )))
-    };
-    let a = machine();
-    put(&a, ROOT_INO, b"f", &pattern(100, 1)).await;
-    put(&a, ROOT_INO, b"g", &pattern(200, 2)).await;
+    let a = machine(&store);
     a.mkdir(ROOT_INO, b"d", 0o755, 0, 0).await.unwrap();
-    let root = a.vault.root();
-    for name in [b"f".as_slice(), b"g"] {
-        let path = format!("/{}", String::from_utf8_lossy(name));
-        let (link, v) = a.vault.resolve(&path).await.unwrap();
-        a.vault
-            .note_entry_attrs(&root, name, &link, v.obj.attrs.clone(), Durability::Later)
-            .await
-            .unwrap();
-    }
-    a.fsyncdir().await.unwrap();
-    // Another machine saves "f" at 5000 bytes and crashes before its
-    // entry's copy is updated.
-    let b = Vault::new(Arc::clone(&store), Identity::from_secret(SECRET));
-    let (link, _) = b.resolve("/f").await.unwrap();
-    let mut f = OpenFile::open(&b, link).await.unwrap();
-    f.write(&b, 0, &pattern(5000, 3)).await.unwrap();
-    f.flush(&b, Durability::Later).await.unwrap();
+    put_listed(&a, &[(b"f", pattern(100, 1)), (b"g", pattern(200, 2))]).await;
+    save_unlisted(&store, "/f", &pattern(5000, 3)).await;
 
-    let c = machine();
+    let c = machine(&store);
     let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
     let d = Arc::clone(&dropped);
     c.set_invalidator(Box::new(move |ino, _| d.lock().unwrap().push(ino)));

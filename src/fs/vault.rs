@@ -1117,7 +1117,7 @@ impl<S: BlockStore> Vault<S> {
 
     /// Removals written behind whose object is not unlinked yet (at most
     /// [`REMOVALS_BEHIND`]).
-    pub fn removals_behind(&self) -> usize {
+    pub(crate) fn removals_behind(&self) -> usize {
         REMOVALS_BEHIND - self.removals.available_permits()
     }
 

@@ -13,6 +13,7 @@
 
 use crate::cache::BlockCache;
 use crate::cache::records::RecordCache;
+use crate::fs::crypto::{SecretKey, open, seal};
 use crate::fs::{BlockStore, FsError, Vault};
 use crate::id::Id;
 use crate::journal::JournalStore;
@@ -64,6 +65,35 @@ fn normal(path: &str) -> Result<String, String> {
     Ok(format!("/{}", parts.join("/")))
 }
 
+/// The pins file's bytes for `paths`, sealed under `key`.
+fn sealed_list(paths: &[String], key: &SecretKey) -> Vec<u8> {
+    let text: String = paths.iter().map(|p| format!("{p}\n")).collect();
+    seal(key, text.as_bytes(), PINS_AAD)
+}
+
+/// The pinned paths in the pins file's bytes `b`, and whether they were
+/// kept in plain text (an earlier release's list, to be sealed again).
+/// Bytes that neither open under `key` nor read as text are an error: a
+/// damaged list, or one sealed under another identity.
+fn read_list(b: &[u8], key: &SecretKey) -> Result<(BTreeSet<String>, bool), String> {
+    let (text, plain) = match open(key, b, PINS_AAD) {
+        Ok(p) => (
+            String::from_utf8(p).map_err(|_| "not text once opened")?,
+            false,
+        ),
+        Err(_) => match std::str::from_utf8(b) {
+            Ok(t) => (t.to_string(), true),
+            Err(_) => return Err("cannot be opened with this identity's key".into()),
+        },
+    };
+    let paths = text
+        .lines()
+        .filter_map(|l| normal(l).ok())
+        .take(MAX_PINS)
+        .collect();
+    Ok((paths, plain))
+}
+
 impl<S: BlockStore> Pins<S> {
     /// The pins of the mount over `vault`, as saved in `data`.
     pub fn load(
@@ -72,21 +102,13 @@ impl<S: BlockStore> Pins<S> {
         blocks: Arc<BlockCache>,
     ) -> Pins<S> {
         let file = data.join(PINS_FILE);
-        let key = vault.identity().pins_key();
-        let (text, plain) = match std::fs::read(&file) {
-            Ok(b) => match crate::fs::crypto::open(&key, &b, PINS_AAD) {
-                Ok(p) => (String::from_utf8_lossy(&p).into_owned(), false),
-                // A list saved in plain text by an earlier release: sealed
-                // again below.
-                Err(_) => (String::from_utf8_lossy(&b).into_owned(), true),
-            },
-            Err(_) => (String::new(), false),
+        let (paths, plain) = match std::fs::read(&file) {
+            Ok(b) => read_list(&b, &vault.identity().pins_key()).unwrap_or_else(|e| {
+                log::warn!("pinned paths in {}: {e}", file.display());
+                (BTreeSet::new(), false)
+            }),
+            Err(_) => (BTreeSet::new(), false),
         };
-        let paths: BTreeSet<String> = text
-            .lines()
-            .filter_map(|l| normal(l).ok())
-            .take(MAX_PINS)
-            .collect();
         let records = Arc::clone(&vault.store.records);
         let pins = Pins {
             file,
@@ -125,9 +147,7 @@ impl<S: BlockStore> Pins<S> {
 
     /// Writes the list, sealed under the identity's pins key.
     fn save(&self) -> Result<(), String> {
-        let text: String = self.paths().iter().map(|p| format!("{p}\n")).collect();
-        let key = self.vault.identity().pins_key();
-        let sealed = crate::fs::crypto::seal(&key, text.as_bytes(), PINS_AAD);
+        let sealed = sealed_list(&self.paths(), &self.vault.identity().pins_key());
         crate::keyfile::write_key(&self.file, &sealed).map_err(|e| e.to_string())
     }
 
@@ -239,7 +259,25 @@ pub async fn refresh_loop<S: BlockStore>(pins: Arc<Pins<S>>, mut stop: watch::Re
 
 #[cfg(test)]
 mod tests {
-    use super::normal;
+    use super::{normal, read_list, sealed_list};
+    use crate::fs::crypto::SecretKey;
+
+    #[test]
+    fn the_list_is_sealed_and_a_plain_one_is_read_for_sealing_again() {
+        let key = SecretKey([3; 32]);
+        let paths = vec!["/photos".to_string(), "/work/src".to_string()];
+        let sealed = sealed_list(&paths, &key);
+        assert!(!sealed.windows(6).any(|w| w == b"photos"), "no plain names");
+        let (read, plain) = read_list(&sealed, &key).unwrap();
+        assert_eq!(read.into_iter().collect::<Vec<_>>(), paths);
+        assert!(!plain);
+        // An earlier release's plain list is read, marked to be sealed.
+        let (read, plain) = read_list(b"/photos\n/work/src\n", &key).unwrap();
+        assert_eq!(read.into_iter().collect::<Vec<_>>(), paths);
+        assert!(plain);
+        // Sealed under another key: an error, not garbage taken as text.
+        assert!(read_list(&sealed, &SecretKey([4; 32])).is_err());
+    }
 
     #[test]
     fn pinned_paths_are_normalised_and_escapes_refused() {

@@ -1117,6 +1117,7 @@ impl<S: BlockStore> Vault<S> {
 
     /// Removals written behind whose object is not unlinked yet (at most
     /// [`REMOVALS_BEHIND`]).
+    #[cfg(test)]
     pub(crate) fn removals_behind(&self) -> usize {
         REMOVALS_BEHIND - self.removals.available_permits()
     }

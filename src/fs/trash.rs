@@ -113,25 +113,28 @@ impl<S: BlockStore> Vault<S> {
     }
 
     /// Moves file `link`, whose last name (`path`) was just removed, to
-    /// the trash. `Conflict` if its record changed since `seq`.
+    /// the trash: its record is saved as trashed, and its trash entry
+    /// queued; the ticket of the trash's change. `Conflict` if its record
+    /// changed since `seq`. The caller waits for the ticket without
+    /// holding the object (an `rm -rf` has thousands of them waiting).
     pub(crate) async fn trash_file(
         &self,
         link: &Link,
         seq: u64,
-        obj: &super::Object,
+        mut obj: super::Object,
         path: &str,
-    ) -> Result<(), FsError> {
+    ) -> Result<super::pending::DirTicket, FsError> {
         let id = entry_name(Time::now(), self.conflicts.machine(), path);
-        let mut o = obj.clone();
-        o.content_mut()?.history.trashed = Some(id.clone());
-        o.attrs.nlink = 0;
-        o.attrs.ctime = Time::now();
         let reusable = obj.blocks();
-        self.resave(link, &mut o, seq, &reusable).await?;
+        obj.content_mut()?.history.trashed = Some(id.clone());
+        obj.attrs.nlink = 0;
+        obj.attrs.ctime = Time::now();
+        self.resave(link, &mut obj, seq, &reusable).await?;
         let entry = Entry {
             link: link.clone(),
-            attrs: Some(o.attrs.clone()),
+            attrs: Some(obj.attrs.clone()),
         };
+        drop((obj, reusable));
         // Held: it waits up to `TRASH_DELAY` for the next entries, so an
         // `rm -rf` stores the trash's shards once per batch of many
         // removals rather than about one shard per removal (the trash's
@@ -142,11 +145,8 @@ impl<S: BlockStore> Vault<S> {
             entries.insert(id.clone(), entry.clone());
             Ok(())
         });
-        let ticket = self
-            .queue_dir_change_held(&self.trash_link(), add, super::pending::TRASH_DELAY)
-            .await?;
-        ticket.wait().await?;
-        Ok(())
+        self.queue_dir_change_held(&self.trash_link(), add, super::pending::TRASH_DELAY)
+            .await
     }
 
     /// Everything in the trash, oldest first.
@@ -411,6 +411,33 @@ mod tests {
             fresh().trash_items().await.unwrap().len(),
             2,
             "the batched entry is stored once the delay has passed"
+        );
+    }
+
+    /// An unlink into the trash returns once the file's record is saved
+    /// and its entry queued, not after the trash's batching delay (a
+    /// removal written behind frees its state before that wait); its
+    /// `finish` waits for the entry to be stored.
+    #[tokio::test(start_paused = true)]
+    async fn an_unlink_returns_before_its_trash_entry_is_stored_and_finish_waits_for_it() {
+        let store = Arc::new(MemStore::default());
+        let v = Vault::new(store.clone(), Identity::from_secret([7; 32]));
+        let link = write(&v, "/a.txt", b"a").await;
+        let delay = super::super::pending::TRASH_DELAY;
+        let t0 = tokio::time::Instant::now();
+        let unlinked = v.begin_unlink(&link, Some("/a.txt")).await.unwrap();
+        assert!(t0.elapsed() < delay, "the unlink waited for the batch");
+        let fresh = || Vault::new(store.clone(), Identity::from_secret([7; 32]));
+        assert!(
+            fresh().trash_items().await.unwrap().is_empty(),
+            "the entry was stored before its batch"
+        );
+        assert!(unlinked.finish().await.unwrap(), "its last name went");
+        assert!(t0.elapsed() >= delay, "finish did not wait for the batch");
+        let items = fresh().trash_items().await.unwrap();
+        assert_eq!(
+            items.into_iter().map(|i| i.path).collect::<Vec<_>>(),
+            ["/a.txt"]
         );
     }
 

@@ -147,6 +147,24 @@ const REMOVE_GUESS_TTL: Duration = Duration::from_secs(1);
 /// trash), so this bound is reached at some 4,000 removals a second;
 /// 256 made an `rm -rf` of 10,000 files take 42 s instead of 8.
 pub const REMOVALS_BEHIND: usize = 4096;
+
+/// An object that lost a name ([`Vault::begin_unlink`]): whether it was its
+/// last, and the trash entry it waits for, if it went to the trash.
+pub(crate) struct Unlinked {
+    deleted: bool,
+    trash: Option<DirTicket>,
+}
+
+impl Unlinked {
+    /// Waits for the trash entry, if any; whether the object lost its
+    /// last name.
+    pub(crate) async fn finish(self) -> Result<bool, FsError> {
+        if let Some(t) = &self.trash {
+            t.wait().await?;
+        }
+        Ok(self.deleted)
+    }
+}
 /// Directories remembered at most.
 const DIR_GUESS_MAX: usize = 4096;
 
@@ -995,6 +1013,21 @@ impl<S: BlockStore> Vault<S> {
         link: &Link,
         trash_as: Option<&str>,
     ) -> Result<bool, FsError> {
+        self.begin_unlink(link, trash_as).await?.finish().await
+    }
+
+    /// [`Vault::unlink_object`] up to its trash entry being queued: what is
+    /// left to wait for. (Awaited boxed, the unlink's state is freed
+    /// before the wait, which lasts up to the trash's batching delay.)
+    pub(crate) async fn begin_unlink(
+        &self,
+        link: &Link,
+        trash_as: Option<&str>,
+    ) -> Result<Unlinked, FsError> {
+        let done = |deleted| Unlinked {
+            deleted,
+            trash: None,
+        };
         if link.kind == Kind::Dir {
             // Its own changes still being stored (the removals that
             // emptied it) go first: a delete racing them would make them
@@ -1002,7 +1035,7 @@ impl<S: BlockStore> Vault<S> {
             // objects they removed would keep their names.
             self.settle_dir(link).await;
             self.delete(link).await?;
-            return Ok(true);
+            return Ok(done(true));
         }
         // A writer in a folder another account shares has no trash there
         // (the owner's trash is the owner's): its deletes are final.
@@ -1022,7 +1055,7 @@ impl<S: BlockStore> Vault<S> {
                 Some(v) => v,
                 None => match self.load(link).await {
                     Ok(v) => v,
-                    Err(FsError::NotFound) => return Ok(true),
+                    Err(FsError::NotFound) => return Ok(done(true)),
                     Err(e) => return Err(e),
                 },
             };
@@ -1034,11 +1067,14 @@ impl<S: BlockStore> Vault<S> {
                 let reusable = v.obj.blocks();
                 self.resave(link, &mut o, v.seq, &reusable)
                     .await
-                    .map(|_| false)
+                    .map(|_| done(false))
             } else if let Some(path) = to_trash {
-                self.trash_file(link, v.seq, &v.obj, path)
+                self.trash_file(link, v.seq, v.obj, path)
                     .await
-                    .map(|_| true)
+                    .map(|ticket| Unlinked {
+                        deleted: true,
+                        trash: Some(ticket),
+                    })
             } else {
                 let rec = self.sign_next(&link.name, v.seq + 1, None).await?;
                 let put = self
@@ -1048,7 +1084,7 @@ impl<S: BlockStore> Vault<S> {
                 if put.is_ok() {
                     self.release_file(link, &v.obj).await;
                 }
-                put.map(|_| true)
+                put.map(|_| done(true))
             };
             match written {
                 Err(FsError::Conflict(_)) => continue,
@@ -1103,10 +1139,7 @@ impl<S: BlockStore> Vault<S> {
             let _permit = permit;
             match ticket.wait().await {
                 Ok(_) => {
-                    // Boxed: the task is small while it waits for its
-                    // ticket (the unlink's state, ~10 KiB, only while it
-                    // runs).
-                    Box::pin(me.finish_remove(&gone, shards, trash_as.as_deref())).await;
+                    me.finish_remove(&gone, shards, trash_as.as_deref()).await;
                 }
                 Err(e) => log::warn!("a removal could not be stored (the name stays): {e}"),
             }
@@ -1201,21 +1234,27 @@ impl<S: BlockStore> Vault<S> {
 
     /// After its entry is stored gone: the object loses the name (deleted
     /// if it was the last; whether it was).
+    ///
+    /// Its own state is small: the unlink and the shards' deletion are
+    /// boxed, so a removal holds ~10 KiB only while it runs, not while it
+    /// waits for its ticket or its trash entry.
     async fn finish_remove(
         &self,
         link: &Link,
         shards: Option<Layout>,
         trash_as: Option<&str>,
     ) -> bool {
-        let deleted = match self.unlink_object(link, trash_as).await {
-            Ok(d) => d,
-            Err(e) => {
-                log::warn!("unlinked object could not be deleted: {e}");
-                false
-            }
+        let unlinked = Box::pin(self.begin_unlink(link, trash_as)).await;
+        let deleted = match unlinked {
+            Ok(u) => u.finish().await,
+            Err(e) => Err(e),
         };
+        let deleted = deleted.unwrap_or_else(|e| {
+            log::warn!("unlinked object could not be deleted: {e}");
+            false
+        });
         if let Some(layout) = shards {
-            self.delete_shards(&layout).await;
+            Box::pin(self.delete_shards(&layout)).await;
         }
         deleted
     }

@@ -18,7 +18,7 @@ static HEAP: node::heap::SplitHeap = node::heap::SplitHeap;
 
 /// jemalloc reads its options from this symbol at its start.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 62] = node::heap::JEMALLOC_CONF;
+static JEMALLOC_CONF: &[u8; node::heap::JEMALLOC_CONF.len()] = node::heap::JEMALLOC_CONF;
 
 /// How long a leaving node waits for its mount's journal to reach the ring.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);

@@ -134,6 +134,8 @@ impl<S: BlockStore> Vault<S> {
             link: link.clone(),
             attrs: Some(obj.attrs.clone()),
         };
+        // Freed now: an async fn keeps its locals to its end, through the
+        // queueing below.
         drop((obj, reusable));
         // Held: it waits up to `TRASH_DELAY` for the next entries, so an
         // `rm -rf` stores the trash's shards once per batch of many

@@ -148,6 +148,9 @@ const REMOVE_GUESS_TTL: Duration = Duration::from_secs(1);
 /// 256 made an `rm -rf` of 10,000 files take 42 s instead of 8.
 pub const REMOVALS_BEHIND: usize = 4096;
 
+/// Directories remembered at most.
+const DIR_GUESS_MAX: usize = 4096;
+
 /// An object that lost a name ([`Vault::begin_unlink`]): whether it was its
 /// last, and the trash entry it waits for, if it went to the trash.
 pub(crate) struct Unlinked {
@@ -165,8 +168,6 @@ impl Unlinked {
         Ok(self.deleted)
     }
 }
-/// Directories remembered at most.
-const DIR_GUESS_MAX: usize = 4096;
 
 impl<S: BlockStore> Vault<S> {
     /// A vault for `identity` over `store`.
@@ -1244,12 +1245,15 @@ impl<S: BlockStore> Vault<S> {
         shards: Option<Layout>,
         trash_as: Option<&str>,
     ) -> bool {
+        // Bound by `let`, the boxed unlink is freed at the end of this
+        // statement (as a `match` scrutinee it would live through the
+        // wait below).
         let unlinked = Box::pin(self.begin_unlink(link, trash_as)).await;
-        let deleted = match unlinked {
+        let finished = match unlinked {
             Ok(u) => u.finish().await,
             Err(e) => Err(e),
         };
-        let deleted = deleted.unwrap_or_else(|e| {
+        let deleted = finished.unwrap_or_else(|e| {
             log::warn!("unlinked object could not be deleted: {e}");
             false
         });

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[global_allocator]
-static HEAP: node::heap::SplitHeap = node::heap::SplitHeap;
+static HEAP: node::heap::NodeHeap = node::heap::NodeHeap::new();
 
 /// jemalloc reads its options from this symbol at its start.
 #[unsafe(export_name = "_rjem_malloc_conf")]
@@ -231,6 +231,13 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     // Held until the process ends: one node per data directory.
     let _data_lock = lock_data_dir(&a.data)?;
+    match HEAP.is_split() {
+        true => log::info!(
+            "heap: jemalloc below {} KiB, glibc above (a mounting node)",
+            node::heap::SPLIT_AT >> 10
+        ),
+        false => log::info!("heap: glibc"),
+    }
     if a.clock_skew_secs != 0 {
         log::warn!(
             "this node's clock runs {} s off (--clock-skew-secs)",

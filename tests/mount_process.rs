@@ -329,6 +329,20 @@ async fn tree_copy_round_trip() {
         let nodes = start_ring(BLOCK_TREE, 3, &[1], &identity).await;
         let mnt = nodes[0].mount_dir().to_path_buf();
         eprintln!("[{:?}] ring of 3, node 1 mounted", t0.elapsed());
+        // The allocator follows the role: the split only where a mount's
+        // metadata work fragments the heap.
+        assert!(
+            nodes[0].log().contains("heap: jemalloc below 64 KiB"),
+            "mounting node: {}",
+            nodes[0].log_tail(20)
+        );
+        for n in &nodes[1..] {
+            assert!(
+                n.log().contains("heap: glibc"),
+                "data node: {}",
+                n.log_tail(20)
+            );
+        }
 
         // cp -r of ~500 files, diff -r clean.
         let work = tempdir("peerstore-work-");

@@ -29,9 +29,13 @@
 //! and its trims: jemalloc for everything held the data nodes' peak RSS
 //! at ~95 MiB each during a large copy, against ~30-45 MiB. The split
 //! still costs the data nodes, which gain nothing from it: in one
-//! `peers.sh` run the busiest peaked at 86 MiB against glibc's 59.
+//! `peers.sh` run the busiest peaked at 86 MiB against glibc's 59. So
+//! the binary's allocator is a [`NodeHeap`], which takes the split only
+//! in a process that mounts (`--mount` on its command line) and glibc
+//! alone in every other: data nodes and client commands.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tikv_jemallocator::Jemalloc;
 use tokio::sync::watch;
@@ -116,6 +120,157 @@ unsafe impl GlobalAlloc for SplitHeap {
     }
 }
 
+/// A [`NodeHeap`] that has not chosen yet.
+const UNDECIDED: u8 = 0;
+/// A [`NodeHeap`] that uses the [`SplitHeap`].
+const SPLIT: u8 = 1;
+/// A [`NodeHeap`] that uses glibc alone.
+const GLIBC: u8 = 2;
+
+/// Bytes of the command line read to find `--mount`; a node's is far
+/// shorter, and a longer one is judged by its start.
+const CMDLINE_BYTES: usize = 8 << 10;
+
+/// The `peerstore` binary's allocator: the [`SplitHeap`] in a process
+/// that mounts, glibc alone in any other. It chooses at its first
+/// allocation, from `/proc/self/cmdline` (the arguments are not parsed
+/// yet, and parsing them allocates), and never changes afterwards, so a
+/// block is always freed by the allocator that made it.
+pub struct NodeHeap {
+    role: AtomicU8,
+}
+
+impl NodeHeap {
+    /// A heap that chooses at its first allocation.
+    pub const fn new() -> Self {
+        NodeHeap {
+            role: AtomicU8::new(UNDECIDED),
+        }
+    }
+
+    /// Whether small allocations go to jemalloc (this process mounts).
+    /// Chooses if no allocation has yet.
+    pub fn is_split(&self) -> bool {
+        match self.role.load(Ordering::Acquire) {
+            SPLIT => true,
+            GLIBC => false,
+            _ => self.choose(),
+        }
+    }
+
+    /// Settles the role. Threads that race here compute the same answer
+    /// from the same command line, and the first stored one wins anyway.
+    #[cold]
+    fn choose(&self) -> bool {
+        let want = match process_mounts() {
+            true => SPLIT,
+            false => GLIBC,
+        };
+        match self
+            .role
+            .compare_exchange(UNDECIDED, want, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => want == SPLIT,
+            Err(stored) => stored == SPLIT,
+        }
+    }
+}
+
+impl Default for NodeHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: the role is settled before the first block is handed out and
+// never changes, so every call goes to the allocator that made the block.
+unsafe impl GlobalAlloc for NodeHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match self.is_split() {
+                true => SplitHeap.alloc(layout),
+                false => System.alloc(layout),
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match self.is_split() {
+                true => SplitHeap.alloc_zeroed(layout),
+                false => System.alloc_zeroed(layout),
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated with `layout`, by the same role.
+        unsafe {
+            match self.is_split() {
+                true => SplitHeap.dealloc(ptr, layout),
+                false => System.dealloc(ptr, layout),
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` was allocated with `layout`, by the same role.
+        unsafe {
+            match self.is_split() {
+                true => SplitHeap.realloc(ptr, layout, new_size),
+                false => System.realloc(ptr, layout, new_size),
+            }
+        }
+    }
+}
+
+/// Whether this process's command line asks for a mount. Reads
+/// `/proc/self/cmdline` with plain system calls into a stack buffer: it
+/// runs inside the allocator, so it must not allocate. Without
+/// `/proc`, the answer is no (glibc alone, which is correct, only slower
+/// after heavy metadata work).
+fn process_mounts() -> bool {
+    let mut buf = [0u8; CMDLINE_BYTES];
+    let mut len = 0;
+    // SAFETY: a NUL-terminated path; `read` writes only into the rest of
+    // `buf`; the descriptor is closed before return.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/cmdline".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        while len < buf.len() {
+            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+            match n {
+                n if n > 0 => len += n as usize,
+                -1 if *libc::__errno_location() == libc::EINTR => continue,
+                _ => break,
+            }
+        }
+        libc::close(fd);
+    }
+    asks_for_mount(&buf[..len])
+}
+
+/// Whether NUL-separated arguments (as in `/proc/PID/cmdline`) hold
+/// `--mount DIR` or `--mount=DIR` before a `--` that ends the options.
+fn asks_for_mount(cmdline: &[u8]) -> bool {
+    for arg in cmdline.split(|&b| b == 0) {
+        match arg {
+            b"--" => return false,
+            b"--mount" => return true,
+            a if a.starts_with(b"--mount=") => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Malloc arenas, at most.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const ARENAS: libc::c_int = 2;
@@ -162,6 +317,61 @@ pub async fn trim_loop(mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mount is found in either spelling, and not after `--` or in
+    /// another option's name.
+    #[test]
+    fn only_a_mount_on_the_command_line_takes_the_split() {
+        let yes: [&[u8]; 3] = [
+            b"peerstore\0node\0--mount\0/home/me/PeerStore\0",
+            b"/usr/bin/peerstore\0node\0--data\0/d\0--mount=/m\0",
+            b"peerstore\0node\0--mount\0",
+        ];
+        let no: [&[u8]; 6] = [
+            b"peerstore\0node\0--data\0/d\0--listen\0127.0.0.1:7401\0",
+            b"peerstore\0ls\0/\0",
+            b"peerstore\0put\0--\0--mount\0",
+            b"peerstore\0node\0--mounted\0",
+            b"peerstore\0node\0--no-mount\0",
+            b"",
+        ];
+        for c in yes {
+            assert!(asks_for_mount(c), "{}", String::from_utf8_lossy(c));
+        }
+        for c in no {
+            assert!(!asks_for_mount(c), "{}", String::from_utf8_lossy(c));
+        }
+        // This test binary was started without --mount.
+        assert!(!process_mounts());
+    }
+
+    /// A heap keeps its first choice, and blocks of every size made under
+    /// it keep their bytes through reallocation.
+    #[test]
+    fn a_node_heap_keeps_its_role() {
+        for role in [SPLIT, GLIBC] {
+            let heap = NodeHeap {
+                role: AtomicU8::new(role),
+            };
+            assert_eq!(heap.is_split(), role == SPLIT);
+            let l = Layout::from_size_align(100, 8).unwrap();
+            // SAFETY: non-zero layouts; each block is resized and freed
+            // with the layout it has.
+            unsafe {
+                let p = heap.alloc(l);
+                assert!(!p.is_null());
+                p.write_bytes(7, 100);
+                let q = heap.realloc(p, l, 3 * SPLIT_AT);
+                assert!(!q.is_null());
+                assert!((0..100).all(|i| *q.add(i) == 7));
+                heap.dealloc(q, Layout::from_size_align(3 * SPLIT_AT, 8).unwrap());
+            }
+            assert_eq!(heap.is_split(), role == SPLIT);
+        }
+        let fresh = NodeHeap::new();
+        assert!(!fresh.is_split(), "the test binary does not mount");
+        assert_eq!(fresh.role.load(Ordering::Relaxed), GLIBC);
+    }
 
     /// Bytes survive reallocations across the split both ways, and zeroed
     /// blocks of either kind are zero.

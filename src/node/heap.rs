@@ -328,7 +328,7 @@ mod tests {
             b"peerstore\0node\0--mount\0",
         ];
         let no: [&[u8]; 6] = [
-            b"peerstore\0node\0--data\0/d\0--listen\0127.0.0.1:7401\0",
+            b"peerstore\0node\0--data\0/d\0--listen\x00127.0.0.1:7401\0",
             b"peerstore\0ls\0/\0",
             b"peerstore\0put\0--\0--mount\0",
             b"peerstore\0node\0--mounted\0",

@@ -141,6 +141,11 @@ impl SyncTo {
         }
     }
 
+    /// Whether it would start a copy if its machine's pool had a slot.
+    fn wants_slot(&self) -> bool {
+        !self.to_push.is_empty() && self.reads.len() + self.stores.len() < PUSH_PARALLELISM
+    }
+
     /// Whether call `id` is this sync's.
     pub fn owns(&self, id: CallId) -> bool {
         self.missing_call.is_some_and(|(c, _)| c == id)
@@ -504,6 +509,11 @@ enum Phase {
 }
 
 impl Phase {
+    /// Whether one of its syncs waits for a push slot.
+    fn wants_slot(&self) -> bool {
+        matches!(self, Phase::Syncing { syncs, .. } if syncs.iter().any(SyncTo::wants_slot))
+    }
+
     /// Whether call `id` is one this worker made and waits for.
     fn owns(&self, id: CallId) -> bool {
         match self {
@@ -801,11 +811,21 @@ impl Machine for RepairPass {
     }
 
     fn step(&mut self, cx: &mut Cx<'_>) -> Option<RepairStats> {
-        let mut idle = true;
-        for w in 0..self.workers.len() {
-            idle &= self.step_worker(w, cx);
+        loop {
+            let mut idle = true;
+            for w in 0..self.workers.len() {
+                idle &= self.step_worker(w, cx);
+            }
+            if idle {
+                return Some(std::mem::take(&mut self.stats));
+            }
+            // Slots freed by a worker stepped after one that wanted them
+            // go to it now: with nothing else in flight, no reply would
+            // step it again. Each round takes a slot, so this ends.
+            if self.push_slots == 0 || !self.workers.iter().any(|w| w.phase.wants_slot()) {
+                return None;
+            }
         }
-        idle.then(|| std::mem::take(&mut self.stats))
     }
 }
 
@@ -867,10 +887,17 @@ impl Machine for HandOff {
                 .map(|p| SyncTo::new(p.clone(), items.clone()))
                 .collect()
         });
-        let mut all_done = true;
-        for s in syncs.iter_mut() {
-            all_done &= s.step(cx, &mut self.push_slots);
-        }
+        // As in a repair pass: a sync stepped before another freed its
+        // slots is stepped again.
+        let all_done = loop {
+            let mut all_done = true;
+            for s in syncs.iter_mut() {
+                all_done &= s.step(cx, &mut self.push_slots);
+            }
+            if all_done || self.push_slots == 0 || !syncs.iter().any(SyncTo::wants_slot) {
+                break all_done;
+            }
+        };
         if !all_done {
             return None;
         }
@@ -904,12 +931,39 @@ mod tests {
         RepairPass::new(held, [0; 32])
     }
 
+    /// The order a test answers a machine's pending calls in.
+    #[derive(Clone, Copy, Debug)]
+    enum Order {
+        OldestFirst,
+        NewestFirst,
+        /// Calls to this peer only once no other call is pending (its
+        /// sync starts after the others are done).
+        ThisPeerLast(u8),
+        /// Every pending call at once, but the first calls to this peer
+        /// wait one step: its sync starts while the others hold every
+        /// slot, and they finish together, in one step.
+        ThisPeerLate(u8),
+    }
+
     /// A hand-off to three successors that lack everything, its calls
-    /// answered a few at a time, oldest first: the copies in flight
+    /// answered a few at a time in several orders: the copies in flight
     /// (local reads and stores together) never pass the machine's pool,
-    /// and every successor still gets every item.
+    /// a step never leaves the hand-off waiting on nothing (a sync short
+    /// of slots is stepped again once another frees them), and every
+    /// successor still gets every item.
     #[test]
     fn a_hand_off_copies_at_most_its_pool_at_once() {
+        for order in [
+            Order::OldestFirst,
+            Order::NewestFirst,
+            Order::ThisPeerLast(2),
+            Order::ThisPeerLate(2),
+        ] {
+            hand_off_answering(order);
+        }
+    }
+
+    fn hand_off_answering(order: Order) {
         use crate::chord::RingView;
         use crate::dht::RouteCache;
         use crate::dht::machine::{Io, Policy};
@@ -926,11 +980,11 @@ mod tests {
         };
         let (routes, policy) = (RouteCache::default(), Policy::default());
         let items: Vec<(Id, ItemVersion)> =
-            (0..30).map(|k| (small(k), ItemVersion::Block)).collect();
+            (0..32).map(|k| (small(k), ItemVersion::Block)).collect();
         let mut h = HandOff::new(items);
         let mut pending: VecDeque<Io> = VecDeque::new();
         let mut stored: HashMap<Id, usize> = HashMap::new();
-        let (mut ids, mut peak) = (1, 0);
+        let (mut ids, mut peak, mut round) = (1, 0, 0);
         let stats = loop {
             let (mut out, mut wake) = (Vec::new(), None);
             let mut cx = Cx::new(0, &view, &routes, 3, &policy, &mut ids, &mut out, &mut wake);
@@ -951,9 +1005,40 @@ mod tests {
                 })
                 .count();
             peak = peak.max(copies);
-            assert!(!pending.is_empty(), "a step left nothing in flight");
-            for _ in 0..3 {
-                let Some(Io::Call { id, to, req, .. }) = pending.pop_front() else {
+            assert!(
+                !pending.is_empty(),
+                "{order:?}: a step left nothing in flight"
+            );
+            round += 1;
+            let answers = match order {
+                Order::ThisPeerLate(_) => pending.len(),
+                _ => 3,
+            };
+            for _ in 0..answers {
+                let next = match order {
+                    Order::OldestFirst => pending.pop_front(),
+                    Order::NewestFirst => pending.pop_back(),
+                    Order::ThisPeerLast(p) => {
+                        let last = test_peer(p);
+                        let i = pending
+                            .iter()
+                            .position(|io| !matches!(io, Io::Call { to, .. } if *to == last))
+                            .unwrap_or(0);
+                        pending.remove(i)
+                    }
+                    Order::ThisPeerLate(p) if round == 1 => {
+                        let late = test_peer(p);
+                        match pending
+                            .iter()
+                            .position(|io| !matches!(io, Io::Call { to, .. } if *to == late))
+                        {
+                            Some(i) => pending.remove(i),
+                            None => break,
+                        }
+                    }
+                    Order::ThisPeerLate(_) => pending.pop_front(),
+                };
+                let Some(Io::Call { id, to, req, .. }) = next else {
                     break;
                 };
                 let resp = match req {
@@ -981,8 +1066,8 @@ mod tests {
         const { assert!(PUSHES_IN_FLIGHT < 3 * PUSH_PARALLELISM) };
         assert!(peak <= PUSHES_IN_FLIGHT, "{peak} copies in flight at once");
         assert!(peak >= PUSH_PARALLELISM, "the pool was used: {peak}");
-        assert_eq!((stats.targets, stats.reached, stats.pushed), (3, 3, 90));
-        assert_eq!(stored.len(), 30);
+        assert_eq!((stats.targets, stats.reached, stats.pushed), (3, 3, 96));
+        assert_eq!(stored.len(), 32);
         assert!(stored.values().all(|&n| n == 3));
     }
 

@@ -231,13 +231,6 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         signal(SignalKind::interrupt()).map_err(|e| anyhow::anyhow!("signal handler: {e}"))?;
     // Held until the process ends: one node per data directory.
     let _data_lock = lock_data_dir(&a.data)?;
-    match HEAP.is_split() {
-        true => log::info!(
-            "heap: jemalloc below {} KiB, glibc above (a mounting node)",
-            node::heap::SPLIT_AT >> 10
-        ),
-        false => log::info!("heap: glibc"),
-    }
     if a.clock_skew_secs != 0 {
         log::warn!(
             "this node's clock runs {} s off (--clock-skew-secs)",
@@ -297,6 +290,14 @@ async fn run_node(a: NodeArgs) -> anyhow::Result<()> {
         running.node.ring().me().id,
         running.addr
     );
+    // Once started: a node refused at start-up says only why.
+    match HEAP.is_split() {
+        true => log::info!(
+            "heap: jemalloc below {} KiB, glibc above (a mounting node)",
+            node::heap::SPLIT_AT >> 10
+        ),
+        false => log::info!("heap: glibc"),
+    }
     // Ends the mount's background work (the orphan check) before leaving.
     let (orphan_stop_tx, orphan_stop) = tokio::sync::watch::channel(false);
     let mut shares = None;

@@ -12,6 +12,10 @@ use crate::store::{ItemStore, Store, StoreError};
 use crate::wire::{MAX_BATCH, MAX_OWNED, MAX_PROVE, RemoteError, ReplicaRequest, ReplicaResponse};
 use std::sync::Arc;
 
+// A record's versions, which a store keeps up to `MAX_VERSIONS_BYTES`,
+// go back in one answer frame with room for its header.
+const _: () = assert!(crate::store::MAX_VERSIONS_BYTES + 8 * 1024 <= crate::wire::MAX_FRAME);
+
 /// Applies a replica request to a store; `Ok(None)` means the item asked
 /// for is not held. A disk store blocks: [`serve_replica`] runs only quick requests
 /// inline, the rest on a blocking thread.

@@ -169,7 +169,6 @@ pub const MAX_VERSIONS: usize = 16;
 /// Bytes of one record's versions together, at most: one answer carries
 /// them all. (A lone version of the largest value always fits.)
 pub const MAX_VERSIONS_BYTES: usize = crate::record::MAX_RECORD_VALUE + 48 * 1024;
-const _: () = assert!(MAX_VERSIONS_BYTES + 8 * 1024 <= crate::wire::MAX_FRAME);
 
 /// The versions a store holds of one record once `offered` is judged
 /// against `held` (head first, see [`order_versions`]): `Ok(None)` if

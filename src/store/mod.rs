@@ -97,8 +97,8 @@ mod wal;
 
 pub use error::StoreError;
 pub use items::{
-    ItemStore, MAX_VERSIONS, after_release, decode_versions, encode_versions, judge_claims,
-    judge_versions, newest_versions, order_versions,
+    ItemStore, MAX_VERSIONS, MAX_VERSIONS_BYTES, after_release, decode_versions, encode_versions,
+    judge_claims, judge_versions, newest_versions, order_versions,
 };
 pub use mem::MemItems;
 pub use scrub::Scrubbed;

@@ -763,11 +763,7 @@ impl RepairPass {
                     group,
                     syncs,
                 } => {
-                    let mut all_done = true;
-                    for s in syncs.iter_mut() {
-                        all_done &= s.step(cx, &mut self.push_slots);
-                    }
-                    if !all_done {
+                    if !step_syncs(syncs, cx, &mut self.push_slots) {
                         return false;
                     }
                     let mut clean = true;
@@ -799,6 +795,14 @@ impl RepairPass {
             }
         }
     }
+}
+
+/// Steps each of `syncs` once, drawing copies from the shared `pool`;
+/// whether every one is done.
+fn step_syncs(syncs: &mut [SyncTo], cx: &mut Cx<'_>, pool: &mut usize) -> bool {
+    syncs
+        .iter_mut()
+        .fold(true, |done, s| s.step(cx, pool) & done)
 }
 
 impl Machine for RepairPass {
@@ -890,10 +894,7 @@ impl Machine for HandOff {
         // As in a repair pass: a sync stepped before another freed its
         // slots is stepped again.
         let all_done = loop {
-            let mut all_done = true;
-            for s in syncs.iter_mut() {
-                all_done &= s.step(cx, &mut self.push_slots);
-            }
+            let all_done = step_syncs(syncs, cx, &mut self.push_slots);
             if all_done || self.push_slots == 0 || !syncs.iter().any(SyncTo::wants_slot) {
                 break all_done;
             }

@@ -12,6 +12,7 @@ use crate::store::Store;
 use crate::wire::{ChordRequest, ChordResponse, ReplicaRequest, ReplicaResponse, Response};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering::SeqCst;
 
 /// Puts `data` as a block owned by a fixed test owner.
 async fn put_owned<T: Transport>(d: &Dht<T>, data: Vec<u8>) -> Result<(Id, u32), DhtError> {
@@ -42,6 +43,12 @@ struct Fake {
     hold_syncs: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// `Sync` calls received.
     syncs: std::sync::atomic::AtomicUsize,
+    /// While set, a block's read or store yields before it is answered,
+    /// so that the calls a machine starts together are in flight together.
+    slow_copies: std::sync::atomic::AtomicBool,
+    /// Block reads and stores in flight now, and at most so far.
+    copies: std::sync::atomic::AtomicUsize,
+    copies_peak: std::sync::atomic::AtomicUsize,
     routes: RouteCache,
     started: Instant,
     _dirs: Vec<tempfile::TempDir>,
@@ -77,6 +84,9 @@ impl Fake {
             record_puts: Mutex::new(Vec::new()),
             hold_syncs: Mutex::new(None),
             syncs: Default::default(),
+            slow_copies: Default::default(),
+            copies: Default::default(),
+            copies_peak: Default::default(),
             routes: RouteCache::default(),
             started: Instant::now(),
             _dirs: dirs,
@@ -127,6 +137,20 @@ impl Transport for Fake {
     async fn call(&self, to: &Peer, req: Request) -> Reply {
         let Request::Replica(req) = req else {
             return Err(CallError::Unexpected);
+        };
+        let _copy = if self.slow_copies.load(SeqCst)
+            && matches!(
+                req,
+                ReplicaRequest::FetchBlock { .. } | ReplicaRequest::StoreBlock { .. }
+            ) {
+            let now = self.copies.fetch_add(1, SeqCst) + 1;
+            self.copies_peak.fetch_max(now, SeqCst);
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            Some(InFlight(&self.copies))
+        } else {
+            None
         };
         if matches!(req, ReplicaRequest::FetchBlock { .. }) {
             self.fetched_from.lock().unwrap().push(to.id);
@@ -188,6 +212,15 @@ impl Transport for Fake {
     async fn remove_local(&self, key: Id) -> Reply {
         self.stores[self.me].1.remove(key).unwrap();
         Ok(Response::Replica(ReplicaResponse::Stored))
+    }
+}
+
+/// One call counted in a gauge until it is answered.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }
 
@@ -488,6 +521,43 @@ async fn repair_spreads_concurrent_versions_to_every_replica() {
     d.run(repair::RepairPass::new(items, [1; 32])).await;
     for (peer, store) in &d.transport.stores {
         assert_eq!(store.get_versions(key).unwrap(), both, "at {}", peer.addr);
+    }
+}
+
+/// A repair pass whose node holds many blocks that its members lack
+/// copies them all, with its workers together never holding more
+/// copies in flight (block reads from its own store and stores to
+/// members) than the pass's pool.
+#[tokio::test]
+async fn a_repair_pass_copies_at_most_its_pool_at_once() {
+    let d = dht(Fake::new(5), 3);
+    let blocks: Vec<Vec<u8>> = (0..64u32)
+        .map(|i| format!("block {i}").into_bytes())
+        .collect();
+    for b in &blocks {
+        d.transport.stores[0]
+            .1
+            .put_block(Id::hash(b), b, &[])
+            .unwrap();
+    }
+    d.transport.slow_copies.store(true, SeqCst);
+    let items = d.transport.stores[0].1.items();
+    let stats = d.run(repair::RepairPass::new(items, [2; 32])).await;
+    let peak = d.transport.copies_peak.load(SeqCst);
+    assert!(
+        peak <= repair::PUSHES_IN_FLIGHT,
+        "{peak} copies in flight at once"
+    );
+    assert!(peak > 4, "the workers shared the pool: {peak}");
+    assert_eq!(d.transport.copies.load(SeqCst), 0);
+    for b in &blocks {
+        let key = Id::hash(b);
+        let owners = d.transport.holders(key);
+        assert!(
+            owners.len() >= 3,
+            "{} on {owners:?} ({stats:?})",
+            key.short()
+        );
     }
 }
 

@@ -101,8 +101,6 @@ pub struct SyncTo {
     stores: HashMap<CallId, Id>,
     /// Slots taken from the machine's pool for the copies in flight.
     slots: usize,
-    /// Set once a copy went unanswered: nothing more is sent ([`SyncTo::give_up`]).
-    gave_up: bool,
     /// Releases the peer handed back, being applied to this node's store.
     releases: HashSet<CallId>,
     replies: Vec<(CallId, Reply)>,
@@ -128,7 +126,6 @@ impl SyncTo {
             reads: HashMap::new(),
             stores: HashMap::new(),
             slots: 0,
-            gave_up: false,
             releases: HashSet::new(),
             replies: Vec::new(),
             pushed: 0,
@@ -150,13 +147,16 @@ impl SyncTo {
     /// left or crashed, and each further copy would hold one of the
     /// machine's slots for a whole timeout while the copies to members
     /// that answer wait. The items not sent count as failures; the next
-    /// pass tries again.
+    /// pass tries again. A missing-list question in flight is dropped
+    /// (its answer no longer matches a call of this sync).
     fn give_up(&mut self) {
-        let left = self.to_push.len() + (self.items.len() - self.asked);
-        self.failures += left;
+        let asking = self
+            .missing_call
+            .take()
+            .map_or(0, |(_, start)| self.asked - start);
+        self.failures += self.to_push.len() + asking + (self.items.len() - self.asked);
         self.to_push.clear();
         self.asked = self.items.len();
-        self.gave_up = true;
     }
 
     /// Whether it would start a copy if its machine's pool had a slot.
@@ -190,7 +190,6 @@ impl SyncTo {
             {
                 self.missing_call = None;
                 match Missing::parse(reply) {
-                    Ok(idx) if self.gave_up => self.failures += idx.len(),
                     Ok(idx) => {
                         let end = (start + MAX_BATCH).min(self.items.len());
                         let chunk = &self.items[start..end];
@@ -984,11 +983,46 @@ mod tests {
             Order::ThisPeerLast(2),
             Order::ThisPeerLate(2),
         ] {
-            hand_off_answering(order);
+            let (stats, stored, peak, _) = hand_off_answering(order, None);
+            // Five syncs alone would start more than the pool allows.
+            const { assert!(PUSHES_IN_FLIGHT < 5 * PUSH_PARALLELISM) };
+            assert!(peak <= PUSHES_IN_FLIGHT, "{peak} copies in flight at once");
+            assert!(peak >= PUSH_PARALLELISM, "the pool was used: {peak}");
+            assert_eq!((stats.targets, stats.reached, stats.pushed), (5, 5, 160));
+            assert_eq!(stored.len(), 32);
+            assert!(stored.values().all(|&n| n == 5));
         }
     }
 
-    fn hand_off_answering(order: Order) {
+    /// A successor that answers the missing list but no copy (it crashed
+    /// since) gets no more copies once the first goes unanswered, so it
+    /// holds no slots the others could use; they still get everything.
+    #[test]
+    fn a_hand_off_stops_copying_to_a_successor_that_does_not_answer() {
+        let (stats, stored, _, silent) = hand_off_answering(Order::OldestFirst, Some(7));
+        assert!(
+            silent <= PUSH_PARALLELISM,
+            "{silent} copies sent to a silent successor"
+        );
+        assert_eq!((stats.targets, stats.reached, stats.pushed), (5, 4, 128));
+        assert!(
+            stats
+                .reasons
+                .iter()
+                .any(|r| r.contains("no answer in time"))
+        );
+        assert_eq!(stored.len(), 32);
+        assert!(stored.values().all(|&n| n == 4));
+    }
+
+    /// Runs a hand-off of 32 blocks to five successors, answering its
+    /// calls in `order`; copies to successor `silent` time out. What it
+    /// returned, how many successors stored each block, the most copies
+    /// in flight at once, and the copies sent to `silent`.
+    fn hand_off_answering(
+        order: Order,
+        silent: Option<u8>,
+    ) -> (HandOffStats, HashMap<Id, usize>, usize, usize) {
         use crate::chord::RingView;
         use crate::dht::RouteCache;
         use crate::dht::machine::{Io, Policy};
@@ -1009,7 +1043,8 @@ mod tests {
         let mut h = HandOff::new(items);
         let mut pending: VecDeque<Io> = VecDeque::new();
         let mut stored: HashMap<Id, usize> = HashMap::new();
-        let (mut ids, mut peak, mut round) = (1, 0, 0);
+        let (mut ids, mut peak, mut round, mut to_silent) = (1, 0, 0, 0);
+        let silent = silent.map(test_peer);
         let stats = loop {
             let (mut out, mut wake) = (Vec::new(), None);
             let mut cx = Cx::new(0, &view, &routes, 5, &policy, &mut ids, &mut out, &mut wake);
@@ -1077,6 +1112,13 @@ mod tests {
                             claims: Vec::new(),
                         }
                     }
+                    Request::Replica(ReplicaRequest::StoreBlock { .. })
+                        if silent.as_ref() == Some(&to) =>
+                    {
+                        to_silent += 1;
+                        h.on_reply(id, Err(CallError::Timeout));
+                        continue;
+                    }
                     Request::Replica(ReplicaRequest::StoreBlock { key, .. }) => {
                         assert!(succs.contains(&to));
                         *stored.entry(key).or_default() += 1;
@@ -1087,13 +1129,7 @@ mod tests {
                 h.on_reply(id, Ok(Response::Replica(resp)));
             }
         };
-        // Five syncs alone would start more than the pool allows.
-        const { assert!(PUSHES_IN_FLIGHT < 5 * PUSH_PARALLELISM) };
-        assert!(peak <= PUSHES_IN_FLIGHT, "{peak} copies in flight at once");
-        assert!(peak >= PUSH_PARALLELISM, "the pool was used: {peak}");
-        assert_eq!((stats.targets, stats.reached, stats.pushed), (5, 5, 160));
-        assert_eq!(stored.len(), 32);
-        assert!(stored.values().all(|&n| n == 5));
+        (stats, stored, peak, to_silent)
     }
 
     #[test]
